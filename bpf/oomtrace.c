@@ -1,0 +1,375 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR MIT)
+//go:build ignore
+
+/*
+ * oomtrace: observe kernel OOM kills.
+ *
+ * Two kinds of hooks cooperate:
+ *  - the decision hook (fentry, else kprobe, on oom_kill_process) records the
+ *    struct oom_control of the OOM being handled, keyed by the current task;
+ *  - the victim hook (tp_btf, else the classic tracepoint, on mark_victim)
+ *    fires once per killed task in the same task context and emits one event,
+ *    joined with the decision when one was recorded.
+ * Where no decision hook attaches, the victim hook finds the OOM domain itself
+ * by walking the trigger's memory cgroups up to the one at its limit.
+ *
+ * Cgroup paths are captured here, in the kernel, because the victim's cgroup
+ * is usually removed before user space could look it up.
+ */
+
+#include "include/kernel_types.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+
+#include "oomtrace.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/* Decisions older than this are not joined: they belong to an earlier OOM. */
+#define DECISION_MAX_AGE_NS (5ULL * 1000 * 1000 * 1000)
+/*
+ * A memcg counts as "at its limit" when less than this many pages are left:
+ * the failed charge was at most a THP (512 pages of 4 KiB).
+ */
+#define LIMIT_MARGIN_PAGES 512
+
+struct decision_value {
+	struct oom_decision d;
+	__u64 memcg; /* struct mem_cgroup *oc->memcg, 0 for a global OOM */
+};
+
+/* Sized by the loader (tracer.Config.RingBufferBytes). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20);
+} oom_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+/* Keyed by bpf_get_current_pid_tgid() of the task running the OOM killer. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, struct decision_value);
+} decisions SEC(".maps");
+
+/* Keep the ABI types in BTF so bpf2go can generate their Go twins. */
+const struct oom_event *unused_oom_event __attribute__((unused));
+const enum event_type *unused_event_type __attribute__((unused));
+const enum victim_hook *unused_victim_hook __attribute__((unused));
+const enum decision_hook *unused_decision_hook __attribute__((unused));
+const enum domain_source *unused_domain_source __attribute__((unused));
+const enum rss_unit *unused_rss_unit __attribute__((unused));
+const enum stat_index *unused_stat_index __attribute__((unused));
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+	if (v)
+		(*v)++;
+}
+
+static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
+{
+	if (bpf_core_field_exists(kn->__parent))
+		return BPF_CORE_READ(kn, __parent);
+	struct kernfs_node___old *old = (void *)kn;
+	return BPF_CORE_READ(old, parent);
+}
+
+/*
+ * Write the path of cg relative to its hierarchy root into out, root first.
+ * Names are read with bpf_probe_read_kernel_str: kernfs names live outside
+ * the kernfs_node. The leaf-most CGROUP_DEPTH_MAX levels are kept, so the
+ * container's own directory survives truncation.
+ */
+static __noinline void fill_cgroup_path(struct cgroup_path *out, struct cgroup *cg)
+{
+	struct kernfs_node *kns[CGROUP_DEPTH_MAX] = {};
+	struct kernfs_node *kn;
+	__u64 n = 0, off = 0;
+	int i;
+
+	if (!out || !cg)
+		return;
+	kn = BPF_CORE_READ(cg, kn);
+	if (!kn)
+		return;
+	out->id = BPF_CORE_READ(kn, id);
+	out->valid = 1;
+
+	for (i = 0; i < CGROUP_DEPTH_MAX; i++) {
+		struct kernfs_node *parent = kn_parent(kn);
+		if (!parent)
+			break;
+		kns[i] = kn;
+		n++;
+		kn = parent;
+	}
+	if (n == CGROUP_DEPTH_MAX && kn_parent(kn))
+		out->truncated = 1;
+	out->depth = n;
+
+	for (i = CGROUP_DEPTH_MAX - 1; i >= 0; i--) {
+		const char *name;
+		long r;
+
+		if ((__u64)i >= n)
+			continue;
+		if (off > CGROUP_PATH_LEN - CGROUP_NAME_LEN - 1) {
+			out->truncated = 1;
+			break;
+		}
+		out->path[off] = '/';
+		off++;
+		name = BPF_CORE_READ(kns[i], name);
+		r = bpf_probe_read_kernel_str(&out->path[off], CGROUP_NAME_LEN, name);
+		if (r > 1)
+			off += r - 1;
+	}
+	if (off == 0) {
+		out->path[0] = '/';
+		off = 1;
+	}
+	out->len = off;
+}
+
+static __always_inline struct cgroup_subsys_state *task_memcg_css(struct task_struct *task)
+{
+	int id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
+	struct css_set *cset = BPF_CORE_READ(task, cgroups);
+	struct cgroup_subsys_state *css = NULL;
+
+	if (!cset || id < 0 || id >= 16)
+		return NULL;
+	bpf_core_read(&css, sizeof(css), &cset->subsys[id]);
+	return css;
+}
+
+static __always_inline void fill_task_info(struct task_info *ti, struct task_struct *task)
+{
+	ti->pid = BPF_CORE_READ(task, pid);
+	ti->tgid = BPF_CORE_READ(task, tgid);
+	ti->uid = BPF_CORE_READ(task, real_cred, uid.val);
+	ti->oom_score_adj = BPF_CORE_READ(task, signal, oom_score_adj);
+	bpf_core_read_str(ti->comm, sizeof(ti->comm), &task->comm);
+	ti->cgroup2_id = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
+}
+
+static __always_inline void fill_victim_mm(struct oom_event *e, struct task_struct *task)
+{
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	if (!mm)
+		return;
+
+	e->total_vm = BPF_CORE_READ(mm, total_vm);
+	e->pgtables_bytes = BPF_CORE_READ(mm, pgtables_bytes.counter);
+	if (bpf_core_type_exists(struct mm_rss_stat)) {
+		struct mm_struct___old *old = (void *)mm;
+		e->rss_file = BPF_CORE_READ(old, rss_stat.count[0].counter);
+		e->rss_anon = BPF_CORE_READ(old, rss_stat.count[1].counter);
+		e->rss_swap = BPF_CORE_READ(old, rss_stat.count[2].counter);
+		e->rss_shmem = BPF_CORE_READ(old, rss_stat.count[3].counter);
+	} else {
+		/* The approximate sum, as the kernel's own mark_victim reports it. */
+		s64 v;
+		v = BPF_CORE_READ(mm, rss_stat[0].count);
+		e->rss_file = v > 0 ? v : 0;
+		v = BPF_CORE_READ(mm, rss_stat[1].count);
+		e->rss_anon = v > 0 ? v : 0;
+		v = BPF_CORE_READ(mm, rss_stat[2].count);
+		e->rss_swap = v > 0 ? v : 0;
+		v = BPF_CORE_READ(mm, rss_stat[3].count);
+		e->rss_shmem = v > 0 ? v : 0;
+	}
+	e->rss_unit = RSS_UNIT_PAGES;
+	e->victim_fields |= VICTIM_HAS_RSS | VICTIM_HAS_SWAP;
+}
+
+static __always_inline bool counter_at_limit(struct page_counter *pc)
+{
+	unsigned long max = BPF_CORE_READ(pc, max);
+	long usage = BPF_CORE_READ(pc, usage.counter);
+
+	if (max <= LIMIT_MARGIN_PAGES || usage < 0)
+		return false;
+	return (unsigned long)usage >= max - LIMIT_MARGIN_PAGES;
+}
+
+/*
+ * Without oom_control: the memcg whose limit was hit is the trigger's memcg
+ * or one of its ancestors (the charge that failed was the trigger's), and it
+ * is the nearest one with (almost) no room left.
+ */
+static __always_inline void find_domain(struct oom_event *e, struct cgroup_subsys_state *css)
+{
+	int i;
+
+	for (i = 0; i < CGROUP_DEPTH_MAX + 1; i++) {
+		struct mem_cgroup *memcg = (void *)css;
+		if (!css)
+			break;
+		if (counter_at_limit(&memcg->memory) || counter_at_limit(&memcg->memsw)) {
+			e->domain_source = DOMAIN_MEMCG_AT_LIMIT;
+			e->domain_usage_pages = BPF_CORE_READ(memcg, memory.usage.counter);
+			e->domain_limit_pages = BPF_CORE_READ(memcg, memory.max);
+			fill_cgroup_path(&e->domain, BPF_CORE_READ(css, cgroup));
+			return;
+		}
+		css = BPF_CORE_READ(css, parent);
+	}
+	e->domain_source = DOMAIN_NO_MEMCG_AT_LIMIT;
+}
+
+static __always_inline void record_decision(struct oom_control *oc, const char *message, __u8 hook)
+{
+	__u64 key = bpf_get_current_pid_tgid();
+	struct decision_value v = {};
+
+	v.d.ts_boot_ns = bpf_ktime_get_boot_ns();
+	v.d.hook = hook;
+	v.d.totalpages = BPF_CORE_READ(oc, totalpages);
+	v.d.chosen_points = BPF_CORE_READ(oc, chosen_points);
+	v.d.chosen_pid = BPF_CORE_READ(oc, chosen, pid);
+	v.d.gfp_mask = BPF_CORE_READ(oc, gfp_mask);
+	v.d.order = BPF_CORE_READ(oc, order);
+	v.d.constraint = BPF_CORE_READ(oc, constraint);
+	bpf_probe_read_kernel_str(v.d.message, sizeof(v.d.message), message);
+	v.memcg = (__u64)BPF_CORE_READ(oc, memcg);
+	bpf_map_update_elem(&decisions, &key, &v, BPF_ANY);
+}
+
+SEC("fentry/oom_kill_process")
+int BPF_PROG(fentry_oom_kill_process, struct oom_control *oc, const char *message)
+{
+	record_decision(oc, message, DECISION_HOOK_FENTRY);
+	return 0;
+}
+
+SEC("kprobe/oom_kill_process")
+int BPF_KPROBE(kprobe_oom_kill_process, struct oom_control *oc, const char *message)
+{
+	record_decision(oc, message, DECISION_HOOK_KPROBE);
+	return 0;
+}
+
+static __always_inline void clear_path_header(struct cgroup_path *p)
+{
+	__builtin_memset(p, 0, __builtin_offsetof(struct cgroup_path, path));
+}
+
+/* Common part of both victim hooks; victim may be NULL (classic tracepoint). */
+static __always_inline struct oom_event *start_event(void)
+{
+	struct oom_event *e = bpf_ringbuf_reserve(&oom_events, sizeof(*e), 0);
+	if (!e) {
+		count(STAT_OOM_LOST);
+		return NULL;
+	}
+	/* Path bytes past len are never read: zero only the fixed part. */
+	__builtin_memset(e, 0, __builtin_offsetof(struct oom_event, victim_memcg));
+	clear_path_header(&e->victim_memcg);
+	clear_path_header(&e->trigger_memcg);
+	clear_path_header(&e->domain);
+	e->ts_boot_ns = bpf_ktime_get_boot_ns();
+	e->type = EVENT_OOM_KILL;
+	return e;
+}
+
+static __always_inline void finish_event(struct oom_event *e)
+{
+	struct task_struct *current = (void *)bpf_get_current_task();
+	struct cgroup_subsys_state *trigger_css = task_memcg_css(current);
+	__u64 key = bpf_get_current_pid_tgid();
+	struct decision_value *dv;
+
+	fill_task_info(&e->trigger, current);
+	fill_cgroup_path(&e->trigger_memcg, BPF_CORE_READ(trigger_css, cgroup));
+
+	dv = bpf_map_lookup_elem(&decisions, &key);
+	if (dv && e->ts_boot_ns - dv->d.ts_boot_ns < DECISION_MAX_AGE_NS) {
+		e->decision = dv->d;
+		e->has_decision = 1;
+		e->domain_source = DOMAIN_OOM_CONTROL;
+		if (dv->memcg) {
+			struct mem_cgroup *memcg = (void *)dv->memcg;
+			e->domain_usage_pages = BPF_CORE_READ(memcg, memory.usage.counter);
+			e->domain_limit_pages = BPF_CORE_READ(memcg, memory.max);
+			fill_cgroup_path(&e->domain, BPF_CORE_READ(memcg, css.cgroup));
+		}
+	} else {
+		find_domain(e, trigger_css);
+	}
+	count(STAT_OOM_SENT);
+	bpf_ringbuf_submit(e, 0);
+}
+
+SEC("tp_btf/mark_victim")
+int BPF_PROG(tp_btf_mark_victim, struct task_struct *task, uid_t uid)
+{
+	struct cgroup_subsys_state *victim_css;
+	struct oom_event *e = start_event();
+	if (!e)
+		return 0;
+
+	e->victim_hook = VICTIM_HOOK_TP_BTF;
+	fill_task_info(&e->victim, task);
+	e->victim.uid = uid;
+	e->victim_fields |= VICTIM_HAS_IDENTITY;
+	fill_victim_mm(e, task);
+	victim_css = task_memcg_css(task);
+	fill_cgroup_path(&e->victim_memcg, BPF_CORE_READ(victim_css, cgroup));
+	finish_event(e);
+	return 0;
+}
+
+SEC("tracepoint/oom/mark_victim")
+int tracepoint_mark_victim(struct trace_event_raw_mark_victim *ctx)
+{
+	struct task_struct *current = (void *)bpf_get_current_task();
+	struct oom_event *e = start_event();
+	if (!e)
+		return 0;
+
+	e->victim_hook = VICTIM_HOOK_TRACEPOINT;
+	e->victim.pid = BPF_CORE_READ(ctx, pid);
+	e->victim.tgid = e->victim.pid;
+
+	/* Since 6.9 the tracepoint carries comm, uid, memory and oom_score_adj. */
+	if (bpf_core_field_exists(ctx->__data_loc_comm)) {
+		__u32 loc = BPF_CORE_READ(ctx, __data_loc_comm);
+		bpf_probe_read_kernel_str(e->victim.comm, sizeof(e->victim.comm),
+					  (void *)ctx + (loc & 0xffff));
+		e->victim.uid = BPF_CORE_READ(ctx, uid);
+		e->victim.oom_score_adj = BPF_CORE_READ(ctx, oom_score_adj);
+		e->total_vm = BPF_CORE_READ(ctx, total_vm);
+		e->rss_anon = BPF_CORE_READ(ctx, anon_rss);
+		e->rss_file = BPF_CORE_READ(ctx, file_rss);
+		e->rss_shmem = BPF_CORE_READ(ctx, shmem_rss);
+		e->pgtables_bytes = BPF_CORE_READ(ctx, pgtables) * 1024;
+		e->rss_unit = RSS_UNIT_KIB;
+		e->victim_fields |= VICTIM_HAS_IDENTITY | VICTIM_HAS_RSS;
+	}
+
+	/*
+	 * The classic tracepoint has no task pointer. When the trigger killed
+	 * itself (the common memcg case) the victim is current, and all of it
+	 * can be read from there.
+	 */
+	if (BPF_CORE_READ(current, pid) == e->victim.pid) {
+		fill_task_info(&e->victim, current);
+		e->victim_fields |= VICTIM_HAS_IDENTITY;
+		fill_victim_mm(e, current);
+		struct cgroup_subsys_state *victim_css = task_memcg_css(current);
+		fill_cgroup_path(&e->victim_memcg, BPF_CORE_READ(victim_css, cgroup));
+	}
+	finish_event(e);
+	return 0;
+}

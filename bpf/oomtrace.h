@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/*
+ * The kernel-to-user ABI of oomtrace. Every struct here is exported to Go by
+ * bpf2go (-type), so the Go side is generated from this file's BTF and a
+ * layout test keeps both in step. Only append fields; never reorder.
+ */
+#ifndef OOMTRACE_H
+#define OOMTRACE_H
+
+#define TASK_COMM_LEN 16
+/* A cgroup path is captured in the kernel, leaf-most levels first kept. */
+#define CGROUP_PATH_LEN 1024
+#define CGROUP_NAME_LEN 256
+#define CGROUP_DEPTH_MAX 16
+#define OOM_MESSAGE_LEN 32
+
+enum event_type {
+	EVENT_OOM_KILL = 1,
+};
+
+/* Which program produced the per-victim part of an OOM kill event. */
+enum victim_hook {
+	VICTIM_HOOK_TP_BTF = 1,     /* tp_btf/mark_victim */
+	VICTIM_HOOK_TRACEPOINT = 2, /* tracepoint/oom/mark_victim */
+};
+
+/* Which program recorded the OOM decision (struct oom_control). */
+enum decision_hook {
+	DECISION_HOOK_NONE = 0,
+	DECISION_HOOK_FENTRY = 1, /* fentry/oom_kill_process */
+	DECISION_HOOK_KPROBE = 2, /* kprobe/oom_kill_process */
+};
+
+/* How the OOM domain (the memcg whose limit was hit) was found. */
+enum domain_source {
+	DOMAIN_UNKNOWN = 0,
+	DOMAIN_OOM_CONTROL = 1,       /* oc->memcg from oom_kill_process */
+	DOMAIN_MEMCG_AT_LIMIT = 2,    /* nearest ancestor of the trigger's memcg at its limit */
+	DOMAIN_NO_MEMCG_AT_LIMIT = 3, /* no ancestor at its limit: not a memcg OOM */
+};
+
+/* Units of the victim's rss_* and total_vm. */
+enum rss_unit {
+	RSS_UNIT_PAGES = 0, /* read from the task's mm: multiply by the page size */
+	RSS_UNIT_KIB = 1,   /* read from the classic tracepoint: kB */
+};
+
+enum stat_index {
+	STAT_OOM_SENT = 0,
+	STAT_OOM_LOST = 1, /* ring buffer reserve failed */
+	STAT_MAX = 2,
+};
+
+struct cgroup_path {
+	__u64 id;       /* kernfs node id: the inode of the cgroup directory */
+	__u16 depth;    /* levels below the hierarchy root captured */
+	__u16 len;      /* bytes used in path, without the NUL */
+	__u8 valid;     /* 0: nothing was captured */
+	__u8 truncated; /* deeper than CGROUP_DEPTH_MAX or longer than the buffer */
+	__u8 _pad[2];
+	char path[CGROUP_PATH_LEN];
+};
+
+struct task_info {
+	__u64 cgroup2_id; /* the task's cgroup on the default (v2) hierarchy */
+	__u32 pid;        /* thread id */
+	__u32 tgid;       /* process id */
+	__u32 uid;
+	__s32 oom_score_adj;
+	char comm[TASK_COMM_LEN];
+};
+
+struct oom_decision {
+	__u64 ts_boot_ns;
+	__u64 totalpages;
+	__s64 chosen_points;
+	__u32 chosen_pid;
+	__u32 gfp_mask;
+	__s32 order;
+	__u32 constraint; /* enum oom_constraint */
+	__u8 hook;        /* enum decision_hook */
+	__u8 _pad[7];
+	char message[OOM_MESSAGE_LEN];
+};
+
+struct oom_event {
+	__u64 ts_boot_ns;
+	__u32 type;         /* enum event_type */
+	__u8 victim_hook;   /* enum victim_hook */
+	__u8 has_decision;  /* decision below is filled */
+	__u8 domain_source; /* enum domain_source */
+	__u8 rss_unit;      /* enum rss_unit */
+	struct task_info victim;
+	struct task_info trigger;
+	__u64 rss_file;
+	__u64 rss_anon;
+	__u64 rss_swap;
+	__u64 rss_shmem;
+	__u64 total_vm;       /* in rss_unit */
+	__u64 pgtables_bytes;
+	__u64 domain_usage_pages;
+	__u64 domain_limit_pages;
+	__u8 victim_fields;  /* bit 0: comm/uid/adj known, 1: rss known, 2: swap known */
+	__u8 _pad[7];
+	struct oom_decision decision;
+	struct cgroup_path victim_memcg;
+	struct cgroup_path trigger_memcg;
+	struct cgroup_path domain;
+};
+
+#define VICTIM_HAS_IDENTITY (1 << 0)
+#define VICTIM_HAS_RSS (1 << 1)
+#define VICTIM_HAS_SWAP (1 << 2)
+
+#endif /* OOMTRACE_H */

@@ -1,0 +1,172 @@
+// Command oomtrace reports every kernel OOM kill on this host as one JSON
+// object per line on stdout.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	flag "github.com/spf13/pflag"
+
+	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/exporter"
+	"github.com/oomtrace/oomtrace/tracer"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+type options struct {
+	output       string
+	decisionHook string
+	victimHook   string
+	ringBuffer   int
+	btfPath      string
+	nodeName     string
+	logLevel     string
+	showVersion  bool
+}
+
+const defaultBTF = "/sys/kernel/btf/vmlinux"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is main without the process exit: 0 on a clean stop, 1 on a runtime
+// failure, 2 on bad usage.
+func run(args []string, stdout, stderr io.Writer) int {
+	opts, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		return 2
+	}
+	if opts.showVersion {
+		fmt.Fprintln(stdout, "oomtrace", version)
+		return 0
+	}
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(opts.logLevel)); err != nil {
+		fmt.Fprintf(stderr, "oomtrace: --log.level: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	var out exporter.Writer
+	switch opts.output {
+	case "json":
+		out = exporter.NewJSON(stdout)
+	case "text":
+		out = exporter.NewText(stdout)
+	default:
+		fmt.Fprintf(stderr, "oomtrace: --output must be json or text, not %q\n", opts.output)
+		return 2
+	}
+
+	if err := checkPrivileges(); err != nil {
+		fmt.Fprintf(stderr, "oomtrace: %v\n", err)
+		return 1
+	}
+	if _, err := os.Stat(opts.btfPath); err != nil {
+		fmt.Fprintf(stderr, "oomtrace: kernel BTF not found at %s (needs CONFIG_DEBUG_INFO_BTF=y or --btf.path): %v\n", opts.btfPath, errors.Unwrap(err))
+		return 1
+	}
+
+	node := opts.nodeName
+	if node == "" {
+		node, _ = os.Hostname()
+	}
+	btfPath := opts.btfPath
+	if btfPath == defaultBTF {
+		btfPath = "" // the library finds the running kernel's BTF itself
+	}
+	t, err := tracer.New(tracer.Config{
+		DecisionHook:    opts.decisionHook,
+		VictimHook:      opts.victimHook,
+		RingBufferBytes: opts.ringBuffer,
+		KernelBTF:       btfPath,
+		Node:            node,
+		Logger:          log,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "oomtrace: %v\n", err)
+		return 1
+	}
+	defer t.Close()
+
+	hooks := t.Hooks()
+	decision := hooks.Decision
+	if decision == "" {
+		decision = "none"
+	}
+	log.Info("oomtrace started", "version", version, "node", node,
+		"decision_hook", decision, "victim_hook", hooks.Victim)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	var writeErr error
+	err = t.Run(ctx, func(ev event.OOMKill) {
+		if writeErr != nil {
+			return
+		}
+		if err := out.WriteOOMKill(ev); err != nil {
+			// stdout is gone (closed pipe): stop, but keep counting.
+			writeErr = err
+			log.Error("cannot write events", "err", err)
+			stop()
+		}
+	})
+	stats, statsErr := t.Stats()
+	if statsErr == nil {
+		log.Info("oomtrace stopped", "sent", stats.Sent, "lost", stats.Lost,
+			"decoded", stats.Decoded, "decode_errors", stats.DecodeErrors)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "oomtrace: %v\n", err)
+		return 1
+	}
+	if writeErr != nil {
+		return 1
+	}
+	return 0
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("oomtrace", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: oomtrace [flags]\n\n"+
+			"Reports every kernel OOM kill on this host, one event per killed task,\n"+
+			"on stdout. Runs until SIGINT or SIGTERM. Needs root, or CAP_BPF,\n"+
+			"CAP_PERFMON and CAP_SYS_RESOURCE, and a kernel with BTF.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.output, "output", "json", "event format: json (one object per line) or text (one readable line per event)")
+	fs.StringVar(&o.decisionHook, "hook.decision", tracer.HookAuto, "hook for the OOM decision on oom_kill_process: auto, fentry, kprobe or none")
+	fs.StringVar(&o.victimHook, "hook.victim", tracer.HookAuto, "hook for each killed task on mark_victim: auto, tp_btf or tracepoint")
+	fs.IntVar(&o.ringBuffer, "ringbuf.bytes", tracer.DefaultRingBufferBytes, "size of the OOM event ring buffer in bytes (a power of two)")
+	fs.StringVar(&o.btfPath, "btf.path", defaultBTF, "kernel BTF file")
+	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "node name written into every event (default $NODE_NAME, else the host name)")
+	fs.StringVar(&o.logLevel, "log.level", "info", "log level on stderr: debug, info, warn or error")
+	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "oomtrace: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return o, errors.New("unexpected argument")
+	}
+	return o, nil
+}

@@ -1,0 +1,3 @@
+// Package event defines the events oomtrace reports: the vocabulary shared by
+// the tracer that produces them and the exporters that write them.
+package event

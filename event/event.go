@@ -1,0 +1,130 @@
+package event
+
+import (
+	"time"
+)
+
+// Type names the kind of an event in its "type" field.
+const (
+	TypeOOMKill = "oom_kill"
+)
+
+// OOM scopes: what constrained the allocation that failed.
+const (
+	ScopeMemcg     = "memcg"     // a memory cgroup hit its limit
+	ScopeGlobal    = "global"    // the whole system ran out of memory
+	ScopeCpuset    = "cpuset"    // the allowed NUMA nodes of a cpuset ran out
+	ScopeMempolicy = "mempolicy" // the nodes of a memory policy ran out
+	ScopeUnknown   = "unknown"
+)
+
+// How the scope and domain of an OOM were determined.
+const (
+	// SourceOOMControl: read from the kernel's struct oom_control at
+	// oom_kill_process (fentry or kprobe): exact.
+	SourceOOMControl = "oom_control"
+	// SourceMemcgAtLimit: the nearest memory cgroup at or above the
+	// trigger's whose usage was within 2 MiB of its limit at the kill.
+	SourceMemcgAtLimit = "memcg_at_limit"
+	// SourceNoMemcgAtLimit: no memory cgroup above the trigger was at its
+	// limit, so the OOM was not a memcg OOM (global, or cpuset/mempolicy).
+	SourceNoMemcgAtLimit = "no_memcg_at_limit"
+)
+
+// Where a memory cgroup's identity came from.
+const (
+	CgroupFromKernel = "kernel" // captured by the BPF program at the event
+	CgroupFromProcfs = "procfs" // read from /proc/<pid>/cgroup afterwards
+)
+
+// OOMKill is one task killed by the kernel's OOM killer.
+type OOMKill struct {
+	Type    string  `json:"type"`
+	Time    Time    `json:"time"`
+	Node    string  `json:"node"`
+	Hook    string  `json:"hook"`
+	Victim  Victim  `json:"victim"`
+	Trigger Process `json:"trigger"`
+	OOM     OOM     `json:"oom"`
+}
+
+// Process identifies a task and the memory cgroup it was charged to.
+type Process struct {
+	PID       uint32  `json:"pid"`  // thread id
+	TGID      uint32  `json:"tgid"` // process id
+	Comm      string  `json:"comm"` // raw kernel bytes; JSON replaces invalid UTF-8
+	UID       *uint32 `json:"uid,omitempty"`
+	Memcg     *Cgroup `json:"memcg"`      // null when it could not be determined
+	Cgroup2ID uint64  `json:"cgroup2_id"` // the task's cgroup on the unified hierarchy
+}
+
+// Victim is the killed task and the memory it held when it was chosen.
+type Victim struct {
+	Process
+	OOMScoreAdj   *int32  `json:"oom_score_adj"`
+	RSS           *RSS    `json:"rss_bytes"`      // null on kernels that do not say
+	TotalVMBytes  *uint64 `json:"total_vm_bytes"` // null on kernels that do not say
+	PgtablesBytes *uint64 `json:"pgtables_bytes"` // null on kernels that do not say
+}
+
+// RSS is resident memory by kind, in bytes.
+type RSS struct {
+	Anon  uint64  `json:"anon"`
+	File  uint64  `json:"file"`
+	Shmem uint64  `json:"shmem"`
+	Swap  *uint64 `json:"swap"` // swapped-out bytes; null where the hook cannot see them
+}
+
+// Cgroup is a cgroup captured at the event. Path is relative to the root of
+// the hierarchy it belongs to (the v1 memory hierarchy on hybrid hosts).
+type Cgroup struct {
+	ID            uint64 `json:"id"`   // kernfs id: the inode of the cgroup directory
+	Path          string `json:"path"` // raw kernel bytes; JSON replaces invalid UTF-8
+	PathTruncated bool   `json:"path_truncated,omitempty"`
+	Source        string `json:"source"` // CgroupFromKernel or CgroupFromProcfs
+}
+
+// OOM is the decision that killed the victim.
+type OOM struct {
+	Scope       string    `json:"scope"`
+	ScopeSource string    `json:"scope_source"`
+	Domain      *Domain   `json:"domain,omitempty"` // the memcg whose limit was hit
+	Decision    *Decision `json:"decision,omitempty"`
+}
+
+// Domain is the memory cgroup whose limit was hit, with its counter at the kill.
+type Domain struct {
+	Cgroup
+	UsageBytes uint64 `json:"usage_bytes"`
+	LimitBytes uint64 `json:"limit_bytes"`
+}
+
+// Decision is the kernel's struct oom_control at oom_kill_process.
+type Decision struct {
+	Constraint   string `json:"constraint"`    // none, cpuset, memory_policy, memcg
+	TotalPages   uint64 `json:"total_pages"`   // size of the OOM domain in pages
+	ChosenPID    uint32 `json:"chosen_pid"`    // the task the badness scan chose
+	ChosenPoints int64  `json:"chosen_points"` // its badness
+	GFPMask      string `json:"gfp_mask"`      // hexadecimal
+	Order        int32  `json:"order"`         // allocation order; -1 for sysrq
+	Message      string `json:"message"`
+}
+
+// Time is a wall-clock instant written as RFC 3339 with nanoseconds, in UTC.
+type Time struct{ time.Time }
+
+// Layout is the RFC 3339 layout of Time, with all nine fractional digits.
+const Layout = "2006-01-02T15:04:05.000000000Z07:00"
+
+// MarshalJSON writes the time in Layout.
+func (t Time) MarshalJSON() ([]byte, error) {
+	b := make([]byte, 0, len(Layout)+2)
+	b = append(b, '"')
+	b = t.UTC().AppendFormat(b, Layout)
+	return append(b, '"'), nil
+}
+
+// UnmarshalJSON reads a time in RFC 3339.
+func (t *Time) UnmarshalJSON(b []byte) error {
+	return t.Time.UnmarshalJSON(b)
+}

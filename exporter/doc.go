@@ -1,0 +1,3 @@
+// Package exporter writes events out of the process: JSON lines or text on a
+// stream.
+package exporter

@@ -1,0 +1,102 @@
+package exporter
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/oomtrace/oomtrace/event"
+)
+
+// Writer writes one event as one line.
+type Writer interface {
+	WriteOOMKill(event.OOMKill) error
+}
+
+// JSON writes one JSON object per line. encoding/json keeps every line valid
+// JSON whatever bytes the kernel handed over: control characters are
+// escaped and invalid UTF-8 becomes U+FFFD.
+type JSON struct {
+	w   *bufio.Writer
+	enc *json.Encoder
+}
+
+// NewJSON returns a JSON lines writer on w. Each event is flushed as soon
+// as it is written, so a reader sees it at once.
+func NewJSON(w io.Writer) *JSON {
+	bw := bufio.NewWriter(w)
+	enc := json.NewEncoder(bw)
+	enc.SetEscapeHTML(false)
+	return &JSON{w: bw, enc: enc}
+}
+
+// WriteOOMKill writes ev as one line.
+func (j *JSON) WriteOOMKill(ev event.OOMKill) error {
+	if err := j.enc.Encode(ev); err != nil {
+		return fmt.Errorf("encode oom_kill: %w", err)
+	}
+	return j.w.Flush()
+}
+
+// Text writes one human-readable line per event, for people at a terminal.
+// Kernel strings are quoted, so hostile bytes cannot forge a line.
+type Text struct {
+	w *bufio.Writer
+}
+
+// NewText returns a text writer on w.
+func NewText(w io.Writer) *Text { return &Text{w: bufio.NewWriter(w)} }
+
+// WriteOOMKill writes ev as one line.
+func (t *Text) WriteOOMKill(ev event.OOMKill) error {
+	var b strings.Builder
+	b.WriteString(ev.Time.UTC().Format(event.Layout))
+	b.WriteString(" oom_kill victim=")
+	writeProcess(&b, ev.Victim.Process)
+	if ev.Victim.RSS != nil {
+		fmt.Fprintf(&b, " rss=%s(anon %s file %s shmem %s)",
+			bytesIEC(ev.Victim.RSS.Anon+ev.Victim.RSS.File+ev.Victim.RSS.Shmem),
+			bytesIEC(ev.Victim.RSS.Anon), bytesIEC(ev.Victim.RSS.File), bytesIEC(ev.Victim.RSS.Shmem))
+	}
+	if ev.Victim.OOMScoreAdj != nil {
+		fmt.Fprintf(&b, " oom_score_adj=%d", *ev.Victim.OOMScoreAdj)
+	}
+	b.WriteString(" trigger=")
+	writeProcess(&b, ev.Trigger)
+	fmt.Fprintf(&b, " scope=%s", ev.OOM.Scope)
+	if d := ev.OOM.Domain; d != nil {
+		fmt.Fprintf(&b, " domain=%s limit=%s", strconv.Quote(d.Path), bytesIEC(d.LimitBytes))
+	}
+	fmt.Fprintf(&b, " hook=%s\n", ev.Hook)
+	if _, err := t.w.WriteString(b.String()); err != nil {
+		return fmt.Errorf("write oom_kill: %w", err)
+	}
+	return t.w.Flush()
+}
+
+func writeProcess(b *strings.Builder, p event.Process) {
+	fmt.Fprintf(b, "%d/%s", p.TGID, strconv.Quote(p.Comm))
+	if p.PID != p.TGID {
+		fmt.Fprintf(b, "(tid %d)", p.PID)
+	}
+	if p.Memcg != nil {
+		fmt.Fprintf(b, " %s", strconv.Quote(p.Memcg.Path))
+	}
+}
+
+// bytesIEC formats n in the largest binary unit that keeps it >= 1.
+func bytesIEC(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatUint(n, 10) + "B"
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	return strconv.FormatFloat(float64(n)/float64(div), 'f', 1, 64) + string("KMGTPE"[exp]) + "iB"
+}

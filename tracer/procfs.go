@@ -1,0 +1,84 @@
+package tracer
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/oomtrace/oomtrace/event"
+)
+
+// Roots of the cgroup hierarchies whose directory inodes are memcg ids.
+var (
+	memcgV1Root   = "/sys/fs/cgroup/memory"
+	cgroupV2Roots = []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"}
+	procRoot      = "/proc"
+)
+
+// completeFromProcfs fills in the victim's memcg when the kernel could not
+// capture it (the classic tracepoint fired in another task's context). The
+// victim is being killed, so this can race with its exit; it is best effort
+// and marked as such.
+func completeFromProcfs(ev *event.OOMKill) {
+	if ev.Victim.Memcg != nil {
+		return
+	}
+	data, err := os.ReadFile(fmt.Sprintf("%s/%d/cgroup", procRoot, ev.Victim.PID))
+	if err != nil {
+		return
+	}
+	path, v1, ok := MemcgFromProcCgroup(data)
+	if !ok {
+		return
+	}
+	root := memcgV1Root
+	roots := []string{root}
+	if !v1 {
+		roots = cgroupV2Roots
+	}
+	for _, r := range roots {
+		var st syscall.Stat_t
+		if err := syscall.Stat(r+path, &st); err == nil {
+			ev.Victim.Memcg = &event.Cgroup{ID: st.Ino, Path: path, Source: event.CgroupFromProcfs}
+			return
+		}
+	}
+	ev.Victim.Memcg = &event.Cgroup{Path: path, Source: event.CgroupFromProcfs}
+}
+
+// MemcgFromProcCgroup returns the memory cgroup path from the contents of a
+// /proc/<pid>/cgroup file: the v1 memory controller's line if there is one
+// (v1 or hybrid hosts), else the unified hierarchy's "0::" line. v1 reports
+// whether the path belongs to the v1 memory hierarchy.
+func MemcgFromProcCgroup(data []byte) (path string, v1 bool, ok bool) {
+	var unified string
+	var haveUnified bool
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		// hierarchy-ID:controller-list:cgroup-path; the path may contain ':'.
+		id, rest, found := strings.Cut(sc.Text(), ":")
+		if !found {
+			continue
+		}
+		controllers, p, found := strings.Cut(rest, ":")
+		if !found || !strings.HasPrefix(p, "/") {
+			continue
+		}
+		if id == "0" && controllers == "" {
+			unified, haveUnified = p, true
+			continue
+		}
+		for _, c := range strings.Split(controllers, ",") {
+			if c == "memory" {
+				return p, true, true
+			}
+		}
+	}
+	if haveUnified {
+		return unified, false, true
+	}
+	return "", false, false
+}
