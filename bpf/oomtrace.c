@@ -13,6 +13,12 @@
  * Where no decision hook attaches, the victim hook finds the OOM domain itself
  * by walking the trigger's memory cgroups up to the one at its limit.
  *
+ * mark_victim also fires for a task that was already exiting when it hit the
+ * OOM killer, which then only grants it memory reserves and kills nobody. A
+ * real kill sends SIGKILL (SEND_SIG_PRIV) to the victim from the trigger's
+ * context just before mark_victim, under task_lock; the signal hook records
+ * that, and the victim hook tells the two cases apart by it.
+ *
  * Cgroup paths are captured here, in the kernel, because the victim's cgroup
  * is usually removed before user space could look it up.
  */
@@ -60,12 +66,33 @@ struct {
 	__type(value, struct decision_value);
 } decisions SEC(".maps");
 
+struct kill_signal {
+	__u64 sender; /* bpf_get_current_pid_tgid() of the sender */
+	__u64 ts_boot_ns;
+};
+
+/* The OOM killer's SIGKILLs, keyed by the pid of the task they went to. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct kill_signal);
+} kill_signals SEC(".maps");
+
+#define SIGKILL 9
+#define SI_KERNEL 0x80
+/* include/linux/sched/signal.h: SEND_SIG_PRIV is ((struct kernel_siginfo *)1). */
+#define SEND_SIG_PRIV 1UL
+/* A kill and its mark_victim are microseconds apart, under one spinlock. */
+#define KILL_SIGNAL_MAX_AGE_NS (1000ULL * 1000 * 1000)
+
 /* Keep the ABI types in BTF so bpf2go can generate their Go twins. */
 const struct oom_event *unused_oom_event __attribute__((unused));
 const enum event_type *unused_event_type __attribute__((unused));
 const enum victim_hook *unused_victim_hook __attribute__((unused));
 const enum decision_hook *unused_decision_hook __attribute__((unused));
 const enum domain_source *unused_domain_source __attribute__((unused));
+const enum signal_hook *unused_signal_hook __attribute__((unused));
 const enum rss_unit *unused_rss_unit __attribute__((unused));
 const enum stat_index *unused_stat_index __attribute__((unused));
 
@@ -283,12 +310,49 @@ static __always_inline struct oom_event *start_event(void)
 	return e;
 }
 
+static __always_inline void record_kill_signal(__u32 target)
+{
+	struct kill_signal ks = {
+		.sender = bpf_get_current_pid_tgid(),
+		.ts_boot_ns = bpf_ktime_get_boot_ns(),
+	};
+	bpf_map_update_elem(&kill_signals, &target, &ks, BPF_ANY);
+}
+
+SEC("tp_btf/signal_generate")
+int BPF_PROG(tp_btf_signal_generate, int sig, struct kernel_siginfo *info, struct task_struct *task,
+	     int group, int result)
+{
+	if (sig != SIGKILL || (unsigned long)info != SEND_SIG_PRIV)
+		return 0;
+	record_kill_signal(BPF_CORE_READ(task, pid));
+	return 0;
+}
+
+SEC("tracepoint/signal/signal_generate")
+int tracepoint_signal_generate(struct trace_event_raw_signal_generate *ctx)
+{
+	/* SEND_SIG_PRIV is recorded as si_code SI_KERNEL. */
+	if (BPF_CORE_READ(ctx, sig) != SIGKILL || BPF_CORE_READ(ctx, code) != SI_KERNEL)
+		return 0;
+	record_kill_signal(BPF_CORE_READ(ctx, pid));
+	return 0;
+}
+
 static __always_inline void finish_event(struct oom_event *e)
 {
 	struct task_struct *current = (void *)bpf_get_current_task();
 	struct cgroup_subsys_state *trigger_css = task_memcg_css(current);
 	__u64 key = bpf_get_current_pid_tgid();
+	__u32 victim = e->victim.pid;
 	struct decision_value *dv;
+	struct kill_signal *ks;
+
+	ks = bpf_map_lookup_elem(&kill_signals, &victim);
+	if (ks && ks->sender == key && e->ts_boot_ns - ks->ts_boot_ns < KILL_SIGNAL_MAX_AGE_NS) {
+		e->sigkill_seen = 1;
+		bpf_map_delete_elem(&kill_signals, &victim);
+	}
 
 	fill_task_info(&e->trigger, current);
 	fill_cgroup_path(&e->trigger_memcg, BPF_CORE_READ(trigger_css, cgroup));
@@ -360,11 +424,15 @@ int tracepoint_mark_victim(struct trace_event_raw_mark_victim *ctx)
 
 	/*
 	 * The classic tracepoint has no task pointer. When the trigger killed
-	 * itself (the common memcg case) the victim is current, and all of it
-	 * can be read from there.
+	 * its own process (the common memcg case) the victim is current or
+	 * its thread group leader, and the rest can be read from current: the
+	 * mm and the memcg are the process's.
 	 */
-	if (BPF_CORE_READ(current, pid) == e->victim.pid) {
+	if (BPF_CORE_READ(current, pid) == e->victim.pid ||
+	    BPF_CORE_READ(current, tgid) == e->victim.pid) {
+		__u32 pid = e->victim.pid;
 		fill_task_info(&e->victim, current);
+		e->victim.pid = pid;
 		e->victim_fields |= VICTIM_HAS_IDENTITY;
 		fill_victim_mm(e, current);
 		struct cgroup_subsys_state *victim_css = task_memcg_css(current);

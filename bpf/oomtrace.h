@@ -39,6 +39,13 @@ enum domain_source {
 	DOMAIN_NO_MEMCG_AT_LIMIT = 3, /* no ancestor at its limit: not a memcg OOM */
 };
 
+/* Which program watches for the OOM killer's SIGKILL. */
+enum signal_hook {
+	SIGNAL_HOOK_NONE = 0,
+	SIGNAL_HOOK_TP_BTF = 1,     /* tp_btf/signal_generate */
+	SIGNAL_HOOK_TRACEPOINT = 2, /* tracepoint/signal/signal_generate */
+};
+
 /* Units of the victim's rss_* and total_vm. */
 enum rss_unit {
 	RSS_UNIT_PAGES = 0, /* read from the task's mm: multiply by the page size */
@@ -101,7 +108,8 @@ struct oom_event {
 	__u64 domain_usage_pages;
 	__u64 domain_limit_pages;
 	__u8 victim_fields;  /* bit 0: comm/uid/adj known, 1: rss known, 2: swap known */
-	__u8 _pad[7];
+	__u8 sigkill_seen;   /* the trigger sent the victim the OOM killer's SIGKILL */
+	__u8 _pad[6];
 	struct oom_decision decision;
 	struct cgroup_path victim_memcg;
 	struct cgroup_path trigger_memcg;

@@ -32,19 +32,22 @@ type Decoder struct {
 
 // DecodeOOMKill decodes one record of the oom_events ring buffer. Records
 // longer than the struct are accepted and the tail is ignored (fields are only
-// ever appended); shorter ones are an error.
-func (d *Decoder) DecodeOOMKill(record []byte) (event.OOMKill, error) {
+// ever appended); shorter ones are an error. sigkillSeen reports whether the
+// signal hook saw the OOM killer's SIGKILL to the victim: without it, the
+// record is a task that was exiting already and was only granted reserves.
+func (d *Decoder) DecodeOOMKill(record []byte) (ev event.OOMKill, sigkillSeen bool, err error) {
 	var raw rawOOMEvent
 	if len(record) < OOMEventSize {
-		return event.OOMKill{}, fmt.Errorf("oom event: %w: %d of %d bytes", ErrShortRecord, len(record), OOMEventSize)
+		return event.OOMKill{}, false, fmt.Errorf("oom event: %w: %d of %d bytes", ErrShortRecord, len(record), OOMEventSize)
 	}
 	if _, err := binary.Decode(record[:OOMEventSize], binary.NativeEndian, &raw); err != nil {
-		return event.OOMKill{}, fmt.Errorf("oom event: %w", err)
+		return event.OOMKill{}, false, fmt.Errorf("oom event: %w", err)
 	}
 	if raw.Type != uint32(oomtraceEventTypeEVENT_OOM_KILL) {
-		return event.OOMKill{}, fmt.Errorf("oom event: unexpected type %d", raw.Type)
+		return event.OOMKill{}, false, fmt.Errorf("oom event: unexpected type %d", raw.Type)
 	}
-	return d.oomKill(&raw)
+	ev, err = d.oomKill(&raw)
+	return ev, raw.SigkillSeen != 0, err
 }
 
 func (d *Decoder) oomKill(raw *rawOOMEvent) (event.OOMKill, error) {
@@ -163,6 +166,8 @@ const (
 	HookKprobeOOMKillProcess = "kprobe/oom_kill_process"
 	HookTpBtfMarkVictim      = "tp_btf/mark_victim"
 	HookTracepointMarkVictim = "tracepoint/oom/mark_victim"
+	HookTpBtfSignal          = "tp_btf/signal_generate"
+	HookTracepointSignal     = "tracepoint/signal/signal_generate"
 )
 
 var victimHookNames = map[oomtraceVictimHook]string{

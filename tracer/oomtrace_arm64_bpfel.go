@@ -54,6 +54,12 @@ const (
 	oomtraceEventTypeEVENT_OOM_KILL oomtraceEventType = 1
 )
 
+type oomtraceKillSignal struct {
+	_        structs.HostLayout
+	Sender   uint64
+	TsBootNs uint64
+}
+
 type oomtraceOomEvent struct {
 	_            structs.HostLayout
 	TsBootNs     uint64
@@ -89,7 +95,8 @@ type oomtraceOomEvent struct {
 	DomainUsagePages uint64
 	DomainLimitPages uint64
 	VictimFields     uint8
-	Pad              [7]uint8
+	SigkillSeen      uint8
+	Pad              [6]uint8
 	Decision         struct {
 		_            structs.HostLayout
 		TsBootNs     uint64
@@ -142,6 +149,14 @@ const (
 	oomtraceRssUnitRSS_UNIT_KIB   oomtraceRssUnit = 1
 )
 
+type oomtraceSignalHook uint32
+
+const (
+	oomtraceSignalHookSIGNAL_HOOK_NONE       oomtraceSignalHook = 0
+	oomtraceSignalHookSIGNAL_HOOK_TP_BTF     oomtraceSignalHook = 1
+	oomtraceSignalHookSIGNAL_HOOK_TRACEPOINT oomtraceSignalHook = 2
+)
+
 type oomtraceStatIndex uint32
 
 const (
@@ -161,20 +176,24 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	oomtraceMapDecisions             = "decisions"
-	oomtraceMapOomEvents             = "oom_events"
-	oomtraceMapStats                 = "stats"
-	oomtraceProgFentryOomKillProcess = "fentry_oom_kill_process"
-	oomtraceProgKprobeOomKillProcess = "kprobe_oom_kill_process"
-	oomtraceProgTpBtfMarkVictim      = "tp_btf_mark_victim"
-	oomtraceProgTracepointMarkVictim = "tracepoint_mark_victim"
-	oomtraceVarUnusedDecisionHook    = "unused_decision_hook"
-	oomtraceVarUnusedDomainSource    = "unused_domain_source"
-	oomtraceVarUnusedEventType       = "unused_event_type"
-	oomtraceVarUnusedOomEvent        = "unused_oom_event"
-	oomtraceVarUnusedRssUnit         = "unused_rss_unit"
-	oomtraceVarUnusedStatIndex       = "unused_stat_index"
-	oomtraceVarUnusedVictimHook      = "unused_victim_hook"
+	oomtraceMapDecisions                 = "decisions"
+	oomtraceMapKillSignals               = "kill_signals"
+	oomtraceMapOomEvents                 = "oom_events"
+	oomtraceMapStats                     = "stats"
+	oomtraceProgFentryOomKillProcess     = "fentry_oom_kill_process"
+	oomtraceProgKprobeOomKillProcess     = "kprobe_oom_kill_process"
+	oomtraceProgTpBtfMarkVictim          = "tp_btf_mark_victim"
+	oomtraceProgTpBtfSignalGenerate      = "tp_btf_signal_generate"
+	oomtraceProgTracepointMarkVictim     = "tracepoint_mark_victim"
+	oomtraceProgTracepointSignalGenerate = "tracepoint_signal_generate"
+	oomtraceVarUnusedDecisionHook        = "unused_decision_hook"
+	oomtraceVarUnusedDomainSource        = "unused_domain_source"
+	oomtraceVarUnusedEventType           = "unused_event_type"
+	oomtraceVarUnusedOomEvent            = "unused_oom_event"
+	oomtraceVarUnusedRssUnit             = "unused_rss_unit"
+	oomtraceVarUnusedSignalHook          = "unused_signal_hook"
+	oomtraceVarUnusedStatIndex           = "unused_stat_index"
+	oomtraceVarUnusedVictimHook          = "unused_victim_hook"
 )
 
 // loadOomtrace returns the embedded CollectionSpec for oomtrace.
@@ -219,19 +238,22 @@ type oomtraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type oomtraceProgramSpecs struct {
-	FentryOomKillProcess *ebpf.ProgramSpec `ebpf:"fentry_oom_kill_process"`
-	KprobeOomKillProcess *ebpf.ProgramSpec `ebpf:"kprobe_oom_kill_process"`
-	TpBtfMarkVictim      *ebpf.ProgramSpec `ebpf:"tp_btf_mark_victim"`
-	TracepointMarkVictim *ebpf.ProgramSpec `ebpf:"tracepoint_mark_victim"`
+	FentryOomKillProcess     *ebpf.ProgramSpec `ebpf:"fentry_oom_kill_process"`
+	KprobeOomKillProcess     *ebpf.ProgramSpec `ebpf:"kprobe_oom_kill_process"`
+	TpBtfMarkVictim          *ebpf.ProgramSpec `ebpf:"tp_btf_mark_victim"`
+	TpBtfSignalGenerate      *ebpf.ProgramSpec `ebpf:"tp_btf_signal_generate"`
+	TracepointMarkVictim     *ebpf.ProgramSpec `ebpf:"tracepoint_mark_victim"`
+	TracepointSignalGenerate *ebpf.ProgramSpec `ebpf:"tracepoint_signal_generate"`
 }
 
 // oomtraceMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type oomtraceMapSpecs struct {
-	Decisions *ebpf.MapSpec `ebpf:"decisions"`
-	OomEvents *ebpf.MapSpec `ebpf:"oom_events"`
-	Stats     *ebpf.MapSpec `ebpf:"stats"`
+	Decisions   *ebpf.MapSpec `ebpf:"decisions"`
+	KillSignals *ebpf.MapSpec `ebpf:"kill_signals"`
+	OomEvents   *ebpf.MapSpec `ebpf:"oom_events"`
+	Stats       *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // oomtraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -243,6 +265,7 @@ type oomtraceVariableSpecs struct {
 	UnusedEventType    *ebpf.VariableSpec `ebpf:"unused_event_type"`
 	UnusedOomEvent     *ebpf.VariableSpec `ebpf:"unused_oom_event"`
 	UnusedRssUnit      *ebpf.VariableSpec `ebpf:"unused_rss_unit"`
+	UnusedSignalHook   *ebpf.VariableSpec `ebpf:"unused_signal_hook"`
 	UnusedStatIndex    *ebpf.VariableSpec `ebpf:"unused_stat_index"`
 	UnusedVictimHook   *ebpf.VariableSpec `ebpf:"unused_victim_hook"`
 }
@@ -267,14 +290,16 @@ func (o *oomtraceObjects) Close() error {
 //
 // It can be passed to loadOomtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type oomtraceMaps struct {
-	Decisions *ebpf.Map `ebpf:"decisions"`
-	OomEvents *ebpf.Map `ebpf:"oom_events"`
-	Stats     *ebpf.Map `ebpf:"stats"`
+	Decisions   *ebpf.Map `ebpf:"decisions"`
+	KillSignals *ebpf.Map `ebpf:"kill_signals"`
+	OomEvents   *ebpf.Map `ebpf:"oom_events"`
+	Stats       *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *oomtraceMaps) Close() error {
 	return _OomtraceClose(
 		m.Decisions,
+		m.KillSignals,
 		m.OomEvents,
 		m.Stats,
 	)
@@ -289,6 +314,7 @@ type oomtraceVariables struct {
 	UnusedEventType    *ebpf.Variable `ebpf:"unused_event_type"`
 	UnusedOomEvent     *ebpf.Variable `ebpf:"unused_oom_event"`
 	UnusedRssUnit      *ebpf.Variable `ebpf:"unused_rss_unit"`
+	UnusedSignalHook   *ebpf.Variable `ebpf:"unused_signal_hook"`
 	UnusedStatIndex    *ebpf.Variable `ebpf:"unused_stat_index"`
 	UnusedVictimHook   *ebpf.Variable `ebpf:"unused_victim_hook"`
 }
@@ -297,10 +323,12 @@ type oomtraceVariables struct {
 //
 // It can be passed to loadOomtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type oomtracePrograms struct {
-	FentryOomKillProcess *ebpf.Program `ebpf:"fentry_oom_kill_process"`
-	KprobeOomKillProcess *ebpf.Program `ebpf:"kprobe_oom_kill_process"`
-	TpBtfMarkVictim      *ebpf.Program `ebpf:"tp_btf_mark_victim"`
-	TracepointMarkVictim *ebpf.Program `ebpf:"tracepoint_mark_victim"`
+	FentryOomKillProcess     *ebpf.Program `ebpf:"fentry_oom_kill_process"`
+	KprobeOomKillProcess     *ebpf.Program `ebpf:"kprobe_oom_kill_process"`
+	TpBtfMarkVictim          *ebpf.Program `ebpf:"tp_btf_mark_victim"`
+	TpBtfSignalGenerate      *ebpf.Program `ebpf:"tp_btf_signal_generate"`
+	TracepointMarkVictim     *ebpf.Program `ebpf:"tracepoint_mark_victim"`
+	TracepointSignalGenerate *ebpf.Program `ebpf:"tracepoint_signal_generate"`
 }
 
 func (p *oomtracePrograms) Close() error {
@@ -308,7 +336,9 @@ func (p *oomtracePrograms) Close() error {
 		p.FentryOomKillProcess,
 		p.KprobeOomKillProcess,
 		p.TpBtfMarkVictim,
+		p.TpBtfSignalGenerate,
 		p.TracepointMarkVictim,
+		p.TracepointSignalGenerate,
 	)
 }
 

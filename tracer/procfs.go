@@ -31,7 +31,8 @@ func completeFromProcfs(ev *event.OOMKill) {
 		return
 	}
 	path, v1, ok := MemcgFromProcCgroup(data)
-	if !ok {
+	if !ok || !alive(ev.Victim.PID) {
+		// A task that has exited reads as being in the root cgroup.
 		return
 	}
 	root := memcgV1Root
@@ -81,4 +82,22 @@ func MemcgFromProcCgroup(data []byte) (path string, v1 bool, ok bool) {
 		return unified, false, true
 	}
 	return "", false, false
+}
+
+// alive reports whether pid is a task that has not exited yet.
+func alive(pid uint32) bool {
+	data, err := os.ReadFile(fmt.Sprintf("%s/%d/stat", procRoot, pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...; comm may contain ')'.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 || i+2 >= len(data) {
+		return false
+	}
+	switch data[i+2] {
+	case 'Z', 'X', 'x':
+		return false
+	}
+	return true
 }

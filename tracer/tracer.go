@@ -58,6 +58,10 @@ type Config struct {
 type Hooks struct {
 	Decision string // HookFentryOOMKillProcess, HookKprobeOOMKillProcess or "" for none
 	Victim   string // HookTpBtfMarkVictim or HookTracepointMarkVictim
+	// Signal tells real kills from exiting tasks that were only granted
+	// reserves: HookTpBtfSignal, HookTracepointSignal, or "" when neither
+	// attached (then every mark_victim is reported).
+	Signal string
 	// Tried records why each richer hook was passed over, by hook name.
 	Tried map[string]error
 }
@@ -68,6 +72,9 @@ type Stats struct {
 	Lost         uint64 // OOM kill records the kernel dropped: the ring buffer was full
 	Decoded      uint64 // records decoded into events
 	DecodeErrors uint64 // records that could not be decoded
+	// ExitingMarked counts tasks the OOM killer found exiting already and
+	// did not kill (mark_victim without its SIGKILL): not reported as kills.
+	ExitingMarked uint64
 }
 
 // Tracer owns the loaded programs, their links and the ring buffer reader.
@@ -80,9 +87,10 @@ type Tracer struct {
 	hooks   Hooks
 	decoder Decoder
 
-	mu           sync.Mutex
-	decoded      uint64
-	decodeErrors uint64
+	mu            sync.Mutex
+	decoded       uint64
+	decodeErrors  uint64
+	exitingMarked uint64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -101,11 +109,11 @@ func New(cfg Config) (*Tracer, error) {
 	if cfg.VictimHook == "" {
 		cfg.VictimHook = HookAuto
 	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	if cfg.RingBufferBytes == 0 {
 		cfg.RingBufferBytes = DefaultRingBufferBytes
-	}
-	if err := validateRingBufferSize(cfg.RingBufferBytes); err != nil {
-		return nil, err
 	}
 
 	if err := rlimit.RemoveMemlock(); err != nil {
@@ -137,16 +145,18 @@ func New(cfg Config) (*Tracer, error) {
 		return nil, fmt.Errorf("load maps: %w", err)
 	}
 	opts.MapReplacements = map[string]*ebpf.Map{
-		oomtraceMapOomEvents: t.maps.OomEvents,
-		oomtraceMapStats:     t.maps.Stats,
-		oomtraceMapDecisions: t.maps.Decisions,
+		oomtraceMapOomEvents:   t.maps.OomEvents,
+		oomtraceMapStats:       t.maps.Stats,
+		oomtraceMapDecisions:   t.maps.Decisions,
+		oomtraceMapKillSignals: t.maps.KillSignals,
 	}
 
 	decisionCands := decisionCandidates(cfg.DecisionHook)
+	signalCands := signalCandidates(cfg.VictimHook)
 	victimCands := victimCandidates(cfg.VictimHook)
 	// kprobes and classic tracepoints are found through tracefs, and the
 	// library looks for it only once: mount it before the first attempt.
-	if needsTracefs(decisionCands) || needsTracefs(victimCands) {
+	if needsTracefs(decisionCands) || needsTracefs(victimCands) || needsTracefs(signalCands) {
 		if err := ensureTracefs(cfg.TracefsPath); err != nil {
 			log.Warn("tracefs unavailable: kprobe and tracepoint hooks will fail", "err", err)
 		}
@@ -157,6 +167,15 @@ func New(cfg Config) (*Tracer, error) {
 		return nil, fmt.Errorf("oom_kill_process: %w", err)
 	}
 	t.hooks.Decision = decision
+	// Before the victim hook, so that no kill is seen without its signal.
+	signal, err := t.attachFirst(spec, &opts, signalCands)
+	if err != nil {
+		return nil, fmt.Errorf("signal_generate: %w", err)
+	}
+	if signal == "" {
+		log.Warn("no signal hook: tasks the OOM killer found exiting will be reported as kills too")
+	}
+	t.hooks.Signal = signal
 	victim, err := t.attachFirst(spec, &opts, victimCands)
 	if err != nil {
 		return nil, fmt.Errorf("mark_victim: %w", err)
@@ -225,6 +244,21 @@ func decisionCandidates(choice string) []candidate {
 		return nil
 	}
 	return []candidate{fentry, kprobe}
+}
+
+// signalCandidates follows the victim hook: a forced classic tracepoint
+// means BTF-typed hooks are not wanted for the signal either.
+func signalCandidates(victimChoice string) []candidate {
+	tpBtf := candidate{HookTpBtfSignal, oomtraceProgTpBtfSignalGenerate, func(p *ebpf.Program) (link.Link, error) {
+		return link.AttachTracing(link.TracingOptions{Program: p})
+	}, false}
+	tracepoint := candidate{HookTracepointSignal, oomtraceProgTracepointSignalGenerate, func(p *ebpf.Program) (link.Link, error) {
+		return link.Tracepoint("signal", "signal_generate", p, nil)
+	}, true}
+	if victimChoice == HookTracepoint {
+		return []candidate{tracepoint}
+	}
+	return []candidate{tpBtf, tracepoint}
 }
 
 func victimCandidates(choice string) []candidate {
@@ -310,7 +344,7 @@ func (t *Tracer) Stats() (Stats, error) {
 		}
 	}
 	t.mu.Lock()
-	s.Decoded, s.DecodeErrors = t.decoded, t.decodeErrors
+	s.Decoded, s.DecodeErrors, s.ExitingMarked = t.decoded, t.decodeErrors, t.exitingMarked
 	t.mu.Unlock()
 	return s, nil
 }
@@ -340,16 +374,25 @@ func (t *Tracer) Run(ctx context.Context, handle func(event.OOMKill)) error {
 		case err != nil:
 			return fmt.Errorf("read ring buffer: %w", err)
 		}
-		ev, err := t.decoder.DecodeOOMKill(rec.RawSample)
+		ev, sigkillSeen, err := t.decoder.DecodeOOMKill(rec.RawSample)
+		exiting := err == nil && !sigkillSeen && t.hooks.Signal != ""
 		t.mu.Lock()
-		if err != nil {
+		switch {
+		case err != nil:
 			t.decodeErrors++
-		} else {
+		case exiting:
+			t.exitingMarked++
+		default:
 			t.decoded++
 		}
 		t.mu.Unlock()
 		if err != nil {
 			t.log.Warn("dropping undecodable record", "err", err)
+			continue
+		}
+		if exiting {
+			t.log.Debug("OOM killer granted reserves to an exiting task; not a kill",
+				"pid", ev.Victim.PID, "tgid", ev.Victim.TGID)
 			continue
 		}
 		completeFromProcfs(&ev)
@@ -363,8 +406,9 @@ func (t *Tracer) detach() {
 	links := t.links
 	t.links = nil
 	t.mu.Unlock()
-	for _, l := range links {
-		if err := l.Close(); err != nil {
+	// Reverse order: the victim hook goes before the signal hook it needs.
+	for i := len(links) - 1; i >= 0; i-- {
+		if err := links[i].Close(); err != nil {
 			t.log.Warn("detach hook", "err", err)
 		}
 	}
@@ -386,6 +430,29 @@ func (t *Tracer) Close() error {
 		t.closeErr = errors.Join(errs...)
 	})
 	return t.closeErr
+}
+
+// Validate reports the first setting of cfg that New would reject.
+func (cfg Config) Validate() error {
+	if err := oneOf("decision hook", cfg.DecisionHook, "", HookAuto, HookFentry, HookKprobe, HookNone); err != nil {
+		return err
+	}
+	if err := oneOf("victim hook", cfg.VictimHook, "", HookAuto, HookTpBtf, HookTracepoint); err != nil {
+		return err
+	}
+	if cfg.RingBufferBytes != 0 {
+		return validateRingBufferSize(cfg.RingBufferBytes)
+	}
+	return nil
+}
+
+func oneOf(what, v string, allowed ...string) error {
+	for _, a := range allowed {
+		if v == a {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s %q: must be one of %s", what, v, strings.Join(allowed[1:], ", "))
 }
 
 func validateRingBufferSize(n int) error {

@@ -187,6 +187,17 @@ struct trace_event_raw_mark_victim {
 	short oom_score_adj;
 };
 
+/* /sys/kernel/tracing/events/signal/signal_generate/format */
+struct trace_event_raw_signal_generate {
+	struct trace_entry ent;
+	int sig;
+	int code;
+	pid_t pid;
+	int group;
+};
+
+struct kernel_siginfo;
+
 #if defined(__TARGET_ARCH_x86)
 struct pt_regs {
 	unsigned long di;

@@ -1,0 +1,380 @@
+// Package memcgtest creates memory cgroups below the test's own and runs
+// processes in them that the kernel OOM-kills, for privileged tests.
+//
+// Every cgroup is created below the cgroup the test process is in, gets its
+// limit before any process joins it, and is removed by t.Cleanup: tests never
+// touch cgroups they did not create and never risk a global OOM.
+package memcgtest
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// RequireEnv makes privileged tests fail instead of skip when set to 1:
+// CI sets it so that a missing privilege cannot turn the suite green.
+const RequireEnv = "OOMTRACE_REQUIRE_PRIVILEGED"
+
+// RequireRoot skips (or, under RequireEnv, fails) a test that needs root.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv(RequireEnv) == "1" {
+		t.Fatalf("privileged test needs root (%s=1)", RequireEnv)
+	}
+	t.Skip("privileged test: needs root")
+}
+
+// Hierarchy is the memory cgroup hierarchy of this host.
+type Hierarchy struct {
+	Root string // mount point, e.g. /sys/fs/cgroup/memory or /sys/fs/cgroup
+	V1   bool
+	Self string // the test process's own memcg, relative to Root
+}
+
+// Detect finds the memory hierarchy and this process's place in it.
+func Detect() (Hierarchy, error) {
+	data, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return Hierarchy{}, err
+	}
+	var h Hierarchy
+	var unified string
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		if parts[0] == "0" && parts[1] == "" {
+			unified = parts[2]
+			continue
+		}
+		for _, c := range strings.Split(parts[1], ",") {
+			if c == "memory" {
+				h.V1, h.Self = true, parts[2]
+			}
+		}
+	}
+	if !h.V1 {
+		h.Self = unified
+	}
+	h.Root, err = mountPoint(h.V1)
+	if err != nil {
+		return Hierarchy{}, err
+	}
+	return h, nil
+}
+
+// mountPoint reads /proc/self/mountinfo for the memory hierarchy's mount.
+func mountPoint(v1 bool) (string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// id parent major:minor root mountpoint options ... - fstype source superoptions
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		if !ok {
+			continue
+		}
+		fields, postFields := strings.Fields(pre), strings.Fields(post)
+		if len(fields) < 5 || len(postFields) < 3 || fields[3] != "/" {
+			continue
+		}
+		switch {
+		case v1 && postFields[0] == "cgroup" && hasOption(postFields[2], "memory"):
+			return fields[4], nil
+		case !v1 && postFields[0] == "cgroup2":
+			if _, err := os.Stat(filepath.Join(fields[4], "cgroup.controllers")); err == nil {
+				data, _ := os.ReadFile(filepath.Join(fields[4], "cgroup.controllers"))
+				if hasOption(strings.ReplaceAll(strings.TrimSpace(string(data)), " ", ","), "memory") {
+					return fields[4], nil
+				}
+			}
+		}
+	}
+	return "", errors.New("no memory cgroup hierarchy mounted")
+}
+
+func hasOption(opts, want string) bool {
+	for _, o := range strings.Split(opts, ",") {
+		if o == want {
+			return true
+		}
+	}
+	return false
+}
+
+// Cgroup is a memory cgroup created by a test.
+type Cgroup struct {
+	H    Hierarchy
+	Path string // relative to H.Root
+	Dir  string // absolute directory
+}
+
+var seq atomic.Int64
+
+// New creates a memory cgroup below parent (nil: below the test's own
+// cgroup) with the given limit in bytes (0: no limit of its own) and
+// removes it when the test ends.
+func New(t testing.TB, parent *Cgroup, limit int64) *Cgroup {
+	t.Helper()
+	var base Cgroup
+	if parent != nil {
+		base = *parent
+	} else {
+		h, err := Detect()
+		if err != nil {
+			t.Fatalf("detect memory cgroup hierarchy: %v", err)
+		}
+		base = Cgroup{H: h, Path: h.Self, Dir: filepath.Join(h.Root, h.Self)}
+	}
+	if !base.H.V1 {
+		enableMemoryController(t, base.Dir)
+	}
+	name := fmt.Sprintf("oomtrace-test-%d-%d", os.Getpid(), seq.Add(1))
+	cg := &Cgroup{H: base.H, Path: filepath.Join(base.Path, name), Dir: filepath.Join(base.Dir, name)}
+	if err := os.Mkdir(cg.Dir, 0o755); err != nil {
+		t.Fatalf("create cgroup: %v", err)
+	}
+	t.Cleanup(func() { cg.remove(t) })
+	if limit > 0 {
+		cg.SetLimit(t, limit)
+	}
+	if base.H.V1 {
+		// Without swap accounting limits memsw is absent; with it, keep
+		// the kill a pure memory-limit kill.
+		cg.write(t, "memory.swappiness", "0", true)
+	} else {
+		cg.write(t, "memory.swap.max", "0", true)
+	}
+	return cg
+}
+
+func enableMemoryController(t testing.TB, dir string) {
+	data, err := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
+	if err == nil && hasOption(strings.ReplaceAll(strings.TrimSpace(string(data)), " ", ","), "memory") {
+		return
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+memory"), 0); err != nil {
+		t.Fatalf("enable the memory controller below %s: %v", dir, err)
+	}
+}
+
+// SetLimit sets the memory limit in bytes.
+func (c *Cgroup) SetLimit(t testing.TB, limit int64) {
+	t.Helper()
+	file := "memory.max"
+	if c.H.V1 {
+		file = "memory.limit_in_bytes"
+	}
+	c.write(t, file, strconv.FormatInt(limit, 10), false)
+}
+
+func (c *Cgroup) write(t testing.TB, file, value string, optional bool) {
+	t.Helper()
+	err := os.WriteFile(filepath.Join(c.Dir, file), []byte(value), 0)
+	if err != nil && !(optional && errors.Is(err, os.ErrNotExist)) {
+		t.Fatalf("write %s=%s: %v", file, value, err)
+	}
+}
+
+// ID is the cgroup id: the inode of its directory.
+func (c *Cgroup) ID(t testing.TB) uint64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(c.Dir, &st); err != nil {
+		t.Fatalf("stat cgroup: %v", err)
+	}
+	return st.Ino
+}
+
+// OOMKills reads the cgroup's own oom_kill counter.
+func (c *Cgroup) OOMKills(t testing.TB) uint64 {
+	t.Helper()
+	file := "memory.events"
+	if c.H.V1 {
+		file = "memory.oom_control"
+	}
+	data, err := os.ReadFile(filepath.Join(c.Dir, file))
+	if err != nil {
+		t.Fatalf("read %s: %v", file, err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, " "); ok && k == "oom_kill" {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				t.Fatalf("parse %s: %v", file, err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("%s has no oom_kill line", file)
+	return 0
+}
+
+func (c *Cgroup) remove(t testing.TB) {
+	// Processes still in it (a failed test) are killed first: the cgroup
+	// is ours, and so are they.
+	for i := 0; i < 50; i++ {
+		data, _ := os.ReadFile(filepath.Join(c.Dir, "cgroup.procs"))
+		pids := strings.Fields(string(data))
+		for _, p := range pids {
+			if pid, err := strconv.Atoi(p); err == nil {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		err := os.Remove(c.Dir)
+		if err == nil || errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		if !errors.Is(err, syscall.EBUSY) {
+			t.Errorf("remove cgroup %s: %v", c.Dir, err)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Errorf("remove cgroup %s: still busy", c.Dir)
+}
+
+// Hog environment: a test binary started with these runs Hog instead of tests.
+const (
+	hogEnvBytes  = "OOMTRACE_HOG_BYTES"
+	hogEnvProcs  = "OOMTRACE_HOG_CGROUP_PROCS"
+	hogEnvAdj    = "OOMTRACE_HOG_OOM_SCORE_ADJ"
+	hogEnvIdle   = "OOMTRACE_HOG_IDLE"
+	hogEnvHoldMs = "OOMTRACE_HOG_HOLD_MS"
+)
+
+// MaybeRunHog must be called first in TestMain. In a process started by
+// Start it joins its cgroup, sets its oom_score_adj, allocates and touches
+// memory until the kernel kills it, and never returns.
+func MaybeRunHog() {
+	procs := os.Getenv(hogEnvProcs)
+	if procs == "" {
+		return
+	}
+	if err := os.WriteFile(procs, []byte("0"), 0); err != nil {
+		fmt.Fprintf(os.Stderr, "hog: join cgroup: %v\n", err)
+		os.Exit(3)
+	}
+	if adj := os.Getenv(hogEnvAdj); adj != "" {
+		if err := os.WriteFile("/proc/self/oom_score_adj", []byte(adj), 0); err != nil {
+			fmt.Fprintf(os.Stderr, "hog: oom_score_adj: %v\n", err)
+			os.Exit(3)
+		}
+	}
+	// Say we are in place, then work.
+	os.Stdout.Write([]byte("ready\n"))
+	if os.Getenv(hogEnvIdle) == "1" {
+		// Hold a little memory and wait to be killed by another's OOM.
+		n, _ := strconv.Atoi(os.Getenv(hogEnvBytes))
+		keep := touch(n)
+		for {
+			time.Sleep(time.Hour)
+			_ = keep[0]
+		}
+	}
+	n, _ := strconv.Atoi(os.Getenv(hogEnvBytes))
+	if ms, _ := strconv.Atoi(os.Getenv(hogEnvHoldMs)); ms > 0 {
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+	}
+	keep := touch(n)
+	// Still alive: the limit was not reached.
+	fmt.Fprintf(os.Stderr, "hog: allocated %d bytes without being killed (%d)\n", n, keep[0])
+	os.Exit(4)
+}
+
+var sink []byte
+
+func touch(n int) []byte {
+	b := make([]byte, n)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	sink = b
+	return b
+}
+
+// HogOptions describe one memory hog.
+type HogOptions struct {
+	Bytes       int64 // to allocate
+	OOMScoreAdj *int  // nil: inherit
+	Idle        bool  // allocate Bytes, then sleep until killed
+	HoldMs      int   // wait this long before allocating
+}
+
+// Hog is a running memory hog process.
+type Hog struct {
+	Cmd *exec.Cmd
+	PID int
+}
+
+// Start starts the test binary as a hog in cgroup c and waits until it has
+// joined it.
+func (c *Cgroup) Start(t testing.TB, o HogOptions) *Hog {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatalf("find test binary: %v", err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(),
+		hogEnvProcs+"="+filepath.Join(c.Dir, "cgroup.procs"),
+		hogEnvBytes+"="+strconv.FormatInt(o.Bytes, 10),
+	)
+	if o.OOMScoreAdj != nil {
+		cmd.Env = append(cmd.Env, hogEnvAdj+"="+strconv.Itoa(*o.OOMScoreAdj))
+	}
+	if o.Idle {
+		cmd.Env = append(cmd.Env, hogEnvIdle+"=1")
+	}
+	if o.HoldMs > 0 {
+		cmd.Env = append(cmd.Env, hogEnvHoldMs+"="+strconv.Itoa(o.HoldMs))
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start hog: %v", err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		t.Fatalf("hog did not start: %q %v", line, err)
+	}
+	return &Hog{Cmd: cmd, PID: cmd.Process.Pid}
+}
+
+// WaitKilled waits for the hog to exit and fails unless SIGKILL ended it.
+func (h *Hog) WaitKilled(t testing.TB) {
+	t.Helper()
+	err := h.Cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("hog %d: want death by SIGKILL, got %v", h.PID, err)
+	}
+	ws := ee.Sys().(syscall.WaitStatus)
+	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("hog %d: want death by SIGKILL, got %v", h.PID, ws)
+	}
+}

@@ -1,0 +1,13 @@
+package tracer
+
+import (
+	"os"
+	"testing"
+
+	"github.com/oomtrace/oomtrace/internal/memcgtest"
+)
+
+func TestMain(m *testing.M) {
+	memcgtest.MaybeRunHog()
+	os.Exit(m.Run())
+}

@@ -1,0 +1,457 @@
+package tracer
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/memcgtest"
+)
+
+// expectHooksEnv names the hooks the tracer must choose on its own on the
+// machine running the tests, as "decision,victim" ("none" for no decision
+// hook), e.g. "none,tp_btf/mark_victim" on a kernel without kprobes.
+const expectHooksEnv = "OOMTRACE_EXPECT_HOOKS"
+
+// collector runs a tracer and gathers its events.
+type collector struct {
+	t      *Tracer
+	cancel context.CancelFunc
+	done   chan error
+
+	mu     sync.Mutex
+	events []event.OOMKill
+	notify chan struct{}
+}
+
+func startTracer(t *testing.T, cfg Config) *collector {
+	t.Helper()
+	memcgtest.RequireRoot(t)
+	tr, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &collector{t: tr, cancel: cancel, done: make(chan error, 1), notify: make(chan struct{}, 1)}
+	go func() {
+		c.done <- tr.Run(ctx, func(ev event.OOMKill) {
+			c.mu.Lock()
+			c.events = append(c.events, ev)
+			c.mu.Unlock()
+			select {
+			case c.notify <- struct{}{}:
+			default:
+			}
+		})
+	}()
+	t.Cleanup(func() {
+		c.stop(t)
+		if err := tr.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return c
+}
+
+// stop ends Run (which drains the ring buffer) and returns every event.
+func (c *collector) stop(t *testing.T) []event.OOMKill {
+	t.Helper()
+	c.cancel()
+	select {
+	case err := <-c.done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		c.done <- nil // later calls return at once
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]event.OOMKill(nil), c.events...)
+}
+
+// waitFor returns the events whose victim is one of pids once all of them
+// have arrived, or whatever arrived at the timeout.
+func (c *collector) waitFor(pids map[int]bool, timeout time.Duration) map[int][]event.OOMKill {
+	deadline := time.After(timeout)
+	for {
+		c.mu.Lock()
+		got := map[int][]event.OOMKill{}
+		for _, ev := range c.events {
+			if pids[int(ev.Victim.PID)] {
+				got[int(ev.Victim.PID)] = append(got[int(ev.Victim.PID)], ev)
+			}
+		}
+		c.mu.Unlock()
+		if len(got) == len(pids) {
+			return got
+		}
+		select {
+		case <-c.notify:
+		case <-deadline:
+			return got
+		}
+	}
+}
+
+func intPtr(i int) *int { return &i }
+
+// TestOOMKillFields kills a process at its memcg limit and checks every
+// field of its event, once for each victim hook this kernel can attach.
+func TestOOMKillFields(t *testing.T) {
+	for _, hook := range []string{HookTpBtf, HookTracepoint} {
+		t.Run(hook, func(t *testing.T) {
+			c := startTracer(t, Config{VictimHook: hook, Node: "test-node"})
+			wantSignal := map[string]string{HookTpBtf: HookTpBtfSignal, HookTracepoint: HookTracepointSignal}[hook]
+			if got := c.t.Hooks().Signal; got != wantSignal {
+				t.Errorf("signal hook = %q, want %q", got, wantSignal)
+			}
+			checkMemcgKill(t, c, c.t.Hooks())
+		})
+	}
+}
+
+// TestOOMKillAutoHooks checks the hooks the tracer picks by itself.
+func TestOOMKillAutoHooks(t *testing.T) {
+	c := startTracer(t, Config{Node: "test-node"})
+	hooks := c.t.Hooks()
+	decision := hooks.Decision
+	if decision == "" {
+		decision = "none"
+	}
+	t.Logf("auto hooks: decision=%s victim=%s; passed over: %v", decision, hooks.Victim, hooks.Tried)
+	if want := os.Getenv(expectHooksEnv); want != "" {
+		if got := decision + "," + hooks.Victim; got != want {
+			t.Fatalf("hooks = %s, want %s", got, want)
+		}
+	}
+	checkMemcgKill(t, c, hooks)
+}
+
+const (
+	limit    = 32 << 20
+	hogBytes = 128 << 20
+)
+
+func checkMemcgKill(t *testing.T, c *collector, hooks Hooks) {
+	t.Helper()
+	cg := memcgtest.New(t, nil, limit)
+	start := time.Now()
+	hog := cg.Start(t, memcgtest.HogOptions{Bytes: hogBytes, OOMScoreAdj: intPtr(789)})
+	hog.WaitKilled(t)
+	got := c.waitFor(map[int]bool{hog.PID: true}, 10*time.Second)
+	evs := got[hog.PID]
+	if len(evs) != 1 {
+		t.Fatalf("events for victim %d: got %d, want 1", hog.PID, len(evs))
+	}
+	ev := evs[0]
+	t.Logf("event: %+v", ev)
+
+	wantHook := hooks.Victim
+	if hooks.Decision != "" {
+		wantHook = hooks.Decision + "+" + hooks.Victim
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"type", ev.Type, event.TypeOOMKill},
+		{"node", ev.Node, "test-node"},
+		{"hook", ev.Hook, wantHook},
+		{"victim.pid", ev.Victim.PID, uint32(hog.PID)},
+		{"victim.tgid", ev.Victim.TGID, uint32(hog.PID)},
+		{"victim.uid", deref(ev.Victim.UID), uint32(os.Getuid())},
+		{"victim.oom_score_adj", deref(ev.Victim.OOMScoreAdj), int32(789)},
+		{"trigger.tgid", ev.Trigger.TGID, uint32(hog.PID)},
+		{"oom.scope", ev.OOM.Scope, event.ScopeMemcg},
+	}
+	for _, ck := range checks {
+		if ck.got != ck.want {
+			t.Errorf("%s = %v, want %v", ck.name, ck.got, ck.want)
+		}
+	}
+	// The hog is the test binary; comm is its name, cut to 15 bytes.
+	wantComm := exeComm(t)
+	if ev.Victim.Comm != wantComm || ev.Trigger.Comm != wantComm {
+		t.Errorf("comm victim=%q trigger=%q, want %q", ev.Victim.Comm, ev.Trigger.Comm, wantComm)
+	}
+	if ev.Time.Before(start) || ev.Time.After(time.Now()) {
+		t.Errorf("time %v not within the test (%v .. now)", ev.Time, start)
+	}
+	checkCgroup(t, "victim.memcg", ev.Victim.Memcg, cg)
+	checkCgroup(t, "trigger.memcg", ev.Trigger.Memcg, cg)
+	if ev.OOM.Domain == nil {
+		t.Fatalf("oom.domain missing")
+	}
+	checkCgroup(t, "oom.domain", &ev.OOM.Domain.Cgroup, cg)
+	if ev.OOM.Domain.LimitBytes != limit {
+		t.Errorf("oom.domain.limit_bytes = %d, want %d", ev.OOM.Domain.LimitBytes, limit)
+	}
+	if ev.OOM.Domain.UsageBytes < limit-(2<<20) || ev.OOM.Domain.UsageBytes > limit {
+		t.Errorf("oom.domain.usage_bytes = %d, want within 2 MiB below %d", ev.OOM.Domain.UsageBytes, limit)
+	}
+	if hooks.Decision == "" && ev.OOM.ScopeSource != event.SourceMemcgAtLimit {
+		t.Errorf("oom.scope_source = %q, want %q", ev.OOM.ScopeSource, event.SourceMemcgAtLimit)
+	}
+	if hooks.Decision != "" {
+		if ev.OOM.ScopeSource != event.SourceOOMControl || ev.OOM.Decision == nil {
+			t.Errorf("decision hook %s in use but scope_source=%q decision=%v", hooks.Decision, ev.OOM.ScopeSource, ev.OOM.Decision)
+		} else if ev.OOM.Decision.ChosenPID != uint32(hog.PID) || ev.OOM.Decision.Constraint != "memcg" {
+			t.Errorf("decision = %+v, want chosen %d, constraint memcg", *ev.OOM.Decision, hog.PID)
+		}
+	}
+
+	rss := ev.Victim.RSS
+	if rss == nil {
+		t.Fatal("victim.rss_bytes missing")
+	}
+	// The hog is killed at the limit: most of the limit is its anon memory.
+	if rss.Anon < limit/2 || rss.Anon > hogBytes {
+		t.Errorf("victim.rss_bytes.anon = %d, want between %d and %d", rss.Anon, limit/2, hogBytes)
+	}
+	if vm := deref(ev.Victim.TotalVMBytes); vm < hogBytes {
+		t.Errorf("victim.total_vm_bytes = %d, want >= %d (the allocation)", vm, hogBytes)
+	}
+	if pt := deref(ev.Victim.PgtablesBytes); pt == 0 || pt%4096 != 0 {
+		t.Errorf("victim.pgtables_bytes = %d, want a positive multiple of 4096", pt)
+	}
+	if hooks.Victim == HookTpBtfMarkVictim && (rss.Swap == nil || *rss.Swap != 0) {
+		t.Errorf("victim.rss_bytes.swap = %v, want 0 (swap is off for the test cgroup)", rss.Swap)
+	}
+	if v := cg.OOMKills(t); v != 1 {
+		t.Errorf("cgroup oom_kill counter = %d, want 1", v)
+	}
+}
+
+func checkCgroup(t *testing.T, name string, got *event.Cgroup, want *memcgtest.Cgroup) {
+	t.Helper()
+	if got == nil {
+		t.Errorf("%s missing", name)
+		return
+	}
+	if got.Path != want.Path {
+		t.Errorf("%s.path = %q, want %q", name, got.Path, want.Path)
+	}
+	if !strings.HasSuffix(got.Path, "/"+lastElem(want.Path)) {
+		t.Errorf("%s.path = %q does not end in the test cgroup's name", name, got.Path)
+	}
+	if id := want.ID(t); got.ID != id {
+		t.Errorf("%s.id = %d, want the directory's inode %d", name, got.ID, id)
+	}
+	if got.Source != event.CgroupFromKernel {
+		t.Errorf("%s.source = %q, want %q", name, got.Source, event.CgroupFromKernel)
+	}
+}
+
+func lastElem(p string) string { return p[strings.LastIndex(p, "/")+1:] }
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+func exeComm(t *testing.T) string {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := lastElem(exe)
+	if len(name) > 15 {
+		name = name[:15]
+	}
+	return name
+}
+
+// TestOOMDomainIsParent limits the parent cgroup only: the victim's memcg is
+// the child, the OOM domain the parent.
+func TestOOMDomainIsParent(t *testing.T) {
+	c := startTracer(t, Config{Node: "n"})
+	parent := memcgtest.New(t, nil, limit)
+	child := memcgtest.New(t, parent, 0)
+	hog := child.Start(t, memcgtest.HogOptions{Bytes: hogBytes})
+	hog.WaitKilled(t)
+	evs := c.waitFor(map[int]bool{hog.PID: true}, 10*time.Second)[hog.PID]
+	if len(evs) != 1 {
+		t.Fatalf("events for victim %d: got %d, want 1", hog.PID, len(evs))
+	}
+	ev := evs[0]
+	checkCgroup(t, "victim.memcg", ev.Victim.Memcg, child)
+	if ev.OOM.Domain == nil {
+		t.Fatal("oom.domain missing")
+	}
+	checkCgroup(t, "oom.domain", &ev.OOM.Domain.Cgroup, parent)
+	if ev.OOM.Scope != event.ScopeMemcg {
+		t.Errorf("oom.scope = %q, want memcg", ev.OOM.Scope)
+	}
+}
+
+// TestOOMKillOtherVictim: the trigger allocates, an idle process with the
+// highest oom_score_adj in the same cgroup is killed instead.
+func TestOOMKillOtherVictim(t *testing.T) {
+	for _, hook := range []string{HookTpBtf, HookTracepoint} {
+		t.Run(hook, func(t *testing.T) {
+			c := startTracer(t, Config{VictimHook: hook, Node: "n"})
+			cg := memcgtest.New(t, nil, limit)
+			idle := cg.Start(t, memcgtest.HogOptions{Bytes: 4 << 20, Idle: true, OOMScoreAdj: intPtr(1000)})
+			// The allocator is protected, so the idle one is chosen
+			// first; then the allocator is killed too.
+			alloc := cg.Start(t, memcgtest.HogOptions{Bytes: hogBytes, OOMScoreAdj: intPtr(0)})
+			idle.WaitKilled(t)
+			alloc.WaitKilled(t)
+			got := c.waitFor(map[int]bool{idle.PID: true, alloc.PID: true}, 10*time.Second)
+			if len(got[idle.PID]) != 1 {
+				t.Fatalf("events for idle victim %d: %d, want 1", idle.PID, len(got[idle.PID]))
+			}
+			ev := got[idle.PID][0]
+			if ev.Trigger.TGID != uint32(alloc.PID) {
+				t.Errorf("trigger.tgid = %d, want the allocating process %d", ev.Trigger.TGID, alloc.PID)
+			}
+			if deref(ev.Victim.OOMScoreAdj) != 1000 {
+				t.Errorf("victim.oom_score_adj = %v, want 1000", deref(ev.Victim.OOMScoreAdj))
+			}
+			checkCgroup(t, "trigger.memcg", ev.Trigger.Memcg, cg)
+			switch {
+			case hook == HookTpBtf:
+				checkCgroup(t, "victim.memcg", ev.Victim.Memcg, cg)
+			case ev.Victim.Memcg == nil:
+				// The classic tracepoint runs in the trigger's context
+				// and cannot see another task's memcg; /proc is read
+				// instead, and the victim may already be gone.
+				t.Logf("victim.memcg unknown (victim exited before /proc was read)")
+			case ev.Victim.Memcg.Path != cg.Path || ev.Victim.Memcg.Source != event.CgroupFromProcfs:
+				t.Errorf("victim.memcg = %+v, want path %q from procfs", ev.Victim.Memcg, cg.Path)
+			}
+			if ev.Victim.Comm != exeComm(t) {
+				t.Errorf("victim.comm = %q", ev.Victim.Comm)
+			}
+		})
+	}
+}
+
+// TestOOMBurst kills well over 100 processes in a few seconds; every one
+// must be reported and nothing lost.
+func TestOOMBurst(t *testing.T) {
+	for _, hook := range []string{HookTpBtf, HookTracepoint} {
+		t.Run(hook, func(t *testing.T) { testOOMBurst(t, hook) })
+	}
+}
+
+func testOOMBurst(t *testing.T, hook string) {
+	const hogs, parallel = 120, 6
+	c := startTracer(t, Config{Node: "n", VictimHook: hook})
+	before, err := c.t.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cg := memcgtest.New(t, nil, 16<<20)
+	pids := map[int]bool{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, parallel)
+	start := time.Now()
+	for i := 0; i < hogs; i++ {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			h := cg.Start(t, memcgtest.HogOptions{Bytes: 64 << 20})
+			mu.Lock()
+			pids[h.PID] = true
+			mu.Unlock()
+			h.WaitKilled(t)
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d processes OOM-killed in %v", hogs, time.Since(start))
+	got := c.waitFor(pids, 20*time.Second)
+	evs := c.stop(t)
+	after, err := c.t.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != hogs {
+		t.Errorf("reported %d of %d killed processes", len(got), hogs)
+	}
+	for pid, e := range got {
+		if len(e) != 1 {
+			t.Errorf("victim %d reported %d times", pid, len(e))
+		}
+	}
+	// Every kill the cgroup counted is one of our hogs' events, and no
+	// event is a hog that the kernel did not count as killed.
+	ours := 0
+	for _, ev := range evs {
+		if pids[int(ev.Victim.PID)] {
+			ours++
+		} else if ev.Victim.Memcg != nil && ev.Victim.Memcg.Path == cg.Path {
+			t.Errorf("event for a task of the test cgroup that is not a hog: %+v", ev.Victim)
+		}
+	}
+	if kills := cg.OOMKills(t); uint64(ours) != kills {
+		t.Errorf("events for the hogs = %d, the cgroup's oom_kill counter = %d", ours, kills)
+	}
+	if lost := after.Lost - before.Lost; lost != 0 {
+		t.Errorf("lost %d records", lost)
+	}
+	if after.DecodeErrors != 0 {
+		t.Errorf("%d decode errors", after.DecodeErrors)
+	}
+	t.Logf("stats: %+v (exiting tasks granted reserves are not kills)", after)
+}
+
+// TestKprobeVariantLoads loads the kprobe decision program through the
+// verifier even where kprobes cannot attach, so its code is checked here.
+func TestKprobeVariantLoads(t *testing.T) {
+	memcgtest.RequireRoot(t)
+	spec, err := loadOomtrace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var objs struct {
+		Prog *ebpf.Program `ebpf:"kprobe_oom_kill_process"`
+	}
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			t.Fatalf("verifier rejected the kprobe program: %+v", ve)
+		}
+		t.Fatalf("load kprobe program: %v", err)
+	}
+	objs.Prog.Close()
+}
+
+// TestCloseTwice: Close is idempotent.
+func TestCloseTwice(t *testing.T) {
+	memcgtest.RequireRoot(t)
+	tr, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatalf("first Close: %v", err)
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// TestNoVictimHookIsAnError: forcing an impossible hook set fails cleanly.
+func TestUnknownHookRejected(t *testing.T) {
+	memcgtest.RequireRoot(t)
+	_, err := New(Config{VictimHook: "bogus"})
+	if err == nil {
+		t.Fatal("New with an unknown victim hook succeeded")
+	}
+}
