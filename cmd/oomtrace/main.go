@@ -72,6 +72,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
+	cfg := tracer.Config{
+		DecisionHook:    opts.decisionHook,
+		VictimHook:      opts.victimHook,
+		RingBufferBytes: opts.ringBuffer,
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(stderr, "oomtrace: %v\n", err)
+		return 2
+	}
+
 	if err := checkPrivileges(); err != nil {
 		fmt.Fprintf(stderr, "oomtrace: %v\n", err)
 		return 1
@@ -89,14 +99,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if btfPath == defaultBTF {
 		btfPath = "" // the library finds the running kernel's BTF itself
 	}
-	t, err := tracer.New(tracer.Config{
-		DecisionHook:    opts.decisionHook,
-		VictimHook:      opts.victimHook,
-		RingBufferBytes: opts.ringBuffer,
-		KernelBTF:       btfPath,
-		Node:            node,
-		Logger:          log,
-	})
+	cfg.KernelBTF, cfg.Node, cfg.Logger = btfPath, node, log
+	t, err := tracer.New(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "oomtrace: %v\n", err)
 		return 1
@@ -161,6 +165,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.logLevel, "log.level", "info", "log level on stderr: debug, info, warn or error")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stderr, "oomtrace: %v\n", err)
+			fs.Usage()
+		}
 		return o, err
 	}
 	if fs.NArg() > 0 {

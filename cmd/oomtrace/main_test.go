@@ -1,0 +1,247 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/memcgtest"
+)
+
+const runMainEnv = "OOMTRACE_TEST_RUN_MAIN"
+
+func TestMain(m *testing.M) {
+	memcgtest.MaybeRunHog()
+	if os.Getenv(runMainEnv) == "1" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// oomtrace returns a command running this binary as oomtrace with args.
+func oomtrace(t *testing.T, args ...string) *exec.Cmd {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), runMainEnv+"=1")
+	return cmd
+}
+
+func exitCode(t *testing.T, err error) int {
+	t.Helper()
+	if err == nil {
+		return 0
+	}
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	t.Fatalf("run: %v", err)
+	return -1
+}
+
+func TestUsageErrors(t *testing.T) {
+	cases := []struct {
+		args   []string
+		code   int
+		stderr string
+	}{
+		{[]string{"--no-such-flag"}, 2, "unknown flag: --no-such-flag"},
+		{[]string{"--output", "xml"}, 2, "--output must be json or text"},
+		{[]string{"--hook.victim", "kprobe"}, 2, `victim hook "kprobe"`},
+		{[]string{"--hook.decision", "x"}, 2, `decision hook "x"`},
+		{[]string{"--ringbuf.bytes", "1000"}, 2, "power of two"},
+		{[]string{"--log.level", "loud"}, 2, "--log.level"},
+		{[]string{"extra"}, 2, `unexpected argument "extra"`},
+		{[]string{"--help"}, 0, "--hook.victim"},
+	}
+	for _, c := range cases {
+		var stderr bytes.Buffer
+		code := run(c.args, io.Discard, &stderr)
+		if code != c.code || !strings.Contains(stderr.String(), c.stderr) {
+			t.Errorf("%v: exit %d, stderr %q; want exit %d and %q", c.args, code, stderr.String(), c.code, c.stderr)
+		}
+	}
+}
+
+func TestHelpDocumentsEveryFlag(t *testing.T) {
+	var stderr bytes.Buffer
+	run([]string{"--help"}, io.Discard, &stderr)
+	for _, f := range []string{"--output", "--hook.decision", "--hook.victim", "--ringbuf.bytes", "--btf.path", "--node-name", "--log.level", "--version"} {
+		if !strings.Contains(stderr.String(), f) {
+			t.Errorf("--help does not mention %s", f)
+		}
+	}
+}
+
+func TestMissingBTF(t *testing.T) {
+	memcgtest.RequireRoot(t)
+	var stderr bytes.Buffer
+	code := run([]string{"--btf.path", "/nonexistent/vmlinux"}, io.Discard, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "kernel BTF not found at /nonexistent/vmlinux") {
+		t.Errorf("exit %d, stderr %q", code, stderr.String())
+	}
+	if n := strings.Count(strings.TrimSpace(stderr.String()), "\n"); n != 0 {
+		t.Errorf("want one line, got %d:\n%s", n+1, stderr.String())
+	}
+}
+
+// TestUnprivileged runs oomtrace as nobody: one line naming the missing
+// capabilities, exit 1.
+func TestUnprivileged(t *testing.T) {
+	memcgtest.RequireRoot(t)
+	// The test binary's own directory is private to root: copy it out.
+	dir, err := os.MkdirTemp("", "oomtrace-unpriv-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	exe, _ := os.Executable()
+	data, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "oomtrace")
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = []string{runMainEnv + "=1"}
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	code := exitCode(t, cmd.Run())
+	if code != 1 {
+		t.Errorf("exit %d, want 1; stderr %q", code, stderr.String())
+	}
+	if got := strings.TrimSpace(stderr.String()); got != "oomtrace: missing CAP_BPF and CAP_PERFMON: run as root or grant them (CAP_SYS_ADMIN also works)" {
+		t.Errorf("stderr = %q", got)
+	}
+	if stdout.Len() != 0 {
+		t.Errorf("stdout = %q, want nothing", stdout.String())
+	}
+}
+
+// TestEndToEnd runs the binary, OOM-kills a process in a cgroup of the
+// test's own, reads its JSON line, and stops oomtrace with SIGTERM.
+func TestEndToEnd(t *testing.T) {
+	memcgtest.RequireRoot(t)
+	for _, output := range []string{"json", "text"} {
+		t.Run(output, func(t *testing.T) { testEndToEnd(t, output) })
+	}
+}
+
+func testEndToEnd(t *testing.T, output string) {
+	cmd := oomtrace(t, "--output", output, "--node-name", "e2e-node")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderrPipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+
+	// Wait until it says it is running; keep the rest of stderr.
+	var logs bytes.Buffer
+	started := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stderrPipe)
+		signalled := false
+		for sc.Scan() {
+			logs.WriteString(sc.Text() + "\n")
+			if !signalled && strings.Contains(sc.Text(), "oomtrace started") {
+				started <- true
+				signalled = true
+			}
+		}
+		if !signalled {
+			started <- false
+		}
+	}()
+	select {
+	case ok := <-started:
+		if !ok {
+			t.Fatalf("oomtrace exited before starting:\n%s", logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("oomtrace did not start:\n%s", logs.String())
+	}
+
+	cg := memcgtest.New(t, nil, 32<<20)
+	hog := cg.Start(t, memcgtest.HogOptions{Bytes: 128 << 20})
+	hog.WaitKilled(t)
+
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	var found string
+	deadline := time.After(10 * time.Second)
+	for found == "" {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("stdout closed early; logs:\n%s", logs.String())
+			}
+			if output == "json" {
+				var ev event.OOMKill
+				if err := json.Unmarshal([]byte(line), &ev); err != nil {
+					t.Fatalf("not a JSON object: %q: %v", line, err)
+				}
+				if int(ev.Victim.PID) == hog.PID {
+					found = line
+					if ev.Node != "e2e-node" || ev.Victim.Memcg == nil || ev.Victim.Memcg.Path != cg.Path || ev.OOM.Scope != "memcg" {
+						t.Errorf("event: %s", line)
+					}
+				}
+			} else if strings.Contains(line, " oom_kill victim="+strconv.Itoa(hog.PID)+"/") {
+				found = line
+				if !strings.Contains(line, `"`+cg.Path+`"`) || !strings.Contains(line, "scope=memcg") {
+					t.Errorf("text line: %s", line)
+				}
+			}
+		case <-deadline:
+			t.Fatalf("no event for victim %d; logs:\n%s", hog.PID, logs.String())
+		}
+	}
+	t.Logf("%s", found)
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for range lines {
+	}
+	if code := exitCode(t, cmd.Wait()); code != 0 {
+		t.Errorf("exit %d after SIGTERM, want 0; logs:\n%s", code, logs.String())
+	}
+	if !strings.Contains(logs.String(), "oomtrace stopped") || !strings.Contains(logs.String(), "lost=0") {
+		t.Errorf("shutdown log missing counters:\n%s", logs.String())
+	}
+}

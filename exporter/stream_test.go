@@ -1,0 +1,149 @@
+package exporter
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/oomtrace/oomtrace/event"
+)
+
+func sample(comm, path string) event.OOMKill {
+	uid := uint32(0)
+	adj := int32(-17)
+	swap := uint64(0)
+	return event.OOMKill{
+		Type: event.TypeOOMKill,
+		Time: event.Time{Time: time.Date(2026, 11, 27, 10, 0, 0, 5, time.FixedZone("X", 3600))},
+		Node: "n1",
+		Hook: "tp_btf/mark_victim",
+		Victim: event.Victim{
+			Process:     event.Process{PID: 1, TGID: 1, Comm: comm, UID: &uid, Memcg: &event.Cgroup{ID: 9, Path: path, Source: "kernel"}},
+			OOMScoreAdj: &adj,
+			RSS:         &event.RSS{Anon: 64 << 20, Swap: &swap},
+		},
+		Trigger: event.Process{PID: 2, TGID: 1, Comm: comm},
+		OOM:     event.OOM{Scope: "memcg", ScopeSource: "memcg_at_limit"},
+	}
+}
+
+var hostile = []string{
+	"plain",
+	"quote\"back\\slash",
+	"new\nline\r",
+	"ctl\x00\x01\x1f\x7f",
+	"bad\xff\xfeutf8\xc3",
+	"<html>&amp;",
+	"\u2028\u2029",
+}
+
+func TestJSONHostileBytes(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewJSON(&buf)
+	for _, s := range hostile {
+		if err := w.WriteOOMKill(sample(s, "/kubepods/"+s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+	if len(lines) != len(hostile) {
+		t.Fatalf("%d lines for %d events: a string broke a line", len(lines), len(hostile))
+	}
+	for i, line := range lines {
+		if !json.Valid([]byte(line)) {
+			t.Errorf("line %d is not valid JSON: %q", i, line)
+		}
+		var back event.OOMKill
+		if err := json.Unmarshal([]byte(line), &back); err != nil {
+			t.Fatalf("line %d: %v", i, err)
+		}
+		want := replaceInvalid(hostile[i])
+		if back.Victim.Comm != want {
+			t.Errorf("line %d: comm %q, want %q", i, back.Victim.Comm, want)
+		}
+		if !utf8.ValidString(line) {
+			t.Errorf("line %d is not UTF-8", i)
+		}
+	}
+}
+
+func TestJSONTimeIsRFC3339NanoUTC(t *testing.T) {
+	var buf bytes.Buffer
+	if err := NewJSON(&buf).WriteOOMKill(sample("x", "/")); err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &m); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := m["time"], "2026-11-27T09:00:00.000000005Z"; got != want {
+		t.Errorf("time = %v, want %v", got, want)
+	}
+	v := m["victim"].(map[string]any)
+	if v["total_vm_bytes"] != nil || v["oom_score_adj"] != -17.0 {
+		t.Errorf("victim = %v: unknown values must be null, known ones kept", v)
+	}
+}
+
+func TestTextOneLinePerEvent(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewText(&buf)
+	for _, s := range hostile {
+		if err := w.WriteOOMKill(sample(s, "/p\n"+s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sc := bufio.NewScanner(&buf)
+	n := 0
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.Contains(line, " oom_kill victim=1/") || !strings.Contains(line, "scope=memcg") {
+			t.Errorf("line %d: %q", n, line)
+		}
+		n++
+	}
+	if n != len(hostile) {
+		t.Fatalf("%d lines for %d events", n, len(hostile))
+	}
+}
+
+func TestBytesIEC(t *testing.T) {
+	for n, want := range map[uint64]string{0: "0B", 1023: "1023B", 1024: "1.0KiB", 64 << 20: "64.0MiB", 3 << 30: "3.0GiB"} {
+		if got := bytesIEC(n); got != want {
+			t.Errorf("bytesIEC(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, bytes.ErrTooLarge }
+
+func TestWriteErrorsSurface(t *testing.T) {
+	if err := NewJSON(failWriter{}).WriteOOMKill(sample("x", "/")); err == nil {
+		t.Error("JSON: write error swallowed")
+	}
+	if err := NewText(failWriter{}).WriteOOMKill(sample("x", "/")); err == nil {
+		t.Error("text: write error swallowed")
+	}
+}
+
+// replaceInvalid replaces each byte that is not part of valid UTF-8 with
+// U+FFFD, as encoding/json does.
+func replaceInvalid(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			b.WriteString("\ufffd")
+		} else {
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}

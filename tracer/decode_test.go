@@ -1,0 +1,286 @@
+package tracer
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/oomtrace/oomtrace/event"
+)
+
+func setCString[T ~int8](dst []T, s string) {
+	for i := range dst {
+		dst[i] = 0
+	}
+	for i := 0; i < len(s) && i < len(dst); i++ {
+		dst[i] = T(s[i])
+	}
+}
+
+// fixture is a tp_btf record of a memcg self-kill, as the kernel writes it.
+func fixture() rawOOMEvent {
+	var r rawOOMEvent
+	r.TsBootNs = 5_000_000_123
+	r.Type = uint32(oomtraceEventTypeEVENT_OOM_KILL)
+	r.VictimHook = uint8(oomtraceVictimHookVICTIM_HOOK_TP_BTF)
+	r.DomainSource = uint8(oomtraceDomainSourceDOMAIN_MEMCG_AT_LIMIT)
+	r.RssUnit = uint8(oomtraceRssUnitRSS_UNIT_PAGES)
+	r.VictimFields = victimHasIdentity | victimHasRSS | victimHasSwap
+	r.SigkillSeen = 1
+	r.Victim.Pid, r.Victim.Tgid, r.Victim.Uid, r.Victim.OomScoreAdj = 4242, 4242, 1000, 789
+	r.Victim.Cgroup2Id = 77
+	setCString(r.Victim.Comm[:], "hog")
+	r.Trigger.Pid, r.Trigger.Tgid, r.Trigger.Uid = 4243, 4242, 1000
+	setCString(r.Trigger.Comm[:], "hog-worker")
+	r.RssAnon, r.RssFile, r.RssShmem, r.RssSwap = 8192, 100, 3, 7
+	r.TotalVm = 40000
+	r.PgtablesBytes = 204800
+	r.DomainUsagePages, r.DomainLimitPages = 8190, 8192
+	fillPath(&r, "victim", 3401, "/a/b/pod-x/ctr")
+	fillPath(&r, "trigger", 3401, "/a/b/pod-x/ctr")
+	fillPath(&r, "domain", 3300, "/a/b/pod-x")
+	return r
+}
+
+// fillPath sets one of the three cgroup_path members; they share a layout.
+func fillPath(r *rawOOMEvent, which string, id uint64, path string) {
+	var id_ *uint64
+	var valid *uint8
+	var n *uint16
+	var buf []int8
+	switch which {
+	case "victim":
+		id_, valid, n, buf = &r.VictimMemcg.Id, &r.VictimMemcg.Valid, &r.VictimMemcg.Len, r.VictimMemcg.Path[:]
+	case "trigger":
+		id_, valid, n, buf = &r.TriggerMemcg.Id, &r.TriggerMemcg.Valid, &r.TriggerMemcg.Len, r.TriggerMemcg.Path[:]
+	case "domain":
+		id_, valid, n, buf = &r.Domain.Id, &r.Domain.Valid, &r.Domain.Len, r.Domain.Path[:]
+	}
+	*id_, *valid, *n = id, 1, uint16(len(path))
+	setCString(buf, path)
+}
+
+func encode(t testing.TB, r rawOOMEvent) []byte {
+	t.Helper()
+	b, err := binary.Append(nil, binary.NativeEndian, &r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) != OOMEventSize {
+		t.Fatalf("encoded %d bytes, want %d", len(b), OOMEventSize)
+	}
+	return b
+}
+
+var testDecoder = Decoder{
+	Node:     "node-1",
+	PageSize: 4096,
+	WallTime: func(ns uint64) time.Time { return time.Unix(1_800_000_000, 0).Add(time.Duration(ns)) },
+}
+
+func TestDecodeTpBtfMemcgKill(t *testing.T) {
+	ev, seen, err := testDecoder.DecodeOOMKill(encode(t, fixture()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !seen {
+		t.Error("sigkill_seen lost")
+	}
+	u32 := func(v uint32) *uint32 { return &v }
+	i32 := func(v int32) *int32 { return &v }
+	u64 := func(v uint64) *uint64 { return &v }
+	want := event.OOMKill{
+		Type: "oom_kill",
+		Time: event.Time{Time: time.Unix(1_800_000_005, 123)},
+		Node: "node-1",
+		Hook: "tp_btf/mark_victim",
+		Victim: event.Victim{
+			Process: event.Process{PID: 4242, TGID: 4242, Comm: "hog", UID: u32(1000), Cgroup2ID: 77,
+				Memcg: &event.Cgroup{ID: 3401, Path: "/a/b/pod-x/ctr", Source: "kernel"}},
+			OOMScoreAdj:   i32(789),
+			RSS:           &event.RSS{Anon: 8192 * 4096, File: 100 * 4096, Shmem: 3 * 4096, Swap: u64(7 * 4096)},
+			TotalVMBytes:  u64(40000 * 4096),
+			PgtablesBytes: u64(204800),
+		},
+		Trigger: event.Process{PID: 4243, TGID: 4242, Comm: "hog-worker", UID: u32(1000),
+			Memcg: &event.Cgroup{ID: 3401, Path: "/a/b/pod-x/ctr", Source: "kernel"}},
+		OOM: event.OOM{
+			Scope: "memcg", ScopeSource: "memcg_at_limit",
+			Domain: &event.Domain{Cgroup: event.Cgroup{ID: 3300, Path: "/a/b/pod-x", Source: "kernel"},
+				UsageBytes: 8190 * 4096, LimitBytes: 8192 * 4096},
+		},
+	}
+	assertJSONEqual(t, ev, want)
+}
+
+func TestDecodeClassicTracepointKiB(t *testing.T) {
+	r := fixture()
+	r.VictimHook = uint8(oomtraceVictimHookVICTIM_HOOK_TRACEPOINT)
+	r.RssUnit = uint8(oomtraceRssUnitRSS_UNIT_KIB)
+	r.VictimFields = victimHasIdentity | victimHasRSS // no swap in the tracepoint
+	r.VictimMemcg.Valid = 0                           // victim was not current
+	ev, _, err := testDecoder.DecodeOOMKill(encode(t, r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Hook != HookTracepointMarkVictim {
+		t.Errorf("hook = %q", ev.Hook)
+	}
+	if ev.Victim.RSS.Anon != 8192*1024 || ev.Victim.RSS.Swap != nil || *ev.Victim.TotalVMBytes != 40000*1024 {
+		t.Errorf("KiB units: rss=%+v total_vm=%d", *ev.Victim.RSS, *ev.Victim.TotalVMBytes)
+	}
+	if ev.Victim.Memcg != nil {
+		t.Errorf("victim memcg = %+v, want nil when not captured", ev.Victim.Memcg)
+	}
+}
+
+func TestDecodePre69TracepointHasOnlyPID(t *testing.T) {
+	r := fixture()
+	r.VictimHook = uint8(oomtraceVictimHookVICTIM_HOOK_TRACEPOINT)
+	r.VictimFields = 0
+	ev, _, err := testDecoder.DecodeOOMKill(encode(t, r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Victim.Comm != "" || ev.Victim.UID != nil || ev.Victim.OOMScoreAdj != nil || ev.Victim.RSS != nil || ev.Victim.TotalVMBytes != nil {
+		t.Errorf("unknown fields must be empty/null: %+v", ev.Victim)
+	}
+}
+
+func TestDecodeDecision(t *testing.T) {
+	r := fixture()
+	r.HasDecision = 1
+	r.DomainSource = uint8(oomtraceDomainSourceDOMAIN_OOM_CONTROL)
+	r.Decision.Hook = uint8(oomtraceDecisionHookDECISION_HOOK_KPROBE)
+	r.Decision.Constraint = 3
+	r.Decision.Totalpages = 8192
+	r.Decision.ChosenPid = 4242
+	r.Decision.ChosenPoints = 9000
+	r.Decision.GfpMask = 0xcc0
+	r.Decision.Order = 0
+	setCString(r.Decision.Message[:], "Memory cgroup out of memory")
+	ev, _, err := testDecoder.DecodeOOMKill(encode(t, r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Hook != "kprobe/oom_kill_process+tp_btf/mark_victim" {
+		t.Errorf("hook = %q", ev.Hook)
+	}
+	want := event.Decision{Constraint: "memcg", TotalPages: 8192, ChosenPID: 4242, ChosenPoints: 9000,
+		GFPMask: "0xcc0", Order: 0, Message: "Memory cgroup out of memory"}
+	if ev.OOM.Decision == nil || *ev.OOM.Decision != want {
+		t.Errorf("decision = %+v, want %+v", ev.OOM.Decision, want)
+	}
+	if ev.OOM.Scope != "memcg" || ev.OOM.ScopeSource != "oom_control" {
+		t.Errorf("scope = %s/%s", ev.OOM.Scope, ev.OOM.ScopeSource)
+	}
+
+	// A global OOM: constraint none, no memcg.
+	r.Decision.Constraint = 0
+	r.Domain.Valid = 0
+	ev, _, err = testDecoder.DecodeOOMKill(encode(t, r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.OOM.Scope != "global" || ev.OOM.Domain != nil {
+		t.Errorf("global OOM: scope=%s domain=%+v", ev.OOM.Scope, ev.OOM.Domain)
+	}
+}
+
+func TestDecodeNoMemcgAtLimit(t *testing.T) {
+	r := fixture()
+	r.DomainSource = uint8(oomtraceDomainSourceDOMAIN_NO_MEMCG_AT_LIMIT)
+	r.Domain.Valid = 0
+	ev, _, err := testDecoder.DecodeOOMKill(encode(t, r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.OOM.Scope != "global" || ev.OOM.ScopeSource != "no_memcg_at_limit" || ev.OOM.Domain != nil {
+		t.Errorf("oom = %+v", ev.OOM)
+	}
+}
+
+func TestDecodeTruncatedRecord(t *testing.T) {
+	b := encode(t, fixture())
+	for _, n := range []int{0, 1, 8, OOMEventSize / 2, OOMEventSize - 1} {
+		_, _, err := testDecoder.DecodeOOMKill(b[:n])
+		if !errors.Is(err, ErrShortRecord) {
+			t.Errorf("%d bytes: err = %v, want ErrShortRecord", n, err)
+		}
+	}
+}
+
+func TestDecodeOversizedRecord(t *testing.T) {
+	b := append(encode(t, fixture()), bytes.Repeat([]byte{0xff}, 64)...)
+	ev, _, err := testDecoder.DecodeOOMKill(b)
+	if err != nil {
+		t.Fatalf("oversized record: %v", err)
+	}
+	if ev.Victim.PID != 4242 || ev.OOM.Domain.Path != "/a/b/pod-x" {
+		t.Errorf("oversized record decoded wrong: %+v", ev)
+	}
+}
+
+func TestDecodeRejectsGarbage(t *testing.T) {
+	cases := map[string]func(*rawOOMEvent){
+		"type":          func(r *rawOOMEvent) { r.Type = 99 },
+		"victim hook":   func(r *rawOOMEvent) { r.VictimHook = 0 },
+		"decision hook": func(r *rawOOMEvent) { r.HasDecision = 1; r.Decision.Hook = 0 },
+		"domain source": func(r *rawOOMEvent) { r.DomainSource = 42 },
+	}
+	for name, mutate := range cases {
+		r := fixture()
+		mutate(&r)
+		if _, _, err := testDecoder.DecodeOOMKill(encode(t, r)); err == nil {
+			t.Errorf("%s: garbage accepted", name)
+		}
+	}
+}
+
+// Raw kernel bytes pass through unchanged: a path length beyond the buffer
+// is clamped, a missing NUL is tolerated.
+func TestDecodeHostileStrings(t *testing.T) {
+	r := fixture()
+	comm := "a\"b\n\x01\xff\xfe"
+	setCString(r.Victim.Comm[:], comm)
+	for i := range r.VictimMemcg.Path {
+		r.VictimMemcg.Path[i] = 'x'
+	}
+	r.VictimMemcg.Len = 65535
+	ev, _, err := testDecoder.DecodeOOMKill(encode(t, r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Victim.Comm != comm {
+		t.Errorf("comm = %q, want %q", ev.Victim.Comm, comm)
+	}
+	if len(ev.Victim.Memcg.Path) != len(r.VictimMemcg.Path) {
+		t.Errorf("path length %d, want clamped to %d", len(ev.Victim.Memcg.Path), len(r.VictimMemcg.Path))
+	}
+}
+
+func TestEventSizeMatchesGenerated(t *testing.T) {
+	if OOMEventSize != int(unsafe.Sizeof(oomtraceOomEvent{})) {
+		t.Fatal("OOMEventSize drifted")
+	}
+}
+
+func FuzzDecodeOOMKill(f *testing.F) {
+	f.Add(encode(f, fixture()))
+	r := fixture()
+	r.HasDecision, r.DomainSource = 1, uint8(oomtraceDomainSourceDOMAIN_OOM_CONTROL)
+	r.Decision.Hook = 1
+	f.Add(encode(f, r))
+	f.Add([]byte{1, 2, 3})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ev, _, err := testDecoder.DecodeOOMKill(b)
+		if err != nil {
+			return
+		}
+		// Whatever decodes must encode as valid JSON.
+		assertValidJSON(t, ev)
+	})
+}
