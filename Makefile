@@ -1,0 +1,55 @@
+# oomtrace — make help lists the targets.
+
+GO        ?= go
+BIN       := bin/oomtrace
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+# Arguments for make run, e.g. make run ARGS="--output text".
+ARGS      ?=
+# Root is needed to load BPF programs; sudo only when not root already.
+SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+FUZZTIME  ?= 10s
+GENERATED := $(wildcard tracer/*_bpfel.go tracer/*_bpfel.o)
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build a static bin/oomtrace (no clang needed: BPF objects are committed).
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/oomtrace
+
+.PHONY: run
+run: build ## Run oomtrace on this host (root); events on stdout, logs on stderr.
+	$(SUDO) ./$(BIN) $(ARGS)
+
+.PHONY: test
+test: ## Run the whole test suite; as root it includes the real-kernel tests.
+	$(SUDO) $(GO) test -count=1 ./...
+
+.PHONY: test-unit
+test-unit: ## Run the tests as the current user (real-kernel tests skip unless root).
+	$(GO) test -count=1 ./...
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME each.
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeOOMKill$$' -fuzztime $(FUZZTIME) ./tracer
+	$(GO) test -run '^$$' -fuzz '^FuzzMemcgFromProcCgroup$$' -fuzztime $(FUZZTIME) ./tracer
+
+.PHONY: generate
+generate: ## Rebuild the BPF objects and their Go bindings (needs clang, llvm, libbpf-dev).
+	$(GO) generate ./tracer/
+
+.PHONY: check-generate
+check-generate: generate ## Fail if the committed BPF objects are not what generate makes.
+	@git diff --exit-code -- tracer/ || { echo "generated BPF files are stale: run make generate and commit" >&2; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- tracer/ | grep bpfel)" || { echo "untracked generated files in tracer/" >&2; exit 1; }
+
+.PHONY: vet
+vet: ## go vet and gofmt.
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l .)" || { gofmt -l . >&2; echo "gofmt needed" >&2; exit 1; }
+
+.PHONY: clean
+clean: ## Remove build output.
+	rm -rf bin
