@@ -133,7 +133,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	stats, statsErr := t.Stats()
 	if statsErr == nil {
 		log.Info("oomtrace stopped", "sent", stats.Sent, "lost", stats.Lost,
-			"decoded", stats.Decoded, "decode_errors", stats.DecodeErrors)
+			"decoded", stats.Decoded, "decode_errors", stats.DecodeErrors, "exiting", stats.ExitingMarked)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "oomtrace: %v\n", err)
