@@ -35,6 +35,7 @@ test-unit: ## Run the tests as the current user (real-kernel tests skip unless r
 fuzz: ## Run every fuzz target for FUZZTIME each.
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeOOMKill$$' -fuzztime $(FUZZTIME) ./tracer
 	$(GO) test -run '^$$' -fuzz '^FuzzMemcgFromProcCgroup$$' -fuzztime $(FUZZTIME) ./tracer
+	$(GO) test -run '^$$' -fuzz '^FuzzParseStat$$' -fuzztime $(FUZZTIME) ./tracer
 
 .PHONY: generate
 generate: ## Rebuild the BPF objects and their Go bindings (needs clang, llvm, libbpf-dev).

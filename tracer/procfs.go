@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -84,20 +85,42 @@ func MemcgFromProcCgroup(data []byte) (path string, v1 bool, ok bool) {
 	return "", false, false
 }
 
-// alive reports whether pid is a task that has not exited yet.
+// alive reports whether pid is a task that has not begun to exit. An exiting
+// task leaves its cgroups early in do_exit, long before it is a zombie, and
+// then reads as being in the root cgroup; so this must be checked after the
+// cgroup file was read.
 func alive(pid uint32) bool {
 	data, err := os.ReadFile(fmt.Sprintf("%s/%d/stat", procRoot, pid))
 	if err != nil {
 		return false
 	}
-	// pid (comm) state ...; comm may contain ')'.
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 || i+2 >= len(data) {
+	state, flags, ok := parseStat(data)
+	if !ok {
 		return false
 	}
-	switch data[i+2] {
+	const pfExiting = 0x4 // include/linux/sched.h PF_EXITING
+	switch state {
 	case 'Z', 'X', 'x':
 		return false
 	}
-	return true
+	return flags&pfExiting == 0
+}
+
+// parseStat returns the state and flags fields of /proc/<pid>/stat.
+func parseStat(data []byte) (state byte, flags uint64, ok bool) {
+	// pid (comm) state ppid pgrp session tty_nr tpgid flags ...; comm may
+	// contain ')' and spaces, so split after the last ')'.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, 0, false
+	}
+	fields := strings.Fields(string(data[i+1:]))
+	if len(fields) < 7 || len(fields[0]) != 1 {
+		return 0, 0, false
+	}
+	flags, err := strconv.ParseUint(fields[6], 10, 64)
+	if err != nil {
+		return 0, 0, false
+	}
+	return fields[0][0], flags, true
 }

@@ -41,3 +41,32 @@ func FuzzMemcgFromProcCgroup(f *testing.F) {
 		}
 	})
 }
+
+func TestParseStat(t *testing.T) {
+	cases := []struct {
+		data  string
+		state byte
+		flags uint64
+		ok    bool
+	}{
+		{"1234 (bash) S 1 1234 1234 34816 1234 4194560 100 0 0 0", 'S', 4194560, true},
+		{"1234 (a) b) c) R 1 2 3 4 5 4194564 0", 'R', 4194564, true},
+		{"1234 (x) Z 1 2 3 4 5 4227084", 'Z', 4227084, true},
+		{"1234 (x) S 1 2", 0, 0, false},
+		{"garbage", 0, 0, false},
+		{"1 (x) S 1 2 3 4 5 -1", 0, 0, false},
+	}
+	for _, c := range cases {
+		state, flags, ok := parseStat([]byte(c.data))
+		if state != c.state || flags != c.flags || ok != c.ok {
+			t.Errorf("%q: got (%c, %d, %v), want (%c, %d, %v)", c.data, state, flags, ok, c.state, c.flags, c.ok)
+		}
+	}
+}
+
+func FuzzParseStat(f *testing.F) {
+	f.Add([]byte("1234 (bash) S 1 1234 1234 34816 1234 4194560 100"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		parseStat(data) // must not panic
+	})
+}
