@@ -9,6 +9,8 @@ ARGS      ?=
 # Root is needed to load BPF programs; sudo only when not root already.
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FUZZTIME  ?= 10s
+# Minimizing each new interesting input stalls fuzzing on 3.5 KiB records.
+
 GENERATED := $(wildcard tracer/*_bpfel.go tracer/*_bpfel.o)
 
 .PHONY: help
@@ -33,9 +35,9 @@ test-unit: ## Run the tests as the current user (real-kernel tests skip unless r
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each.
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeOOMKill$$' -fuzztime $(FUZZTIME) ./tracer
-	$(GO) test -run '^$$' -fuzz '^FuzzMemcgFromProcCgroup$$' -fuzztime $(FUZZTIME) ./tracer
-	$(GO) test -run '^$$' -fuzz '^FuzzParseStat$$' -fuzztime $(FUZZTIME) ./tracer
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeOOMKill$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./tracer
+	$(GO) test -run '^$$' -fuzz '^FuzzMemcgFromProcCgroup$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./tracer
+	$(GO) test -run '^$$' -fuzz '^FuzzParseStat$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./tracer
 
 .PHONY: generate
 generate: ## Rebuild the BPF objects and their Go bindings (needs clang, llvm, libbpf-dev).
