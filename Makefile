@@ -9,8 +9,6 @@ ARGS      ?=
 # Root is needed to load BPF programs; sudo only when not root already.
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FUZZTIME  ?= 10s
-# Minimizing each new interesting input stalls fuzzing on 3.5 KiB records.
-
 GENERATED := $(wildcard tracer/*_bpfel.go tracer/*_bpfel.o)
 
 .PHONY: help
@@ -22,18 +20,22 @@ build: ## Build a static bin/oomtrace (no clang needed: BPF objects are committe
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/oomtrace
 
 .PHONY: run
-run: build ## Run oomtrace on this host (root); events on stdout, logs on stderr.
-	$(SUDO) ./$(BIN) $(ARGS)
+run: ## Run oomtrace on this host (root); events on stdout, logs on stderr.
+	@$(MAKE) --no-print-directory build >&2
+	@$(SUDO) ./$(BIN) $(ARGS)
 
 .PHONY: test
+# -p 1: the real-kernel tests of different packages would fill each other's
+# ring buffers with their kills.
 test: ## Run the whole test suite; as root it includes the real-kernel tests.
-	$(SUDO) $(GO) test -count=1 ./...
+	$(SUDO) $(GO) test -count=1 -p 1 ./...
 
 .PHONY: test-unit
 test-unit: ## Run the tests as the current user (real-kernel tests skip unless root).
 	$(GO) test -count=1 ./...
 
 .PHONY: fuzz
+# Minimizing each new interesting input would stall fuzzing on 3.5 KiB records.
 fuzz: ## Run every fuzz target for FUZZTIME each.
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeOOMKill$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./tracer
 	$(GO) test -run '^$$' -fuzz '^FuzzMemcgFromProcCgroup$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./tracer

@@ -455,3 +455,57 @@ func TestUnknownHookRejected(t *testing.T) {
 		t.Fatal("New with an unknown victim hook succeeded")
 	}
 }
+
+// TestRingBufferFullCountsLosses fills a one-record ring buffer while nobody
+// reads it: the first kill is kept, the others are counted as lost, and what
+// was kept is still delivered.
+func TestRingBufferFullCountsLosses(t *testing.T) {
+	memcgtest.RequireRoot(t)
+	tr, err := New(Config{RingBufferBytes: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	if OOMEventSize+8 > 4096 || 2*(OOMEventSize+8) <= 4096 {
+		t.Fatalf("test assumes exactly one %d-byte record fits in 4 KiB", OOMEventSize)
+	}
+	const kills = 3
+	cg := memcgtest.New(t, nil, limit)
+	var pids []int
+	for i := 0; i < kills; i++ {
+		h := cg.Start(t, memcgtest.HogOptions{Bytes: hogBytes})
+		h.WaitKilled(t)
+		pids = append(pids, h.PID)
+	}
+	s, err := tr.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Sent != 1 || s.Lost < kills-1 {
+		t.Fatalf("with a full ring: sent %d lost %d, want sent 1 and lost >= %d", s.Sent, s.Lost, kills-1)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // drain what is there, then stop
+	var got []event.OOMKill
+	if err := tr.Run(ctx, func(ev event.OOMKill) { got = append(got, ev) }); err != nil {
+		t.Fatal(err)
+	}
+	s, err = tr.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Decoded+s.ExitingMarked+s.DecodeErrors != s.Sent {
+		t.Errorf("read %d+%d+%d records, kernel sent %d", s.Decoded, s.ExitingMarked, s.DecodeErrors, s.Sent)
+	}
+	// The one record is the first kill after New: the first hog's, unless
+	// another process on the machine was OOM-killed in between.
+	if len(got) != 1 {
+		t.Fatalf("delivered %d events, want the one record that fit", len(got))
+	}
+	for _, pid := range pids[1:] {
+		if int(got[0].Victim.PID) == pid {
+			t.Errorf("delivered a later hog (%d): the ring kept a record it had no room for", pid)
+		}
+	}
+}

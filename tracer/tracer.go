@@ -16,6 +16,8 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/oomtrace/oomtrace/event"
 )
 
@@ -311,6 +313,15 @@ func loadProgram(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, name s
 	one := spec.Copy()
 	one.Programs = map[string]*ebpf.ProgramSpec{name: ps.Copy()}
 	coll, err := ebpf.NewCollectionWithOptions(one, *opts)
+	if err != nil && errors.Is(err, unix.EPERM) {
+		// The library suggests raising RLIMIT_MEMLOCK, but that limit is
+		// already lifted: the kernel refuses this program type outright
+		// (fentry where BPF trampolines are unavailable, lockdown).
+		var ve *ebpf.VerifierError
+		if !errors.As(err, &ve) {
+			err = fmt.Errorf("program %s: kernel refused to load it: %w", name, unix.EPERM)
+		}
+	}
 	if err != nil {
 		if verbose := os.Getenv("OOMTRACE_VERIFIER_LOG"); verbose != "" {
 			var ve *ebpf.VerifierError

@@ -113,7 +113,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		decision = "none"
 	}
 	log.Info("oomtrace started", "version", version, "node", node,
-		"decision_hook", decision, "victim_hook", hooks.Victim)
+		"decision_hook", decision, "victim_hook", hooks.Victim, "signal_hook", hooks.Signal)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
