@@ -29,6 +29,7 @@
 #include <bpf/bpf_tracing.h>
 
 #include "oomtrace.h"
+#include "task.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -101,93 +102,6 @@ static __always_inline void count(__u32 idx)
 	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
 	if (v)
 		(*v)++;
-}
-
-static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
-{
-	if (bpf_core_field_exists(kn->__parent))
-		return BPF_CORE_READ(kn, __parent);
-	struct kernfs_node___old *old = (void *)kn;
-	return BPF_CORE_READ(old, parent);
-}
-
-/*
- * Write the path of cg relative to its hierarchy root into out, root first.
- * Names are read with bpf_probe_read_kernel_str: kernfs names live outside
- * the kernfs_node. The leaf-most CGROUP_DEPTH_MAX levels are kept, so the
- * container's own directory survives truncation.
- */
-static __noinline void fill_cgroup_path(struct cgroup_path *out, struct cgroup *cg)
-{
-	struct kernfs_node *kns[CGROUP_DEPTH_MAX] = {};
-	struct kernfs_node *kn;
-	__u64 n = 0, off = 0;
-	int i;
-
-	if (!out || !cg)
-		return;
-	kn = BPF_CORE_READ(cg, kn);
-	if (!kn)
-		return;
-	out->id = BPF_CORE_READ(kn, id);
-	out->valid = 1;
-
-	for (i = 0; i < CGROUP_DEPTH_MAX; i++) {
-		struct kernfs_node *parent = kn_parent(kn);
-		if (!parent)
-			break;
-		kns[i] = kn;
-		n++;
-		kn = parent;
-	}
-	if (n == CGROUP_DEPTH_MAX && kn_parent(kn))
-		out->truncated = 1;
-	out->depth = n;
-
-	for (i = CGROUP_DEPTH_MAX - 1; i >= 0; i--) {
-		const char *name;
-		long r;
-
-		if ((__u64)i >= n)
-			continue;
-		if (off > CGROUP_PATH_LEN - CGROUP_NAME_LEN - 1) {
-			out->truncated = 1;
-			break;
-		}
-		out->path[off] = '/';
-		off++;
-		name = BPF_CORE_READ(kns[i], name);
-		r = bpf_probe_read_kernel_str(&out->path[off], CGROUP_NAME_LEN, name);
-		if (r > 1)
-			off += r - 1;
-	}
-	if (off == 0) {
-		out->path[0] = '/';
-		off = 1;
-	}
-	out->len = off;
-}
-
-static __always_inline struct cgroup_subsys_state *task_memcg_css(struct task_struct *task)
-{
-	int id = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
-	struct css_set *cset = BPF_CORE_READ(task, cgroups);
-	struct cgroup_subsys_state *css = NULL;
-
-	if (!cset || id < 0 || id >= 16)
-		return NULL;
-	bpf_core_read(&css, sizeof(css), &cset->subsys[id]);
-	return css;
-}
-
-static __always_inline void fill_task_info(struct task_info *ti, struct task_struct *task)
-{
-	ti->pid = BPF_CORE_READ(task, pid);
-	ti->tgid = BPF_CORE_READ(task, tgid);
-	ti->uid = BPF_CORE_READ(task, real_cred, uid.val);
-	ti->oom_score_adj = BPF_CORE_READ(task, signal, oom_score_adj);
-	bpf_core_read_str(ti->comm, sizeof(ti->comm), &task->comm);
-	ti->cgroup2_id = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
 }
 
 static __always_inline void fill_victim_mm(struct oom_event *e, struct task_struct *task)

@@ -16,6 +16,7 @@
 
 enum event_type {
 	EVENT_OOM_KILL = 1,
+	EVENT_COMMIT_REFUSAL = 2,
 };
 
 /* Which program produced the per-victim part of an OOM kill event. */
@@ -119,5 +120,90 @@ struct oom_event {
 #define VICTIM_HAS_IDENTITY (1 << 0)
 #define VICTIM_HAS_RSS (1 << 1)
 #define VICTIM_HAS_SWAP (1 << 2)
+
+/* The syscalls whose failures are watched for commit refusals. */
+enum refusal_syscall {
+	SYSCALL_MMAP = 1,
+	SYSCALL_BRK = 2,
+	SYSCALL_MREMAP = 3,
+	SYSCALL_MPROTECT = 4,
+	SYSCALL_CLONE = 5,
+	SYSCALL_CLONE3 = 6,
+	SYSCALL_FORK = 7,
+	SYSCALL_VFORK = 8,
+	SYSCALL_SHMGET = 9,
+	SYSCALL_EXECVE = 10,
+};
+
+/* Which program told that __vm_enough_memory refused. */
+enum exact_hook {
+	EXACT_HOOK_NONE = 0,
+	EXACT_HOOK_FEXIT = 1,     /* fexit/__vm_enough_memory */
+	EXACT_HOOK_KRETPROBE = 2, /* kretprobe/__vm_enough_memory */
+};
+
+/*
+ * What the kernel can tell about a failure by itself, checked in the order
+ * the kernel checks them. Part of the aggregation key, so that refusals of
+ * different kinds are never counted together.
+ */
+enum refusal_class {
+	CLASS_OTHER = 0,       /* commit, address space or unknown: user space decides */
+	CLASS_MAP_COUNT = 1,   /* mm->map_count at vm.max_map_count */
+	CLASS_RLIMIT_AS = 2,   /* total_vm + request > RLIMIT_AS */
+	CLASS_RLIMIT_DATA = 3, /* data_vm + request > RLIMIT_DATA */
+	CLASS_EXACT = 4,       /* __vm_enough_memory refused (exact hook) */
+};
+
+enum refusal_stat_index {
+	RSTAT_FAILED = 0, /* every failed call seen, exact */
+	RSTAT_SENT = 1,   /* records written to the ring buffer */
+	RSTAT_LOST = 2,   /* records the ring buffer had no room for */
+	RSTAT_MAX = 3,
+};
+
+/* Set by user space before and while the programs run. */
+struct refusal_config {
+	__u64 window_ns;     /* aggregation window */
+	__u32 max_map_count; /* vm.max_map_count */
+	__u32 _pad;
+};
+
+struct refusal_key {
+	__u32 tgid;
+	__u16 syscall; /* enum refusal_syscall */
+	__u8 class;    /* enum refusal_class */
+	__u8 _pad;
+};
+
+struct refusal_count {
+	__u64 total;           /* refusals for this key since it was created */
+	__u64 window_start_ns; /* when the current window's record was sent */
+};
+
+struct refusal_event {
+	__u64 ts_boot_ns;
+	__u32 type;      /* EVENT_COMMIT_REFUSAL */
+	__u16 syscall;   /* enum refusal_syscall */
+	__u8 class;      /* enum refusal_class */
+	__u8 exact_hook; /* enum exact_hook that saw the refusal, 0 if none */
+	struct task_info process;
+	__u64 total;     /* refusal_count.total when this record was sent */
+	__s64 ret;       /* the syscall's return value */
+	__u64 request_bytes;
+	__u64 args[6];   /* the syscall's arguments, from the saved registers */
+	__u64 total_vm_pages;
+	__u64 data_vm_pages;
+	__u64 stack_vm_pages;
+	__u64 rlimit_as;   /* bytes, RLIM_INFINITY = all ones */
+	__u64 rlimit_data; /* bytes */
+	__u64 cap_effective;
+	__s64 exact_pages; /* pages __vm_enough_memory was asked for */
+	__u32 map_count;
+	__u8 exact_cap_sys_admin;
+	__u8 accountable; /* the request is charged to commit (private writable, shared anon) */
+	__u8 _pad[2];
+	struct cgroup_path memcg;
+};
 
 #endif /* OOMTRACE_H */

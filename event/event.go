@@ -6,7 +6,8 @@ import (
 
 // Type names the kind of an event in its "type" field.
 const (
-	TypeOOMKill = "oom_kill"
+	TypeOOMKill       = "oom_kill"
+	TypeCommitRefusal = "commit_refusal"
 )
 
 // OOM scopes: what constrained the allocation that failed.
@@ -108,6 +109,50 @@ type Decision struct {
 	GFPMask      string `json:"gfp_mask"`      // hexadecimal
 	Order        int32  `json:"order"`         // allocation order; -1 for sysrq
 	Message      string `json:"message"`
+}
+
+// Reasons a memory request was refused (CommitRefusal.Reason).
+const (
+	ReasonCommit       = "commit"        // overcommit accounting (__vm_enough_memory) refused
+	ReasonRlimitAS     = "rlimit_as"     // the address-space limit (RLIMIT_AS)
+	ReasonRlimitData   = "rlimit_data"   // the data-segment limit (RLIMIT_DATA)
+	ReasonMapCount     = "map_count"     // vm.max_map_count mappings already
+	ReasonAddressSpace = "address_space" // no room in the address space
+	ReasonUnknown      = "unknown"
+)
+
+// CommitRefusal is a memory request the kernel refused at allocation time,
+// before any OOM kill: ENOMEM from mmap, mremap, mprotect, fork and the
+// like, or a brk that left the break where it was.
+type CommitRefusal struct {
+	Type    string  `json:"type"`
+	Time    Time    `json:"time"`
+	Node    string  `json:"node"`
+	Hook    string  `json:"hook"`
+	Process Process `json:"process"`
+	Syscall string  `json:"syscall"`
+	// RequestBytes is what the call asked for: the length of a mapping, the
+	// growth of a brk or mremap, and for fork the parent's private writable
+	// memory that the child would be charged for.
+	RequestBytes uint64 `json:"request_bytes"`
+	Reason       string `json:"reason"`
+	// ClassifiedBy names the rule that decided Reason.
+	ClassifiedBy string     `json:"classified_by"`
+	Overcommit   Overcommit `json:"overcommit"`
+	// Count is how many refusals this line stands for. The first refusal of
+	// a process, syscall and reason is written at once with count 1; the
+	// ones that follow within the aggregation window are written as one
+	// line with Repeated set, carrying the details of the latest of them.
+	Count    uint64 `json:"count"`
+	Repeated bool   `json:"repeated,omitempty"`
+}
+
+// Overcommit is the host's commit accounting, sampled when the line is written.
+type Overcommit struct {
+	Mode             int    `json:"mode"`  // vm.overcommit_memory: 0 heuristic, 1 always, 2 never
+	Ratio            int    `json:"ratio"` // vm.overcommit_ratio, percent
+	CommitLimitBytes uint64 `json:"commit_limit_bytes"`
+	CommittedBytes   uint64 `json:"committed_bytes"` // Committed_AS
 }
 
 // Time is a wall-clock instant written as RFC 3339 with nanoseconds, in UTC.

@@ -9,5 +9,6 @@ import (
 
 func TestMain(m *testing.M) {
 	memcgtest.MaybeRunHog()
+	maybeRunRefuser()
 	os.Exit(m.Run())
 }

@@ -26,9 +26,17 @@ type collector struct {
 	cancel context.CancelFunc
 	done   chan error
 
-	mu     sync.Mutex
-	events []event.OOMKill
-	notify chan struct{}
+	mu       sync.Mutex
+	events   []event.OOMKill
+	refusals []event.CommitRefusal
+	notify   chan struct{}
+}
+
+func (c *collector) poke() {
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
 }
 
 func startTracer(t *testing.T, cfg Config) *collector {
@@ -41,14 +49,19 @@ func startTracer(t *testing.T, cfg Config) *collector {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &collector{t: tr, cancel: cancel, done: make(chan error, 1), notify: make(chan struct{}, 1)}
 	go func() {
-		c.done <- tr.Run(ctx, func(ev event.OOMKill) {
-			c.mu.Lock()
-			c.events = append(c.events, ev)
-			c.mu.Unlock()
-			select {
-			case c.notify <- struct{}{}:
-			default:
-			}
+		c.done <- tr.Run(ctx, Handlers{
+			OOMKill: func(ev event.OOMKill) {
+				c.mu.Lock()
+				c.events = append(c.events, ev)
+				c.mu.Unlock()
+				c.poke()
+			},
+			CommitRefusal: func(ev event.CommitRefusal) {
+				c.mu.Lock()
+				c.refusals = append(c.refusals, ev)
+				c.mu.Unlock()
+				c.poke()
+			},
 		})
 	}()
 	t.Cleanup(func() {
@@ -488,7 +501,7 @@ func TestRingBufferFullCountsLosses(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // drain what is there, then stop
 	var got []event.OOMKill
-	if err := tr.Run(ctx, func(ev event.OOMKill) { got = append(got, ev) }); err != nil {
+	if err := tr.Run(ctx, Handlers{OOMKill: func(ev event.OOMKill) { got = append(got, ev) }}); err != nil {
 		t.Fatal(err)
 	}
 	s, err = tr.Stats()

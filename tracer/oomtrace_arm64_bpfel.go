@@ -51,7 +51,8 @@ const (
 type oomtraceEventType uint32
 
 const (
-	oomtraceEventTypeEVENT_OOM_KILL oomtraceEventType = 1
+	oomtraceEventTypeEVENT_OOM_KILL       oomtraceEventType = 1
+	oomtraceEventTypeEVENT_COMMIT_REFUSAL oomtraceEventType = 2
 )
 
 type oomtraceKillSignal struct {

@@ -9,24 +9,26 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
-
 	"golang.org/x/sys/unix"
 
 	"github.com/oomtrace/oomtrace/event"
 )
 
-// Hook choices for Config.DecisionHook and Config.VictimHook.
+// Hook choices for the Config hook fields.
 const (
 	HookAuto       = "auto"
 	HookNone       = "none"
 	HookFentry     = "fentry"
+	HookFexit      = "fexit"
 	HookKprobe     = "kprobe"
+	HookKretprobe  = "kretprobe"
 	HookTpBtf      = "tp_btf"
 	HookTracepoint = "tracepoint"
 )
@@ -35,7 +37,11 @@ const (
 // kills is read long before it fills.
 const DefaultRingBufferBytes = 4 << 20
 
-// Config selects hooks and sizes. The zero value picks everything automatically.
+// DefaultRefusalWindow is how long repeats of a refusal are folded into one line.
+const DefaultRefusalWindow = time.Second
+
+// Config selects hooks and sizes. The zero value picks every hook
+// automatically and does not watch commit refusals.
 type Config struct {
 	// DecisionHook is auto, fentry, kprobe or none (oom_kill_process).
 	DecisionHook string
@@ -44,16 +50,70 @@ type Config struct {
 	// RingBufferBytes is the size of the OOM ring buffer: a power of two
 	// and a multiple of the page size. 0 means DefaultRingBufferBytes.
 	RingBufferBytes int
+
+	// Refusals turns on the commit refusal hooks.
+	Refusals bool
+	// RefusalHook is auto, fexit, kretprobe or none (__vm_enough_memory).
+	RefusalHook string
+	// RefusalWindow folds repeats; 0 means DefaultRefusalWindow.
+	RefusalWindow time.Duration
+
 	// KernelBTF is a path to the kernel's BTF; empty means the running
 	// kernel's /sys/kernel/btf/vmlinux.
 	KernelBTF string
-	// TracefsPath is where the classic tracepoint hook expects tracefs.
-	// Empty means /sys/kernel/tracing. It is mounted there if absent.
+	// TracefsPath is where kprobe and classic tracepoint hooks expect
+	// tracefs. Empty means /sys/kernel/tracing. It is mounted if absent.
 	TracefsPath string
 	// Node is written into every event.
 	Node string
 	// Logger receives hook selection and diagnostics; nil discards them.
 	Logger *slog.Logger
+}
+
+// Validate reports the first setting of cfg that New would reject.
+func (cfg Config) Validate() error {
+	checks := []struct {
+		what, v string
+		allowed []string
+	}{
+		{"decision hook", cfg.DecisionHook, []string{HookAuto, HookFentry, HookKprobe, HookNone}},
+		{"victim hook", cfg.VictimHook, []string{HookAuto, HookTpBtf, HookTracepoint}},
+		{"refusal hook", cfg.RefusalHook, []string{HookAuto, HookFexit, HookKretprobe, HookNone}},
+	}
+	for _, c := range checks {
+		if c.v == "" {
+			continue
+		}
+		if !contains(c.allowed, c.v) {
+			return fmt.Errorf("%s %q: must be one of %s", c.what, c.v, strings.Join(c.allowed, ", "))
+		}
+	}
+	if cfg.RingBufferBytes != 0 {
+		if err := validateRingBufferSize(cfg.RingBufferBytes); err != nil {
+			return err
+		}
+	}
+	if cfg.RefusalWindow < 0 {
+		return fmt.Errorf("refusal window %v: must not be negative", cfg.RefusalWindow)
+	}
+	return nil
+}
+
+func contains(list []string, v string) bool {
+	for _, a := range list {
+		if a == v {
+			return true
+		}
+	}
+	return false
+}
+
+func validateRingBufferSize(n int) error {
+	page := os.Getpagesize()
+	if n < page || n&(n-1) != 0 {
+		return fmt.Errorf("ring buffer size %d: must be a power of two of at least %d bytes", n, page)
+	}
+	return nil
 }
 
 // Hooks names the hooks in use.
@@ -64,7 +124,11 @@ type Hooks struct {
 	// reserves: HookTpBtfSignal, HookTracepointSignal, or "" when neither
 	// attached (then every mark_victim is reported).
 	Signal string
-	// Tried records why each richer hook was passed over, by hook name.
+	// RefusalExact is the __vm_enough_memory hook, "" for none.
+	RefusalExact string
+	// RefusalSyscalls are the syscall exit hooks that attached.
+	RefusalSyscalls []string
+	// Tried records why each hook that was passed over failed, by hook name.
 	Tried map[string]error
 }
 
@@ -72,61 +136,58 @@ type Hooks struct {
 type Stats struct {
 	Sent         uint64 // OOM kill records the kernel wrote
 	Lost         uint64 // OOM kill records the kernel dropped: the ring buffer was full
-	Decoded      uint64 // records decoded into events
-	DecodeErrors uint64 // records that could not be decoded
+	Decoded      uint64 // OOM kill records decoded into events
+	DecodeErrors uint64 // records of either kind that could not be decoded
 	// ExitingMarked counts tasks the OOM killer found exiting already and
 	// did not kill (mark_victim without its SIGKILL): not reported as kills.
 	ExitingMarked uint64
+
+	RefusalsFailed uint64 // failed calls the kernel saw: exact
+	RefusalsSent   uint64 // refusal records the kernel wrote (first of each window)
+	RefusalsLost   uint64 // refusal records the ring buffer had no room for
 }
 
-// Tracer owns the loaded programs, their links and the ring buffer reader.
+// Handlers receive events. They are never called concurrently.
+type Handlers struct {
+	OOMKill       func(event.OOMKill)
+	CommitRefusal func(event.CommitRefusal)
+}
+
+// Tracer owns the loaded programs, their links and the ring buffer readers.
 type Tracer struct {
 	log     *slog.Logger
-	maps    oomtraceMaps
-	progs   []*ebpf.Program
-	links   []link.Link
-	reader  *ringbuf.Reader
 	hooks   Hooks
-	decoder Decoder
+	oom     *oomTracer
+	refusal *refusalTracer // nil unless Config.Refusals
 
-	mu            sync.Mutex
-	decoded       uint64
-	decodeErrors  uint64
-	exitingMarked uint64
+	mu           sync.Mutex // guards links and the counters below
+	links        []link.Link
+	progs        []*ebpf.Program
+	decodeErrors uint64
 
 	closeOnce sync.Once
 	closeErr  error
 }
 
 // New loads the programs, attaches the richest hooks available and opens
-// the ring buffer. On error everything set up so far is undone.
+// the ring buffers. On error everything set up so far is undone.
 func New(cfg Config) (*Tracer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if cfg.DecisionHook == "" {
-		cfg.DecisionHook = HookAuto
-	}
-	if cfg.VictimHook == "" {
-		cfg.VictimHook = HookAuto
-	}
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
 	if cfg.RingBufferBytes == 0 {
 		cfg.RingBufferBytes = DefaultRingBufferBytes
 	}
-
+	if cfg.RefusalWindow == 0 {
+		cfg.RefusalWindow = DefaultRefusalWindow
+	}
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock limit: %w", err)
 	}
-	spec, err := loadOomtrace()
-	if err != nil {
-		return nil, err
-	}
-	spec.Maps[oomtraceMapOomEvents].MaxEntries = uint32(cfg.RingBufferBytes)
-
 	opts := ebpf.CollectionOptions{}
 	if cfg.KernelBTF != "" {
 		kernelTypes, err := btf.LoadSpec(cfg.KernelBTF)
@@ -134,6 +195,11 @@ func New(cfg Config) (*Tracer, error) {
 			return nil, fmt.Errorf("load kernel BTF %s: %w", cfg.KernelBTF, err)
 		}
 		opts.Programs.KernelTypes = kernelTypes
+	}
+	// kprobes and classic tracepoints are found through tracefs, and the
+	// library looks for it only once: mount it before the first attempt.
+	if err := ensureTracefs(cfg.TracefsPath); err != nil {
+		log.Warn("tracefs unavailable: kprobe and tracepoint hooks will fail", "err", err)
 	}
 
 	t := &Tracer{log: log, hooks: Hooks{Tried: map[string]error{}}}
@@ -143,58 +209,14 @@ func New(cfg Config) (*Tracer, error) {
 			t.Close()
 		}
 	}()
-	if err := spec.LoadAndAssign(&t.maps, &opts); err != nil {
-		return nil, fmt.Errorf("load maps: %w", err)
+	var err error
+	if t.oom, err = newOOMTracer(t, cfg, opts); err != nil {
+		return nil, err
 	}
-	opts.MapReplacements = map[string]*ebpf.Map{
-		oomtraceMapOomEvents:   t.maps.OomEvents,
-		oomtraceMapStats:       t.maps.Stats,
-		oomtraceMapDecisions:   t.maps.Decisions,
-		oomtraceMapKillSignals: t.maps.KillSignals,
-	}
-
-	decisionCands := decisionCandidates(cfg.DecisionHook)
-	signalCands := signalCandidates(cfg.VictimHook)
-	victimCands := victimCandidates(cfg.VictimHook)
-	// kprobes and classic tracepoints are found through tracefs, and the
-	// library looks for it only once: mount it before the first attempt.
-	if needsTracefs(decisionCands) || needsTracefs(victimCands) || needsTracefs(signalCands) {
-		if err := ensureTracefs(cfg.TracefsPath); err != nil {
-			log.Warn("tracefs unavailable: kprobe and tracepoint hooks will fail", "err", err)
+	if cfg.Refusals {
+		if t.refusal, err = newRefusalTracer(t, cfg, opts); err != nil {
+			return nil, err
 		}
-	}
-
-	decision, err := t.attachFirst(spec, &opts, decisionCands)
-	if err != nil {
-		return nil, fmt.Errorf("oom_kill_process: %w", err)
-	}
-	t.hooks.Decision = decision
-	// Before the victim hook, so that no kill is seen without its signal.
-	signal, err := t.attachFirst(spec, &opts, signalCands)
-	if err != nil {
-		return nil, fmt.Errorf("signal_generate: %w", err)
-	}
-	if signal == "" {
-		log.Warn("no signal hook: tasks the OOM killer found exiting will be reported as kills too")
-	}
-	t.hooks.Signal = signal
-	victim, err := t.attachFirst(spec, &opts, victimCands)
-	if err != nil {
-		return nil, fmt.Errorf("mark_victim: %w", err)
-	}
-	if victim == "" {
-		return nil, fmt.Errorf("mark_victim: %w", t.noHookError(victimCands))
-	}
-	t.hooks.Victim = victim
-
-	t.reader, err = ringbuf.NewReader(t.maps.OomEvents)
-	if err != nil {
-		return nil, fmt.Errorf("open ring buffer: %w", err)
-	}
-	t.decoder = Decoder{
-		Node:     cfg.Node,
-		PageSize: uint64(os.Getpagesize()),
-		WallTime: bootToWall,
 	}
 	ok = true
 	return t, nil
@@ -218,101 +240,56 @@ type candidate struct {
 	name    string // hook name for events and logs
 	program string // program name in the collection
 	attach  func(*ebpf.Program) (link.Link, error)
-	tracefs bool // attaching may need tracefs
 }
 
-func needsTracefs(cands []candidate) bool {
-	for _, c := range cands {
-		if c.tracefs {
-			return true
-		}
-	}
-	return false
-}
-
-func decisionCandidates(choice string) []candidate {
-	fentry := candidate{HookFentryOOMKillProcess, oomtraceProgFentryOomKillProcess, func(p *ebpf.Program) (link.Link, error) {
-		return link.AttachTracing(link.TracingOptions{Program: p})
-	}, false}
-	kprobe := candidate{HookKprobeOOMKillProcess, oomtraceProgKprobeOomKillProcess, func(p *ebpf.Program) (link.Link, error) {
-		return link.Kprobe("oom_kill_process", p, nil)
-	}, true}
-	switch choice {
-	case HookFentry:
-		return []candidate{fentry}
-	case HookKprobe:
-		return []candidate{kprobe}
-	case HookNone:
-		return nil
-	}
-	return []candidate{fentry, kprobe}
-}
-
-// signalCandidates follows the victim hook: a forced classic tracepoint
-// means BTF-typed hooks are not wanted for the signal either.
-func signalCandidates(victimChoice string) []candidate {
-	tpBtf := candidate{HookTpBtfSignal, oomtraceProgTpBtfSignalGenerate, func(p *ebpf.Program) (link.Link, error) {
-		return link.AttachTracing(link.TracingOptions{Program: p})
-	}, false}
-	tracepoint := candidate{HookTracepointSignal, oomtraceProgTracepointSignalGenerate, func(p *ebpf.Program) (link.Link, error) {
-		return link.Tracepoint("signal", "signal_generate", p, nil)
-	}, true}
-	if victimChoice == HookTracepoint {
-		return []candidate{tracepoint}
-	}
-	return []candidate{tpBtf, tracepoint}
-}
-
-func victimCandidates(choice string) []candidate {
-	tpBtf := candidate{HookTpBtfMarkVictim, oomtraceProgTpBtfMarkVictim, func(p *ebpf.Program) (link.Link, error) {
-		return link.AttachTracing(link.TracingOptions{Program: p})
-	}, false}
-	tracepoint := candidate{HookTracepointMarkVictim, oomtraceProgTracepointMarkVictim, func(p *ebpf.Program) (link.Link, error) {
-		return link.Tracepoint("oom", "mark_victim", p, nil)
-	}, true}
-	switch choice {
-	case HookTpBtf:
-		return []candidate{tpBtf}
-	case HookTracepoint:
-		return []candidate{tracepoint}
-	}
-	return []candidate{tpBtf, tracepoint}
+func tracing(p *ebpf.Program) (link.Link, error) {
+	return link.AttachTracing(link.TracingOptions{Program: p})
 }
 
 // attachFirst loads and attaches candidates in order and keeps the first
 // that works. A hook is probed by really loading and attaching it: program
 // type probes are not reliable (tp_btf works where the Tracing type probe
 // reports EPERM). It returns "" when there were no candidates or none worked.
-func (t *Tracer) attachFirst(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, cands []candidate) (string, error) {
+func (t *Tracer) attachFirst(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, cands []candidate) string {
 	for _, c := range cands {
-		prog, err := loadProgram(spec, opts, c.program)
-		if err == nil {
-			var l link.Link
-			l, err = c.attach(prog)
-			if err == nil {
-				t.progs = append(t.progs, prog)
-				t.links = append(t.links, l)
-				t.log.Info("attached hook", "hook", c.name)
-				return c.name, nil
-			}
-			prog.Close()
-			err = fmt.Errorf("attach: %w", err)
+		if err := t.attach(spec, opts, c); err != nil {
+			t.hooks.Tried[c.name] = err
+			t.log.Info("hook unavailable, falling back", "hook", c.name, "reason", err)
+			continue
 		}
-		t.hooks.Tried[c.name] = err
-		t.log.Info("hook unavailable, falling back", "hook", c.name, "reason", err)
+		t.log.Info("attached hook", "hook", c.name)
+		return c.name
 	}
-	return "", nil
+	return ""
+}
+
+// attach loads and attaches one candidate and keeps both.
+func (t *Tracer) attach(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, c candidate) error {
+	prog, err := loadProgram(spec, opts, c.program)
+	if err != nil {
+		return err
+	}
+	l, err := c.attach(prog)
+	if err != nil {
+		prog.Close()
+		return fmt.Errorf("attach: %w", err)
+	}
+	t.mu.Lock()
+	t.progs = append(t.progs, prog)
+	t.links = append(t.links, l)
+	t.mu.Unlock()
+	return nil
 }
 
 // loadProgram loads one program of the collection with the shared maps.
-func loadProgram(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, name string) (*ebpf.Program, error) {
+func loadProgram(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, name string) (*ebpf.Program, error) {
 	ps, ok := spec.Programs[name]
 	if !ok {
 		return nil, fmt.Errorf("program %s not in collection", name)
 	}
 	one := spec.Copy()
 	one.Programs = map[string]*ebpf.ProgramSpec{name: ps.Copy()}
-	coll, err := ebpf.NewCollectionWithOptions(one, *opts)
+	coll, err := ebpf.NewCollectionWithOptions(one, opts)
 	if err != nil && errors.Is(err, unix.EPERM) {
 		// The library suggests raising RLIMIT_MEMLOCK, but that limit is
 		// already lifted: the kernel refuses this program type outright
@@ -323,7 +300,7 @@ func loadProgram(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, name s
 		}
 	}
 	if err != nil {
-		if verbose := os.Getenv("OOMTRACE_VERIFIER_LOG"); verbose != "" {
+		if os.Getenv("OOMTRACE_VERIFIER_LOG") != "" {
 			var ve *ebpf.VerifierError
 			if errors.As(err, &ve) {
 				fmt.Fprintf(os.Stderr, "%+v\n", ve)
@@ -339,76 +316,105 @@ func loadProgram(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, name s
 // Hooks returns the hooks in use.
 func (t *Tracer) Hooks() Hooks { return t.hooks }
 
-// Stats reads the kernel's counters and the decoder's.
+// Stats reads the kernel's counters and the decoders'.
 func (t *Tracer) Stats() (Stats, error) {
 	var s Stats
-	for idx, dst := range map[oomtraceStatIndex]*uint64{
-		oomtraceStatIndexSTAT_OOM_SENT: &s.Sent,
-		oomtraceStatIndexSTAT_OOM_LOST: &s.Lost,
-	} {
-		var perCPU []uint64
-		if err := t.maps.Stats.Lookup(uint32(idx), &perCPU); err != nil {
-			return Stats{}, fmt.Errorf("read stats: %w", err)
-		}
-		for _, v := range perCPU {
-			*dst += v
+	if err := t.oom.stats(&s); err != nil {
+		return Stats{}, err
+	}
+	if t.refusal != nil {
+		if err := t.refusal.stats(&s); err != nil {
+			return Stats{}, err
 		}
 	}
 	t.mu.Lock()
-	s.Decoded, s.DecodeErrors, s.ExitingMarked = t.decoded, t.decodeErrors, t.exitingMarked
+	s.DecodeErrors = t.decodeErrors
 	t.mu.Unlock()
 	return s, nil
 }
 
-// Run reads events and passes each to handle until ctx is done. It then
-// detaches every hook, so no new events arrive, hands over every record
-// still in the ring buffer and returns nil. Records that cannot be decoded
-// are counted and logged, not fatal.
-func (t *Tracer) Run(ctx context.Context, handle func(event.OOMKill)) error {
+// sumPerCPU reads one slot of a per-CPU array of counters.
+func sumPerCPU(m *ebpf.Map, idx uint32) (uint64, error) {
+	var perCPU []uint64
+	if err := m.Lookup(idx, &perCPU); err != nil {
+		return 0, fmt.Errorf("read stats: %w", err)
+	}
+	var sum uint64
+	for _, v := range perCPU {
+		sum += v
+	}
+	return sum, nil
+}
+
+func (t *Tracer) decodeError(kind string, err error) {
+	t.mu.Lock()
+	t.decodeErrors++
+	t.mu.Unlock()
+	t.log.Warn("dropping undecodable record", "kind", kind, "err", err)
+}
+
+// Run reads events and passes them to h until ctx is done. It then detaches
+// every hook, so no new events arrive, hands over every record still in the
+// ring buffers and every pending refusal count, and returns nil. Records
+// that cannot be decoded are counted and logged, not fatal.
+func (t *Tracer) Run(ctx context.Context, h Handlers) error {
+	var hmu sync.Mutex
+	serial := Handlers{
+		OOMKill: func(ev event.OOMKill) {
+			if h.OOMKill != nil {
+				hmu.Lock()
+				defer hmu.Unlock()
+				h.OOMKill(ev)
+			}
+		},
+		CommitRefusal: func(ev event.CommitRefusal) {
+			if h.CommitRefusal != nil {
+				hmu.Lock()
+				defer hmu.Unlock()
+				h.CommitRefusal(ev)
+			}
+		},
+	}
+
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() {
 		select {
 		case <-ctx.Done():
 			t.detach()
-			t.reader.Flush()
+			t.oom.reader.Flush()
+			if t.refusal != nil {
+				t.refusal.reader.Flush()
+			}
 		case <-stop:
 		}
 	}()
 
-	var rec ringbuf.Record
-	for {
-		err := t.reader.ReadInto(&rec)
-		switch {
-		case errors.Is(err, ringbuf.ErrFlushed), errors.Is(err, ringbuf.ErrClosed):
-			return nil
-		case err != nil:
-			return fmt.Errorf("read ring buffer: %w", err)
-		}
-		ev, sigkillSeen, err := t.decoder.DecodeOOMKill(rec.RawSample)
-		exiting := err == nil && !sigkillSeen && t.hooks.Signal != ""
-		t.mu.Lock()
-		switch {
-		case err != nil:
-			t.decodeErrors++
-		case exiting:
-			t.exitingMarked++
-		default:
-			t.decoded++
-		}
-		t.mu.Unlock()
-		if err != nil {
-			t.log.Warn("dropping undecodable record", "err", err)
-			continue
-		}
-		if exiting {
-			t.log.Debug("OOM killer granted reserves to an exiting task; not a kill",
-				"pid", ev.Victim.PID, "tgid", ev.Victim.TGID)
-			continue
-		}
-		completeFromProcfs(&ev)
-		handle(ev)
+	errs := make(chan error, 2)
+	go func() { errs <- t.oom.run(serial.OOMKill) }()
+	n := 1
+	if t.refusal != nil {
+		n++
+		go func() { errs <- t.refusal.run(serial.CommitRefusal) }()
 	}
+	var first error
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+			// One reader failed: stop the other too.
+			t.detach()
+			t.oom.reader.Flush()
+			if t.refusal != nil {
+				t.refusal.reader.Flush()
+			}
+		}
+	}
+	return first
+}
+
+// isEndOfStream tells a reader loop that the ring buffer was flushed or closed.
+func isEndOfStream(err error) bool {
+	return errors.Is(err, ringbuf.ErrFlushed) || errors.Is(err, ringbuf.ErrClosed)
 }
 
 // detach removes every hook; the programs stay loaded until Close.
@@ -417,7 +423,7 @@ func (t *Tracer) detach() {
 	links := t.links
 	t.links = nil
 	t.mu.Unlock()
-	// Reverse order: the victim hook goes before the signal hook it needs.
+	// Reverse order: hooks go before the hooks they depend on.
 	for i := len(links) - 1; i >= 0; i-- {
 		if err := links[i].Close(); err != nil {
 			t.log.Warn("detach hook", "err", err)
@@ -426,50 +432,24 @@ func (t *Tracer) detach() {
 }
 
 // Close detaches the hooks and frees every kernel object. It is safe to
-// call more than once and concurrently with nothing else.
+// call more than once.
 func (t *Tracer) Close() error {
 	t.closeOnce.Do(func() {
 		t.detach()
 		var errs []error
-		if t.reader != nil {
-			errs = append(errs, t.reader.Close())
+		if t.refusal != nil {
+			errs = append(errs, t.refusal.close())
 		}
+		if t.oom != nil {
+			errs = append(errs, t.oom.close())
+		}
+		t.mu.Lock()
 		for _, p := range t.progs {
 			errs = append(errs, p.Close())
 		}
-		errs = append(errs, t.maps.Close())
+		t.progs = nil
+		t.mu.Unlock()
 		t.closeErr = errors.Join(errs...)
 	})
 	return t.closeErr
-}
-
-// Validate reports the first setting of cfg that New would reject.
-func (cfg Config) Validate() error {
-	if err := oneOf("decision hook", cfg.DecisionHook, "", HookAuto, HookFentry, HookKprobe, HookNone); err != nil {
-		return err
-	}
-	if err := oneOf("victim hook", cfg.VictimHook, "", HookAuto, HookTpBtf, HookTracepoint); err != nil {
-		return err
-	}
-	if cfg.RingBufferBytes != 0 {
-		return validateRingBufferSize(cfg.RingBufferBytes)
-	}
-	return nil
-}
-
-func oneOf(what, v string, allowed ...string) error {
-	for _, a := range allowed {
-		if v == a {
-			return nil
-		}
-	}
-	return fmt.Errorf("%s %q: must be one of %s", what, v, strings.Join(allowed[1:], ", "))
-}
-
-func validateRingBufferSize(n int) error {
-	page := os.Getpagesize()
-	if n < page || n&(n-1) != 0 {
-		return fmt.Errorf("ring buffer size %d: must be a power of two of at least %d bytes", n, page)
-	}
-	return nil
 }

@@ -120,7 +120,12 @@ struct percpu_counter {
 
 /* 6.2+: mm->rss_stat is an array of percpu_counter. */
 struct mm_struct {
+	int map_count;
 	unsigned long total_vm;
+	unsigned long data_vm;
+	unsigned long stack_vm;
+	unsigned long start_brk;
+	unsigned long brk;
 	atomic_long_t pgtables_bytes;
 	struct percpu_counter rss_stat[4];
 };
@@ -134,12 +139,24 @@ struct mm_struct___old {
 	struct mm_rss_stat rss_stat;
 };
 
+struct rlimit {
+	unsigned long rlim_cur;
+	unsigned long rlim_max;
+};
+
 struct signal_struct {
 	short oom_score_adj;
+	struct rlimit rlim[16];
 };
+
+/* 6.3+: a u64 bit mask; before, u32 cap[2]: the same 8 bytes either way. */
+typedef struct {
+	u64 val;
+} kernel_cap_t;
 
 struct cred {
 	kuid_t uid;
+	kernel_cap_t cap_effective;
 };
 
 struct task_struct {
@@ -198,6 +215,13 @@ struct trace_event_raw_signal_generate {
 
 struct kernel_siginfo;
 
+/* /sys/kernel/tracing/events/syscalls/sys_exit_mmap/format (and the others) */
+struct trace_event_raw_sys_exit {
+	struct trace_entry ent;
+	long id;
+	long ret;
+};
+
 #if defined(__TARGET_ARCH_x86)
 struct pt_regs {
 	unsigned long di;
@@ -206,6 +230,7 @@ struct pt_regs {
 	unsigned long cx;
 	unsigned long r8;
 	unsigned long r9;
+	unsigned long r10;
 	unsigned long sp;
 	unsigned long bp;
 	unsigned long ax;

@@ -1,0 +1,162 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/oomtrace/oomtrace/event"
+)
+
+// oomTracer is the OOM kill half of the tracer.
+type oomTracer struct {
+	t       *Tracer
+	maps    oomtraceMaps
+	reader  *ringbuf.Reader
+	decoder Decoder
+
+	decoded       atomic.Uint64
+	exitingMarked atomic.Uint64
+}
+
+func newOOMTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions) (*oomTracer, error) {
+	o := &oomTracer{t: t}
+	spec, err := loadOomtrace()
+	if err != nil {
+		return nil, err
+	}
+	spec.Maps[oomtraceMapOomEvents].MaxEntries = uint32(cfg.RingBufferBytes)
+	if err := spec.LoadAndAssign(&o.maps, &opts); err != nil {
+		o.close()
+		return nil, fmt.Errorf("load OOM maps: %w", err)
+	}
+	opts.MapReplacements = map[string]*ebpf.Map{
+		oomtraceMapOomEvents:   o.maps.OomEvents,
+		oomtraceMapStats:       o.maps.Stats,
+		oomtraceMapDecisions:   o.maps.Decisions,
+		oomtraceMapKillSignals: o.maps.KillSignals,
+	}
+
+	t.hooks.Decision = t.attachFirst(spec, opts, decisionCandidates(cfg.DecisionHook))
+	// Before the victim hook, so that no kill is seen without its signal.
+	t.hooks.Signal = t.attachFirst(spec, opts, signalCandidates(cfg.VictimHook))
+	if t.hooks.Signal == "" {
+		t.log.Warn("no signal hook: tasks the OOM killer found exiting will be reported as kills too")
+	}
+	victimCands := victimCandidates(cfg.VictimHook)
+	t.hooks.Victim = t.attachFirst(spec, opts, victimCands)
+	if t.hooks.Victim == "" {
+		o.close()
+		return nil, fmt.Errorf("mark_victim: %w", t.noHookError(victimCands))
+	}
+
+	o.reader, err = ringbuf.NewReader(o.maps.OomEvents)
+	if err != nil {
+		o.close()
+		return nil, fmt.Errorf("open OOM ring buffer: %w", err)
+	}
+	o.decoder = Decoder{
+		Node:     cfg.Node,
+		PageSize: uint64(os.Getpagesize()),
+		WallTime: bootToWall,
+	}
+	return o, nil
+}
+
+func decisionCandidates(choice string) []candidate {
+	fentry := candidate{HookFentryOOMKillProcess, oomtraceProgFentryOomKillProcess, tracing}
+	kprobe := candidate{HookKprobeOOMKillProcess, oomtraceProgKprobeOomKillProcess, func(p *ebpf.Program) (link.Link, error) {
+		return link.Kprobe("oom_kill_process", p, nil)
+	}}
+	switch choice {
+	case HookFentry:
+		return []candidate{fentry}
+	case HookKprobe:
+		return []candidate{kprobe}
+	case HookNone:
+		return nil
+	}
+	return []candidate{fentry, kprobe}
+}
+
+// signalCandidates follows the victim hook: a forced classic tracepoint
+// means BTF-typed hooks are not wanted for the signal either.
+func signalCandidates(victimChoice string) []candidate {
+	tpBtf := candidate{HookTpBtfSignal, oomtraceProgTpBtfSignalGenerate, tracing}
+	tracepoint := candidate{HookTracepointSignal, oomtraceProgTracepointSignalGenerate, func(p *ebpf.Program) (link.Link, error) {
+		return link.Tracepoint("signal", "signal_generate", p, nil)
+	}}
+	if victimChoice == HookTracepoint {
+		return []candidate{tracepoint}
+	}
+	return []candidate{tpBtf, tracepoint}
+}
+
+func victimCandidates(choice string) []candidate {
+	tpBtf := candidate{HookTpBtfMarkVictim, oomtraceProgTpBtfMarkVictim, tracing}
+	tracepoint := candidate{HookTracepointMarkVictim, oomtraceProgTracepointMarkVictim, func(p *ebpf.Program) (link.Link, error) {
+		return link.Tracepoint("oom", "mark_victim", p, nil)
+	}}
+	switch choice {
+	case HookTpBtf:
+		return []candidate{tpBtf}
+	case HookTracepoint:
+		return []candidate{tracepoint}
+	}
+	return []candidate{tpBtf, tracepoint}
+}
+
+// run reads OOM kill records until the ring buffer is flushed or closed.
+func (o *oomTracer) run(handle func(event.OOMKill)) error {
+	var rec ringbuf.Record
+	for {
+		err := o.reader.ReadInto(&rec)
+		if isEndOfStream(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read OOM ring buffer: %w", err)
+		}
+		ev, sigkillSeen, err := o.decoder.DecodeOOMKill(rec.RawSample)
+		if err != nil {
+			o.t.decodeError("oom_kill", err)
+			continue
+		}
+		if !sigkillSeen && o.t.hooks.Signal != "" {
+			o.exitingMarked.Add(1)
+			o.t.log.Debug("OOM killer granted reserves to an exiting task; not a kill",
+				"pid", ev.Victim.PID, "tgid", ev.Victim.TGID)
+			continue
+		}
+		o.decoded.Add(1)
+		completeFromProcfs(&ev)
+		handle(ev)
+	}
+}
+
+func (o *oomTracer) stats(s *Stats) error {
+	var err error
+	if s.Sent, err = sumPerCPU(o.maps.Stats, uint32(oomtraceStatIndexSTAT_OOM_SENT)); err != nil {
+		return err
+	}
+	if s.Lost, err = sumPerCPU(o.maps.Stats, uint32(oomtraceStatIndexSTAT_OOM_LOST)); err != nil {
+		return err
+	}
+	s.Decoded = o.decoded.Load()
+	s.ExitingMarked = o.exitingMarked.Load()
+	return nil
+}
+
+func (o *oomTracer) close() error {
+	var errs []error
+	if o.reader != nil {
+		errs = append(errs, o.reader.Close())
+	}
+	errs = append(errs, o.maps.Close())
+	return errors.Join(errs...)
+}

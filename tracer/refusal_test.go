@@ -1,0 +1,222 @@
+package tracer
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/memcgtest"
+)
+
+// waitRefusals returns the refusals of process tgid once want lines have
+// arrived, or what arrived by the timeout.
+func (c *collector) waitRefusals(tgid int, want int, timeout time.Duration) []event.CommitRefusal {
+	deadline := time.After(timeout)
+	for {
+		c.mu.Lock()
+		var got []event.CommitRefusal
+		for _, ev := range c.refusals {
+			if int(ev.Process.TGID) == tgid {
+				got = append(got, ev)
+			}
+		}
+		c.mu.Unlock()
+		if len(got) >= want {
+			return got
+		}
+		select {
+		case <-c.notify:
+		case <-deadline:
+			return got
+		}
+	}
+}
+
+func TestRefusalMode0HugeMmap(t *testing.T) {
+	c := startTracer(t, Config{Refusals: true, Node: "n"})
+	t.Logf("refusal hooks: exact=%q syscalls=%v", c.t.Hooks().RefusalExact, c.t.Hooks().RefusalSyscalls)
+	const huge = 1 << 45
+	_, err := syscall.Mmap(-1, 0, huge, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON)
+	if err != syscall.ENOMEM {
+		t.Fatalf("mmap of 2^45 bytes: %v, want ENOMEM", err)
+	}
+	got := c.waitRefusals(syscall.Getpid(), 1, 5*time.Second)
+	if len(got) != 1 {
+		t.Fatalf("got %d refusals, want 1: %+v", len(got), got)
+	}
+	ev := got[0]
+	t.Logf("%+v", ev)
+	if ev.Syscall != "mmap" || ev.RequestBytes != huge || ev.Reason != event.ReasonCommit || ev.Count != 1 {
+		t.Errorf("refusal = %+v", ev)
+	}
+}
+
+func TestRefusalRlimitAS(t *testing.T) {
+	c := startTracer(t, Config{Refusals: true, Node: "n"})
+	cmd, out, _ := refuser(t, "rlimit_as", 256<<20)
+	if got := readLine(t, out); got != "ENOMEM" {
+		t.Fatalf("refuser: %s, want ENOMEM", got)
+	}
+	got := c.waitRefusals(cmd.Process.Pid, 1, 5*time.Second)
+	if len(got) != 1 {
+		t.Fatalf("got %d refusals, want 1: %+v", len(got), got)
+	}
+	ev := got[0]
+	if ev.Reason != event.ReasonRlimitAS || ev.ClassifiedBy != byRlimitAS {
+		t.Errorf("reason %q by %q, want %q by %q", ev.Reason, ev.ClassifiedBy, event.ReasonRlimitAS, byRlimitAS)
+	}
+	if ev.Syscall != "mmap" || ev.RequestBytes != 256<<20 || ev.Count != 1 {
+		t.Errorf("refusal = %+v", ev)
+	}
+}
+
+func TestRefusalSuccessfulCallsAreSilent(t *testing.T) {
+	c := startTracer(t, Config{Refusals: true, Node: "n"})
+	before, _ := c.t.Stats()
+	cmd, out, _ := refuser(t, "succeed", 20000)
+	if got := readLine(t, out); got != "20000" {
+		t.Fatalf("refuser: %s successful mappings, want 20000", got)
+	}
+	cmd.Wait()
+	c.stop(t)
+	if got := c.waitRefusals(cmd.Process.Pid, 1, 0); len(got) != 0 {
+		t.Errorf("successful calls reported: %+v", got)
+	}
+	after, _ := c.t.Stats()
+	t.Logf("failed calls seen machine-wide meanwhile: %d", after.RefusalsFailed-before.RefusalsFailed)
+}
+
+// TestRefusalStorm: 100k failing mmaps give a few lines whose counts add up
+// exactly, and an OOM kill during the storm is still reported.
+func TestRefusalStorm(t *testing.T) {
+	// 100k refusals take about 0.15 s here; more make sure the OOM kill
+	// falls inside the storm.
+	const storm = 500000
+	c := startTracer(t, Config{Refusals: true, Node: "n", RefusalWindow: 500 * time.Millisecond})
+	cmd, out, in := refuser(t, "storm", storm)
+	if got := readLine(t, out); got != "ready" {
+		t.Fatalf("refuser: %q", got)
+	}
+	cg := memcgtest.New(t, nil, limit)
+	fmt.Fprintln(in, "go")
+	hog := cg.Start(t, memcgtest.HogOptions{Bytes: hogBytes})
+	hog.WaitKilled(t)
+
+	var enomem, startNs, endNs int64
+	if _, err := fmt.Sscan(readLine(t, out), &enomem, &startNs, &endNs); err != nil || enomem != storm {
+		t.Fatalf("refuser: %d ENOMEMs (%v), want %d", enomem, err, storm)
+	}
+	t.Logf("storm of %d refusals took %v", storm, time.Duration(endNs-startNs))
+	evs := c.waitFor(map[int]bool{hog.PID: true}, 10*time.Second)[hog.PID]
+	if len(evs) != 1 {
+		t.Fatalf("OOM kill during the storm: %d events, want 1", len(evs))
+	}
+	if kill := evs[0].Time.UnixNano(); kill < startNs || kill > endNs {
+		t.Logf("the OOM kill (%d) fell outside the storm (%d..%d)", kill, startNs, endNs)
+	}
+	cmd.Wait()
+	c.stop(t) // flushes the pending repeat count
+	got := c.waitRefusals(cmd.Process.Pid, 1, 0)
+	var total uint64
+	for i, ev := range got {
+		total += ev.Count
+		if ev.Reason != event.ReasonCommit || ev.Syscall != "mmap" {
+			t.Errorf("line %d: %+v", i, ev)
+		}
+	}
+	if total != storm {
+		t.Errorf("counts add up to %d, want %d", total, storm)
+	}
+	if len(got) == 0 || got[0].Count != 1 || got[0].Repeated {
+		t.Errorf("the first refusal must be written at once with count 1: %+v", got)
+	}
+	if limit := int(time.Duration(endNs-startNs)/(500*time.Millisecond)) + 3; len(got) > limit {
+		t.Errorf("%d lines for one storm, want at most %d: not aggregated", len(got), limit)
+	}
+	t.Logf("%d lines for %d refusals", len(got), total)
+}
+
+const overcommitPath = "/proc/sys/vm/overcommit_memory"
+
+// setOvercommit sets vm.overcommit_memory and returns a function that puts
+// the old value back; it is also restored at cleanup and by a watchdog, so
+// no exit path of the test leaves the host in mode 2.
+func setOvercommit(t *testing.T, mode string) (restore func()) {
+	t.Helper()
+	old, err := os.ReadFile(overcommitPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	restore = func() {
+		once.Do(func() {
+			if err := os.WriteFile(overcommitPath, old, 0); err != nil {
+				t.Errorf("restore vm.overcommit_memory: %v", err)
+			}
+		})
+	}
+	t.Cleanup(restore)
+	watchdog := time.AfterFunc(10*time.Second, restore)
+	t.Cleanup(func() { watchdog.Stop() })
+	if err := os.WriteFile(overcommitPath, []byte(mode), 0); err != nil {
+		restore()
+		t.Fatalf("set vm.overcommit_memory=%s: %v", mode, err)
+	}
+	return restore
+}
+
+// TestRefusalMode2 switches to strict accounting for a moment: a process
+// holding most of the headroom then fails a mapping, a brk and a fork.
+func TestRefusalMode2(t *testing.T) {
+	c := startTracer(t, Config{Refusals: true, Node: "n"})
+	host, err := readHostMemory("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	headroom := int64(host.CommitLimit) - int64(host.Committed)
+	if headroom < 2<<30 {
+		t.Skipf("only %d bytes of commit headroom: mode 2 would starve the host", headroom)
+	}
+	hold := uint64(headroom) * 6 / 10
+	cmd, out, in := refuser(t, "mode2", hold)
+	if got := readLine(t, out); got != "ready ok" {
+		t.Fatalf("refuser: %q", got)
+	}
+	restore := setOvercommit(t, "2")
+	fmt.Fprintln(in, "go")
+	result := readLine(t, out)
+	// Keep mode 2 until the tracer has classified the three refusals:
+	// it samples the mode when it writes each line.
+	got := c.waitRefusals(cmd.Process.Pid, 3, 5*time.Second)
+	restore()
+	if result != "ENOMEM unchanged ENOMEM" {
+		t.Fatalf("refuser in mode 2: %q, want mmap ENOMEM, brk unchanged, fork ENOMEM", result)
+	}
+	bySyscall := map[string]event.CommitRefusal{}
+	for _, ev := range got {
+		bySyscall[ev.Syscall] = ev
+	}
+	for _, sc := range []string{"mmap", "brk", "fork"} {
+		ev, ok := bySyscall[sc]
+		if !ok {
+			t.Errorf("no refusal for %s; got %+v", sc, got)
+			continue
+		}
+		if ev.Reason != event.ReasonCommit || ev.ClassifiedBy != byMode2 {
+			t.Errorf("%s: reason %q by %q, want commit by %q", sc, ev.Reason, ev.ClassifiedBy, byMode2)
+		}
+		if ev.Overcommit.Mode != 2 || ev.Overcommit.CommitLimitBytes == 0 || ev.Overcommit.CommittedBytes == 0 {
+			t.Errorf("%s: overcommit = %+v", sc, ev.Overcommit)
+		}
+		if sc != "fork" && ev.RequestBytes != hold {
+			t.Errorf("%s: request %d, want %d", sc, ev.RequestBytes, hold)
+		}
+		if sc == "fork" && ev.RequestBytes < hold {
+			t.Errorf("fork: request %d, want at least the %d bytes held", ev.RequestBytes, hold)
+		}
+	}
+}
