@@ -35,11 +35,13 @@ test-unit: ## Run the tests as the current user (real-kernel tests skip unless r
 	$(GO) test -count=1 ./...
 
 .PHONY: fuzz
+FUZZ_TARGETS := FuzzDecodeOOMKill FuzzDecodeRefusal FuzzMemcgFromProcCgroup FuzzParseStat FuzzParseMeminfo
 # Minimizing each new interesting input would stall fuzzing on 3.5 KiB records.
 fuzz: ## Run every fuzz target for FUZZTIME each.
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeOOMKill$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./tracer
-	$(GO) test -run '^$$' -fuzz '^FuzzMemcgFromProcCgroup$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./tracer
-	$(GO) test -run '^$$' -fuzz '^FuzzParseStat$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./tracer
+	@for f in $(FUZZ_TARGETS); do \
+		echo "fuzz $$f"; \
+		$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./tracer || exit 1; \
+	done
 
 .PHONY: generate
 generate: ## Rebuild the BPF objects and their Go bindings (needs clang, llvm, libbpf-dev).

@@ -14,6 +14,7 @@ import (
 // Writer writes one event as one line.
 type Writer interface {
 	WriteOOMKill(event.OOMKill) error
+	WriteCommitRefusal(event.CommitRefusal) error
 }
 
 // JSON writes one JSON object per line. encoding/json keeps every line valid
@@ -37,6 +38,14 @@ func NewJSON(w io.Writer) *JSON {
 func (j *JSON) WriteOOMKill(ev event.OOMKill) error {
 	if err := j.enc.Encode(ev); err != nil {
 		return fmt.Errorf("encode oom_kill: %w", err)
+	}
+	return j.w.Flush()
+}
+
+// WriteCommitRefusal writes ev as one line.
+func (j *JSON) WriteCommitRefusal(ev event.CommitRefusal) error {
+	if err := j.enc.Encode(ev); err != nil {
+		return fmt.Errorf("encode commit_refusal: %w", err)
 	}
 	return j.w.Flush()
 }
@@ -73,6 +82,24 @@ func (t *Text) WriteOOMKill(ev event.OOMKill) error {
 	fmt.Fprintf(&b, " hook=%s\n", ev.Hook)
 	if _, err := t.w.WriteString(b.String()); err != nil {
 		return fmt.Errorf("write oom_kill: %w", err)
+	}
+	return t.w.Flush()
+}
+
+// WriteCommitRefusal writes ev as one line.
+func (t *Text) WriteCommitRefusal(ev event.CommitRefusal) error {
+	var b strings.Builder
+	b.WriteString(ev.Time.UTC().Format(event.Layout))
+	b.WriteString(" commit_refusal process=")
+	writeProcess(&b, ev.Process)
+	fmt.Fprintf(&b, " syscall=%s request=%s reason=%s(%s) count=%d", ev.Syscall, bytesIEC(ev.RequestBytes), ev.Reason, ev.ClassifiedBy, ev.Count)
+	if ev.Repeated {
+		b.WriteString(" repeated")
+	}
+	fmt.Fprintf(&b, " overcommit=mode%d committed=%s/%s hook=%s\n", ev.Overcommit.Mode,
+		bytesIEC(ev.Overcommit.CommittedBytes), bytesIEC(ev.Overcommit.CommitLimitBytes), ev.Hook)
+	if _, err := t.w.WriteString(b.String()); err != nil {
+		return fmt.Errorf("write commit_refusal: %w", err)
 	}
 	return t.w.Flush()
 }

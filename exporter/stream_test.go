@@ -147,3 +147,46 @@ func replaceInvalid(s string) string {
 	}
 	return b.String()
 }
+
+func sampleRefusal(comm string) event.CommitRefusal {
+	uid := uint32(0)
+	return event.CommitRefusal{
+		Type: event.TypeCommitRefusal, Time: event.Time{Time: time.Unix(1_800_000_000, 0)}, Node: "n",
+		Hook:    "tracepoint/syscalls/sys_exit_mmap",
+		Process: event.Process{PID: 7, TGID: 7, Comm: comm, UID: &uid, Memcg: &event.Cgroup{ID: 1, Path: "/a\n" + comm, Source: "kernel"}},
+		Syscall: "mmap", RequestBytes: 1 << 45, Reason: "commit", ClassifiedBy: "mode0:request>ram+swap",
+		Overcommit: event.Overcommit{Mode: 0, Ratio: 50, CommitLimitBytes: 12 << 30, CommittedBytes: 1 << 30},
+		Count:      99999, Repeated: true,
+	}
+}
+
+func TestCommitRefusalLines(t *testing.T) {
+	var j, x bytes.Buffer
+	jw, tw := NewJSON(&j), NewText(&x)
+	for _, s := range hostile {
+		if err := jw.WriteCommitRefusal(sampleRefusal(s)); err != nil {
+			t.Fatal(err)
+		}
+		if err := tw.WriteCommitRefusal(sampleRefusal(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, line := range strings.Split(strings.TrimSuffix(j.String(), "\n"), "\n") {
+		var back event.CommitRefusal
+		if err := json.Unmarshal([]byte(line), &back); err != nil {
+			t.Fatalf("line %d: %v: %q", i, err, line)
+		}
+		if back.Count != 99999 || !back.Repeated || back.Reason != "commit" || back.Overcommit.CommitLimitBytes != 12<<30 {
+			t.Errorf("line %d round trip: %+v", i, back)
+		}
+	}
+	lines := strings.Split(strings.TrimSuffix(x.String(), "\n"), "\n")
+	if len(lines) != len(hostile) {
+		t.Fatalf("%d text lines for %d events", len(lines), len(hostile))
+	}
+	for _, line := range lines {
+		if !strings.Contains(line, " commit_refusal process=7/") || !strings.Contains(line, "reason=commit(mode0:request>ram+swap) count=99999 repeated") {
+			t.Errorf("text line: %q", line)
+		}
+	}
+}

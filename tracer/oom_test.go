@@ -424,25 +424,30 @@ func testOOMBurst(t *testing.T, hook string) {
 	t.Logf("stats: %+v (exiting tasks granted reserves are not kills)", after)
 }
 
-// TestKprobeVariantLoads loads the kprobe decision program through the
-// verifier even where kprobes cannot attach, so its code is checked here.
-func TestKprobeVariantLoads(t *testing.T) {
+// TestKprobeVariantsLoad loads the kprobe and kretprobe programs through the
+// verifier even where kprobes cannot attach, so their code is checked here.
+func TestKprobeVariantsLoad(t *testing.T) {
 	memcgtest.RequireRoot(t)
-	spec, err := loadOomtrace()
-	if err != nil {
-		t.Fatal(err)
+	specs := map[string]func() (*ebpf.CollectionSpec, error){
+		oomtraceProgKprobeOomKillProcess:   loadOomtrace,
+		refusalProgKprobeVmEnoughMemory:    loadRefusal,
+		refusalProgKretprobeVmEnoughMemory: loadRefusal,
 	}
-	var objs struct {
-		Prog *ebpf.Program `ebpf:"kprobe_oom_kill_process"`
-	}
-	if err := spec.LoadAndAssign(&objs, nil); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			t.Fatalf("verifier rejected the kprobe program: %+v", ve)
+	for name, load := range specs {
+		spec, err := load()
+		if err != nil {
+			t.Fatal(err)
 		}
-		t.Fatalf("load kprobe program: %v", err)
+		prog, err := loadProgram(spec, ebpf.CollectionOptions{}, name)
+		if err != nil {
+			var ve *ebpf.VerifierError
+			if errors.As(err, &ve) {
+				t.Fatalf("verifier rejected %s: %+v", name, ve)
+			}
+			t.Fatalf("load %s: %v", name, err)
+		}
+		prog.Close()
 	}
-	objs.Prog.Close()
 }
 
 // TestCloseTwice: Close is idempotent.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	flag "github.com/spf13/pflag"
 
@@ -27,6 +28,9 @@ type options struct {
 	decisionHook string
 	victimHook   string
 	ringBuffer   int
+	refusals     bool
+	refusalHook  string
+	refusalWin   time.Duration
 	btfPath      string
 	nodeName     string
 	logLevel     string
@@ -76,6 +80,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		DecisionHook:    opts.decisionHook,
 		VictimHook:      opts.victimHook,
 		RingBufferBytes: opts.ringBuffer,
+		Refusals:        opts.refusals,
+		RefusalHook:     opts.refusalHook,
+		RefusalWindow:   opts.refusalWin,
+	}
+	if opts.refusalWin <= 0 {
+		fmt.Fprintf(stderr, "oomtrace: --refusal.window must be positive, not %v\n", opts.refusalWin)
+		return 2
 	}
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "oomtrace: %v\n", err)
@@ -108,32 +119,41 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer t.Close()
 
 	hooks := t.Hooks()
-	decision := hooks.Decision
-	if decision == "" {
-		decision = "none"
-	}
+	decision := orNone(hooks.Decision)
 	log.Info("oomtrace started", "version", version, "node", node,
-		"decision_hook", decision, "victim_hook", hooks.Victim, "signal_hook", hooks.Signal)
+		"decision_hook", decision, "victim_hook", hooks.Victim, "signal_hook", hooks.Signal,
+		"refusal_hook", orNone(hooks.RefusalExact), "refusal_syscalls", len(hooks.RefusalSyscalls))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
+	// Handlers are never called concurrently.
 	var writeErr error
-	err = t.Run(ctx, func(ev event.OOMKill) {
-		if writeErr != nil {
-			return
-		}
-		if err := out.WriteOOMKill(ev); err != nil {
-			// stdout is gone (closed pipe): stop, but keep counting.
+	write := func(err error) {
+		if err != nil && writeErr == nil {
+			// stdout is gone (closed pipe): stop.
 			writeErr = err
 			log.Error("cannot write events", "err", err)
 			stop()
 		}
+	}
+	err = t.Run(ctx, tracer.Handlers{
+		OOMKill: func(ev event.OOMKill) {
+			if writeErr == nil {
+				write(out.WriteOOMKill(ev))
+			}
+		},
+		CommitRefusal: func(ev event.CommitRefusal) {
+			if writeErr == nil {
+				write(out.WriteCommitRefusal(ev))
+			}
+		},
 	})
 	stats, statsErr := t.Stats()
 	if statsErr == nil {
 		log.Info("oomtrace stopped", "sent", stats.Sent, "lost", stats.Lost,
-			"decoded", stats.Decoded, "decode_errors", stats.DecodeErrors, "exiting", stats.ExitingMarked)
+			"decoded", stats.Decoded, "decode_errors", stats.DecodeErrors, "exiting", stats.ExitingMarked,
+			"refusals", stats.RefusalsFailed, "refusal_records", stats.RefusalsSent, "refusal_records_lost", stats.RefusalsLost)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "oomtrace: %v\n", err)
@@ -145,21 +165,35 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("oomtrace", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: oomtrace [flags]\n\n"+
-			"Reports every kernel OOM kill on this host, one event per killed task,\n"+
-			"on stdout. Runs until SIGINT or SIGTERM. Needs root, or CAP_BPF,\n"+
-			"CAP_PERFMON and CAP_SYS_RESOURCE, and a kernel with BTF.\n\nFlags:\n")
+		fmt.Fprint(stderr, `Usage: oomtrace [flags]
+
+Reports every kernel OOM kill (one event per killed task) and every
+overcommit refusal on this host as JSON lines on stdout. Runs until SIGINT
+or SIGTERM. Needs root, or CAP_BPF and CAP_PERFMON, and a kernel with BTF.
+
+Flags:
+`)
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&o.output, "output", "json", "event format: json (one object per line) or text (one readable line per event)")
 	fs.StringVar(&o.decisionHook, "hook.decision", tracer.HookAuto, "hook for the OOM decision on oom_kill_process: auto, fentry, kprobe or none")
 	fs.StringVar(&o.victimHook, "hook.victim", tracer.HookAuto, "hook for each killed task on mark_victim: auto, tp_btf or tracepoint")
 	fs.IntVar(&o.ringBuffer, "ringbuf.bytes", tracer.DefaultRingBufferBytes, "size of the OOM event ring buffer in bytes (a power of two)")
+	fs.BoolVar(&o.refusals, "refusals", true, "report overcommit refusals (ENOMEM from mmap, brk, mremap, mprotect, fork, clone, shmget, execve)")
+	fs.StringVar(&o.refusalHook, "hook.refusal", tracer.HookAuto, "hook for exact commit refusals on __vm_enough_memory: auto, fexit, kretprobe or none")
+	fs.DurationVar(&o.refusalWin, "refusal.window", tracer.DefaultRefusalWindow, "fold repeated refusals of one process, syscall and reason within this window into one line")
 	fs.StringVar(&o.btfPath, "btf.path", defaultBTF, "kernel BTF file")
 	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "node name written into every event (default $NODE_NAME, else the host name)")
 	fs.StringVar(&o.logLevel, "log.level", "info", "log level on stderr: debug, info, warn or error")

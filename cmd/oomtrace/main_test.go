@@ -189,6 +189,10 @@ func testEndToEnd(t *testing.T, output string) {
 		t.Fatalf("oomtrace did not start:\n%s", logs.String())
 	}
 
+	// A commit refusal of this very process, then an OOM kill.
+	if _, err := syscall.Mmap(-1, 0, 1<<45, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON); err != syscall.ENOMEM {
+		t.Fatalf("mmap of 2^45 bytes: %v, want ENOMEM", err)
+	}
 	cg := memcgtest.New(t, nil, 32<<20)
 	hog := cg.Start(t, memcgtest.HogOptions{Bytes: 128 << 20})
 	hog.WaitKilled(t)
@@ -202,15 +206,26 @@ func testEndToEnd(t *testing.T, output string) {
 		}
 		close(lines)
 	}()
-	var found string
+	var found, refusal string
 	deadline := time.After(10 * time.Second)
-	for found == "" {
+	for found == "" || refusal == "" {
 		select {
 		case line, ok := <-lines:
 			if !ok {
 				t.Fatalf("stdout closed early; logs:\n%s", logs.String())
 			}
-			if output == "json" {
+			if output == "json" && strings.Contains(line, `"type":"commit_refusal"`) {
+				var ev event.CommitRefusal
+				if err := json.Unmarshal([]byte(line), &ev); err != nil {
+					t.Fatalf("not a JSON object: %q: %v", line, err)
+				}
+				if int(ev.Process.TGID) == os.Getpid() {
+					refusal = line
+					if ev.Syscall != "mmap" || ev.RequestBytes != 1<<45 || ev.Reason != "commit" || ev.Count != 1 {
+						t.Errorf("refusal: %s", line)
+					}
+				}
+			} else if output == "json" {
 				var ev event.OOMKill
 				if err := json.Unmarshal([]byte(line), &ev); err != nil {
 					t.Fatalf("not a JSON object: %q: %v", line, err)
@@ -221,6 +236,8 @@ func testEndToEnd(t *testing.T, output string) {
 						t.Errorf("event: %s", line)
 					}
 				}
+			} else if strings.Contains(line, " commit_refusal process="+strconv.Itoa(os.Getpid())+"/") {
+				refusal = line
 			} else if strings.Contains(line, " oom_kill victim="+strconv.Itoa(hog.PID)+"/") {
 				found = line
 				if !strings.Contains(line, `"`+cg.Path+`"`) || !strings.Contains(line, "scope=memcg") {
@@ -228,10 +245,10 @@ func testEndToEnd(t *testing.T, output string) {
 				}
 			}
 		case <-deadline:
-			t.Fatalf("no event for victim %d; logs:\n%s", hog.PID, logs.String())
+			t.Fatalf("no event for victim %d (found %q) or refusal (found %q); logs:\n%s", hog.PID, found, refusal, logs.String())
 		}
 	}
-	t.Logf("%s", found)
+	t.Logf("%s\n%s", found, refusal)
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
