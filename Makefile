@@ -43,6 +43,11 @@ fuzz: ## Run every fuzz target for FUZZTIME each.
 		$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./tracer || exit 1; \
 	done
 
+.PHONY: bench
+bench: ## Measure the refusal hooks' hot-path cost against an empty program and bpftrace (root; installs bpftrace).
+	@command -v bpftrace >/dev/null || { apt-get update -qq && apt-get install -y -qq bpftrace >/dev/null; }
+	@$(SUDO) env OOMTRACE_BENCH=1 $(GO) test -count=1 -run '^TestBenchHotPath$$' -v ./tracer | grep -v -e '^=== RUN' -e 'round [0-9]*:'
+
 .PHONY: generate
 generate: ## Rebuild the BPF objects and their Go bindings (needs clang, llvm, libbpf-dev).
 	$(GO) generate ./tracer/

@@ -228,7 +228,8 @@ static __always_inline __u64 request_bytes(__u16 sc, __u64 args[6], long ret, st
 
 static __always_inline int on_exit(struct trace_event_raw_sys_exit *ctx, __u16 sc)
 {
-	long ret = BPF_CORE_READ(ctx, ret);
+	/* A direct (CO-RE relocated) context load: no helper call on the hot path. */
+	long ret = ctx->ret;
 	struct task_struct *task;
 	struct refusal_config *cfg;
 	struct refusal_count *cnt, fresh = {};
