@@ -8,11 +8,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	flag "github.com/spf13/pflag"
 
 	"github.com/oomtrace/oomtrace/event"
@@ -35,6 +41,9 @@ type options struct {
 	nodeName     string
 	logLevel     string
 	showVersion  bool
+	listenAddr   string
+	metricsPath  string
+	retention    time.Duration
 }
 
 const defaultBTF = "/sys/kernel/btf/vmlinux"
@@ -84,6 +93,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		RefusalHook:     opts.refusalHook,
 		RefusalWindow:   opts.refusalWin,
 	}
+	if !strings.HasPrefix(opts.metricsPath, "/") {
+		fmt.Fprintf(stderr, "oomtrace: --web.telemetry-path must start with /, not %q\n", opts.metricsPath)
+		return 2
+	}
+	if opts.retention < 0 {
+		fmt.Fprintf(stderr, "oomtrace: --metrics.retention must not be negative, not %v\n", opts.retention)
+		return 2
+	}
 	if opts.refusalWin <= 0 {
 		fmt.Fprintf(stderr, "oomtrace: --refusal.window must be positive, not %v\n", opts.refusalWin)
 		return 2
@@ -110,6 +127,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if btfPath == defaultBTF {
 		btfPath = "" // the library finds the running kernel's BTF itself
 	}
+	// Listen before loading anything: a taken port is a quick, clear error.
+	var listener net.Listener
+	if opts.listenAddr != "" {
+		listener, err = net.Listen("tcp", opts.listenAddr)
+		if err != nil {
+			fmt.Fprintf(stderr, "oomtrace: --web.listen-address: %v\n", err)
+			return 1
+		}
+		defer listener.Close()
+	}
+
 	cfg.KernelBTF, cfg.Node, cfg.Logger = btfPath, node, log
 	t, err := tracer.New(cfg)
 	if err != nil {
@@ -118,8 +146,33 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	defer t.Close()
 
+	metrics := exporter.NewMetrics(exporter.MetricsOptions{
+		Retention: opts.retention,
+		Version:   version,
+		Hooks:     hookInfo(t.Hooks()),
+		Stats: func() (exporter.PipelineStats, error) {
+			s, err := t.Stats()
+			return exporter.PipelineStats{OOMKillsLost: s.Lost, CommitRefusalsLost: s.RefusalsLost, DecodeErrors: s.DecodeErrors}, err
+		},
+	})
+	var ready atomic.Bool
+	if listener != nil {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(metrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		srv := &http.Server{Handler: exporter.Handler(reg, opts.metricsPath, &ready), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := srv.Serve(listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics server stopped", "err", err)
+			}
+		}()
+		defer srv.Close()
+		log.Info("serving metrics", "address", listener.Addr().String(), "path", opts.metricsPath)
+	}
+
 	hooks := t.Hooks()
 	decision := orNone(hooks.Decision)
+	// The hooks are attached: events are being recorded from here on.
+	ready.Store(true)
 	log.Info("oomtrace started", "version", version, "node", node,
 		"decision_hook", decision, "victim_hook", hooks.Victim, "signal_hook", hooks.Signal,
 		"refusal_hook", orNone(hooks.RefusalExact), "refusal_syscalls", len(hooks.RefusalSyscalls))
@@ -138,17 +191,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	err = t.Run(ctx, tracer.Handlers{
+		// Metrics count every event, even after stdout is gone.
 		OOMKill: func(ev event.OOMKill) {
+			metrics.ObserveOOMKill(ev)
 			if writeErr == nil {
 				write(out.WriteOOMKill(ev))
 			}
 		},
 		CommitRefusal: func(ev event.CommitRefusal) {
+			metrics.ObserveCommitRefusal(ev)
 			if writeErr == nil {
 				write(out.WriteCommitRefusal(ev))
 			}
 		},
 	})
+	ready.Store(false)
 	stats, statsErr := t.Stats()
 	if statsErr == nil {
 		log.Info("oomtrace stopped", "sent", stats.Sent, "lost", stats.Lost,
@@ -165,11 +222,32 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// hookInfo lists the hooks in use for oomtrace_hook_info.
+func hookInfo(h tracer.Hooks) []exporter.Hook {
+	hooks := []exporter.Hook{
+		{Event: "oom_decision", Hook: orNone(h.Decision)},
+		{Event: "oom_victim", Hook: h.Victim},
+		{Event: "oom_kill_signal", Hook: orNone(h.Signal)},
+	}
+	if len(h.RefusalSyscalls) > 0 {
+		hooks = append(hooks, exporter.Hook{Event: "commit_refusal_exact", Hook: orNone(h.RefusalExact)})
+		for _, s := range h.RefusalSyscalls {
+			hooks = append(hooks, exporter.Hook{Event: "commit_refusal", Hook: s})
+		}
+	}
+	return hooks
+}
+
 func orNone(s string) string {
 	if s == "" {
 		return "none"
 	}
 	return s
+}
+
+// envName is the environment twin of a flag.
+func envName(flagName string) string {
+	return "OOMTRACE_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(flagName))
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -182,6 +260,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 Reports every kernel OOM kill (one event per killed task) and every
 overcommit refusal on this host as JSON lines on stdout. Runs until SIGINT
 or SIGTERM. Needs root, or CAP_BPF and CAP_PERFMON, and a kernel with BTF.
+Serves Prometheus metrics on --web.listen-address.
+
+Every flag can also be set in the environment: OOMTRACE_ and the flag's
+name in capitals with . and - as _, e.g. OOMTRACE_WEB_LISTEN_ADDRESS.
 
 Flags:
 `)
@@ -198,6 +280,25 @@ Flags:
 	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "node name written into every event (default $NODE_NAME, else the host name)")
 	fs.StringVar(&o.logLevel, "log.level", "info", "log level on stderr: debug, info, warn or error")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
+	fs.StringVar(&o.listenAddr, "web.listen-address", ":9808", "address for /metrics, /healthz and /readyz; empty to serve nothing")
+	fs.StringVar(&o.metricsPath, "web.telemetry-path", "/metrics", "path of the Prometheus metrics")
+	fs.DurationVar(&o.retention, "metrics.retention", time.Hour, "drop the series of a pod or container that has not moved for this long; 0 keeps them forever")
+
+	// Every flag has an environment twin, OOMTRACE_ and the flag's name in
+	// capitals with . and - as _ (OOMTRACE_WEB_LISTEN_ADDRESS). A flag on
+	// the command line wins.
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v, ok := os.LookupEnv(envName(f.Name)); ok && envErr == nil {
+			if err := f.Value.Set(v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %w", envName(f.Name), v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		fmt.Fprintf(stderr, "oomtrace: %v\n", envErr)
+		return o, envErr
+	}
 	if err := fs.Parse(args); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(stderr, "oomtrace: %v\n", err)

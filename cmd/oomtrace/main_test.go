@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -66,6 +68,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--ringbuf.bytes", "1000"}, 2, "power of two"},
 		{[]string{"--log.level", "loud"}, 2, "--log.level"},
 		{[]string{"extra"}, 2, `unexpected argument "extra"`},
+		{[]string{"--web.telemetry-path", "metrics"}, 2, "must start with /"},
+		{[]string{"--metrics.retention", "-1s"}, 2, "must not be negative"},
+		{[]string{"--refusal.window", "0"}, 2, "--refusal.window must be positive"},
 		{[]string{"--help"}, 0, "--hook.victim"},
 	}
 	for _, c := range cases {
@@ -80,7 +85,8 @@ func TestUsageErrors(t *testing.T) {
 func TestHelpDocumentsEveryFlag(t *testing.T) {
 	var stderr bytes.Buffer
 	run([]string{"--help"}, io.Discard, &stderr)
-	for _, f := range []string{"--output", "--hook.decision", "--hook.victim", "--ringbuf.bytes", "--btf.path", "--node-name", "--log.level", "--version"} {
+	for _, f := range []string{"--output", "--hook.decision", "--hook.victim", "--ringbuf.bytes", "--btf.path", "--node-name", "--log.level", "--version",
+		"--refusals", "--hook.refusal", "--refusal.window", "--web.listen-address", "--web.telemetry-path", "--metrics.retention"} {
 		if !strings.Contains(stderr.String(), f) {
 			t.Errorf("--help does not mention %s", f)
 		}
@@ -149,7 +155,7 @@ func TestEndToEnd(t *testing.T) {
 }
 
 func testEndToEnd(t *testing.T, output string) {
-	cmd := oomtrace(t, "--output", output, "--node-name", "e2e-node")
+	cmd := oomtrace(t, "--output", output, "--node-name", "e2e-node", "--web.listen-address", "127.0.0.1:0")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -166,11 +172,15 @@ func testEndToEnd(t *testing.T, output string) {
 	// Wait until it says it is running; keep the rest of stderr.
 	var logs bytes.Buffer
 	started := make(chan bool, 1)
+	metricsAddr := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderrPipe)
 		signalled := false
 		for sc.Scan() {
 			logs.WriteString(sc.Text() + "\n")
+			if _, addr, ok := strings.Cut(sc.Text(), `msg="serving metrics" address=`); ok {
+				metricsAddr <- strings.Fields(addr)[0]
+			}
 			if !signalled && strings.Contains(sc.Text(), "oomtrace started") {
 				started <- true
 				signalled = true
@@ -188,6 +198,18 @@ func testEndToEnd(t *testing.T, output string) {
 	case <-time.After(20 * time.Second):
 		t.Fatalf("oomtrace did not start:\n%s", logs.String())
 	}
+
+	var base string
+	select {
+	case addr := <-metricsAddr:
+		base = "http://" + addr
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no metrics address in the log:\n%s", logs.String())
+	}
+	if code, _ := get(t, base+"/readyz"); code != 200 {
+		t.Errorf("/readyz: %d, want 200 once started", code)
+	}
+	killsBefore := scrapeCounter(t, base+"/metrics", `oomtrace_oom_kills_total{container="",namespace="",pod="",scope="container"}`)
 
 	// A commit refusal of this very process, then an OOM kill.
 	if _, err := syscall.Mmap(-1, 0, 1<<45, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON); err != syscall.ENOMEM {
@@ -249,6 +271,9 @@ func testEndToEnd(t *testing.T, output string) {
 		}
 	}
 	t.Logf("%s\n%s", found, refusal)
+	if after := scrapeCounter(t, base+"/metrics", `oomtrace_oom_kills_total{container="",namespace="",pod="",scope="container"}`); after != killsBefore+1 {
+		t.Errorf("oomtrace_oom_kills_total moved from %v to %v, want by exactly 1", killsBefore, after)
+	}
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -260,5 +285,70 @@ func testEndToEnd(t *testing.T, output string) {
 	}
 	if !strings.Contains(logs.String(), "oomtrace stopped") || !strings.Contains(logs.String(), "lost=0") {
 		t.Errorf("shutdown log missing counters:\n%s", logs.String())
+	}
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// scrapeCounter returns the value of one series, 0 when it does not exist yet.
+func scrapeCounter(t *testing.T, url, series string) float64 {
+	t.Helper()
+	code, body := get(t, url)
+	if code != 200 {
+		t.Fatalf("GET %s: %d", url, code)
+	}
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	return 0
+}
+
+func TestEnvironmentTwins(t *testing.T) {
+	t.Setenv("OOMTRACE_OUTPUT", "xml")
+	var stderr bytes.Buffer
+	if code := run(nil, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), `--output must be json or text, not "xml"`) {
+		t.Errorf("OOMTRACE_OUTPUT=xml: exit %d, %q", code, stderr.String())
+	}
+	// The command line wins over the environment.
+	stderr.Reset()
+	if code := run([]string{"--output", "text", "--hook.victim", "x"}, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), `victim hook "x"`) {
+		t.Errorf("flag over env: exit %d, %q", code, stderr.String())
+	}
+	t.Setenv("OOMTRACE_REFUSAL_WINDOW", "soon")
+	stderr.Reset()
+	if code := run(nil, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), "OOMTRACE_REFUSAL_WINDOW") {
+		t.Errorf("bad env value: exit %d, %q", code, stderr.String())
+	}
+	if envName("web.listen-address") != "OOMTRACE_WEB_LISTEN_ADDRESS" {
+		t.Errorf("envName = %s", envName("web.listen-address"))
+	}
+}
+
+func TestPortInUse(t *testing.T) {
+	memcgtest.RequireRoot(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var stderr bytes.Buffer
+	code := run([]string{"--web.listen-address", l.Addr().String()}, io.Discard, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "--web.listen-address") {
+		t.Errorf("exit %d, %q", code, stderr.String())
 	}
 }

@@ -1,0 +1,220 @@
+package exporter
+
+import (
+	"path"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/oomtrace/oomtrace/event"
+)
+
+const namespace = "oomtrace"
+
+// PipelineStats are the tracer's own counters, read at scrape time.
+type PipelineStats struct {
+	OOMKillsLost       uint64 // OOM kill records the kernel could not hand over
+	CommitRefusalsLost uint64 // refusal records the kernel could not hand over
+	DecodeErrors       uint64
+}
+
+// Hook is one hook in use, for oomtrace_hook_info.
+type Hook struct {
+	Event string // what it observes: oom_decision, oom_victim, oom_kill_signal, commit_refusal_exact, commit_refusal
+	Hook  string // the hook, or "none"
+}
+
+// MetricsOptions configure Metrics.
+type MetricsOptions struct {
+	// Retention drops the series of a label set (a pod's, a container's)
+	// that has not moved for this long. 0 keeps series forever.
+	Retention time.Duration
+	Version   string
+	Hooks     []Hook
+	// Stats reads the pipeline counters; nil reports none.
+	Stats func() (PipelineStats, error)
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Metrics counts events for Prometheus. It is a prometheus.Collector: the
+// counters live here and are emitted at scrape time, so a series outlives
+// its container (the kill is counted even when the cgroup is long gone)
+// until Retention, and then it is dropped instead of kept forever.
+type Metrics struct {
+	opts MetricsOptions
+
+	mu       sync.Mutex
+	oomKills map[[4]string]*series
+	refusals map[[5]string]*series
+
+	oomKillsDesc, refusalsDesc, lostDesc, decodeErrorsDesc, hookDesc, buildDesc, scrapeErrorDesc *prometheus.Desc
+}
+
+type series struct {
+	value   float64
+	updated time.Time
+}
+
+// NewMetrics returns an empty set of counters.
+func NewMetrics(opts MetricsOptions) *Metrics {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Metrics{
+		opts:     opts,
+		oomKills: map[[4]string]*series{},
+		refusals: map[[5]string]*series{},
+		oomKillsDesc: prometheus.NewDesc(namespace+"_oom_kills_total",
+			"Tasks killed by the kernel OOM killer, by the victim's pod and container and by the limit that was hit (scope: container, pod, allocatable, system or unknown).",
+			[]string{"namespace", "pod", "container", "scope"}, nil),
+		refusalsDesc: prometheus.NewDesc(namespace+"_commit_refusals_total",
+			"Memory requests the kernel refused at allocation time, by pod, container, syscall and reason.",
+			[]string{"namespace", "pod", "container", "syscall", "reason"}, nil),
+		lostDesc: prometheus.NewDesc(namespace+"_events_lost_total",
+			"Event records the kernel dropped because the ring buffer was full, by event kind.",
+			[]string{"kind"}, nil),
+		decodeErrorsDesc: prometheus.NewDesc(namespace+"_decode_errors_total",
+			"Event records that could not be decoded.", nil, nil),
+		hookDesc: prometheus.NewDesc(namespace+"_hook_info",
+			"The kernel hook in use for each kind of observation; the value is always 1.",
+			[]string{"event", "hook"}, nil),
+		buildDesc: prometheus.NewDesc(namespace+"_build_info",
+			"A metric with a constant value of 1 labeled by the version of oomtrace and the Go version it was built with.",
+			[]string{"version", "goversion"}, nil),
+		scrapeErrorDesc: prometheus.NewDesc(namespace+"_pipeline_stats_up",
+			"Whether the pipeline counters could be read from the kernel at this scrape (1) or not (0).", nil, nil),
+	}
+}
+
+// ObserveOOMKill counts one killed task.
+func (m *Metrics) ObserveOOMKill(ev event.OOMKill) {
+	key := [4]string{"", "", "", Scope(ev)}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.add(m.oomKills, key, 1)
+}
+
+// ObserveCommitRefusal counts the refusals one line stands for.
+func (m *Metrics) ObserveCommitRefusal(ev event.CommitRefusal) {
+	key := [5]string{"", "", "", ev.Syscall, ev.Reason}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	addTo(m.refusals, key, float64(ev.Count), m.opts.Now())
+}
+
+func (m *Metrics) add(s map[[4]string]*series, key [4]string, n float64) {
+	addTo(s, key, n, m.opts.Now())
+}
+
+func addTo[K comparable](s map[K]*series, key K, n float64, now time.Time) {
+	v := s[key]
+	if v == nil {
+		v = &series{}
+		s[key] = v
+	}
+	v.value += n
+	v.updated = now
+}
+
+// Describe implements prometheus.Collector.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{m.oomKillsDesc, m.refusalsDesc, m.lostDesc, m.decodeErrorsDesc, m.hookDesc, m.buildDesc, m.scrapeErrorDesc} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector. It drops expired series first.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	m.mu.Lock()
+	now := m.opts.Now()
+	expire(m.oomKills, now, m.opts.Retention)
+	expire(m.refusals, now, m.opts.Retention)
+	for k, v := range m.oomKills {
+		ch <- prometheus.MustNewConstMetric(m.oomKillsDesc, prometheus.CounterValue, v.value, k[:]...)
+	}
+	for k, v := range m.refusals {
+		ch <- prometheus.MustNewConstMetric(m.refusalsDesc, prometheus.CounterValue, v.value, k[:]...)
+	}
+	m.mu.Unlock()
+
+	for _, h := range m.opts.Hooks {
+		ch <- prometheus.MustNewConstMetric(m.hookDesc, prometheus.GaugeValue, 1, h.Event, h.Hook)
+	}
+	ch <- prometheus.MustNewConstMetric(m.buildDesc, prometheus.GaugeValue, 1, m.opts.Version, runtime.Version())
+	if m.opts.Stats == nil {
+		return
+	}
+	s, err := m.opts.Stats()
+	up := 1.0
+	if err != nil {
+		up = 0
+	} else {
+		ch <- prometheus.MustNewConstMetric(m.lostDesc, prometheus.CounterValue, float64(s.OOMKillsLost), event.TypeOOMKill)
+		ch <- prometheus.MustNewConstMetric(m.lostDesc, prometheus.CounterValue, float64(s.CommitRefusalsLost), event.TypeCommitRefusal)
+		ch <- prometheus.MustNewConstMetric(m.decodeErrorsDesc, prometheus.CounterValue, float64(s.DecodeErrors))
+	}
+	ch <- prometheus.MustNewConstMetric(m.scrapeErrorDesc, prometheus.GaugeValue, up)
+}
+
+func expire[K comparable](s map[K]*series, now time.Time, retention time.Duration) {
+	if retention <= 0 {
+		return
+	}
+	for k, v := range s {
+		if now.Sub(v.updated) > retention {
+			delete(s, k)
+		}
+	}
+}
+
+// Scopes of an OOM kill, for the scope label.
+const (
+	ScopeContainer   = "container"   // the victim's own cgroup hit its limit
+	ScopePod         = "pod"         // a Kubernetes pod cgroup above it did
+	ScopeAllocatable = "allocatable" // the kubepods cgroup (node allocatable) did
+	ScopeSystem      = "system"      // the whole machine ran out
+	ScopeUnknown     = "unknown"
+)
+
+var (
+	// cgroupfs: pod<uid>; systemd: kubepods-<qos>-pod<uid_with_underscores>.slice
+	podCgroup       = regexp.MustCompile(`^(pod[0-9a-f-]{36}|kubepods(-[a-z]+)?-pod[0-9a-f_]{36}\.slice)$`)
+	kubepodsCgroups = map[string]bool{
+		"kubepods": true, "kubepods.slice": true,
+		"besteffort": true, "burstable": true,
+		"kubepods-besteffort.slice": true, "kubepods-burstable.slice": true,
+	}
+)
+
+// Scope says which limit an OOM kill hit, from the OOM domain's cgroup
+// path against the victim's: its own cgroup, its pod's, the node's
+// allocatable (kubepods and its QoS classes), or the whole system.
+func Scope(ev event.OOMKill) string {
+	switch ev.OOM.Scope {
+	case event.ScopeGlobal:
+		return ScopeSystem
+	case event.ScopeMemcg:
+	default:
+		return ScopeUnknown
+	}
+	d := ev.OOM.Domain
+	if d == nil {
+		return ScopeUnknown
+	}
+	if v := ev.Victim.Memcg; v != nil && (v.ID == d.ID || v.Path == d.Path) {
+		return ScopeContainer
+	}
+	base := path.Base(strings.TrimSuffix(d.Path, "/"))
+	switch {
+	case podCgroup.MatchString(base):
+		return ScopePod
+	case kubepodsCgroups[base]:
+		return ScopeAllocatable
+	}
+	return ScopeUnknown
+}

@@ -1,0 +1,183 @@
+package exporter
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"net/http/httptest"
+	"os"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/oomtrace/oomtrace/event"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+func oomKill(victimPath, domainPath string, scope string) event.OOMKill {
+	ev := event.OOMKill{Type: event.TypeOOMKill, OOM: event.OOM{Scope: scope}}
+	if victimPath != "" {
+		ev.Victim.Memcg = &event.Cgroup{ID: uint64(len(victimPath)), Path: victimPath}
+	}
+	if domainPath != "" {
+		id := uint64(len(domainPath))
+		if domainPath != victimPath {
+			id += 1000
+		}
+		ev.OOM.Domain = &event.Domain{Cgroup: event.Cgroup{ID: id, Path: domainPath}}
+	}
+	return ev
+}
+
+const ctr = "/kubepods/burstable/pod0b1e7bd0-4a5e-4c4b-9f34-7d1f1c2a7e10/3f1e0c6a2b"
+
+func TestScope(t *testing.T) {
+	cases := []struct {
+		ev   event.OOMKill
+		want string
+	}{
+		{oomKill(ctr, ctr, event.ScopeMemcg), ScopeContainer},
+		{oomKill(ctr, "/kubepods/burstable/pod0b1e7bd0-4a5e-4c4b-9f34-7d1f1c2a7e10", event.ScopeMemcg), ScopePod},
+		{oomKill("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0b1e7bd0_4a5e_4c4b_9f34_7d1f1c2a7e10.slice/cri-containerd-3f.scope",
+			"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0b1e7bd0_4a5e_4c4b_9f34_7d1f1c2a7e10.slice", event.ScopeMemcg), ScopePod},
+		{oomKill(ctr, "/kubepods", event.ScopeMemcg), ScopeAllocatable},
+		{oomKill(ctr, "/kubepods/burstable", event.ScopeMemcg), ScopeAllocatable},
+		{oomKill("/kubepods.slice/x", "/kubepods.slice", event.ScopeMemcg), ScopeAllocatable},
+		{oomKill(ctr, "", event.ScopeGlobal), ScopeSystem},
+		{oomKill(ctr, "", event.ScopeCpuset), ScopeUnknown},
+		{oomKill("/system.slice/a.service/x", "/system.slice/a.service", event.ScopeMemcg), ScopeUnknown},
+		{oomKill(ctr, "", event.ScopeMemcg), ScopeUnknown},
+	}
+	for i, c := range cases {
+		if got := Scope(c.ev); got != c.want {
+			t.Errorf("case %d (%v -> %v): scope %q, want %q", i, c.ev.Victim.Memcg, c.ev.OOM.Domain, got, c.want)
+		}
+	}
+}
+
+// knownSequence feeds the events a small incident produces.
+func knownSequence(m *Metrics) {
+	m.ObserveOOMKill(oomKill(ctr, ctr, event.ScopeMemcg))
+	m.ObserveOOMKill(oomKill(ctr, ctr, event.ScopeMemcg))
+	m.ObserveOOMKill(oomKill(ctr, "/kubepods", event.ScopeMemcg))
+	m.ObserveOOMKill(oomKill("/user.slice", "", event.ScopeGlobal))
+	m.ObserveCommitRefusal(event.CommitRefusal{Syscall: "mmap", Reason: "commit", Count: 1})
+	m.ObserveCommitRefusal(event.CommitRefusal{Syscall: "mmap", Reason: "commit", Count: 99999, Repeated: true})
+	m.ObserveCommitRefusal(event.CommitRefusal{Syscall: "brk", Reason: "rlimit_data", Count: 1})
+}
+
+func newTestMetrics(now func() time.Time) *Metrics {
+	return NewMetrics(MetricsOptions{
+		Retention: time.Hour,
+		Version:   "v0.0.0-test",
+		Hooks:     []Hook{{"oom_decision", "none"}, {"oom_victim", "tp_btf/mark_victim"}},
+		Stats: func() (PipelineStats, error) {
+			return PipelineStats{OOMKillsLost: 2, CommitRefusalsLost: 0, DecodeErrors: 1}, nil
+		},
+		Now: now,
+	})
+}
+
+func TestMetricsLint(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := newTestMetrics(nil)
+	knownSequence(m)
+	reg.MustRegister(m)
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+// TestMetricsGolden scrapes /metrics over HTTP after a known sequence of
+// events and compares the whole page with testdata/metrics.golden.
+func TestMetricsGolden(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := newTestMetrics(nil)
+	knownSequence(m)
+	reg.MustRegister(m)
+	var ready atomic.Bool
+	srv := httptest.NewServer(Handler(reg, "/metrics", &ready))
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	got := strings.ReplaceAll(string(body), runtime.Version(), "GOVERSION")
+	const golden = "testdata/metrics.golden"
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Errorf("/metrics differs from %s (go test -update to accept):\n%s", golden, got)
+	}
+
+	for path, code := range map[string]int{"/healthz": 200, "/readyz": 503, "/": 200, "/nope": 404} {
+		resp, err := srv.Client().Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != code {
+			t.Errorf("%s: %d, want %d", path, resp.StatusCode, code)
+		}
+	}
+	ready.Store(true)
+	if resp, err := srv.Client().Get(srv.URL + "/readyz"); err != nil || resp.StatusCode != 200 {
+		t.Errorf("/readyz when ready: %v %v", resp, err)
+	}
+}
+
+func TestMetricsRetention(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	m := newTestMetrics(func() time.Time { return now })
+	m.ObserveOOMKill(oomKill(ctr, ctr, event.ScopeMemcg))
+	now = now.Add(50 * time.Minute)
+	m.ObserveOOMKill(oomKill(ctr, "/kubepods", event.ScopeMemcg))
+	if n := testutil.CollectAndCount(m, "oomtrace_oom_kills_total"); n != 2 {
+		t.Fatalf("%d series, want 2", n)
+	}
+	now = now.Add(20 * time.Minute) // the first is 70 minutes old
+	if n := testutil.CollectAndCount(m, "oomtrace_oom_kills_total"); n != 1 {
+		t.Fatalf("%d series after retention, want 1", n)
+	}
+	// A series that moves again starts from its new count, not from zero
+	// plus a gap: it was dropped, so it is new.
+	m.ObserveOOMKill(oomKill(ctr, ctr, event.ScopeMemcg))
+	want := `# HELP oomtrace_oom_kills_total Tasks killed by the kernel OOM killer, by the victim's pod and container and by the limit that was hit (scope: container, pod, allocatable, system or unknown).
+# TYPE oomtrace_oom_kills_total counter
+oomtrace_oom_kills_total{container="",namespace="",pod="",scope="allocatable"} 1
+oomtrace_oom_kills_total{container="",namespace="",pod="",scope="container"} 1
+`
+	if err := testutil.CollectAndCompare(m, strings.NewReader(want), "oomtrace_oom_kills_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestMetricsStatsFailure(t *testing.T) {
+	m := NewMetrics(MetricsOptions{Stats: func() (PipelineStats, error) { return PipelineStats{}, errors.New("no map") }})
+	want := `# HELP oomtrace_pipeline_stats_up Whether the pipeline counters could be read from the kernel at this scrape (1) or not (0).
+# TYPE oomtrace_pipeline_stats_up gauge
+oomtrace_pipeline_stats_up 0
+`
+	if err := testutil.CollectAndCompare(m, strings.NewReader(want), "oomtrace_pipeline_stats_up", "oomtrace_events_lost_total"); err != nil {
+		t.Error(err)
+	}
+}
