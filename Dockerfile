@@ -1,13 +1,19 @@
-# Multi-stage build of a static oomtrace image. The BPF objects are committed
-# (tracer/*_bpfel.o), so the build stage needs only Go, no clang.
+# Static oomtrace image: one binary FROM scratch.
 #
-#   make image            # buildah or podman, no Docker engine needed
+#   docker build -t oomtrace .          # builds the binary in a Go stage
+#   make image                          # daemonless (buildah), from bin/oomtrace
 #
-# The final image holds one static binary. Run it privileged with the host's
-# PID namespace and /sys/kernel/btf, /sys/fs/cgroup and /proc mounted
-# read-only (see deploy/ once it exists, and the README).
+# The BPF objects are committed (tracer/*_bpfel.o), so the Go stage needs no
+# clang. BINARY selects where the binary comes from: the "build" stage, or
+# "local", which copies bin/oomtrace built on the host by make build (no base
+# image to pull, so it works where no registry is reachable).
+#
+# Run it privileged with the host's PID namespace and /sys/kernel/btf,
+# /sys/fs/cgroup and /proc mounted read-only: see deploy/.
 
 ARG GO_VERSION=1.26
+ARG BINARY=build
+
 FROM docker.io/library/golang:${GO_VERSION} AS build
 WORKDIR /src
 COPY go.mod go.sum ./
@@ -17,6 +23,13 @@ ARG VERSION=dev
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
 	-o /out/oomtrace ./cmd/oomtrace
 
+FROM scratch AS local
+COPY bin/oomtrace /out/oomtrace
+
+FROM ${BINARY} AS binary
+
 FROM scratch
-COPY --from=build /out/oomtrace /oomtrace
+COPY --from=binary /out/oomtrace /oomtrace
+EXPOSE 9808
+USER 0
 ENTRYPOINT ["/oomtrace"]

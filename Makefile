@@ -62,6 +62,15 @@ vet: ## go vet and gofmt.
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || { gofmt -l . >&2; echo "gofmt needed" >&2; exit 1; }
 
+.PHONY: image
+IMAGE ?= localhost/oomtrace:$(VERSION)
+image: build ## Build the container image daemonlessly with buildah from bin/oomtrace (installs buildah).
+	@command -v buildah >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends buildah >/dev/null; }
+	buildah --storage-driver vfs bud --layers=false --build-arg BINARY=local --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+	@ctr=$$(buildah --storage-driver vfs from $(IMAGE)) && mnt=$$(buildah --storage-driver vfs mount $$ctr) && \
+		"$$mnt/oomtrace" --version; rc=$$?; \
+		buildah --storage-driver vfs umount $$ctr >/dev/null; buildah --storage-driver vfs rm $$ctr >/dev/null; exit $$rc
+
 .PHONY: clean
 clean: ## Remove build output.
 	rm -rf bin

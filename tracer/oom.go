@@ -19,13 +19,14 @@ type oomTracer struct {
 	maps    oomtraceMaps
 	reader  *ringbuf.Reader
 	decoder Decoder
+	procfs  string
 
 	decoded       atomic.Uint64
 	exitingMarked atomic.Uint64
 }
 
 func newOOMTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions) (*oomTracer, error) {
-	o := &oomTracer{t: t}
+	o := &oomTracer{t: t, procfs: cfg.ProcfsPath}
 	spec, err := loadOomtrace()
 	if err != nil {
 		return nil, err
@@ -134,7 +135,7 @@ func (o *oomTracer) run(handle func(event.OOMKill)) error {
 			continue
 		}
 		o.decoded.Add(1)
-		completeFromProcfs(&ev)
+		completeFromProcfs(&ev, o.procfs)
 		handle(ev)
 	}
 }

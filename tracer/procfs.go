@@ -16,14 +16,13 @@ import (
 var (
 	memcgV1Root   = "/sys/fs/cgroup/memory"
 	cgroupV2Roots = []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"}
-	procRoot      = "/proc"
 )
 
 // completeFromProcfs fills in the victim's memcg when the kernel could not
 // capture it (the classic tracepoint fired in another task's context). The
 // victim is being killed, so this can race with its exit; it is best effort
 // and marked as such.
-func completeFromProcfs(ev *event.OOMKill) {
+func completeFromProcfs(ev *event.OOMKill, procRoot string) {
 	if ev.Victim.Memcg != nil {
 		return
 	}
@@ -32,7 +31,7 @@ func completeFromProcfs(ev *event.OOMKill) {
 		return
 	}
 	path, v1, ok := MemcgFromProcCgroup(data)
-	if !ok || !alive(ev.Victim.PID) {
+	if !ok || !alive(procRoot, ev.Victim.PID) {
 		// A task that has exited reads as being in the root cgroup.
 		return
 	}
@@ -89,7 +88,7 @@ func MemcgFromProcCgroup(data []byte) (path string, v1 bool, ok bool) {
 // task leaves its cgroups early in do_exit, long before it is a zombie, and
 // then reads as being in the root cgroup; so this must be checked after the
 // cgroup file was read.
-func alive(pid uint32) bool {
+func alive(procRoot string, pid uint32) bool {
 	data, err := os.ReadFile(fmt.Sprintf("%s/%d/stat", procRoot, pid))
 	if err != nil {
 		return false

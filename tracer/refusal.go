@@ -72,7 +72,7 @@ type refusalState struct {
 }
 
 func newRefusalTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions) (*refusalTracer, error) {
-	r := &refusalTracer{t: t, window: cfg.RefusalWindow, procfs: procRoot, pending: map[refusalRefusalKey]*refusalState{}}
+	r := &refusalTracer{t: t, window: cfg.RefusalWindow, procfs: cfg.ProcfsPath, pending: map[refusalRefusalKey]*refusalState{}}
 	spec, err := loadRefusal()
 	if err != nil {
 		return nil, err

@@ -64,6 +64,8 @@ type Config struct {
 	// TracefsPath is where kprobe and classic tracepoint hooks expect
 	// tracefs. Empty means /sys/kernel/tracing. It is mounted if absent.
 	TracefsPath string
+	// ProcfsPath is where the host's procfs is mounted; empty means /proc.
+	ProcfsPath string
 	// Node is written into every event.
 	Node string
 	// Logger receives hook selection and diagnostics; nil discards them.
@@ -184,6 +186,9 @@ func New(cfg Config) (*Tracer, error) {
 	}
 	if cfg.RefusalWindow == 0 {
 		cfg.RefusalWindow = DefaultRefusalWindow
+	}
+	if cfg.ProcfsPath == "" {
+		cfg.ProcfsPath = "/proc"
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock limit: %w", err)

@@ -44,6 +44,7 @@ type options struct {
 	listenAddr   string
 	metricsPath  string
 	retention    time.Duration
+	procfs       string
 }
 
 const defaultBTF = "/sys/kernel/btf/vmlinux"
@@ -92,6 +93,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Refusals:        opts.refusals,
 		RefusalHook:     opts.refusalHook,
 		RefusalWindow:   opts.refusalWin,
+		ProcfsPath:      opts.procfs,
 	}
 	if !strings.HasPrefix(opts.metricsPath, "/") {
 		fmt.Fprintf(stderr, "oomtrace: --web.telemetry-path must start with /, not %q\n", opts.metricsPath)
@@ -276,6 +278,7 @@ Flags:
 	fs.BoolVar(&o.refusals, "refusals", true, "report overcommit refusals (ENOMEM from mmap, brk, mremap, mprotect, fork, clone, shmget, execve)")
 	fs.StringVar(&o.refusalHook, "hook.refusal", tracer.HookAuto, "hook for exact commit refusals on __vm_enough_memory: auto, fexit, kretprobe or none")
 	fs.DurationVar(&o.refusalWin, "refusal.window", tracer.DefaultRefusalWindow, "fold repeated refusals of one process, syscall and reason within this window into one line")
+	fs.StringVar(&o.procfs, "path.procfs", "/proc", "the host's procfs (in a container: the host's /proc mounted, with hostPID)")
 	fs.StringVar(&o.btfPath, "btf.path", defaultBTF, "kernel BTF file")
 	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "node name written into every event (default $NODE_NAME, else the host name)")
 	fs.StringVar(&o.logLevel, "log.level", "info", "log level on stderr: debug, info, warn or error")

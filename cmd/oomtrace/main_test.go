@@ -86,7 +86,7 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 	var stderr bytes.Buffer
 	run([]string{"--help"}, io.Discard, &stderr)
 	for _, f := range []string{"--output", "--hook.decision", "--hook.victim", "--ringbuf.bytes", "--btf.path", "--node-name", "--log.level", "--version",
-		"--refusals", "--hook.refusal", "--refusal.window", "--web.listen-address", "--web.telemetry-path", "--metrics.retention"} {
+		"--refusals", "--hook.refusal", "--path.procfs", "--refusal.window", "--web.listen-address", "--web.telemetry-path", "--metrics.retention"} {
 		if !strings.Contains(stderr.String(), f) {
 			t.Errorf("--help does not mention %s", f)
 		}

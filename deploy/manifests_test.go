@@ -1,0 +1,328 @@
+package deploy
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kjson "sigs.k8s.io/json"
+	"sigs.k8s.io/yaml"
+)
+
+// podMonitor is the part of monitoring.coreos.com/v1 PodMonitor we write,
+// decoded strictly like the rest: a misspelt field fails.
+type podMonitor struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		Selector            metav1.LabelSelector `json:"selector"`
+		PodMetricsEndpoints []struct {
+			Port     string `json:"port"`
+			Path     string `json:"path"`
+			Interval string `json:"interval"`
+		} `json:"podMetricsEndpoints"`
+	} `json:"spec"`
+}
+
+type kustomization struct {
+	APIVersion string   `json:"apiVersion"`
+	Kind       string   `json:"kind"`
+	Resources  []string `json:"resources"`
+	Patches    []struct {
+		Path string `json:"path"`
+	} `json:"patches"`
+}
+
+// decodeFile splits a YAML file into documents and decodes each strictly
+// into the type its kind names.
+func decodeFile(t *testing.T, path string) []any {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var objs []any
+	for _, doc := range bytes.Split(data, []byte("\n---\n")) {
+		if len(bytes.TrimSpace(doc)) == 0 {
+			continue
+		}
+		var tm metav1.TypeMeta
+		if err := yaml.Unmarshal(doc, &tm); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		var obj any
+		switch tm.APIVersion + "/" + tm.Kind {
+		case "v1/Namespace":
+			obj = &corev1.Namespace{}
+		case "v1/ServiceAccount":
+			obj = &corev1.ServiceAccount{}
+		case "v1/Service":
+			obj = &corev1.Service{}
+		case "apps/v1/DaemonSet":
+			obj = &appsv1.DaemonSet{}
+		case "rbac.authorization.k8s.io/v1/ClusterRole":
+			obj = &rbacv1.ClusterRole{}
+		case "rbac.authorization.k8s.io/v1/ClusterRoleBinding":
+			obj = &rbacv1.ClusterRoleBinding{}
+		case "monitoring.coreos.com/v1/PodMonitor":
+			obj = &podMonitor{}
+		case "kustomize.config.k8s.io/v1beta1/Kustomization":
+			obj = &kustomization{}
+		default:
+			t.Fatalf("%s: unexpected kind %s/%s", path, tm.APIVersion, tm.Kind)
+		}
+		if err := strictDecode(doc, obj); err != nil {
+			t.Fatalf("%s: %s: %v", path, tm.Kind, err)
+		}
+		objs = append(objs, obj)
+	}
+	return objs
+}
+
+// strictDecode decodes YAML the way the API server does in strict mode:
+// unknown fields, duplicate fields and fields of the wrong case all fail
+// (encoding/json alone would accept hostPid for hostPID).
+func strictDecode(doc []byte, obj any) error {
+	j, err := yaml.YAMLToJSONStrict(doc)
+	if err != nil {
+		return err
+	}
+	strict, err := kjson.UnmarshalStrict(j, obj)
+	if err != nil {
+		return err
+	}
+	return errors.Join(strict...)
+}
+
+func all(t *testing.T) map[string][]any {
+	files, err := filepath.Glob("*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	more, _ := filepath.Glob("*/*.yaml")
+	out := map[string][]any{}
+	for _, f := range append(files, more...) {
+		out[f] = decodeFile(t, f)
+	}
+	return out
+}
+
+func only[T any](t *testing.T, objs []any) T {
+	t.Helper()
+	var found []T
+	for _, o := range objs {
+		if v, ok := o.(T); ok {
+			found = append(found, v)
+		}
+	}
+	if len(found) != 1 {
+		var zero T
+		t.Fatalf("want one %T, found %d", zero, len(found))
+	}
+	return found[0]
+}
+
+func TestEveryManifestDecodesStrictly(t *testing.T) {
+	m := all(t)
+	if len(m) < 8 {
+		t.Fatalf("only %d manifest files found", len(m))
+	}
+	// Every file the kustomizations name exists and decodes.
+	k := only[*kustomization](t, m["kustomization.yaml"])
+	for _, r := range k.Resources {
+		if _, ok := m[r]; !ok {
+			t.Errorf("kustomization.yaml names %s, which is not a manifest here", r)
+		}
+	}
+	for f := range m {
+		if f == "kustomization.yaml" || f == "podmonitor.yaml" || strings.Contains(f, "/") {
+			continue
+		}
+		if !slices.Contains(k.Resources, f) {
+			t.Errorf("%s is not in kustomization.yaml", f)
+		}
+	}
+	kc := only[*kustomization](t, m["capabilities/kustomization.yaml"])
+	if len(kc.Resources) != 1 || kc.Resources[0] != ".." || len(kc.Patches) != 1 {
+		t.Errorf("capabilities overlay: %+v", kc)
+	}
+	if _, ok := m[filepath.Join("capabilities", kc.Patches[0].Path)]; !ok {
+		t.Errorf("capabilities overlay patch %s missing", kc.Patches[0].Path)
+	}
+}
+
+func TestDaemonSetInvariants(t *testing.T) {
+	ds := only[*appsv1.DaemonSet](t, all(t)["daemonset.yaml"])
+	spec := ds.Spec.Template.Spec
+	if !spec.HostPID {
+		t.Error("hostPID must be true: victims are looked up in the host's /proc")
+	}
+	if spec.PriorityClassName != "system-node-critical" {
+		t.Errorf("priorityClassName = %q", spec.PriorityClassName)
+	}
+	if spec.ServiceAccountName != "oomtrace" {
+		t.Errorf("serviceAccountName = %q", spec.ServiceAccountName)
+	}
+	tolerateAll := false
+	for _, tol := range spec.Tolerations {
+		if tol.Operator == corev1.TolerationOpExists && tol.Key == "" && tol.Effect == "" {
+			tolerateAll = true
+		}
+	}
+	if !tolerateAll {
+		t.Error("must tolerate every taint, node.kubernetes.io/memory-pressure included")
+	}
+	if got := ds.Spec.Selector.MatchLabels; got["app.kubernetes.io/name"] != ds.Spec.Template.Labels["app.kubernetes.io/name"] {
+		t.Errorf("selector %v does not match the template's labels", got)
+	}
+	if len(spec.Containers) != 1 {
+		t.Fatalf("%d containers", len(spec.Containers))
+	}
+	c := spec.Containers[0]
+	if sc := c.SecurityContext; sc == nil || sc.Privileged == nil || !*sc.Privileged {
+		t.Error("the default variant runs privileged")
+	}
+	nodeName := false
+	for _, e := range c.Env {
+		if e.Name == "NODE_NAME" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "spec.nodeName" {
+			nodeName = true
+		}
+	}
+	if !nodeName {
+		t.Error("NODE_NAME must come from the downward API (spec.nodeName)")
+	}
+	volumes := map[string]string{}
+	for _, v := range spec.Volumes {
+		if v.HostPath == nil {
+			t.Errorf("volume %s is not a hostPath", v.Name)
+			continue
+		}
+		volumes[v.Name] = v.HostPath.Path
+	}
+	mounts := map[string]corev1.VolumeMount{}
+	for _, vm := range c.VolumeMounts {
+		mounts[volumes[vm.Name]] = vm
+	}
+	for _, host := range []string{"/sys/kernel/btf", "/sys/fs/cgroup", "/proc"} {
+		vm, ok := mounts[host]
+		if !ok || !vm.ReadOnly {
+			t.Errorf("host %s must be mounted read-only (%+v)", host, vm)
+		}
+	}
+	if mounts["/proc"].MountPath != "/host/proc" || !slices.Contains(c.Args, "--path.procfs=/host/proc") {
+		t.Error("the host's /proc goes to /host/proc and --path.procfs points there")
+	}
+	port := -1
+	for _, p := range c.Ports {
+		if p.Name == "metrics" {
+			port = int(p.ContainerPort)
+		}
+	}
+	if port != 9808 || !slices.Contains(c.Args, "--web.listen-address=:9808") {
+		t.Errorf("metrics port %d and args %v disagree", port, c.Args)
+	}
+	for _, probe := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe} {
+		if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Port.String() != "metrics" {
+			t.Errorf("probe %+v must use the metrics port", probe)
+		}
+	}
+	if c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.LivenessProbe.HTTPGet.Path != "/healthz" {
+		t.Error("readiness is /readyz, liveness /healthz")
+	}
+}
+
+func TestCapabilitiesVariant(t *testing.T) {
+	ds := only[*appsv1.DaemonSet](t, all(t)["capabilities/securitycontext.yaml"])
+	sc := ds.Spec.Template.Spec.Containers[0].SecurityContext
+	if sc == nil || sc.Privileged == nil || *sc.Privileged {
+		t.Fatal("the capabilities variant is not privileged")
+	}
+	if sc.Capabilities == nil {
+		t.Fatal("no capabilities")
+	}
+	var add []string
+	for _, c := range sc.Capabilities.Add {
+		add = append(add, string(c))
+	}
+	slices.Sort(add)
+	if want := []string{"BPF", "PERFMON", "SYS_RESOURCE"}; !slices.Equal(add, want) {
+		t.Errorf("capabilities %v, want exactly %v", add, want)
+	}
+	if len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" {
+		t.Errorf("drop %v, want ALL", sc.Capabilities.Drop)
+	}
+	if ds.Name != "oomtrace" || ds.Namespace != "oomtrace" || ds.Spec.Template.Spec.Containers[0].Name != "oomtrace" {
+		t.Error("the patch must name the DaemonSet and container it patches")
+	}
+}
+
+func TestRBACIsReadOnly(t *testing.T) {
+	objs := all(t)["rbac.yaml"]
+	role := only[*rbacv1.ClusterRole](t, objs)
+	if len(role.Rules) != 1 {
+		t.Fatalf("%d rules", len(role.Rules))
+	}
+	r := role.Rules[0]
+	res, verbs := slices.Clone(r.Resources), slices.Clone(r.Verbs)
+	slices.Sort(res)
+	slices.Sort(verbs)
+	if !slices.Equal(res, []string{"events", "nodes", "pods"}) || !slices.Equal(verbs, []string{"get", "list", "watch"}) ||
+		!slices.Equal(r.APIGroups, []string{""}) {
+		t.Errorf("rule %+v: want get/list/watch on pods, events, nodes only", r)
+	}
+	b := only[*rbacv1.ClusterRoleBinding](t, objs)
+	sa := only[*corev1.ServiceAccount](t, all(t)["serviceaccount.yaml"])
+	if b.RoleRef.Name != role.Name || len(b.Subjects) != 1 || b.Subjects[0].Name != sa.Name || b.Subjects[0].Namespace != sa.Namespace {
+		t.Errorf("binding %+v does not bind %s to %s/%s", b, role.Name, sa.Namespace, sa.Name)
+	}
+}
+
+func TestScrapeTargets(t *testing.T) {
+	m := all(t)
+	svc := only[*corev1.Service](t, m["service.yaml"])
+	pm := only[*podMonitor](t, m["podmonitor.yaml"])
+	ds := only[*appsv1.DaemonSet](t, m["daemonset.yaml"])
+	labels := ds.Spec.Template.Labels
+	for k, v := range svc.Spec.Selector {
+		if labels[k] != v {
+			t.Errorf("service selector %s=%s does not select the pods", k, v)
+		}
+	}
+	for k, v := range pm.Spec.Selector.MatchLabels {
+		if labels[k] != v {
+			t.Errorf("PodMonitor selector %s=%s does not select the pods", k, v)
+		}
+	}
+	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].TargetPort.String() != "metrics" {
+		t.Errorf("service ports %+v", svc.Spec.Ports)
+	}
+	if len(pm.Spec.PodMetricsEndpoints) != 1 || pm.Spec.PodMetricsEndpoints[0].Port != "metrics" || pm.Spec.PodMetricsEndpoints[0].Path != "/metrics" {
+		t.Errorf("PodMonitor endpoints %+v", pm.Spec.PodMetricsEndpoints)
+	}
+	for f, objs := range m {
+		for _, o := range objs {
+			if om, ok := o.(metav1.Object); ok {
+				if _, cluster := o.(*rbacv1.ClusterRole); cluster {
+					continue
+				}
+				if _, cluster := o.(*rbacv1.ClusterRoleBinding); cluster {
+					continue
+				}
+				if _, ns := o.(*corev1.Namespace); ns {
+					continue
+				}
+				if om.GetNamespace() != "oomtrace" {
+					t.Errorf("%s: %s in namespace %q", f, om.GetName(), om.GetNamespace())
+				}
+			}
+		}
+	}
+}
