@@ -341,7 +341,14 @@ static __always_inline int on_exit(struct trace_event_raw_sys_exit *ctx, __u16 s
 	e->stack_vm_pages = BPF_CORE_READ(mm, stack_vm);
 	e->rlimit_as = rlim_as;
 	e->rlimit_data = rlim_data;
-	e->cap_effective = BPF_CORE_READ(task, real_cred, cap_effective.val);
+	{
+		/*
+		 * kernel_cap_t is a u64 since 6.3 and u32 cap[2] before: the same
+		 * eight bytes, so read them whole at the relocated offset.
+		 */
+		const struct cred *cred = BPF_CORE_READ(task, real_cred);
+		bpf_core_read(&e->cap_effective, sizeof(e->cap_effective), &cred->cap_effective);
+	}
 	e->map_count = map_count;
 	e->accountable = private_writable;
 	{
