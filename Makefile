@@ -25,10 +25,18 @@ run: ## Run oomtrace on this host (root); events on stdout, logs on stderr.
 	@$(SUDO) ./$(BIN) $(ARGS)
 
 .PHONY: test
+test: test-host test-kernels ## The whole suite: on this kernel, then inside a stock Debian kernel under qemu.
+
+.PHONY: test-host
 # -p 1: the real-kernel tests of different packages would fill each other's
 # ring buffers with their kills.
-test: ## Run the whole test suite; as root it includes the real-kernel tests.
+test-host: ## Run the tests on this machine's kernel; as root they include real OOM kills.
 	$(SUDO) $(GO) test -count=1 -p 1 ./...
+
+.PHONY: test-kernels
+test-kernels: ## Boot stock Debian kernels (kprobes, fentry, cgroup v2) under qemu and run the privileged tests there (root; installs qemu).
+	$(SUDO) bash kerneltest/run.sh stable
+	$(SUDO) bash kerneltest/run.sh backports
 
 .PHONY: test-unit
 test-unit: ## Run the tests as the current user (real-kernel tests skip unless root).

@@ -208,8 +208,9 @@ func checkMemcgKill(t *testing.T, c *collector, hooks Hooks) {
 	if ev.OOM.Domain.LimitBytes != limit {
 		t.Errorf("oom.domain.limit_bytes = %d, want %d", ev.OOM.Domain.LimitBytes, limit)
 	}
-	if ev.OOM.Domain.UsageBytes < limit-(2<<20) || ev.OOM.Domain.UsageBytes > limit {
-		t.Errorf("oom.domain.usage_bytes = %d, want within 2 MiB below %d", ev.OOM.Domain.UsageBytes, limit)
+	// At the limit: a charge may overshoot it by a few pages (seen: one).
+	if u := int64(ev.OOM.Domain.UsageBytes); u < limit-(2<<20) || u > limit+(2<<20) {
+		t.Errorf("oom.domain.usage_bytes = %d, want within 2 MiB of %d", u, limit)
 	}
 	if hooks.Decision == "" && ev.OOM.ScopeSource != event.SourceMemcgAtLimit {
 		t.Errorf("oom.scope_source = %q, want %q", ev.OOM.ScopeSource, event.SourceMemcgAtLimit)
@@ -367,7 +368,13 @@ func testOOMBurst(t *testing.T, hook string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cg := memcgtest.New(t, nil, 16<<20)
+	// A cgroup of its own for each hog: a hog starting up is never the
+	// victim of another's OOM, whatever the binary costs to page in.
+	parent := memcgtest.New(t, nil, 0)
+	cgs := make([]*memcgtest.Cgroup, hogs)
+	for i := range cgs {
+		cgs[i] = memcgtest.New(t, parent, limit)
+	}
 	pids := map[int]bool{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -379,7 +386,7 @@ func testOOMBurst(t *testing.T, hook string) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			h := cg.Start(t, memcgtest.HogOptions{Bytes: 64 << 20})
+			h := cgs[i].Start(t, memcgtest.HogOptions{Bytes: hogBytes})
 			mu.Lock()
 			pids[h.PID] = true
 			mu.Unlock()
@@ -388,7 +395,7 @@ func testOOMBurst(t *testing.T, hook string) {
 	}
 	wg.Wait()
 	t.Logf("%d processes OOM-killed in %v", hogs, time.Since(start))
-	got := c.waitFor(pids, 20*time.Second)
+	got := c.waitFor(pids, 30*time.Second)
 	evs := c.stop(t)
 	after, err := c.t.Stats()
 	if err != nil {
@@ -402,18 +409,22 @@ func testOOMBurst(t *testing.T, hook string) {
 			t.Errorf("victim %d reported %d times", pid, len(e))
 		}
 	}
-	// Every kill the cgroup counted is one of our hogs' events, and no
+	// Every kill the cgroups counted is one of our hogs' events, and no
 	// event is a hog that the kernel did not count as killed.
 	ours := 0
 	for _, ev := range evs {
 		if pids[int(ev.Victim.PID)] {
 			ours++
-		} else if ev.Victim.Memcg != nil && ev.Victim.Memcg.Path == cg.Path {
-			t.Errorf("event for a task of the test cgroup that is not a hog: %+v", ev.Victim)
+		} else if ev.Victim.Memcg != nil && strings.HasPrefix(ev.Victim.Memcg.Path, parent.Path+"/") {
+			t.Errorf("event for a task of the test cgroups that is not a hog: %+v", ev.Victim)
 		}
 	}
-	if kills := cg.OOMKills(t); uint64(ours) != kills {
-		t.Errorf("events for the hogs = %d, the cgroup's oom_kill counter = %d", ours, kills)
+	var kills uint64
+	for _, cg := range cgs {
+		kills += cg.OOMKills(t)
+	}
+	if uint64(ours) != kills {
+		t.Errorf("events for the hogs = %d, the cgroups' oom_kill counters = %d", ours, kills)
 	}
 	if lost := after.Lost - before.Lost; lost != 0 {
 		t.Errorf("lost %d records", lost)

@@ -102,12 +102,28 @@ func newRefusalTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions) (*refu
 
 	// The exact hook first: a refusal it sees must find the exit hook ready.
 	t.hooks.RefusalExact = r.attachExact(spec, opts, cfg.RefusalHook)
+	// All syscall exit programs in one load; one by one only if that fails
+	// (a syscall's tracepoint may be missing: fork and vfork on arm64).
+	var names []string
+	for _, sc := range refusalSyscalls {
+		names = append(names, sc.program)
+	}
+	loaded, err := loadPrograms(spec, opts, names)
+	if err != nil {
+		t.log.Info("loading the syscall exit programs together failed, loading one by one", "reason", err)
+		loaded = nil
+	}
 	for _, sc := range refusalSyscalls {
 		c := candidate{hookSyscallExitPrefix + sc.name, sc.program, func(p *ebpf.Program) (link.Link, error) {
 			return link.Tracepoint("syscalls", "sys_exit_"+sc.name, p, nil)
 		}}
-		if err := t.attach(spec, opts, c); err != nil {
-			// Some syscalls do not exist everywhere (fork, vfork on arm64).
+		var err error
+		if prog := loaded[sc.program]; prog != nil {
+			err = t.attachLoaded(prog, c)
+		} else {
+			err = t.attach(spec, opts, c)
+		}
+		if err != nil {
 			t.hooks.Tried[c.name] = err
 			t.log.Info("syscall hook unavailable", "hook", c.name, "reason", err)
 			continue

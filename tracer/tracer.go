@@ -274,26 +274,31 @@ func (t *Tracer) attach(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, 
 	if err != nil {
 		return err
 	}
-	l, err := c.attach(prog)
-	if err != nil {
-		prog.Close()
-		return fmt.Errorf("attach: %w", err)
-	}
-	t.mu.Lock()
-	t.progs = append(t.progs, prog)
-	t.links = append(t.links, l)
-	t.mu.Unlock()
-	return nil
+	return t.attachLoaded(prog, c)
 }
 
 // loadProgram loads one program of the collection with the shared maps.
 func loadProgram(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, name string) (*ebpf.Program, error) {
-	ps, ok := spec.Programs[name]
-	if !ok {
-		return nil, fmt.Errorf("program %s not in collection", name)
+	progs, err := loadPrograms(spec, opts, []string{name})
+	if err != nil {
+		return nil, err
 	}
+	return progs[name], nil
+}
+
+// loadPrograms loads several programs of the collection in one go, with the
+// shared maps: one collection instead of one per program saves most of the
+// load time of the many syscall hooks.
+func loadPrograms(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, names []string) (map[string]*ebpf.Program, error) {
 	one := spec.Copy()
-	one.Programs = map[string]*ebpf.ProgramSpec{name: ps.Copy()}
+	one.Programs = map[string]*ebpf.ProgramSpec{}
+	for _, name := range names {
+		ps, ok := spec.Programs[name]
+		if !ok {
+			return nil, fmt.Errorf("program %s not in collection", name)
+		}
+		one.Programs[name] = ps.Copy()
+	}
 	coll, err := ebpf.NewCollectionWithOptions(one, opts)
 	if err != nil && errors.Is(err, unix.EPERM) {
 		// The library suggests raising RLIMIT_MEMLOCK, but that limit is
@@ -301,7 +306,7 @@ func loadProgram(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, name st
 		// (fentry where BPF trampolines are unavailable, lockdown).
 		var ve *ebpf.VerifierError
 		if !errors.As(err, &ve) {
-			err = fmt.Errorf("program %s: kernel refused to load it: %w", name, unix.EPERM)
+			err = fmt.Errorf("programs %s: kernel refused to load them: %w", strings.Join(names, ", "), unix.EPERM)
 		}
 	}
 	if err != nil {
@@ -313,9 +318,27 @@ func loadProgram(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, name st
 		}
 		return nil, fmt.Errorf("load: %w", err)
 	}
-	prog := coll.DetachProgram(name)
+	progs := map[string]*ebpf.Program{}
+	for _, name := range names {
+		progs[name] = coll.DetachProgram(name)
+	}
 	coll.Close()
-	return prog, nil
+	return progs, nil
+}
+
+// attachLoaded attaches a program loaded already and keeps both; on error
+// it closes the program.
+func (t *Tracer) attachLoaded(prog *ebpf.Program, c candidate) error {
+	l, err := c.attach(prog)
+	if err != nil {
+		prog.Close()
+		return fmt.Errorf("attach: %w", err)
+	}
+	t.mu.Lock()
+	t.progs = append(t.progs, prog)
+	t.links = append(t.links, l)
+	t.mu.Unlock()
+	return nil
 }
 
 // Hooks returns the hooks in use.

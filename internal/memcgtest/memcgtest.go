@@ -299,15 +299,30 @@ func MaybeRunHog() {
 	os.Exit(4)
 }
 
-var sink []byte
+var sink [][]byte
 
+// touch allocates n bytes in 16 MiB chunks and writes every page: one huge
+// allocation could be refused outright (commit accounting) instead of being
+// charged page by page until the OOM killer acts.
 func touch(n int) []byte {
-	b := make([]byte, n)
-	for i := 0; i < len(b); i += 4096 {
-		b[i] = 1
+	const chunk = 16 << 20
+	var first []byte
+	for n > 0 {
+		size := min(n, chunk)
+		b := make([]byte, size)
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		sink = append(sink, b)
+		if first == nil {
+			first = b
+		}
+		n -= size
 	}
-	sink = b
-	return b
+	if first == nil {
+		first = []byte{0}
+	}
+	return first
 }
 
 // HogOptions describe one memory hog.

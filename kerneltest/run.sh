@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Runs the privileged test suite inside a stock Debian kernel under qemu
+# (software emulation): a kernel with kprobes, fentry/fexit, BTF and pure
+# cgroup v2, where the richest hooks attach. Fails unless the guest's test
+# exit code comes back 0; a hang or a crash is a failure, with the serial log.
+#
+#   kerneltest/run.sh [stable|backports]
+#                 the kernel line: Debian 12's own cloud kernel, or the newer
+#                 one from bookworm-backports (read through a private apt
+#                 state, the host's sources are left alone)
+#   KERNEL_META   meta-package naming the kernel line (linux-image-cloud-amd64)
+#   TESTRUN       -test.run filter for the guest (all tests)
+#   GUEST_TIMEOUT seconds before the guest counts as hung (1500)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LINE=${1:-stable}
+META=${KERNEL_META:-linux-image-cloud-amd64}
+CACHE=${OOMTRACE_KERNEL_CACHE:-$PWD/.cache/kernels}
+TIMEOUT=${GUEST_TIMEOUT:-1500}
+export PATH="/usr/local/go/bin:$PATH"
+
+if ! command -v qemu-system-x86_64 >/dev/null || [ ! -x /bin/busybox ] || ! command -v cpio >/dev/null; then
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		qemu-system-x86 busybox-static cpio >/dev/null
+fi
+
+# apt options for the kernel line: none for stable; a private sources list
+# and package lists for backports.
+apt_opts=()
+case "$LINE" in
+stable) ;;
+backports)
+	state="$CACHE/apt-backports"
+	mkdir -p "$state/lists/partial"
+	echo "deb http://deb.debian.org/debian bookworm-backports main" >"$state/sources.list"
+	apt_opts=(-o "Dir::Etc::SourceList=$state/sources.list" -o Dir::Etc::SourceParts=/dev/null -o "Dir::State::Lists=$state/lists")
+	;;
+*)
+	echo "unknown kernel line $LINE: stable or backports" >&2
+	exit 2
+	;;
+esac
+
+# The numbered package changes with every security update: resolve it
+# through the meta-package, and cache what was downloaded.
+resolve() { apt-cache "${apt_opts[@]}" depends "$META" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'; }
+pkg=$(resolve)
+if [ -z "$pkg" ] || [ "$LINE" = backports ]; then
+	apt-get "${apt_opts[@]}" update -qq
+	pkg=$(resolve)
+fi
+[ -n "$pkg" ] || { echo "cannot resolve $META to a kernel package" >&2; exit 1; }
+kernel="$CACHE/$pkg/vmlinuz"
+if [ ! -f "$kernel" ]; then
+	dl=$(mktemp -d)
+	(cd "$dl" && apt-get "${apt_opts[@]}" download -qq "$pkg")
+	dpkg-deb -x "$dl"/*.deb "$dl/x"
+	mkdir -p "$CACHE/$pkg"
+	cp "$dl"/x/boot/vmlinuz-* "$kernel.tmp" && mv "$kernel.tmp" "$kernel"
+	rm -rf "$dl"
+fi
+echo "guest kernel: $pkg"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+root="$work/root"
+mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,tests}
+cp /bin/busybox "$root/bin/busybox"
+cp kerneltest/init "$root/init"
+chmod +x "$root/init"
+# Static test binaries: the guest has no libc.
+CGO_ENABLED=0 go test -c -o "$root/tests/tracer.test" ./tracer
+CGO_ENABLED=0 go test -c -o "$root/tests/oomtrace.test" ./cmd/oomtrace
+(cd "$root" && find . | cpio -o -H newc 2>/dev/null | gzip -1) >"$work/initrd.gz"
+
+# Words of the command line the kernel does not know reach /init as
+# environment variables (no dots); oomtrace.guest=1 marks the guest for the
+# tests that must never run on a host (a global OOM).
+set +e
+timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg -m 3072 -smp 2 -nodefaults -display none -no-reboot \
+	-serial stdio -serial "file:$work/result" \
+	-kernel "$kernel" -initrd "$work/initrd.gz" \
+	-append "console=ttyS0 panic=-1 quiet oomtrace.guest=1 TESTRUN=${TESTRUN:-.}" \
+	</dev/null >"$work/serial.log" 2>&1
+qemu=$?
+set -e
+tr -d '\r' <"$work/serial.log"
+result=$(tr -d '\r' <"$work/result" 2>/dev/null | awk '/^RESULT / {print $2}')
+if [ "$qemu" = 124 ]; then
+	echo "guest hung: no result after ${TIMEOUT}s" >&2
+	exit 1
+fi
+if [ -z "$result" ]; then
+	echo "guest crashed: no result (qemu exit $qemu)" >&2
+	exit 1
+fi
+if [ "$result" != 0 ]; then
+	echo "guest tests failed (exit $result) on $pkg" >&2
+	exit 1
+fi
+echo "guest tests passed on $pkg"

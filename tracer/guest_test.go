@@ -1,0 +1,162 @@
+package tracer
+
+import (
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/memcgtest"
+)
+
+// requireGuest skips unless this is the throwaway test kernel booted by
+// kerneltest/run.sh: the kernel command line, which no environment can
+// fake, must say so. A global OOM on a real host kills whatever the kernel
+// picks.
+func requireGuest(t *testing.T) {
+	t.Helper()
+	cmdline, err := os.ReadFile("/proc/cmdline")
+	if err != nil || !strings.Contains(" "+string(cmdline)+" ", " oomtrace.guest=1 ") || os.Getenv("OOMTRACE_GUEST") != "1" {
+		t.Skip("runs only in the test guest (kerneltest/run.sh)")
+	}
+	memcgtest.RequireRoot(t)
+}
+
+// TestGuestGlobalOOM exhausts the guest's memory with no cgroup limit: the
+// kill is reported with scope global and the hog as the victim.
+func TestGuestGlobalOOM(t *testing.T) {
+	requireGuest(t)
+	c := startTracer(t, Config{Node: "guest"})
+	// Keep this process out of the kernel's choice.
+	if err := os.WriteFile("/proc/self/oom_score_adj", []byte("-1000"), 0); err != nil {
+		t.Fatal(err)
+	}
+	defer os.WriteFile("/proc/self/oom_score_adj", []byte("0"), 0)
+	cg := memcgtest.New(t, nil, 0) // no limit: only the system's memory bounds it
+	var mem syscall.Sysinfo_t
+	syscall.Sysinfo(&mem)
+	total := int64(mem.Totalram) * int64(mem.Unit)
+	hog := cg.Start(t, memcgtest.HogOptions{Bytes: total + total/2, OOMScoreAdj: intPtr(1000)})
+	hog.WaitKilled(t)
+	evs := c.waitFor(map[int]bool{hog.PID: true}, 60*time.Second)[hog.PID]
+	if len(evs) != 1 {
+		t.Fatalf("events for the hog %d: %d, want 1", hog.PID, len(evs))
+	}
+	ev := evs[0]
+	t.Logf("%s scope=%s source=%s decision=%+v", ev.Hook, ev.OOM.Scope, ev.OOM.ScopeSource, ev.OOM.Decision)
+	if ev.OOM.Scope != event.ScopeGlobal || ev.OOM.Domain != nil {
+		t.Errorf("scope %q domain %+v, want global and none", ev.OOM.Scope, ev.OOM.Domain)
+	}
+	if d := ev.OOM.Decision; d != nil {
+		if d.Constraint != "none" || d.ChosenPID != uint32(hog.PID) || d.Message != "Out of memory" {
+			t.Errorf("decision %+v, want constraint none, chosen %d, \"Out of memory\"", *d, hog.PID)
+		}
+		if pages := uint64(total) / uint64(os.Getpagesize()); d.TotalPages < pages/2 || d.TotalPages > 2*pages {
+			t.Errorf("total_pages %d, want about the machine's %d", d.TotalPages, pages)
+		}
+	} else if ev.OOM.ScopeSource != event.SourceNoMemcgAtLimit {
+		t.Errorf("scope_source %q without a decision hook", ev.OOM.ScopeSource)
+	}
+}
+
+// TestGuestOOMGroup kills a whole cgroup v2 memory.oom.group: one event per
+// killed task, each with the same decision.
+func TestGuestOOMGroup(t *testing.T) {
+	requireGuest(t)
+	c := startTracer(t, Config{Node: "guest"})
+	if c.t.Hooks().Decision == "" {
+		t.Fatal("no decision hook: the shared decision context cannot be checked")
+	}
+	cg := memcgtest.New(t, nil, limit)
+	if err := os.WriteFile(cg.Dir+"/memory.oom.group", []byte("1"), 0); err != nil {
+		t.Fatalf("memory.oom.group: %v", err)
+	}
+	idle1 := cg.Start(t, memcgtest.HogOptions{Bytes: 2 << 20, Idle: true})
+	idle2 := cg.Start(t, memcgtest.HogOptions{Bytes: 2 << 20, Idle: true})
+	alloc := cg.Start(t, memcgtest.HogOptions{Bytes: hogBytes})
+	for _, h := range []*memcgtest.Hog{idle1, idle2, alloc} {
+		h.WaitKilled(t)
+	}
+	got := c.waitFor(map[int]bool{idle1.PID: true, idle2.PID: true, alloc.PID: true}, 30*time.Second)
+	c.stop(t)
+	var first *event.Decision
+	n := 0
+	for _, ev := range c.events {
+		if ev.Victim.Memcg == nil || ev.Victim.Memcg.Path != cg.Path {
+			continue
+		}
+		n++
+		d := ev.OOM.Decision
+		if d == nil {
+			t.Errorf("event for %d/%d has no decision", ev.Victim.TGID, ev.Victim.PID)
+			continue
+		}
+		if first == nil {
+			first = d
+		} else if d.ChosenPID != first.ChosenPID || d.TotalPages != first.TotalPages || d.Constraint != "memcg" {
+			t.Errorf("decision %+v differs from the group's %+v", *d, *first)
+		}
+	}
+	for _, h := range []*memcgtest.Hog{idle1, idle2, alloc} {
+		if len(got[h.PID]) == 0 {
+			t.Errorf("no event for group member %d", h.PID)
+		}
+	}
+	// The counter can be higher: a group kill counts every thread it
+	// visits, and a thread already marked is not marked (reported) again.
+	kills := cg.OOMKills(t)
+	if n < 3 || uint64(n) > kills {
+		t.Errorf("%d events in the group's cgroup, its oom_kill counter says %d", n, kills)
+	}
+	t.Logf("%d tasks reported killed as a group; oom_kill counter %d", n, kills)
+}
+
+// TestGuestExactAgreesWithFallback runs each refusal once with the exact
+// hook and once with the fallback classifier and compares the reasons, so
+// the fallback's accuracy is measured on real refusals.
+func TestGuestExactAgreesWithFallback(t *testing.T) {
+	requireGuest(t)
+	type result struct{ reason, by string }
+	cases := []struct {
+		name string
+		run  func(t *testing.T) int // makes the refusal, returns the process
+	}{
+		{"mode0 huge mmap", func(t *testing.T) int {
+			if _, err := syscall.Mmap(-1, 0, 1<<45, mmapProtRW, mmapPrivAnon); err != syscall.ENOMEM {
+				t.Fatalf("mmap: %v", err)
+			}
+			return os.Getpid()
+		}},
+		{"rlimit_as", func(t *testing.T) int {
+			cmd, out, _ := refuser(t, "rlimit_as", 256<<20)
+			if got := readLine(t, out); got != "ENOMEM" {
+				t.Fatalf("refuser: %s", got)
+			}
+			return cmd.Process.Pid
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var results []result
+			for _, hook := range []string{HookAuto, HookNone} {
+				c := startTracer(t, Config{Refusals: true, RefusalHook: hook, Node: "guest"})
+				if hook == HookAuto && c.t.Hooks().RefusalExact == "" {
+					t.Fatal("no exact refusal hook attached in the guest")
+				}
+				pid := tc.run(t)
+				got := c.waitRefusals(pid, 1, 10*time.Second)
+				c.stop(t)
+				if len(got) != 1 {
+					t.Fatalf("%s: %d refusals", hook, len(got))
+				}
+				results = append(results, result{got[0].Reason, got[0].ClassifiedBy})
+			}
+			t.Logf("exact: %s by %s; fallback: %s by %s", results[0].reason, results[0].by, results[1].reason, results[1].by)
+			if results[0].reason != results[1].reason {
+				t.Errorf("the fallback says %s, the exact hook %s", results[1].reason, results[0].reason)
+			}
+		})
+	}
+}
