@@ -20,6 +20,7 @@ type PipelineStats struct {
 	OOMKillsLost       uint64 // OOM kill records the kernel could not hand over
 	CommitRefusalsLost uint64 // refusal records the kernel could not hand over
 	DecodeErrors       uint64
+	OutputDropped      uint64 // events not written out: the reader was too slow or gone
 }
 
 // Hook is one hook in use, for oomtrace_hook_info.
@@ -52,7 +53,7 @@ type Metrics struct {
 	oomKills map[[4]string]*series
 	refusals map[[5]string]*series
 
-	oomKillsDesc, refusalsDesc, lostDesc, decodeErrorsDesc, hookDesc, buildDesc, scrapeErrorDesc *prometheus.Desc
+	oomKillsDesc, refusalsDesc, lostDesc, decodeErrorsDesc, hookDesc, buildDesc, scrapeErrorDesc, droppedDesc *prometheus.Desc
 }
 
 type series struct {
@@ -86,6 +87,8 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 		buildDesc: prometheus.NewDesc(namespace+"_build_info",
 			"A metric with a constant value of 1 labeled by the version of oomtrace and the Go version it was built with.",
 			[]string{"version", "goversion"}, nil),
+		droppedDesc: prometheus.NewDesc(namespace+"_output_dropped_total",
+			"Events not written to the output because its reader was too slow or gone; the metrics still count them.", nil, nil),
 		scrapeErrorDesc: prometheus.NewDesc(namespace+"_pipeline_stats_up",
 			"Whether the pipeline counters could be read from the kernel at this scrape (1) or not (0).", nil, nil),
 	}
@@ -123,7 +126,7 @@ func addTo[K comparable](s map[K]*series, key K, n float64, now time.Time) {
 
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.oomKillsDesc, m.refusalsDesc, m.lostDesc, m.decodeErrorsDesc, m.hookDesc, m.buildDesc, m.scrapeErrorDesc} {
+	for _, d := range []*prometheus.Desc{m.oomKillsDesc, m.refusalsDesc, m.lostDesc, m.decodeErrorsDesc, m.hookDesc, m.buildDesc, m.scrapeErrorDesc, m.droppedDesc} {
 		ch <- d
 	}
 }
@@ -157,6 +160,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.lostDesc, prometheus.CounterValue, float64(s.OOMKillsLost), event.TypeOOMKill)
 		ch <- prometheus.MustNewConstMetric(m.lostDesc, prometheus.CounterValue, float64(s.CommitRefusalsLost), event.TypeCommitRefusal)
 		ch <- prometheus.MustNewConstMetric(m.decodeErrorsDesc, prometheus.CounterValue, float64(s.DecodeErrors))
+		ch <- prometheus.MustNewConstMetric(m.droppedDesc, prometheus.CounterValue, float64(s.OutputDropped))
 	}
 	ch <- prometheus.MustNewConstMetric(m.scrapeErrorDesc, prometheus.GaugeValue, up)
 }

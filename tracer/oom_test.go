@@ -538,3 +538,43 @@ func TestRingBufferFullCountsLosses(t *testing.T) {
 		}
 	}
 }
+
+// TestCgroupRemovedBeforeRead: the victim's cgroup is gone before the
+// tracer reads the event (as runc removes a container's right after the
+// kill); the event still names it, because the kernel captured the path.
+func TestCgroupRemovedBeforeRead(t *testing.T) {
+	memcgtest.RequireRoot(t)
+	tr, err := New(Config{Node: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	cg := memcgtest.New(t, nil, limit)
+	id := cg.ID(t)
+	hog := cg.Start(t, memcgtest.HogOptions{Bytes: hogBytes})
+	hog.WaitKilled(t)
+	if err := os.Remove(cg.Dir); err != nil {
+		t.Fatalf("remove the cgroup: %v", err)
+	}
+	// Only now read: drain what is there and stop.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var got []event.OOMKill
+	if err := tr.Run(ctx, Handlers{OOMKill: func(ev event.OOMKill) {
+		if int(ev.Victim.PID) == hog.PID {
+			got = append(got, ev)
+		}
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 {
+		t.Fatalf("%d events for the victim, want 1", len(got))
+	}
+	m := got[0].Victim.Memcg
+	if m == nil || m.Path != cg.Path || m.ID != id || m.Source != event.CgroupFromKernel {
+		t.Errorf("victim memcg %+v, want %s (id %d) from the kernel", m, cg.Path, id)
+	}
+	if d := got[0].OOM.Domain; d == nil || d.Path != cg.Path {
+		t.Errorf("domain %+v, want %s", d, cg.Path)
+	}
+}

@@ -26,6 +26,9 @@ import (
 	"github.com/oomtrace/oomtrace/tracer"
 )
 
+// outputDrainTimeout bounds how long a stop waits for a slow stdout.
+const outputDrainTimeout = 5 * time.Second
+
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
@@ -45,6 +48,7 @@ type options struct {
 	metricsPath  string
 	retention    time.Duration
 	procfs       string
+	queueSize    int
 }
 
 const defaultBTF = "/sys/kernel/btf/vmlinux"
@@ -75,14 +79,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	var out exporter.Writer
+	var writer exporter.Writer
 	switch opts.output {
 	case "json":
-		out = exporter.NewJSON(stdout)
+		writer = exporter.NewJSON(stdout)
 	case "text":
-		out = exporter.NewText(stdout)
+		writer = exporter.NewText(stdout)
 	default:
 		fmt.Fprintf(stderr, "oomtrace: --output must be json or text, not %q\n", opts.output)
+		return 2
+	}
+	if opts.queueSize < 1 {
+		fmt.Fprintf(stderr, "oomtrace: --output.queue must be at least 1, not %d\n", opts.queueSize)
 		return 2
 	}
 
@@ -148,13 +156,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	defer t.Close()
 
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	// A closed stdout is an error to report, not a SIGPIPE death.
+	signal.Ignore(syscall.SIGPIPE)
+	// The ring buffer readers never wait for stdout: a slow or stuck reader
+	// costs dropped (and counted) lines, not a stalled tracer.
+	out := exporter.NewQueue(writer, opts.queueSize, func(err error) {
+		log.Error("cannot write events; stopping", "err", err)
+		stop()
+	})
+
 	metrics := exporter.NewMetrics(exporter.MetricsOptions{
 		Retention: opts.retention,
 		Version:   version,
 		Hooks:     hookInfo(t.Hooks()),
 		Stats: func() (exporter.PipelineStats, error) {
 			s, err := t.Stats()
-			return exporter.PipelineStats{OOMKillsLost: s.Lost, CommitRefusalsLost: s.RefusalsLost, DecodeErrors: s.DecodeErrors}, err
+			return exporter.PipelineStats{OOMKillsLost: s.Lost, CommitRefusalsLost: s.RefusalsLost, DecodeErrors: s.DecodeErrors,
+				OutputDropped: out.Dropped()}, err
 		},
 	})
 	var ready atomic.Bool
@@ -179,40 +199,28 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"decision_hook", decision, "victim_hook", hooks.Victim, "signal_hook", hooks.Signal,
 		"refusal_hook", orNone(hooks.RefusalExact), "refusal_syscalls", len(hooks.RefusalSyscalls))
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-
-	// Handlers are never called concurrently.
-	var writeErr error
-	write := func(err error) {
-		if err != nil && writeErr == nil {
-			// stdout is gone (closed pipe): stop.
-			writeErr = err
-			log.Error("cannot write events", "err", err)
-			stop()
-		}
-	}
+	// Metrics count every event, written or not.
 	err = t.Run(ctx, tracer.Handlers{
-		// Metrics count every event, even after stdout is gone.
 		OOMKill: func(ev event.OOMKill) {
 			metrics.ObserveOOMKill(ev)
-			if writeErr == nil {
-				write(out.WriteOOMKill(ev))
-			}
+			out.WriteOOMKill(ev)
 		},
 		CommitRefusal: func(ev event.CommitRefusal) {
 			metrics.ObserveCommitRefusal(ev)
-			if writeErr == nil {
-				write(out.WriteCommitRefusal(ev))
-			}
+			out.WriteCommitRefusal(ev)
 		},
 	})
 	ready.Store(false)
+	if !out.Close(outputDrainTimeout) {
+		log.Warn("output still blocked; giving up on the queued events", "timeout", outputDrainTimeout)
+	}
+	writeErr := out.Err()
 	stats, statsErr := t.Stats()
 	if statsErr == nil {
 		log.Info("oomtrace stopped", "sent", stats.Sent, "lost", stats.Lost,
 			"decoded", stats.Decoded, "decode_errors", stats.DecodeErrors, "exiting", stats.ExitingMarked,
-			"refusals", stats.RefusalsFailed, "refusal_records", stats.RefusalsSent, "refusal_records_lost", stats.RefusalsLost)
+			"refusals", stats.RefusalsFailed, "refusal_records", stats.RefusalsSent, "refusal_records_lost", stats.RefusalsLost,
+			"written", out.Written(), "output_dropped", out.Dropped())
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "oomtrace: %v\n", err)
@@ -274,6 +282,7 @@ Flags:
 	fs.StringVar(&o.output, "output", "json", "event format: json (one object per line) or text (one readable line per event)")
 	fs.StringVar(&o.decisionHook, "hook.decision", tracer.HookAuto, "hook for the OOM decision on oom_kill_process: auto, fentry, kprobe or none")
 	fs.StringVar(&o.victimHook, "hook.victim", tracer.HookAuto, "hook for each killed task on mark_victim: auto, tp_btf or tracepoint")
+	fs.IntVar(&o.queueSize, "output.queue", 8192, "events waiting for stdout at most; beyond that, with a slow reader, they are dropped and counted")
 	fs.IntVar(&o.ringBuffer, "ringbuf.bytes", tracer.DefaultRingBufferBytes, "size of the OOM event ring buffer in bytes (a power of two)")
 	fs.BoolVar(&o.refusals, "refusals", true, "report overcommit refusals (ENOMEM from mmap, brk, mremap, mprotect, fork, clone, shmget, execve)")
 	fs.StringVar(&o.refusalHook, "hook.refusal", tracer.HookAuto, "hook for exact commit refusals on __vm_enough_memory: auto, fexit, kretprobe or none")

@@ -12,9 +12,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/internal/memcgtest"
@@ -22,8 +25,16 @@ import (
 
 const runMainEnv = "OOMTRACE_TEST_RUN_MAIN"
 
+// failMmapEnv makes this test binary fail one huge mmap and exit: a commit
+// refusal from a process of its own.
+const failMmapEnv = "OOMTRACE_TEST_FAIL_MMAP"
+
 func TestMain(m *testing.M) {
 	memcgtest.MaybeRunHog()
+	if os.Getenv(failMmapEnv) == "1" {
+		syscall.Mmap(-1, 0, 1<<45, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON)
+		os.Exit(0)
+	}
 	if os.Getenv(runMainEnv) == "1" {
 		main()
 		return
@@ -351,4 +362,110 @@ func TestPortInUse(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr.String(), "--web.listen-address") {
 		t.Errorf("exit %d, %q", code, stderr.String())
 	}
+}
+
+// TestStuckReader: nobody reads stdout. oomtrace keeps tracing, drops and
+// counts what it cannot write, and still stops promptly on SIGTERM.
+func TestStuckReader(t *testing.T) {
+	memcgtest.RequireRoot(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	// The smallest pipe: a few lines fill it.
+	if _, err := unix.FcntlInt(w.Fd(), unix.F_SETPIPE_SZ, 4096); err != nil {
+		t.Fatal(err)
+	}
+	cmd := oomtrace(t, "--output.queue", "4", "--web.listen-address", "", "--refusal.window", "1h")
+	cmd.Stdout = w
+	var logs syncBuffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(logs.String(), "oomtrace started"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("oomtrace did not start:\n%s", logs.String())
+		}
+	}
+
+	// One refusal line each from 30 processes.
+	const refusers = 30
+	exe, _ := os.Executable()
+	for i := 0; i < refusers; i++ {
+		c := exec.Command(exe, "-test.run=^$")
+		c.Env = append(os.Environ(), failMmapEnv+"=1")
+		if err := c.Run(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(time.Second)
+
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if code := exitCode(t, err); code != 0 {
+			t.Errorf("exit %d after SIGTERM, want 0; logs:\n%s", code, logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("oomtrace did not stop with a stuck reader; logs:\n%s", logs.String())
+	}
+	t.Logf("stopped in %v", time.Since(start))
+
+	written := logValue(t, logs.String(), "written")
+	dropped := logValue(t, logs.String(), "output_dropped")
+	data, _ := io.ReadAll(r)
+	complete := strings.Count(string(data), "\n")
+	if complete != written {
+		t.Errorf("%d complete lines in the pipe, oomtrace says it wrote %d", complete, written)
+	}
+	if dropped == 0 || written+dropped < refusers {
+		t.Errorf("written %d + dropped %d, want drops and at least the %d refusals", written, dropped, refusers)
+	}
+	t.Logf("written %d, dropped %d", written, dropped)
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// logValue reads key=N from the "oomtrace stopped" log line.
+func logValue(t *testing.T, logs, key string) int {
+	t.Helper()
+	for _, line := range strings.Split(logs, "\n") {
+		if !strings.Contains(line, "oomtrace stopped") {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(f, key+"="); ok {
+				n, err := strconv.Atoi(v)
+				if err != nil {
+					t.Fatalf("%s: %v", f, err)
+				}
+				return n
+			}
+		}
+	}
+	t.Fatalf("no %s= in the stop line:\n%s", key, logs)
+	return 0
 }

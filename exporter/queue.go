@@ -1,0 +1,114 @@
+package exporter
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/oomtrace/oomtrace/event"
+)
+
+// Queue puts a bounded queue between the tracer and a Writer that may block
+// (a slow or stuck reader of stdout). Writing to it never blocks: when the
+// queue is full the event is dropped and counted, so the ring buffer reader
+// keeps draining the kernel and memory stays bounded. After the first write
+// error (stdout closed) events are dropped and counted too.
+type Queue struct {
+	w        Writer
+	ch       chan any
+	done     chan struct{}
+	dropped  atomic.Uint64
+	written  atomic.Uint64
+	inflight atomic.Bool // an event is inside w's Write
+
+	mu      sync.Mutex
+	err     error
+	onError func(error)
+	closing sync.Once
+}
+
+// NewQueue starts writing to w from a queue of size events. onError, if
+// not nil, is called once, from the writing goroutine, with the first write
+// error.
+func NewQueue(w Writer, size int, onError func(error)) *Queue {
+	q := &Queue{w: w, ch: make(chan any, size), done: make(chan struct{}), onError: onError}
+	go q.loop()
+	return q
+}
+
+func (q *Queue) loop() {
+	defer close(q.done)
+	for item := range q.ch {
+		if q.Err() != nil {
+			q.dropped.Add(1)
+			continue
+		}
+		var err error
+		q.inflight.Store(true)
+		switch ev := item.(type) {
+		case event.OOMKill:
+			err = q.w.WriteOOMKill(ev)
+		case event.CommitRefusal:
+			err = q.w.WriteCommitRefusal(ev)
+		}
+		q.inflight.Store(false)
+		if err != nil {
+			q.dropped.Add(1)
+			q.mu.Lock()
+			q.err = err
+			q.mu.Unlock()
+			if q.onError != nil {
+				q.onError(err)
+			}
+			continue
+		}
+		q.written.Add(1)
+	}
+}
+
+func (q *Queue) put(item any) error {
+	select {
+	case q.ch <- item:
+	default:
+		q.dropped.Add(1)
+	}
+	return nil
+}
+
+// WriteOOMKill queues ev; it never blocks.
+func (q *Queue) WriteOOMKill(ev event.OOMKill) error { return q.put(ev) }
+
+// WriteCommitRefusal queues ev; it never blocks.
+func (q *Queue) WriteCommitRefusal(ev event.CommitRefusal) error { return q.put(ev) }
+
+// Err is the first write error, if any.
+func (q *Queue) Err() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.err
+}
+
+// Dropped is how many events were not written: the queue was full, the
+// writer had failed, or Close gave up on them.
+func (q *Queue) Dropped() uint64 { return q.dropped.Load() }
+
+// Written is how many events were written.
+func (q *Queue) Written() uint64 { return q.written.Load() }
+
+// Close stops taking events and waits up to timeout for the queued ones to
+// be written. It reports whether everything was written; what is still
+// queued at the timeout is counted as dropped. No Write may follow Close.
+func (q *Queue) Close(timeout time.Duration) bool {
+	q.closing.Do(func() { close(q.ch) })
+	select {
+	case <-q.done:
+		return true
+	case <-time.After(timeout):
+		n := uint64(len(q.ch))
+		if q.inflight.Load() {
+			n++ // the one stuck in the writer
+		}
+		q.dropped.Add(n)
+		return false
+	}
+}
