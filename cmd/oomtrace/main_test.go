@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/oomtrace/oomtrace/event"
@@ -468,4 +470,94 @@ func logValue(t *testing.T, logs, key string) int {
 	}
 	t.Fatalf("no %s= in the stop line:\n%s", key, logs)
 	return 0
+}
+
+// ourPrograms lists loaded BPF programs whose names are oomtrace's.
+func ourPrograms(t *testing.T) []string {
+	t.Helper()
+	names := map[string]bool{}
+	for _, n := range []string{"tp_btf_mark_victim", "tracepoint_mark_victim", "tp_btf_signal_generate", "tracepoint_signal_generate",
+		"fentry_oom_kill_process", "kprobe_oom_kill_process", "fexit_vm_enough_memory", "kprobe_vm_enough_memory", "kretprobe_vm_enough_memory",
+		"sys_exit_mmap", "sys_exit_brk", "sys_exit_mremap", "sys_exit_mprotect", "sys_exit_clone", "sys_exit_clone3",
+		"sys_exit_fork", "sys_exit_vfork", "sys_exit_shmget", "sys_exit_execve"} {
+		names[n[:min(len(n), 15)]] = true // the kernel keeps 15 bytes of a name
+	}
+	var found []string
+	for id := ebpf.ProgramID(0); ; {
+		next, err := ebpf.ProgramGetNextID(id)
+		if err != nil {
+			return found
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue
+		}
+		if info, err := p.Info(); err == nil && names[info.Name] {
+			found = append(found, fmt.Sprintf("%d:%s", id, info.Name))
+		}
+		p.Close()
+	}
+}
+
+// TestSIGTERMDuringBurst stops oomtrace while processes are being killed:
+// exit 0, every event it read written out, and none of its BPF programs
+// left in the kernel.
+func TestSIGTERMDuringBurst(t *testing.T) {
+	memcgtest.RequireRoot(t)
+	if left := ourPrograms(t); len(left) > 0 {
+		t.Skipf("oomtrace programs loaded by something else: %v", left)
+	}
+	cmd := oomtrace(t, "--web.listen-address", "")
+	var stdout bytes.Buffer
+	var logs syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(logs.String(), "oomtrace started"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("oomtrace did not start:\n%s", logs.String())
+		}
+	}
+	if len(ourPrograms(t)) == 0 {
+		t.Fatal("no oomtrace programs loaded while running: the check below would prove nothing")
+	}
+
+	cg := memcgtest.New(t, nil, 32<<20)
+	stopBurst := make(chan struct{})
+	burstDone := make(chan int)
+	go func() {
+		n := 0
+		defer func() { burstDone <- n }()
+		for {
+			select {
+			case <-stopBurst:
+				return
+			default:
+			}
+			h := cg.Start(t, memcgtest.HogOptions{Bytes: 128 << 20})
+			h.Cmd.Wait()
+			n++
+		}
+	}()
+	time.Sleep(2 * time.Second)
+	cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	close(stopBurst)
+	kills := <-burstDone
+	if code := exitCode(t, err); code != 0 {
+		t.Errorf("exit %d, want 0; logs:\n%s", code, logs.String())
+	}
+	if left := ourPrograms(t); len(left) > 0 {
+		t.Errorf("BPF programs left loaded after exit: %v", left)
+	}
+	lines := strings.Count(stdout.String(), "\n")
+	written, dropped := logValue(t, logs.String(), "written"), logValue(t, logs.String(), "output_dropped")
+	decoded := logValue(t, logs.String(), "decoded")
+	if lines != written || dropped != 0 || decoded == 0 {
+		t.Errorf("%d lines on stdout, written=%d output_dropped=%d decoded=%d: everything read must be written", lines, written, dropped, decoded)
+	}
+	t.Logf("%d kills during the run, %d OOM events decoded, %d lines written", kills, decoded, lines)
 }
