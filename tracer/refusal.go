@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -451,13 +450,4 @@ func wallOrEpoch(f func(uint64) time.Time, ns uint64) time.Time {
 		return time.Unix(0, 0).Add(time.Duration(ns))
 	}
 	return f(ns)
-}
-
-// SyscallHookNames lists the syscall exit hooks, for documentation and tests.
-func SyscallHookNames() string {
-	var names []string
-	for _, s := range refusalSyscalls {
-		names = append(names, s.name)
-	}
-	return strings.Join(names, ", ")
 }
