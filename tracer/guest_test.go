@@ -38,6 +38,12 @@ func TestGuestGlobalOOM(t *testing.T) {
 	var mem syscall.Sysinfo_t
 	syscall.Sysinfo(&mem)
 	total := int64(mem.Totalram) * int64(mem.Unit)
+	// Killable bystanders: should the kernel need a second kill before the
+	// hog's memory is back, it finds one instead of panicking with "no
+	// killable processes" (this process and init are not).
+	for i := 0; i < 2; i++ {
+		cg.Start(t, memcgtest.HogOptions{Bytes: 4 << 20, Idle: true, OOMScoreAdj: intPtr(1000)})
+	}
 	hog := cg.Start(t, memcgtest.HogOptions{Bytes: total + total/2, OOMScoreAdj: intPtr(1000)})
 	hog.WaitKilled(t)
 	evs := c.waitFor(map[int]bool{hog.PID: true}, 60*time.Second)[hog.PID]
