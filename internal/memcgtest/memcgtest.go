@@ -227,6 +227,9 @@ func (c *Cgroup) OOMKills(t testing.TB) uint64 {
 	return 0
 }
 
+// Remove removes the cgroup now rather than at the end of the test.
+func (c *Cgroup) Remove(t testing.TB) { c.remove(t) }
+
 func (c *Cgroup) remove(t testing.TB) {
 	// Processes still in it (a failed test) are killed first: the cgroup
 	// is ours, and so are they.

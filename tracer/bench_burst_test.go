@@ -1,0 +1,183 @@
+package tracer
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/memcgtest"
+)
+
+// TestBenchBurst measures a burst of real OOM kills: events reported
+// against kills counted by the cgroups, records lost, the share of events
+// whose victim cgroup the kernel captured, latency from the kernel's
+// timestamp to the event handler, and the tracer's footprint. It prints a
+// markdown table. OOMTRACE_BENCH_KILLS sets the burst sizes (1000,10000).
+func TestBenchBurst(t *testing.T) {
+	if os.Getenv(benchEnv) != "1" {
+		t.Skip("benchmark: run with make bench")
+	}
+	memcgtest.RequireRoot(t)
+	sizes := []int{1000, 10000}
+	if v := os.Getenv("OOMTRACE_BENCH_KILLS"); v != "" {
+		sizes = nil
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+
+	start := time.Now()
+	tr, err := New(Config{Refusals: true, Node: "bench"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	attach := time.Since(start)
+	defer tr.Close()
+	var (
+		mu        sync.Mutex
+		latencies []time.Duration
+		events    = map[int]event.OOMKill{}
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- tr.Run(ctx, Handlers{OOMKill: func(ev event.OOMKill) {
+			lat := time.Since(ev.Time.Time)
+			mu.Lock()
+			latencies = append(latencies, lat)
+			events[int(ev.Victim.PID)] = ev
+			mu.Unlock()
+		}})
+	}()
+	idleCPU, _ := cpuTime()
+	time.Sleep(60 * time.Second)
+	idleCPU2, _ := cpuTime()
+	idleRSS := rssKiB(t, "VmRSS")
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nOOM kill bursts in child memory cgroups, 6 at a time; %s\n\n", machine())
+	fmt.Fprintf(&b, "start to all hooks attached (OOM and refusal hooks): %v; tracer RSS idle after 60 s: %d KiB (whole test process); CPU idle for 60 s: %v\n\n",
+		attach.Round(time.Millisecond), idleRSS, idleCPU2-idleCPU)
+	b.WriteString("| kills | reported / killed (cgroup counters) | lost | victim cgroup captured | latency p50 | p99 | max | CPU during burst (whole test process) | peak RSS (whole test process) |\n")
+	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, n := range sizes {
+		mu.Lock()
+		latencies = latencies[:0]
+		clear(events)
+		mu.Unlock()
+		before, _ := tr.Stats()
+		cpu0, _ := cpuTime()
+		pids, kills := burst(t, n)
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			mu.Lock()
+			got := 0
+			for pid := range pids {
+				if _, ok := events[pid]; ok {
+					got++
+				}
+			}
+			mu.Unlock()
+			if got == len(pids) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		cpu1, _ := cpuTime()
+		after, _ := tr.Stats()
+		mu.Lock()
+		reported, captured := 0, 0
+		for pid := range pids {
+			if ev, ok := events[pid]; ok {
+				reported++
+				if ev.Victim.Memcg != nil && ev.Victim.Memcg.Source == event.CgroupFromKernel {
+					captured++
+				}
+			}
+		}
+		lat := slices.Clone(latencies)
+		mu.Unlock()
+		slices.Sort(lat)
+		q := func(p float64) time.Duration {
+			if len(lat) == 0 {
+				return 0
+			}
+			return lat[min(len(lat)-1, int(p*float64(len(lat))))]
+		}
+		fmt.Fprintf(&b, "| %d | %d / %d | %d | %.1f%% | %v | %v | %v | %v | %d KiB |\n",
+			n, reported, kills, after.Lost-before.Lost, 100*float64(captured)/float64(max(reported, 1)),
+			q(0.5).Round(time.Microsecond), q(0.99).Round(time.Microsecond), lat[len(lat)-1].Round(time.Microsecond),
+			(cpu1 - cpu0).Round(time.Millisecond), rssKiB(t, "VmHWM"))
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	b.WriteString("\nLatency is from the kernel's timestamp at mark_victim to the event handler, through the ring buffer and the decoder.\n")
+	fmt.Println(b.String())
+}
+
+// burst OOM-kills n processes, each in a cgroup of its own, six at a time,
+// and returns their pids and the kills the cgroups counted.
+func burst(t *testing.T, n int) (map[int]bool, uint64) {
+	parent := memcgtest.New(t, nil, 0)
+	pids := map[int]bool{}
+	var kills uint64
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 6)
+	for i := 0; i < n; i++ {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			cg := memcgtest.New(t, parent, limit)
+			h := cg.Start(t, memcgtest.HogOptions{Bytes: hogBytes})
+			h.Cmd.Wait()
+			k := cg.OOMKills(t)
+			cg.Remove(t)
+			mu.Lock()
+			pids[h.PID] = true
+			kills += k
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return pids, kills
+}
+
+// cpuTime is this process's user+system CPU time.
+func cpuTime() (time.Duration, error) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, err
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
+}
+
+func rssKiB(t *testing.T, field string) int {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			return n
+		}
+	}
+	return 0
+}
