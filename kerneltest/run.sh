@@ -22,6 +22,10 @@ TIMEOUT=${GUEST_TIMEOUT:-1500}
 # cmpxchg16b that SLUB uses since 6.8, and such kernels die of a double
 # fault within seconds. Without the feature they take the plain path.
 CPU=${GUEST_CPU:-qemu64,-cx16}
+# One host thread for all vCPUs: multi-threaded TCG lets a vCPU run kernel
+# text that another is live-patching (static keys via int3, which enabling
+# syscall tracepoints does), and 6.12 guests then die of an int3 Oops.
+ACCEL=${GUEST_ACCEL:-tcg,thread=single}
 export PATH="/usr/local/go/bin:$PATH"
 
 if ! command -v qemu-system-x86_64 >/dev/null || [ ! -x /bin/busybox ] || ! command -v cpio >/dev/null; then
@@ -83,7 +87,7 @@ CGO_ENABLED=0 go test -c -o "$root/tests/oomtrace.test" ./cmd/oomtrace
 # environment variables (no dots); oomtrace.guest=1 marks the guest for the
 # tests that must never run on a host (a global OOM).
 set +e
-timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu "$CPU" -m 3072 -smp 2 -nodefaults -display none -no-reboot \
+timeout "$TIMEOUT" qemu-system-x86_64 -accel "$ACCEL" -cpu "$CPU" -m 3072 -smp 2 -nodefaults -display none -no-reboot \
 	-serial stdio -serial "file:$work/result" \
 	-kernel "$kernel" -initrd "$work/initrd.gz" \
 	-append "console=ttyS0 panic=-1 quiet oomtrace.guest=1 TESTRUN=${TESTRUN:-.}" \
