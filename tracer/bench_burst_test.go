@@ -48,7 +48,7 @@ func TestBenchBurst(t *testing.T) {
 	var (
 		mu        sync.Mutex
 		latencies []time.Duration
-		events    = map[int]event.OOMKill{}
+		events    []event.OOMKill
 	)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -57,7 +57,7 @@ func TestBenchBurst(t *testing.T) {
 			lat := time.Since(ev.Time.Time)
 			mu.Lock()
 			latencies = append(latencies, lat)
-			events[int(ev.Victim.PID)] = ev
+			events = append(events, ev)
 			mu.Unlock()
 		}})
 	}()
@@ -75,38 +75,36 @@ func TestBenchBurst(t *testing.T) {
 	for _, n := range sizes {
 		mu.Lock()
 		latencies = latencies[:0]
-		clear(events)
+		events = events[:0]
 		mu.Unlock()
 		before, _ := tr.Stats()
 		cpu0, _ := cpuTime()
-		pids, kills := burst(t, n)
-		deadline := time.Now().Add(60 * time.Second)
-		for {
+		parent := memcgtest.New(t, nil, 0)
+		kills := burst(t, parent, n)
+		// Events are matched to the burst by cgroup, not by pid: pids
+		// wrap around (pid_max) in a burst of 10,000 processes.
+		count := func() (reported, captured int) {
 			mu.Lock()
-			got := 0
-			for pid := range pids {
-				if _, ok := events[pid]; ok {
-					got++
+			defer mu.Unlock()
+			for _, ev := range events {
+				if m := ev.Victim.Memcg; m != nil && strings.HasPrefix(m.Path, parent.Path+"/") {
+					reported++
+					if m.Source == event.CgroupFromKernel {
+						captured++
+					}
 				}
 			}
-			mu.Unlock()
-			if got == len(pids) || time.Now().After(deadline) {
+			return reported, captured
+		}
+		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if r, _ := count(); uint64(r) >= kills {
 				break
 			}
-			time.Sleep(100 * time.Millisecond)
 		}
 		cpu1, _ := cpuTime()
 		after, _ := tr.Stats()
+		reported, captured := count()
 		mu.Lock()
-		reported, captured := 0, 0
-		for pid := range pids {
-			if ev, ok := events[pid]; ok {
-				reported++
-				if ev.Victim.Memcg != nil && ev.Victim.Memcg.Source == event.CgroupFromKernel {
-					captured++
-				}
-			}
-		}
 		lat := slices.Clone(latencies)
 		mu.Unlock()
 		slices.Sort(lat)
@@ -129,11 +127,9 @@ func TestBenchBurst(t *testing.T) {
 	fmt.Println(b.String())
 }
 
-// burst OOM-kills n processes, each in a cgroup of its own, six at a time,
-// and returns their pids and the kills the cgroups counted.
-func burst(t *testing.T, n int) (map[int]bool, uint64) {
-	parent := memcgtest.New(t, nil, 0)
-	pids := map[int]bool{}
+// burst OOM-kills n processes, each in a cgroup of its own below parent,
+// six at a time, and returns the kills the cgroups counted.
+func burst(t *testing.T, parent *memcgtest.Cgroup, n int) uint64 {
 	var kills uint64
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -150,13 +146,12 @@ func burst(t *testing.T, n int) (map[int]bool, uint64) {
 			k := cg.OOMKills(t)
 			cg.Remove(t)
 			mu.Lock()
-			pids[h.PID] = true
 			kills += k
 			mu.Unlock()
 		}()
 	}
 	wg.Wait()
-	return pids, kills
+	return kills
 }
 
 // cpuTime is this process's user+system CPU time.
