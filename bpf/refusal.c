@@ -163,22 +163,34 @@ int BPF_KRETPROBE(kretprobe_vm_enough_memory, int ret)
 	return 0;
 }
 
-/* The syscall's arguments, from the registers saved at syscall entry. */
-static __always_inline void read_args(__u64 args[6])
+/* The registers saved at syscall entry: the arguments are still there at exit. */
+static __always_inline struct pt_regs *syscall_regs(void)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+}
 
+/* The first argument alone: what brk's hot path needs to decide. */
+static __always_inline __u64 read_arg0(struct pt_regs *regs)
+{
 #if defined(__TARGET_ARCH_x86)
-	args[0] = BPF_CORE_READ(regs, di);
+	return BPF_CORE_READ(regs, di);
+#elif defined(__TARGET_ARCH_arm64)
+	/* x0 holds the return value by now: the first argument is orig_x0. */
+	return BPF_CORE_READ(regs, orig_x0);
+#endif
+}
+
+/* All six arguments; only for calls that failed. */
+static __always_inline void read_args(struct pt_regs *regs, __u64 args[6])
+{
+	args[0] = read_arg0(regs);
+#if defined(__TARGET_ARCH_x86)
 	args[1] = BPF_CORE_READ(regs, si);
 	args[2] = BPF_CORE_READ(regs, dx);
 	args[3] = BPF_CORE_READ(regs, r10);
 	args[4] = BPF_CORE_READ(regs, r8);
 	args[5] = BPF_CORE_READ(regs, r9);
 #elif defined(__TARGET_ARCH_arm64)
-	/* x0 holds the return value by now: the first argument is orig_x0. */
-	args[0] = BPF_CORE_READ(regs, orig_x0);
 	args[1] = BPF_CORE_READ(regs, regs[1]);
 	args[2] = BPF_CORE_READ(regs, regs[2]);
 	args[3] = BPF_CORE_READ(regs, regs[3]);
@@ -244,18 +256,23 @@ static __always_inline int on_exit(struct trace_event_raw_sys_exit *ctx, __u16 s
 	__u8 exact_hook = 0, exact_cap = 0;
 	__s64 exact_pages = 0;
 
-	/* The hot path: every successful call returns here. */
+	/*
+	 * The hot path: every successful call returns here. brk reports
+	 * failure by returning the old break, so it needs its argument: one
+	 * register read, the other five only once the call has failed.
+	 */
 	if (sc == SYSCALL_BRK) {
+		__u64 want;
+
 		if (ret < 0)
-			return 0; /* brk never fails this way; a query returns the break */
-		read_args(args);
-		if (args[0] == 0 || args[0] <= (__u64)ret)
+			return 0; /* brk never fails this way */
+		want = read_arg0(syscall_regs());
+		if (want == 0 || want <= (__u64)ret)
 			return 0; /* a query, a shrink, or the growth it asked for */
-	} else {
-		if (ret != -ENOMEM)
-			return 0;
-		read_args(args);
+	} else if (ret != -ENOMEM) {
+		return 0;
 	}
+	read_args(syscall_regs(), args);
 
 	rcount(RSTAT_FAILED);
 	now = bpf_ktime_get_boot_ns();
