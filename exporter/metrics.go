@@ -99,7 +99,7 @@ func (m *Metrics) ObserveOOMKill(ev event.OOMKill) {
 	key := [4]string{"", "", "", Scope(ev)}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.add(m.oomKills, key, 1)
+	addTo(m.oomKills, key, 1, m.opts.Now())
 }
 
 // ObserveCommitRefusal counts the refusals one line stands for.
@@ -108,10 +108,6 @@ func (m *Metrics) ObserveCommitRefusal(ev event.CommitRefusal) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	addTo(m.refusals, key, float64(ev.Count), m.opts.Now())
-}
-
-func (m *Metrics) add(s map[[4]string]*series, key [4]string, n float64) {
-	addTo(s, key, n, m.opts.Now())
 }
 
 func addTo[K comparable](s map[K]*series, key K, n float64, now time.Time) {

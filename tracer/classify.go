@@ -4,7 +4,6 @@ import "github.com/oomtrace/oomtrace/event"
 
 // refusalFacts is what a refused call's record says, in bytes.
 type refusalFacts struct {
-	Syscall      string
 	RequestBytes uint64
 	Accountable  bool // charged to commit: private writable, or shared anonymous
 	Class        refusalRefusalClass
@@ -12,7 +11,6 @@ type refusalFacts struct {
 	ExactHooked  bool // an exact hook is attached: its silence means "not commit"
 	CapSysAdmin  bool
 	TotalVMBytes uint64
-	MapCount     uint64
 }
 
 // Classified-by values: the rule that decided a refusal's reason.

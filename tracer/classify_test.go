@@ -14,7 +14,7 @@ func TestClassifyRefusal(t *testing.T) {
 	host2 := host0
 	host2.Mode = 2
 	mmap := func(req uint64) refusalFacts {
-		return refusalFacts{Syscall: "mmap", RequestBytes: req, Accountable: true, TotalVMBytes: gib}
+		return refusalFacts{RequestBytes: req, Accountable: true, TotalVMBytes: gib}
 	}
 	with := func(f refusalFacts, mod func(*refusalFacts)) refusalFacts { mod(&f); return f }
 	cases := []struct {

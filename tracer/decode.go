@@ -53,7 +53,7 @@ func (d *Decoder) DecodeOOMKill(record []byte) (ev event.OOMKill, sigkillSeen bo
 func (d *Decoder) oomKill(raw *rawOOMEvent) (event.OOMKill, error) {
 	ev := event.OOMKill{
 		Type: event.TypeOOMKill,
-		Time: event.Time{Time: d.wall(raw.TsBootNs)},
+		Time: event.Time{Time: wallTime(d.WallTime, raw.TsBootNs)},
 		Node: d.Node,
 	}
 
@@ -147,11 +147,13 @@ func (d *Decoder) oomKill(raw *rawOOMEvent) (event.OOMKill, error) {
 	return ev, nil
 }
 
-func (d *Decoder) wall(bootNs uint64) time.Time {
-	if d.WallTime == nil {
+// wallTime converts a boot-clock timestamp with conv; without one, the
+// timestamp is taken as an offset from the Unix epoch.
+func wallTime(conv func(bootNs uint64) time.Time, bootNs uint64) time.Time {
+	if conv == nil {
 		return time.Unix(0, 0).Add(time.Duration(bootNs))
 	}
-	return d.WallTime(bootNs)
+	return conv(bootNs)
 }
 
 const (

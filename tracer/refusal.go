@@ -403,7 +403,6 @@ func (d *refusalDecoder) event(raw *rawRefusal, host hostMemory) (event.CommitRe
 		return event.CommitRefusal{}, fmt.Errorf("refusal event: unknown exact hook %d", raw.ExactHook)
 	}
 	facts := refusalFacts{
-		Syscall:      name,
 		RequestBytes: raw.RequestBytes,
 		Accountable:  raw.Accountable != 0,
 		Class:        refusalRefusalClass(raw.Class),
@@ -411,7 +410,6 @@ func (d *refusalDecoder) event(raw *rawRefusal, host hostMemory) (event.CommitRe
 		ExactHooked:  d.ExactHooked,
 		CapSysAdmin:  raw.CapEffective&(1<<capSysAdmin) != 0,
 		TotalVMBytes: raw.TotalVmPages * d.PageSize,
-		MapCount:     uint64(raw.MapCount),
 	}
 	if raw.ExactHook != 0 {
 		facts.CapSysAdmin = raw.ExactCapSysAdmin != 0
@@ -420,7 +418,7 @@ func (d *refusalDecoder) event(raw *rawRefusal, host hostMemory) (event.CommitRe
 	uid := raw.Process.Uid
 	ev := event.CommitRefusal{
 		Type: event.TypeCommitRefusal,
-		Time: event.Time{Time: wallOrEpoch(d.WallTime, raw.TsBootNs)},
+		Time: event.Time{Time: wallTime(d.WallTime, raw.TsBootNs)},
 		Node: d.Node,
 		Hook: hook,
 		Process: event.Process{
@@ -443,11 +441,4 @@ func (d *refusalDecoder) event(raw *rawRefusal, host hostMemory) (event.CommitRe
 
 func overcommitOf(h hostMemory) event.Overcommit {
 	return event.Overcommit{Mode: h.Mode, Ratio: h.Ratio, CommitLimitBytes: h.CommitLimit, CommittedBytes: h.Committed}
-}
-
-func wallOrEpoch(f func(uint64) time.Time, ns uint64) time.Time {
-	if f == nil {
-		return time.Unix(0, 0).Add(time.Duration(ns))
-	}
-	return f(ns)
 }
