@@ -57,6 +57,29 @@ type Process struct {
 	UID       *uint32 `json:"uid,omitempty"`
 	Memcg     *Cgroup `json:"memcg"`      // null when it could not be determined
 	Cgroup2ID uint64  `json:"cgroup2_id"` // the task's cgroup on the unified hierarchy
+	// Container and Pod are null when the task is in none; Unit names the
+	// systemd unit of a task outside containers.
+	Container *Container `json:"container"`
+	Pod       *Pod       `json:"pod"`
+	Unit      string     `json:"unit,omitempty"`
+}
+
+// Container is the container a task ran in: the id from its cgroup path,
+// the name from the container runtime (empty when the runtime could not say).
+type Container struct {
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Runtime string `json:"runtime"` // containerd, cri-o, docker, podman; empty when unknown
+}
+
+// Pod is the Kubernetes pod a task ran in: the uid and QoS class from its
+// cgroup path, the name, namespace and labels from the container runtime.
+type Pod struct {
+	UID       string            `json:"uid"`
+	Name      string            `json:"name"`
+	Namespace string            `json:"namespace"`
+	QoS       string            `json:"qos"` // guaranteed, burstable, besteffort; empty when unknown
+	Labels    map[string]string `json:"labels,omitempty"`
 }
 
 // Victim is the killed task and the memory it held when it was chosen.
@@ -93,11 +116,22 @@ type OOM struct {
 	Decision    *Decision `json:"decision,omitempty"`
 }
 
-// Domain is the memory cgroup whose limit was hit, with its counter at the kill.
+// Kinds of OOM domain: which limit an OOM kill hit.
+const (
+	DomainContainer   = "container"   // the victim's container cgroup
+	DomainPod         = "pod"         // its pod's cgroup
+	DomainAllocatable = "allocatable" // kubepods or a QoS class cgroup: the node's allocatable
+	DomainSystem      = "system"      // the whole machine (a global OOM)
+	DomainOther       = "other"       // another cgroup, or a cpuset or memory policy
+)
+
+// Domain is what ran out of memory: for a memcg OOM the memory cgroup whose
+// limit was hit, with its counter at the kill; for a global OOM only the kind.
 type Domain struct {
-	Cgroup
-	UsageBytes uint64 `json:"usage_bytes"`
-	LimitBytes uint64 `json:"limit_bytes"`
+	Kind string `json:"kind,omitempty"` // Domain* above; set by the enrichment
+	*Cgroup
+	UsageBytes uint64 `json:"usage_bytes,omitempty"`
+	LimitBytes uint64 `json:"limit_bytes,omitempty"`
 }
 
 // Decision is the kernel's struct oom_control at oom_kill_process.

@@ -1,10 +1,7 @@
 package exporter
 
 import (
-	"path"
-	"regexp"
 	"runtime"
-	"strings"
 	"sync"
 	"time"
 
@@ -71,7 +68,7 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 		oomKills: map[[4]string]*series{},
 		refusals: map[[5]string]*series{},
 		oomKillsDesc: prometheus.NewDesc(namespace+"_oom_kills_total",
-			"Tasks killed by the kernel OOM killer, by the victim's pod and container and by the limit that was hit (scope: container, pod, allocatable, system or unknown).",
+			"Tasks killed by the kernel OOM killer, by the victim's pod and container and by the limit that was hit (scope: the OOM domain kind: container, pod, allocatable, system or other).",
 			[]string{"namespace", "pod", "container", "scope"}, nil),
 		refusalsDesc: prometheus.NewDesc(namespace+"_commit_refusals_total",
 			"Memory requests the kernel refused at allocation time, by pod, container, syscall and reason.",
@@ -96,7 +93,8 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 
 // ObserveOOMKill counts one killed task.
 func (m *Metrics) ObserveOOMKill(ev event.OOMKill) {
-	key := [4]string{"", "", "", Scope(ev)}
+	ns, pod, ctr := podLabels(ev.Victim.Process)
+	key := [4]string{ns, pod, ctr, scope(ev)}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	addTo(m.oomKills, key, 1, m.opts.Now())
@@ -104,7 +102,8 @@ func (m *Metrics) ObserveOOMKill(ev event.OOMKill) {
 
 // ObserveCommitRefusal counts the refusals one line stands for.
 func (m *Metrics) ObserveCommitRefusal(ev event.CommitRefusal) {
-	key := [5]string{"", "", "", ev.Syscall, ev.Reason}
+	ns, pod, ctr := podLabels(ev.Process)
+	key := [5]string{ns, pod, ctr, ev.Syscall, ev.Reason}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	addTo(m.refusals, key, float64(ev.Count), m.opts.Now())
@@ -172,49 +171,22 @@ func expire[K comparable](s map[K]*series, now time.Time, retention time.Duratio
 	}
 }
 
-// Scopes of an OOM kill, for the scope label.
-const (
-	ScopeContainer   = "container"   // the victim's own cgroup hit its limit
-	ScopePod         = "pod"         // a Kubernetes pod cgroup above it did
-	ScopeAllocatable = "allocatable" // the kubepods cgroup (node allocatable) did
-	ScopeSystem      = "system"      // the whole machine ran out
-	ScopeUnknown     = "unknown"
-)
+// scope is the OOM kill's domain kind, "unknown" before enrichment.
+func scope(ev event.OOMKill) string {
+	if d := ev.OOM.Domain; d != nil && d.Kind != "" {
+		return d.Kind
+	}
+	return "unknown"
+}
 
-var (
-	// cgroupfs: pod<uid>; systemd: kubepods-<qos>-pod<uid_with_underscores>.slice
-	podCgroup       = regexp.MustCompile(`^(pod[0-9a-f-]{36}|kubepods(-[a-z]+)?-pod[0-9a-f_]{36}\.slice)$`)
-	kubepodsCgroups = map[string]bool{
-		"kubepods": true, "kubepods.slice": true,
-		"besteffort": true, "burstable": true,
-		"kubepods-besteffort.slice": true, "kubepods-burstable.slice": true,
+// podLabels are the namespace, pod and container labels of a process:
+// names only, never ids or pids, so that series stay few and bounded.
+func podLabels(p event.Process) (namespace, pod, container string) {
+	if p.Pod != nil {
+		namespace, pod = p.Pod.Namespace, p.Pod.Name
 	}
-)
-
-// Scope says which limit an OOM kill hit, from the OOM domain's cgroup
-// path against the victim's: its own cgroup, its pod's, the node's
-// allocatable (kubepods and its QoS classes), or the whole system.
-func Scope(ev event.OOMKill) string {
-	switch ev.OOM.Scope {
-	case event.ScopeGlobal:
-		return ScopeSystem
-	case event.ScopeMemcg:
-	default:
-		return ScopeUnknown
+	if p.Container != nil {
+		container = p.Container.Name
 	}
-	d := ev.OOM.Domain
-	if d == nil {
-		return ScopeUnknown
-	}
-	if v := ev.Victim.Memcg; v != nil && (v.ID == d.ID || v.Path == d.Path) {
-		return ScopeContainer
-	}
-	base := path.Base(strings.TrimSuffix(d.Path, "/"))
-	switch {
-	case podCgroup.MatchString(base):
-		return ScopePod
-	case kubepodsCgroups[base]:
-		return ScopeAllocatable
-	}
-	return ScopeUnknown
+	return
 }

@@ -20,55 +20,28 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files")
 
-func oomKill(victimPath, domainPath string, scope string) event.OOMKill {
-	ev := event.OOMKill{Type: event.TypeOOMKill, OOM: event.OOM{Scope: scope}}
-	if victimPath != "" {
-		ev.Victim.Memcg = &event.Cgroup{ID: uint64(len(victimPath)), Path: victimPath}
+func oomKill(ns, pod, container, kind string) event.OOMKill {
+	ev := event.OOMKill{Type: event.TypeOOMKill, OOM: event.OOM{Domain: &event.Domain{Kind: kind}}}
+	if pod != "" {
+		ev.Victim.Pod = &event.Pod{UID: "0b1e7bd0-4a5e-4c4b-9f34-7d1f1c2a7e10", Namespace: ns, Name: pod}
 	}
-	if domainPath != "" {
-		id := uint64(len(domainPath))
-		if domainPath != victimPath {
-			id += 1000
-		}
-		ev.OOM.Domain = &event.Domain{Cgroup: event.Cgroup{ID: id, Path: domainPath}}
+	if container != "" {
+		ev.Victim.Container = &event.Container{ID: "3f1e0c6a2b", Name: container}
 	}
 	return ev
 }
 
-const ctr = "/kubepods/burstable/pod0b1e7bd0-4a5e-4c4b-9f34-7d1f1c2a7e10/3f1e0c6a2b"
-
-func TestScope(t *testing.T) {
-	cases := []struct {
-		ev   event.OOMKill
-		want string
-	}{
-		{oomKill(ctr, ctr, event.ScopeMemcg), ScopeContainer},
-		{oomKill(ctr, "/kubepods/burstable/pod0b1e7bd0-4a5e-4c4b-9f34-7d1f1c2a7e10", event.ScopeMemcg), ScopePod},
-		{oomKill("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0b1e7bd0_4a5e_4c4b_9f34_7d1f1c2a7e10.slice/cri-containerd-3f.scope",
-			"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0b1e7bd0_4a5e_4c4b_9f34_7d1f1c2a7e10.slice", event.ScopeMemcg), ScopePod},
-		{oomKill(ctr, "/kubepods", event.ScopeMemcg), ScopeAllocatable},
-		{oomKill(ctr, "/kubepods/burstable", event.ScopeMemcg), ScopeAllocatable},
-		{oomKill("/kubepods.slice/x", "/kubepods.slice", event.ScopeMemcg), ScopeAllocatable},
-		{oomKill(ctr, "", event.ScopeGlobal), ScopeSystem},
-		{oomKill(ctr, "", event.ScopeCpuset), ScopeUnknown},
-		{oomKill("/system.slice/a.service/x", "/system.slice/a.service", event.ScopeMemcg), ScopeUnknown},
-		{oomKill(ctr, "", event.ScopeMemcg), ScopeUnknown},
-	}
-	for i, c := range cases {
-		if got := Scope(c.ev); got != c.want {
-			t.Errorf("case %d (%v -> %v): scope %q, want %q", i, c.ev.Victim.Memcg, c.ev.OOM.Domain, got, c.want)
-		}
-	}
-}
-
 // knownSequence feeds the events a small incident produces.
 func knownSequence(m *Metrics) {
-	m.ObserveOOMKill(oomKill(ctr, ctr, event.ScopeMemcg))
-	m.ObserveOOMKill(oomKill(ctr, ctr, event.ScopeMemcg))
-	m.ObserveOOMKill(oomKill(ctr, "/kubepods", event.ScopeMemcg))
-	m.ObserveOOMKill(oomKill("/user.slice", "", event.ScopeGlobal))
-	m.ObserveCommitRefusal(event.CommitRefusal{Syscall: "mmap", Reason: "commit", Count: 1})
-	m.ObserveCommitRefusal(event.CommitRefusal{Syscall: "mmap", Reason: "commit", Count: 99999, Repeated: true})
+	m.ObserveOOMKill(oomKill("shop", "cart-7d9f", "redis", event.DomainContainer))
+	m.ObserveOOMKill(oomKill("shop", "cart-7d9f", "redis", event.DomainContainer))
+	m.ObserveOOMKill(oomKill("shop", "cart-7d9f", "sidecar", event.DomainPod))
+	m.ObserveOOMKill(oomKill("batch", "etl-1", "worker", event.DomainAllocatable))
+	m.ObserveOOMKill(oomKill("", "", "", event.DomainSystem))
+	m.ObserveOOMKill(event.OOMKill{}) // not enriched
+	inPod := event.Process{Pod: &event.Pod{Namespace: "shop", Name: "cart-7d9f"}, Container: &event.Container{Name: "redis"}}
+	m.ObserveCommitRefusal(event.CommitRefusal{Process: inPod, Syscall: "mmap", Reason: "commit", Count: 1})
+	m.ObserveCommitRefusal(event.CommitRefusal{Process: inPod, Syscall: "mmap", Reason: "commit", Count: 99999, Repeated: true})
 	m.ObserveCommitRefusal(event.CommitRefusal{Syscall: "brk", Reason: "rlimit_data", Count: 1})
 }
 
@@ -148,9 +121,9 @@ func TestMetricsGolden(t *testing.T) {
 func TestMetricsRetention(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	m := newTestMetrics(func() time.Time { return now })
-	m.ObserveOOMKill(oomKill(ctr, ctr, event.ScopeMemcg))
+	m.ObserveOOMKill(oomKill("shop", "cart-7d9f", "redis", event.DomainContainer))
 	now = now.Add(50 * time.Minute)
-	m.ObserveOOMKill(oomKill(ctr, "/kubepods", event.ScopeMemcg))
+	m.ObserveOOMKill(oomKill("shop", "cart-7d9f", "redis", event.DomainAllocatable))
 	if n := testutil.CollectAndCount(m, "oomtrace_oom_kills_total"); n != 2 {
 		t.Fatalf("%d series, want 2", n)
 	}
@@ -160,11 +133,11 @@ func TestMetricsRetention(t *testing.T) {
 	}
 	// A series that moves again starts from its new count, not from zero
 	// plus a gap: it was dropped, so it is new.
-	m.ObserveOOMKill(oomKill(ctr, ctr, event.ScopeMemcg))
-	want := `# HELP oomtrace_oom_kills_total Tasks killed by the kernel OOM killer, by the victim's pod and container and by the limit that was hit (scope: container, pod, allocatable, system or unknown).
+	m.ObserveOOMKill(oomKill("shop", "cart-7d9f", "redis", event.DomainContainer))
+	want := `# HELP oomtrace_oom_kills_total Tasks killed by the kernel OOM killer, by the victim's pod and container and by the limit that was hit (scope: the OOM domain kind: container, pod, allocatable, system or other).
 # TYPE oomtrace_oom_kills_total counter
-oomtrace_oom_kills_total{container="",namespace="",pod="",scope="allocatable"} 1
-oomtrace_oom_kills_total{container="",namespace="",pod="",scope="container"} 1
+oomtrace_oom_kills_total{container="redis",namespace="shop",pod="cart-7d9f",scope="allocatable"} 1
+oomtrace_oom_kills_total{container="redis",namespace="shop",pod="cart-7d9f",scope="container"} 1
 `
 	if err := testutil.CollectAndCompare(m, strings.NewReader(want), "oomtrace_oom_kills_total"); err != nil {
 		t.Error(err)

@@ -77,7 +77,12 @@ func (t *Text) WriteOOMKill(ev event.OOMKill) error {
 	writeProcess(&b, ev.Trigger)
 	fmt.Fprintf(&b, " scope=%s", ev.OOM.Scope)
 	if d := ev.OOM.Domain; d != nil {
-		fmt.Fprintf(&b, " domain=%s limit=%s", strconv.Quote(d.Path), bytesIEC(d.LimitBytes))
+		if d.Kind != "" {
+			fmt.Fprintf(&b, " domain=%s", d.Kind)
+		}
+		if d.Cgroup != nil {
+			fmt.Fprintf(&b, " domain_cgroup=%s limit=%s", strconv.Quote(d.Path), bytesIEC(d.LimitBytes))
+		}
 	}
 	fmt.Fprintf(&b, " hook=%s\n", ev.Hook)
 	if _, err := t.w.WriteString(b.String()); err != nil {
@@ -109,9 +114,24 @@ func writeProcess(b *strings.Builder, p event.Process) {
 	if p.PID != p.TGID {
 		fmt.Fprintf(b, "(tid %d)", p.PID)
 	}
-	if p.Memcg != nil {
+	switch {
+	case p.Pod != nil && p.Container != nil:
+		fmt.Fprintf(b, " pod=%s/%s container=%s", p.Pod.Namespace, p.Pod.Name, p.Container.Name)
+	case p.Pod != nil:
+		fmt.Fprintf(b, " pod=%s/%s", p.Pod.Namespace, p.Pod.Name)
+	case p.Container != nil:
+		fmt.Fprintf(b, " container=%s", shortID(p.Container.ID))
+	case p.Memcg != nil:
 		fmt.Fprintf(b, " %s", strconv.Quote(p.Memcg.Path))
 	}
+}
+
+// shortID is a container id as runtimes' command lines print it.
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
 }
 
 // bytesIEC formats n in the largest binary unit that keeps it >= 1.

@@ -117,7 +117,7 @@ func (d *Decoder) oomKill(raw *rawOOMEvent) (event.OOMKill, error) {
 	domain := cgroupFromKernel(raw.Domain.Id, raw.Domain.Valid, raw.Domain.Truncated, raw.Domain.Len, raw.Domain.Path[:])
 	if domain != nil {
 		o.Domain = &event.Domain{
-			Cgroup:     *domain,
+			Cgroup:     domain,
 			UsageBytes: raw.DomainUsagePages * d.PageSize,
 			LimitBytes: raw.DomainLimitPages * d.PageSize,
 		}

@@ -109,7 +109,7 @@ func TestDecodeTpBtfMemcgKill(t *testing.T) {
 			Memcg: &event.Cgroup{ID: 3401, Path: "/a/b/pod-x/ctr", Source: "kernel"}},
 		OOM: event.OOM{
 			Scope: "memcg", ScopeSource: "memcg_at_limit",
-			Domain: &event.Domain{Cgroup: event.Cgroup{ID: 3300, Path: "/a/b/pod-x", Source: "kernel"},
+			Domain: &event.Domain{Cgroup: &event.Cgroup{ID: 3300, Path: "/a/b/pod-x", Source: "kernel"},
 				UsageBytes: 8190 * 4096, LimitBytes: 8192 * 4096},
 		},
 	}

@@ -204,7 +204,7 @@ func checkMemcgKill(t *testing.T, c *collector, hooks Hooks) {
 	if ev.OOM.Domain == nil {
 		t.Fatalf("oom.domain missing")
 	}
-	checkCgroup(t, "oom.domain", &ev.OOM.Domain.Cgroup, cg)
+	checkCgroup(t, "oom.domain", ev.OOM.Domain.Cgroup, cg)
 	if ev.OOM.Domain.LimitBytes != limit {
 		t.Errorf("oom.domain.limit_bytes = %d, want %d", ev.OOM.Domain.LimitBytes, limit)
 	}
@@ -304,7 +304,7 @@ func TestOOMDomainIsParent(t *testing.T) {
 	if ev.OOM.Domain == nil {
 		t.Fatal("oom.domain missing")
 	}
-	checkCgroup(t, "oom.domain", &ev.OOM.Domain.Cgroup, parent)
+	checkCgroup(t, "oom.domain", ev.OOM.Domain.Cgroup, parent)
 	if ev.OOM.Scope != event.ScopeMemcg {
 		t.Errorf("oom.scope = %q, want memcg", ev.OOM.Scope)
 	}

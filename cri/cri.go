@@ -1,0 +1,318 @@
+// Package cri names containers and pods from the container runtime's CRI
+// API, and remembers them for a while after they are gone.
+package cri
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// Labels the kubelet puts on every pod sandbox and container it creates.
+const (
+	LabelPodName       = "io.kubernetes.pod.name"
+	LabelPodNamespace  = "io.kubernetes.pod.namespace"
+	LabelPodUID        = "io.kubernetes.pod.uid"
+	LabelContainerName = "io.kubernetes.container.name"
+)
+
+// DefaultEndpoints are the sockets tried, in order, when none is given:
+// containerd, k3s's containerd, CRI-O.
+var DefaultEndpoints = []string{
+	"/run/containerd/containerd.sock",
+	"/run/k3s/containerd/containerd.sock",
+	"/var/run/crio/crio.sock",
+	"/run/crio/crio.sock",
+}
+
+// Container is what the runtime says about a container or a pod sandbox.
+type Container struct {
+	ID           string
+	Name         string // the container's name in the pod spec; empty for a sandbox
+	Runtime      string // the runtime's own name: containerd, cri-o
+	Sandbox      bool   // the pod's sandbox (pause) container
+	PodUID       string
+	PodName      string
+	PodNamespace string
+	PodLabels    map[string]string // the pod's own labels, without the kubelet's io.kubernetes.*
+}
+
+// Options configure a Client.
+type Options struct {
+	// Endpoint is the runtime's socket: a path or unix://path.
+	Endpoint string
+	// Retention keeps containers that the runtime no longer lists this
+	// long, so that an event read after the container was removed still
+	// resolves.
+	Retention time.Duration
+	// Refresh lists all containers this often in Run.
+	Refresh time.Duration
+	// MinListInterval spaces the lists that lookups of unknown ids cause.
+	MinListInterval time.Duration
+	// Timeout bounds each call to the runtime.
+	Timeout time.Duration
+	Logger  *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Defaults for Options' zero values.
+const (
+	DefaultRetention       = 10 * time.Minute
+	DefaultRefresh         = 10 * time.Second
+	DefaultMinListInterval = time.Second
+	DefaultTimeout         = 2 * time.Second
+)
+
+// Client resolves container ids through CRI with a cache. It is safe for
+// concurrent use. A runtime that is absent or failing costs a logged
+// warning and misses, never an error to the caller.
+type Client struct {
+	opts Options
+	conn *grpc.ClientConn
+	rt   runtimeapi.RuntimeServiceClient
+
+	listMu sync.Mutex // one list at a time
+
+	mu        sync.Mutex
+	cache     map[string]*entry
+	runtime   string
+	lastList  time.Time
+	listed    bool // at least one list succeeded
+	unhealthy bool // the last call failed (warned once per failure streak)
+}
+
+type entry struct {
+	c         Container
+	goneSince time.Time // zero while the runtime lists it
+}
+
+// DetectEndpoint returns the first of DefaultEndpoints that is a socket on
+// this host, or "".
+func DetectEndpoint() string {
+	for _, p := range DefaultEndpoints {
+		if fi, err := os.Stat(p); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			return p
+		}
+	}
+	return ""
+}
+
+// New returns a client of the runtime at opts.Endpoint. It does not
+// connect yet: a runtime that starts later is picked up by the next call.
+func New(opts Options) (*Client, error) {
+	if opts.Endpoint == "" {
+		return nil, errors.New("cri: no endpoint")
+	}
+	if opts.Retention == 0 {
+		opts.Retention = DefaultRetention
+	}
+	if opts.Refresh == 0 {
+		opts.Refresh = DefaultRefresh
+	}
+	if opts.MinListInterval == 0 {
+		opts.MinListInterval = DefaultMinListInterval
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	target := opts.Endpoint
+	if !strings.HasPrefix(target, "unix://") {
+		target = "unix://" + target
+	}
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("cri endpoint %s: %w", opts.Endpoint, err)
+	}
+	return &Client{opts: opts, conn: conn, rt: runtimeapi.NewRuntimeServiceClient(conn), cache: map[string]*entry{}}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Run lists the runtime's containers every Refresh until ctx is done, so
+// that containers are known before their first event and stay known for
+// Retention after they are gone.
+func (c *Client) Run(ctx context.Context) {
+	t := time.NewTicker(c.opts.Refresh)
+	defer t.Stop()
+	for {
+		_ = c.Refresh(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Lookup returns what the runtime says about a container or sandbox id.
+// An unknown id causes a list of the runtime's containers, at most once per
+// MinListInterval.
+func (c *Client) Lookup(ctx context.Context, id string) (Container, bool) {
+	if ctr, ok := c.cached(id); ok {
+		return ctr, true
+	}
+	c.mu.Lock()
+	due := c.opts.Now().Sub(c.lastList) >= c.opts.MinListInterval
+	c.mu.Unlock()
+	if !due {
+		return Container{}, false
+	}
+	_ = c.Refresh(ctx)
+	return c.cached(id)
+}
+
+func (c *Client) cached(id string) (Container, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.cache[id]; ok {
+		return e.c, true
+	}
+	return Container{}, false
+}
+
+// Refresh lists every sandbox and container, and forgets the ones gone for
+// longer than Retention.
+func (c *Client) Refresh(ctx context.Context) error {
+	c.listMu.Lock()
+	defer c.listMu.Unlock()
+	c.mu.Lock()
+	c.lastList = c.opts.Now()
+	needVersion := c.runtime == ""
+	c.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
+	defer cancel()
+	runtime := ""
+	if needVersion {
+		v, err := c.rt.Version(ctx, &runtimeapi.VersionRequest{})
+		if err != nil {
+			return c.failed(fmt.Errorf("cri version: %w", err))
+		}
+		runtime = strings.ToLower(v.GetRuntimeName())
+	}
+	sandboxes, err := c.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		return c.failed(fmt.Errorf("cri list pod sandboxes: %w", err))
+	}
+	containers, err := c.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+	if err != nil {
+		return c.failed(fmt.Errorf("cri list containers: %w", err))
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if runtime != "" {
+		c.runtime = runtime
+	}
+	if c.unhealthy || !c.listed {
+		c.opts.Logger.Info("container runtime reachable", "endpoint", c.opts.Endpoint, "runtime", c.runtime,
+			"sandboxes", len(sandboxes.GetItems()), "containers", len(containers.GetContainers()))
+	}
+	c.unhealthy, c.listed = false, true
+
+	now := c.opts.Now()
+	seen := make(map[string]bool, len(sandboxes.GetItems())+len(containers.GetContainers()))
+	pods := make(map[string]Container, len(sandboxes.GetItems()))
+	for _, s := range sandboxes.GetItems() {
+		pod := sandboxContainer(s, c.runtime)
+		pods[s.GetId()] = pod
+		c.cache[s.GetId()] = &entry{c: pod}
+		seen[s.GetId()] = true
+	}
+	for _, ctr := range containers.GetContainers() {
+		c.cache[ctr.GetId()] = &entry{c: containerOf(ctr, pods[ctr.GetPodSandboxId()], c.runtime)}
+		seen[ctr.GetId()] = true
+	}
+	for id, e := range c.cache {
+		switch {
+		case seen[id]:
+		case e.goneSince.IsZero():
+			e.goneSince = now
+		case now.Sub(e.goneSince) > c.opts.Retention:
+			delete(c.cache, id)
+		}
+	}
+	return nil
+}
+
+// failed logs the first failure of a streak as a warning, the rest at debug.
+func (c *Client) failed(err error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.unhealthy {
+		c.opts.Logger.Warn("container runtime unavailable; events carry what their cgroup paths say, without names",
+			"endpoint", c.opts.Endpoint, "err", err)
+	} else {
+		c.opts.Logger.Debug("container runtime still unavailable", "endpoint", c.opts.Endpoint, "err", err)
+	}
+	c.unhealthy = true
+	return err
+}
+
+// Cached is how many containers and sandboxes the cache holds.
+func (c *Client) Cached() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.cache)
+}
+
+func sandboxContainer(s *runtimeapi.PodSandbox, runtime string) Container {
+	md := s.GetMetadata()
+	pod := Container{
+		ID:           s.GetId(),
+		Runtime:      runtime,
+		Sandbox:      true,
+		PodUID:       first(s.GetLabels()[LabelPodUID], md.GetUid()),
+		PodName:      first(s.GetLabels()[LabelPodName], md.GetName()),
+		PodNamespace: first(s.GetLabels()[LabelPodNamespace], md.GetNamespace()),
+	}
+	for k, v := range s.GetLabels() {
+		if strings.HasPrefix(k, "io.kubernetes.") {
+			continue
+		}
+		if pod.PodLabels == nil {
+			pod.PodLabels = map[string]string{}
+		}
+		pod.PodLabels[k] = v
+	}
+	return pod
+}
+
+func containerOf(ctr *runtimeapi.Container, pod Container, runtime string) Container {
+	l := ctr.GetLabels()
+	return Container{
+		ID:           ctr.GetId(),
+		Name:         first(l[LabelContainerName], ctr.GetMetadata().GetName()),
+		Runtime:      runtime,
+		PodUID:       first(l[LabelPodUID], pod.PodUID),
+		PodName:      first(l[LabelPodName], pod.PodName),
+		PodNamespace: first(l[LabelPodNamespace], pod.PodNamespace),
+		PodLabels:    pod.PodLabels,
+	}
+}
+
+func first(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}

@@ -1,0 +1,199 @@
+package cri
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// fakeRuntime answers Version, ListPodSandbox and ListContainers from its
+// fields, and counts the lists.
+type fakeRuntime struct {
+	runtimeapi.UnimplementedRuntimeServiceServer
+	mu         sync.Mutex
+	sandboxes  []*runtimeapi.PodSandbox
+	containers []*runtimeapi.Container
+	lists      int
+	down       bool
+}
+
+func (f *fakeRuntime) Version(context.Context, *runtimeapi.VersionRequest) (*runtimeapi.VersionResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return nil, status.Error(codes.Unavailable, "down")
+	}
+	return &runtimeapi.VersionResponse{RuntimeName: "containerd", RuntimeVersion: "1.6.20"}, nil
+}
+
+func (f *fakeRuntime) ListPodSandbox(context.Context, *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lists++
+	if f.down {
+		return nil, status.Error(codes.Unavailable, "down")
+	}
+	return &runtimeapi.ListPodSandboxResponse{Items: f.sandboxes}, nil
+}
+
+func (f *fakeRuntime) ListContainers(context.Context, *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return &runtimeapi.ListContainersResponse{Containers: f.containers}, nil
+}
+
+func (f *fakeRuntime) set(fn func(f *fakeRuntime)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f)
+}
+
+func serve(t *testing.T, f *fakeRuntime) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "cri.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	runtimeapi.RegisterRuntimeServiceServer(s, f)
+	go s.Serve(l)
+	t.Cleanup(s.Stop)
+	return sock
+}
+
+const (
+	sandboxID = "5b0000000000000000000000000000000000000000000000000000000000000a"
+	ctrID     = "c70000000000000000000000000000000000000000000000000000000000000b"
+	uid       = "0b1e7bd0-4a5e-4c4b-9f34-7d1f1c2a7e10"
+)
+
+func kubeletPod() *fakeRuntime {
+	return &fakeRuntime{
+		sandboxes: []*runtimeapi.PodSandbox{{
+			Id:       sandboxID,
+			Metadata: &runtimeapi.PodSandboxMetadata{Name: "cart-7d9f", Namespace: "shop", Uid: uid},
+			Labels: map[string]string{"app": "cart", "pod-template-hash": "7d9f",
+				LabelPodName: "cart-7d9f", LabelPodNamespace: "shop", LabelPodUID: uid},
+		}},
+		containers: []*runtimeapi.Container{{
+			Id: ctrID, PodSandboxId: sandboxID, Metadata: &runtimeapi.ContainerMetadata{Name: "redis"},
+			State:  runtimeapi.ContainerState_CONTAINER_EXITED,
+			Labels: map[string]string{LabelContainerName: "redis", LabelPodName: "cart-7d9f", LabelPodNamespace: "shop", LabelPodUID: uid},
+		}},
+	}
+}
+
+type clock struct{ now time.Time }
+
+func (c *clock) Now() time.Time { return c.now }
+
+func TestLookup(t *testing.T) {
+	f := kubeletPod()
+	clk := &clock{now: time.Unix(1_800_000_000, 0)}
+	c, err := New(Options{Endpoint: serve(t, f), Retention: 10 * time.Minute, MinListInterval: time.Second, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+
+	got, ok := c.Lookup(ctx, ctrID)
+	want := Container{ID: ctrID, Name: "redis", Runtime: "containerd", PodUID: uid, PodName: "cart-7d9f", PodNamespace: "shop",
+		PodLabels: map[string]string{"app": "cart", "pod-template-hash": "7d9f"}}
+	if !ok || got.ID != want.ID || got.Name != want.Name || got.Runtime != want.Runtime || got.PodUID != want.PodUID ||
+		got.PodName != want.PodName || got.PodNamespace != want.PodNamespace || len(got.PodLabels) != 2 || got.PodLabels["app"] != "cart" {
+		t.Fatalf("Lookup = %+v %v, want %+v", got, ok, want)
+	}
+	sb, ok := c.Lookup(ctx, sandboxID)
+	if !ok || !sb.Sandbox || sb.Name != "" || sb.PodName != "cart-7d9f" {
+		t.Fatalf("sandbox lookup = %+v %v", sb, ok)
+	}
+
+	// Unknown ids list the runtime at most once per MinListInterval.
+	f.set(func(f *fakeRuntime) { f.lists = 0 })
+	for i := 0; i < 100; i++ {
+		if _, ok := c.Lookup(ctx, "unknown"); ok {
+			t.Fatal("unknown id resolved")
+		}
+	}
+	clk.now = clk.now.Add(2 * time.Second)
+	c.Lookup(ctx, "unknown")
+	if f.lists != 1 {
+		t.Errorf("%d lists for 101 misses in two intervals, want 1", f.lists)
+	}
+
+	// Removed from the runtime: still resolved for the retention, then
+	// forgotten.
+	f.set(func(f *fakeRuntime) { f.sandboxes, f.containers = nil, nil })
+	if err := c.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clk.now = clk.now.Add(9 * time.Minute)
+	c.Refresh(ctx)
+	if _, ok := c.Lookup(ctx, ctrID); !ok {
+		t.Error("forgotten within the retention")
+	}
+	clk.now = clk.now.Add(2 * time.Minute)
+	c.Refresh(ctx)
+	if _, ok := c.Lookup(ctx, ctrID); ok {
+		t.Error("still resolved after the retention")
+	}
+	if n := c.Cached(); n != 0 {
+		t.Errorf("%d entries cached after the retention, want 0", n)
+	}
+}
+
+func TestRuntimeDown(t *testing.T) {
+	f := kubeletPod()
+	f.down = true
+	var log bytes.Buffer
+	c, err := New(Options{Endpoint: serve(t, f), MinListInterval: time.Nanosecond,
+		Logger: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	for i := 0; i < 5; i++ {
+		if _, ok := c.Lookup(ctx, ctrID); ok {
+			t.Fatal("resolved while the runtime is down")
+		}
+	}
+	if n := strings.Count(log.String(), "level=WARN"); n != 1 {
+		t.Errorf("%d warnings for one outage, want 1:\n%s", n, log.String())
+	}
+	f.set(func(f *fakeRuntime) { f.down = false })
+	if _, ok := c.Lookup(ctx, ctrID); !ok {
+		t.Fatal("not resolved after the runtime came back")
+	}
+	if !strings.Contains(log.String(), "container runtime reachable") {
+		t.Errorf("recovery not logged:\n%s", log.String())
+	}
+}
+
+func TestNoRuntime(t *testing.T) {
+	// Nothing listens: misses and an error, never a hang or a panic.
+	c, err := New(Options{Endpoint: filepath.Join(t.TempDir(), "absent.sock"), Timeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, ok := c.Lookup(context.Background(), ctrID); ok {
+		t.Fatal("resolved without a runtime")
+	}
+	if err := c.Refresh(context.Background()); err == nil {
+		t.Fatal("Refresh without a runtime succeeded")
+	}
+}

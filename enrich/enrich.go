@@ -1,0 +1,179 @@
+// Package enrich names the container, pod and systemd unit of every process
+// in an event, says which kind of limit an OOM kill hit, and filters events
+// by namespace and pod.
+package enrich
+
+import (
+	"context"
+	"maps"
+	"strings"
+
+	"github.com/oomtrace/oomtrace/cgpath"
+	"github.com/oomtrace/oomtrace/cri"
+	"github.com/oomtrace/oomtrace/event"
+)
+
+// Resolver names containers; *cri.Client is one.
+type Resolver interface {
+	Lookup(ctx context.Context, id string) (cri.Container, bool)
+}
+
+// Enricher adds attribution to events. The zero value reads cgroup paths
+// only.
+type Enricher struct {
+	// Resolver names containers and pods; nil leaves names empty.
+	Resolver Resolver
+}
+
+// OOMKill attributes the victim and the trigger and sets the domain's kind.
+func (e *Enricher) OOMKill(ctx context.Context, ev *event.OOMKill) {
+	e.Process(ctx, &ev.Victim.Process)
+	if ev.Trigger.PID == ev.Victim.PID {
+		ev.Trigger.Container, ev.Trigger.Pod, ev.Trigger.Unit = ev.Victim.Container, ev.Victim.Pod, ev.Victim.Unit
+	} else {
+		e.Process(ctx, &ev.Trigger)
+	}
+	kind := DomainKind(ev)
+	if ev.OOM.Domain == nil {
+		ev.OOM.Domain = &event.Domain{}
+	}
+	ev.OOM.Domain.Kind = kind
+}
+
+// CommitRefusal attributes the refused process.
+func (e *Enricher) CommitRefusal(ctx context.Context, ev *event.CommitRefusal) {
+	e.Process(ctx, &ev.Process)
+}
+
+// Process sets p's container, pod and unit from its memory cgroup path and,
+// for a container, from the runtime.
+func (e *Enricher) Process(ctx context.Context, p *event.Process) {
+	if p.Memcg == nil {
+		return
+	}
+	info := cgpath.Parse(p.Memcg.Path)
+	p.Unit = info.Unit
+	if info.PodUID != "" {
+		p.Pod = &event.Pod{UID: info.PodUID, QoS: info.QoS}
+	}
+	if info.ContainerID == "" {
+		return
+	}
+	ctr := &event.Container{ID: info.ContainerID, Runtime: info.Runtime}
+	p.Container = ctr
+	if e.Resolver == nil {
+		return
+	}
+	rc, ok := e.Resolver.Lookup(ctx, info.ContainerID)
+	if !ok {
+		return
+	}
+	if ctr.Runtime == "" {
+		ctr.Runtime = rc.Runtime
+	}
+	if rc.Sandbox {
+		// The pod's pause process: the pod is known, the container is its
+		// sandbox, which has no name in the pod spec.
+		ctr.Name = ""
+	} else {
+		ctr.Name = rc.Name
+	}
+	if rc.PodUID == "" && rc.PodName == "" {
+		return
+	}
+	if p.Pod == nil {
+		// A runtime whose cgroup naming does not say the pod: trust CRI.
+		p.Pod = &event.Pod{UID: rc.PodUID}
+	}
+	if p.Pod.UID != rc.PodUID && rc.PodUID != "" {
+		// The path and the runtime disagree: keep what the kernel saw.
+		return
+	}
+	p.Pod.Name, p.Pod.Namespace = rc.PodName, rc.PodNamespace
+	if len(rc.PodLabels) > 0 {
+		p.Pod.Labels = maps.Clone(rc.PodLabels)
+	}
+}
+
+// DomainKind says which limit an OOM kill hit, from the OOM domain's cgroup
+// path against the victim's: its container's, its pod's, the node's
+// allocatable (kubepods or a QoS class), the whole system's, or another.
+func DomainKind(ev *event.OOMKill) string {
+	switch ev.OOM.Scope {
+	case event.ScopeGlobal:
+		return event.DomainSystem
+	case event.ScopeMemcg:
+	default:
+		return event.DomainOther
+	}
+	d := ev.OOM.Domain
+	if d == nil || d.Cgroup == nil {
+		return event.DomainOther
+	}
+	switch cgpath.Parse(d.Path).Level {
+	case cgpath.LevelContainer:
+		return event.DomainContainer
+	case cgpath.LevelPod:
+		return event.DomainPod
+	case cgpath.LevelQoS, cgpath.LevelKubepods:
+		return event.DomainAllocatable
+	}
+	if strings.Trim(d.Path, "/") == "" {
+		return event.DomainSystem
+	}
+	return event.DomainOther
+}
+
+// Filter keeps events of the given namespaces and pods; empty keeps all.
+type Filter struct {
+	Namespaces map[string]bool
+	// Pods holds "name" (any namespace) or "namespace/name".
+	Pods map[string]bool
+}
+
+// NewFilter builds a Filter from flag values.
+func NewFilter(namespaces, pods []string) Filter {
+	f := Filter{}
+	for _, n := range namespaces {
+		if f.Namespaces == nil {
+			f.Namespaces = map[string]bool{}
+		}
+		f.Namespaces[n] = true
+	}
+	for _, p := range pods {
+		if f.Pods == nil {
+			f.Pods = map[string]bool{}
+		}
+		f.Pods[p] = true
+	}
+	return f
+}
+
+// Empty is true when the filter keeps everything.
+func (f Filter) Empty() bool { return len(f.Namespaces) == 0 && len(f.Pods) == 0 }
+
+// Process reports whether p passes: its pod is in one of the namespaces
+// (when any are given) and is one of the pods (when any are given).
+func (f Filter) Process(p event.Process) bool {
+	if f.Empty() {
+		return true
+	}
+	if p.Pod == nil {
+		return false
+	}
+	if len(f.Namespaces) > 0 && !f.Namespaces[p.Pod.Namespace] {
+		return false
+	}
+	if len(f.Pods) > 0 && !f.Pods[p.Pod.Name] && !f.Pods[p.Pod.Namespace+"/"+p.Pod.Name] {
+		return false
+	}
+	return true
+}
+
+// OOMKill keeps a kill whose victim or trigger passes.
+func (f Filter) OOMKill(ev event.OOMKill) bool {
+	return f.Process(ev.Victim.Process) || f.Process(ev.Trigger)
+}
+
+// CommitRefusal keeps a refusal whose process passes.
+func (f Filter) CommitRefusal(ev event.CommitRefusal) bool { return f.Process(ev.Process) }

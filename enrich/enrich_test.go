@@ -1,0 +1,187 @@
+package enrich
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+
+	"github.com/oomtrace/oomtrace/cri"
+	"github.com/oomtrace/oomtrace/event"
+)
+
+const (
+	uid     = "0b1e7bd0-4a5e-4c4b-9f34-7d1f1c2a7e10"
+	podPath = "/kubepods/burstable/pod" + uid
+	redisID = "aaaa000000000000000000000000000000000000000000000000000000000001"
+	sideID  = "bbbb000000000000000000000000000000000000000000000000000000000002"
+	pauseID = "cccc000000000000000000000000000000000000000000000000000000000003"
+	goneID  = "dddd000000000000000000000000000000000000000000000000000000000004"
+)
+
+type fakeRuntime map[string]cri.Container
+
+func (f fakeRuntime) Lookup(_ context.Context, id string) (cri.Container, bool) {
+	c, ok := f[id]
+	return c, ok
+}
+
+var runtime = fakeRuntime{
+	redisID: {ID: redisID, Name: "redis", Runtime: "containerd", PodUID: uid, PodName: "cart-7d9f", PodNamespace: "shop", PodLabels: map[string]string{"app": "cart"}},
+	sideID:  {ID: sideID, Name: "sidecar", Runtime: "containerd", PodUID: uid, PodName: "cart-7d9f", PodNamespace: "shop"},
+	pauseID: {ID: pauseID, Sandbox: true, Runtime: "containerd", PodUID: uid, PodName: "cart-7d9f", PodNamespace: "shop"},
+}
+
+func proc(pid uint32, path string) event.Process {
+	return event.Process{PID: pid, TGID: pid, Memcg: &event.Cgroup{ID: uint64(len(path)), Path: path}}
+}
+
+func jsonOf(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestProcess(t *testing.T) {
+	tests := []struct {
+		name string
+		path string
+		want string // {container, pod, unit} as JSON
+	}{
+		{"container", podPath + "/" + redisID,
+			`{"container":{"id":"` + redisID + `","name":"redis","runtime":"containerd"},"pod":{"uid":"` + uid + `","name":"cart-7d9f","namespace":"shop","qos":"burstable","labels":{"app":"cart"}}}`},
+		{"sandbox", podPath + "/" + pauseID,
+			`{"container":{"id":"` + pauseID + `","name":"","runtime":"containerd"},"pod":{"uid":"` + uid + `","name":"cart-7d9f","namespace":"shop","qos":"burstable"}}`},
+		{"runtime does not know it", podPath + "/" + goneID,
+			`{"container":{"id":"` + goneID + `","name":"","runtime":""},"pod":{"uid":"` + uid + `","name":"","namespace":"","qos":"burstable"}}`},
+		{"runtime names another pod", "/kubepods/pod11111111-2222-3333-4444-555555555555/" + redisID,
+			`{"container":{"id":"` + redisID + `","name":"redis","runtime":"containerd"},"pod":{"uid":"11111111-2222-3333-4444-555555555555","name":"","namespace":"","qos":"guaranteed"}}`},
+		{"systemd runtime prefix wins", "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0b1e7bd0_4a5e_4c4b_9f34_7d1f1c2a7e10.slice/crio-" + sideID + ".scope",
+			`{"container":{"id":"` + sideID + `","name":"sidecar","runtime":"cri-o"},"pod":{"uid":"` + uid + `","name":"cart-7d9f","namespace":"shop","qos":"burstable"}}`},
+		{"plain docker", "/system.slice/docker-" + goneID + ".scope",
+			`{"container":{"id":"` + goneID + `","name":"","runtime":"docker"},"pod":null}`},
+		{"service", "/system.slice/nginx.service", `{"container":null,"pod":null,"unit":"nginx.service"}`},
+		{"pod cgroup itself", podPath, `{"container":null,"pod":{"uid":"` + uid + `","name":"","namespace":"","qos":"burstable"}}`},
+	}
+	e := &Enricher{Resolver: runtime}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := proc(1, tt.path)
+			e.Process(context.Background(), &p)
+			got := jsonOf(t, struct {
+				Container *event.Container `json:"container"`
+				Pod       *event.Pod       `json:"pod"`
+				Unit      string           `json:"unit,omitempty"`
+			}{p.Container, p.Pod, p.Unit})
+			if got != tt.want {
+				t.Errorf("\n got %s\nwant %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestProcessWithoutRuntime(t *testing.T) {
+	p := proc(1, podPath+"/"+redisID)
+	(&Enricher{}).Process(context.Background(), &p)
+	if p.Container == nil || p.Container.ID != redisID || p.Container.Name != "" || p.Pod == nil || p.Pod.UID != uid {
+		t.Errorf("path-only attribution: %+v %+v", p.Container, p.Pod)
+	}
+	// No memcg: nothing to read, nothing invented.
+	p = event.Process{PID: 1}
+	(&Enricher{Resolver: runtime}).Process(context.Background(), &p)
+	if p.Container != nil || p.Pod != nil || p.Unit != "" {
+		t.Errorf("no memcg: %+v %+v %q", p.Container, p.Pod, p.Unit)
+	}
+}
+
+func oomKill(victimPath, domainPath, scope string) event.OOMKill {
+	ev := event.OOMKill{Victim: event.Victim{Process: proc(10, victimPath)}, Trigger: proc(11, victimPath), OOM: event.OOM{Scope: scope}}
+	if domainPath != "" {
+		ev.OOM.Domain = &event.Domain{Cgroup: &event.Cgroup{ID: 99, Path: domainPath}, LimitBytes: 1 << 26}
+	}
+	return ev
+}
+
+func TestDomainKind(t *testing.T) {
+	ctr := podPath + "/" + redisID
+	systemdPod := "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0b1e7bd0_4a5e_4c4b_9f34_7d1f1c2a7e10.slice"
+	cases := []struct {
+		name string
+		ev   event.OOMKill
+		want string
+	}{
+		{"own container", oomKill(ctr, ctr, event.ScopeMemcg), event.DomainContainer},
+		{"container, victim in a sub-cgroup", oomKill(ctr+"/init.scope", ctr, event.ScopeMemcg), event.DomainContainer},
+		{"pod", oomKill(ctr, podPath, event.ScopeMemcg), event.DomainPod},
+		{"pod systemd", oomKill(systemdPod+"/cri-containerd-"+redisID+".scope", systemdPod, event.ScopeMemcg), event.DomainPod},
+		{"kubepods", oomKill(ctr, "/kubepods", event.ScopeMemcg), event.DomainAllocatable},
+		{"qos class", oomKill(ctr, "/kubepods/burstable", event.ScopeMemcg), event.DomainAllocatable},
+		{"kubepods slice", oomKill(systemdPod, "/kubepods.slice", event.ScopeMemcg), event.DomainAllocatable},
+		{"global", oomKill(ctr, "", event.ScopeGlobal), event.DomainSystem},
+		{"cpuset", oomKill(ctr, "", event.ScopeCpuset), event.DomainOther},
+		{"service", oomKill("/system.slice/a.service/x", "/system.slice/a.service", event.ScopeMemcg), event.DomainOther},
+		{"memcg without a domain", oomKill(ctr, "", event.ScopeMemcg), event.DomainOther},
+	}
+	for _, c := range cases {
+		if got := DomainKind(&c.ev); got != c.want {
+			t.Errorf("%s: kind %q, want %q", c.name, got, c.want)
+		}
+	}
+}
+
+func TestOOMKill(t *testing.T) {
+	// The idle sidecar is killed for the redis container's allocation: the
+	// pod's limit was hit.
+	ev := oomKill(podPath+"/"+sideID, podPath, event.ScopeMemcg)
+	ev.Trigger = proc(11, podPath+"/"+redisID)
+	(&Enricher{Resolver: runtime}).OOMKill(context.Background(), &ev)
+	if ev.Victim.Container.Name != "sidecar" || ev.Trigger.Container.Name != "redis" || ev.OOM.Domain.Kind != event.DomainPod {
+		t.Errorf("victim %+v trigger %+v domain %+v", ev.Victim.Container, ev.Trigger.Container, ev.OOM.Domain)
+	}
+	// A global OOM gains a domain that says so, and nothing else.
+	ev = oomKill(podPath+"/"+sideID, "", event.ScopeGlobal)
+	(&Enricher{}).OOMKill(context.Background(), &ev)
+	if got := jsonOf(t, ev.OOM.Domain); got != `{"kind":"system"}` {
+		t.Errorf("global domain %s", got)
+	}
+}
+
+func TestFilter(t *testing.T) {
+	in := func(ns, name string) event.Process {
+		return event.Process{Pod: &event.Pod{Namespace: ns, Name: name}}
+	}
+	host := event.Process{}
+	cases := []struct {
+		name       string
+		namespaces []string
+		pods       []string
+		p          event.Process
+		want       bool
+	}{
+		{"no filter, host", nil, nil, host, true},
+		{"no filter, pod", nil, nil, in("shop", "cart"), true},
+		{"namespace match", []string{"shop", "web"}, nil, in("web", "x"), true},
+		{"namespace miss", []string{"shop"}, nil, in("web", "x"), false},
+		{"namespace, host process", []string{"shop"}, nil, host, false},
+		{"pod by name", nil, []string{"cart"}, in("shop", "cart"), true},
+		{"pod by namespace/name", nil, []string{"shop/cart"}, in("shop", "cart"), true},
+		{"pod in other namespace", nil, []string{"web/cart"}, in("shop", "cart"), false},
+		{"namespace and pod", []string{"shop"}, []string{"cart"}, in("shop", "cart"), true},
+		{"namespace but not pod", []string{"shop"}, []string{"cart"}, in("shop", "db"), false},
+	}
+	for _, c := range cases {
+		if got := NewFilter(c.namespaces, c.pods).Process(c.p); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+	f := NewFilter([]string{"shop"}, nil)
+	ev := event.OOMKill{Victim: event.Victim{Process: in("web", "a")}, Trigger: in("shop", "b")}
+	if !f.OOMKill(ev) {
+		t.Error("a kill triggered from a kept namespace must be kept")
+	}
+	if f.CommitRefusal(event.CommitRefusal{Process: in("web", "a")}) {
+		t.Error("refusal outside the namespace kept")
+	}
+}

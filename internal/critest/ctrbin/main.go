@@ -1,0 +1,50 @@
+// Command ctrbin is the one program of the test image: the pod's pause
+// process, an idle container holding some memory, or a memory hog.
+//
+//	ctrbin pause        wait for SIGTERM or SIGINT
+//	ctrbin idle MIB     touch MIB MiB, then wait
+//	ctrbin hog MIB      touch memory in 4 MiB steps up to MIB MiB, then wait
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+)
+
+var sink [][]byte
+
+func touch(mib int) {
+	for i := 0; i < mib; i += 4 {
+		b := make([]byte, 4<<20)
+		for j := 0; j < len(b); j += 4096 {
+			b[j] = 1
+		}
+		sink = append(sink, b)
+	}
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: ctrbin pause|idle MIB|hog MIB")
+		os.Exit(2)
+	}
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	switch os.Args[1] {
+	case "pause":
+	case "idle", "hog":
+		mib := 0
+		if len(os.Args) > 2 {
+			mib, _ = strconv.Atoi(os.Args[2])
+		}
+		touch(mib)
+		fmt.Printf("%s: holding %d MiB\n", os.Args[1], mib)
+	default:
+		fmt.Fprintf(os.Stderr, "ctrbin: unknown mode %q\n", os.Args[1])
+		os.Exit(2)
+	}
+	<-stop
+}
