@@ -30,8 +30,14 @@ test: test-host test-kernels ## The whole suite: on this kernel, then inside a s
 .PHONY: test-host
 # -p 1: the real-kernel tests of different packages would fill each other's
 # ring buffers with their kills.
-test-host: ## Run the tests on this machine's kernel; as root they include real OOM kills.
+test-host: test-deps ## Run the tests on this machine's kernel; as root they include real OOM kills and a real containerd.
 	$(SUDO) $(GO) test -count=1 -p 1 ./...
+
+.PHONY: test-deps
+test-deps: ## Install what the privileged tests run (containerd, runc) when missing (root, Debian).
+	@if ! command -v containerd >/dev/null || ! command -v runc >/dev/null; then \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends containerd runc >/dev/null; \
+	fi
 
 .PHONY: test-kernels
 test-kernels: ## Boot stock Debian kernels (kprobes, fentry, cgroup v2) under qemu and run the privileged tests there (root; installs qemu).
@@ -43,13 +49,16 @@ test-unit: ## Run the tests as the current user (real-kernel tests skip unless r
 	$(GO) test -count=1 ./...
 
 .PHONY: fuzz
-FUZZ_TARGETS := FuzzDecodeOOMKill FuzzDecodeRefusal FuzzMemcgFromProcCgroup FuzzParseStat FuzzParseMeminfo
+# package:target
+FUZZ_TARGETS := tracer:FuzzDecodeOOMKill tracer:FuzzDecodeRefusal tracer:FuzzMemcgFromProcCgroup \
+	tracer:FuzzParseStat tracer:FuzzParseMeminfo cgpath:FuzzParse
 # Minimizing new inputs of 3.5 KiB stalls the fuzzer and can outlast -fuzztime
 # (then it reports "context deadline exceeded"): one attempt only.
 fuzz: ## Run every fuzz target for FUZZTIME each.
-	@for f in $(FUZZ_TARGETS); do \
-		echo "fuzz $$f"; \
-		$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1x ./tracer || exit 1; \
+	@for pf in $(FUZZ_TARGETS); do \
+		p=$${pf%%:*}; f=$${pf#*:}; \
+		echo "fuzz $$p $$f"; \
+		$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1x ./$$p || exit 1; \
 	done
 
 .PHONY: bench

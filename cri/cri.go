@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -25,13 +26,12 @@ const (
 	LabelContainerName = "io.kubernetes.container.name"
 )
 
-// DefaultEndpoints are the sockets tried, in order, when none is given:
-// containerd, k3s's containerd, CRI-O.
-var DefaultEndpoints = []string{
-	"/run/containerd/containerd.sock",
-	"/run/k3s/containerd/containerd.sock",
-	"/var/run/crio/crio.sock",
-	"/run/crio/crio.sock",
+// DefaultSockets are the sockets tried, in order, below the host's /run
+// when no endpoint is given: containerd, k3s's containerd, CRI-O.
+var DefaultSockets = []string{
+	"containerd/containerd.sock",
+	"k3s/containerd/containerd.sock",
+	"crio/crio.sock",
 }
 
 // Container is what the runtime says about a container or a pod sandbox.
@@ -86,7 +86,9 @@ type Client struct {
 	mu        sync.Mutex
 	cache     map[string]*entry
 	runtime   string
-	lastList  time.Time
+	lastList  time.Time // when the last list started
+	// lastGoodList is when the last successful list started.
+	lastGoodList time.Time
 	listed    bool // at least one list succeeded
 	unhealthy bool // the last call failed (warned once per failure streak)
 }
@@ -96,10 +98,11 @@ type entry struct {
 	goneSince time.Time // zero while the runtime lists it
 }
 
-// DetectEndpoint returns the first of DefaultEndpoints that is a socket on
-// this host, or "".
-func DetectEndpoint() string {
-	for _, p := range DefaultEndpoints {
+// DetectEndpoint returns the first of DefaultSockets below runDir (the
+// host's /run, where /var/run points too) that is a socket, or "".
+func DetectEndpoint(runDir string) string {
+	for _, name := range DefaultSockets {
+		p := filepath.Join(runDir, name)
 		if fi, err := os.Stat(p); err == nil && fi.Mode()&os.ModeSocket != 0 {
 			return p
 		}
@@ -161,18 +164,32 @@ func (c *Client) Run(ctx context.Context) {
 	}
 }
 
-// Lookup returns what the runtime says about a container or sandbox id.
-// An unknown id causes a list of the runtime's containers, at most once per
-// MinListInterval.
-func (c *Client) Lookup(ctx context.Context, id string) (Container, bool) {
+// Lookup returns what the runtime says about a container or sandbox id
+// that existed at time at (an event's time). A list of the runtime taken
+// after at is the authority: an id it did not show is unknown. Otherwise
+// Lookup lists the runtime, at most once per MinListInterval, waiting for
+// the next allowed list when needed; while the runtime is failing it does
+// not wait.
+func (c *Client) Lookup(ctx context.Context, id string, at time.Time) (Container, bool) {
 	if ctr, ok := c.cached(id); ok {
 		return ctr, true
 	}
 	c.mu.Lock()
-	due := c.opts.Now().Sub(c.lastList) >= c.opts.MinListInterval
+	authoritative := c.lastGoodList.After(at)
+	wait := c.lastList.Add(c.opts.MinListInterval).Sub(c.opts.Now())
+	unhealthy := c.unhealthy
 	c.mu.Unlock()
-	if !due {
+	if authoritative || unhealthy && wait > 0 {
 		return Container{}, false
+	}
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return Container{}, false
+		case <-t.C:
+		}
 	}
 	_ = c.Refresh(ctx)
 	return c.cached(id)
@@ -193,7 +210,8 @@ func (c *Client) Refresh(ctx context.Context) error {
 	c.listMu.Lock()
 	defer c.listMu.Unlock()
 	c.mu.Lock()
-	c.lastList = c.opts.Now()
+	start := c.opts.Now()
+	c.lastList = start
 	needVersion := c.runtime == ""
 	c.mu.Unlock()
 
@@ -225,7 +243,7 @@ func (c *Client) Refresh(ctx context.Context) error {
 		c.opts.Logger.Info("container runtime reachable", "endpoint", c.opts.Endpoint, "runtime", c.runtime,
 			"sandboxes", len(sandboxes.GetItems()), "containers", len(containers.GetContainers()))
 	}
-	c.unhealthy, c.listed = false, true
+	c.unhealthy, c.listed, c.lastGoodList = false, true, start
 
 	now := c.opts.Now()
 	seen := make(map[string]bool, len(sandboxes.GetItems())+len(containers.GetContainers()))

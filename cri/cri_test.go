@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -102,36 +103,48 @@ func (c *clock) Now() time.Time { return c.now }
 func TestLookup(t *testing.T) {
 	f := kubeletPod()
 	clk := &clock{now: time.Unix(1_800_000_000, 0)}
-	c, err := New(Options{Endpoint: serve(t, f), Retention: 10 * time.Minute, MinListInterval: time.Second, Now: clk.Now})
+	c, err := New(Options{Endpoint: serve(t, f), Retention: 10 * time.Minute, MinListInterval: 50 * time.Millisecond, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	ctx := context.Background()
 
-	got, ok := c.Lookup(ctx, ctrID)
+	t0 := clk.now
+	got, ok := c.Lookup(ctx, ctrID, t0.Add(-time.Second))
 	want := Container{ID: ctrID, Name: "redis", Runtime: "containerd", PodUID: uid, PodName: "cart-7d9f", PodNamespace: "shop",
 		PodLabels: map[string]string{"app": "cart", "pod-template-hash": "7d9f"}}
 	if !ok || got.ID != want.ID || got.Name != want.Name || got.Runtime != want.Runtime || got.PodUID != want.PodUID ||
 		got.PodName != want.PodName || got.PodNamespace != want.PodNamespace || len(got.PodLabels) != 2 || got.PodLabels["app"] != "cart" {
 		t.Fatalf("Lookup = %+v %v, want %+v", got, ok, want)
 	}
-	sb, ok := c.Lookup(ctx, sandboxID)
+	sb, ok := c.Lookup(ctx, sandboxID, t0.Add(-time.Second))
 	if !ok || !sb.Sandbox || sb.Name != "" || sb.PodName != "cart-7d9f" {
 		t.Fatalf("sandbox lookup = %+v %v", sb, ok)
 	}
 
-	// Unknown ids list the runtime at most once per MinListInterval.
+	// Unknown ids of events older than the last list: that list was the
+	// authority, no new list.
 	f.set(func(f *fakeRuntime) { f.lists = 0 })
 	for i := 0; i < 100; i++ {
-		if _, ok := c.Lookup(ctx, "unknown"); ok {
+		if _, ok := c.Lookup(ctx, "unknown", t0.Add(-time.Millisecond)); ok {
 			t.Fatal("unknown id resolved")
 		}
 	}
-	clk.now = clk.now.Add(2 * time.Second)
-	c.Lookup(ctx, "unknown")
-	if f.lists != 1 {
-		t.Errorf("%d lists for 101 misses in two intervals, want 1", f.lists)
+	if f.lists != 0 {
+		t.Errorf("%d lists for ids of events before the last list, want 0", f.lists)
+	}
+	// An event after the last list: a new list, at once when allowed...
+	clk.now = clk.now.Add(time.Second)
+	c.Lookup(ctx, "unknown", clk.now)
+	// ...and after waiting out MinListInterval when not.
+	start := time.Now()
+	c.Lookup(ctx, "unknown", clk.now.Add(time.Millisecond))
+	if f.lists != 2 {
+		t.Errorf("%d lists for two events after the last list, want 2", f.lists)
+	}
+	if waited := time.Since(start); waited < 40*time.Millisecond {
+		t.Errorf("second list after %v, want it to wait for MinListInterval", waited)
 	}
 
 	// Removed from the runtime: still resolved for the retention, then
@@ -142,12 +155,12 @@ func TestLookup(t *testing.T) {
 	}
 	clk.now = clk.now.Add(9 * time.Minute)
 	c.Refresh(ctx)
-	if _, ok := c.Lookup(ctx, ctrID); !ok {
+	if _, ok := c.Lookup(ctx, ctrID, t0); !ok {
 		t.Error("forgotten within the retention")
 	}
 	clk.now = clk.now.Add(2 * time.Minute)
 	c.Refresh(ctx)
-	if _, ok := c.Lookup(ctx, ctrID); ok {
+	if _, ok := c.Lookup(ctx, ctrID, t0); ok {
 		t.Error("still resolved after the retention")
 	}
 	if n := c.Cached(); n != 0 {
@@ -167,7 +180,7 @@ func TestRuntimeDown(t *testing.T) {
 	defer c.Close()
 	ctx := context.Background()
 	for i := 0; i < 5; i++ {
-		if _, ok := c.Lookup(ctx, ctrID); ok {
+		if _, ok := c.Lookup(ctx, ctrID, time.Now()); ok {
 			t.Fatal("resolved while the runtime is down")
 		}
 	}
@@ -175,7 +188,7 @@ func TestRuntimeDown(t *testing.T) {
 		t.Errorf("%d warnings for one outage, want 1:\n%s", n, log.String())
 	}
 	f.set(func(f *fakeRuntime) { f.down = false })
-	if _, ok := c.Lookup(ctx, ctrID); !ok {
+	if _, ok := c.Lookup(ctx, ctrID, time.Now()); !ok {
 		t.Fatal("not resolved after the runtime came back")
 	}
 	if !strings.Contains(log.String(), "container runtime reachable") {
@@ -190,10 +203,29 @@ func TestNoRuntime(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, ok := c.Lookup(context.Background(), ctrID); ok {
+	if _, ok := c.Lookup(context.Background(), ctrID, time.Now()); ok {
 		t.Fatal("resolved without a runtime")
 	}
 	if err := c.Refresh(context.Background()); err == nil {
 		t.Fatal("Refresh without a runtime succeeded")
+	}
+}
+
+func TestDetectEndpoint(t *testing.T) {
+	run := t.TempDir()
+	if got := DetectEndpoint(run); got != "" {
+		t.Errorf("empty run dir: %q", got)
+	}
+	// A regular file where a socket should be is not a runtime.
+	os.MkdirAll(filepath.Join(run, "containerd"), 0o755)
+	os.WriteFile(filepath.Join(run, "containerd/containerd.sock"), nil, 0o644)
+	os.MkdirAll(filepath.Join(run, "crio"), 0o755)
+	l, err := net.Listen("unix", filepath.Join(run, "crio/crio.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if got, want := DetectEndpoint(run), filepath.Join(run, "crio/crio.sock"); got != want {
+		t.Errorf("DetectEndpoint = %q, want %q", got, want)
 	}
 }

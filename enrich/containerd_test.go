@@ -157,7 +157,7 @@ func TestContainerd(t *testing.T) {
 		id := pod.StartContainer(t, critest.ContainerOptions{Name: "once", Args: []string{"hog", "400"}, MemoryLimit: 48 << 20, OOMScoreAdj: 900})
 		// The runtime is listed while the container exists, as the
 		// periodic refresh does in the daemon.
-		if _, ok := client.Lookup(ctx, id); !ok {
+		if _, ok := client.Lookup(ctx, id, time.Now()); !ok {
 			t.Fatalf("the runtime does not list container %s", id)
 		}
 		ev := nextKill(t, ch, id)
@@ -185,7 +185,7 @@ func TestContainerd(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer fresh.Close()
-		if c, ok := fresh.Lookup(ctx, id); ok {
+		if c, ok := fresh.Lookup(ctx, id, ev.Time.Time); ok {
 			t.Errorf("a fresh client resolved the removed container: %+v", c)
 		}
 	})

@@ -7,6 +7,7 @@ import (
 	"context"
 	"maps"
 	"strings"
+	"time"
 
 	"github.com/oomtrace/oomtrace/cgpath"
 	"github.com/oomtrace/oomtrace/cri"
@@ -15,7 +16,8 @@ import (
 
 // Resolver names containers; *cri.Client is one.
 type Resolver interface {
-	Lookup(ctx context.Context, id string) (cri.Container, bool)
+	// Lookup names a container or sandbox that existed at time at.
+	Lookup(ctx context.Context, id string, at time.Time) (cri.Container, bool)
 }
 
 // Enricher adds attribution to events. The zero value reads cgroup paths
@@ -27,11 +29,12 @@ type Enricher struct {
 
 // OOMKill attributes the victim and the trigger and sets the domain's kind.
 func (e *Enricher) OOMKill(ctx context.Context, ev *event.OOMKill) {
-	e.Process(ctx, &ev.Victim.Process)
-	if ev.Trigger.PID == ev.Victim.PID {
+	e.Process(ctx, &ev.Victim.Process, ev.Time.Time)
+	if v, tr := ev.Victim.Memcg, ev.Trigger.Memcg; v != nil && tr != nil && v.ID == tr.ID && v.Path == tr.Path {
+		// Same cgroup (most kills: the victim asked for the memory).
 		ev.Trigger.Container, ev.Trigger.Pod, ev.Trigger.Unit = ev.Victim.Container, ev.Victim.Pod, ev.Victim.Unit
 	} else {
-		e.Process(ctx, &ev.Trigger)
+		e.Process(ctx, &ev.Trigger, ev.Time.Time)
 	}
 	kind := DomainKind(ev)
 	if ev.OOM.Domain == nil {
@@ -42,12 +45,12 @@ func (e *Enricher) OOMKill(ctx context.Context, ev *event.OOMKill) {
 
 // CommitRefusal attributes the refused process.
 func (e *Enricher) CommitRefusal(ctx context.Context, ev *event.CommitRefusal) {
-	e.Process(ctx, &ev.Process)
+	e.Process(ctx, &ev.Process, ev.Time.Time)
 }
 
 // Process sets p's container, pod and unit from its memory cgroup path and,
-// for a container, from the runtime.
-func (e *Enricher) Process(ctx context.Context, p *event.Process) {
+// for a container, from the runtime as it was at time at.
+func (e *Enricher) Process(ctx context.Context, p *event.Process, at time.Time) {
 	if p.Memcg == nil {
 		return
 	}
@@ -64,7 +67,7 @@ func (e *Enricher) Process(ctx context.Context, p *event.Process) {
 	if e.Resolver == nil {
 		return
 	}
-	rc, ok := e.Resolver.Lookup(ctx, info.ContainerID)
+	rc, ok := e.Resolver.Lookup(ctx, info.ContainerID, at)
 	if !ok {
 		return
 	}

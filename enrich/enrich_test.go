@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/oomtrace/oomtrace/cri"
 	"github.com/oomtrace/oomtrace/event"
@@ -20,7 +21,7 @@ const (
 
 type fakeRuntime map[string]cri.Container
 
-func (f fakeRuntime) Lookup(_ context.Context, id string) (cri.Container, bool) {
+func (f fakeRuntime) Lookup(_ context.Context, id string, _ time.Time) (cri.Container, bool) {
 	c, ok := f[id]
 	return c, ok
 }
@@ -69,7 +70,7 @@ func TestProcess(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := proc(1, tt.path)
-			e.Process(context.Background(), &p)
+			e.Process(context.Background(), &p, time.Time{})
 			got := jsonOf(t, struct {
 				Container *event.Container `json:"container"`
 				Pod       *event.Pod       `json:"pod"`
@@ -84,13 +85,13 @@ func TestProcess(t *testing.T) {
 
 func TestProcessWithoutRuntime(t *testing.T) {
 	p := proc(1, podPath+"/"+redisID)
-	(&Enricher{}).Process(context.Background(), &p)
+	(&Enricher{}).Process(context.Background(), &p, time.Time{})
 	if p.Container == nil || p.Container.ID != redisID || p.Container.Name != "" || p.Pod == nil || p.Pod.UID != uid {
 		t.Errorf("path-only attribution: %+v %+v", p.Container, p.Pod)
 	}
 	// No memcg: nothing to read, nothing invented.
 	p = event.Process{PID: 1}
-	(&Enricher{Resolver: runtime}).Process(context.Background(), &p)
+	(&Enricher{Resolver: runtime}).Process(context.Background(), &p, time.Time{})
 	if p.Container != nil || p.Pod != nil || p.Unit != "" {
 		t.Errorf("no memcg: %+v %+v %q", p.Container, p.Pod, p.Unit)
 	}

@@ -47,7 +47,8 @@ func maybeRunRefuser() {
 		// of ENOMEMs and the storm's start and end (Unix nanoseconds).
 		fmt.Fprintln(out, "ready")
 		out.Flush()
-		line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+		in := bufio.NewReader(os.Stdin)
+		line, _ := in.ReadString('\n')
 		if strings.TrimSpace(line) != "go" {
 			return
 		}
@@ -77,7 +78,8 @@ func maybeRunRefuser() {
 		held := rawMmapKeep(arg)
 		fmt.Fprintln(out, "ready", held)
 		out.Flush()
-		line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+		in := bufio.NewReader(os.Stdin)
+		line, _ := in.ReadString('\n')
 		if strings.TrimSpace(line) != "go" {
 			return
 		}
@@ -90,6 +92,11 @@ func maybeRunRefuser() {
 		}
 		fork := rawFork()
 		fmt.Fprintln(out, mm, brk, fork)
+		out.Flush()
+		// Keep holding until the test closes stdin: the tracer samples
+		// Committed_AS when it writes each line, and the mode 2 rule is
+		// only true while the held bytes are still committed.
+		in.ReadString('\n')
 	}
 }
 

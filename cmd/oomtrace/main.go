@@ -21,6 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	flag "github.com/spf13/pflag"
 
+	"github.com/oomtrace/oomtrace/cri"
+	"github.com/oomtrace/oomtrace/enrich"
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/exporter"
 	"github.com/oomtrace/oomtrace/tracer"
@@ -49,6 +51,11 @@ type options struct {
 	retention    time.Duration
 	procfs       string
 	queueSize    int
+	criEndpoint  string
+	runDir       string
+	criRetention time.Duration
+	namespaces   []string
+	pods         []string
 }
 
 const defaultBTF = "/sys/kernel/btf/vmlinux"
@@ -115,6 +122,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "oomtrace: --refusal.window must be positive, not %v\n", opts.refusalWin)
 		return 2
 	}
+	if opts.criRetention <= 0 {
+		fmt.Fprintf(stderr, "oomtrace: --cri.retention must be positive, not %v\n", opts.criRetention)
+		return 2
+	}
+	for _, p := range opts.pods {
+		if ns, name, ok := strings.Cut(p, "/"); p == "" || ok && (ns == "" || name == "" || strings.Contains(name, "/")) {
+			fmt.Fprintf(stderr, "oomtrace: --filter.pod must be NAME or NAMESPACE/NAME, not %q\n", p)
+			return 2
+		}
+	}
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "oomtrace: %v\n", err)
 		return 2
@@ -167,6 +184,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		stop()
 	})
 
+	enricher := &enrich.Enricher{}
+	if runtime, err := criClient(opts, log); err != nil {
+		fmt.Fprintf(stderr, "oomtrace: %v\n", err)
+		return 1
+	} else if runtime != nil {
+		defer runtime.Close()
+		enricher.Resolver = runtime
+		// Stops with ctx: the runtime is listed ahead of events, so that
+		// a container removed right after its kill is still named.
+		go runtime.Run(ctx)
+	}
+
+	var stage *exporter.Queue
 	metrics := exporter.NewMetrics(exporter.MetricsOptions{
 		Retention: opts.retention,
 		Version:   version,
@@ -174,9 +204,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Stats: func() (exporter.PipelineStats, error) {
 			s, err := t.Stats()
 			return exporter.PipelineStats{OOMKillsLost: s.Lost, CommitRefusalsLost: s.RefusalsLost, DecodeErrors: s.DecodeErrors,
-				OutputDropped: out.Dropped()}, err
+				OutputDropped: stage.Dropped() + out.Dropped()}, err
 		},
 	})
+	attr := &attribution{ctx: ctx, enricher: enricher, filter: enrich.NewFilter(opts.namespaces, opts.pods), metrics: metrics, out: out}
+	stage = exporter.NewQueue(attr, opts.queueSize, nil)
 	var ready atomic.Bool
 	if listener != nil {
 		reg := prometheus.NewRegistry()
@@ -199,18 +231,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"decision_hook", decision, "victim_hook", hooks.Victim, "signal_hook", hooks.Signal,
 		"refusal_hook", orNone(hooks.RefusalExact), "refusal_syscalls", len(hooks.RefusalSyscalls))
 
-	// Metrics count every event, written or not.
+	// Metrics count every event, written or filtered out.
 	err = t.Run(ctx, tracer.Handlers{
-		OOMKill: func(ev event.OOMKill) {
-			metrics.ObserveOOMKill(ev)
-			out.WriteOOMKill(ev)
-		},
-		CommitRefusal: func(ev event.CommitRefusal) {
-			metrics.ObserveCommitRefusal(ev)
-			out.WriteCommitRefusal(ev)
-		},
+		OOMKill:       func(ev event.OOMKill) { stage.WriteOOMKill(ev) },
+		CommitRefusal: func(ev event.CommitRefusal) { stage.WriteCommitRefusal(ev) },
 	})
 	ready.Store(false)
+	// The stage first: what it still holds goes to the output queue.
+	if !stage.Close(outputDrainTimeout) {
+		log.Warn("attribution still busy; giving up on the queued events", "timeout", outputDrainTimeout)
+	}
 	if !out.Close(outputDrainTimeout) {
 		log.Warn("output still blocked; giving up on the queued events", "timeout", outputDrainTimeout)
 	}
@@ -220,7 +250,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Info("oomtrace stopped", "sent", stats.Sent, "lost", stats.Lost,
 			"decoded", stats.Decoded, "decode_errors", stats.DecodeErrors, "exiting", stats.ExitingMarked,
 			"refusals", stats.RefusalsFailed, "refusal_records", stats.RefusalsSent, "refusal_records_lost", stats.RefusalsLost,
-			"written", out.Written(), "output_dropped", out.Dropped())
+			"written", out.Written(), "filtered", attr.filtered.Load(), "output_dropped", stage.Dropped()+out.Dropped())
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "oomtrace: %v\n", err)
@@ -230,6 +260,33 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// criClient connects to the container runtime, or returns nil when there
+// is none to use: events then carry what their cgroup paths say.
+func criClient(opts options, log *slog.Logger) (*cri.Client, error) {
+	endpoint := opts.criEndpoint
+	switch endpoint {
+	case "none":
+		return nil, nil
+	case "":
+		if endpoint = cri.DetectEndpoint(opts.runDir); endpoint == "" {
+			log.Info("no container runtime socket found; containers and pods from cgroup paths only, without names",
+				"run_dir", opts.runDir, "tried", strings.Join(cri.DefaultSockets, ","))
+			return nil, nil
+		}
+	default:
+		if _, err := os.Stat(strings.TrimPrefix(endpoint, "unix://")); err != nil {
+			// It may start later: keep trying, say so once.
+			log.Warn("container runtime socket not there (yet); names will follow when it is", "endpoint", endpoint, "err", errors.Unwrap(err))
+		}
+	}
+	c, err := cri.New(cri.Options{Endpoint: endpoint, Retention: opts.criRetention, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("--cri.endpoint: %w", err)
+	}
+	log.Info("naming containers through CRI", "endpoint", endpoint)
+	return c, nil
 }
 
 // hookInfo lists the hooks in use for oomtrace_hook_info.
@@ -294,6 +351,11 @@ Flags:
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	fs.StringVar(&o.listenAddr, "web.listen-address", ":9808", "address for /metrics, /healthz and /readyz; empty to serve nothing")
 	fs.StringVar(&o.metricsPath, "web.telemetry-path", "/metrics", "path of the Prometheus metrics")
+	fs.StringVar(&o.criEndpoint, "cri.endpoint", "", "container runtime CRI socket for container and pod names; empty: the first of "+strings.Join(cri.DefaultSockets, ", ")+" below --path.run that exists; none: cgroup paths only")
+	fs.StringVar(&o.runDir, "path.run", "/run", "the host's /run, where container runtime sockets are looked for (in a container: the host's /run mounted)")
+	fs.DurationVar(&o.criRetention, "cri.retention", cri.DefaultRetention, "keep naming containers this long after the runtime stops listing them")
+	fs.StringArrayVar(&o.namespaces, "filter.namespace", nil, "write only events of pods in this namespace (repeatable); metrics still count all")
+	fs.StringArrayVar(&o.pods, "filter.pod", nil, "write only events of this pod, NAME or NAMESPACE/NAME (repeatable); metrics still count all")
 	fs.DurationVar(&o.retention, "metrics.retention", time.Hour, "drop the series of a pod or container that has not moved for this long; 0 keeps them forever")
 
 	// Every flag has an environment twin, OOMTRACE_ and the flag's name in

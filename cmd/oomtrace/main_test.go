@@ -167,8 +167,19 @@ func TestEndToEnd(t *testing.T) {
 	}
 }
 
-func testEndToEnd(t *testing.T, output string) {
-	cmd := oomtrace(t, "--output", output, "--node-name", "e2e-node", "--web.listen-address", "127.0.0.1:0")
+// daemon is oomtrace running as a child process.
+type daemon struct {
+	cmd   *exec.Cmd
+	lines chan string // stdout, line by line; closed at its end
+	logs  *syncBuffer  // stderr
+	base  string       // http://address of the metrics server
+}
+
+// startDaemon runs oomtrace with args (plus a metrics server on a free
+// port) and waits until its hooks are attached.
+func startDaemon(t *testing.T, args ...string) *daemon {
+	t.Helper()
+	cmd := oomtrace(t, append(args, "--web.listen-address", "127.0.0.1:0")...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -183,14 +194,14 @@ func testEndToEnd(t *testing.T, output string) {
 	t.Cleanup(func() { cmd.Process.Kill() })
 
 	// Wait until it says it is running; keep the rest of stderr.
-	var logs bytes.Buffer
+	d := &daemon{cmd: cmd, lines: make(chan string), logs: &syncBuffer{}}
 	started := make(chan bool, 1)
 	metricsAddr := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderrPipe)
 		signalled := false
 		for sc.Scan() {
-			logs.WriteString(sc.Text() + "\n")
+			d.logs.Write([]byte(sc.Text() + "\n"))
 			if _, addr, ok := strings.Cut(sc.Text(), `msg="serving metrics" address=`); ok {
 				metricsAddr <- strings.Fields(addr)[0]
 			}
@@ -206,23 +217,51 @@ func testEndToEnd(t *testing.T, output string) {
 	select {
 	case ok := <-started:
 		if !ok {
-			t.Fatalf("oomtrace exited before starting:\n%s", logs.String())
+			t.Fatalf("oomtrace exited before starting:\n%s", d.logs.String())
 		}
 	case <-time.After(20 * time.Second):
-		t.Fatalf("oomtrace did not start:\n%s", logs.String())
+		t.Fatalf("oomtrace did not start:\n%s", d.logs.String())
 	}
-
-	var base string
 	select {
 	case addr := <-metricsAddr:
-		base = "http://" + addr
+		d.base = "http://" + addr
 	case <-time.After(5 * time.Second):
-		t.Fatalf("no metrics address in the log:\n%s", logs.String())
+		t.Fatalf("no metrics address in the log:\n%s", d.logs.String())
 	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			d.lines <- sc.Text()
+		}
+		close(d.lines)
+	}()
+	return d
+}
+
+// stop sends SIGTERM, drains stdout and checks for a clean exit.
+func (d *daemon) stop(t *testing.T) {
+	t.Helper()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for range d.lines {
+	}
+	if code := exitCode(t, d.cmd.Wait()); code != 0 {
+		t.Errorf("exit %d after SIGTERM, want 0; logs:\n%s", code, d.logs.String())
+	}
+	if !strings.Contains(d.logs.String(), "oomtrace stopped") || !strings.Contains(d.logs.String(), "lost=0") {
+		t.Errorf("shutdown log missing counters:\n%s", d.logs.String())
+	}
+}
+
+func testEndToEnd(t *testing.T, output string) {
+	d := startDaemon(t, "--output", output, "--node-name", "e2e-node", "--cri.endpoint", "none")
+	base, logs, lines := d.base, d.logs, d.lines
 	if code, _ := get(t, base+"/readyz"); code != 200 {
 		t.Errorf("/readyz: %d, want 200 once started", code)
 	}
-	killsBefore := scrapeCounter(t, base+"/metrics", `oomtrace_oom_kills_total{container="",namespace="",pod="",scope="container"}`)
+	killsBefore := scrapeCounter(t, base+"/metrics", `oomtrace_oom_kills_total{container="",namespace="",pod="",scope="other"}`)
 
 	// A commit refusal of this very process, then an OOM kill.
 	if _, err := syscall.Mmap(-1, 0, 1<<45, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON); err != syscall.ENOMEM {
@@ -232,15 +271,6 @@ func testEndToEnd(t *testing.T, output string) {
 	hog := cg.Start(t, memcgtest.HogOptions{Bytes: 128 << 20})
 	hog.WaitKilled(t)
 
-	lines := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
 	var found, refusal string
 	deadline := time.After(10 * time.Second)
 	for found == "" || refusal == "" {
@@ -284,21 +314,11 @@ func testEndToEnd(t *testing.T, output string) {
 		}
 	}
 	t.Logf("%s\n%s", found, refusal)
-	if after := scrapeCounter(t, base+"/metrics", `oomtrace_oom_kills_total{container="",namespace="",pod="",scope="container"}`); after != killsBefore+1 {
+	if after := scrapeCounter(t, base+"/metrics", `oomtrace_oom_kills_total{container="",namespace="",pod="",scope="other"}`); after != killsBefore+1 {
 		t.Errorf("oomtrace_oom_kills_total moved from %v to %v, want by exactly 1", killsBefore, after)
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	for range lines {
-	}
-	if code := exitCode(t, cmd.Wait()); code != 0 {
-		t.Errorf("exit %d after SIGTERM, want 0; logs:\n%s", code, logs.String())
-	}
-	if !strings.Contains(logs.String(), "oomtrace stopped") || !strings.Contains(logs.String(), "lost=0") {
-		t.Errorf("shutdown log missing counters:\n%s", logs.String())
-	}
+	d.stop(t)
 }
 
 func get(t *testing.T, url string) (int, string) {
