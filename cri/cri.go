@@ -83,14 +83,14 @@ type Client struct {
 
 	listMu sync.Mutex // one list at a time
 
-	mu        sync.Mutex
-	cache     map[string]*entry
-	runtime   string
-	lastList  time.Time // when the last list started
+	mu       sync.Mutex
+	cache    map[string]*entry
+	runtime  string
+	lastList time.Time // when the last list started
 	// lastGoodList is when the last successful list started.
 	lastGoodList time.Time
-	listed    bool // at least one list succeeded
-	unhealthy bool // the last call failed (warned once per failure streak)
+	listed       bool // at least one list succeeded
+	unhealthy    bool // the last call failed (warned once per failure streak)
 }
 
 type entry struct {

@@ -171,8 +171,8 @@ func TestEndToEnd(t *testing.T) {
 type daemon struct {
 	cmd   *exec.Cmd
 	lines chan string // stdout, line by line; closed at its end
-	logs  *syncBuffer  // stderr
-	base  string       // http://address of the metrics server
+	logs  *syncBuffer // stderr
+	base  string      // http://address of the metrics server
 }
 
 // startDaemon runs oomtrace with args (plus a metrics server on a free
