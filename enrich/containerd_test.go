@@ -191,6 +191,42 @@ func TestContainerd(t *testing.T) {
 	})
 }
 
+// TestContainerdDead: the runtime crashed before the kill (its containers
+// live on under their shims). The event still carries everything the
+// cgroup path says, one warning is logged, nothing fails.
+func TestContainerdDead(t *testing.T) {
+	rt := critest.Start(t)
+	ch := kills(t, rt.CgroupRoot)
+	pod := rt.RunPod(t, critest.PodOptions{Name: "late-1", Namespace: "batch", QoS: "besteffort"})
+	id := pod.StartContainer(t, critest.ContainerOptions{Name: "hog", Args: []string{"hog", "400", "1500"}, MemoryLimit: 48 << 20, OOMScoreAdj: 900})
+	rt.Kill(t)
+
+	var log strings.Builder
+	client, err := cri.New(cri.Options{Endpoint: rt.Socket, MinListInterval: time.Nanosecond,
+		Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	e := &Enricher{Resolver: client}
+	ev := nextKill(t, ch, id)
+	e.OOMKill(context.Background(), &ev)
+	want := &event.Container{ID: id}
+	if c := ev.Victim.Container; c == nil || *c != *want {
+		t.Errorf("victim.container = %+v, want %+v", c, want)
+	}
+	if p := ev.Victim.Pod; p == nil || p.UID != pod.UID || p.QoS != "besteffort" || p.Name != "" {
+		t.Errorf("victim.pod = %+v, want uid %s qos besteffort, no name", p, pod.UID)
+	}
+	if ev.OOM.Domain.Kind != event.DomainContainer {
+		t.Errorf("domain kind %q", ev.OOM.Domain.Kind)
+	}
+	e.OOMKill(context.Background(), &ev) // a second event: no second warning
+	if n := strings.Count(log.String(), "container runtime unavailable"); n != 1 {
+		t.Errorf("%d warnings, want 1:\n%s", n, log.String())
+	}
+}
+
 func waitRunning(t *testing.T, rt *critest.Runtime, id string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)

@@ -124,6 +124,17 @@ func Start(t *testing.T) *Runtime {
 	return r
 }
 
+// Kill kills containerd by its PID, as a crash would: the shims and the
+// containers they run live on.
+func (r *Runtime) Kill(t *testing.T) {
+	t.Helper()
+	if err := r.cmd.Process.Kill(); err != nil {
+		t.Fatalf("kill containerd: %v", err)
+	}
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
 // Log is containerd's log so far.
 func (r *Runtime) Log() string {
 	b, _ := os.ReadFile(filepath.Join(r.dir, "containerd.log"))
@@ -480,7 +491,8 @@ func (r *Runtime) teardown(t *testing.T) {
 			<-done
 		}
 	}
-	// Shims outlive containerd: kill the ones serving this socket.
+	// Shims outlive containerd: kill the ones serving this socket, and
+	// remove their sockets (a shim stopped by containerd removes its own).
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)
@@ -490,6 +502,9 @@ func (r *Runtime) teardown(t *testing.T) {
 		var pid int
 		if _, err := fmt.Sscanf(filepath.Base(filepath.Dir(p)), "%d", &pid); err == nil {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if sock := shimSocket(r.Socket, strings.Split(string(b), "\x00")); sock != "" {
+			_ = os.Remove(sock)
 		}
 	}
 	// Anything still in the test's cgroups (containers of a crashed run).
@@ -527,6 +542,25 @@ func (r *Runtime) teardown(t *testing.T) {
 	if err := os.RemoveAll(r.dir); err != nil {
 		t.Errorf("remove %s: %v", r.dir, err)
 	}
+}
+
+// shimSocket is where containerd 1.6's runc v2 shim listens:
+// /run/containerd/s/<sha256 of containerd's address/namespace/id>.
+func shimSocket(address string, args []string) string {
+	var ns, id string
+	for i := 0; i+1 < len(args); i++ {
+		switch args[i] {
+		case "-namespace":
+			ns = args[i+1]
+		case "-id":
+			id = args[i+1]
+		}
+	}
+	if ns == "" || id == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(filepath.Join(address, ns, id)))
+	return filepath.Join("/run/containerd/s", hex.EncodeToString(sum[:]))
 }
 
 func (r *Runtime) unmountUnder() {

@@ -3,7 +3,8 @@
 //
 //	ctrbin pause        wait for SIGTERM or SIGINT
 //	ctrbin idle MIB     touch MIB MiB, then wait
-//	ctrbin hog MIB      touch memory in 4 MiB steps up to MIB MiB, then wait
+//	ctrbin hog MIB [MS] after MS milliseconds, touch memory in 4 MiB steps
+//	                    up to MIB MiB, then wait
 package main
 
 import (
@@ -12,6 +13,7 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
+	"time"
 )
 
 var sink [][]byte
@@ -39,6 +41,10 @@ func main() {
 		mib := 0
 		if len(os.Args) > 2 {
 			mib, _ = strconv.Atoi(os.Args[2])
+		}
+		if len(os.Args) > 3 {
+			ms, _ := strconv.Atoi(os.Args[3])
+			time.Sleep(time.Duration(ms) * time.Millisecond)
 		}
 		touch(mib)
 		fmt.Printf("%s: holding %d MiB\n", os.Args[1], mib)
