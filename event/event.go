@@ -6,8 +6,11 @@ import (
 
 // Type names the kind of an event in its "type" field.
 const (
-	TypeOOMKill       = "oom_kill"
-	TypeCommitRefusal = "commit_refusal"
+	TypeOOMKill        = "oom_kill"
+	TypeCommitRefusal  = "commit_refusal"
+	TypeMemoryPressure = "memory_pressure"
+	TypeEviction       = "eviction"
+	TypeNodeCondition  = "node_condition"
 )
 
 // OOM scopes: what constrained the allocation that failed.
@@ -187,6 +190,43 @@ type Overcommit struct {
 	Ratio            int    `json:"ratio"` // vm.overcommit_ratio, percent
 	CommitLimitBytes uint64 `json:"commit_limit_bytes"`
 	CommittedBytes   uint64 `json:"committed_bytes"` // Committed_AS
+}
+
+// NodeMemory is the node's memory as the kubelet's eviction manager sees it,
+// sampled by oomtrace: both memory signals and their hard thresholds.
+type NodeMemory struct {
+	Time Time `json:"time"` // when the cgroup files were read
+	// MemoryAvailable is memory.available: MemTotal minus the root
+	// cgroup's working set.
+	MemoryAvailable *Signal `json:"memory_available"`
+	// AllocatableMemoryAvailable is allocatableMemory.available: the pods'
+	// allocatable memory minus the kubepods cgroup's working set; null
+	// without a kubepods cgroup.
+	AllocatableMemoryAvailable *Signal `json:"allocatable_memory_available"`
+}
+
+// Signal is one kubelet memory signal. Available may be negative.
+type Signal struct {
+	AvailableBytes  int64   `json:"available_bytes"`
+	CapacityBytes   uint64  `json:"capacity_bytes"`
+	CapacitySource  string  `json:"capacity_source"`   // mem_total, kubepods_limit or node_allocatable
+	WorkingSetBytes uint64  `json:"working_set_bytes"` // usage minus inactive file pages
+	ThresholdBytes  *uint64 `json:"threshold_bytes"`   // the hard eviction threshold; null when none
+	BelowThreshold  bool    `json:"below_threshold"`   // available < threshold: the kubelet would act
+}
+
+// MemoryPressure is a kubelet memory signal crossing its hard eviction
+// threshold, either way, as oomtrace sampled it.
+type MemoryPressure struct {
+	Type string `json:"type"`
+	Time Time   `json:"time"`
+	Node string `json:"node"`
+	// SignalName is memory.available or allocatableMemory.available.
+	SignalName string `json:"signal"`
+	Signal
+	// Since is how long the signal had been on the other side, in
+	// seconds; null for the first sample after oomtrace started.
+	SinceSeconds *float64 `json:"since_seconds"`
 }
 
 // Time is a wall-clock instant written as RFC 3339 with nanoseconds, in UTC.

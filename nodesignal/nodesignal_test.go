@@ -1,0 +1,252 @@
+package nodesignal
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/oomtrace/oomtrace/event"
+)
+
+const (
+	ki = int64(1) << 10
+	mi = int64(1) << 20
+	gi = int64(1) << 30
+)
+
+func write(t *testing.T, dir, name, content string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func meminfo(t *testing.T, dir string, memTotal int64) string {
+	t.Helper()
+	write(t, dir, "meminfo", fmt.Sprintf("MemTotal:       %d kB\nMemFree:         1000 kB\nMemAvailable:    2000 kB\n", memTotal/ki))
+	return filepath.Join(dir, "meminfo")
+}
+
+// v1Tree writes a cgroup v1 memory hierarchy with a cgroupfs kubepods.
+func v1Tree(t *testing.T, rootUsage, rootInactive, podsUsage, podsInactive int64, podsLimit string) Source {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "memory")
+	write(t, root, "memory.usage_in_bytes", strconv.FormatInt(rootUsage, 10)+"\n")
+	// The kubelet takes total_inactive_file (hierarchical), not inactive_file.
+	write(t, root, "memory.stat", fmt.Sprintf("cache 100\nrss 200\ninactive_file 4096\nactive_file 1\ntotal_rss 300\ntotal_inactive_file %d\ntotal_active_file 5\n", rootInactive))
+	pods := filepath.Join(root, "kubepods")
+	write(t, pods, "memory.usage_in_bytes", strconv.FormatInt(podsUsage, 10)+"\n")
+	write(t, pods, "memory.stat", fmt.Sprintf("inactive_file 1\ntotal_inactive_file %d\n", podsInactive))
+	write(t, pods, "memory.limit_in_bytes", podsLimit+"\n")
+	return Source{Meminfo: meminfo(t, dir, 8*gi), Root: root, V1: true, Kubepods: pods}
+}
+
+// v2Tree writes a unified hierarchy with a systemd kubepods.slice.
+func v2Tree(t *testing.T, anon, file, inactive, podsCurrent, podsInactive int64, podsMax string) Source {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "cgroup")
+	write(t, root, "memory.stat", fmt.Sprintf("anon %d\nfile %d\nkernel 4096\nactive_file 7\ninactive_file %d\n", anon, file, inactive))
+	pods := filepath.Join(root, "kubepods.slice")
+	write(t, pods, "memory.current", strconv.FormatInt(podsCurrent, 10)+"\n")
+	write(t, pods, "memory.stat", fmt.Sprintf("anon 1\nfile 2\ninactive_file %d\n", podsInactive))
+	write(t, pods, "memory.max", podsMax+"\n")
+	return Source{Meminfo: meminfo(t, dir, 8*gi), Root: root, Kubepods: pods}
+}
+
+func mustThresholds(t *testing.T, s string) Thresholds {
+	t.Helper()
+	th, err := ParseEvictionHard(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return th
+}
+
+func check(t *testing.T, what string, got *event.Signal, available, capacity, workingSet int64, source string, threshold int64, below bool) {
+	t.Helper()
+	if got == nil {
+		t.Fatalf("%s: null", what)
+	}
+	if got.AvailableBytes != available || got.CapacityBytes != uint64(capacity) || got.WorkingSetBytes != uint64(workingSet) ||
+		got.CapacitySource != source || got.ThresholdBytes == nil || *got.ThresholdBytes != uint64(threshold) || got.BelowThreshold != below {
+		th := "null"
+		if got.ThresholdBytes != nil {
+			th = strconv.FormatUint(*got.ThresholdBytes, 10)
+		}
+		t.Errorf("%s = {available %d capacity %d (%s) working set %d threshold %s below %v}\nwant {available %d capacity %d (%s) working set %d threshold %d below %v}",
+			what, got.AvailableBytes, got.CapacityBytes, got.CapacitySource, got.WorkingSetBytes, th, got.BelowThreshold,
+			available, capacity, source, workingSet, threshold, below)
+	}
+}
+
+func TestReadV1(t *testing.T) {
+	// Root: 6 GiB used, 1 GiB of it inactive file -> working set 5 GiB of
+	// 8 GiB: 3 GiB available, well above 100 MiB.
+	// kubepods: limit 7 GiB (capacity minus reserves); allocatable is that
+	// minus the 100 MiB hard threshold; working set 5 GiB - 512 MiB.
+	src := v1Tree(t, 6*gi, 1*gi, 5*gi, 512*mi, strconv.FormatInt(7*gi, 10))
+	nm, err := src.Read(mustThresholds(t, DefaultEvictionHard), 0, time.Unix(1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t, "memory.available", nm.MemoryAvailable, 3*gi, 8*gi, 5*gi, CapacityMemTotal, 100*mi, false)
+	allocatable := 7*gi - 100*mi
+	check(t, "allocatableMemory.available", nm.AllocatableMemoryAvailable, allocatable-(5*gi-512*mi), allocatable, 5*gi-512*mi, CapacityKubepodsLimit, 100*mi, false)
+
+	// The Node's status.allocatable wins over the limit.
+	nm, _ = src.Read(mustThresholds(t, DefaultEvictionHard), uint64(4*gi), time.Unix(1, 0))
+	check(t, "allocatable from the API", nm.AllocatableMemoryAvailable, 4*gi-(5*gi-512*mi), 4*gi, 5*gi-512*mi, CapacityNodeAllocatable, 100*mi, true)
+}
+
+func TestReadV1Unlimited(t *testing.T) {
+	// No kubepods limit (v1 says LONG_MAX rounded to pages): capacity is
+	// MemTotal minus the threshold. Inactive above usage floors at 0.
+	src := v1Tree(t, 8*gi-50*mi, 0, 10*mi, 20*mi, "9223372036854771712")
+	nm, err := src.Read(mustThresholds(t, "memory.available<10%"), 0, time.Unix(1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenPercent := (8 * gi) / 10
+	check(t, "memory.available", nm.MemoryAvailable, 50*mi, 8*gi, 8*gi-50*mi, CapacityMemTotal, tenPercent, true)
+	check(t, "allocatableMemory.available", nm.AllocatableMemoryAvailable, 8*gi-tenPercent, 8*gi-tenPercent, 0, CapacityMemTotal, (8*gi-tenPercent)/10, false)
+}
+
+func TestReadV2(t *testing.T) {
+	// The v2 root has no memory.current: usage is anon + file.
+	src := v2Tree(t, 3*gi, 2*gi, 1536*mi, 2*gi, 256*mi, "max")
+	nm, err := src.Read(mustThresholds(t, "memory.available<500Mi,allocatableMemory.available<1Gi,nodefs.available<10%"), 0, time.Unix(1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t, "memory.available", nm.MemoryAvailable, 8*gi-(5*gi-1536*mi), 8*gi, 5*gi-1536*mi, CapacityMemTotal, 500*mi, false)
+	check(t, "allocatableMemory.available", nm.AllocatableMemoryAvailable, 8*gi-500*mi-(2*gi-256*mi), 8*gi-500*mi, 2*gi-256*mi, CapacityMemTotal, 1*gi, false)
+}
+
+func TestReadNoKubepods(t *testing.T) {
+	src := v2Tree(t, 1*gi, 1*gi, 0, 0, 0, "max")
+	src.Kubepods = ""
+	nm, err := src.Read(mustThresholds(t, DefaultEvictionHard), 0, time.Unix(1, 0))
+	if err != nil || nm.MemoryAvailable == nil || nm.AllocatableMemoryAvailable != nil {
+		t.Errorf("without kubepods: %+v %v", nm, err)
+	}
+}
+
+func TestReadBrokenFiles(t *testing.T) {
+	src := v1Tree(t, 1*gi, 0, 0, 0, "max")
+	os.WriteFile(filepath.Join(src.Root, "memory.usage_in_bytes"), []byte("lots\n"), 0o644)
+	if _, err := src.Read(nil, 0, time.Unix(1, 0)); err == nil {
+		t.Error("garbage usage read without error")
+	}
+	src = v2Tree(t, 1, 1, 1, 1, 1, "max")
+	os.WriteFile(filepath.Join(src.Root, "memory.stat"), []byte("anon 5\n"), 0o644)
+	if _, err := src.Read(nil, 0, time.Unix(1, 0)); err == nil || !strings.Contains(err.Error(), "file") {
+		t.Errorf("missing file key: %v", err)
+	}
+	os.WriteFile(src.Meminfo, []byte("MemFree: 1 kB\n"), 0o644)
+	if _, err := src.Read(nil, 0, time.Unix(1, 0)); err == nil {
+		t.Error("meminfo without MemTotal read without error")
+	}
+}
+
+// TestReadThisHost compares the signal with this machine's own files, read
+// before and after (memory moves in between).
+func TestReadThisHost(t *testing.T) {
+	src, err := Detect("/proc", "")
+	if err != nil {
+		t.Skipf("no memory hierarchy: %v", err)
+	}
+	workingSet := func() int64 {
+		if src.V1 {
+			u, err := readUint(filepath.Join(src.Root, "memory.usage_in_bytes"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, _ := readStat(filepath.Join(src.Root, "memory.stat"))
+			return int64(u) - int64(st["total_inactive_file"])
+		}
+		st, _ := readStat(filepath.Join(src.Root, "memory.stat"))
+		return int64(st["anon"]+st["file"]) - int64(st["inactive_file"])
+	}
+	memTotal, err := readMemTotal("/proc/meminfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := workingSet()
+	nm, err := src.Read(mustThresholds(t, DefaultEvictionHard), 0, time.Now())
+	after := workingSet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo, hi := min(before, after)-64*mi, max(before, after)+64*mi
+	ws := int64(nm.MemoryAvailable.WorkingSetBytes)
+	if ws < lo || ws > hi || nm.MemoryAvailable.CapacityBytes != memTotal || nm.MemoryAvailable.AvailableBytes != int64(memTotal)-ws {
+		t.Errorf("memory.available %+v: working set outside [%d, %d] or capacity != MemTotal %d", *nm.MemoryAvailable, lo, hi, memTotal)
+	}
+	t.Logf("this host (%s, v1=%v): memory.available = %d MiB of %d MiB, working set %d MiB; kubepods %q",
+		src.Root, src.V1, nm.MemoryAvailable.AvailableBytes>>20, memTotal>>20, ws>>20, src.Kubepods)
+}
+
+func TestSampler(t *testing.T) {
+	src := v1Tree(t, 2*gi, 0, 1*gi, 0, strconv.FormatInt(4*gi, 10))
+	now := time.Unix(1000, 0)
+	var got []event.MemoryPressure
+	s := NewSampler(src, mustThresholds(t, "memory.available<1Gi"), SamplerOptions{
+		Node: "n1", MaxAge: time.Second, Now: func() time.Time { return now },
+		OnPressure: func(mp event.MemoryPressure) { got = append(got, mp) },
+	})
+	setRoot := func(usage int64) {
+		write(t, src.Root, "memory.usage_in_bytes", strconv.FormatInt(usage, 10))
+	}
+	s.sample(true) // 6 GiB available: nothing to say
+	if len(got) != 0 {
+		t.Fatalf("first sample above threshold reported %+v", got)
+	}
+	now = now.Add(10 * time.Second)
+	setRoot(7*gi + 512*mi) // 512 MiB available < 1 GiB
+	if nm, _ := s.Sample(); !nm.MemoryAvailable.BelowThreshold {
+		t.Fatalf("not below: %+v", nm.MemoryAvailable)
+	}
+	if len(got) != 1 || got[0].SignalName != MemoryAvailable || !got[0].BelowThreshold || got[0].AvailableBytes != 512*mi ||
+		got[0].SinceSeconds == nil || *got[0].SinceSeconds != 10 || got[0].Node != "n1" || got[0].Type != "memory_pressure" {
+		t.Fatalf("crossing down: %+v", got)
+	}
+	// Within MaxAge the sample is reused: no new read, no new event.
+	setRoot(1 * gi)
+	now = now.Add(500 * time.Millisecond)
+	if nm, _ := s.Sample(); !nm.MemoryAvailable.BelowThreshold {
+		t.Error("sample within MaxAge was read again")
+	}
+	now = now.Add(30 * time.Second)
+	s.Sample()
+	if len(got) != 2 || got[1].BelowThreshold || *got[1].SinceSeconds != 30.5 {
+		t.Fatalf("crossing up: %+v", got)
+	}
+	// History: what the node looked like at a past moment.
+	if under, ok := s.UnderPressure(time.Unix(1010, 0).Add(100 * time.Millisecond)); !ok || !under {
+		t.Errorf("at 1010.1: under=%v ok=%v, want under pressure", under, ok)
+	}
+	if under, ok := s.UnderPressure(time.Unix(1005, 0)); !ok || under {
+		t.Errorf("at 1005: under=%v ok=%v, want not under pressure", under, ok)
+	}
+	if _, ok := s.At(time.Unix(999, 0)); ok {
+		t.Error("a sample before the first one")
+	}
+}
+
+func TestSamplerStartsBelow(t *testing.T) {
+	src := v1Tree(t, 8*gi-10*mi, 0, 8*gi-150*mi, 0, "max") // allocatable: 8 GiB - 100 MiB - working set = 50 MiB
+	var got []event.MemoryPressure
+	s := NewSampler(src, mustThresholds(t, DefaultEvictionHard), SamplerOptions{OnPressure: func(mp event.MemoryPressure) { got = append(got, mp) }})
+	s.Sample()
+	// Both signals start below: reported, with no "since".
+	if len(got) != 2 || got[0].SinceSeconds != nil || !got[0].BelowThreshold {
+		t.Fatalf("start below: %+v", got)
+	}
+}

@@ -1,0 +1,150 @@
+// Package nodesignal computes the kubelet's memory eviction signals,
+// memory.available and allocatableMemory.available, from the node's cgroup
+// files the way the kubelet does, and says when they cross their thresholds.
+package nodesignal
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"sort"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	"sigs.k8s.io/yaml"
+)
+
+// The kubelet's memory signals.
+const (
+	MemoryAvailable            = "memory.available"
+	AllocatableMemoryAvailable = "allocatableMemory.available"
+)
+
+// DefaultEvictionHard is the kubelet's default for memory.
+const DefaultEvictionHard = "memory.available<100Mi"
+
+// Threshold is one hard eviction threshold: an absolute quantity or a
+// percentage of the signal's capacity.
+type Threshold struct {
+	Signal  string
+	Bytes   int64   // when Percent is 0
+	Percent float64 // of capacity, (0, 100]
+}
+
+// Of is the threshold in bytes for a signal of this capacity.
+func (t Threshold) Of(capacity uint64) uint64 {
+	if t.Percent > 0 {
+		return uint64(math.Round(float64(capacity) * t.Percent / 100))
+	}
+	return uint64(t.Bytes)
+}
+
+func (t Threshold) String() string {
+	if t.Percent > 0 {
+		return fmt.Sprintf("%s<%g%%", t.Signal, t.Percent)
+	}
+	return fmt.Sprintf("%s<%s", t.Signal, resource.NewQuantity(t.Bytes, resource.BinarySI).String())
+}
+
+// Thresholds are the memory thresholds by signal. As in the kubelet, a
+// memory.available threshold applies to allocatableMemory.available too
+// unless that one is given.
+type Thresholds map[string]Threshold
+
+// ParseEvictionHard reads the kubelet's --eviction-hard syntax:
+// "memory.available<100Mi,nodefs.available<10%". Signals other than memory
+// are accepted and ignored; "<" is the only operator the kubelet knows.
+func ParseEvictionHard(s string) (Thresholds, error) {
+	pairs := map[string]string{}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		signal, value, ok := strings.Cut(part, "<")
+		if !ok {
+			return nil, fmt.Errorf("eviction threshold %q: want SIGNAL<QUANTITY or SIGNAL<PERCENT%%", part)
+		}
+		pairs[strings.TrimSpace(signal)] = strings.TrimSpace(value)
+	}
+	return fromPairs(pairs)
+}
+
+func fromPairs(pairs map[string]string) (Thresholds, error) {
+	th := Thresholds{}
+	for signal, value := range pairs {
+		if signal == "" {
+			return nil, fmt.Errorf("eviction threshold <%s: no signal", value)
+		}
+		if signal != MemoryAvailable && signal != AllocatableMemoryAvailable {
+			continue
+		}
+		t := Threshold{Signal: signal}
+		if pct, ok := strings.CutSuffix(value, "%"); ok {
+			var p float64
+			if _, err := fmt.Sscanf(pct, "%g", &p); err != nil || p <= 0 || p > 100 || math.IsNaN(p) {
+				return nil, fmt.Errorf("eviction threshold %s<%s: percentage must be in (0, 100]", signal, value)
+			}
+			t.Percent = p
+		} else {
+			q, err := resource.ParseQuantity(value)
+			if err != nil {
+				return nil, fmt.Errorf("eviction threshold %s<%s: %w", signal, value, err)
+			}
+			if q.Sign() < 0 {
+				return nil, fmt.Errorf("eviction threshold %s<%s: negative", signal, value)
+			}
+			b, ok := q.AsInt64()
+			if !ok {
+				return nil, fmt.Errorf("eviction threshold %s<%s: out of range", signal, value)
+			}
+			t.Bytes = b
+		}
+		th[signal] = t
+	}
+	if m, ok := th[MemoryAvailable]; ok {
+		if _, ok := th[AllocatableMemoryAvailable]; !ok {
+			m.Signal = AllocatableMemoryAvailable
+			th[AllocatableMemoryAvailable] = m
+		}
+	}
+	return th, nil
+}
+
+// String lists the thresholds in the kubelet's syntax.
+func (th Thresholds) String() string {
+	var parts []string
+	for _, t := range th {
+		parts = append(parts, t.String())
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
+}
+
+// FromKubeletConfig reads evictionHard from a KubeletConfiguration file
+// (YAML or JSON). A file without evictionHard gets the kubelet's default.
+func FromKubeletConfig(path string) (Thresholds, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("kubelet config: %w", err)
+	}
+	var cfg struct {
+		Kind         string            `json:"kind"`
+		EvictionHard map[string]string `json:"evictionHard"`
+	}
+	if err := yaml.Unmarshal(data, &cfg); err != nil {
+		return nil, fmt.Errorf("kubelet config %s: %w", path, err)
+	}
+	if cfg.Kind != "" && cfg.Kind != "KubeletConfiguration" {
+		return nil, fmt.Errorf("kubelet config %s: kind %q, want KubeletConfiguration", path, cfg.Kind)
+	}
+	if cfg.EvictionHard == nil {
+		return ParseEvictionHard(DefaultEvictionHard)
+	}
+	th, err := fromPairs(cfg.EvictionHard)
+	if err != nil {
+		return nil, fmt.Errorf("kubelet config %s: %w", path, err)
+	}
+	return th, nil
+}
+

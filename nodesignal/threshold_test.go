@@ -1,0 +1,122 @@
+package nodesignal
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParseEvictionHard(t *testing.T) {
+	tests := []struct {
+		in, want, err string
+	}{
+		{"memory.available<100Mi", "allocatableMemory.available<100Mi,memory.available<100Mi", ""},
+		{"memory.available<100Mi,nodefs.available<10%,imagefs.available<15%", "allocatableMemory.available<100Mi,memory.available<100Mi", ""},
+		{"memory.available<5%", "allocatableMemory.available<5%,memory.available<5%", ""},
+		{" memory.available < 1Gi , ", "allocatableMemory.available<1Gi,memory.available<1Gi", ""},
+		{"memory.available<500M", "allocatableMemory.available<500M,memory.available<500M", ""},
+		{"memory.available<1Gi,allocatableMemory.available<2Gi", "allocatableMemory.available<2Gi,memory.available<1Gi", ""},
+		{"nodefs.available<10%", "", ""},
+		{"", "", ""},
+		{"memory.available>100Mi", "", "want SIGNAL<QUANTITY"},
+		{"memory.available<lots", "", "memory.available<lots"},
+		{"memory.available<-1Mi", "", "negative"},
+		{"memory.available<0%", "", "percentage"},
+		{"memory.available<101%", "", "percentage"},
+		{"memory.available<x%", "", "percentage"},
+		{"<100Mi", "", "no signal"},
+	}
+	for _, tt := range tests {
+		th, err := ParseEvictionHard(tt.in)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%q: error %v, want %q", tt.in, err, tt.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tt.in, err)
+			continue
+		}
+		// String prints quantities canonically (binary SI); decimal ones
+		// come out in bytes: compare through a second parse.
+		again, err := ParseEvictionHard(th.String())
+		if err != nil || again.String() != th.String() {
+			t.Errorf("%q: round trip %q -> %v %v", tt.in, th.String(), again, err)
+		}
+		want := mustThresholds(t, tt.want)
+		if len(want) != len(th) {
+			t.Errorf("%q: %v, want %v", tt.in, th, want)
+		}
+		for k, w := range want {
+			if g := th[k]; g.Of(1<<40) != w.Of(1<<40) || g.Percent != w.Percent {
+				t.Errorf("%q: %s = %v, want %v", tt.in, k, g, w)
+			}
+		}
+	}
+	if got := mustThresholds(t, "memory.available<500M")[MemoryAvailable].Bytes; got != 500_000_000 {
+		t.Errorf("500M = %d bytes", got)
+	}
+	if got := mustThresholds(t, "memory.available<5%")[MemoryAvailable].Of(1000); got != 50 {
+		t.Errorf("5%% of 1000 = %d", got)
+	}
+}
+
+func TestFromKubeletConfig(t *testing.T) {
+	dir := t.TempDir()
+	file := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(content), 0o644)
+		return p
+	}
+	th, err := FromKubeletConfig(file("config.yaml", `apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+evictionHard:
+  memory.available: "256Mi"
+  nodefs.available: "10%"
+evictionPressureTransitionPeriod: 5m0s
+`))
+	if err != nil || th[MemoryAvailable].Bytes != 256<<20 || th[AllocatableMemoryAvailable].Bytes != 256<<20 {
+		t.Errorf("config: %v %v", th, err)
+	}
+	th, err = FromKubeletConfig(file("defaults.yaml", "kind: KubeletConfiguration\n"))
+	if err != nil || th[MemoryAvailable].Bytes != 100<<20 {
+		t.Errorf("defaults: %v %v", th, err)
+	}
+	if _, err := FromKubeletConfig(file("pod.yaml", "kind: Pod\n")); err == nil {
+		t.Error("a Pod read as a kubelet config")
+	}
+	if _, err := FromKubeletConfig(file("bad.yaml", "kind: KubeletConfiguration\nevictionHard:\n  memory.available: lots\n")); err == nil {
+		t.Error("bad quantity accepted")
+	}
+	if _, err := FromKubeletConfig(filepath.Join(dir, "absent")); err == nil {
+		t.Error("missing file accepted")
+	}
+}
+
+func FuzzParseEvictionHard(f *testing.F) {
+	for _, s := range []string{DefaultEvictionHard, "memory.available<10%,nodefs.available<5%", "memory.available<1e3", "a<b<c", ",,", "memory.available<0.5%"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		th, err := ParseEvictionHard(s)
+		if err != nil {
+			return
+		}
+		for name, v := range th {
+			if name != MemoryAvailable && name != AllocatableMemoryAvailable {
+				t.Fatalf("signal %q kept", name)
+			}
+			if v.Bytes < 0 || v.Percent < 0 || v.Percent > 100 {
+				t.Fatalf("%q: %+v", s, v)
+			}
+			_ = v.Of(^uint64(0) >> 1)
+		}
+		if _, ok := th[MemoryAvailable]; ok {
+			if _, ok := th[AllocatableMemoryAvailable]; !ok {
+				t.Fatalf("%q: memory.available not copied to allocatable", s)
+			}
+		}
+	})
+}
