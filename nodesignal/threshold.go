@@ -147,4 +147,3 @@ func FromKubeletConfig(path string) (Thresholds, error) {
 	}
 	return th, nil
 }
-
