@@ -50,6 +50,106 @@ type OOMKill struct {
 	Victim  Victim  `json:"victim"`
 	Trigger Process `json:"trigger"`
 	OOM     OOM     `json:"oom"`
+	// Cause classifies the death (Cause* below).
+	Cause string `json:"cause,omitempty"`
+	// NodeMemory is the node's memory signals when the event was handled;
+	// absent when they could not be read.
+	NodeMemory *NodeMemory `json:"node_memory,omitempty"`
+	// Eviction is the kubelet's eviction of the victim's pod shortly before
+	// this kill, if there was one.
+	Eviction *EvictionRef `json:"eviction,omitempty"`
+}
+
+// Causes of a container's death, for OOMKill.Cause and Eviction.Cause.
+const (
+	CauseOOMContainer      = "kernel_oom_container"       // its container's limit
+	CauseOOMPod            = "kernel_oom_pod"             // its pod's limit
+	CauseOOMAllocatable    = "kernel_oom_allocatable"     // kubepods: the node's allocatable
+	CauseOOMSystem         = "kernel_oom_system"          // the whole machine, no eviction threshold met
+	CauseOOMDuringPressure = "kernel_oom_during_pressure" // node-level OOM while a kubelet eviction threshold was met: the kernel acted before the kubelet's next pass
+	CauseOOMOther          = "kernel_oom_other"           // another cgroup's limit, a cpuset or a memory policy
+	CauseKubeletEviction   = "kubelet_eviction"           // the kubelet evicted the pod
+)
+
+// EvictionRef points from a kernel OOM kill to the kubelet's eviction of
+// the same pod.
+type EvictionRef struct {
+	Time          Time    `json:"time"`
+	SecondsBefore float64 `json:"seconds_before"` // how long before the kill
+	Message       string  `json:"message"`
+}
+
+// Eviction is the kubelet evicting a pod from this node.
+type Eviction struct {
+	Type string `json:"type"`
+	Time Time   `json:"time"` // when the kubelet evicted it
+	Node string `json:"node"`
+	Pod  Pod    `json:"pod"`
+	// Priority is the pod's priority; null when the pod was not known.
+	Priority *int32 `json:"priority"`
+	Cause    string `json:"cause"`  // kubelet_eviction
+	Source   string `json:"source"` // what told oomtrace: event (the pod's Evicted Event) or pod_status
+	// Message is the kubelet's message, as written.
+	Message string `json:"message"`
+	// Parsed from Message: the starved resource, the threshold and what
+	// was available, and each offending container.
+	StarvedResource     string               `json:"starved_resource"`
+	ThresholdBytes      *int64               `json:"threshold_bytes"`
+	AvailableBytes      *int64               `json:"available_bytes"`
+	OffendingContainers []OffendingContainer `json:"offending_containers"`
+	// Annotations of the kubelet's Evicted Event (offending_containers,
+	// offending_containers_usage, starved_resource); absent without it.
+	Annotations map[string]string `json:"annotations,omitempty"`
+	// NodeMemory is what oomtrace sampled at the eviction's time.
+	NodeMemory *NodeMemory `json:"node_memory,omitempty"`
+	// KernelOOMKills are the kernel's OOM kills in this pod shortly before
+	// the eviction.
+	KernelOOMKills []KillRef `json:"kernel_oom_kills"`
+	// ContainerExits are the pod's containers as the API last saw them:
+	// how each one ended (the kubelet stops evicted containers with
+	// SIGTERM, then SIGKILL: 143 or 137).
+	ContainerExits []ContainerExit `json:"container_exits"`
+}
+
+// OffendingContainer is one container the kubelet named in its eviction
+// message.
+type OffendingContainer struct {
+	Name         string `json:"name"`
+	UsageBytes   *int64 `json:"usage_bytes"`
+	RequestBytes *int64 `json:"request_bytes"`
+}
+
+// KillRef points from an eviction to a kernel OOM kill in the same pod.
+type KillRef struct {
+	Time          Time    `json:"time"`
+	SecondsBefore float64 `json:"seconds_before"` // how long before the eviction
+	PID           uint32  `json:"pid"`
+	Comm          string  `json:"comm"`
+	Container     string  `json:"container"`
+	Cause         string  `json:"cause"`
+}
+
+// ContainerExit is how a container of an evicted pod ended.
+type ContainerExit struct {
+	Name     string `json:"name"`
+	ExitCode *int32 `json:"exit_code"`        // null while it still runs
+	Signal   string `json:"signal,omitempty"` // SIGKILL for 137, SIGTERM for 143
+	Reason   string `json:"reason,omitempty"` // OOMKilled, Error, …
+}
+
+// NodeCondition is a change of the Node's MemoryPressure condition.
+type NodeCondition struct {
+	Type           string `json:"type"`
+	Time           Time   `json:"time"` // the condition's lastTransitionTime
+	Node           string `json:"node"`
+	Condition      string `json:"condition"` // MemoryPressure
+	Status         string `json:"status"`    // True, False, Unknown
+	PreviousStatus string `json:"previous_status"`
+	Reason         string `json:"reason"`
+	Message        string `json:"message"`
+	// SincePreviousSeconds is the time since the previous transition
+	// (how long the previous status lasted); null for the first one seen.
+	SincePreviousSeconds *float64 `json:"since_previous_seconds"`
 }
 
 // Process identifies a task and the memory cgroup it was charged to.
@@ -182,6 +282,8 @@ type CommitRefusal struct {
 	// line with Repeated set, carrying the details of the latest of them.
 	Count    uint64 `json:"count"`
 	Repeated bool   `json:"repeated,omitempty"`
+	// NodeMemory is the node's memory signals when the line was handled.
+	NodeMemory *NodeMemory `json:"node_memory,omitempty"`
 }
 
 // Overcommit is the host's commit accounting, sampled when the line is written.

@@ -1,0 +1,56 @@
+package clusterview
+
+import (
+	"regexp"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/oomtrace/oomtrace/event"
+)
+
+// The kubelet's eviction message (pkg/kubelet/eviction/helpers.go) is made
+// of fragments, each ending in ". ":
+//
+//	The node was low on resource: memory. Threshold quantity: 100Mi, available: 71068Ki. Container hog was using 1860192Ki, request is 0, has larger consumption of memory.
+var (
+	nodeLowRe   = regexp.MustCompile(`The node was low on resource: ([^.\s]+)\.`)
+	thresholdRe = regexp.MustCompile(`Threshold quantity: ([^,\s]+), available: (\S+?)\.(?:\s|$)`)
+	containerRe = regexp.MustCompile(`Container (\S+) was using (\S+), request is (\S+), has larger consumption of ([^.\s]+)\.`)
+)
+
+// EvictionMessage is what a kubelet eviction message says.
+type EvictionMessage struct {
+	StarvedResource string
+	ThresholdBytes  *int64
+	AvailableBytes  *int64
+	Containers      []event.OffendingContainer
+}
+
+// ParseEvictionMessage reads the kubelet's eviction message. Fragments it
+// does not recognise are skipped; quantities it cannot read are null.
+func ParseEvictionMessage(msg string) EvictionMessage {
+	var m EvictionMessage
+	if g := nodeLowRe.FindStringSubmatch(msg); g != nil {
+		m.StarvedResource = g[1]
+	}
+	if g := thresholdRe.FindStringSubmatch(msg); g != nil {
+		m.ThresholdBytes, m.AvailableBytes = quantity(g[1]), quantity(g[2])
+	}
+	for _, g := range containerRe.FindAllStringSubmatch(msg, -1) {
+		m.Containers = append(m.Containers, event.OffendingContainer{Name: g[1], UsageBytes: quantity(g[2]), RequestBytes: quantity(g[3])})
+	}
+	return m
+}
+
+func quantity(s string) *int64 {
+	q, err := resource.ParseQuantity(s)
+	if err != nil {
+		return nil
+	}
+	v, ok := q.AsInt64()
+	if !ok {
+		// Fractions of a byte (100m) round up, as the kubelet's own Value() does.
+		v = q.Value()
+	}
+	return &v
+}

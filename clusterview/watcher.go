@@ -1,0 +1,412 @@
+// Package clusterview watches this node's pods, Events and Node through the
+// API server, and reports the kubelet's evictions and the Node's
+// MemoryPressure transitions as events.
+package clusterview
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+
+	"github.com/oomtrace/oomtrace/event"
+)
+
+// Reasons the kubelet (and node-problem-detector) give their Events.
+const (
+	ReasonEvicted              = "Evicted"              // pod: evicted by the kubelet
+	ReasonEvictionThresholdMet = "EvictionThresholdMet" // node: a threshold was met
+	ReasonSystemOOM            = "SystemOOM"            // node: the kubelet saw a kernel OOM kill
+	ReasonOOMKilling           = "OOMKilling"           // node: node-problem-detector saw one
+)
+
+// Annotations the kubelet puts on its Evicted Events.
+const (
+	AnnotationOffendingContainers      = "offending_containers"
+	AnnotationOffendingContainersUsage = "offending_containers_usage"
+	AnnotationStarvedResource          = "starved_resource"
+)
+
+// Sources of an eviction event.
+const (
+	SourceEvent     = "event"      // the pod's Evicted Event
+	SourcePodStatus = "pod_status" // the pod's status (reason Evicted), no Event seen
+)
+
+// Handlers receive what the watcher sees; each may be nil.
+type Handlers struct {
+	Eviction      func(event.Eviction)
+	NodeCondition func(event.NodeCondition)
+	// Allocatable receives the Node's status.allocatable memory in bytes.
+	Allocatable func(bytes uint64)
+	// KubeletEvent receives the reason of each node Event of interest
+	// (EvictionThresholdMet, SystemOOM, OOMKilling).
+	KubeletEvent func(reason string)
+}
+
+// Options configure a Watcher.
+type Options struct {
+	Node string
+	// EventWait is how long an eviction seen in a pod's status waits for
+	// the kubelet's Event, which carries the annotations.
+	EventWait time.Duration
+	Logger    *slog.Logger
+	Now       func() time.Time
+}
+
+// Watcher is the cluster view of one node.
+type Watcher struct {
+	cs   kubernetes.Interface
+	opts Options
+	h    Handlers
+
+	start time.Time
+	pods  cache.Indexer
+
+	mu        sync.Mutex
+	emitted   map[types.UID]time.Time
+	pending   map[types.UID]*time.Timer
+	condition *corev1.NodeCondition
+	apiFailed bool
+}
+
+// New returns a watcher of opts.Node.
+func New(cs kubernetes.Interface, opts Options) *Watcher {
+	if opts.EventWait == 0 {
+		opts.EventWait = 5 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Watcher{cs: cs, opts: opts, emitted: map[types.UID]time.Time{}, pending: map[types.UID]*time.Timer{}}
+}
+
+// Run watches until ctx is done. An API server that is unreachable or
+// forbids the watches costs one warning; the informers retry with backoff.
+func (w *Watcher) Run(ctx context.Context, h Handlers) {
+	w.h = h
+	w.start = w.opts.Now()
+	// client-go logs every failed list through klog: oomtrace says it once.
+	klog.SetLogger(logr.Discard())
+
+	node := w.opts.Node
+	onNode := informers.NewSharedInformerFactoryWithOptions(w.cs, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = "spec.nodeName=" + node }))
+	thisNode := informers.NewSharedInformerFactoryWithOptions(w.cs, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = "metadata.name=" + node }))
+	evicted := informers.NewSharedInformerFactoryWithOptions(w.cs, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = "reason=" + ReasonEvicted }))
+	nodeEvents := informers.NewSharedInformerFactoryWithOptions(w.cs, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = "involvedObject.kind=Node,involvedObject.name=" + node
+		}))
+
+	pods := onNode.Core().V1().Pods().Informer()
+	w.pods = pods.GetIndexer()
+	nodes := thisNode.Core().V1().Nodes().Informer()
+	evictedEvents := evicted.Core().V1().Events().Informer()
+	nodeEventsInf := nodeEvents.Core().V1().Events().Informer()
+	for name, inf := range map[string]cache.SharedIndexInformer{"pods": pods, "node": nodes, "eviction events": evictedEvents, "node events": nodeEventsInf} {
+		_ = inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) { w.apiError(name, err) })
+	}
+	_, _ = pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { w.pod(nil, obj) },
+		UpdateFunc: func(old, obj any) { w.pod(old, obj) },
+	})
+	_, _ = nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { w.node(obj) },
+		UpdateFunc: func(_, obj any) { w.node(obj) },
+	})
+	_, _ = evictedEvents.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: w.podEvent})
+	_, _ = nodeEventsInf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: w.nodeEvent})
+	for _, f := range []informers.SharedInformerFactory{onNode, thisNode, evicted, nodeEvents} {
+		f.Start(ctx.Done())
+	}
+	go func() {
+		if cache.WaitForCacheSync(ctx.Done(), pods.HasSynced, nodes.HasSynced, evictedEvents.HasSynced, nodeEventsInf.HasSynced) {
+			w.mu.Lock()
+			failed := w.apiFailed
+			w.apiFailed = false
+			w.mu.Unlock()
+			w.opts.Logger.Info("cluster view synced", "node", node, "recovered", failed)
+		}
+	}()
+	<-ctx.Done()
+	for _, f := range []informers.SharedInformerFactory{onNode, thisNode, evicted, nodeEvents} {
+		f.Shutdown()
+	}
+	w.mu.Lock()
+	for _, t := range w.pending {
+		t.Stop()
+	}
+	w.mu.Unlock()
+}
+
+func (w *Watcher) apiError(what string, err error) {
+	w.mu.Lock()
+	first := !w.apiFailed
+	w.apiFailed = true
+	w.mu.Unlock()
+	if first {
+		w.opts.Logger.Warn("cluster view: API server unavailable or forbidden; retrying with backoff, kernel events and node signals go on",
+			"watch", what, "err", err)
+	} else {
+		w.opts.Logger.Debug("cluster view: watch failed", "watch", what, "err", err)
+	}
+}
+
+// pod sees a pod of this node change: an Evicted status is an eviction.
+func (w *Watcher) pod(oldObj, obj any) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok || pod.Status.Reason != ReasonEvicted || pod.Spec.NodeName != w.opts.Node {
+		return
+	}
+	if old, ok := oldObj.(*corev1.Pod); ok && old.Status.Reason == ReasonEvicted {
+		return
+	}
+	at := evictionTime(pod, w.opts.Now())
+	if oldObj == nil && at.Before(w.start) {
+		return // evicted before oomtrace started
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, done := w.emitted[pod.UID]; done || w.pending[pod.UID] != nil {
+		return
+	}
+	// Wait a little for the kubelet's Event, which has the annotations.
+	uid := pod.UID
+	w.pending[uid] = time.AfterFunc(w.opts.EventWait, func() {
+		w.mu.Lock()
+		delete(w.pending, uid)
+		if _, done := w.emitted[uid]; done {
+			w.mu.Unlock()
+			return
+		}
+		w.emitted[uid] = at
+		w.mu.Unlock()
+		cur := w.podByUID(uid)
+		if cur == nil {
+			cur = pod
+		}
+		w.emit(w.eviction(cur, cur.Namespace, cur.Name, cur.UID, cur.Status.Message, at, nil, SourcePodStatus))
+	})
+}
+
+// podEvent sees an Evicted Event.
+func (w *Watcher) podEvent(obj any) {
+	ev, ok := obj.(*corev1.Event)
+	if !ok || ev.Reason != ReasonEvicted || ev.InvolvedObject.Kind != "Pod" {
+		return
+	}
+	uid := ev.InvolvedObject.UID
+	pod := w.podByUID(uid)
+	if pod != nil && pod.Spec.NodeName != w.opts.Node {
+		return
+	}
+	// Field selectors cannot say "on this node" for Events: the source
+	// host or the pod does.
+	if pod == nil && ev.Source.Host != w.opts.Node && ev.ReportingInstance != w.opts.Node {
+		return
+	}
+	at := eventTime(ev)
+	if at.Before(w.start.Add(-time.Second)) {
+		return
+	}
+	w.mu.Lock()
+	if _, done := w.emitted[uid]; done {
+		w.mu.Unlock()
+		return
+	}
+	w.emitted[uid] = at
+	if t := w.pending[uid]; t != nil {
+		t.Stop()
+		delete(w.pending, uid)
+	}
+	w.mu.Unlock()
+	w.emit(w.eviction(pod, ev.InvolvedObject.Namespace, ev.InvolvedObject.Name, uid, ev.Message, at, ev.Annotations, SourceEvent))
+}
+
+func (w *Watcher) nodeEvent(obj any) {
+	ev, ok := obj.(*corev1.Event)
+	if !ok || ev.InvolvedObject.Kind != "Node" || ev.InvolvedObject.Name != w.opts.Node || eventTime(ev).Before(w.start) {
+		return
+	}
+	switch ev.Reason {
+	case ReasonEvictionThresholdMet, ReasonSystemOOM, ReasonOOMKilling:
+		if w.h.KubeletEvent != nil {
+			w.h.KubeletEvent(ev.Reason)
+		}
+	}
+}
+
+// node sees the Node: its allocatable memory and MemoryPressure changes.
+func (w *Watcher) node(obj any) {
+	n, ok := obj.(*corev1.Node)
+	if !ok || n.Name != w.opts.Node {
+		return
+	}
+	if q, ok := n.Status.Allocatable[corev1.ResourceMemory]; ok && w.h.Allocatable != nil {
+		if v, ok := q.AsInt64(); ok && v > 0 {
+			w.h.Allocatable(uint64(v))
+		}
+	}
+	var cond *corev1.NodeCondition
+	for i := range n.Status.Conditions {
+		if n.Status.Conditions[i].Type == corev1.NodeMemoryPressure {
+			cond = n.Status.Conditions[i].DeepCopy()
+		}
+	}
+	if cond == nil {
+		return
+	}
+	w.mu.Lock()
+	prev := w.condition
+	w.condition = cond
+	w.mu.Unlock()
+	if prev == nil || prev.Status == cond.Status {
+		// The first sight is a state, not a transition.
+		return
+	}
+	nc := event.NodeCondition{
+		Type: event.TypeNodeCondition, Time: event.Time{Time: cond.LastTransitionTime.Time}, Node: w.opts.Node,
+		Condition: string(corev1.NodeMemoryPressure), Status: string(cond.Status), PreviousStatus: string(prev.Status),
+		Reason: cond.Reason, Message: cond.Message,
+	}
+	if !prev.LastTransitionTime.IsZero() && !cond.LastTransitionTime.IsZero() {
+		d := cond.LastTransitionTime.Sub(prev.LastTransitionTime.Time).Seconds()
+		nc.SincePreviousSeconds = &d
+	}
+	if w.h.NodeCondition != nil {
+		w.h.NodeCondition(nc)
+	}
+}
+
+func (w *Watcher) podByUID(uid types.UID) *corev1.Pod {
+	if w.pods == nil {
+		return nil
+	}
+	for _, obj := range w.pods.List() {
+		if p, ok := obj.(*corev1.Pod); ok && p.UID == uid && p.Spec.NodeName == w.opts.Node {
+			return p
+		}
+	}
+	return nil
+}
+
+func (w *Watcher) emit(ev event.Eviction) {
+	if w.h.Eviction != nil {
+		w.h.Eviction(ev)
+	}
+}
+
+// eviction builds the event; pod may be nil when it is not (or no longer)
+// in the cache.
+func (w *Watcher) eviction(pod *corev1.Pod, namespace, name string, uid types.UID, message string, at time.Time, annotations map[string]string, source string) event.Eviction {
+	msg := ParseEvictionMessage(message)
+	ev := event.Eviction{
+		Type: event.TypeEviction, Time: event.Time{Time: at}, Node: w.opts.Node,
+		Pod:   event.Pod{UID: string(uid), Name: name, Namespace: namespace},
+		Cause: event.CauseKubeletEviction, Source: source, Message: message,
+		StarvedResource: msg.StarvedResource, ThresholdBytes: msg.ThresholdBytes, AvailableBytes: msg.AvailableBytes,
+		OffendingContainers: msg.Containers,
+		KernelOOMKills:      []event.KillRef{},
+		ContainerExits:      []event.ContainerExit{},
+	}
+	if ev.OffendingContainers == nil {
+		ev.OffendingContainers = []event.OffendingContainer{}
+	}
+	if len(annotations) > 0 {
+		ev.Annotations = map[string]string{}
+		for _, k := range []string{AnnotationOffendingContainers, AnnotationOffendingContainersUsage, AnnotationStarvedResource} {
+			if v, ok := annotations[k]; ok {
+				ev.Annotations[k] = v
+			}
+		}
+		if ev.StarvedResource == "" {
+			ev.StarvedResource = annotations[AnnotationStarvedResource]
+		}
+	}
+	if pod == nil {
+		return ev
+	}
+	ev.Pod.QoS = strings.ToLower(string(pod.Status.QOSClass))
+	ev.Pod.Labels = pod.Labels
+	ev.Priority = pod.Spec.Priority
+	for _, cs := range pod.Status.ContainerStatuses {
+		ce := event.ContainerExit{Name: cs.Name}
+		t := cs.State.Terminated
+		if t == nil {
+			t = cs.LastTerminationState.Terminated
+		}
+		if t != nil {
+			code := t.ExitCode
+			ce.ExitCode, ce.Reason = &code, t.Reason
+			switch {
+			case t.Signal != 0:
+				ce.Signal = signalName(t.Signal)
+			case code > 128:
+				ce.Signal = signalName(code - 128)
+			}
+		}
+		ev.ContainerExits = append(ev.ContainerExits, ce)
+	}
+	return ev
+}
+
+func signalName(sig int32) string {
+	switch sig {
+	case 9:
+		return "SIGKILL"
+	case 15:
+		return "SIGTERM"
+	case 6:
+		return "SIGABRT"
+	case 11:
+		return "SIGSEGV"
+	}
+	return ""
+}
+
+// evictionTime: the DisruptionTarget condition the kubelet sets, else the
+// pod's last condition change, else now.
+func evictionTime(pod *corev1.Pod, now time.Time) time.Time {
+	var latest time.Time
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.DisruptionTarget && !c.LastTransitionTime.IsZero() {
+			return c.LastTransitionTime.Time
+		}
+		if c.LastTransitionTime.After(latest) {
+			latest = c.LastTransitionTime.Time
+		}
+	}
+	if latest.IsZero() {
+		return now
+	}
+	return latest
+}
+
+// eventTime: the Event's own time, newest API field first.
+func eventTime(ev *corev1.Event) time.Time {
+	switch {
+	case !ev.EventTime.IsZero():
+		return ev.EventTime.Time
+	case !ev.LastTimestamp.IsZero():
+		return ev.LastTimestamp.Time
+	case !ev.FirstTimestamp.IsZero():
+		return ev.FirstTimestamp.Time
+	}
+	return ev.CreationTimestamp.Time
+}

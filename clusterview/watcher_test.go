@@ -1,0 +1,333 @@
+package clusterview
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/oomtrace/oomtrace/event"
+)
+
+const node = "node-a"
+
+const evictionMsg = "The node was low on resource: memory. Threshold quantity: 100Mi, available: 71068Ki. Container hog was using 1860192Ki, request is 64Mi, has larger consumption of memory. "
+
+// recorder collects what the watcher reports.
+type recorder struct {
+	mu          sync.Mutex
+	evictions   []event.Eviction
+	conditions  []event.NodeCondition
+	allocatable uint64
+	reasons     []string
+}
+
+func (r *recorder) handlers() Handlers {
+	return Handlers{
+		Eviction:      func(e event.Eviction) { r.mu.Lock(); r.evictions = append(r.evictions, e); r.mu.Unlock() },
+		NodeCondition: func(c event.NodeCondition) { r.mu.Lock(); r.conditions = append(r.conditions, c); r.mu.Unlock() },
+		Allocatable:   func(b uint64) { r.mu.Lock(); r.allocatable = b; r.mu.Unlock() },
+		KubeletEvent:  func(reason string) { r.mu.Lock(); r.reasons = append(r.reasons, reason); r.mu.Unlock() },
+	}
+}
+
+func (r *recorder) wait(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r.mu.Lock()
+		ok := cond()
+		r.mu.Unlock()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; evictions %+v conditions %+v", what, r.evictions, r.conditions)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (r *recorder) evictionsOf(uid string) []event.Eviction {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []event.Eviction
+	for _, e := range r.evictions {
+		if e.Pod.UID == uid {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func start(t *testing.T, cs *fake.Clientset, eventWait time.Duration, log *syncWriter) *recorder {
+	t.Helper()
+	logger := slog.New(slog.DiscardHandler)
+	if log != nil {
+		logger = slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	w := New(cs, Options{Node: node, EventWait: eventWait, Logger: logger})
+	r := &recorder{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.Run(ctx, r.handlers()); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	// Let the informers list before the test changes anything.
+	time.Sleep(200 * time.Millisecond)
+	return r
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	b  *strings.Builder
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// runningPod is a burstable pod as the API holds it while it runs.
+func runningPod(name, uid, nodeName string) *corev1.Pod {
+	prio := int32(1000)
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", UID: types.UID(uid), Labels: map[string]string{"app": name}},
+		Spec: corev1.PodSpec{NodeName: nodeName, Priority: &prio, Containers: []corev1.Container{{
+			Name: "hog", Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")}},
+		}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, QOSClass: corev1.PodQOSBurstable,
+			ContainerStatuses: []corev1.ContainerStatus{{Name: "hog", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}},
+	}
+}
+
+// evict sets the status the kubelet writes when it evicts a pod.
+func evict(t *testing.T, cs *fake.Clientset, pod *corev1.Pod, at time.Time) {
+	t.Helper()
+	p := pod.DeepCopy()
+	p.Status.Phase = corev1.PodFailed
+	p.Status.Reason = ReasonEvicted
+	p.Status.Message = evictionMsg
+	p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{
+		Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue, Reason: "TerminationByKubelet",
+		Message: evictionMsg, LastTransitionTime: metav1.NewTime(at),
+	})
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "hog", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "Error"}}}}
+	if _, err := cs.CoreV1().Pods(p.Namespace).UpdateStatus(context.Background(), p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// evictedEvent is the Event the kubelet records for an eviction.
+func evictedEvent(t *testing.T, cs *fake.Clientset, pod *corev1.Pod, host string, at time.Time) {
+	t.Helper()
+	ev := &corev1.Event{
+		ObjectMeta: metav1.ObjectMeta{Name: pod.Name + ".17f0c0ffee", Namespace: pod.Namespace, Annotations: map[string]string{
+			AnnotationOffendingContainers: "hog", AnnotationOffendingContainersUsage: "1860192Ki", AnnotationStarvedResource: "memory",
+		}},
+		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, APIVersion: "v1"},
+		Reason:         ReasonEvicted, Message: evictionMsg, Type: corev1.EventTypeWarning,
+		Source:         corev1.EventSource{Component: "kubelet", Host: host},
+		FirstTimestamp: metav1.NewTime(at), LastTimestamp: metav1.NewTime(at), Count: 1,
+	}
+	if _, err := cs.CoreV1().Events(pod.Namespace).Create(context.Background(), ev, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func checkEviction(t *testing.T, e event.Eviction, pod *corev1.Pod, source string, withAnnotations bool) {
+	t.Helper()
+	if e.Type != "eviction" || e.Node != node || e.Cause != "kubelet_eviction" || e.Source != source ||
+		e.Pod.UID != string(pod.UID) || e.Pod.Name != pod.Name || e.Pod.Namespace != "shop" || e.Pod.QoS != "burstable" ||
+		e.Priority == nil || *e.Priority != 1000 || e.Message != evictionMsg || e.StarvedResource != "memory" {
+		t.Errorf("eviction %+v", e)
+	}
+	if e.ThresholdBytes == nil || *e.ThresholdBytes != 100<<20 || e.AvailableBytes == nil || *e.AvailableBytes != 71068<<10 {
+		t.Errorf("threshold %v available %v", e.ThresholdBytes, e.AvailableBytes)
+	}
+	if len(e.OffendingContainers) != 1 || e.OffendingContainers[0].Name != "hog" || *e.OffendingContainers[0].UsageBytes != 1860192<<10 || *e.OffendingContainers[0].RequestBytes != 64<<20 {
+		t.Errorf("offending containers %+v", e.OffendingContainers)
+	}
+	if withAnnotations != (e.Annotations["offending_containers"] == "hog" && e.Annotations["starved_resource"] == "memory") {
+		t.Errorf("annotations %v (want them: %v)", e.Annotations, withAnnotations)
+	}
+}
+
+func TestEvictionEventFirst(t *testing.T) {
+	cs := fake.NewClientset()
+	r := start(t, cs, time.Second, nil)
+	pod := runningPod("cart", "uid-event-first", node)
+	cs.CoreV1().Pods("shop").Create(context.Background(), pod, metav1.CreateOptions{})
+	r.wait(t, "pod in cache", func() bool { return true })
+	time.Sleep(100 * time.Millisecond)
+	now := time.Now()
+	evictedEvent(t, cs, pod, node, now)
+	r.wait(t, "eviction", func() bool { return len(r.evictions) == 1 })
+	evict(t, cs, pod, now)
+	time.Sleep(1500 * time.Millisecond) // past EventWait: the status must not add a second one
+	got := r.evictionsOf("uid-event-first")
+	if len(got) != 1 {
+		t.Fatalf("%d evictions, want 1: %+v", len(got), got)
+	}
+	checkEviction(t, got[0], pod, SourceEvent, true)
+}
+
+func TestEvictionStatusFirst(t *testing.T) {
+	cs := fake.NewClientset()
+	r := start(t, cs, 2*time.Second, nil)
+	pod := runningPod("etl", "uid-status-first", node)
+	cs.CoreV1().Pods("shop").Create(context.Background(), pod, metav1.CreateOptions{})
+	time.Sleep(100 * time.Millisecond)
+	now := time.Now()
+	evict(t, cs, pod, now)
+	time.Sleep(300 * time.Millisecond) // the Event comes later, within EventWait
+	evictedEvent(t, cs, pod, node, now)
+	r.wait(t, "eviction", func() bool { return len(r.evictions) == 1 })
+	time.Sleep(2500 * time.Millisecond)
+	got := r.evictionsOf("uid-status-first")
+	if len(got) != 1 {
+		t.Fatalf("%d evictions, want 1: %+v", len(got), got)
+	}
+	checkEviction(t, got[0], pod, SourceEvent, true)
+	// The status had been seen: the container exits are the kubelet's kill.
+	if ce := got[0].ContainerExits; len(ce) != 1 || ce[0].ExitCode == nil || *ce[0].ExitCode != 137 || ce[0].Signal != "SIGKILL" {
+		t.Errorf("container exits %+v", ce)
+	}
+	if d := got[0].Time.Sub(now); d < -time.Second || d > time.Second {
+		t.Errorf("time %v, want the eviction's %v", got[0].Time, now)
+	}
+}
+
+func TestEvictionWithoutEvent(t *testing.T) {
+	cs := fake.NewClientset()
+	r := start(t, cs, 200*time.Millisecond, nil)
+	pod := runningPod("api", "uid-no-event", node)
+	cs.CoreV1().Pods("shop").Create(context.Background(), pod, metav1.CreateOptions{})
+	time.Sleep(100 * time.Millisecond)
+	evict(t, cs, pod, time.Now())
+	r.wait(t, "eviction", func() bool { return len(r.evictions) == 1 })
+	checkEviction(t, r.evictionsOf("uid-no-event")[0], pod, SourcePodStatus, false)
+}
+
+func TestEvictionsElsewhereAndBefore(t *testing.T) {
+	// Evicted before the watcher started: history, not news.
+	old := runningPod("old", "uid-old", node)
+	old.Status.Reason, old.Status.Message = ReasonEvicted, evictionMsg
+	old.Status.Conditions = []corev1.PodCondition{{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue, LastTransitionTime: metav1.NewTime(time.Now().Add(-time.Hour))}}
+	cs := fake.NewClientset(old)
+	r := start(t, cs, 100*time.Millisecond, nil)
+	// Another node's pod and its Event (the fake ignores field selectors,
+	// as a misconfigured proxy could: the watcher checks itself).
+	other := runningPod("far", "uid-far", "node-b")
+	cs.CoreV1().Pods("shop").Create(context.Background(), other, metav1.CreateOptions{})
+	time.Sleep(100 * time.Millisecond)
+	evict(t, cs, other, time.Now())
+	evictedEvent(t, cs, other, "node-b", time.Now())
+	// And an Event of this node for a pod the cache no longer has.
+	gone := runningPod("gone", "uid-gone", node)
+	evictedEvent(t, cs, gone, node, time.Now())
+	r.wait(t, "the gone pod's eviction", func() bool { return len(r.evictions) == 1 })
+	time.Sleep(500 * time.Millisecond)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.evictions) != 1 || r.evictions[0].Pod.UID != "uid-gone" || r.evictions[0].Priority != nil || r.evictions[0].Pod.QoS != "" {
+		t.Errorf("evictions %+v, want only the gone pod's, without pod details", r.evictions)
+	}
+}
+
+func nodeWith(status corev1.ConditionStatus, at time.Time) *corev1.Node {
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: node},
+		Status: corev1.NodeStatus{
+			Allocatable: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("7Gi")},
+			Conditions: []corev1.NodeCondition{
+				{Type: corev1.NodeReady, Status: corev1.ConditionTrue},
+				{Type: corev1.NodeMemoryPressure, Status: status, Reason: map[corev1.ConditionStatus]string{
+					corev1.ConditionTrue: "KubeletHasInsufficientMemory", corev1.ConditionFalse: "KubeletHasSufficientMemory"}[status],
+					Message: "kubelet has sufficient memory available", LastTransitionTime: metav1.NewTime(at)},
+			},
+		},
+	}
+}
+
+func TestNodeCondition(t *testing.T) {
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
+	cs := fake.NewClientset(nodeWith(corev1.ConditionFalse, t0))
+	r := start(t, cs, time.Second, nil)
+	r.wait(t, "allocatable", func() bool { return r.allocatable == 7<<30 })
+	t1 := t0.Add(50 * time.Minute)
+	cs.CoreV1().Nodes().UpdateStatus(context.Background(), nodeWith(corev1.ConditionTrue, t1), metav1.UpdateOptions{})
+	r.wait(t, "pressure", func() bool { return len(r.conditions) == 1 })
+	// The kubelet keeps MemoryPressure for the transition period (5m).
+	t2 := t1.Add(5*time.Minute + 10*time.Second)
+	cs.CoreV1().Nodes().UpdateStatus(context.Background(), nodeWith(corev1.ConditionFalse, t2), metav1.UpdateOptions{})
+	r.wait(t, "relief", func() bool { return len(r.conditions) == 2 })
+	// A status update without a transition says nothing.
+	cs.CoreV1().Nodes().UpdateStatus(context.Background(), nodeWith(corev1.ConditionFalse, t2), metav1.UpdateOptions{})
+	time.Sleep(200 * time.Millisecond)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.conditions) != 2 {
+		t.Fatalf("conditions %+v", r.conditions)
+	}
+	up, down := r.conditions[0], r.conditions[1]
+	if up.Status != "True" || up.PreviousStatus != "False" || up.Reason != "KubeletHasInsufficientMemory" || *up.SincePreviousSeconds != 3000 || !up.Time.Equal(t1) || up.Type != "node_condition" || up.Condition != "MemoryPressure" {
+		t.Errorf("pressure: %+v", up)
+	}
+	if down.Status != "False" || down.PreviousStatus != "True" || *down.SincePreviousSeconds != 310 {
+		t.Errorf("relief: %+v (since %v)", down, *down.SincePreviousSeconds)
+	}
+}
+
+func TestNodeEvents(t *testing.T) {
+	cs := fake.NewClientset()
+	r := start(t, cs, time.Second, nil)
+	for _, reason := range []string{ReasonEvictionThresholdMet, "NodeHasSufficientMemory", ReasonSystemOOM} {
+		cs.CoreV1().Events("default").Create(context.Background(), &corev1.Event{
+			ObjectMeta:     metav1.ObjectMeta{Name: node + "." + reason, Namespace: "default"},
+			InvolvedObject: corev1.ObjectReference{Kind: "Node", Name: node, UID: types.UID(node)},
+			Reason:         reason, Type: corev1.EventTypeWarning, Source: corev1.EventSource{Component: "kubelet", Host: node},
+			LastTimestamp: metav1.Now(),
+		}, metav1.CreateOptions{})
+	}
+	r.wait(t, "node events", func() bool { return len(r.reasons) == 2 })
+	if r.reasons[0] != ReasonEvictionThresholdMet || r.reasons[1] != ReasonSystemOOM {
+		t.Errorf("reasons %v", r.reasons)
+	}
+}
+
+func TestForbidden(t *testing.T) {
+	cs := fake.NewClientset(nodeWith(corev1.ConditionFalse, time.Now().Add(-time.Hour)))
+	// No RBAC for pods and events: the node view still works, one warning.
+	for _, res := range []string{"pods", "events"} {
+		cs.PrependReactor("list", res, func(a k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: a.GetResource().Resource}, "", nil)
+		})
+	}
+	sw := &syncWriter{b: &strings.Builder{}}
+	r := start(t, cs, time.Second, sw)
+	cs.CoreV1().Nodes().UpdateStatus(context.Background(), nodeWith(corev1.ConditionTrue, time.Now()), metav1.UpdateOptions{})
+	r.wait(t, "pressure despite forbidden pods", func() bool { return len(r.conditions) == 1 })
+	time.Sleep(1500 * time.Millisecond) // the informers retry meanwhile
+	if n := strings.Count(sw.String(), "level=WARN"); n != 1 {
+		t.Errorf("%d warnings, want 1:\n%s", n, sw.String())
+	}
+}
