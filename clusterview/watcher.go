@@ -13,9 +13,10 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/watch"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
@@ -66,7 +67,7 @@ type Options struct {
 
 // Watcher is the cluster view of one node.
 type Watcher struct {
-	cs   kubernetes.Interface
+	cs   corev1client.CoreV1Interface
 	opts Options
 	h    Handlers
 
@@ -80,8 +81,9 @@ type Watcher struct {
 	apiFailed bool
 }
 
-// New returns a watcher of opts.Node.
-func New(cs kubernetes.Interface, opts Options) *Watcher {
+// New returns a watcher of opts.Node. Only the core API group is used
+// (a whole clientset would link every API group into the binary).
+func New(cs corev1client.CoreV1Interface, opts Options) *Watcher {
 	if opts.EventWait == 0 {
 		opts.EventWait = 5 * time.Second
 	}
@@ -103,22 +105,31 @@ func (w *Watcher) Run(ctx context.Context, h Handlers) {
 	klog.SetLogger(logr.Discard())
 
 	node := w.opts.Node
-	onNode := informers.NewSharedInformerFactoryWithOptions(w.cs, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = "spec.nodeName=" + node }))
-	thisNode := informers.NewSharedInformerFactoryWithOptions(w.cs, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = "metadata.name=" + node }))
-	evicted := informers.NewSharedInformerFactoryWithOptions(w.cs, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = "reason=" + ReasonEvicted }))
-	nodeEvents := informers.NewSharedInformerFactoryWithOptions(w.cs, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = "involvedObject.kind=Node,involvedObject.name=" + node
-		}))
-
-	pods := onNode.Core().V1().Pods().Informer()
+	core := w.cs
+	pods := informer(core, &corev1.Pod{}, "spec.nodeName="+node,
+		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return core.Pods("").List(ctx, o)
+		},
+		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return core.Pods("").Watch(ctx, o)
+		})
 	w.pods = pods.GetIndexer()
-	nodes := thisNode.Core().V1().Nodes().Informer()
-	evictedEvents := evicted.Core().V1().Events().Informer()
-	nodeEventsInf := nodeEvents.Core().V1().Events().Informer()
+	nodes := informer(core, &corev1.Node{}, "metadata.name="+node,
+		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return core.Nodes().List(ctx, o)
+		},
+		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return core.Nodes().Watch(ctx, o)
+		})
+	listEvents := func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+		return core.Events("").List(ctx, o)
+	}
+	watchEvents := func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+		return core.Events("").Watch(ctx, o)
+	}
+	evictedEvents := informer(core, &corev1.Event{}, "reason="+ReasonEvicted, listEvents, watchEvents)
+	nodeEventsInf := informer(core, &corev1.Event{}, "involvedObject.kind=Node,involvedObject.name="+node, listEvents, watchEvents)
+	all := []cache.SharedIndexInformer{pods, nodes, evictedEvents, nodeEventsInf}
 	for name, inf := range map[string]cache.SharedIndexInformer{"pods": pods, "node": nodes, "eviction events": evictedEvents, "node events": nodeEventsInf} {
 		_ = inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) { w.apiError(name, err) })
 	}
@@ -132,8 +143,10 @@ func (w *Watcher) Run(ctx context.Context, h Handlers) {
 	})
 	_, _ = evictedEvents.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: w.podEvent})
 	_, _ = nodeEventsInf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: w.nodeEvent})
-	for _, f := range []informers.SharedInformerFactory{onNode, thisNode, evicted, nodeEvents} {
-		f.Start(ctx.Done())
+	var wg sync.WaitGroup
+	for _, inf := range all {
+		wg.Add(1)
+		go func() { defer wg.Done(); inf.RunWithContext(ctx) }()
 	}
 	go func() {
 		if cache.WaitForCacheSync(ctx.Done(), pods.HasSynced, nodes.HasSynced, evictedEvents.HasSynced, nodeEventsInf.HasSynced) {
@@ -145,14 +158,30 @@ func (w *Watcher) Run(ctx context.Context, h Handlers) {
 		}
 	}()
 	<-ctx.Done()
-	for _, f := range []informers.SharedInformerFactory{onNode, thisNode, evicted, nodeEvents} {
-		f.Shutdown()
-	}
+	wg.Wait()
 	w.mu.Lock()
 	for _, t := range w.pending {
 		t.Stop()
 	}
 	w.mu.Unlock()
+}
+
+// informer lists and watches one kind with a field selector. client is
+// asked whether it supports watch-list streaming (client-go's fakes say no).
+func informer(client any, example runtime.Object, selector string,
+	list func(context.Context, metav1.ListOptions) (runtime.Object, error),
+	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error)) cache.SharedIndexInformer {
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = selector
+			return list(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = selector
+			return watchFn(ctx, o)
+		},
+	}
+	return cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, client), example, 0, cache.Indexers{})
 }
 
 func (w *Watcher) apiError(what string, err error) {

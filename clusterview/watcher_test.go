@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/oomtrace/oomtrace/event"
@@ -78,7 +79,7 @@ func start(t *testing.T, cs *fake.Clientset, eventWait time.Duration, log *syncW
 	if log != nil {
 		logger = slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
-	w := New(cs, Options{Node: node, EventWait: eventWait, Logger: logger})
+	w := New(fakeCore{cs.CoreV1()}, Options{Node: node, EventWait: eventWait, Logger: logger})
 	r := &recorder{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -88,6 +89,12 @@ func start(t *testing.T, cs *fake.Clientset, eventWait time.Duration, log *syncW
 	time.Sleep(200 * time.Millisecond)
 	return r
 }
+
+// fakeCore is the fake clientset's core client, saying (as the fake
+// clientset does) that it cannot stream watch lists.
+type fakeCore struct{ corev1client.CoreV1Interface }
+
+func (fakeCore) IsWatchListSemanticsUnSupported() bool { return true }
 
 type syncWriter struct {
 	mu sync.Mutex

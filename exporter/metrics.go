@@ -35,6 +35,9 @@ type MetricsOptions struct {
 	Hooks     []Hook
 	// Stats reads the pipeline counters; nil reports none.
 	Stats func() (PipelineStats, error)
+	// NodeMemory reads the node's memory signals at scrape time; nil (or
+	// false) exports none.
+	NodeMemory func() (event.NodeMemory, bool)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -46,11 +49,16 @@ type MetricsOptions struct {
 type Metrics struct {
 	opts MetricsOptions
 
-	mu       sync.Mutex
-	oomKills map[[4]string]*series
-	refusals map[[5]string]*series
+	mu         sync.Mutex
+	oomKills   map[[4]string]*series
+	refusals   map[[5]string]*series
+	deaths     map[[4]string]*series // namespace, pod, container, cause
+	pressure   map[[2]string]*series // signal, state
+	conditions map[[2]string]*series // condition, status
+	kubelet    map[[1]string]*series // reason
 
 	oomKillsDesc, refusalsDesc, lostDesc, decodeErrorsDesc, hookDesc, buildDesc, scrapeErrorDesc, droppedDesc *prometheus.Desc
+	deathsDesc, pressureDesc, conditionsDesc, kubeletDesc, availableDesc, thresholdDesc                       *prometheus.Desc
 }
 
 type series struct {
@@ -64,9 +72,31 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 		opts.Now = time.Now
 	}
 	return &Metrics{
-		opts:     opts,
-		oomKills: map[[4]string]*series{},
-		refusals: map[[5]string]*series{},
+		opts:       opts,
+		oomKills:   map[[4]string]*series{},
+		refusals:   map[[5]string]*series{},
+		deaths:     map[[4]string]*series{},
+		pressure:   map[[2]string]*series{},
+		conditions: map[[2]string]*series{},
+		kubelet:    map[[1]string]*series{},
+		deathsDesc: prometheus.NewDesc(namespace+"_container_deaths_total",
+			"Deaths of pods' containers by cause: kernel_oom_container, kernel_oom_pod, kernel_oom_allocatable, kernel_oom_system, kernel_oom_during_pressure, kernel_oom_other (kernel OOM kills, by the victim's container), kubelet_eviction (by pod, container empty).",
+			[]string{"namespace", "pod", "container", "cause"}, nil),
+		pressureDesc: prometheus.NewDesc(namespace+"_memory_pressure_transitions_total",
+			"Kubelet memory signals crossing their hard eviction threshold, as oomtrace sampled them; state below or above.",
+			[]string{"signal", "state"}, nil),
+		conditionsDesc: prometheus.NewDesc(namespace+"_node_condition_transitions_total",
+			"Transitions of the Node's MemoryPressure condition, by new status.",
+			[]string{"condition", "status"}, nil),
+		kubeletDesc: prometheus.NewDesc(namespace+"_kubelet_node_events_total",
+			"The kubelet's (and node-problem-detector's) node Events: EvictionThresholdMet, SystemOOM, OOMKilling.",
+			[]string{"reason"}, nil),
+		availableDesc: prometheus.NewDesc(namespace+"_node_memory_available_bytes",
+			"The kubelet's memory signal now: memory.available or allocatableMemory.available, computed the kubelet's way.",
+			[]string{"signal"}, nil),
+		thresholdDesc: prometheus.NewDesc(namespace+"_node_memory_eviction_threshold_bytes",
+			"The hard eviction threshold of each memory signal, in bytes.",
+			[]string{"signal"}, nil),
 		oomKillsDesc: prometheus.NewDesc(namespace+"_oom_kills_total",
 			"Tasks killed by the kernel OOM killer, by the victim's pod and container and by the limit that was hit (scope: the OOM domain kind: container, pod, allocatable, system or other).",
 			[]string{"namespace", "pod", "container", "scope"}, nil),
@@ -98,6 +128,41 @@ func (m *Metrics) ObserveOOMKill(ev event.OOMKill) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	addTo(m.oomKills, key, 1, m.opts.Now())
+	if ev.Victim.Pod != nil && ev.Cause != "" {
+		addTo(m.deaths, [4]string{ns, pod, ctr, ev.Cause}, 1, m.opts.Now())
+	}
+}
+
+// ObserveEviction counts a kubelet eviction.
+func (m *Metrics) ObserveEviction(ev event.Eviction) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	addTo(m.deaths, [4]string{ev.Pod.Namespace, ev.Pod.Name, "", ev.Cause}, 1, m.opts.Now())
+}
+
+// ObserveMemoryPressure counts a threshold crossing.
+func (m *Metrics) ObserveMemoryPressure(ev event.MemoryPressure) {
+	state := "above"
+	if ev.BelowThreshold {
+		state = "below"
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	addTo(m.pressure, [2]string{ev.SignalName, state}, 1, m.opts.Now())
+}
+
+// ObserveNodeCondition counts a condition transition.
+func (m *Metrics) ObserveNodeCondition(ev event.NodeCondition) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	addTo(m.conditions, [2]string{ev.Condition, ev.Status}, 1, m.opts.Now())
+}
+
+// ObserveKubeletEvent counts a node Event of the kubelet.
+func (m *Metrics) ObserveKubeletEvent(reason string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	addTo(m.kubelet, [1]string{reason}, 1, m.opts.Now())
 }
 
 // ObserveCommitRefusal counts the refusals one line stands for.
@@ -121,7 +186,8 @@ func addTo[K comparable](s map[K]*series, key K, n float64, now time.Time) {
 
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.oomKillsDesc, m.refusalsDesc, m.lostDesc, m.decodeErrorsDesc, m.hookDesc, m.buildDesc, m.scrapeErrorDesc, m.droppedDesc} {
+	for _, d := range []*prometheus.Desc{m.oomKillsDesc, m.refusalsDesc, m.lostDesc, m.decodeErrorsDesc, m.hookDesc, m.buildDesc, m.scrapeErrorDesc, m.droppedDesc,
+		m.deathsDesc, m.pressureDesc, m.conditionsDesc, m.kubeletDesc, m.availableDesc, m.thresholdDesc} {
 		ch <- d
 	}
 }
@@ -138,7 +204,35 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	for k, v := range m.refusals {
 		ch <- prometheus.MustNewConstMetric(m.refusalsDesc, prometheus.CounterValue, v.value, k[:]...)
 	}
+	expire(m.deaths, now, m.opts.Retention)
+	for k, v := range m.deaths {
+		ch <- prometheus.MustNewConstMetric(m.deathsDesc, prometheus.CounterValue, v.value, k[:]...)
+	}
+	// Node-level series are few and bounded: never expired.
+	for k, v := range m.pressure {
+		ch <- prometheus.MustNewConstMetric(m.pressureDesc, prometheus.CounterValue, v.value, k[:]...)
+	}
+	for k, v := range m.conditions {
+		ch <- prometheus.MustNewConstMetric(m.conditionsDesc, prometheus.CounterValue, v.value, k[:]...)
+	}
+	for k, v := range m.kubelet {
+		ch <- prometheus.MustNewConstMetric(m.kubeletDesc, prometheus.CounterValue, v.value, k[:]...)
+	}
 	m.mu.Unlock()
+
+	if m.opts.NodeMemory != nil {
+		if nm, ok := m.opts.NodeMemory(); ok {
+			for name, sig := range map[string]*event.Signal{"memory.available": nm.MemoryAvailable, "allocatableMemory.available": nm.AllocatableMemoryAvailable} {
+				if sig == nil {
+					continue
+				}
+				ch <- prometheus.MustNewConstMetric(m.availableDesc, prometheus.GaugeValue, float64(sig.AvailableBytes), name)
+				if sig.ThresholdBytes != nil {
+					ch <- prometheus.MustNewConstMetric(m.thresholdDesc, prometheus.GaugeValue, float64(*sig.ThresholdBytes), name)
+				}
+			}
+		}
+	}
 
 	for _, h := range m.opts.Hooks {
 		ch <- prometheus.MustNewConstMetric(m.hookDesc, prometheus.GaugeValue, 1, h.Event, h.Hook)

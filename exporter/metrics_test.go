@@ -21,7 +21,7 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden files")
 
 func oomKill(ns, pod, container, kind string) event.OOMKill {
-	ev := event.OOMKill{Type: event.TypeOOMKill, OOM: event.OOM{Domain: &event.Domain{Kind: kind}}}
+	ev := event.OOMKill{Type: event.TypeOOMKill, OOM: event.OOM{Domain: &event.Domain{Kind: kind}}, Cause: "kernel_oom_" + kind}
 	if pod != "" {
 		ev.Victim.Pod = &event.Pod{UID: "0b1e7bd0-4a5e-4c4b-9f34-7d1f1c2a7e10", Namespace: ns, Name: pod}
 	}
@@ -43,6 +43,11 @@ func knownSequence(m *Metrics) {
 	m.ObserveCommitRefusal(event.CommitRefusal{Process: inPod, Syscall: "mmap", Reason: "commit", Count: 1})
 	m.ObserveCommitRefusal(event.CommitRefusal{Process: inPod, Syscall: "mmap", Reason: "commit", Count: 99999, Repeated: true})
 	m.ObserveCommitRefusal(event.CommitRefusal{Syscall: "brk", Reason: "rlimit_data", Count: 1})
+	m.ObserveEviction(event.Eviction{Pod: event.Pod{Namespace: "batch", Name: "etl-2"}, Cause: event.CauseKubeletEviction})
+	m.ObserveMemoryPressure(event.MemoryPressure{SignalName: "memory.available", Signal: event.Signal{BelowThreshold: true}})
+	m.ObserveMemoryPressure(event.MemoryPressure{SignalName: "memory.available"})
+	m.ObserveNodeCondition(event.NodeCondition{Condition: "MemoryPressure", Status: "True"})
+	m.ObserveKubeletEvent("EvictionThresholdMet")
 }
 
 func newTestMetrics(now func() time.Time) *Metrics {
@@ -52,6 +57,11 @@ func newTestMetrics(now func() time.Time) *Metrics {
 		Hooks:     []Hook{{"oom_decision", "none"}, {"oom_victim", "tp_btf/mark_victim"}},
 		Stats: func() (PipelineStats, error) {
 			return PipelineStats{OOMKillsLost: 2, CommitRefusalsLost: 0, DecodeErrors: 1}, nil
+		},
+		NodeMemory: func() (event.NodeMemory, bool) {
+			th := uint64(100 << 20)
+			return event.NodeMemory{MemoryAvailable: &event.Signal{AvailableBytes: 3 << 30, ThresholdBytes: &th},
+				AllocatableMemoryAvailable: &event.Signal{AvailableBytes: -(1 << 20), ThresholdBytes: &th}}, true
 		},
 		Now: now,
 	})

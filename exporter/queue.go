@@ -50,6 +50,12 @@ func (q *Queue) loop() {
 			err = q.w.WriteOOMKill(ev)
 		case event.CommitRefusal:
 			err = q.w.WriteCommitRefusal(ev)
+		case event.MemoryPressure:
+			err = q.w.WriteMemoryPressure(ev)
+		case event.Eviction:
+			err = q.w.WriteEviction(ev)
+		case event.NodeCondition:
+			err = q.w.WriteNodeCondition(ev)
 		}
 		q.inflight.Store(false)
 		if err != nil {
@@ -77,6 +83,15 @@ func (q *Queue) put(item any) error {
 
 // WriteOOMKill queues ev; it never blocks.
 func (q *Queue) WriteOOMKill(ev event.OOMKill) error { return q.put(ev) }
+
+// WriteMemoryPressure queues ev; it never blocks.
+func (q *Queue) WriteMemoryPressure(ev event.MemoryPressure) error { return q.put(ev) }
+
+// WriteEviction queues ev; it never blocks.
+func (q *Queue) WriteEviction(ev event.Eviction) error { return q.put(ev) }
+
+// WriteNodeCondition queues ev; it never blocks.
+func (q *Queue) WriteNodeCondition(ev event.NodeCondition) error { return q.put(ev) }
 
 // WriteCommitRefusal queues ev; it never blocks.
 func (q *Queue) WriteCommitRefusal(ev event.CommitRefusal) error { return q.put(ev) }

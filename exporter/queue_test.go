@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,8 +29,11 @@ func (g *gateWriter) write() error {
 	return nil
 }
 
-func (g *gateWriter) WriteOOMKill(event.OOMKill) error             { return g.write() }
-func (g *gateWriter) WriteCommitRefusal(event.CommitRefusal) error { return g.write() }
+func (g *gateWriter) WriteOOMKill(event.OOMKill) error               { return g.write() }
+func (g *gateWriter) WriteCommitRefusal(event.CommitRefusal) error   { return g.write() }
+func (g *gateWriter) WriteMemoryPressure(event.MemoryPressure) error { return g.write() }
+func (g *gateWriter) WriteEviction(event.Eviction) error             { return g.write() }
+func (g *gateWriter) WriteNodeCondition(event.NodeCondition) error   { return g.write() }
 
 func TestQueueNeverBlocksAndCountsDrops(t *testing.T) {
 	g := &gateWriter{gate: make(chan struct{})}
@@ -93,5 +97,42 @@ func TestQueueWriteErrorDropsTheRest(t *testing.T) {
 	}
 	if q.Dropped() != 10 || q.Written() != 0 {
 		t.Errorf("written %d dropped %d, want 0 and 10", q.Written(), q.Dropped())
+	}
+}
+
+// kindWriter records which method each event arrived at.
+type kindWriter struct {
+	mu    sync.Mutex
+	kinds []string
+}
+
+func (k *kindWriter) add(s string) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.kinds = append(k.kinds, s)
+	return nil
+}
+func (k *kindWriter) WriteOOMKill(event.OOMKill) error             { return k.add("oom_kill") }
+func (k *kindWriter) WriteCommitRefusal(event.CommitRefusal) error { return k.add("commit_refusal") }
+func (k *kindWriter) WriteMemoryPressure(event.MemoryPressure) error {
+	return k.add("memory_pressure")
+}
+func (k *kindWriter) WriteEviction(event.Eviction) error           { return k.add("eviction") }
+func (k *kindWriter) WriteNodeCondition(event.NodeCondition) error { return k.add("node_condition") }
+
+func TestQueueRoutesEveryKindInOrder(t *testing.T) {
+	k := &kindWriter{}
+	q := NewQueue(k, 16, nil)
+	q.WriteEviction(event.Eviction{})
+	q.WriteOOMKill(event.OOMKill{})
+	q.WriteNodeCondition(event.NodeCondition{})
+	q.WriteCommitRefusal(event.CommitRefusal{})
+	q.WriteMemoryPressure(event.MemoryPressure{})
+	if !q.Close(5 * time.Second) {
+		t.Fatal("close timed out")
+	}
+	want := "eviction oom_kill node_condition commit_refusal memory_pressure"
+	if got := strings.Join(k.kinds, " "); got != want {
+		t.Errorf("routed %q, want %q", got, want)
 	}
 }

@@ -15,6 +15,9 @@ import (
 type Writer interface {
 	WriteOOMKill(event.OOMKill) error
 	WriteCommitRefusal(event.CommitRefusal) error
+	WriteMemoryPressure(event.MemoryPressure) error
+	WriteEviction(event.Eviction) error
+	WriteNodeCondition(event.NodeCondition) error
 }
 
 // JSON writes one JSON object per line. encoding/json keeps every line valid
@@ -34,21 +37,27 @@ func NewJSON(w io.Writer) *JSON {
 	return &JSON{w: bw, enc: enc}
 }
 
-// WriteOOMKill writes ev as one line.
-func (j *JSON) WriteOOMKill(ev event.OOMKill) error {
+func (j *JSON) write(kind string, ev any) error {
 	if err := j.enc.Encode(ev); err != nil {
-		return fmt.Errorf("encode oom_kill: %w", err)
+		return fmt.Errorf("encode %s: %w", kind, err)
 	}
 	return j.w.Flush()
 }
 
+// WriteOOMKill writes ev as one line.
+func (j *JSON) WriteOOMKill(ev event.OOMKill) error { return j.write(ev.Type, ev) }
+
 // WriteCommitRefusal writes ev as one line.
-func (j *JSON) WriteCommitRefusal(ev event.CommitRefusal) error {
-	if err := j.enc.Encode(ev); err != nil {
-		return fmt.Errorf("encode commit_refusal: %w", err)
-	}
-	return j.w.Flush()
-}
+func (j *JSON) WriteCommitRefusal(ev event.CommitRefusal) error { return j.write(ev.Type, ev) }
+
+// WriteMemoryPressure writes ev as one line.
+func (j *JSON) WriteMemoryPressure(ev event.MemoryPressure) error { return j.write(ev.Type, ev) }
+
+// WriteEviction writes ev as one line.
+func (j *JSON) WriteEviction(ev event.Eviction) error { return j.write(ev.Type, ev) }
+
+// WriteNodeCondition writes ev as one line.
+func (j *JSON) WriteNodeCondition(ev event.NodeCondition) error { return j.write(ev.Type, ev) }
 
 // Text writes one human-readable line per event, for people at a terminal.
 // Kernel strings are quoted, so hostile bytes cannot forge a line.
@@ -116,14 +125,82 @@ func writeProcess(b *strings.Builder, p event.Process) {
 	}
 	switch {
 	case p.Pod != nil && p.Container != nil:
-		fmt.Fprintf(b, " pod=%s/%s container=%s", p.Pod.Namespace, p.Pod.Name, p.Container.Name)
+		fmt.Fprintf(b, " pod=%s container=%s", word(p.Pod.Namespace+"/"+p.Pod.Name), word(p.Container.Name))
 	case p.Pod != nil:
-		fmt.Fprintf(b, " pod=%s/%s", p.Pod.Namespace, p.Pod.Name)
+		fmt.Fprintf(b, " pod=%s", word(p.Pod.Namespace+"/"+p.Pod.Name))
 	case p.Container != nil:
-		fmt.Fprintf(b, " container=%s", shortID(p.Container.ID))
+		fmt.Fprintf(b, " container=%s", word(shortID(p.Container.ID)))
 	case p.Memcg != nil:
 		fmt.Fprintf(b, " %s", strconv.Quote(p.Memcg.Path))
 	}
+}
+
+func (t *Text) line(kind, s string) error {
+	if _, err := t.w.WriteString(s); err != nil {
+		return fmt.Errorf("write %s: %w", kind, err)
+	}
+	return t.w.Flush()
+}
+
+// WriteMemoryPressure writes ev as one line.
+func (t *Text) WriteMemoryPressure(ev event.MemoryPressure) error {
+	state := "above"
+	if ev.BelowThreshold {
+		state = "below"
+	}
+	threshold := "none"
+	if ev.ThresholdBytes != nil {
+		threshold = bytesIEC(*ev.ThresholdBytes)
+	}
+	return t.line(ev.Type, fmt.Sprintf("%s memory_pressure %s %s threshold=%s available=%s capacity=%s\n",
+		ev.Time.UTC().Format(event.Layout), ev.SignalName, state, threshold, signedIEC(ev.AvailableBytes), bytesIEC(ev.CapacityBytes)))
+}
+
+// WriteEviction writes ev as one line.
+func (t *Text) WriteEviction(ev event.Eviction) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s eviction pod=%s qos=%s resource=%s", ev.Time.UTC().Format(event.Layout),
+		word(ev.Pod.Namespace+"/"+ev.Pod.Name), word(ev.Pod.QoS), word(ev.StarvedResource))
+	if ev.AvailableBytes != nil && ev.ThresholdBytes != nil {
+		fmt.Fprintf(&b, " available=%s threshold=%s", signedIEC(*ev.AvailableBytes), signedIEC(*ev.ThresholdBytes))
+	}
+	for _, c := range ev.OffendingContainers {
+		fmt.Fprintf(&b, " offending=%s", word(c.Name))
+	}
+	fmt.Fprintf(&b, " kernel_oom_kills_before=%d source=%s\n", len(ev.KernelOOMKills), ev.Source)
+	return t.line(ev.Type, b.String())
+}
+
+// WriteNodeCondition writes ev as one line.
+func (t *Text) WriteNodeCondition(ev event.NodeCondition) error {
+	since := ""
+	if ev.SincePreviousSeconds != nil {
+		since = fmt.Sprintf(" after=%.0fs", *ev.SincePreviousSeconds)
+	}
+	return t.line(ev.Type, fmt.Sprintf("%s node_condition %s=%s (was %s)%s reason=%s\n",
+		ev.Time.UTC().Format(event.Layout), word(ev.Condition), word(ev.Status), word(ev.PreviousStatus), since, word(ev.Reason)))
+}
+
+// word writes s as is when it is one plain word, quoted otherwise: names
+// from the API or the runtime cannot forge a field or a line.
+func word(s string) string {
+	if s == "" {
+		return `""`
+	}
+	for _, r := range s {
+		if r <= ' ' || r == '"' || r == '\\' || r >= 0x7f {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}
+
+// signedIEC is bytesIEC for values that may be negative.
+func signedIEC(n int64) string {
+	if n < 0 {
+		return "-" + bytesIEC(uint64(-n))
+	}
+	return bytesIEC(uint64(n))
 }
 
 // shortID is a container id as runtimes' command lines print it.

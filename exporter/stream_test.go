@@ -190,3 +190,40 @@ func TestCommitRefusalLines(t *testing.T) {
 		}
 	}
 }
+
+func TestKubeletEventLines(t *testing.T) {
+	avail, threshold := int64(-3<<20), int64(100<<20)
+	since := 310.0
+	for _, s := range hostile {
+		ev := event.Eviction{Type: event.TypeEviction, Time: event.Time{Time: time.Unix(1, 0)}, Node: "n",
+			Pod: event.Pod{UID: "u", Name: s, Namespace: "ns"}, Cause: event.CauseKubeletEviction, Source: "event", Message: s,
+			StarvedResource: "memory", AvailableBytes: &avail, ThresholdBytes: &threshold,
+			OffendingContainers: []event.OffendingContainer{{Name: s}}}
+		nc := event.NodeCondition{Type: event.TypeNodeCondition, Condition: "MemoryPressure", Status: "False", PreviousStatus: "True", Reason: s, SincePreviousSeconds: &since}
+		mp := event.MemoryPressure{Type: event.TypeMemoryPressure, SignalName: "memory.available", Signal: event.Signal{AvailableBytes: avail, ThresholdBytes: new(uint64), BelowThreshold: true}}
+
+		var text bytes.Buffer
+		tw := NewText(&text)
+		if tw.WriteEviction(ev) != nil || tw.WriteNodeCondition(nc) != nil || tw.WriteMemoryPressure(mp) != nil {
+			t.Fatal("text write failed")
+		}
+		lines := strings.Split(strings.TrimSuffix(text.String(), "\n"), "\n")
+		if len(lines) != 3 || !strings.Contains(lines[0], " eviction pod=") || !strings.Contains(lines[0], "available=-3.0MiB") ||
+			!strings.Contains(lines[1], "MemoryPressure=False (was True) after=310s") || !strings.Contains(lines[2], "memory.available below") {
+			t.Errorf("%q: text lines %q", s, lines)
+		}
+
+		var js bytes.Buffer
+		jw := NewJSON(&js)
+		if jw.WriteEviction(ev) != nil || jw.WriteNodeCondition(nc) != nil || jw.WriteMemoryPressure(mp) != nil {
+			t.Fatal("json write failed")
+		}
+		sc := bufio.NewScanner(&js)
+		for sc.Scan() {
+			var m map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil || m["type"] == nil {
+				t.Errorf("%q: not a JSON event: %s (%v)", s, sc.Text(), err)
+			}
+		}
+	}
+}

@@ -4,26 +4,44 @@ import (
 	"context"
 	"sync/atomic"
 
+	"github.com/oomtrace/oomtrace/correlate"
 	"github.com/oomtrace/oomtrace/enrich"
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/exporter"
+	"github.com/oomtrace/oomtrace/nodesignal"
 )
 
-// attribution is the stage between the tracer and the output: it names
-// containers and pods (which may wait on the container runtime, so it runs
-// behind its own queue, never in the ring buffer reader), counts every
-// event in the metrics, and passes on what the filter keeps.
+// attribution is the stage between the sources (the tracer, the node
+// signal sampler, the cluster view) and the output. It names containers and
+// pods (which may wait on the container runtime, so it runs behind its own
+// queue, never in the ring buffer reader), adds the node's memory signals,
+// correlates kernel kills with kubelet evictions, counts every event in the
+// metrics, and passes on what the filter keeps.
 type attribution struct {
-	ctx      context.Context
-	enricher *enrich.Enricher
-	filter   enrich.Filter
-	metrics  *exporter.Metrics
-	out      exporter.Writer
-	filtered atomic.Uint64
+	ctx        context.Context
+	enricher   *enrich.Enricher
+	signals    *nodesignal.Sampler // nil when the node's signals cannot be read
+	correlator *correlate.Correlator
+	filter     enrich.Filter
+	metrics    *exporter.Metrics
+	out        exporter.Writer
+	filtered   atomic.Uint64
+}
+
+func (a *attribution) nodeMemory() *event.NodeMemory {
+	if a.signals == nil {
+		return nil
+	}
+	if nm, ok := a.signals.Sample(); ok {
+		return &nm
+	}
+	return nil
 }
 
 func (a *attribution) WriteOOMKill(ev event.OOMKill) error {
 	a.enricher.OOMKill(a.ctx, &ev)
+	ev.NodeMemory = a.nodeMemory()
+	a.correlator.OOMKill(&ev)
 	a.metrics.ObserveOOMKill(ev)
 	if !a.filter.OOMKill(ev) {
 		a.filtered.Add(1)
@@ -34,10 +52,36 @@ func (a *attribution) WriteOOMKill(ev event.OOMKill) error {
 
 func (a *attribution) WriteCommitRefusal(ev event.CommitRefusal) error {
 	a.enricher.CommitRefusal(a.ctx, &ev)
+	ev.NodeMemory = a.nodeMemory()
 	a.metrics.ObserveCommitRefusal(ev)
 	if !a.filter.CommitRefusal(ev) {
 		a.filtered.Add(1)
 		return nil
 	}
 	return a.out.WriteCommitRefusal(ev)
+}
+
+func (a *attribution) WriteEviction(ev event.Eviction) error {
+	if a.signals != nil {
+		if nm, ok := a.signals.At(ev.Time.Time); ok {
+			ev.NodeMemory = &nm
+		}
+	}
+	a.correlator.Eviction(&ev)
+	a.metrics.ObserveEviction(ev)
+	if !a.filter.Process(event.Process{Pod: &ev.Pod}) {
+		a.filtered.Add(1)
+		return nil
+	}
+	return a.out.WriteEviction(ev)
+}
+
+func (a *attribution) WriteMemoryPressure(ev event.MemoryPressure) error {
+	a.metrics.ObserveMemoryPressure(ev)
+	return a.out.WriteMemoryPressure(ev)
+}
+
+func (a *attribution) WriteNodeCondition(ev event.NodeCondition) error {
+	a.metrics.ObserveNodeCondition(ev)
+	return a.out.WriteNodeCondition(ev)
 }

@@ -15,7 +15,7 @@ import (
 // written with its pod and container; both are counted with their labels.
 func TestContainerdEndToEnd(t *testing.T) {
 	rt := critest.Start(t)
-	d := startDaemon(t, "--cri.endpoint", rt.Socket, "--filter.namespace", "shop", "--refusals=false")
+	d := startDaemon(t, "--cri.endpoint", rt.Socket, "--filter.namespace", "shop", "--refusals=false", "--kubeconfig", "none")
 	if !strings.Contains(d.logs.String(), "naming containers through CRI") {
 		t.Errorf("CRI not in use:\n%s", d.logs.String())
 	}
@@ -28,7 +28,7 @@ func TestContainerdEndToEnd(t *testing.T) {
 	rt.WaitExited(t, dropped, 30*time.Second)
 
 	series := func(ns, pod, ctr string) string {
-		return `oomtrace_oom_kills_total{container="` + ctr + `",namespace="` + ns + `",pod="` + pod + `",scope="container"}`
+		return `oomtrace_container_deaths_total{cause="kernel_oom_container",container="` + ctr + `",namespace="` + ns + `",pod="` + pod + `"}`
 	}
 	// The metrics see both kills, filter or not.
 	deadline := time.Now().Add(20 * time.Second)
@@ -60,7 +60,8 @@ func TestContainerdEndToEnd(t *testing.T) {
 				keptLine = line
 				if ev.Victim.Container.Name != "redis" || ev.Victim.Container.Runtime != "containerd" ||
 					ev.Victim.Pod == nil || ev.Victim.Pod.Name != "cart-7d9f" || ev.Victim.Pod.Namespace != "shop" ||
-					ev.Victim.Pod.UID != shop.UID || ev.Victim.Pod.QoS != "burstable" || ev.OOM.Domain.Kind != "container" {
+					ev.Victim.Pod.UID != shop.UID || ev.Victim.Pod.QoS != "burstable" || ev.OOM.Domain.Kind != "container" ||
+					ev.Cause != "kernel_oom_container" || ev.NodeMemory == nil || ev.NodeMemory.MemoryAvailable == nil {
 					t.Errorf("attribution: %s", line)
 				}
 			}

@@ -21,10 +21,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	flag "github.com/spf13/pflag"
 
+	"github.com/oomtrace/oomtrace/clusterview"
+	"github.com/oomtrace/oomtrace/correlate"
 	"github.com/oomtrace/oomtrace/cri"
 	"github.com/oomtrace/oomtrace/enrich"
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/exporter"
+	"github.com/oomtrace/oomtrace/nodesignal"
 	"github.com/oomtrace/oomtrace/tracer"
 )
 
@@ -56,6 +59,12 @@ type options struct {
 	criRetention time.Duration
 	namespaces   []string
 	pods         []string
+	evictionHard string
+	kubeletCfg   string
+	kubepods     string
+	sampleEvery  time.Duration
+	kubeconfig   string
+	corrWindow   time.Duration
 }
 
 const defaultBTF = "/sys/kernel/btf/vmlinux"
@@ -126,6 +135,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "oomtrace: --cri.retention must be positive, not %v\n", opts.criRetention)
 		return 2
 	}
+	if opts.sampleEvery <= 0 {
+		fmt.Fprintf(stderr, "oomtrace: --node.sample-interval must be positive, not %v\n", opts.sampleEvery)
+		return 2
+	}
+	if opts.corrWindow <= 0 {
+		fmt.Fprintf(stderr, "oomtrace: --correlation.window must be positive, not %v\n", opts.corrWindow)
+		return 2
+	}
+	thresholds, err := evictionThresholds(opts)
+	if err != nil {
+		fmt.Fprintf(stderr, "oomtrace: %v\n", err)
+		return 2
+	}
 	for _, p := range opts.pods {
 		if ns, name, ok := strings.Cut(p, "/"); p == "" || ok && (ns == "" || name == "" || strings.Contains(name, "/")) {
 			fmt.Fprintf(stderr, "oomtrace: --filter.pod must be NAME or NAMESPACE/NAME, not %q\n", p)
@@ -149,6 +171,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	node := opts.nodeName
 	if node == "" {
 		node, _ = os.Hostname()
+	}
+	// A bad kubeconfig is a quick, clear error: before loading anything.
+	kube, kubeHost, err := kubeClient(opts.kubeconfig)
+	if err != nil {
+		fmt.Fprintf(stderr, "oomtrace: %v\n", err)
+		return 1
 	}
 	btfPath := opts.btfPath
 	if btfPath == defaultBTF {
@@ -197,7 +225,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	var stage *exporter.Queue
+	signals := nodeSignals(opts, thresholds, node, log, func(mp event.MemoryPressure) { stage.WriteMemoryPressure(mp) })
 	metrics := exporter.NewMetrics(exporter.MetricsOptions{
+		NodeMemory: func() (event.NodeMemory, bool) {
+			if signals == nil {
+				return event.NodeMemory{}, false
+			}
+			return signals.Sample()
+		},
 		Retention: opts.retention,
 		Version:   version,
 		Hooks:     hookInfo(t.Hooks()),
@@ -207,8 +242,28 @@ func run(args []string, stdout, stderr io.Writer) int {
 				OutputDropped: stage.Dropped() + out.Dropped()}, err
 		},
 	})
-	attr := &attribution{ctx: ctx, enricher: enricher, filter: enrich.NewFilter(opts.namespaces, opts.pods), metrics: metrics, out: out}
+	attr := &attribution{ctx: ctx, enricher: enricher, signals: signals, correlator: correlate.New(opts.corrWindow),
+		filter: enrich.NewFilter(opts.namespaces, opts.pods), metrics: metrics, out: out}
 	stage = exporter.NewQueue(attr, opts.queueSize, nil)
+	if signals != nil {
+		go signals.Run(ctx, opts.sampleEvery)
+	}
+	// The cluster view, when there is a cluster: its events go through the
+	// same stage as the kernel's, in one order.
+	if kube != nil {
+		log.Info("watching the cluster for this node's evictions and MemoryPressure", "api", kubeHost, "node", node)
+		handlers := clusterview.Handlers{
+			Eviction:      func(ev event.Eviction) { stage.WriteEviction(ev) },
+			NodeCondition: func(ev event.NodeCondition) { stage.WriteNodeCondition(ev) },
+			KubeletEvent:  metrics.ObserveKubeletEvent,
+		}
+		if signals != nil {
+			handlers.Allocatable = signals.SetAllocatable
+		}
+		go clusterview.New(kube, clusterview.Options{Node: node, Logger: log}).Run(ctx, handlers)
+	} else {
+		log.Info("standalone: no API server configured; kernel events and node signals only")
+	}
 	var ready atomic.Bool
 	if listener != nil {
 		reg := prometheus.NewRegistry()
@@ -260,6 +315,42 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// evictionThresholds are the kubelet's hard thresholds: from its config file
+// when given, else --eviction-hard.
+func evictionThresholds(opts options) (nodesignal.Thresholds, error) {
+	if opts.kubeletCfg != "" {
+		return nodesignal.FromKubeletConfig(opts.kubeletCfg)
+	}
+	th, err := nodesignal.ParseEvictionHard(opts.evictionHard)
+	if err != nil {
+		return nil, fmt.Errorf("--eviction-hard: %w", err)
+	}
+	return th, nil
+}
+
+// nodeSignals returns the sampler of the node's memory signals, or nil when
+// they cannot be read here (logged; the rest works without them).
+func nodeSignals(opts options, th nodesignal.Thresholds, node string, log *slog.Logger, onPressure func(event.MemoryPressure)) *nodesignal.Sampler {
+	src, err := nodesignal.Detect(opts.procfs, opts.kubepods)
+	if err != nil {
+		log.Warn("node memory signals unavailable", "err", err)
+		return nil
+	}
+	s := nodesignal.NewSampler(src, th, nodesignal.SamplerOptions{Node: node, OnPressure: onPressure, Logger: log})
+	nm, ok := s.Sample()
+	if !ok {
+		log.Warn("node memory signals unreadable", "root", src.Root)
+		return nil
+	}
+	attrs := []any{"thresholds", th.String(), "memory_hierarchy", src.Root, "kubepods", src.Kubepods,
+		"memory_available", nm.MemoryAvailable.AvailableBytes}
+	if a := nm.AllocatableMemoryAvailable; a != nil {
+		attrs = append(attrs, "allocatable_memory_available", a.AvailableBytes)
+	}
+	log.Info("node memory signals", attrs...)
+	return s
 }
 
 // criClient connects to the container runtime, or returns nil when there
@@ -356,6 +447,12 @@ Flags:
 	fs.DurationVar(&o.criRetention, "cri.retention", cri.DefaultRetention, "keep naming containers this long after the runtime stops listing them")
 	fs.StringArrayVar(&o.namespaces, "filter.namespace", nil, "write only events of pods in this namespace (repeatable); metrics still count all")
 	fs.StringArrayVar(&o.pods, "filter.pod", nil, "write only events of this pod, NAME or NAMESPACE/NAME (repeatable); metrics still count all")
+	fs.StringVar(&o.evictionHard, "eviction-hard", nodesignal.DefaultEvictionHard, "the kubelet's hard eviction thresholds, in its --eviction-hard syntax (memory signals are used; percentages allowed)")
+	fs.StringVar(&o.kubeletCfg, "kubelet.config", "", "read the thresholds from this KubeletConfiguration file (evictionHard) instead of --eviction-hard")
+	fs.StringVar(&o.kubepods, "kubepods-cgroup", "", "the kubepods cgroup in the memory hierarchy, for allocatableMemory.available; empty: /kubepods.slice or /kubepods")
+	fs.DurationVar(&o.sampleEvery, "node.sample-interval", time.Second, "read the node's memory signals this often (and at every kernel event)")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for the cluster view (evictions, MemoryPressure); empty: in-cluster when running in a pod, else none; none: off")
+	fs.DurationVar(&o.corrWindow, "correlation.window", correlate.DefaultWindow, "a kernel OOM kill and a kubelet eviction of one pod this close are linked")
 	fs.DurationVar(&o.retention, "metrics.retention", time.Hour, "drop the series of a pod or container that has not moved for this long; 0 keeps them forever")
 
 	// Every flag has an environment twin, OOMTRACE_ and the flag's name in

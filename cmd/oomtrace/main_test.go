@@ -84,6 +84,13 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--web.telemetry-path", "metrics"}, 2, "must start with /"},
 		{[]string{"--metrics.retention", "-1s"}, 2, "must not be negative"},
 		{[]string{"--refusal.window", "0"}, 2, "--refusal.window must be positive"},
+		{[]string{"--eviction-hard", "memory.available>1Gi"}, 2, "--eviction-hard"},
+		{[]string{"--eviction-hard", "memory.available<200%"}, 2, "percentage"},
+		{[]string{"--kubelet.config", "/nonexistent/config.yaml"}, 2, "kubelet config"},
+		{[]string{"--node.sample-interval", "0"}, 2, "--node.sample-interval must be positive"},
+		{[]string{"--correlation.window", "-1m"}, 2, "--correlation.window must be positive"},
+		{[]string{"--cri.retention", "0"}, 2, "--cri.retention must be positive"},
+		{[]string{"--filter.pod", "ns/"}, 2, "--filter.pod must be NAME or NAMESPACE/NAME"},
 		{[]string{"--help"}, 0, "--hook.victim"},
 	}
 	for _, c := range cases {

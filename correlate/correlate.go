@@ -1,0 +1,137 @@
+// Package correlate matches the kernel's OOM kills with the kubelet's
+// evictions of the same pod and classifies each container death.
+package correlate
+
+import (
+	"sync"
+	"time"
+
+	"github.com/oomtrace/oomtrace/event"
+)
+
+// DefaultWindow: a kill and an eviction of one pod this close are one story.
+const DefaultWindow = 5 * time.Minute
+
+// Correlator remembers recent kills and evictions by pod uid. Whichever of
+// a kill and an eviction comes second points to the first: an OOM kill
+// after an eviction carries the eviction, an eviction after OOM kills lists
+// them. Safe for concurrent use.
+type Correlator struct {
+	window time.Duration
+
+	mu        sync.Mutex
+	kills     map[string][]event.KillRef
+	evictions map[string]event.Eviction
+	pruned    time.Time
+}
+
+// maxKillsPerPod bounds memory in a burst: an eviction lists at most this
+// many of the pod's latest kills.
+const maxKillsPerPod = 64
+
+// New returns a correlator with the given window (0: DefaultWindow).
+func New(window time.Duration) *Correlator {
+	if window <= 0 {
+		window = DefaultWindow
+	}
+	return &Correlator{window: window, kills: map[string][]event.KillRef{}, evictions: map[string]event.Eviction{}}
+}
+
+// Cause classifies a kernel OOM kill from its domain's kind and whether
+// the node was below a kubelet eviction threshold when it was handled: a
+// node-level kill then came before the kubelet's next eviction pass.
+func Cause(ev *event.OOMKill) string {
+	kind := ""
+	if ev.OOM.Domain != nil {
+		kind = ev.OOM.Domain.Kind
+	}
+	pressure := ev.NodeMemory != nil && (ev.NodeMemory.MemoryAvailable != nil && ev.NodeMemory.MemoryAvailable.BelowThreshold ||
+		ev.NodeMemory.AllocatableMemoryAvailable != nil && ev.NodeMemory.AllocatableMemoryAvailable.BelowThreshold)
+	switch kind {
+	case event.DomainContainer:
+		return event.CauseOOMContainer
+	case event.DomainPod:
+		return event.CauseOOMPod
+	case event.DomainAllocatable, event.DomainSystem:
+		if pressure {
+			return event.CauseOOMDuringPressure
+		}
+		if kind == event.DomainSystem {
+			return event.CauseOOMSystem
+		}
+		return event.CauseOOMAllocatable
+	}
+	return event.CauseOOMOther
+}
+
+// OOMKill sets the kill's cause, points it to an eviction of its pod in the
+// window before it, and remembers it for an eviction to come.
+func (c *Correlator) OOMKill(ev *event.OOMKill) {
+	ev.Cause = Cause(ev)
+	pod := ev.Victim.Pod
+	if pod == nil || pod.UID == "" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.prune(ev.Time.Time)
+	if e, ok := c.evictions[pod.UID]; ok {
+		if d := ev.Time.Sub(e.Time.Time); d >= 0 && d <= c.window {
+			ev.Eviction = &event.EvictionRef{Time: e.Time, SecondsBefore: d.Seconds(), Message: e.Message}
+		}
+	}
+	ref := event.KillRef{Time: ev.Time, PID: ev.Victim.PID, Comm: ev.Victim.Comm, Cause: ev.Cause}
+	if ev.Victim.Container != nil {
+		ref.Container = ev.Victim.Container.Name
+	}
+	ks := append(c.kills[pod.UID], ref)
+	if len(ks) > maxKillsPerPod {
+		ks = append(ks[:0:0], ks[len(ks)-maxKillsPerPod:]...)
+	}
+	c.kills[pod.UID] = ks
+}
+
+// Eviction lists the kernel OOM kills of the pod in the window before the
+// eviction, and remembers it for kills to come.
+func (c *Correlator) Eviction(ev *event.Eviction) {
+	if ev.KernelOOMKills == nil {
+		ev.KernelOOMKills = []event.KillRef{}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.prune(ev.Time.Time)
+	for _, k := range c.kills[ev.Pod.UID] {
+		if d := ev.Time.Sub(k.Time.Time); d >= 0 && d <= c.window {
+			k.SecondsBefore = d.Seconds()
+			ev.KernelOOMKills = append(ev.KernelOOMKills, k)
+		}
+	}
+	c.evictions[ev.Pod.UID] = *ev
+}
+
+// prune forgets what is older than the window before now, at most once a
+// second.
+func (c *Correlator) prune(now time.Time) {
+	if now.Sub(c.pruned) < time.Second {
+		return
+	}
+	c.pruned = now
+	for uid, ks := range c.kills {
+		keep := ks[:0]
+		for _, k := range ks {
+			if now.Sub(k.Time.Time) <= c.window {
+				keep = append(keep, k)
+			}
+		}
+		if len(keep) == 0 {
+			delete(c.kills, uid)
+		} else {
+			c.kills[uid] = keep
+		}
+	}
+	for uid, e := range c.evictions {
+		if now.Sub(e.Time.Time) > c.window {
+			delete(c.evictions, uid)
+		}
+	}
+}

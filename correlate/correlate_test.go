@@ -1,0 +1,124 @@
+package correlate
+
+import (
+	"testing"
+	"time"
+
+	"github.com/oomtrace/oomtrace/event"
+)
+
+var t0 = time.Unix(1_800_000_000, 0)
+
+func sig(below bool) *event.Signal { return &event.Signal{BelowThreshold: below} }
+
+func kill(uid, container string, at time.Time, kind string, pressure bool) event.OOMKill {
+	ev := event.OOMKill{Type: event.TypeOOMKill, Time: event.Time{Time: at}, OOM: event.OOM{Domain: &event.Domain{Kind: kind}},
+		NodeMemory: &event.NodeMemory{MemoryAvailable: sig(false), AllocatableMemoryAvailable: sig(pressure)}}
+	ev.Victim.PID, ev.Victim.Comm = 4242, "java"
+	if uid != "" {
+		ev.Victim.Pod = &event.Pod{UID: uid, Name: "p", Namespace: "ns"}
+		ev.Victim.Container = &event.Container{ID: "c", Name: container}
+	}
+	return ev
+}
+
+func TestCause(t *testing.T) {
+	cases := []struct {
+		kind     string
+		pressure bool
+		want     string
+	}{
+		{event.DomainContainer, false, event.CauseOOMContainer},
+		{event.DomainContainer, true, event.CauseOOMContainer}, // its own limit, pressure or not
+		{event.DomainPod, false, event.CauseOOMPod},
+		{event.DomainPod, true, event.CauseOOMPod},
+		{event.DomainAllocatable, false, event.CauseOOMAllocatable},
+		{event.DomainAllocatable, true, event.CauseOOMDuringPressure},
+		{event.DomainSystem, false, event.CauseOOMSystem},
+		{event.DomainSystem, true, event.CauseOOMDuringPressure},
+		{event.DomainOther, true, event.CauseOOMOther},
+		{"", false, event.CauseOOMOther},
+	}
+	for _, c := range cases {
+		ev := kill("u", "c", t0, c.kind, c.pressure)
+		if got := Cause(&ev); got != c.want {
+			t.Errorf("kind %q pressure %v: %q, want %q", c.kind, c.pressure, got, c.want)
+		}
+	}
+	// memory.available below its threshold counts too; no sample, no pressure.
+	ev := kill("u", "c", t0, event.DomainSystem, false)
+	ev.NodeMemory.MemoryAvailable.BelowThreshold = true
+	if Cause(&ev) != event.CauseOOMDuringPressure {
+		t.Error("memory.available below threshold not seen as pressure")
+	}
+	ev.NodeMemory = nil
+	if Cause(&ev) != event.CauseOOMSystem {
+		t.Error("no node sample must not mean pressure")
+	}
+}
+
+func TestKillThenEviction(t *testing.T) {
+	c := New(time.Minute)
+	k1 := kill("pod-a", "app", t0, event.DomainAllocatable, true)
+	c.OOMKill(&k1)
+	other := kill("pod-b", "db", t0.Add(time.Second), event.DomainContainer, false)
+	c.OOMKill(&other)
+	if k1.Cause != event.CauseOOMDuringPressure || k1.Eviction != nil {
+		t.Errorf("kill: cause %q eviction %+v", k1.Cause, k1.Eviction)
+	}
+	ev := event.Eviction{Time: event.Time{Time: t0.Add(12 * time.Second)}, Pod: event.Pod{UID: "pod-a"}, Cause: event.CauseKubeletEviction}
+	c.Eviction(&ev)
+	if len(ev.KernelOOMKills) != 1 {
+		t.Fatalf("kills %+v, want pod-a's one", ev.KernelOOMKills)
+	}
+	k := ev.KernelOOMKills[0]
+	if k.SecondsBefore != 12 || k.PID != 4242 || k.Container != "app" || k.Cause != event.CauseOOMDuringPressure {
+		t.Errorf("kill ref %+v", k)
+	}
+}
+
+func TestEvictionThenKill(t *testing.T) {
+	c := New(time.Minute)
+	ev := event.Eviction{Time: event.Time{Time: t0}, Pod: event.Pod{UID: "pod-a"}, Message: "The node was low on resource: memory. "}
+	c.Eviction(&ev)
+	if len(ev.KernelOOMKills) != 0 || ev.KernelOOMKills == nil {
+		t.Errorf("kills %v, want an empty list", ev.KernelOOMKills)
+	}
+	// The kernel kills in the pod during the kubelet's grace period.
+	k := kill("pod-a", "app", t0.Add(1500*time.Millisecond), event.DomainContainer, false)
+	c.OOMKill(&k)
+	if k.Eviction == nil || k.Eviction.SecondsBefore != 1.5 || k.Eviction.Message != ev.Message {
+		t.Errorf("eviction ref %+v", k.Eviction)
+	}
+	// Outside the window: unrelated.
+	late := kill("pod-a", "app", t0.Add(2*time.Minute), event.DomainContainer, false)
+	c.OOMKill(&late)
+	if late.Eviction != nil {
+		t.Errorf("late kill linked to the eviction: %+v", late.Eviction)
+	}
+	// A host process has no pod: classified, not linked.
+	host := kill("", "", t0.Add(time.Second), event.DomainSystem, false)
+	c.OOMKill(&host)
+	if host.Cause != event.CauseOOMSystem || host.Eviction != nil {
+		t.Errorf("host kill %+v", host)
+	}
+}
+
+func TestWindowAndBounds(t *testing.T) {
+	c := New(time.Minute)
+	for i := 0; i < 1000; i++ {
+		k := kill("pod-a", "app", t0.Add(time.Duration(i)*time.Millisecond), event.DomainContainer, false)
+		c.OOMKill(&k)
+	}
+	ev := event.Eviction{Time: event.Time{Time: t0.Add(2 * time.Second)}, Pod: event.Pod{UID: "pod-a"}}
+	c.Eviction(&ev)
+	if len(ev.KernelOOMKills) != maxKillsPerPod || !ev.KernelOOMKills[maxKillsPerPod-1].Time.Equal(t0.Add(999*time.Millisecond)) {
+		t.Errorf("%d kills listed (last %v), want the latest %d", len(ev.KernelOOMKills), ev.KernelOOMKills[len(ev.KernelOOMKills)-1].Time, maxKillsPerPod)
+	}
+	// Much later everything is forgotten.
+	later := event.Eviction{Time: event.Time{Time: t0.Add(time.Hour)}, Pod: event.Pod{UID: "pod-a"}}
+	c.Eviction(&later)
+	if len(later.KernelOOMKills) != 0 || len(c.kills) != 0 {
+		t.Errorf("after an hour: %d listed, %d pods remembered", len(later.KernelOOMKills), len(c.kills))
+	}
+}
