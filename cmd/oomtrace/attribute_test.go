@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/oomtrace/oomtrace/correlate"
+	"github.com/oomtrace/oomtrace/enrich"
+	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/exporter"
+)
+
+// written records what reaches the output.
+type written struct {
+	kills     []event.OOMKill
+	evictions []event.Eviction
+	pressure  []event.MemoryPressure
+	nodes     []event.NodeCondition
+	refusals  []event.CommitRefusal
+}
+
+func (w *written) WriteOOMKill(ev event.OOMKill) error { w.kills = append(w.kills, ev); return nil }
+func (w *written) WriteCommitRefusal(ev event.CommitRefusal) error {
+	w.refusals = append(w.refusals, ev)
+	return nil
+}
+func (w *written) WriteMemoryPressure(ev event.MemoryPressure) error {
+	w.pressure = append(w.pressure, ev)
+	return nil
+}
+func (w *written) WriteEviction(ev event.Eviction) error {
+	w.evictions = append(w.evictions, ev)
+	return nil
+}
+func (w *written) WriteNodeCondition(ev event.NodeCondition) error {
+	w.nodes = append(w.nodes, ev)
+	return nil
+}
+
+const (
+	podUID = "0b1e7bd0-4a5e-4c4b-9f34-7d1f1c2a7e10"
+	ctrID  = "aaaa000000000000000000000000000000000000000000000000000000000001"
+)
+
+// allocatableKill is a kill at the kubepods limit of a task in a pod, as
+// the tracer hands it over (no attribution yet).
+func allocatableKill(at time.Time) event.OOMKill {
+	path := "/kubepods/burstable/pod" + podUID + "/" + ctrID
+	return event.OOMKill{Type: event.TypeOOMKill, Time: event.Time{Time: at},
+		Victim:  event.Victim{Process: event.Process{PID: 7, TGID: 7, Comm: "java", Memcg: &event.Cgroup{ID: 1, Path: path}}},
+		Trigger: event.Process{PID: 7, TGID: 7, Comm: "java", Memcg: &event.Cgroup{ID: 1, Path: path}},
+		OOM:     event.OOM{Scope: event.ScopeMemcg, Domain: &event.Domain{Cgroup: &event.Cgroup{ID: 2, Path: "/kubepods"}}},
+	}
+}
+
+func stage(out *written, namespaces []string) *attribution {
+	return &attribution{ctx: context.Background(), enricher: &enrich.Enricher{}, correlator: correlate.New(time.Minute),
+		filter: enrich.NewFilter(namespaces, nil), metrics: exporter.NewMetrics(exporter.MetricsOptions{}), out: out}
+}
+
+// The kernel kill first, the kubelet's eviction of the pod after it: the
+// eviction lists the kill.
+func TestStageKillThenEviction(t *testing.T) {
+	out := &written{}
+	a := stage(out, nil)
+	t0 := time.Now()
+	a.WriteOOMKill(allocatableKill(t0))
+	a.WriteEviction(event.Eviction{Type: event.TypeEviction, Time: event.Time{Time: t0.Add(8 * time.Second)},
+		Pod: event.Pod{UID: podUID, Name: "cart", Namespace: "shop"}, Cause: event.CauseKubeletEviction})
+	if len(out.kills) != 1 || out.kills[0].Cause != event.CauseOOMAllocatable || out.kills[0].OOM.Domain.Kind != event.DomainAllocatable ||
+		out.kills[0].Victim.Pod == nil || out.kills[0].Victim.Pod.UID != podUID || out.kills[0].Eviction != nil {
+		t.Fatalf("kill %+v", out.kills)
+	}
+	if len(out.evictions) != 1 || len(out.evictions[0].KernelOOMKills) != 1 || out.evictions[0].KernelOOMKills[0].SecondsBefore != 8 ||
+		out.evictions[0].KernelOOMKills[0].Cause != event.CauseOOMAllocatable {
+		t.Fatalf("eviction %+v", out.evictions)
+	}
+}
+
+// The eviction first, a kernel kill in the pod during its grace period:
+// the kill points to the eviction. A namespace filter keeps the eviction
+// of a kept namespace and drops the others'.
+func TestStageEvictionThenKill(t *testing.T) {
+	out := &written{}
+	a := stage(out, []string{"shop"})
+	t0 := time.Now()
+	a.WriteEviction(event.Eviction{Type: event.TypeEviction, Time: event.Time{Time: t0},
+		Pod: event.Pod{UID: podUID, Name: "cart", Namespace: "shop"}, Cause: event.CauseKubeletEviction, Message: "m"})
+	a.WriteEviction(event.Eviction{Type: event.TypeEviction, Time: event.Time{Time: t0}, Pod: event.Pod{UID: "other", Name: "x", Namespace: "web"}})
+	a.WriteOOMKill(allocatableKill(t0.Add(1500 * time.Millisecond)))
+	if len(out.evictions) != 1 || out.evictions[0].Pod.Namespace != "shop" || out.evictions[0].KernelOOMKills == nil {
+		t.Fatalf("evictions %+v", out.evictions)
+	}
+	// No runtime here: the pod has no name, so a namespace filter cannot
+	// keep the kill; it is counted as filtered, not lost.
+	if len(out.kills) != 0 || a.filtered.Load() != 2 {
+		t.Fatalf("kills %+v filtered %d", out.kills, a.filtered.Load())
+	}
+	a.filter = enrich.NewFilter(nil, nil)
+	a.WriteOOMKill(allocatableKill(t0.Add(2 * time.Second)))
+	if len(out.kills) != 1 || out.kills[0].Eviction == nil || out.kills[0].Eviction.SecondsBefore != 2 || out.kills[0].Eviction.Message != "m" {
+		t.Fatalf("kill after eviction %+v", out.kills)
+	}
+}
