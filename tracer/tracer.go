@@ -203,8 +203,23 @@ func New(cfg Config) (*Tracer, error) {
 	}
 	// kprobes and classic tracepoints are found through tracefs, and the
 	// library looks for it only once: mount it before the first attempt.
-	if err := ensureTracefs(cfg.TracefsPath); err != nil {
-		log.Warn("tracefs unavailable: kprobe and tracepoint hooks will fail", "err", err)
+	tracefsErr := ensureTracefs(cfg.TracefsPath)
+	if tracefsErr != nil {
+		log.Warn("tracefs unavailable: kprobe and tracepoint hooks will fail", "err", tracefsErr)
+	}
+	// Without tracefs a missing hook is tracefs's fault: say so, and how
+	// to fix it, in the one line the user sees.
+	explain := func(err error) error {
+		if tracefsErr == nil || !errors.Is(err, ErrNoHook) {
+			return err
+		}
+		hint := "mount tracefs (mount -t tracefs nodev " + DefaultTracefs + "; in a container, mount the host's)"
+		if cfg.Refusals {
+			hint += ", or run with --refusals=false (OOM kills need only tp_btf)"
+		}
+		// The per-hook reasons are in the log; the line says what to do.
+		what, _, _ := strings.Cut(err.Error(), ErrNoHook.Error())
+		return fmt.Errorf("%s%w without tracefs (%v); %s", what, ErrNoHook, tracefsErr, hint)
 	}
 
 	t := &Tracer{log: log, hooks: Hooks{Tried: map[string]error{}}}
@@ -216,11 +231,11 @@ func New(cfg Config) (*Tracer, error) {
 	}()
 	var err error
 	if t.oom, err = newOOMTracer(t, cfg, opts); err != nil {
-		return nil, err
+		return nil, explain(err)
 	}
 	if cfg.Refusals {
 		if t.refusal, err = newRefusalTracer(t, cfg, opts); err != nil {
-			return nil, err
+			return nil, explain(err)
 		}
 	}
 	ok = true
