@@ -187,16 +187,23 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 	}
 }
 
-// buildImage builds ctrbin statically and writes a one-layer OCI image
-// archive holding it, named Image.
-func (r *Runtime) buildImage(t *testing.T) string {
-	bin := filepath.Join(r.dir, "ctrbin")
+// BuildCtrbin builds ctrbin, the test image's static program, into dir and
+// returns its path.
+func BuildCtrbin(t testing.TB, dir string) string {
+	bin := filepath.Join(dir, "ctrbin")
 	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
 	build := exec.Command(gobin, "build", "-trimpath", "-o", bin, "github.com/oomtrace/oomtrace/internal/critest/ctrbin")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build ctrbin: %v\n%s", err, out)
 	}
+	return bin
+}
+
+// buildImage builds ctrbin statically and writes a one-layer OCI image
+// archive holding it, named Image.
+func (r *Runtime) buildImage(t *testing.T) string {
+	bin := BuildCtrbin(t, r.dir)
 	prog, err := os.ReadFile(bin)
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,9 @@
 //	ctrbin idle MIB     touch MIB MiB, then wait
 //	ctrbin hog MIB [MS] after MS milliseconds, touch memory in 4 MiB steps
 //	                    up to MIB MiB, then wait
+//
+// Outside a container (benchmarks) it first joins the cgroup whose
+// cgroup.procs file CTRBIN_CGROUP_PROCS names.
 package main
 
 import (
@@ -32,6 +35,12 @@ func main() {
 	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, "usage: ctrbin pause|idle MIB|hog MIB")
 		os.Exit(2)
+	}
+	if procs := os.Getenv("CTRBIN_CGROUP_PROCS"); procs != "" {
+		if err := os.WriteFile(procs, []byte("0"), 0); err != nil {
+			fmt.Fprintf(os.Stderr, "ctrbin: join cgroup: %v\n", err)
+			os.Exit(3)
+		}
 	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
