@@ -51,7 +51,8 @@ test-unit: ## Run the tests as the current user (real-kernel tests skip unless r
 .PHONY: fuzz
 # package:target
 FUZZ_TARGETS := tracer:FuzzDecodeOOMKill tracer:FuzzDecodeRefusal tracer:FuzzMemcgFromProcCgroup \
-	tracer:FuzzParseStat tracer:FuzzParseMeminfo cgpath:FuzzParse
+	tracer:FuzzParseStat tracer:FuzzParseMeminfo cgpath:FuzzParse \
+	nodesignal:FuzzParseEvictionHard clusterview:FuzzParseEvictionMessage
 # Minimizing new inputs of 3.5 KiB stalls the fuzzer and can outlast -fuzztime
 # (then it reports "context deadline exceeded"): one attempt only.
 fuzz: ## Run every fuzz target for FUZZTIME each.
@@ -66,7 +67,7 @@ fuzz: ## Run every fuzz target for FUZZTIME each.
 BENCH_KILLS ?= 1000,10000
 bench: ## Hot-path cost vs an empty program and bpftrace; OOM bursts: losses, latency, footprint (root; installs bpftrace).
 	@command -v bpftrace >/dev/null || { apt-get update -qq && apt-get install -y -qq bpftrace >/dev/null; }
-	@$(SUDO) env OOMTRACE_BENCH=1 OOMTRACE_BENCH_KILLS=$(BENCH_KILLS) $(GO) test -count=1 -timeout 3h -run '^TestBench' -v ./tracer ./cmd/oomtrace | grep -v -e '^=== RUN' -e 'round [0-9]*:'
+	@$(SUDO) env OOMTRACE_BENCH=1 OOMTRACE_BENCH_KILLS=$(BENCH_KILLS) $(GO) test -count=1 -timeout 3h -p 1 -run '^TestBench' -v ./tracer ./cmd/oomtrace | grep -v -e '^=== RUN' -e 'round [0-9]*:'
 
 .PHONY: generate
 generate: ## Rebuild the BPF objects and their Go bindings (needs clang, llvm, libbpf-dev).
