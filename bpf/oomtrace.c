@@ -80,7 +80,15 @@ struct {
 	__type(value, struct kill_signal);
 } kill_signals SEC(".maps");
 
+/* Task signals are rare (stopping processes): a small ring buffer. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 << 10);
+} signal_events SEC(".maps");
+
 #define SIGKILL 9
+#define SIGTERM 15
+#define SI_USER 0
 #define SI_KERNEL 0x80
 /* include/linux/sched/signal.h: SEND_SIG_PRIV is ((struct kernel_siginfo *)1). */
 #define SEND_SIG_PRIV 1UL
@@ -96,6 +104,7 @@ const enum domain_source *unused_domain_source __attribute__((unused));
 const enum signal_hook *unused_signal_hook __attribute__((unused));
 const enum rss_unit *unused_rss_unit __attribute__((unused));
 const enum stat_index *unused_stat_index __attribute__((unused));
+const struct signal_event *unused_signal_event __attribute__((unused));
 
 static __always_inline void count(__u32 idx)
 {
@@ -233,23 +242,80 @@ static __always_inline void record_kill_signal(__u32 target)
 	bpf_map_update_elem(&kill_signals, &target, &ks, BPF_ANY);
 }
 
+/*
+ * Any other SIGTERM or SIGKILL to a process is a task signal event: how the
+ * kubelet's evictions (through the runtime) and other stops reach it.
+ * task is NULL on the classic tracepoint, which only names the target.
+ */
+static __always_inline void emit_task_signal(int sig, int code, int result, struct task_struct *task,
+					     __u32 pid, const char *comm, __u8 hook)
+{
+	struct task_struct *current = (void *)bpf_get_current_task();
+	struct signal_event *e;
+
+	e = bpf_ringbuf_reserve(&signal_events, sizeof(*e), 0);
+	if (!e) {
+		count(STAT_SIGNAL_LOST);
+		return;
+	}
+	__builtin_memset(e, 0, __builtin_offsetof(struct signal_event, target_memcg));
+	clear_path_header(&e->target_memcg);
+	e->ts_boot_ns = bpf_ktime_get_boot_ns();
+	e->type = EVENT_TASK_SIGNAL;
+	e->sig = sig;
+	e->code = code;
+	e->result = result;
+	e->hook = hook;
+	fill_task_info(&e->sender, current);
+	if (task) {
+		fill_task_info(&e->target, task);
+		fill_cgroup_path(&e->target_memcg, BPF_CORE_READ(task_memcg_css(task), cgroup));
+	} else {
+		e->target.pid = pid;
+		bpf_probe_read_kernel_str(e->target.comm, sizeof(e->target.comm), comm);
+	}
+	bpf_ringbuf_submit(e, 0);
+	count(STAT_SIGNAL_SENT);
+}
+
 SEC("tp_btf/signal_generate")
 int BPF_PROG(tp_btf_signal_generate, int sig, struct kernel_siginfo *info, struct task_struct *task,
 	     int group, int result)
 {
-	if (sig != SIGKILL || (unsigned long)info != SEND_SIG_PRIV)
+	unsigned long i = (unsigned long)info;
+	int code = SI_USER;
+
+	if (sig == SIGKILL && i == SEND_SIG_PRIV) {
+		record_kill_signal(BPF_CORE_READ(task, pid));
 		return 0;
-	record_kill_signal(BPF_CORE_READ(task, pid));
+	}
+	if (sig != SIGKILL && sig != SIGTERM)
+		return 0;
+	if (BPF_CORE_READ(task, pid) != BPF_CORE_READ(task, tgid))
+		return 0;
+	/* SEND_SIG_NOINFO (0) is a user's signal; SEND_SIG_PRIV (1) the kernel's. */
+	if (i == SEND_SIG_PRIV)
+		code = SI_KERNEL;
+	else if (i > SEND_SIG_PRIV)
+		code = BPF_CORE_READ(info, si_code);
+	emit_task_signal(sig, code, result, task, 0, NULL, SIGNAL_HOOK_TP_BTF);
 	return 0;
 }
 
 SEC("tracepoint/signal/signal_generate")
 int tracepoint_signal_generate(struct trace_event_raw_signal_generate *ctx)
 {
+	int sig = BPF_CORE_READ(ctx, sig), code = BPF_CORE_READ(ctx, code);
+
 	/* SEND_SIG_PRIV is recorded as si_code SI_KERNEL. */
-	if (BPF_CORE_READ(ctx, sig) != SIGKILL || BPF_CORE_READ(ctx, code) != SI_KERNEL)
+	if (sig == SIGKILL && code == SI_KERNEL) {
+		record_kill_signal(BPF_CORE_READ(ctx, pid));
 		return 0;
-	record_kill_signal(BPF_CORE_READ(ctx, pid));
+	}
+	if (sig != SIGKILL && sig != SIGTERM)
+		return 0;
+	emit_task_signal(sig, code, BPF_CORE_READ(ctx, result), NULL, BPF_CORE_READ(ctx, pid), ctx->comm,
+			 SIGNAL_HOOK_TRACEPOINT);
 	return 0;
 }
 

@@ -17,6 +17,7 @@
 enum event_type {
 	EVENT_OOM_KILL = 1,
 	EVENT_COMMIT_REFUSAL = 2,
+	EVENT_TASK_SIGNAL = 3,
 };
 
 /* Which program produced the per-victim part of an OOM kill event. */
@@ -55,8 +56,10 @@ enum rss_unit {
 
 enum stat_index {
 	STAT_OOM_SENT = 0,
-	STAT_OOM_LOST = 1, /* ring buffer reserve failed */
-	STAT_MAX = 2,
+	STAT_OOM_LOST = 1,    /* ring buffer reserve failed */
+	STAT_SIGNAL_SENT = 2, /* task signal records */
+	STAT_SIGNAL_LOST = 3, /* task signal ring buffer full */
+	STAT_MAX = 4,
 };
 
 struct cgroup_path {
@@ -115,6 +118,24 @@ struct oom_event {
 	struct cgroup_path victim_memcg;
 	struct cgroup_path trigger_memcg;
 	struct cgroup_path domain;
+};
+
+/*
+ * A SIGTERM or SIGKILL sent to a process by someone other than the OOM
+ * killer: how a container runtime stops a container (the kubelet's
+ * evictions). Only thread group leaders, once per signal generated.
+ */
+struct signal_event {
+	__u64 ts_boot_ns;
+	__u32 type;   /* EVENT_TASK_SIGNAL */
+	__s32 sig;
+	__s32 code;   /* si_code: SI_USER (0) for kill(2), SI_KERNEL (0x80) */
+	__s32 result; /* the kernel's TRACE_SIGNAL_*: 0 delivered, 1 ignored, ... */
+	__u8 hook;    /* enum signal_hook */
+	__u8 _pad[7];
+	struct task_info target; /* pid and comm only on the classic tracepoint */
+	struct task_info sender; /* the current task */
+	struct cgroup_path target_memcg; /* not on the classic tracepoint */
 };
 
 #define VICTIM_HAS_IDENTITY (1 << 0)

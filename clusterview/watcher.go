@@ -61,8 +61,12 @@ type Options struct {
 	// EventWait is how long an eviction seen in a pod's status waits for
 	// the kubelet's Event, which carries the annotations.
 	EventWait time.Duration
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// Settle delays an eviction seen in its Event: the kubelet records the
+	// Event and then stops the pod (SIGTERM, SIGKILL after the grace
+	// period, 2 s for a hard eviction), and the event should show that.
+	Settle time.Duration
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Watcher is the cluster view of one node.
@@ -86,6 +90,9 @@ type Watcher struct {
 func New(cs corev1client.CoreV1Interface, opts Options) *Watcher {
 	if opts.EventWait == 0 {
 		opts.EventWait = 5 * time.Second
+	}
+	if opts.Settle == 0 {
+		opts.Settle = 3 * time.Second
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -262,10 +269,19 @@ func (w *Watcher) podEvent(obj any) {
 	w.emitted[uid] = at
 	if t := w.pending[uid]; t != nil {
 		t.Stop()
-		delete(w.pending, uid)
 	}
+	w.pending[uid] = time.AfterFunc(w.opts.Settle, func() {
+		w.mu.Lock()
+		delete(w.pending, uid)
+		w.mu.Unlock()
+		// The pod as it is now: its containers' exits, if they ended.
+		cur := w.podByUID(uid)
+		if cur == nil {
+			cur = pod
+		}
+		w.emit(w.eviction(cur, ev.InvolvedObject.Namespace, ev.InvolvedObject.Name, uid, ev.Message, at, ev.Annotations, SourceEvent))
+	})
 	w.mu.Unlock()
-	w.emit(w.eviction(pod, ev.InvolvedObject.Namespace, ev.InvolvedObject.Name, uid, ev.Message, at, ev.Annotations, SourceEvent))
 }
 
 func (w *Watcher) nodeEvent(obj any) {

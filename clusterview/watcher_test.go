@@ -79,7 +79,7 @@ func start(t *testing.T, cs *fake.Clientset, eventWait time.Duration, log *syncW
 	if log != nil {
 		logger = slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
-	w := New(fakeCore{cs.CoreV1()}, Options{Node: node, EventWait: eventWait, Logger: logger})
+	w := New(fakeCore{cs.CoreV1()}, Options{Node: node, EventWait: eventWait, Settle: 50 * time.Millisecond, Logger: logger})
 	r := &recorder{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

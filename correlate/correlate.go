@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/oomtrace/oomtrace/cgpath"
 	"github.com/oomtrace/oomtrace/event"
 )
 
@@ -22,8 +23,13 @@ type Correlator struct {
 	mu        sync.Mutex
 	kills     map[string][]event.KillRef
 	evictions map[string]event.Eviction
+	signals   map[string][]event.SignalRef // Container holds the container id
 	pruned    time.Time
 }
+
+// signalSlack: API times have whole seconds, kernel times nanoseconds. A
+// signal this long before an eviction's time still belongs to it.
+const signalSlack = 2 * time.Second
 
 // maxKillsPerPod bounds memory in a burst: an eviction lists at most this
 // many of the pod's latest kills.
@@ -34,7 +40,8 @@ func New(window time.Duration) *Correlator {
 	if window <= 0 {
 		window = DefaultWindow
 	}
-	return &Correlator{window: window, kills: map[string][]event.KillRef{}, evictions: map[string]event.Eviction{}}
+	return &Correlator{window: window, kills: map[string][]event.KillRef{}, evictions: map[string]event.Eviction{},
+		signals: map[string][]event.SignalRef{}}
 }
 
 // Cause classifies a kernel OOM kill from its domain's kind and whether
@@ -91,11 +98,39 @@ func (c *Correlator) OOMKill(ev *event.OOMKill) {
 	c.kills[pod.UID] = ks
 }
 
+// Signal remembers a SIGTERM or SIGKILL to a process of a pod, read from
+// the target's cgroup path, for the pod's eviction. Safe to call from the
+// ring buffer reader: it never waits.
+func (c *Correlator) Signal(ev event.TaskSignal) {
+	if ev.Target.Memcg == nil {
+		return
+	}
+	info := cgpath.Parse(ev.Target.Memcg.Path)
+	if info.PodUID == "" {
+		return
+	}
+	ref := event.SignalRef{Time: ev.Time, PID: ev.Target.PID, Comm: ev.Target.Comm, Container: info.ContainerID,
+		Signal: ev.Signal, SenderPID: ev.Sender.TGID, SenderComm: ev.Sender.Comm}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.prune(ev.Time.Time)
+	ss := append(c.signals[info.PodUID], ref)
+	if len(ss) > maxKillsPerPod {
+		ss = append(ss[:0:0], ss[len(ss)-maxKillsPerPod:]...)
+	}
+	c.signals[info.PodUID] = ss
+}
+
 // Eviction lists the kernel OOM kills of the pod in the window before the
-// eviction, and remembers it for kills to come.
+// eviction and the signals its processes got from shortly before it on,
+// and remembers it for kills to come. KernelSignals[i].Container is the
+// container's id: the caller names it.
 func (c *Correlator) Eviction(ev *event.Eviction) {
 	if ev.KernelOOMKills == nil {
 		ev.KernelOOMKills = []event.KillRef{}
+	}
+	if ev.KernelSignals == nil {
+		ev.KernelSignals = []event.SignalRef{}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -104,6 +139,12 @@ func (c *Correlator) Eviction(ev *event.Eviction) {
 		if d := ev.Time.Sub(k.Time.Time); d >= 0 && d <= c.window {
 			k.SecondsBefore = d.Seconds()
 			ev.KernelOOMKills = append(ev.KernelOOMKills, k)
+		}
+	}
+	for _, s := range c.signals[ev.Pod.UID] {
+		if d := s.Time.Sub(ev.Time.Time); d >= -signalSlack && d <= c.window {
+			s.SecondsAfter = d.Seconds()
+			ev.KernelSignals = append(ev.KernelSignals, s)
 		}
 	}
 	c.evictions[ev.Pod.UID] = *ev
@@ -132,6 +173,11 @@ func (c *Correlator) prune(now time.Time) {
 	for uid, e := range c.evictions {
 		if now.Sub(e.Time.Time) > c.window {
 			delete(c.evictions, uid)
+		}
+	}
+	for uid, ss := range c.signals {
+		if now.Sub(ss[len(ss)-1].Time.Time) > c.window+signalSlack {
+			delete(c.signals, uid)
 		}
 	}
 }

@@ -122,3 +122,38 @@ func TestWindowAndBounds(t *testing.T) {
 		t.Errorf("after an hour: %d listed, %d pods remembered", len(later.KernelOOMKills), len(c.kills))
 	}
 }
+
+func TestEvictionSignals(t *testing.T) {
+	c := New(time.Minute)
+	const uid = "0b1e7bd0-4a5e-4c4b-9f34-7d1f1c2a7e10"
+	ctr := "aaaa000000000000000000000000000000000000000000000000000000000001"
+	sig := func(name string, at time.Time, path string) event.TaskSignal {
+		return event.TaskSignal{Time: event.Time{Time: at}, Signal: name,
+			Target: event.Process{PID: 10, Comm: "app", Memcg: &event.Cgroup{Path: path}},
+			Sender: event.Process{PID: 99, TGID: 99, Comm: "runc"}}
+	}
+	inPod := "/kubepods/burstable/pod" + uid + "/" + ctr
+	c.Signal(sig("SIGTERM", t0.Add(-10*time.Second), inPod))                    // too early: unrelated
+	c.Signal(sig("SIGTERM", t0.Add(500*time.Millisecond), inPod))               // the kubelet's stop
+	c.Signal(sig("SIGKILL", t0.Add(2500*time.Millisecond), inPod))              // and its kill after the grace period
+	c.Signal(sig("SIGKILL", t0.Add(time.Second), "/system.slice/cron.service")) // not a pod
+	c.Signal(event.TaskSignal{Time: event.Time{Time: t0}, Signal: "SIGKILL"})   // no cgroup
+	// API time: whole seconds, possibly after the first signal.
+	ev := event.Eviction{Time: event.Time{Time: t0.Add(time.Second)}, Pod: event.Pod{UID: uid}}
+	c.Eviction(&ev)
+	if len(ev.KernelSignals) != 2 {
+		t.Fatalf("signals %+v, want the SIGTERM and the SIGKILL", ev.KernelSignals)
+	}
+	term, kill := ev.KernelSignals[0], ev.KernelSignals[1]
+	if term.Signal != "SIGTERM" || term.SecondsAfter != -0.5 || term.Container != ctr || term.SenderComm != "runc" || term.SenderPID != 99 {
+		t.Errorf("SIGTERM %+v", term)
+	}
+	if kill.Signal != "SIGKILL" || kill.SecondsAfter != 1.5 {
+		t.Errorf("SIGKILL %+v", kill)
+	}
+	other := event.Eviction{Time: event.Time{Time: t0}, Pod: event.Pod{UID: "other"}}
+	c.Eviction(&other)
+	if other.KernelSignals == nil || len(other.KernelSignals) != 0 {
+		t.Errorf("another pod: %+v", other.KernelSignals)
+	}
+}

@@ -10,6 +10,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/oomtrace/oomtrace/correlate"
 	"github.com/oomtrace/oomtrace/cri"
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/internal/critest"
@@ -240,4 +241,76 @@ func waitRunning(t *testing.T, rt *critest.Runtime, id string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("container %s not running", id)
+}
+
+// TestContainerdStopSignals stops a container the way a hard eviction does
+// (CRI StopContainer with a 2 s grace period) and checks that the kernel's
+// view of it reaches the pod's eviction: the runtime's SIGTERM, ignored, and
+// its SIGKILL after the grace period, attributed to the container.
+func TestContainerdStopSignals(t *testing.T) {
+	rt := critest.Start(t)
+	correlator := correlate.New(time.Minute)
+	tr, err := tracer.New(tracer.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tr.Run(ctx, tracer.Handlers{TaskSignal: correlator.Signal}) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+		tr.Close()
+	}()
+	client, err := cri.New(cri.Options{Endpoint: rt.Socket, MinListInterval: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	e := &Enricher{Resolver: client}
+
+	pod := rt.RunPod(t, critest.PodOptions{Name: "victim-0", Namespace: "batch"})
+	id := pod.StartContainer(t, critest.ContainerOptions{Name: "app", Args: []string{"stubborn"}})
+	waitRunning(t, rt, id)
+	evicted := time.Now()
+	stopStart := time.Now()
+	if _, err := rt.CRI.StopContainer(context.Background(), &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 2}); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Since(stopStart)
+	st := rt.WaitExited(t, id, 10*time.Second)
+	if st.ExitCode != 137 || stopped < 2*time.Second {
+		t.Errorf("stop: exit %d after %v, want SIGKILL (137) after the 2 s grace period", st.ExitCode, stopped)
+	}
+	time.Sleep(200 * time.Millisecond) // the last records through the ring buffer
+	ev := event.Eviction{Time: event.Time{Time: evicted}, Pod: event.Pod{UID: pod.UID}}
+	correlator.Eviction(&ev)
+	var term, kill *event.SignalRef
+	for i, s := range ev.KernelSignals {
+		if s.Container != id {
+			continue // the pause process is not stopped here; nothing else is in the pod
+		}
+		switch s.Signal {
+		case "SIGTERM":
+			term = &ev.KernelSignals[i]
+		case "SIGKILL":
+			kill = &ev.KernelSignals[i]
+		}
+	}
+	if term == nil || kill == nil {
+		t.Fatalf("kernel signals %+v, want the container's SIGTERM and SIGKILL", ev.KernelSignals)
+	}
+	if term.SecondsAfter < 0 || term.SecondsAfter > 1 || kill.SecondsAfter < 1.9 || kill.SecondsAfter > 4 {
+		t.Errorf("SIGTERM at +%.2fs, SIGKILL at +%.2fs: want at once and after the 2 s grace period", term.SecondsAfter, kill.SecondsAfter)
+	}
+	if term.Comm != "ctrbin" || term.SenderComm == "" {
+		t.Errorf("SIGTERM %+v", *term)
+	}
+	if name := e.ContainerName(context.Background(), id, evicted); name != "app" {
+		t.Errorf("container name %q, want app", name)
+	}
+	t.Logf("SIGTERM from %q (%d) at +%.3fs, SIGKILL from %q (%d) at +%.3fs",
+		term.SenderComm, term.SenderPID, term.SecondsAfter, kill.SenderComm, kill.SenderPID, kill.SecondsAfter)
 }

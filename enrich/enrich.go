@@ -98,6 +98,18 @@ func (e *Enricher) Process(ctx context.Context, p *event.Process, at time.Time) 
 	}
 }
 
+// ContainerName names a container id (or sandbox) known to the runtime at
+// time at; empty when it cannot.
+func (e *Enricher) ContainerName(ctx context.Context, id string, at time.Time) string {
+	if e.Resolver == nil || id == "" {
+		return ""
+	}
+	if c, ok := e.Resolver.Lookup(ctx, id, at); ok && !c.Sandbox {
+		return c.Name
+	}
+	return ""
+}
+
 // DomainKind says which limit an OOM kill hit, from the OOM domain's cgroup
 // path against the victim's: its container's, its pod's, the node's
 // allocatable (kubepods or a QoS class), the whole system's, or another.

@@ -11,6 +11,7 @@ const (
 	TypeMemoryPressure = "memory_pressure"
 	TypeEviction       = "eviction"
 	TypeNodeCondition  = "node_condition"
+	TypeTaskSignal     = "task_signal"
 )
 
 // OOM scopes: what constrained the allocation that failed.
@@ -109,6 +110,10 @@ type Eviction struct {
 	// how each one ended (the kubelet stops evicted containers with
 	// SIGTERM, then SIGKILL: 143 or 137).
 	ContainerExits []ContainerExit `json:"container_exits"`
+	// KernelSignals are the SIGTERMs and SIGKILLs the kernel saw sent to
+	// the pod's processes around the eviction: the kubelet's stop, as it
+	// happened.
+	KernelSignals []SignalRef `json:"kernel_signals"`
 }
 
 // OffendingContainer is one container the kubelet named in its eviction
@@ -135,6 +140,33 @@ type ContainerExit struct {
 	ExitCode *int32 `json:"exit_code"`        // null while it still runs
 	Signal   string `json:"signal,omitempty"` // SIGKILL for 137, SIGTERM for 143
 	Reason   string `json:"reason,omitempty"` // OOMKilled, Error, …
+}
+
+// TaskSignal is a SIGTERM or SIGKILL one process sent another (not the
+// OOM killer's): how a container runtime stops a container. oomtrace uses
+// it to show how an evicted pod's containers were stopped.
+type TaskSignal struct {
+	Type   string  `json:"type"`
+	Time   Time    `json:"time"`
+	Node   string  `json:"node"`
+	Hook   string  `json:"hook"`
+	Signal string  `json:"signal"` // SIGTERM or SIGKILL
+	Code   int32   `json:"code"`   // si_code: 0 from kill(2), 128 from the kernel
+	Result int32   `json:"result"` // 0 delivered; 1 ignored, 2 already pending, 3 queue overflow, 4 lost
+	Target Process `json:"target"` // on the classic tracepoint: pid and comm only
+	Sender Process `json:"sender"`
+}
+
+// SignalRef points from an eviction to a signal its pod's containers got.
+type SignalRef struct {
+	Time         Time    `json:"time"`
+	SecondsAfter float64 `json:"seconds_after"` // after the eviction; negative before it
+	PID          uint32  `json:"pid"`
+	Comm         string  `json:"comm"`
+	Container    string  `json:"container"`
+	Signal       string  `json:"signal"`
+	SenderPID    uint32  `json:"sender_pid"`
+	SenderComm   string  `json:"sender_comm"`
 }
 
 // NodeCondition is a change of the Node's MemoryPressure condition.

@@ -16,6 +16,7 @@ const namespace = "oomtrace"
 type PipelineStats struct {
 	OOMKillsLost       uint64 // OOM kill records the kernel could not hand over
 	CommitRefusalsLost uint64 // refusal records the kernel could not hand over
+	TaskSignalsLost    uint64 // task signal records the kernel could not hand over
 	DecodeErrors       uint64
 	OutputDropped      uint64 // events not written out: the reader was too slow or gone
 }
@@ -104,7 +105,7 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 			"Memory requests the kernel refused at allocation time, by pod, container, syscall and reason.",
 			[]string{"namespace", "pod", "container", "syscall", "reason"}, nil),
 		lostDesc: prometheus.NewDesc(namespace+"_events_lost_total",
-			"Event records the kernel dropped because the ring buffer was full, by event kind.",
+			"Event records the kernel dropped because the ring buffer was full, by event kind (oom_kill, commit_refusal, task_signal).",
 			[]string{"kind"}, nil),
 		decodeErrorsDesc: prometheus.NewDesc(namespace+"_decode_errors_total",
 			"Event records that could not be decoded.", nil, nil),
@@ -248,6 +249,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	} else {
 		ch <- prometheus.MustNewConstMetric(m.lostDesc, prometheus.CounterValue, float64(s.OOMKillsLost), event.TypeOOMKill)
 		ch <- prometheus.MustNewConstMetric(m.lostDesc, prometheus.CounterValue, float64(s.CommitRefusalsLost), event.TypeCommitRefusal)
+		ch <- prometheus.MustNewConstMetric(m.lostDesc, prometheus.CounterValue, float64(s.TaskSignalsLost), event.TypeTaskSignal)
 		ch <- prometheus.MustNewConstMetric(m.decodeErrorsDesc, prometheus.CounterValue, float64(s.DecodeErrors))
 		ch <- prometheus.MustNewConstMetric(m.droppedDesc, prometheus.CounterValue, float64(s.OutputDropped))
 	}

@@ -147,6 +147,58 @@ func (d *Decoder) oomKill(raw *rawOOMEvent) (event.OOMKill, error) {
 	return ev, nil
 }
 
+// rawSignalEvent is the C struct signal_event.
+type rawSignalEvent = oomtraceSignalEvent
+
+// SignalEventSize is the size of one task signal record.
+const SignalEventSize = int(unsafe.Sizeof(rawSignalEvent{}))
+
+var signalHookNames = map[oomtraceSignalHook]string{
+	oomtraceSignalHookSIGNAL_HOOK_TP_BTF:     HookTpBtfSignal,
+	oomtraceSignalHookSIGNAL_HOOK_TRACEPOINT: HookTracepointSignal,
+}
+
+// DecodeTaskSignal decodes one record of the signal_events ring buffer.
+func (d *Decoder) DecodeTaskSignal(record []byte) (event.TaskSignal, error) {
+	var raw rawSignalEvent
+	if len(record) < SignalEventSize {
+		return event.TaskSignal{}, fmt.Errorf("signal event: %w: %d of %d bytes", ErrShortRecord, len(record), SignalEventSize)
+	}
+	if _, err := binary.Decode(record[:SignalEventSize], binary.NativeEndian, &raw); err != nil {
+		return event.TaskSignal{}, fmt.Errorf("signal event: %w", err)
+	}
+	if raw.Type != uint32(oomtraceEventTypeEVENT_TASK_SIGNAL) {
+		return event.TaskSignal{}, fmt.Errorf("signal event: unexpected type %d", raw.Type)
+	}
+	hook, ok := signalHookNames[oomtraceSignalHook(raw.Hook)]
+	if !ok {
+		return event.TaskSignal{}, fmt.Errorf("signal event: unknown hook %d", raw.Hook)
+	}
+	var name string
+	switch raw.Sig {
+	case 9:
+		name = "SIGKILL"
+	case 15:
+		name = "SIGTERM"
+	default:
+		return event.TaskSignal{}, fmt.Errorf("signal event: unexpected signal %d", raw.Sig)
+	}
+	ev := event.TaskSignal{
+		Type: event.TypeTaskSignal, Time: event.Time{Time: wallTime(d.WallTime, raw.TsBootNs)}, Node: d.Node, Hook: hook,
+		Signal: name, Code: raw.Code, Result: raw.Result,
+		Target: event.Process{PID: raw.Target.Pid, TGID: raw.Target.Tgid, Comm: cString(raw.Target.Comm[:]), Cgroup2ID: raw.Target.Cgroup2Id},
+		Sender: event.Process{PID: raw.Sender.Pid, TGID: raw.Sender.Tgid, Comm: cString(raw.Sender.Comm[:]), Cgroup2ID: raw.Sender.Cgroup2Id},
+	}
+	senderUID := raw.Sender.Uid
+	ev.Sender.UID = &senderUID
+	if raw.TargetMemcg.Valid != 0 {
+		uid := raw.Target.Uid
+		ev.Target.UID = &uid
+		ev.Target.Memcg = cgroupFromKernel(raw.TargetMemcg.Id, raw.TargetMemcg.Valid, raw.TargetMemcg.Truncated, raw.TargetMemcg.Len, raw.TargetMemcg.Path[:])
+	}
+	return ev, nil
+}
+
 // wallTime converts a boot-clock timestamp with conv; without one, the
 // timestamp is taken as an offset from the Unix epoch.
 func wallTime(conv func(bootNs uint64) time.Time, bootNs uint64) time.Time {

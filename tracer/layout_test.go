@@ -17,7 +17,8 @@ func TestLayoutMatchesBTF(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, goType := range map[string]reflect.Type{
-		"oom_event": reflect.TypeOf(rawOOMEvent{}),
+		"oom_event":    reflect.TypeOf(rawOOMEvent{}),
+		"signal_event": reflect.TypeOf(rawSignalEvent{}),
 	} {
 		var st *btf.Struct
 		if err := spec.Types.TypeByName(name, &st); err != nil {

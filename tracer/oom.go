@@ -18,6 +18,7 @@ type oomTracer struct {
 	t       *Tracer
 	maps    oomtraceMaps
 	reader  *ringbuf.Reader
+	signals *ringbuf.Reader // SIGTERMs and SIGKILLs other than the OOM killer's
 	decoder Decoder
 	procfs  string
 
@@ -37,10 +38,11 @@ func newOOMTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions) (*oomTrace
 		return nil, fmt.Errorf("load OOM maps: %w", err)
 	}
 	opts.MapReplacements = map[string]*ebpf.Map{
-		oomtraceMapOomEvents:   o.maps.OomEvents,
-		oomtraceMapStats:       o.maps.Stats,
-		oomtraceMapDecisions:   o.maps.Decisions,
-		oomtraceMapKillSignals: o.maps.KillSignals,
+		oomtraceMapOomEvents:    o.maps.OomEvents,
+		oomtraceMapStats:        o.maps.Stats,
+		oomtraceMapDecisions:    o.maps.Decisions,
+		oomtraceMapKillSignals:  o.maps.KillSignals,
+		oomtraceMapSignalEvents: o.maps.SignalEvents,
 	}
 
 	t.hooks.Decision = t.attachFirst(spec, opts, decisionCandidates(cfg.DecisionHook))
@@ -60,6 +62,11 @@ func newOOMTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions) (*oomTrace
 	if err != nil {
 		o.close()
 		return nil, fmt.Errorf("open OOM ring buffer: %w", err)
+	}
+	o.signals, err = ringbuf.NewReader(o.maps.SignalEvents)
+	if err != nil {
+		o.close()
+		return nil, fmt.Errorf("open signal ring buffer: %w", err)
 	}
 	o.decoder = Decoder{
 		Node:     cfg.Node,
@@ -140,12 +147,44 @@ func (o *oomTracer) run(handle func(event.OOMKill)) error {
 	}
 }
 
+// runSignals reads task signal records until the ring buffer is flushed or
+// closed. handle may be nil: the records are then read and dropped.
+func (o *oomTracer) runSignals(handle func(event.TaskSignal)) error {
+	var rec ringbuf.Record
+	for {
+		err := o.signals.ReadInto(&rec)
+		if isEndOfStream(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read signal ring buffer: %w", err)
+		}
+		ev, err := o.decoder.DecodeTaskSignal(rec.RawSample)
+		if err != nil {
+			o.t.decodeError("task_signal", err)
+			continue
+		}
+		if ev.Target.Memcg == nil {
+			completeSignalFromProcfs(&ev, o.procfs)
+		}
+		if handle != nil {
+			handle(ev)
+		}
+	}
+}
+
 func (o *oomTracer) stats(s *Stats) error {
 	var err error
 	if s.Sent, err = sumPerCPU(o.maps.Stats, uint32(oomtraceStatIndexSTAT_OOM_SENT)); err != nil {
 		return err
 	}
 	if s.Lost, err = sumPerCPU(o.maps.Stats, uint32(oomtraceStatIndexSTAT_OOM_LOST)); err != nil {
+		return err
+	}
+	if s.SignalsSent, err = sumPerCPU(o.maps.Stats, uint32(oomtraceStatIndexSTAT_SIGNAL_SENT)); err != nil {
+		return err
+	}
+	if s.SignalsLost, err = sumPerCPU(o.maps.Stats, uint32(oomtraceStatIndexSTAT_SIGNAL_LOST)); err != nil {
 		return err
 	}
 	s.Decoded = o.decoded.Load()
@@ -157,6 +196,9 @@ func (o *oomTracer) close() error {
 	var errs []error
 	if o.reader != nil {
 		errs = append(errs, o.reader.Close())
+	}
+	if o.signals != nil {
+		errs = append(errs, o.signals.Close())
 	}
 	errs = append(errs, o.maps.Close())
 	return errors.Join(errs...)

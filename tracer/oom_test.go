@@ -29,6 +29,7 @@ type collector struct {
 	mu       sync.Mutex
 	events   []event.OOMKill
 	refusals []event.CommitRefusal
+	signals  []event.TaskSignal
 	notify   chan struct{}
 }
 
@@ -59,6 +60,12 @@ func startTracer(t *testing.T, cfg Config) *collector {
 			CommitRefusal: func(ev event.CommitRefusal) {
 				c.mu.Lock()
 				c.refusals = append(c.refusals, ev)
+				c.mu.Unlock()
+				c.poke()
+			},
+			TaskSignal: func(ev event.TaskSignal) {
+				c.mu.Lock()
+				c.signals = append(c.signals, ev)
 				c.mu.Unlock()
 				c.poke()
 			},

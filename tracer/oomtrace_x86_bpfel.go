@@ -53,6 +53,7 @@ type oomtraceEventType uint32
 const (
 	oomtraceEventTypeEVENT_OOM_KILL       oomtraceEventType = 1
 	oomtraceEventTypeEVENT_COMMIT_REFUSAL oomtraceEventType = 2
+	oomtraceEventTypeEVENT_TASK_SIGNAL    oomtraceEventType = 3
 )
 
 type oomtraceKillSignal struct {
@@ -150,6 +151,45 @@ const (
 	oomtraceRssUnitRSS_UNIT_KIB   oomtraceRssUnit = 1
 )
 
+type oomtraceSignalEvent struct {
+	_        structs.HostLayout
+	TsBootNs uint64
+	Type     uint32
+	Sig      int32
+	Code     int32
+	Result   int32
+	Hook     uint8
+	Pad      [7]uint8
+	Target   struct {
+		_           structs.HostLayout
+		Cgroup2Id   uint64
+		Pid         uint32
+		Tgid        uint32
+		Uid         uint32
+		OomScoreAdj int32
+		Comm        [16]int8
+	}
+	Sender struct {
+		_           structs.HostLayout
+		Cgroup2Id   uint64
+		Pid         uint32
+		Tgid        uint32
+		Uid         uint32
+		OomScoreAdj int32
+		Comm        [16]int8
+	}
+	TargetMemcg struct {
+		_         structs.HostLayout
+		Id        uint64
+		Depth     uint16
+		Len       uint16
+		Valid     uint8
+		Truncated uint8
+		Pad       [2]uint8
+		Path      [1024]int8
+	}
+}
+
 type oomtraceSignalHook uint32
 
 const (
@@ -161,9 +201,11 @@ const (
 type oomtraceStatIndex uint32
 
 const (
-	oomtraceStatIndexSTAT_OOM_SENT oomtraceStatIndex = 0
-	oomtraceStatIndexSTAT_OOM_LOST oomtraceStatIndex = 1
-	oomtraceStatIndexSTAT_MAX      oomtraceStatIndex = 2
+	oomtraceStatIndexSTAT_OOM_SENT    oomtraceStatIndex = 0
+	oomtraceStatIndexSTAT_OOM_LOST    oomtraceStatIndex = 1
+	oomtraceStatIndexSTAT_SIGNAL_SENT oomtraceStatIndex = 2
+	oomtraceStatIndexSTAT_SIGNAL_LOST oomtraceStatIndex = 3
+	oomtraceStatIndexSTAT_MAX         oomtraceStatIndex = 4
 )
 
 type oomtraceVictimHook uint32
@@ -180,6 +222,7 @@ const (
 	oomtraceMapDecisions                 = "decisions"
 	oomtraceMapKillSignals               = "kill_signals"
 	oomtraceMapOomEvents                 = "oom_events"
+	oomtraceMapSignalEvents              = "signal_events"
 	oomtraceMapStats                     = "stats"
 	oomtraceProgFentryOomKillProcess     = "fentry_oom_kill_process"
 	oomtraceProgKprobeOomKillProcess     = "kprobe_oom_kill_process"
@@ -192,6 +235,7 @@ const (
 	oomtraceVarUnusedEventType           = "unused_event_type"
 	oomtraceVarUnusedOomEvent            = "unused_oom_event"
 	oomtraceVarUnusedRssUnit             = "unused_rss_unit"
+	oomtraceVarUnusedSignalEvent         = "unused_signal_event"
 	oomtraceVarUnusedSignalHook          = "unused_signal_hook"
 	oomtraceVarUnusedStatIndex           = "unused_stat_index"
 	oomtraceVarUnusedVictimHook          = "unused_victim_hook"
@@ -251,10 +295,11 @@ type oomtraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type oomtraceMapSpecs struct {
-	Decisions   *ebpf.MapSpec `ebpf:"decisions"`
-	KillSignals *ebpf.MapSpec `ebpf:"kill_signals"`
-	OomEvents   *ebpf.MapSpec `ebpf:"oom_events"`
-	Stats       *ebpf.MapSpec `ebpf:"stats"`
+	Decisions    *ebpf.MapSpec `ebpf:"decisions"`
+	KillSignals  *ebpf.MapSpec `ebpf:"kill_signals"`
+	OomEvents    *ebpf.MapSpec `ebpf:"oom_events"`
+	SignalEvents *ebpf.MapSpec `ebpf:"signal_events"`
+	Stats        *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // oomtraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -266,6 +311,7 @@ type oomtraceVariableSpecs struct {
 	UnusedEventType    *ebpf.VariableSpec `ebpf:"unused_event_type"`
 	UnusedOomEvent     *ebpf.VariableSpec `ebpf:"unused_oom_event"`
 	UnusedRssUnit      *ebpf.VariableSpec `ebpf:"unused_rss_unit"`
+	UnusedSignalEvent  *ebpf.VariableSpec `ebpf:"unused_signal_event"`
 	UnusedSignalHook   *ebpf.VariableSpec `ebpf:"unused_signal_hook"`
 	UnusedStatIndex    *ebpf.VariableSpec `ebpf:"unused_stat_index"`
 	UnusedVictimHook   *ebpf.VariableSpec `ebpf:"unused_victim_hook"`
@@ -291,10 +337,11 @@ func (o *oomtraceObjects) Close() error {
 //
 // It can be passed to loadOomtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type oomtraceMaps struct {
-	Decisions   *ebpf.Map `ebpf:"decisions"`
-	KillSignals *ebpf.Map `ebpf:"kill_signals"`
-	OomEvents   *ebpf.Map `ebpf:"oom_events"`
-	Stats       *ebpf.Map `ebpf:"stats"`
+	Decisions    *ebpf.Map `ebpf:"decisions"`
+	KillSignals  *ebpf.Map `ebpf:"kill_signals"`
+	OomEvents    *ebpf.Map `ebpf:"oom_events"`
+	SignalEvents *ebpf.Map `ebpf:"signal_events"`
+	Stats        *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *oomtraceMaps) Close() error {
@@ -302,6 +349,7 @@ func (m *oomtraceMaps) Close() error {
 		m.Decisions,
 		m.KillSignals,
 		m.OomEvents,
+		m.SignalEvents,
 		m.Stats,
 	)
 }
@@ -315,6 +363,7 @@ type oomtraceVariables struct {
 	UnusedEventType    *ebpf.Variable `ebpf:"unused_event_type"`
 	UnusedOomEvent     *ebpf.Variable `ebpf:"unused_oom_event"`
 	UnusedRssUnit      *ebpf.Variable `ebpf:"unused_rss_unit"`
+	UnusedSignalEvent  *ebpf.Variable `ebpf:"unused_signal_event"`
 	UnusedSignalHook   *ebpf.Variable `ebpf:"unused_signal_hook"`
 	UnusedStatIndex    *ebpf.Variable `ebpf:"unused_stat_index"`
 	UnusedVictimHook   *ebpf.Variable `ebpf:"unused_victim_hook"`

@@ -26,28 +26,31 @@ func completeFromProcfs(ev *event.OOMKill, procRoot string) {
 	if ev.Victim.Memcg != nil {
 		return
 	}
-	data, err := os.ReadFile(fmt.Sprintf("%s/%d/cgroup", procRoot, ev.Victim.PID))
+	ev.Victim.Memcg = memcgOfPID(procRoot, ev.Victim.PID)
+}
+
+// memcgOfPID reads a live task's memory cgroup from procfs; nil when the
+// task is gone (an exited task reads as being in the root cgroup).
+func memcgOfPID(procRoot string, pid uint32) *event.Cgroup {
+	data, err := os.ReadFile(fmt.Sprintf("%s/%d/cgroup", procRoot, pid))
 	if err != nil {
-		return
+		return nil
 	}
 	path, v1, ok := MemcgFromProcCgroup(data)
-	if !ok || !alive(procRoot, ev.Victim.PID) {
-		// A task that has exited reads as being in the root cgroup.
-		return
+	if !ok || !alive(procRoot, pid) {
+		return nil
 	}
-	root := memcgV1Root
-	roots := []string{root}
+	roots := []string{memcgV1Root}
 	if !v1 {
 		roots = cgroupV2Roots
 	}
 	for _, r := range roots {
 		var st syscall.Stat_t
 		if err := syscall.Stat(r+path, &st); err == nil {
-			ev.Victim.Memcg = &event.Cgroup{ID: st.Ino, Path: path, Source: event.CgroupFromProcfs}
-			return
+			return &event.Cgroup{ID: st.Ino, Path: path, Source: event.CgroupFromProcfs}
 		}
 	}
-	ev.Victim.Memcg = &event.Cgroup{Path: path, Source: event.CgroupFromProcfs}
+	return &event.Cgroup{Path: path, Source: event.CgroupFromProcfs}
 }
 
 // MemcgFromProcCgroup returns the memory cgroup path from the contents of a
@@ -122,4 +125,14 @@ func parseStat(data []byte) (state byte, flags uint64, ok bool) {
 		return 0, 0, false
 	}
 	return fields[0][0], flags, true
+}
+
+// completeSignalFromProcfs reads the memcg of a signal's target from
+// procfs when the hook could not capture it (the classic tracepoint): the
+// target is usually still alive, handling its SIGTERM.
+func completeSignalFromProcfs(ev *event.TaskSignal, procRoot string) {
+	if procRoot == "" {
+		procRoot = "/proc"
+	}
+	ev.Target.Memcg = memcgOfPID(procRoot, ev.Target.PID)
 }

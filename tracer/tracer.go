@@ -147,12 +147,18 @@ type Stats struct {
 	RefusalsFailed uint64 // failed calls the kernel saw: exact
 	RefusalsSent   uint64 // refusal records the kernel wrote (first of each window)
 	RefusalsLost   uint64 // refusal records the ring buffer had no room for
+
+	SignalsSent uint64 // task signal records the kernel wrote
+	SignalsLost uint64 // task signal records the ring buffer had no room for
 }
 
 // Handlers receive events. They are never called concurrently.
 type Handlers struct {
 	OOMKill       func(event.OOMKill)
 	CommitRefusal func(event.CommitRefusal)
+	// TaskSignal receives SIGTERMs and SIGKILLs to processes other than
+	// the OOM killer's (needs the signal hook).
+	TaskSignal func(event.TaskSignal)
 }
 
 // Tracer owns the loaded programs, their links and the ring buffer readers.
@@ -240,6 +246,15 @@ func New(cfg Config) (*Tracer, error) {
 	}
 	ok = true
 	return t, nil
+}
+
+// flush ends every reader after what is already in its ring buffer.
+func (t *Tracer) flush() {
+	t.oom.reader.Flush()
+	t.oom.signals.Flush()
+	if t.refusal != nil {
+		t.refusal.reader.Flush()
+	}
 }
 
 // ErrNoHook means no hook of a required kind could be attached.
@@ -418,6 +433,13 @@ func (t *Tracer) Run(ctx context.Context, h Handlers) error {
 			}
 		},
 	}
+	if h.TaskSignal != nil {
+		serial.TaskSignal = func(ev event.TaskSignal) {
+			hmu.Lock()
+			defer hmu.Unlock()
+			h.TaskSignal(ev)
+		}
+	}
 
 	stop := make(chan struct{})
 	defer close(stop)
@@ -425,17 +447,15 @@ func (t *Tracer) Run(ctx context.Context, h Handlers) error {
 		select {
 		case <-ctx.Done():
 			t.detach()
-			t.oom.reader.Flush()
-			if t.refusal != nil {
-				t.refusal.reader.Flush()
-			}
+			t.flush()
 		case <-stop:
 		}
 	}()
 
-	errs := make(chan error, 2)
+	errs := make(chan error, 3)
 	go func() { errs <- t.oom.run(serial.OOMKill) }()
-	n := 1
+	go func() { errs <- t.oom.runSignals(serial.TaskSignal) }()
+	n := 2
 	if t.refusal != nil {
 		n++
 		go func() { errs <- t.refusal.run(serial.CommitRefusal) }()
@@ -444,12 +464,9 @@ func (t *Tracer) Run(ctx context.Context, h Handlers) error {
 	for i := 0; i < n; i++ {
 		if err := <-errs; err != nil && first == nil {
 			first = err
-			// One reader failed: stop the other too.
+			// One reader failed: stop the others too.
 			t.detach()
-			t.oom.reader.Flush()
-			if t.refusal != nil {
-				t.refusal.reader.Flush()
-			}
+			t.flush()
 		}
 	}
 	return first

@@ -209,11 +209,18 @@ struct trace_event_raw_signal_generate {
 	struct trace_entry ent;
 	int sig;
 	int code;
+	char comm[16];
 	pid_t pid;
 	int group;
+	int result;
 };
 
-struct kernel_siginfo;
+/* In the kernel si_code sits in an anonymous struct; CO-RE finds it. */
+struct kernel_siginfo {
+	int si_signo;
+	int si_errno;
+	int si_code;
+};
 
 /* /sys/kernel/tracing/events/syscalls/sys_exit_mmap/format (and the others) */
 struct trace_event_raw_sys_exit {

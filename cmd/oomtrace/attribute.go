@@ -68,6 +68,13 @@ func (a *attribution) WriteEviction(ev event.Eviction) error {
 		}
 	}
 	a.correlator.Eviction(&ev)
+	for i := range ev.KernelSignals {
+		// The correlator knows container ids; the runtime names them.
+		s := &ev.KernelSignals[i]
+		if name := a.enricher.ContainerName(a.ctx, s.Container, s.Time.Time); name != "" {
+			s.Container = name
+		}
+	}
 	a.metrics.ObserveEviction(ev)
 	if !a.filter.Process(event.Process{Pod: &ev.Pod}) {
 		a.filtered.Add(1)

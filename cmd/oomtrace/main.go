@@ -238,11 +238,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Hooks:     hookInfo(t.Hooks()),
 		Stats: func() (exporter.PipelineStats, error) {
 			s, err := t.Stats()
-			return exporter.PipelineStats{OOMKillsLost: s.Lost, CommitRefusalsLost: s.RefusalsLost, DecodeErrors: s.DecodeErrors,
+			return exporter.PipelineStats{OOMKillsLost: s.Lost, CommitRefusalsLost: s.RefusalsLost, TaskSignalsLost: s.SignalsLost, DecodeErrors: s.DecodeErrors,
 				OutputDropped: stage.Dropped() + out.Dropped()}, err
 		},
 	})
-	attr := &attribution{ctx: ctx, enricher: enricher, signals: signals, correlator: correlate.New(opts.corrWindow),
+	correlator := correlate.New(opts.corrWindow)
+	attr := &attribution{ctx: ctx, enricher: enricher, signals: signals, correlator: correlator,
 		filter: enrich.NewFilter(opts.namespaces, opts.pods), metrics: metrics, out: out}
 	stage = exporter.NewQueue(attr, opts.queueSize, nil)
 	if signals != nil {
@@ -290,6 +291,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	err = t.Run(ctx, tracer.Handlers{
 		OOMKill:       func(ev event.OOMKill) { stage.WriteOOMKill(ev) },
 		CommitRefusal: func(ev event.CommitRefusal) { stage.WriteCommitRefusal(ev) },
+		// Signals to pods' processes are kept for their evictions; they
+		// are not written out. Recording one never waits.
+		TaskSignal: correlator.Signal,
 	})
 	ready.Store(false)
 	// The stage first: what it still holds goes to the output queue.
@@ -305,6 +309,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Info("oomtrace stopped", "sent", stats.Sent, "lost", stats.Lost,
 			"decoded", stats.Decoded, "decode_errors", stats.DecodeErrors, "exiting", stats.ExitingMarked,
 			"refusals", stats.RefusalsFailed, "refusal_records", stats.RefusalsSent, "refusal_records_lost", stats.RefusalsLost,
+			"signals", stats.SignalsSent, "signals_lost", stats.SignalsLost,
 			"written", out.Written(), "filtered", attr.filtered.Load(), "output_dropped", stage.Dropped()+out.Dropped())
 	}
 	if err != nil {

@@ -2,6 +2,7 @@
 // process, an idle container holding some memory, or a memory hog.
 //
 //	ctrbin pause        wait for SIGTERM or SIGINT
+//	ctrbin stubborn     ignore SIGTERM: only SIGKILL ends it
 //	ctrbin idle MIB     touch MIB MiB, then wait
 //	ctrbin hog MIB [MS] after MS milliseconds, touch memory in 4 MiB steps
 //	                    up to MIB MiB, then wait
@@ -45,6 +46,11 @@ func main() {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	switch os.Args[1] {
+	case "stubborn":
+		signal.Reset(syscall.SIGTERM)
+		signal.Ignore(syscall.SIGTERM)
+		fmt.Println("stubborn: ignoring SIGTERM")
+		select {}
 	case "pause":
 	case "idle", "hog":
 		mib := 0
