@@ -24,7 +24,11 @@ type Queue struct {
 	mu      sync.Mutex
 	err     error
 	onError func(error)
-	closing sync.Once
+
+	// sending guards ch against Close: writers from timers and other
+	// goroutines may come late, and are then dropped and counted.
+	sending sync.RWMutex
+	closed  bool
 }
 
 // NewQueue starts writing to w from a queue of size events. onError, if
@@ -73,6 +77,12 @@ func (q *Queue) loop() {
 }
 
 func (q *Queue) put(item any) error {
+	q.sending.RLock()
+	defer q.sending.RUnlock()
+	if q.closed {
+		q.dropped.Add(1)
+		return nil
+	}
 	select {
 	case q.ch <- item:
 	default:
@@ -112,9 +122,15 @@ func (q *Queue) Written() uint64 { return q.written.Load() }
 
 // Close stops taking events and waits up to timeout for the queued ones to
 // be written. It reports whether everything was written; what is still
-// queued at the timeout is counted as dropped. No Write may follow Close.
+// queued at the timeout is counted as dropped, and so is anything written
+// after Close.
 func (q *Queue) Close(timeout time.Duration) bool {
-	q.closing.Do(func() { close(q.ch) })
+	q.sending.Lock()
+	if !q.closed {
+		q.closed = true
+		close(q.ch)
+	}
+	q.sending.Unlock()
 	select {
 	case <-q.done:
 		return true

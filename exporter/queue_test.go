@@ -136,3 +136,16 @@ func TestQueueRoutesEveryKindInOrder(t *testing.T) {
 		t.Errorf("routed %q, want %q", got, want)
 	}
 }
+
+func TestQueueWriteAfterClose(t *testing.T) {
+	k := &kindWriter{}
+	q := NewQueue(k, 4, nil)
+	q.WriteOOMKill(event.OOMKill{})
+	q.Close(time.Second)
+	// A timer's event arriving after shutdown: dropped and counted, no panic.
+	q.WriteEviction(event.Eviction{})
+	q.Close(time.Second)
+	if q.Written() != 1 || q.Dropped() != 1 {
+		t.Errorf("written %d dropped %d, want 1 and 1", q.Written(), q.Dropped())
+	}
+}

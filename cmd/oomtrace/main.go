@@ -343,12 +343,14 @@ func nodeSignals(opts options, th nodesignal.Thresholds, node string, log *slog.
 		log.Warn("node memory signals unavailable", "err", err)
 		return nil
 	}
-	s := nodesignal.NewSampler(src, th, nodesignal.SamplerOptions{Node: node, OnPressure: onPressure, Logger: log})
-	nm, ok := s.Sample()
-	if !ok {
-		log.Warn("node memory signals unreadable", "root", src.Root)
+	// Read once to check and log, outside the sampler: its first sample
+	// (in Run, once the stage exists) reports a signal already below.
+	nm, err := src.Read(th, 0, time.Now())
+	if err != nil {
+		log.Warn("node memory signals unreadable", "root", src.Root, "err", err)
 		return nil
 	}
+	s := nodesignal.NewSampler(src, th, nodesignal.SamplerOptions{Node: node, OnPressure: onPressure, Logger: log})
 	attrs := []any{"thresholds", th.String(), "memory_hierarchy", src.Root, "kubepods", src.Kubepods,
 		"memory_available", nm.MemoryAvailable.AvailableBytes}
 	if a := nm.AllocatableMemoryAvailable; a != nil {
