@@ -65,6 +65,10 @@ type Options struct {
 	Now func() time.Time
 }
 
+// missingTTL is how long an id the runtime did not list stays unknown
+// without another list.
+const missingTTL = 10 * time.Second
+
 // Defaults for Options' zero values.
 const (
 	DefaultRetention       = 10 * time.Minute
@@ -83,8 +87,13 @@ type Client struct {
 
 	listMu sync.Mutex // one list at a time
 
-	mu       sync.Mutex
-	cache    map[string]*entry
+	mu    sync.Mutex
+	cache map[string]*entry
+	// missing: ids a list taken after their event did not show, and
+	// when: they are not listed again for them for missingTTL (a
+	// container another runtime runs would otherwise cost a list, and a
+	// wait, per event).
+	missing  map[string]time.Time
 	runtime  string
 	lastList time.Time // when the last list started
 	// lastGoodList is when the last successful list started.
@@ -142,7 +151,7 @@ func New(opts Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cri endpoint %s: %w", opts.Endpoint, err)
 	}
-	return &Client{opts: opts, conn: conn, rt: runtimeapi.NewRuntimeServiceClient(conn), cache: map[string]*entry{}}, nil
+	return &Client{opts: opts, conn: conn, rt: runtimeapi.NewRuntimeServiceClient(conn), cache: map[string]*entry{}, missing: map[string]time.Time{}}, nil
 }
 
 // Close closes the connection.
@@ -175,11 +184,14 @@ func (c *Client) Lookup(ctx context.Context, id string, at time.Time) (Container
 		return ctr, true
 	}
 	c.mu.Lock()
+	now := c.opts.Now()
 	authoritative := c.lastGoodList.After(at)
-	wait := c.lastList.Add(c.opts.MinListInterval).Sub(c.opts.Now())
+	missingSince, missing := c.missing[id]
+	recentlyMissing := missing && now.Sub(missingSince) < missingTTL
+	wait := c.lastList.Add(c.opts.MinListInterval).Sub(now)
 	unhealthy := c.unhealthy
 	c.mu.Unlock()
-	if authoritative || unhealthy && wait > 0 {
+	if authoritative || recentlyMissing || unhealthy && wait > 0 {
 		return Container{}, false
 	}
 	if wait > 0 {
@@ -191,8 +203,16 @@ func (c *Client) Lookup(ctx context.Context, id string, at time.Time) (Container
 		case <-t.C:
 		}
 	}
-	_ = c.Refresh(ctx)
-	return c.cached(id)
+	if c.Refresh(ctx) != nil {
+		return Container{}, false
+	}
+	ctr, ok := c.cached(id)
+	if !ok {
+		c.mu.Lock()
+		c.missing[id] = c.lastGoodList
+		c.mu.Unlock()
+	}
+	return ctr, ok
 }
 
 func (c *Client) cached(id string) (Container, bool) {
@@ -257,6 +277,11 @@ func (c *Client) Refresh(ctx context.Context) error {
 	for _, ctr := range containers.GetContainers() {
 		c.cache[ctr.GetId()] = &entry{c: containerOf(ctr, pods[ctr.GetPodSandboxId()], c.runtime)}
 		seen[ctr.GetId()] = true
+	}
+	for id, since := range c.missing {
+		if seen[id] || now.Sub(since) >= missingTTL {
+			delete(c.missing, id)
+		}
 	}
 	for id, e := range c.cache {
 		switch {

@@ -139,7 +139,7 @@ func TestLookup(t *testing.T) {
 	c.Lookup(ctx, "unknown", clk.now)
 	// ...and after waiting out MinListInterval when not.
 	start := time.Now()
-	c.Lookup(ctx, "unknown", clk.now.Add(time.Millisecond))
+	c.Lookup(ctx, "unknown-2", clk.now.Add(time.Millisecond))
 	if f.lists != 2 {
 		t.Errorf("%d lists for two events after the last list, want 2", f.lists)
 	}
