@@ -52,7 +52,7 @@ test-unit: ## Run the tests as the current user (real-kernel tests skip unless r
 # package:target
 FUZZ_TARGETS := tracer:FuzzDecodeOOMKill tracer:FuzzDecodeRefusal tracer:FuzzMemcgFromProcCgroup \
 	tracer:FuzzParseStat tracer:FuzzParseMeminfo cgpath:FuzzParse \
-	nodesignal:FuzzParseEvictionHard clusterview:FuzzParseEvictionMessage tracer:FuzzDecodeTaskSignal
+	nodesignal:FuzzParseEvictionHard evictionmsg:FuzzParse tracer:FuzzDecodeTaskSignal
 # Minimizing new inputs of 3.5 KiB stalls the fuzzer and can outlast -fuzztime
 # (then it reports "context deadline exceeded"): one attempt only.
 fuzz: ## Run every fuzz target for FUZZTIME each.

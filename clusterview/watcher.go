@@ -21,6 +21,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/evictionmsg"
 )
 
 // Reasons the kubelet (and node-problem-detector) give their Events.
@@ -360,7 +361,7 @@ func (w *Watcher) emit(ev event.Eviction) {
 // eviction builds the event; pod may be nil when it is not (or no longer)
 // in the cache.
 func (w *Watcher) eviction(pod *corev1.Pod, namespace, name string, uid types.UID, message string, at time.Time, annotations map[string]string, source string) event.Eviction {
-	msg := ParseEvictionMessage(message)
+	msg := evictionmsg.Parse(message)
 	ev := event.Eviction{
 		Type: event.TypeEviction, Time: event.Time{Time: at}, Node: w.opts.Node,
 		Pod:   event.Pod{UID: string(uid), Name: name, Namespace: namespace},

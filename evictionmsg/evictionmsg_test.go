@@ -1,4 +1,4 @@
-package clusterview
+package evictionmsg
 
 import (
 	"strings"
@@ -10,7 +10,7 @@ func p(v int64) *int64 { return &v }
 
 func eq(a, b *int64) bool { return a == nil && b == nil || a != nil && b != nil && *a == *b }
 
-func TestParseEvictionMessage(t *testing.T) {
+func TestParseMessage(t *testing.T) {
 	tests := []struct {
 		name, msg        string
 		resource         string
@@ -35,7 +35,7 @@ func TestParseEvictionMessage(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := ParseEvictionMessage(tt.msg)
+			m := Parse(tt.msg)
 			if m.StarvedResource != tt.resource || !eq(m.ThresholdBytes, tt.threshold) || !eq(m.AvailableBytes, tt.avail) {
 				t.Errorf("resource %q threshold %v available %v", m.StarvedResource, m.ThresholdBytes, m.AvailableBytes)
 			}
@@ -51,12 +51,12 @@ func TestParseEvictionMessage(t *testing.T) {
 	}
 }
 
-func FuzzParseEvictionMessage(f *testing.F) {
+func FuzzParse(f *testing.F) {
 	f.Add("The node was low on resource: memory. Threshold quantity: 100Mi, available: 71068Ki. Container hog was using 1860192Ki, request is 0, has larger consumption of memory. ")
 	f.Add("Threshold quantity: 1e400, available: -5. Container x was using 9999999999999999999999Ei, request is 0.0001m, has larger consumption of memory.")
 	f.Add("The node had condition: [MemoryPressure]. ")
 	f.Fuzz(func(t *testing.T, msg string) {
-		m := ParseEvictionMessage(msg)
+		m := Parse(msg)
 		if m.StarvedResource != "" && !strings.Contains(msg, m.StarvedResource) {
 			t.Fatalf("resource %q not in %q", m.StarvedResource, msg)
 		}

@@ -1,4 +1,6 @@
-package clusterview
+// Package evictionmsg reads the kubelet's eviction messages: the starved
+// resource, the threshold, what was available and each offending container.
+package evictionmsg
 
 import (
 	"regexp"
@@ -18,18 +20,18 @@ var (
 	containerRe = regexp.MustCompile(`Container (\S+) was using (\S+), request is (\S+), has larger consumption of ([^.\s]+)\.`)
 )
 
-// EvictionMessage is what a kubelet eviction message says.
-type EvictionMessage struct {
+// Message is what a kubelet eviction message says.
+type Message struct {
 	StarvedResource string
 	ThresholdBytes  *int64
 	AvailableBytes  *int64
 	Containers      []event.OffendingContainer
 }
 
-// ParseEvictionMessage reads the kubelet's eviction message. Fragments it
+// Parse reads the kubelet's eviction message. Fragments it
 // does not recognise are skipped; quantities it cannot read are null.
-func ParseEvictionMessage(msg string) EvictionMessage {
-	var m EvictionMessage
+func Parse(msg string) Message {
+	var m Message
 	if g := nodeLowRe.FindStringSubmatch(msg); g != nil {
 		m.StarvedResource = g[1]
 	}
