@@ -80,7 +80,8 @@ type Watcher struct {
 	pods  cache.Indexer
 
 	mu        sync.Mutex
-	emitted   map[types.UID]time.Time
+	emitted   map[types.UID]time.Time // evictions reported, forgotten after an hour
+	pruned    time.Time
 	pending   map[types.UID]*time.Timer
 	condition *corev1.NodeCondition
 	apiFailed bool
@@ -232,6 +233,7 @@ func (w *Watcher) pod(oldObj, obj any) {
 			w.mu.Unlock()
 			return
 		}
+		w.forgetOld()
 		w.emitted[uid] = at
 		w.mu.Unlock()
 		cur := w.podByUID(uid)
@@ -240,6 +242,21 @@ func (w *Watcher) pod(oldObj, obj any) {
 		}
 		w.emit(w.eviction(cur, cur.Namespace, cur.Name, cur.UID, cur.Status.Message, at, nil, SourcePodStatus))
 	})
+}
+
+// forgetOld drops evictions reported more than an hour ago, at most once a
+// minute: a pod is evicted once, its uid never comes back. Call with mu held.
+func (w *Watcher) forgetOld() {
+	now := w.opts.Now()
+	if now.Sub(w.pruned) < time.Minute {
+		return
+	}
+	w.pruned = now
+	for uid, at := range w.emitted {
+		if now.Sub(at) > time.Hour {
+			delete(w.emitted, uid)
+		}
+	}
 }
 
 // podEvent sees an Evicted Event.
@@ -267,6 +284,7 @@ func (w *Watcher) podEvent(obj any) {
 		w.mu.Unlock()
 		return
 	}
+	w.forgetOld()
 	w.emitted[uid] = at
 	if t := w.pending[uid]; t != nil {
 		t.Stop()
