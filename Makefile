@@ -51,7 +51,7 @@ test-unit: ## Run the tests as the current user (real-kernel tests skip unless r
 .PHONY: fuzz
 # package:target
 FUZZ_TARGETS := tracer:FuzzDecodeOOMKill tracer:FuzzDecodeRefusal tracer:FuzzMemcgFromProcCgroup \
-	tracer:FuzzParseStat tracer:FuzzParseMeminfo cgpath:FuzzParse \
+	tracer:FuzzParseStat kernfile:FuzzParseMeminfo cgpath:FuzzParse \
 	nodesignal:FuzzParseEvictionHard evictionmsg:FuzzParse tracer:FuzzDecodeTaskSignal
 # Minimizing new inputs of 3.5 KiB stalls the fuzzer and can outlast -fuzztime
 # (then it reports "context deadline exceeded"): one attempt only.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/kernfile"
 )
 
 const (
@@ -164,7 +165,7 @@ func TestReadThisHost(t *testing.T) {
 	}
 	workingSet := func() int64 {
 		if src.V1 {
-			u, err := readUint(filepath.Join(src.Root, "memory.usage_in_bytes"))
+			u, err := kernfile.ReadUint(filepath.Join(src.Root, "memory.usage_in_bytes"))
 			if err != nil {
 				t.Fatal(err)
 			}

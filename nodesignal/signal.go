@@ -1,8 +1,6 @@
 package nodesignal
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +10,7 @@ import (
 	"time"
 
 	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/kernfile"
 )
 
 // Where a signal's capacity came from.
@@ -173,7 +172,7 @@ func (s Source) workingSet(dir string, root bool) (uint64, error) {
 	var usage, inactive uint64
 	switch {
 	case s.V1:
-		if usage, err = readUint(filepath.Join(dir, "memory.usage_in_bytes")); err != nil {
+		if usage, err = kernfile.ReadUint(filepath.Join(dir, "memory.usage_in_bytes")); err != nil {
 			return 0, err
 		}
 		inactive, err = stat.get("total_inactive_file")
@@ -188,7 +187,7 @@ func (s Source) workingSet(dir string, root bool) (uint64, error) {
 		usage = anon + file
 		inactive, err = stat.get("inactive_file")
 	default:
-		if usage, err = readUint(filepath.Join(dir, "memory.current")); err != nil {
+		if usage, err = kernfile.ReadUint(filepath.Join(dir, "memory.current")); err != nil {
 			return 0, err
 		}
 		inactive, err = stat.get("inactive_file")
@@ -233,58 +232,27 @@ func (m memoryStat) get(key string) (uint64, error) {
 	return v, nil
 }
 
-// readStat reads "key value" lines; lines that are not are skipped.
 func readStat(path string) (memoryStat, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return parseStat(data), nil
+	return kernfile.ParseKeyValues(data), nil
 }
 
-func parseStat(data []byte) memoryStat {
-	m := memoryStat{}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), " ")
-		if !ok {
-			continue
-		}
-		if n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err == nil {
-			m[k] = n
-		}
-	}
-	return m
-}
-
-func readUint(path string) (uint64, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", path, err)
-	}
-	return n, nil
-}
-
-// readMemTotal reads MemTotal (kB) from meminfo, in bytes.
+// readMemTotal reads MemTotal from meminfo, in bytes.
 func readMemTotal(path string) (uint64, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return 0, err
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
-			f := strings.Fields(rest)
-			if len(f) == 2 && f[1] == "kB" {
-				if n, err := strconv.ParseUint(f[0], 10, 64); err == nil && n < 1<<50 {
-					return n << 10, nil
-				}
-			}
-			return 0, fmt.Errorf("%s: bad MemTotal line %q", path, line)
-		}
+	mi, err := kernfile.ParseMeminfo(data)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
 	}
-	return 0, fmt.Errorf("%s: no MemTotal", path)
+	v, ok := mi["MemTotal"]
+	if !ok {
+		return 0, fmt.Errorf("%s: no MemTotal", path)
+	}
+	return v, nil
 }

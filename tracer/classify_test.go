@@ -61,49 +61,6 @@ func TestDelta(t *testing.T) {
 	}
 }
 
-const meminfoFixture = `MemTotal:       24538356 kB
-MemFree:        22016312 kB
-SwapTotal:             0 kB
-CommitLimit:    12269176 kB
-Committed_AS:     201232 kB
-HugePages_Total:       0
-Hugepagesize:       2048 kB
-Bogus:          x kB
-`
-
-func TestParseMeminfo(t *testing.T) {
-	m, err := parseMeminfo([]byte(meminfoFixture))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]uint64{
-		"MemTotal": 24538356 * 1024, "MemFree": 22016312 * 1024, "SwapTotal": 0,
-		"CommitLimit": 12269176 * 1024, "Committed_AS": 201232 * 1024,
-		"HugePages_Total": 0, "Hugepagesize": 2048 * 1024,
-	}
-	for k, v := range want {
-		if m[k] != v {
-			t.Errorf("%s = %d, want %d", k, m[k], v)
-		}
-	}
-	if _, ok := m["Bogus"]; ok {
-		t.Error("unparsable value accepted")
-	}
-	if _, err := parseMeminfo([]byte("nothing here\n")); err == nil {
-		t.Error("empty meminfo accepted")
-	}
-}
-
-func FuzzParseMeminfo(f *testing.F) {
-	f.Add([]byte(meminfoFixture))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		m, err := parseMeminfo(data)
-		if err == nil && len(m) == 0 {
-			t.Fatal("no error and no fields")
-		}
-	})
-}
-
 func TestReadHostMemoryHere(t *testing.T) {
 	h, err := readHostMemory("/proc")
 	if err != nil {

@@ -1,13 +1,10 @@
 package tracer
 
 import (
-	"bufio"
-	"bytes"
-	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
+
+	"github.com/oomtrace/oomtrace/kernfile"
 )
 
 // hostMemory is what the kernel's commit accounting decides by, read from
@@ -31,7 +28,7 @@ func readHostMemory(root string) (hostMemory, error) {
 	if err != nil {
 		return h, err
 	}
-	mi, err := parseMeminfo(data)
+	mi, err := kernfile.ParseMeminfo(data)
 	if err != nil {
 		return h, err
 	}
@@ -50,7 +47,7 @@ func readHostMemory(root string) (hostMemory, error) {
 		{"max_map_count", &h.MaxMapCount, 1},
 	}
 	for _, f := range ints {
-		v, err := readUintFile(filepath.Join(root, "sys/vm", f.name))
+		v, err := kernfile.ReadUint(filepath.Join(root, "sys/vm", f.name))
 		if err != nil {
 			return h, err
 		}
@@ -64,51 +61,4 @@ func readHostMemory(root string) (hostMemory, error) {
 		}
 	}
 	return h, nil
-}
-
-func readUintFile(path string) (uint64, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	v, err := strconv.ParseUint(strings.TrimSpace(string(data)), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", path, err)
-	}
-	return v, nil
-}
-
-// parseMeminfo parses /proc/meminfo into bytes by field name. Lines it does
-// not understand are skipped; an input with no field at all is an error.
-func parseMeminfo(data []byte) (map[string]uint64, error) {
-	out := map[string]uint64{}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		name, rest, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		fields := strings.Fields(rest)
-		if len(fields) == 0 {
-			continue
-		}
-		v, err := strconv.ParseUint(fields[0], 10, 64)
-		if err != nil {
-			continue
-		}
-		if len(fields) > 1 {
-			if fields[1] != "kB" {
-				continue
-			}
-			if v > (^uint64(0))/1024 {
-				continue
-			}
-			v *= 1024
-		}
-		out[name] = v
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("meminfo: no fields")
-	}
-	return out, nil
 }
