@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/benchinfo"
 	"github.com/oomtrace/oomtrace/internal/memcgtest"
 )
 
@@ -67,7 +68,7 @@ func TestBenchBurst(t *testing.T) {
 	idleRSS := rssKiB(t, "VmRSS")
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nOOM kill bursts in child memory cgroups, 6 at a time; %s\n\n", machine())
+	fmt.Fprintf(&b, "\nOOM kill bursts in child memory cgroups, 6 at a time; %s\n\n", benchinfo.Machine())
 	fmt.Fprintf(&b, "start to all hooks attached (OOM and refusal hooks): %v; tracer RSS idle after 60 s: %d KiB (whole test process); CPU idle for 60 s: %v\n\n",
 		attach.Round(time.Millisecond), idleRSS, idleCPU2-idleCPU)
 	b.WriteString("| kills | reported / killed (cgroup counters) | lost | victim cgroup captured | latency p50 | p99 | max | CPU during burst (whole test process) | peak RSS (whole test process) |\n")

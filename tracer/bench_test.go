@@ -16,6 +16,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/oomtrace/oomtrace/internal/benchinfo"
 	"github.com/oomtrace/oomtrace/internal/memcgtest"
 )
 
@@ -80,7 +81,7 @@ func TestBenchHotPath(t *testing.T) {
 	}
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nmmap+munmap of 4 KiB, %d calls per run, median of %d rounds; %s\n\n", calls, rounds, machine())
+	fmt.Fprintf(&b, "\nmmap+munmap of 4 KiB, %d calls per run, median of %d rounds; %s\n\n", calls, rounds, benchinfo.Machine())
 	b.WriteString("| hook on mmap | ns per mmap+munmap | wall overhead | BPF ns per mmap (kernel stats) | vs floor |\n")
 	b.WriteString("|---|---:|---:|---:|---:|\n")
 	base := median(wall[0])
@@ -266,20 +267,4 @@ func writeSysctl(t *testing.T, path, value string) {
 	if err := os.WriteFile(path, []byte(value), 0); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func machine() string {
-	var u syscall.Utsname
-	syscall.Uname(&u)
-	release := cString(u.Release[:])
-	model := "unknown CPU"
-	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(data), "\n") {
-			if v, ok := strings.CutPrefix(line, "model name"); ok {
-				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
-				break
-			}
-		}
-	}
-	return fmt.Sprintf("kernel %s, %s, %d CPUs, %s", release, model, runtime.NumCPU(), time.Now().UTC().Format("2006-01-02"))
 }

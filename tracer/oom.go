@@ -55,7 +55,7 @@ func newOOMTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions) (*oomTrace
 	t.hooks.Victim = t.attachFirst(spec, opts, victimCands)
 	if t.hooks.Victim == "" {
 		o.close()
-		return nil, fmt.Errorf("mark_victim: %w", t.noHookError(victimCands))
+		return nil, t.noHookError("mark_victim", victimCands)
 	}
 
 	o.reader, err = ringbuf.NewReader(o.maps.OomEvents)
@@ -121,55 +121,57 @@ func victimCandidates(choice string) []candidate {
 
 // run reads OOM kill records until the ring buffer is flushed or closed.
 func (o *oomTracer) run(handle func(event.OOMKill)) error {
-	var rec ringbuf.Record
-	for {
-		err := o.reader.ReadInto(&rec)
-		if isEndOfStream(err) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("read OOM ring buffer: %w", err)
-		}
-		ev, sigkillSeen, err := o.decoder.DecodeOOMKill(rec.RawSample)
+	return readRecords(o.reader, "OOM", func(raw []byte) {
+		ev, sigkillSeen, err := o.decoder.DecodeOOMKill(raw)
 		if err != nil {
 			o.t.decodeError("oom_kill", err)
-			continue
+			return
 		}
 		if !sigkillSeen && o.t.hooks.Signal != "" {
 			o.exitingMarked.Add(1)
 			o.t.log.Debug("OOM killer granted reserves to an exiting task; not a kill",
 				"pid", ev.Victim.PID, "tgid", ev.Victim.TGID)
-			continue
+			return
 		}
 		o.decoded.Add(1)
 		completeFromProcfs(&ev, o.procfs)
 		handle(ev)
-	}
+	})
 }
 
 // runSignals reads task signal records until the ring buffer is flushed or
 // closed. handle may be nil: the records are then read and dropped.
 func (o *oomTracer) runSignals(handle func(event.TaskSignal)) error {
+	return readRecords(o.signals, "signal", func(raw []byte) {
+		ev, err := o.decoder.DecodeTaskSignal(raw)
+		if err != nil {
+			o.t.decodeError("task_signal", err)
+			return
+		}
+		if handle == nil {
+			return
+		}
+		if ev.Target.Memcg == nil {
+			// The classic tracepoint names the target only: it usually
+			// still lives, handling its SIGTERM.
+			ev.Target.Memcg = memcgOfPID(o.procfs, ev.Target.PID)
+		}
+		handle(ev)
+	})
+}
+
+// readRecords hands each record of r to handle until r is flushed or closed.
+func readRecords(r *ringbuf.Reader, what string, handle func(raw []byte)) error {
 	var rec ringbuf.Record
 	for {
-		err := o.signals.ReadInto(&rec)
+		err := r.ReadInto(&rec)
 		if isEndOfStream(err) {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("read signal ring buffer: %w", err)
+			return fmt.Errorf("read %s ring buffer: %w", what, err)
 		}
-		ev, err := o.decoder.DecodeTaskSignal(rec.RawSample)
-		if err != nil {
-			o.t.decodeError("task_signal", err)
-			continue
-		}
-		if ev.Target.Memcg == nil {
-			completeSignalFromProcfs(&ev, o.procfs)
-		}
-		if handle != nil {
-			handle(ev)
-		}
+		handle(rec.RawSample)
 	}
 }
 

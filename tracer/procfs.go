@@ -126,13 +126,3 @@ func parseStat(data []byte) (state byte, flags uint64, ok bool) {
 	}
 	return fields[0][0], flags, true
 }
-
-// completeSignalFromProcfs reads the memcg of a signal's target from
-// procfs when the hook could not capture it (the classic tracepoint): the
-// target is usually still alive, handling its SIGTERM.
-func completeSignalFromProcfs(ev *event.TaskSignal, procRoot string) {
-	if procRoot == "" {
-		procRoot = "/proc"
-	}
-	ev.Target.Memcg = memcgOfPID(procRoot, ev.Target.PID)
-}

@@ -131,7 +131,7 @@ func newRefusalTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions) (*refu
 	}
 	if len(t.hooks.RefusalSyscalls) == 0 {
 		r.close()
-		return nil, fmt.Errorf("commit refusals: %w: %v", ErrNoHook, t.hooks.Tried[hookSyscallExitPrefix+"mmap"])
+		return nil, &NoHookError{What: "commit refusals", Detail: fmt.Sprintf(": %v", t.hooks.Tried[hookSyscallExitPrefix+"mmap"])}
 	}
 	t.log.Info("attached syscall exit hooks", "count", len(t.hooks.RefusalSyscalls))
 

@@ -214,18 +214,19 @@ func New(cfg Config) (*Tracer, error) {
 		log.Warn("tracefs unavailable: kprobe and tracepoint hooks will fail", "err", tracefsErr)
 	}
 	// Without tracefs a missing hook is tracefs's fault: say so, and how
-	// to fix it, in the one line the user sees.
+	// to fix it, in the one line the user sees (the per-hook reasons are
+	// in the log).
 	explain := func(err error) error {
-		if tracefsErr == nil || !errors.Is(err, ErrNoHook) {
+		var nh *NoHookError
+		if tracefsErr == nil || !errors.As(err, &nh) {
 			return err
 		}
 		hint := "mount tracefs (mount -t tracefs nodev " + DefaultTracefs + "; in a container, mount the host's)"
 		if cfg.Refusals {
 			hint += ", or run with --refusals=false (OOM kills need only tp_btf)"
 		}
-		// The per-hook reasons are in the log; the line says what to do.
-		what, _, _ := strings.Cut(err.Error(), ErrNoHook.Error())
-		return fmt.Errorf("%s%w without tracefs (%v); %s", what, ErrNoHook, tracefsErr, hint)
+		nh.Detail = fmt.Sprintf(" without tracefs (%v); %s", tracefsErr, hint)
+		return nh
 	}
 
 	t := &Tracer{log: log, hooks: Hooks{Tried: map[string]error{}}}
@@ -260,14 +261,25 @@ func (t *Tracer) flush() {
 // ErrNoHook means no hook of a required kind could be attached.
 var ErrNoHook = errors.New("no hook attachable")
 
-func (t *Tracer) noHookError(cands []candidate) error {
+// NoHookError says which kind of hook could not be attached, and why.
+type NoHookError struct {
+	What   string // mark_victim, commit refusals
+	Detail string // why, as it follows "no hook attachable"
+}
+
+func (e *NoHookError) Error() string { return e.What + ": " + ErrNoHook.Error() + e.Detail }
+
+// Is makes every NoHookError an ErrNoHook.
+func (e *NoHookError) Is(target error) bool { return target == ErrNoHook }
+
+func (t *Tracer) noHookError(what string, cands []candidate) error {
 	var reasons []string
 	for _, c := range cands {
 		if err := t.hooks.Tried[c.name]; err != nil {
 			reasons = append(reasons, fmt.Sprintf("%s: %v", c.name, err))
 		}
 	}
-	return fmt.Errorf("%w (%s)", ErrNoHook, strings.Join(reasons, "; "))
+	return &NoHookError{What: what, Detail: " (" + strings.Join(reasons, "; ") + ")"}
 }
 
 // candidate is one way to hook an event.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/benchinfo"
 	"github.com/oomtrace/oomtrace/internal/critest"
 	"github.com/oomtrace/oomtrace/internal/memcgtest"
 )
@@ -227,7 +228,7 @@ func TestBenchDaemon(t *testing.T) {
 	d.stop(t)
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nThe daemon (bin/oomtrace's code, JSON on a pipe read at once); %s\n\n", benchMachine())
+	fmt.Fprintf(&b, "\nThe daemon (bin/oomtrace's code, JSON on a pipe read at once); %s\n\n", benchinfo.Machine())
 	b.WriteString("| measure | value |\n|---|---:|\n")
 	fmt.Fprintf(&b, "| start to all hooks attached (process start to \"oomtrace started\") | %v |\n", attach.Round(time.Millisecond))
 	fmt.Fprintf(&b, "| idle %v: CPU / RSS | %v / %d KiB |\n", idle, (cpu1 - cpu0).Round(time.Millisecond), idleRSS)
@@ -242,26 +243,4 @@ func TestBenchDaemon(t *testing.T) {
 	if uint64(reported) != killed || lost != 0 || refused != uint64(storm) {
 		t.Errorf("lost events: reported %d of %d kills, ring lost %v, refusals %d of %d", reported, killed, lost, refused, storm)
 	}
-}
-
-func benchMachine() string {
-	var u syscall.Utsname
-	syscall.Uname(&u)
-	var rel []byte
-	for _, c := range u.Release {
-		if c == 0 {
-			break
-		}
-		rel = append(rel, byte(c))
-	}
-	model := "unknown CPU"
-	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(data), "\n") {
-			if v, ok := strings.CutPrefix(line, "model name"); ok {
-				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
-				break
-			}
-		}
-	}
-	return fmt.Sprintf("kernel %s, %s, %d CPUs, %s", rel, model, runtime.NumCPU(), time.Now().UTC().Format("2006-01-02"))
 }
