@@ -39,6 +39,15 @@ const (
 	AnnotationStarvedResource          = "starved_resource"
 )
 
+// ReasonTerminationByKubelet is the reason of the DisruptionTarget
+// condition the kubelet sets on a pod it evicts (and on pods it stops for
+// a node shutdown: the message tells them apart).
+const ReasonTerminationByKubelet = "TerminationByKubelet"
+
+// ReasonContainerStatusUnknown is the kubelet's reason for a container it
+// could not see end; its exit code 137 is made up, not a SIGKILL.
+const ReasonContainerStatusUnknown = "ContainerStatusUnknown"
+
 // Sources of an eviction event.
 const (
 	SourceEvent     = "event"      // the pod's Evicted Event
@@ -49,8 +58,6 @@ const (
 type Handlers struct {
 	Eviction      func(event.Eviction)
 	NodeCondition func(event.NodeCondition)
-	// Allocatable receives the Node's status.allocatable memory in bytes.
-	Allocatable func(bytes uint64)
 	// KubeletEvent receives the reason of each node Event of interest
 	// (EvictionThresholdMet, SystemOOM, OOMKilling).
 	KubeletEvent func(reason string)
@@ -206,14 +213,38 @@ func (w *Watcher) apiError(what string, err error) {
 	}
 }
 
-// pod sees a pod of this node change: an Evicted status is an eviction.
+// EvictedBy says whether the kubelet evicted the pod, and with what
+// message: status reason Evicted (phase Failed), or, when every container
+// exited 0 on the eviction's SIGTERM and the pod ended Succeeded without
+// that reason (kubelet 1.37), the DisruptionTarget condition with reason
+// TerminationByKubelet and the eviction message.
+func EvictedBy(pod *corev1.Pod) (string, bool) {
+	if pod.Status.Reason == ReasonEvicted {
+		return pod.Status.Message, true
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.DisruptionTarget && c.Status == corev1.ConditionTrue && c.Reason == ReasonTerminationByKubelet &&
+			evictionmsg.Parse(c.Message).StarvedResource != "" {
+			return c.Message, true
+		}
+	}
+	return "", false
+}
+
+// pod sees a pod of this node change: an eviction in its status.
 func (w *Watcher) pod(oldObj, obj any) {
 	pod, ok := obj.(*corev1.Pod)
-	if !ok || pod.Status.Reason != ReasonEvicted || pod.Spec.NodeName != w.opts.Node {
+	if !ok || pod.Spec.NodeName != w.opts.Node {
 		return
 	}
-	if old, ok := oldObj.(*corev1.Pod); ok && old.Status.Reason == ReasonEvicted {
+	message, evicted := EvictedBy(pod)
+	if !evicted {
 		return
+	}
+	if old, ok := oldObj.(*corev1.Pod); ok {
+		if _, was := EvictedBy(old); was {
+			return
+		}
 	}
 	at := evictionTime(pod, w.opts.Now())
 	if oldObj == nil && at.Before(w.start) {
@@ -240,7 +271,7 @@ func (w *Watcher) pod(oldObj, obj any) {
 		if cur == nil {
 			cur = pod
 		}
-		w.emit(w.eviction(cur, cur.Namespace, cur.Name, cur.UID, cur.Status.Message, at, nil, SourcePodStatus))
+		w.emit(w.eviction(cur, cur.Namespace, cur.Name, cur.UID, message, at, nil, SourcePodStatus))
 	})
 }
 
@@ -316,16 +347,11 @@ func (w *Watcher) nodeEvent(obj any) {
 	}
 }
 
-// node sees the Node: its allocatable memory and MemoryPressure changes.
+// node sees the Node's MemoryPressure changes.
 func (w *Watcher) node(obj any) {
 	n, ok := obj.(*corev1.Node)
 	if !ok || n.Name != w.opts.Node {
 		return
-	}
-	if q, ok := n.Status.Allocatable[corev1.ResourceMemory]; ok && w.h.Allocatable != nil {
-		if v, ok := q.AsInt64(); ok && v > 0 {
-			w.h.Allocatable(uint64(v))
-		}
 	}
 	var cond *corev1.NodeCondition
 	for i := range n.Status.Conditions {
@@ -350,7 +376,7 @@ func (w *Watcher) node(obj any) {
 		Reason: cond.Reason, Message: cond.Message,
 	}
 	if !prev.LastTransitionTime.IsZero() && !cond.LastTransitionTime.IsZero() {
-		d := cond.LastTransitionTime.Sub(prev.LastTransitionTime.Time).Seconds()
+		d := event.Seconds(cond.LastTransitionTime.Sub(prev.LastTransitionTime.Time))
 		nc.SincePreviousSeconds = &d
 	}
 	if w.h.NodeCondition != nil {
@@ -419,6 +445,8 @@ func (w *Watcher) eviction(pod *corev1.Pod, namespace, name string, uid types.UI
 			code := t.ExitCode
 			ce.ExitCode, ce.Reason = &code, t.Reason
 			switch {
+			case t.Reason == ReasonContainerStatusUnknown:
+				// The kubelet made up 137: no signal is known.
 			case t.Signal != 0:
 				ce.Signal = signalName(t.Signal)
 			case code > 128:

@@ -28,18 +28,16 @@ const evictionMsg = "The node was low on resource: memory. Threshold quantity: 1
 
 // recorder collects what the watcher reports.
 type recorder struct {
-	mu          sync.Mutex
-	evictions   []event.Eviction
-	conditions  []event.NodeCondition
-	allocatable uint64
-	reasons     []string
+	mu         sync.Mutex
+	evictions  []event.Eviction
+	conditions []event.NodeCondition
+	reasons    []string
 }
 
 func (r *recorder) handlers() Handlers {
 	return Handlers{
 		Eviction:      func(e event.Eviction) { r.mu.Lock(); r.evictions = append(r.evictions, e); r.mu.Unlock() },
 		NodeCondition: func(c event.NodeCondition) { r.mu.Lock(); r.conditions = append(r.conditions, c); r.mu.Unlock() },
-		Allocatable:   func(b uint64) { r.mu.Lock(); r.allocatable = b; r.mu.Unlock() },
 		KubeletEvent:  func(reason string) { r.mu.Lock(); r.reasons = append(r.reasons, reason); r.mu.Unlock() },
 	}
 }
@@ -234,6 +232,72 @@ func TestEvictionWithoutEvent(t *testing.T) {
 	checkEviction(t, r.evictionsOf("uid-no-event")[0], pod, SourcePodStatus, false)
 }
 
+// TestEvictionSucceeded: every container exited 0 on the eviction's
+// SIGTERM, and kubelet 1.37 leaves the pod Succeeded with no reason
+// Evicted, only the DisruptionTarget condition: still an eviction when the
+// Event is lost. A node shutdown's DisruptionTarget is not.
+func TestEvictionSucceeded(t *testing.T) {
+	cs := fake.NewClientset()
+	r := start(t, cs, 200*time.Millisecond, nil)
+	for _, tt := range []struct {
+		uid, message string
+	}{{"uid-succeeded", evictionMsg}, {"uid-shutdown", "Pod was terminated in response to imminent node shutdown."}} {
+		pod := runningPod("web-"+tt.uid, tt.uid, node)
+		cs.CoreV1().Pods("shop").Create(context.Background(), pod, metav1.CreateOptions{})
+		time.Sleep(100 * time.Millisecond)
+		p := pod.DeepCopy()
+		p.Status.Phase = corev1.PodSucceeded
+		p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{
+			Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue, Reason: ReasonTerminationByKubelet,
+			Message: tt.message, LastTransitionTime: metav1.Now(),
+		})
+		zero := int32(0)
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "hog", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: zero, Reason: "Completed"}}}}
+		if _, err := cs.CoreV1().Pods("shop").UpdateStatus(context.Background(), p, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.wait(t, "eviction", func() bool { return len(r.evictions) == 1 })
+	time.Sleep(500 * time.Millisecond)
+	got := r.evictionsOf("uid-succeeded")
+	if len(got) != 1 || len(r.evictionsOf("uid-shutdown")) != 0 {
+		t.Fatalf("evictions %+v, want only the memory eviction's", r.evictions)
+	}
+	e := got[0]
+	if e.Source != SourcePodStatus || e.Message != evictionMsg || e.StarvedResource != "memory" || *e.ThresholdBytes != 100<<20 {
+		t.Errorf("eviction %+v", e)
+	}
+	if ce := e.ContainerExits; len(ce) != 1 || *ce[0].ExitCode != 0 || ce[0].Signal != "" || ce[0].Reason != "Completed" {
+		t.Errorf("container exits %+v", ce)
+	}
+}
+
+// TestContainerStatusUnknown: the kubelet's ContainerStatusUnknown comes
+// with a made-up exit code 137, which is no SIGKILL.
+func TestContainerStatusUnknown(t *testing.T) {
+	cs := fake.NewClientset()
+	r := start(t, cs, 200*time.Millisecond, nil)
+	pod := runningPod("lost", "uid-unknown", node)
+	pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "killed"})
+	cs.CoreV1().Pods("shop").Create(context.Background(), pod, metav1.CreateOptions{})
+	time.Sleep(100 * time.Millisecond)
+	p := pod.DeepCopy()
+	p.Status.Phase, p.Status.Reason, p.Status.Message = corev1.PodFailed, ReasonEvicted, evictionMsg
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{
+		{Name: "hog", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: ReasonContainerStatusUnknown,
+			Message: "The container could not be located when the pod was terminated"}}},
+		{Name: "killed", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "Error"}}},
+	}
+	if _, err := cs.CoreV1().Pods("shop").UpdateStatus(context.Background(), p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.wait(t, "eviction", func() bool { return len(r.evictions) == 1 })
+	ce := r.evictionsOf("uid-unknown")[0].ContainerExits
+	if len(ce) != 2 || ce[0].Signal != "" || ce[0].Reason != ReasonContainerStatusUnknown || *ce[0].ExitCode != 137 || ce[1].Signal != "SIGKILL" {
+		t.Errorf("container exits %+v, want no signal for the unknown one, SIGKILL for the other", ce)
+	}
+}
+
 func TestEvictionsElsewhereAndBefore(t *testing.T) {
 	// Evicted before the watcher started: history, not news.
 	old := runningPod("old", "uid-old", node)
@@ -279,7 +343,6 @@ func TestNodeCondition(t *testing.T) {
 	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
 	cs := fake.NewClientset(nodeWith(corev1.ConditionFalse, t0))
 	r := start(t, cs, time.Second, nil)
-	r.wait(t, "allocatable", func() bool { return r.allocatable == 7<<30 })
 	t1 := t0.Add(50 * time.Minute)
 	cs.CoreV1().Nodes().UpdateStatus(context.Background(), nodeWith(corev1.ConditionTrue, t1), metav1.UpdateOptions{})
 	r.wait(t, "pressure", func() bool { return len(r.conditions) == 1 })

@@ -45,22 +45,20 @@ func New(window time.Duration) *Correlator {
 }
 
 // Cause classifies a kernel OOM kill from its domain's kind and whether
-// the node was below a kubelet eviction threshold when it was handled: a
+// the node was below a kubelet eviction threshold when it happened: a
 // node-level kill then came before the kubelet's next eviction pass.
 func Cause(ev *event.OOMKill) string {
 	kind := ""
 	if ev.OOM.Domain != nil {
 		kind = ev.OOM.Domain.Kind
 	}
-	pressure := ev.NodeMemory != nil && (ev.NodeMemory.MemoryAvailable != nil && ev.NodeMemory.MemoryAvailable.BelowThreshold ||
-		ev.NodeMemory.AllocatableMemoryAvailable != nil && ev.NodeMemory.AllocatableMemoryAvailable.BelowThreshold)
 	switch kind {
 	case event.DomainContainer:
 		return event.CauseOOMContainer
 	case event.DomainPod:
 		return event.CauseOOMPod
 	case event.DomainAllocatable, event.DomainSystem:
-		if pressure {
+		if pressureAtKill(ev) {
 			return event.CauseOOMDuringPressure
 		}
 		if kind == event.DomainSystem {
@@ -69,6 +67,29 @@ func Cause(ev *event.OOMKill) string {
 		return event.CauseOOMAllocatable
 	}
 	return event.CauseOOMOther
+}
+
+// pressureAtKill says whether a kubelet signal was below its threshold at
+// the kill. The sample is taken when the event is handled, after the
+// victim's memory is gone: for a kill at the kubepods limit the domain's
+// usage, captured in the kernel at the kill, says it better. The kubelet's
+// allocatable signal was then the limit minus that usage (the kernel had
+// failed to reclaim before it killed, so no inactive file pages were left
+// to discount).
+func pressureAtKill(ev *event.OOMKill) bool {
+	nm := ev.NodeMemory
+	if nm == nil {
+		return false
+	}
+	if nm.MemoryAvailable != nil && nm.MemoryAvailable.BelowThreshold ||
+		nm.AllocatableMemoryAvailable != nil && nm.AllocatableMemoryAvailable.BelowThreshold {
+		return true
+	}
+	d, a := ev.OOM.Domain, nm.AllocatableMemoryAvailable
+	if d == nil || d.Kind != event.DomainAllocatable || d.LimitBytes == 0 || a == nil || a.ThresholdBytes == nil {
+		return false
+	}
+	return int64(d.LimitBytes)-int64(d.UsageBytes) < int64(*a.ThresholdBytes)
 }
 
 // OOMKill sets the kill's cause, points it to an eviction of its pod in the
@@ -84,7 +105,7 @@ func (c *Correlator) OOMKill(ev *event.OOMKill) {
 	c.prune(ev.Time.Time)
 	if e, ok := c.evictions[pod.UID]; ok {
 		if d := ev.Time.Sub(e.Time.Time); d >= 0 && d <= c.window {
-			ev.Eviction = &event.EvictionRef{Time: e.Time, SecondsBefore: d.Seconds(), Message: e.Message}
+			ev.Eviction = &event.EvictionRef{Time: e.Time, SecondsBefore: event.Seconds(d), Message: e.Message}
 		}
 	}
 	ref := event.KillRef{Time: ev.Time, PID: ev.Victim.PID, Comm: ev.Victim.Comm, Cause: ev.Cause}
@@ -137,13 +158,13 @@ func (c *Correlator) Eviction(ev *event.Eviction) {
 	c.prune(ev.Time.Time)
 	for _, k := range c.kills[ev.Pod.UID] {
 		if d := ev.Time.Sub(k.Time.Time); d >= 0 && d <= c.window {
-			k.SecondsBefore = d.Seconds()
+			k.SecondsBefore = event.Seconds(d)
 			ev.KernelOOMKills = append(ev.KernelOOMKills, k)
 		}
 	}
 	for _, s := range c.signals[ev.Pod.UID] {
 		if d := s.Time.Sub(ev.Time.Time); d >= -signalSlack && d <= c.window {
-			s.SecondsAfter = d.Seconds()
+			s.SecondsAfter = event.Seconds(d)
 			ev.KernelSignals = append(ev.KernelSignals, s)
 		}
 	}

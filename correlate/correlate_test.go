@@ -57,6 +57,31 @@ func TestCause(t *testing.T) {
 	}
 }
 
+// TestCauseAtTheKubepodsLimit: the sample comes after the victim's memory
+// was freed (seen in a real cluster: 435 MiB available, above 300Mi), but
+// the kernel's domain usage at the kill says the allocatable signal was
+// at the limit, below any threshold.
+func TestCauseAtTheKubepodsLimit(t *testing.T) {
+	th := uint64(300 << 20)
+	ev := kill("u", "c", t0, event.DomainAllocatable, false)
+	ev.NodeMemory.AllocatableMemoryAvailable = &event.Signal{AvailableBytes: 435 << 20, ThresholdBytes: &th}
+	ev.OOM.Domain.LimitBytes, ev.OOM.Domain.UsageBytes = 1<<30, 1<<30-4096
+	if got := Cause(&ev); got != event.CauseOOMDuringPressure {
+		t.Errorf("kill at the kubepods limit with a 300Mi threshold: %s", got)
+	}
+	// No allocatable threshold (enforceNodeAllocatable none): not pressure.
+	ev.NodeMemory.AllocatableMemoryAvailable.ThresholdBytes = nil
+	if got := Cause(&ev); got != event.CauseOOMAllocatable {
+		t.Errorf("without a threshold: %s", got)
+	}
+	// A domain far from its limit (usage unknown): the sample decides.
+	ev.NodeMemory.AllocatableMemoryAvailable.ThresholdBytes = &th
+	ev.OOM.Domain.UsageBytes = 512 << 20
+	if got := Cause(&ev); got != event.CauseOOMAllocatable {
+		t.Errorf("usage half the limit: %s", got)
+	}
+}
+
 func TestKillThenEviction(t *testing.T) {
 	c := New(time.Minute)
 	k1 := kill("pod-a", "app", t0, event.DomainAllocatable, true)

@@ -308,9 +308,28 @@ func TestContainerdStopSignals(t *testing.T) {
 	if term.Comm != "ctrbin" || term.SenderComm == "" {
 		t.Errorf("SIGTERM %+v", *term)
 	}
-	if name := e.ContainerName(context.Background(), id, evicted); name != "app" {
-		t.Errorf("container name %q, want app", name)
+	if name, sandbox := e.Container(context.Background(), id, evicted); name != "app" || sandbox {
+		t.Errorf("container name %q sandbox %v, want app", name, sandbox)
 	}
 	t.Logf("SIGTERM from %q (%d) at +%.3fs, SIGKILL from %q (%d) at +%.3fs",
 		term.SenderComm, term.SenderPID, term.SecondsAfter, kill.SenderComm, kill.SenderPID, kill.SecondsAfter)
+
+	// Removing the pod SIGKILLs its pause process: the signal's cgroup
+	// names the sandbox id, which the runtime says is the sandbox.
+	pod.Remove(t)
+	time.Sleep(200 * time.Millisecond)
+	ev = event.Eviction{Time: event.Time{Time: evicted}, Pod: event.Pod{UID: pod.UID}}
+	correlator.Eviction(&ev)
+	var pause *event.SignalRef
+	for i, s := range ev.KernelSignals {
+		if s.Container == pod.ID && s.Signal == "SIGKILL" {
+			pause = &ev.KernelSignals[i]
+		}
+	}
+	if pause == nil {
+		t.Fatalf("kernel signals %+v, want the pause process's SIGKILL", ev.KernelSignals)
+	}
+	if name, sandbox := e.Container(context.Background(), pod.ID, pause.Time.Time); name != "" || !sandbox {
+		t.Errorf("sandbox %s: name %q sandbox %v, want the sandbox", pod.ID, name, sandbox)
+	}
 }

@@ -98,16 +98,21 @@ func (e *Enricher) Process(ctx context.Context, p *event.Process, at time.Time) 
 	}
 }
 
-// ContainerName names a container id (or sandbox) known to the runtime at
-// time at; empty when it cannot.
-func (e *Enricher) ContainerName(ctx context.Context, id string, at time.Time) string {
+// Container names a container id known to the runtime at time at, or
+// says it is a pod's sandbox (pause) container, which has no name; empty
+// and false when the runtime cannot say.
+func (e *Enricher) Container(ctx context.Context, id string, at time.Time) (name string, sandbox bool) {
 	if e.Resolver == nil || id == "" {
-		return ""
+		return "", false
 	}
-	if c, ok := e.Resolver.Lookup(ctx, id, at); ok && !c.Sandbox {
-		return c.Name
+	c, ok := e.Resolver.Lookup(ctx, id, at)
+	if !ok {
+		return "", false
 	}
-	return ""
+	if c.Sandbox {
+		return "", true
+	}
+	return c.Name, false
 }
 
 // DomainKind says which limit an OOM kill hit, from the OOM domain's cgroup

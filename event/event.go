@@ -1,6 +1,7 @@
 package event
 
 import (
+	"math"
 	"time"
 )
 
@@ -163,7 +164,8 @@ type SignalRef struct {
 	SecondsAfter float64 `json:"seconds_after"` // after the eviction; negative before it
 	PID          uint32  `json:"pid"`
 	Comm         string  `json:"comm"`
-	Container    string  `json:"container"`
+	Container    string  `json:"container"`         // the container's name, else its id; empty for the sandbox
+	Sandbox      bool    `json:"sandbox,omitempty"` // the pod's sandbox (pause) process
 	Signal       string  `json:"signal"`
 	SenderPID    uint32  `json:"sender_pid"`
 	SenderComm   string  `json:"sender_comm"`
@@ -380,4 +382,10 @@ func (t Time) MarshalJSON() ([]byte, error) {
 // UnmarshalJSON reads a time in RFC 3339.
 func (t *Time) UnmarshalJSON(b []byte) error {
 	return t.Time.UnmarshalJSON(b)
+}
+
+// Seconds is a duration in seconds, rounded to the microsecond: a float
+// of a nanosecond count prints noise (2.9997199500000002).
+func Seconds(d time.Duration) float64 {
+	return math.Round(d.Seconds()*1e6) / 1e6
 }

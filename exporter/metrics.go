@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -81,7 +82,7 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 		conditions: map[[2]string]*series{},
 		kubelet:    map[[1]string]*series{},
 		deathsDesc: prometheus.NewDesc(namespace+"_container_deaths_total",
-			"Deaths of pods' containers by cause: kernel_oom_container, kernel_oom_pod, kernel_oom_allocatable, kernel_oom_system, kernel_oom_during_pressure, kernel_oom_other (kernel OOM kills, by the victim's container), kubelet_eviction (by pod, container empty).",
+			"Deaths of pods' containers by cause: kernel_oom_container, kernel_oom_pod, kernel_oom_allocatable, kernel_oom_system, kernel_oom_during_pressure, kernel_oom_other (kernel OOM kills, by the victim's container), kubelet_eviction (by pod, container: the first one the kubelet named as using more than its request, empty when it named none).",
 			[]string{"namespace", "pod", "container", "cause"}, nil),
 		pressureDesc: prometheus.NewDesc(namespace+"_memory_pressure_transitions_total",
 			"Kubelet memory signals crossing their hard eviction threshold, as oomtrace sampled them; state below or above.",
@@ -134,11 +135,22 @@ func (m *Metrics) ObserveOOMKill(ev event.OOMKill) {
 	}
 }
 
-// ObserveEviction counts a kubelet eviction.
+// ObserveEviction counts a kubelet eviction, once per pod, under the
+// container the kubelet named first as using more than its request.
 func (m *Metrics) ObserveEviction(ev event.Eviction) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	addTo(m.deaths, [4]string{ev.Pod.Namespace, ev.Pod.Name, "", ev.Cause}, 1, m.opts.Now())
+	addTo(m.deaths, [4]string{ev.Pod.Namespace, ev.Pod.Name, offendingContainer(ev), ev.Cause}, 1, m.opts.Now())
+}
+
+// offendingContainer is the first container of the kubelet's message,
+// else of its Event's annotation; empty when it named none.
+func offendingContainer(ev event.Eviction) string {
+	if len(ev.OffendingContainers) > 0 {
+		return ev.OffendingContainers[0].Name
+	}
+	first, _, _ := strings.Cut(ev.Annotations["offending_containers"], ",")
+	return first
 }
 
 // ObserveMemoryPressure counts a threshold crossing.

@@ -43,7 +43,11 @@ func knownSequence(m *Metrics) {
 	m.ObserveCommitRefusal(event.CommitRefusal{Process: inPod, Syscall: "mmap", Reason: "commit", Count: 1})
 	m.ObserveCommitRefusal(event.CommitRefusal{Process: inPod, Syscall: "mmap", Reason: "commit", Count: 99999, Repeated: true})
 	m.ObserveCommitRefusal(event.CommitRefusal{Syscall: "brk", Reason: "rlimit_data", Count: 1})
-	m.ObserveEviction(event.Eviction{Pod: event.Pod{Namespace: "batch", Name: "etl-2"}, Cause: event.CauseKubeletEviction})
+	m.ObserveEviction(event.Eviction{Pod: event.Pod{Namespace: "batch", Name: "etl-2"}, Cause: event.CauseKubeletEviction,
+		OffendingContainers: []event.OffendingContainer{{Name: "loader"}, {Name: "sidecar"}}})
+	m.ObserveEviction(event.Eviction{Pod: event.Pod{Namespace: "batch", Name: "etl-3"}, Cause: event.CauseKubeletEviction,
+		Annotations: map[string]string{"offending_containers": "reader,writer"}})
+	m.ObserveEviction(event.Eviction{Pod: event.Pod{Namespace: "batch", Name: "etl-4"}, Cause: event.CauseKubeletEviction})
 	m.ObserveMemoryPressure(event.MemoryPressure{SignalName: "memory.available", Signal: event.Signal{BelowThreshold: true}})
 	m.ObserveMemoryPressure(event.MemoryPressure{SignalName: "memory.available"})
 	m.ObserveNodeCondition(event.NodeCondition{Condition: "MemoryPressure", Status: "True"})

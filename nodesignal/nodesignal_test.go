@@ -63,7 +63,7 @@ func v2Tree(t *testing.T, anon, file, inactive, podsCurrent, podsInactive int64,
 
 func mustThresholds(t *testing.T, s string) Thresholds {
 	t.Helper()
-	th, err := ParseEvictionHard(s)
+	th, err := ParseEvictionHard(s, []string{EnforcePods})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,50 +90,86 @@ func check(t *testing.T, what string, got *event.Signal, available, capacity, wo
 func TestReadV1(t *testing.T) {
 	// Root: 6 GiB used, 1 GiB of it inactive file -> working set 5 GiB of
 	// 8 GiB: 3 GiB available, well above 100 MiB.
-	// kubepods: limit 7 GiB (capacity minus reserves); allocatable is that
-	// minus the 100 MiB hard threshold; working set 5 GiB - 512 MiB.
+	// kubepods: limit 7 GiB (capacity minus reserves) is the kubelet's
+	// capacity for allocatableMemory.available, working set 5 GiB - 512 MiB.
 	src := v1Tree(t, 6*gi, 1*gi, 5*gi, 512*mi, strconv.FormatInt(7*gi, 10))
-	nm, err := src.Read(mustThresholds(t, DefaultEvictionHard), 0, time.Unix(1, 0))
+	nm, err := src.Read(mustThresholds(t, DefaultEvictionHard), time.Unix(1, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
 	check(t, "memory.available", nm.MemoryAvailable, 3*gi, 8*gi, 5*gi, CapacityMemTotal, 100*mi, false)
-	allocatable := 7*gi - 100*mi
-	check(t, "allocatableMemory.available", nm.AllocatableMemoryAvailable, allocatable-(5*gi-512*mi), allocatable, 5*gi-512*mi, CapacityKubepodsLimit, 100*mi, false)
+	check(t, "allocatableMemory.available", nm.AllocatableMemoryAvailable, 7*gi-(5*gi-512*mi), 7*gi, 5*gi-512*mi, CapacityKubepodsLimit, 100*mi, false)
+}
 
-	// The Node's status.allocatable wins over the limit.
-	nm, _ = src.Read(mustThresholds(t, DefaultEvictionHard), uint64(4*gi), time.Unix(1, 0))
-	check(t, "allocatable from the API", nm.AllocatableMemoryAvailable, 4*gi-(5*gi-512*mi), 4*gi, 5*gi-512*mi, CapacityNodeAllocatable, 100*mi, true)
+// TestReadAllocatableAtTheKubeletsEviction: the numbers of a real eviction
+// (kubelet 1.37, cgroup v1): kubepods limit 1 GiB, working set 657 MiB + 1
+// page of the kubelet's "available: 367024Ki" with threshold 400Mi. The
+// kubelet's capacity is the limit, not the Node's allocatable (limit minus
+// threshold), which would put available a threshold lower.
+func TestReadAllocatableAtTheKubeletsEviction(t *testing.T) {
+	limit := 1 * gi
+	available := 367024 * ki
+	src := v1Tree(t, 2*gi, 0, limit-available, 0, strconv.FormatInt(limit, 10))
+	nm, err := src.Read(mustThresholds(t, "memory.available<400Mi"), time.Unix(1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t, "allocatableMemory.available", nm.AllocatableMemoryAvailable, available, limit, limit-available, CapacityKubepodsLimit, 400*mi, true)
 }
 
 func TestReadV1Unlimited(t *testing.T) {
-	// No kubepods limit (v1 says LONG_MAX rounded to pages): capacity is
-	// MemTotal minus the threshold. Inactive above usage floors at 0.
+	// No kubepods limit (v1 says LONG_MAX rounded to pages): cAdvisor
+	// gives the kubelet no available bytes, so there is no allocatable
+	// signal. Inactive above usage floors at 0.
 	src := v1Tree(t, 8*gi-50*mi, 0, 10*mi, 20*mi, "9223372036854771712")
-	nm, err := src.Read(mustThresholds(t, "memory.available<10%"), 0, time.Unix(1, 0))
+	nm, err := src.Read(mustThresholds(t, "memory.available<10%"), time.Unix(1, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
 	tenPercent := (8 * gi) / 10
 	check(t, "memory.available", nm.MemoryAvailable, 50*mi, 8*gi, 8*gi-50*mi, CapacityMemTotal, tenPercent, true)
-	check(t, "allocatableMemory.available", nm.AllocatableMemoryAvailable, 8*gi-tenPercent, 8*gi-tenPercent, 0, CapacityMemTotal, (8*gi-tenPercent)/10, false)
+	if nm.AllocatableMemoryAvailable != nil {
+		t.Errorf("allocatableMemory.available without a kubepods limit: %+v", *nm.AllocatableMemoryAvailable)
+	}
 }
 
 func TestReadV2(t *testing.T) {
 	// The v2 root has no memory.current: usage is anon + file.
-	src := v2Tree(t, 3*gi, 2*gi, 1536*mi, 2*gi, 256*mi, "max")
-	nm, err := src.Read(mustThresholds(t, "memory.available<500Mi,allocatableMemory.available<1Gi,nodefs.available<10%"), 0, time.Unix(1, 0))
+	src := v2Tree(t, 3*gi, 2*gi, 1536*mi, 2*gi, 256*mi, strconv.FormatInt(6*gi, 10))
+	nm, err := src.Read(mustThresholds(t, "memory.available<500Mi,allocatableMemory.available<1Gi,nodefs.available<10%"), time.Unix(1, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
 	check(t, "memory.available", nm.MemoryAvailable, 8*gi-(5*gi-1536*mi), 8*gi, 5*gi-1536*mi, CapacityMemTotal, 500*mi, false)
-	check(t, "allocatableMemory.available", nm.AllocatableMemoryAvailable, 8*gi-500*mi-(2*gi-256*mi), 8*gi-500*mi, 2*gi-256*mi, CapacityMemTotal, 1*gi, false)
+	check(t, "allocatableMemory.available", nm.AllocatableMemoryAvailable, 6*gi-(2*gi-256*mi), 6*gi, 2*gi-256*mi, CapacityKubepodsLimit, 1*gi, false)
+	src = v2Tree(t, 3*gi, 2*gi, 1536*mi, 2*gi, 256*mi, "max")
+	if nm, err := src.Read(mustThresholds(t, DefaultEvictionHard), time.Unix(1, 0)); err != nil || nm.AllocatableMemoryAvailable != nil {
+		t.Errorf("kubepods memory.max max: %+v %v", nm.AllocatableMemoryAvailable, err)
+	}
+}
+
+// TestReadNotEnforced: with enforceNodeAllocatable [none] the kubelet has
+// no allocatable threshold; the signal is still read, never below.
+func TestReadNotEnforced(t *testing.T) {
+	th, err := ParseEvictionHard(DefaultEvictionHard, []string{"none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := v1Tree(t, 2*gi, 0, 7*gi, 0, strconv.FormatInt(7*gi, 10))
+	nm, err := src.Read(th, time.Unix(1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := nm.AllocatableMemoryAvailable
+	if a == nil || a.ThresholdBytes != nil || a.BelowThreshold || a.AvailableBytes != 0 {
+		t.Errorf("allocatable without enforcement: %+v", a)
+	}
 }
 
 func TestReadNoKubepods(t *testing.T) {
 	src := v2Tree(t, 1*gi, 1*gi, 0, 0, 0, "max")
 	src.Kubepods = ""
-	nm, err := src.Read(mustThresholds(t, DefaultEvictionHard), 0, time.Unix(1, 0))
+	nm, err := src.Read(mustThresholds(t, DefaultEvictionHard), time.Unix(1, 0))
 	if err != nil || nm.MemoryAvailable == nil || nm.AllocatableMemoryAvailable != nil {
 		t.Errorf("without kubepods: %+v %v", nm, err)
 	}
@@ -142,16 +178,16 @@ func TestReadNoKubepods(t *testing.T) {
 func TestReadBrokenFiles(t *testing.T) {
 	src := v1Tree(t, 1*gi, 0, 0, 0, "max")
 	os.WriteFile(filepath.Join(src.Root, "memory.usage_in_bytes"), []byte("lots\n"), 0o644)
-	if _, err := src.Read(nil, 0, time.Unix(1, 0)); err == nil {
+	if _, err := src.Read(nil, time.Unix(1, 0)); err == nil {
 		t.Error("garbage usage read without error")
 	}
 	src = v2Tree(t, 1, 1, 1, 1, 1, "max")
 	os.WriteFile(filepath.Join(src.Root, "memory.stat"), []byte("anon 5\n"), 0o644)
-	if _, err := src.Read(nil, 0, time.Unix(1, 0)); err == nil || !strings.Contains(err.Error(), "file") {
+	if _, err := src.Read(nil, time.Unix(1, 0)); err == nil || !strings.Contains(err.Error(), "file") {
 		t.Errorf("missing file key: %v", err)
 	}
 	os.WriteFile(src.Meminfo, []byte("MemFree: 1 kB\n"), 0o644)
-	if _, err := src.Read(nil, 0, time.Unix(1, 0)); err == nil {
+	if _, err := src.Read(nil, time.Unix(1, 0)); err == nil {
 		t.Error("meminfo without MemTotal read without error")
 	}
 }
@@ -180,7 +216,7 @@ func TestReadThisHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := workingSet()
-	nm, err := src.Read(mustThresholds(t, DefaultEvictionHard), 0, time.Now())
+	nm, err := src.Read(mustThresholds(t, DefaultEvictionHard), time.Now())
 	after := workingSet()
 	if err != nil {
 		t.Fatal(err)
@@ -230,19 +266,79 @@ func TestSampler(t *testing.T) {
 		t.Fatalf("crossing up: %+v", got)
 	}
 	// History: what the node looked like at a past moment.
-	if under, ok := s.UnderPressure(time.Unix(1010, 0).Add(100 * time.Millisecond)); !ok || !under {
-		t.Errorf("at 1010.1: under=%v ok=%v, want under pressure", under, ok)
+	if nm, ok := s.At(time.Unix(1010, 0).Add(100 * time.Millisecond)); !ok || !Below(nm) {
+		t.Errorf("at 1010.1: %+v ok=%v, want under pressure", nm, ok)
 	}
-	if under, ok := s.UnderPressure(time.Unix(1005, 0)); !ok || under {
-		t.Errorf("at 1005: under=%v ok=%v, want not under pressure", under, ok)
+	if nm, ok := s.At(time.Unix(1005, 0)); !ok || Below(nm) {
+		t.Errorf("at 1005: %+v ok=%v, want not under pressure", nm, ok)
 	}
 	if _, ok := s.At(time.Unix(999, 0)); ok {
 		t.Error("a sample before the first one")
 	}
 }
 
+// TestSamplerDecided: an eviction at an API time (whole seconds) carries
+// the sample that shows the kubelet's view: below the threshold if a sample
+// near the decision was, not merely the last sample before the second.
+func TestSamplerDecided(t *testing.T) {
+	src := v1Tree(t, 2*gi, 0, 1*gi, 0, strconv.FormatInt(4*gi, 10))
+	now := time.Unix(2000, 0)
+	s := NewSampler(src, mustThresholds(t, "memory.available<1Gi"), SamplerOptions{Now: func() time.Time { return now }})
+	setRoot := func(usage int64) { write(t, src.Root, "memory.usage_in_bytes", strconv.FormatInt(usage, 10)) }
+	s.sample(true) // 2000.0: above
+	now = time.Unix(2003, 0).Add(-200 * time.Millisecond)
+	s.sample(true) // 2002.8: above
+	setRoot(7*gi + 512*mi)
+	now = time.Unix(2003, 0).Add(600 * time.Millisecond)
+	s.sample(true) // 2003.6: below
+	setRoot(1 * gi)
+	now = time.Unix(2006, 0)
+	s.sample(true) // 2006.0: above again
+
+	// The kubelet's Event says 2003 (it decided within that second): the
+	// last sample at or before 2003 is above, the one at 2003.6 below.
+	if nm, ok := s.At(time.Unix(2003, 0)); !ok || Below(nm) {
+		t.Fatalf("At(2003) = %+v, want the sample above the threshold", nm)
+	}
+	nm, ok := s.Decided(time.Unix(2003, 0), 10*time.Second, time.Second)
+	if !ok || !Below(nm) || !nm.Time.Equal(time.Unix(2003, 0).Add(600*time.Millisecond)) {
+		t.Errorf("Decided(2003) = %v %+v, want the sample at 2003.6, below", ok, nm)
+	}
+	// No sample below in the window: the nearest one.
+	nm, ok = s.Decided(time.Unix(2006, 0).Add(300*time.Millisecond), time.Second, time.Second)
+	if !ok || Below(nm) || !nm.Time.Equal(time.Unix(2006, 0)) {
+		t.Errorf("Decided(2006.3) = %v %+v, want the sample at 2006", ok, nm)
+	}
+	// Nothing in the window: the last one before.
+	nm, ok = s.Decided(time.Unix(2100, 0), time.Second, time.Second)
+	if !ok || !nm.Time.Equal(time.Unix(2006, 0)) {
+		t.Errorf("Decided(2100) = %v %+v, want the sample at 2006", ok, nm)
+	}
+}
+
+// TestSamplerNear: the sampler samples fast near a threshold.
+func TestSamplerNear(t *testing.T) {
+	src := v1Tree(t, 2*gi, 0, 1*gi, 0, strconv.FormatInt(4*gi, 10))
+	s := NewSampler(src, mustThresholds(t, "memory.available<1Gi"), SamplerOptions{})
+	sig := func(available int64) event.NodeMemory {
+		th := uint64(gi)
+		return event.NodeMemory{MemoryAvailable: &event.Signal{AvailableBytes: available, ThresholdBytes: &th}}
+	}
+	for _, tt := range []struct {
+		available int64
+		near      bool
+	}{{6 * gi, false}, {2*gi + 1, false}, {2*gi - 1, true}, {gi / 2, true}, {-gi, true}} {
+		if got := s.near(sig(tt.available)); got != tt.near {
+			t.Errorf("available %d: near %v, want %v", tt.available, got, tt.near)
+		}
+	}
+	if s.near(event.NodeMemory{MemoryAvailable: &event.Signal{AvailableBytes: 1}}) {
+		t.Error("near without a threshold")
+	}
+}
+
 func TestSamplerStartsBelow(t *testing.T) {
-	src := v1Tree(t, 8*gi-10*mi, 0, 8*gi-150*mi, 0, "max") // allocatable: 8 GiB - 100 MiB - working set = 50 MiB
+	src := v1Tree(t, 8*gi-10*mi, 0, 8*gi-50*mi, 0, strconv.FormatInt(8*gi, 10)) // allocatable: 8 GiB limit - working set = 50 MiB
 	var got []event.MemoryPressure
 	s := NewSampler(src, mustThresholds(t, DefaultEvictionHard), SamplerOptions{OnPressure: func(mp event.MemoryPressure) { got = append(got, mp) }})
 	s.Sample()

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/oomtrace/oomtrace/event"
@@ -17,8 +16,14 @@ type SamplerOptions struct {
 	// MaxAge: a Sample younger than this is reused (a burst of events
 	// shares one read of the cgroup files).
 	MaxAge time.Duration
-	// History keeps this long of samples for At.
+	// History keeps this long of samples for At and Decided.
 	History time.Duration
+	// FastInterval is the sampling interval while a signal is near its
+	// threshold (within the threshold again, at least NearMargin): a fast
+	// allocation crosses it between two samples of the normal interval,
+	// and the crossing should be seen when the kubelet sees it.
+	FastInterval time.Duration
+	NearMargin   uint64
 	// OnPressure receives each threshold crossing, either way.
 	OnPressure func(event.MemoryPressure)
 	Logger     *slog.Logger
@@ -31,8 +36,6 @@ type Sampler struct {
 	src  Source
 	th   Thresholds
 	opts SamplerOptions
-
-	allocatable atomic.Uint64
 
 	mu      sync.Mutex
 	last    *event.NodeMemory
@@ -50,6 +53,12 @@ func NewSampler(src Source, th Thresholds, opts SamplerOptions) *Sampler {
 	if opts.History == 0 {
 		opts.History = 10 * time.Minute
 	}
+	if opts.FastInterval == 0 {
+		opts.FastInterval = 100 * time.Millisecond
+	}
+	if opts.NearMargin == 0 {
+		opts.NearMargin = 256 << 20
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -59,28 +68,38 @@ func NewSampler(src Source, th Thresholds, opts SamplerOptions) *Sampler {
 	return &Sampler{src: src, th: th, opts: opts, below: map[string]bool{}, since: map[string]time.Time{}}
 }
 
-// Thresholds are the thresholds in use.
-func (s *Sampler) Thresholds() Thresholds { return s.th }
-
-// Source is where the signals are read.
-func (s *Sampler) Source() Source { return s.src }
-
-// SetAllocatable sets the Node's status.allocatable memory (from the API);
-// 0 falls back to the kubepods limit.
-func (s *Sampler) SetAllocatable(bytes uint64) { s.allocatable.Store(bytes) }
-
-// Run samples every interval until ctx is done.
+// Run samples every interval until ctx is done, every FastInterval while
+// a signal is near its threshold.
 func (s *Sampler) Run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
+	t := time.NewTimer(interval)
 	defer t.Stop()
 	for {
-		s.sample(true)
+		next := interval
+		if nm, ok := s.sample(true); ok && s.near(nm) && s.opts.FastInterval < interval {
+			next = s.opts.FastInterval
+		}
+		t.Reset(next)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 	}
+}
+
+// near: a signal is below its threshold, or above it by less than the
+// threshold (at least NearMargin).
+func (s *Sampler) near(nm event.NodeMemory) bool {
+	for _, sig := range []*event.Signal{nm.MemoryAvailable, nm.AllocatableMemoryAvailable} {
+		if sig == nil || sig.ThresholdBytes == nil {
+			continue
+		}
+		th := *sig.ThresholdBytes
+		if sig.AvailableBytes < int64(th+max(th, s.opts.NearMargin)) {
+			return true
+		}
+	}
+	return false
 }
 
 // Sample returns the signals now (or at most MaxAge ago); false when the
@@ -96,7 +115,7 @@ func (s *Sampler) sample(fresh bool) (event.NodeMemory, bool) {
 	}
 	s.mu.Unlock()
 
-	nm, err := s.src.Read(s.th, s.allocatable.Load(), now)
+	nm, err := s.src.Read(s.th, now)
 
 	s.mu.Lock()
 	if err != nil {
@@ -143,7 +162,7 @@ func (s *Sampler) crossings(nm event.NodeMemory) []event.MemoryPressure {
 		}
 		mp := event.MemoryPressure{Type: event.TypeMemoryPressure, Time: nm.Time, Node: s.opts.Node, SignalName: sig.name, Signal: *sig.v}
 		if seen {
-			d := nm.Time.Sub(s.since[sig.name]).Seconds()
+			d := event.Seconds(nm.Time.Sub(s.since[sig.name]))
 			mp.SinceSeconds = &d
 		}
 		s.below[sig.name] = sig.v.BelowThreshold
@@ -164,14 +183,36 @@ func (s *Sampler) At(t time.Time) (event.NodeMemory, bool) {
 	return s.history[i-1], true
 }
 
-// UnderPressure reports whether any signal was below its threshold at the
-// last sample at or before t.
-func (s *Sampler) UnderPressure(t time.Time) (bool, bool) {
-	nm, ok := s.At(t)
-	if !ok {
-		return false, false
+// Decided returns the sample that shows what the kubelet saw when it acted
+// at t (an API time, whole seconds): of the samples from before ahead of t
+// to after behind it, the one nearest t on which a signal was below its
+// threshold, else the one nearest t; else the last one before t. before
+// covers the age of the kubelet's stats (a housekeeping interval), after
+// the second the API time drops and the sampling interval.
+func (s *Sampler) Decided(t time.Time, before, after time.Duration) (event.NodeMemory, bool) {
+	s.mu.Lock()
+	from := sort.Search(len(s.history), func(i int) bool { return !s.history[i].Time.Before(t.Add(-before)) })
+	to := sort.Search(len(s.history), func(i int) bool { return s.history[i].Time.After(t.Add(after)) })
+	best, bestBelow := -1, false
+	for i := from; i < to; i++ {
+		below := Below(s.history[i])
+		if best < 0 || below && !bestBelow || below == bestBelow && distance(s.history[i].Time.Time, t) < distance(s.history[best].Time.Time, t) {
+			best, bestBelow = i, below
+		}
 	}
-	return Below(nm), true
+	if best >= 0 {
+		defer s.mu.Unlock()
+		return s.history[best], true
+	}
+	s.mu.Unlock()
+	return s.At(t)
+}
+
+func distance(a, b time.Time) time.Duration {
+	if d := a.Sub(b); d >= 0 {
+		return d
+	}
+	return b.Sub(a)
 }
 
 // Below reports whether any signal of nm is below its threshold.

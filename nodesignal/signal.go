@@ -15,9 +15,8 @@ import (
 
 // Where a signal's capacity came from.
 const (
-	CapacityMemTotal        = "mem_total"        // MemTotal of /proc/meminfo
-	CapacityKubepodsLimit   = "kubepods_limit"   // the kubepods limit minus the hard threshold
-	CapacityNodeAllocatable = "node_allocatable" // the Node's status.allocatable (API)
+	CapacityMemTotal      = "mem_total"      // MemTotal of /proc/meminfo
+	CapacityKubepodsLimit = "kubepods_limit" // the kubepods cgroup's memory limit
 )
 
 // unlimited: v1 reports "no limit" as a page-rounded LONG_MAX.
@@ -98,9 +97,8 @@ func memoryHierarchy(mountinfo string) (root string, v1 bool, err error) {
 	return unified, false, nil
 }
 
-// Read samples both signals. allocatable, when not zero, is the Node's
-// status.allocatable memory (from the API), which the kubelet uses.
-func (s Source) Read(th Thresholds, allocatable uint64, now time.Time) (event.NodeMemory, error) {
+// Read samples both signals.
+func (s Source) Read(th Thresholds, now time.Time) (event.NodeMemory, error) {
 	nm := event.NodeMemory{Time: event.Time{Time: now}}
 	memTotal, err := readMemTotal(s.Meminfo)
 	if err != nil {
@@ -114,12 +112,21 @@ func (s Source) Read(th Thresholds, allocatable uint64, now time.Time) (event.No
 	if s.Kubepods == "" {
 		return nm, nil
 	}
+	// The kubelet's allocatableMemory.available is the kubepods cgroup's
+	// limit minus its working set (cAdvisor's available bytes of the pods
+	// cgroup). The Node's status.allocatable is that limit minus the hard
+	// threshold: using it would see pressure a whole threshold early.
+	// Without a limit cAdvisor reports no available bytes and the kubelet
+	// has no such signal.
+	limit, ok := s.limit(s.Kubepods)
+	if !ok {
+		return nm, nil
+	}
 	ws, err = s.workingSet(s.Kubepods, false)
 	if err != nil {
 		return nm, fmt.Errorf("kubepods cgroup: %w", err)
 	}
-	capacity, source := s.allocatableCapacity(th, memTotal, allocatable)
-	nm.AllocatableMemoryAvailable = signal(th, AllocatableMemoryAvailable, capacity, source, ws)
+	nm.AllocatableMemoryAvailable = signal(th, AllocatableMemoryAvailable, limit, CapacityKubepodsLimit, ws)
 	return nm, nil
 }
 
@@ -136,30 +143,6 @@ func signal(th Thresholds, name string, capacity uint64, source string, workingS
 		sig.BelowThreshold = sig.AvailableBytes < int64(b)
 	}
 	return sig
-}
-
-// allocatableCapacity is what the kubelet calls allocatable memory:
-// capacity minus kube and system reserved minus the hard eviction
-// threshold. The Node's status says it exactly; without the API, the
-// kubepods limit is capacity minus the reserves (when the kubelet enforces
-// node allocatable), and without a limit there are no reserves to subtract.
-func (s Source) allocatableCapacity(th Thresholds, memTotal, allocatable uint64) (uint64, string) {
-	if allocatable > 0 {
-		return allocatable, CapacityNodeAllocatable
-	}
-	var hard uint64
-	if t, ok := th[MemoryAvailable]; ok {
-		hard = t.Of(memTotal)
-	}
-	limit, ok := s.limit(s.Kubepods)
-	source := CapacityKubepodsLimit
-	if !ok || limit >= memTotal {
-		limit, source = memTotal, CapacityMemTotal
-	}
-	if hard > limit {
-		return 0, source
-	}
-	return limit - hard, source
 }
 
 // workingSet is usage minus inactive file pages, floored at 0, as the

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path"
+	"slices"
 	"sort"
 	"strings"
 
@@ -46,15 +48,22 @@ func (t Threshold) String() string {
 	return fmt.Sprintf("%s<%s", t.Signal, resource.NewQuantity(t.Bytes, resource.BinarySI).String())
 }
 
-// Thresholds are the memory thresholds by signal. As in the kubelet, a
-// memory.available threshold applies to allocatableMemory.available too
-// unless that one is given.
+// Thresholds are the memory thresholds by signal.
 type Thresholds map[string]Threshold
+
+// EnforcePods is the enforceNodeAllocatable key with which the kubelet
+// limits the kubepods cgroup and, only then, copies every hard
+// memory.available threshold to allocatableMemory.available. It is the
+// kubelet's default.
+const EnforcePods = "pods"
 
 // ParseEvictionHard reads the kubelet's --eviction-hard syntax:
 // "memory.available<100Mi,nodefs.available<10%". Signals other than memory
 // are accepted and ignored; "<" is the only operator the kubelet knows.
-func ParseEvictionHard(s string) (Thresholds, error) {
+// enforceNodeAllocatable is the kubelet's --enforce-node-allocatable: with
+// "pods" in it, memory.available applies to allocatableMemory.available
+// too unless that one is given.
+func ParseEvictionHard(s string, enforceNodeAllocatable []string) (Thresholds, error) {
 	pairs := map[string]string{}
 	for _, part := range strings.Split(s, ",") {
 		part = strings.TrimSpace(part)
@@ -67,10 +76,10 @@ func ParseEvictionHard(s string) (Thresholds, error) {
 		}
 		pairs[strings.TrimSpace(signal)] = strings.TrimSpace(value)
 	}
-	return fromPairs(pairs)
+	return fromPairs(pairs, enforceNodeAllocatable)
 }
 
-func fromPairs(pairs map[string]string) (Thresholds, error) {
+func fromPairs(pairs map[string]string, enforceNodeAllocatable []string) (Thresholds, error) {
 	th := Thresholds{}
 	for signal, value := range pairs {
 		if signal == "" {
@@ -102,7 +111,7 @@ func fromPairs(pairs map[string]string) (Thresholds, error) {
 		}
 		th[signal] = t
 	}
-	if m, ok := th[MemoryAvailable]; ok {
+	if m, ok := th[MemoryAvailable]; ok && slices.Contains(enforceNodeAllocatable, EnforcePods) {
 		if _, ok := th[AllocatableMemoryAvailable]; !ok {
 			m.Signal = AllocatableMemoryAvailable
 			th[AllocatableMemoryAvailable] = m
@@ -121,29 +130,71 @@ func (th Thresholds) String() string {
 	return strings.Join(parts, ",")
 }
 
-// FromKubeletConfig reads evictionHard from a KubeletConfiguration file
-// (YAML or JSON). A file without evictionHard gets the kubelet's default.
-func FromKubeletConfig(path string) (Thresholds, error) {
+// KubeletConfig is what oomtrace takes from a KubeletConfiguration file.
+type KubeletConfig struct {
+	Thresholds Thresholds
+	// EnforceNodeAllocatable as the kubelet applies it (default [pods]).
+	EnforceNodeAllocatable []string
+	// Kubepods is the kubepods cgroup that the kubelet's cgroupRoot and
+	// cgroup driver give, relative to a hierarchy's root; empty when it
+	// cannot be told (no QoS cgroups, or a systemd root other than /).
+	Kubepods string
+}
+
+// ReadKubeletConfig reads evictionHard, enforceNodeAllocatable, cgroupRoot,
+// cgroupDriver and cgroupsPerQOS from a KubeletConfiguration file (YAML or
+// JSON), with the kubelet's defaults for what it does not set.
+func ReadKubeletConfig(path string) (KubeletConfig, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("kubelet config: %w", err)
+		return KubeletConfig{}, fmt.Errorf("kubelet config: %w", err)
 	}
 	var cfg struct {
-		Kind         string            `json:"kind"`
-		EvictionHard map[string]string `json:"evictionHard"`
+		Kind                   string            `json:"kind"`
+		EvictionHard           map[string]string `json:"evictionHard"`
+		EnforceNodeAllocatable *[]string         `json:"enforceNodeAllocatable"`
+		CgroupRoot             string            `json:"cgroupRoot"`
+		CgroupDriver           string            `json:"cgroupDriver"`
+		CgroupsPerQOS          *bool             `json:"cgroupsPerQOS"`
 	}
 	if err := yaml.Unmarshal(data, &cfg); err != nil {
-		return nil, fmt.Errorf("kubelet config %s: %w", path, err)
+		return KubeletConfig{}, fmt.Errorf("kubelet config %s: %w", path, err)
 	}
 	if cfg.Kind != "" && cfg.Kind != "KubeletConfiguration" {
-		return nil, fmt.Errorf("kubelet config %s: kind %q, want KubeletConfiguration", path, cfg.Kind)
+		return KubeletConfig{}, fmt.Errorf("kubelet config %s: kind %q, want KubeletConfiguration", path, cfg.Kind)
+	}
+	kc := KubeletConfig{EnforceNodeAllocatable: []string{EnforcePods}}
+	if cfg.EnforceNodeAllocatable != nil {
+		kc.EnforceNodeAllocatable = *cfg.EnforceNodeAllocatable
 	}
 	if cfg.EvictionHard == nil {
-		return ParseEvictionHard(DefaultEvictionHard)
+		kc.Thresholds, err = ParseEvictionHard(DefaultEvictionHard, kc.EnforceNodeAllocatable)
+	} else {
+		kc.Thresholds, err = fromPairs(cfg.EvictionHard, kc.EnforceNodeAllocatable)
 	}
-	th, err := fromPairs(cfg.EvictionHard)
 	if err != nil {
-		return nil, fmt.Errorf("kubelet config %s: %w", path, err)
+		return KubeletConfig{}, fmt.Errorf("kubelet config %s: %w", path, err)
 	}
-	return th, nil
+	if cfg.CgroupsPerQOS == nil || *cfg.CgroupsPerQOS {
+		kc.Kubepods = KubepodsCgroup(cfg.CgroupRoot, cfg.CgroupDriver)
+	}
+	return kc, nil
+}
+
+// KubepodsCgroup is the kubepods cgroup for a kubelet cgroupRoot and
+// driver: ROOT/kubepods with cgroupfs, /kubepods.slice with systemd and
+// the root /. Empty for other systemd roots.
+func KubepodsCgroup(root, driver string) string {
+	if root == "" {
+		root = "/"
+	}
+	switch driver {
+	case "systemd":
+		if root == "/" {
+			return "/kubepods.slice"
+		}
+		return ""
+	default:
+		return path.Join("/", root, "kubepods")
+	}
 }

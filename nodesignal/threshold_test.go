@@ -1,8 +1,10 @@
 package nodesignal
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -28,7 +30,7 @@ func TestParseEvictionHard(t *testing.T) {
 		{"<100Mi", "", "no signal"},
 	}
 	for _, tt := range tests {
-		th, err := ParseEvictionHard(tt.in)
+		th, err := ParseEvictionHard(tt.in, []string{EnforcePods})
 		if tt.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tt.err) {
 				t.Errorf("%q: error %v, want %q", tt.in, err, tt.err)
@@ -41,7 +43,7 @@ func TestParseEvictionHard(t *testing.T) {
 		}
 		// String prints quantities canonically (binary SI); decimal ones
 		// come out in bytes: compare through a second parse.
-		again, err := ParseEvictionHard(th.String())
+		again, err := ParseEvictionHard(th.String(), []string{EnforcePods})
 		if err != nil || again.String() != th.String() {
 			t.Errorf("%q: round trip %q -> %v %v", tt.in, th.String(), again, err)
 		}
@@ -63,35 +65,60 @@ func TestParseEvictionHard(t *testing.T) {
 	}
 }
 
-func TestFromKubeletConfig(t *testing.T) {
+func TestReadKubeletConfig(t *testing.T) {
 	dir := t.TempDir()
 	file := func(name, content string) string {
 		p := filepath.Join(dir, name)
 		os.WriteFile(p, []byte(content), 0o644)
 		return p
 	}
-	th, err := FromKubeletConfig(file("config.yaml", `apiVersion: kubelet.config.k8s.io/v1beta1
+	kc, err := ReadKubeletConfig(file("config.yaml", `apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 evictionHard:
   memory.available: "256Mi"
   nodefs.available: "10%"
 evictionPressureTransitionPeriod: 5m0s
+cgroupDriver: cgroupfs
+cgroupRoot: /process_api/1234
 `))
-	if err != nil || th[MemoryAvailable].Bytes != 256<<20 || th[AllocatableMemoryAvailable].Bytes != 256<<20 {
-		t.Errorf("config: %v %v", th, err)
+	th := kc.Thresholds
+	if err != nil || th[MemoryAvailable].Bytes != 256<<20 || th[AllocatableMemoryAvailable].Bytes != 256<<20 ||
+		kc.Kubepods != "/process_api/1234/kubepods" || !slices.Equal(kc.EnforceNodeAllocatable, []string{EnforcePods}) {
+		t.Errorf("config: %+v %v", kc, err)
 	}
-	th, err = FromKubeletConfig(file("defaults.yaml", "kind: KubeletConfiguration\n"))
-	if err != nil || th[MemoryAvailable].Bytes != 100<<20 {
-		t.Errorf("defaults: %v %v", th, err)
+	kc, err = ReadKubeletConfig(file("defaults.yaml", "kind: KubeletConfiguration\n"))
+	if err != nil || kc.Thresholds[MemoryAvailable].Bytes != 100<<20 || kc.Thresholds[AllocatableMemoryAvailable].Bytes != 100<<20 || kc.Kubepods != "/kubepods" {
+		t.Errorf("defaults: %+v %v", kc, err)
 	}
-	if _, err := FromKubeletConfig(file("pod.yaml", "kind: Pod\n")); err == nil {
+	// enforceNodeAllocatable without pods: the kubelet copies no threshold
+	// to allocatableMemory.available.
+	kc, err = ReadKubeletConfig(file("none.yaml", "kind: KubeletConfiguration\nenforceNodeAllocatable: [none]\ncgroupDriver: systemd\n"))
+	if _, ok := kc.Thresholds[AllocatableMemoryAvailable]; err != nil || ok || kc.Thresholds[MemoryAvailable].Bytes != 100<<20 || kc.Kubepods != "/kubepods.slice" {
+		t.Errorf("enforceNodeAllocatable none: %+v %v", kc, err)
+	}
+	kc, err = ReadKubeletConfig(file("noqos.yaml", "kind: KubeletConfiguration\ncgroupsPerQOS: false\n"))
+	if err != nil || kc.Kubepods != "" {
+		t.Errorf("cgroupsPerQOS false: %+v %v", kc, err)
+	}
+	if _, err := ReadKubeletConfig(file("pod.yaml", "kind: Pod\n")); err == nil {
 		t.Error("a Pod read as a kubelet config")
 	}
-	if _, err := FromKubeletConfig(file("bad.yaml", "kind: KubeletConfiguration\nevictionHard:\n  memory.available: lots\n")); err == nil {
+	if _, err := ReadKubeletConfig(file("bad.yaml", "kind: KubeletConfiguration\nevictionHard:\n  memory.available: lots\n")); err == nil {
 		t.Error("bad quantity accepted")
 	}
-	if _, err := FromKubeletConfig(filepath.Join(dir, "absent")); err == nil {
-		t.Error("missing file accepted")
+	if _, err := ReadKubeletConfig(filepath.Join(dir, "absent")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestKubepodsCgroup(t *testing.T) {
+	for _, tt := range []struct{ root, driver, want string }{
+		{"", "", "/kubepods"}, {"/", "cgroupfs", "/kubepods"}, {"/a/b", "cgroupfs", "/a/b/kubepods"}, {"a", "", "/a/kubepods"},
+		{"/", "systemd", "/kubepods.slice"}, {"", "systemd", "/kubepods.slice"}, {"/custom.slice", "systemd", ""},
+	} {
+		if got := KubepodsCgroup(tt.root, tt.driver); got != tt.want {
+			t.Errorf("KubepodsCgroup(%q, %q) = %q, want %q", tt.root, tt.driver, got, tt.want)
+		}
 	}
 }
 
@@ -100,7 +127,7 @@ func FuzzParseEvictionHard(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		th, err := ParseEvictionHard(s)
+		th, err := ParseEvictionHard(s, []string{EnforcePods})
 		if err != nil {
 			return
 		}

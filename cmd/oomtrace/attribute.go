@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"sync/atomic"
+	"time"
 
 	"github.com/oomtrace/oomtrace/correlate"
 	"github.com/oomtrace/oomtrace/enrich"
@@ -18,14 +19,16 @@ import (
 // correlates kernel kills with kubelet evictions, counts every event in the
 // metrics, and passes on what the filter keeps.
 type attribution struct {
-	ctx        context.Context
-	enricher   *enrich.Enricher
-	signals    *nodesignal.Sampler // nil when the node's signals cannot be read
-	correlator *correlate.Correlator
-	filter     enrich.Filter
-	metrics    *exporter.Metrics
-	out        exporter.Writer
-	filtered   atomic.Uint64
+	ctx      context.Context
+	enricher *enrich.Enricher
+	signals  *nodesignal.Sampler // nil when the node's signals cannot be read
+	// sampleEvery is the signals' sampling interval.
+	sampleEvery time.Duration
+	correlator  *correlate.Correlator
+	filter      enrich.Filter
+	metrics     *exporter.Metrics
+	out         exporter.Writer
+	filtered    atomic.Uint64
 }
 
 func (a *attribution) nodeMemory() *event.NodeMemory {
@@ -63,7 +66,10 @@ func (a *attribution) WriteCommitRefusal(ev event.CommitRefusal) error {
 
 func (a *attribution) WriteEviction(ev event.Eviction) error {
 	if a.signals != nil {
-		if nm, ok := a.signals.At(ev.Time.Time); ok {
+		// The kubelet's observation can be up to a housekeeping interval
+		// (10 s) older than its decision; the API time drops the second's
+		// fraction, and a sample can come one interval late.
+		if nm, ok := a.signals.Decided(ev.Time.Time, 10*time.Second, time.Second+a.sampleEvery); ok {
 			ev.NodeMemory = &nm
 		}
 	}
@@ -71,7 +77,11 @@ func (a *attribution) WriteEviction(ev event.Eviction) error {
 	for i := range ev.KernelSignals {
 		// The correlator knows container ids; the runtime names them.
 		s := &ev.KernelSignals[i]
-		if name := a.enricher.ContainerName(a.ctx, s.Container, s.Time.Time); name != "" {
+		switch name, sandbox := a.enricher.Container(a.ctx, s.Container, s.Time.Time); {
+		case sandbox:
+			// The pod's pause process: its id names no container.
+			s.Container, s.Sandbox = "", true
+		case name != "":
 			s.Container = name
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/oomtrace/oomtrace/correlate"
+	"github.com/oomtrace/oomtrace/cri"
 	"github.com/oomtrace/oomtrace/enrich"
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/exporter"
@@ -101,5 +102,53 @@ func TestStageEvictionThenKill(t *testing.T) {
 	a.WriteOOMKill(allocatableKill(t0.Add(2 * time.Second)))
 	if len(out.kills) != 1 || out.kills[0].Eviction == nil || out.kills[0].Eviction.SecondsBefore != 2 || out.kills[0].Eviction.Message != "m" {
 		t.Fatalf("kill after eviction %+v", out.kills)
+	}
+}
+
+// runtimeOf is a container runtime that knows one container and one sandbox.
+type runtimeOf map[string]cri.Container
+
+func (r runtimeOf) Lookup(_ context.Context, id string, _ time.Time) (cri.Container, bool) {
+	c, ok := r[id]
+	return c, ok
+}
+
+// The kubelet's stop of an evicted pod, as the kernel saw it: the
+// container's SIGTERM and SIGKILL are named by the container's name, the
+// pause process's SIGKILL is marked as the pod's sandbox, and a container
+// the runtime does not know keeps its id.
+func TestStageKernelSignalsNamed(t *testing.T) {
+	const sandboxID = "bbbb000000000000000000000000000000000000000000000000000000000002"
+	const unknownID = "cccc000000000000000000000000000000000000000000000000000000000003"
+	out := &written{}
+	a := stage(out, nil)
+	a.enricher.Resolver = runtimeOf{ctrID: {Name: "app"}, sandboxID: {Sandbox: true}}
+	t0 := time.Now()
+	signal := func(id, sig string, after time.Duration) {
+		a.correlator.Signal(event.TaskSignal{Time: event.Time{Time: t0.Add(after)}, Signal: sig,
+			Target: event.Process{PID: 9, Comm: "x", Memcg: &event.Cgroup{Path: "/kubepods/burstable/pod" + podUID + "/" + id}}})
+	}
+	signal(ctrID, "SIGTERM", 10*time.Millisecond)
+	signal(ctrID, "SIGKILL", 2*time.Second)
+	signal(sandboxID, "SIGKILL", 2100*time.Millisecond)
+	signal(unknownID, "SIGKILL", 2200*time.Millisecond)
+	a.WriteEviction(event.Eviction{Type: event.TypeEviction, Time: event.Time{Time: t0}, Pod: event.Pod{UID: podUID}, Cause: event.CauseKubeletEviction})
+	if len(out.evictions) != 1 {
+		t.Fatalf("evictions %+v", out.evictions)
+	}
+	got := out.evictions[0].KernelSignals
+	want := []struct {
+		container string
+		sandbox   bool
+		signal    string
+		after     float64
+	}{{"app", false, "SIGTERM", 0.01}, {"app", false, "SIGKILL", 2}, {"", true, "SIGKILL", 2.1}, {unknownID, false, "SIGKILL", 2.2}}
+	if len(got) != len(want) {
+		t.Fatalf("kernel signals %+v", got)
+	}
+	for i, w := range want {
+		if g := got[i]; g.Container != w.container || g.Sandbox != w.sandbox || g.Signal != w.signal || g.SecondsAfter != w.after {
+			t.Errorf("signal %d: %+v, want %+v", i, g, w)
+		}
 	}
 }

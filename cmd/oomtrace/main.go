@@ -60,6 +60,7 @@ type options struct {
 	namespaces   []string
 	pods         []string
 	evictionHard string
+	enforceAlloc []string
 	kubeletCfg   string
 	kubepods     string
 	sampleEvery  time.Duration
@@ -143,7 +144,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "oomtrace: --correlation.window must be positive, not %v\n", opts.corrWindow)
 		return 2
 	}
-	thresholds, err := evictionThresholds(opts)
+	kubelet, err := kubeletSettings(opts, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "oomtrace: %v\n", err)
 		return 2
@@ -225,7 +226,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	var stage *exporter.Queue
-	signals := nodeSignals(opts, thresholds, node, log, func(mp event.MemoryPressure) { stage.WriteMemoryPressure(mp) })
+	signals := nodeSignals(opts, kubelet, node, log, func(mp event.MemoryPressure) { stage.WriteMemoryPressure(mp) })
 	metrics := exporter.NewMetrics(exporter.MetricsOptions{
 		NodeMemory: func() (event.NodeMemory, bool) {
 			if signals == nil {
@@ -243,7 +244,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		},
 	})
 	correlator := correlate.New(opts.corrWindow)
-	attr := &attribution{ctx: ctx, enricher: enricher, signals: signals, correlator: correlator,
+	attr := &attribution{ctx: ctx, enricher: enricher, signals: signals, sampleEvery: opts.sampleEvery, correlator: correlator,
 		filter: enrich.NewFilter(opts.namespaces, opts.pods), metrics: metrics, out: out}
 	stage = exporter.NewQueue(attr, opts.queueSize, nil)
 	if signals != nil {
@@ -257,9 +258,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 			Eviction:      func(ev event.Eviction) { stage.WriteEviction(ev) },
 			NodeCondition: func(ev event.NodeCondition) { stage.WriteNodeCondition(ev) },
 			KubeletEvent:  metrics.ObserveKubeletEvent,
-		}
-		if signals != nil {
-			handlers.Allocatable = signals.SetAllocatable
 		}
 		go clusterview.New(kube, clusterview.Options{Node: node, Logger: log}).Run(ctx, handlers)
 	} else {
@@ -322,37 +320,55 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// evictionThresholds are the kubelet's hard thresholds: from its config file
-// when given, else --eviction-hard.
-func evictionThresholds(opts options) (nodesignal.Thresholds, error) {
+// kubeletSettings are the kubelet's hard thresholds and its kubepods
+// cgroup: from its config file when given and present, else
+// --eviction-hard and --enforce-node-allocatable. A config file that is
+// not there is a warning, not an error: a DaemonSet names one path for
+// every node, and only some kubelets (kubeadm's) keep their config there.
+func kubeletSettings(opts options, log *slog.Logger) (nodesignal.KubeletConfig, error) {
 	if opts.kubeletCfg != "" {
-		return nodesignal.FromKubeletConfig(opts.kubeletCfg)
+		kc, err := nodesignal.ReadKubeletConfig(opts.kubeletCfg)
+		if err == nil {
+			return kc, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return kc, err
+		}
+		log.Warn("kubelet config not found; using --eviction-hard and --enforce-node-allocatable", "path", opts.kubeletCfg)
 	}
-	th, err := nodesignal.ParseEvictionHard(opts.evictionHard)
+	th, err := nodesignal.ParseEvictionHard(opts.evictionHard, opts.enforceAlloc)
 	if err != nil {
-		return nil, fmt.Errorf("--eviction-hard: %w", err)
+		return nodesignal.KubeletConfig{}, fmt.Errorf("--eviction-hard: %w", err)
 	}
-	return th, nil
+	return nodesignal.KubeletConfig{Thresholds: th, EnforceNodeAllocatable: opts.enforceAlloc}, nil
 }
 
 // nodeSignals returns the sampler of the node's memory signals, or nil when
 // they cannot be read here (logged; the rest works without them).
-func nodeSignals(opts options, th nodesignal.Thresholds, node string, log *slog.Logger, onPressure func(event.MemoryPressure)) *nodesignal.Sampler {
+func nodeSignals(opts options, kubelet nodesignal.KubeletConfig, node string, log *slog.Logger, onPressure func(event.MemoryPressure)) *nodesignal.Sampler {
 	src, err := nodesignal.Detect(opts.procfs, opts.kubepods)
+	if err == nil && opts.kubepods == "" && kubelet.Kubepods != "" {
+		// What the kubelet's config says, if it is there; else what
+		// Detect found (an empty config names the default root).
+		if fromConfig, err := nodesignal.Detect(opts.procfs, kubelet.Kubepods); err == nil {
+			src = fromConfig
+		}
+	}
 	if err != nil {
 		log.Warn("node memory signals unavailable", "err", err)
 		return nil
 	}
+	th := kubelet.Thresholds
 	// Read once to check and log, outside the sampler: its first sample
 	// (in Run, once the stage exists) reports a signal already below.
-	nm, err := src.Read(th, 0, time.Now())
+	nm, err := src.Read(th, time.Now())
 	if err != nil {
 		log.Warn("node memory signals unreadable", "root", src.Root, "err", err)
 		return nil
 	}
 	s := nodesignal.NewSampler(src, th, nodesignal.SamplerOptions{Node: node, OnPressure: onPressure, Logger: log})
-	attrs := []any{"thresholds", th.String(), "memory_hierarchy", src.Root, "kubepods", src.Kubepods,
-		"memory_available", nm.MemoryAvailable.AvailableBytes}
+	attrs := []any{"thresholds", th.String(), "enforce_node_allocatable", strings.Join(kubelet.EnforceNodeAllocatable, ","),
+		"memory_hierarchy", src.Root, "kubepods", src.Kubepods, "memory_available", nm.MemoryAvailable.AvailableBytes}
 	if a := nm.AllocatableMemoryAvailable; a != nil {
 		attrs = append(attrs, "allocatable_memory_available", a.AvailableBytes)
 	}
@@ -455,8 +471,9 @@ Flags:
 	fs.StringArrayVar(&o.namespaces, "filter.namespace", nil, "write only events of pods in this namespace (repeatable); metrics still count all")
 	fs.StringArrayVar(&o.pods, "filter.pod", nil, "write only events of this pod, NAME or NAMESPACE/NAME (repeatable); metrics still count all")
 	fs.StringVar(&o.evictionHard, "eviction-hard", nodesignal.DefaultEvictionHard, "the kubelet's hard eviction thresholds, in its --eviction-hard syntax (memory signals are used; percentages allowed)")
-	fs.StringVar(&o.kubeletCfg, "kubelet.config", "", "read the thresholds from this KubeletConfiguration file (evictionHard) instead of --eviction-hard")
-	fs.StringVar(&o.kubepods, "kubepods-cgroup", "", "the kubepods cgroup in the memory hierarchy, for allocatableMemory.available; empty: /kubepods.slice or /kubepods")
+	fs.StringSliceVar(&o.enforceAlloc, "enforce-node-allocatable", []string{nodesignal.EnforcePods}, "the kubelet's --enforce-node-allocatable: with pods in it, the memory.available threshold applies to allocatableMemory.available too; none: no allocatable threshold")
+	fs.StringVar(&o.kubeletCfg, "kubelet.config", "", "read evictionHard, enforceNodeAllocatable and the kubepods cgroup (cgroupRoot, cgroupDriver) from this KubeletConfiguration file instead of the flags; a file that is not there is a warning and the flags apply")
+	fs.StringVar(&o.kubepods, "kubepods-cgroup", "", "the kubepods cgroup in the memory hierarchy, for allocatableMemory.available; empty: from --kubelet.config, else /kubepods.slice or /kubepods")
 	fs.DurationVar(&o.sampleEvery, "node.sample-interval", time.Second, "read the node's memory signals this often (and at every kernel event)")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for the cluster view (evictions, MemoryPressure); empty: in-cluster when running in a pod, else none; none: off")
 	fs.DurationVar(&o.corrWindow, "correlation.window", correlate.DefaultWindow, "a kernel OOM kill and a kubelet eviction of one pod this close are linked")

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -86,7 +87,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--refusal.window", "0"}, 2, "--refusal.window must be positive"},
 		{[]string{"--eviction-hard", "memory.available>1Gi"}, 2, "--eviction-hard"},
 		{[]string{"--eviction-hard", "memory.available<200%"}, 2, "percentage"},
-		{[]string{"--kubelet.config", "/nonexistent/config.yaml"}, 2, "kubelet config"},
+		{[]string{"--kubelet.config", "testdata/pod.yaml"}, 2, "kubelet config"},
 		{[]string{"--node.sample-interval", "0"}, 2, "--node.sample-interval must be positive"},
 		{[]string{"--correlation.window", "-1m"}, 2, "--correlation.window must be positive"},
 		{[]string{"--cri.retention", "0"}, 2, "--cri.retention must be positive"},
@@ -99,6 +100,21 @@ func TestUsageErrors(t *testing.T) {
 		if code != c.code || !strings.Contains(stderr.String(), c.stderr) {
 			t.Errorf("%v: exit %d, stderr %q; want exit %d and %q", c.args, code, stderr.String(), c.code, c.stderr)
 		}
+	}
+}
+
+// TestKubeletConfigMissing: a DaemonSet names one kubelet config path for
+// every node, and only some kubelets keep their config there: a missing
+// file is a warning, and the flags apply.
+func TestKubeletConfigMissing(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	kc, err := kubeletSettings(options{kubeletCfg: "/nonexistent/config.yaml", evictionHard: "memory.available<1Gi", enforceAlloc: []string{"none"}}, log)
+	if err != nil || kc.Thresholds["memory.available"].Bytes != 1<<30 || len(kc.Thresholds) != 1 || kc.Kubepods != "" {
+		t.Errorf("settings %+v, err %v: want the flags' memory.available<1Gi only", kc, err)
+	}
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "/nonexistent/config.yaml") {
+		t.Errorf("no warning naming the path: %s", logs.String())
 	}
 }
 

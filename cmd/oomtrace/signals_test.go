@@ -31,12 +31,12 @@ func TestNodeSignalsStandalone(t *testing.T) {
 		}
 	}
 
-	// 280 MiB of 512 MiB - 1 KiB: allocatable available about 232 MiB < 300 MiB.
+	// 280 MiB of the 512 MiB limit: allocatable available about 232 MiB < 300 MiB.
 	holder := memcgtest.New(t, kubepods, 0)
 	hog := holder.Start(t, memcgtest.HogOptions{Bytes: 280 << 20, Idle: true})
 	below := waitPressure(t, d, true)
-	if below.CapacityBytes != limit-1024 || below.CapacitySource != "kubepods_limit" || below.AvailableBytes >= 300<<20 ||
-		below.ThresholdBytes == nil || *below.ThresholdBytes != 300<<20 || below.WorkingSetBytes <= limit-1024-300<<20 {
+	if below.CapacityBytes != limit || below.CapacitySource != "kubepods_limit" || below.AvailableBytes >= 300<<20 ||
+		below.ThresholdBytes == nil || *below.ThresholdBytes != 300<<20 || below.WorkingSetBytes <= limit-300<<20 {
 		t.Errorf("below: %+v", below)
 	}
 	hog.Cmd.Process.Kill()
@@ -59,7 +59,7 @@ func TestNodeSignalsStandalone(t *testing.T) {
 				continue
 			}
 			nm := ev.NodeMemory
-			if nm == nil || nm.MemoryAvailable == nil || nm.AllocatableMemoryAvailable == nil || nm.AllocatableMemoryAvailable.CapacityBytes != limit-1024 {
+			if nm == nil || nm.MemoryAvailable == nil || nm.AllocatableMemoryAvailable == nil || nm.AllocatableMemoryAvailable.CapacityBytes != limit {
 				t.Errorf("node_memory: %s", line)
 			}
 			if ev.Cause != "kernel_oom_other" {
