@@ -25,18 +25,34 @@ run: ## Run oomtrace on this host (root); events on stdout, logs on stderr.
 	@$(SUDO) ./$(BIN) $(ARGS)
 
 .PHONY: test
-test: test-host test-kernels ## The whole suite: on this kernel, then inside a stock Debian kernel under qemu.
+test: test-host test-cluster test-kernels ## The whole suite: on this kernel, in a real single-node cluster, then inside stock Debian kernels under qemu.
 
 .PHONY: test-host
 # -p 1: the real-kernel tests of different packages would fill each other's
 # ring buffers with their kills.
 test-host: test-deps ## Run the tests on this machine's kernel; as root they include real OOM kills and a real containerd.
-	$(SUDO) $(GO) test -count=1 -p 1 ./...
+	$(SUDO) $(GO) test -count=1 -p 1 $$($(GO) list ./... | grep -v /internal/clustertest)
+
+.PHONY: test-cluster
+# The Kubernetes version of the cluster suite (kube-apiserver, kubelet,
+# kube-controller-manager, kube-scheduler, built once from the Go module
+# proxy and cached under ~/.cache/oomtrace/kube).
+KUBE_VERSION ?= v1.37.2
+IMAGE_ARCHIVE := bin/oomtrace-image.tar
+test-cluster: test-deps image ## Deploy the DaemonSet into a real single-node cluster (etcd, API server, kubelet, containerd) and check it against the kubelet (root).
+	@echo "kube binaries $(KUBE_VERSION): built once from the Go module proxy (about 15 minutes cold), then cached"
+	@kube=$$(bash internal/clustertest/kube-build.sh $(KUBE_VERSION)) && \
+	rm -f $(IMAGE_ARCHIVE) && buildah --storage-driver vfs push -q $(IMAGE) oci-archive:$(IMAGE_ARCHIVE):$(IMAGE) >/dev/null && \
+	$(SUDO) env OOMTRACE_KUBE_BIN=$$kube OOMTRACE_IMAGE=$(IMAGE) OOMTRACE_IMAGE_ARCHIVE=$(CURDIR)/$(IMAGE_ARCHIVE) \
+		$(GO) test -count=1 -timeout 30m -v ./internal/clustertest
 
 .PHONY: test-deps
-test-deps: ## Install what the privileged tests run (containerd, runc) when missing (root, Debian).
+test-deps: ## Install what the privileged tests run (containerd, runc, etcd) when missing (root, Debian).
 	@if ! command -v containerd >/dev/null || ! command -v runc >/dev/null; then \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends containerd runc >/dev/null; \
+	fi
+	@if ! command -v etcd >/dev/null; then \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server >/dev/null; \
 	fi
 
 .PHONY: test-kernels

@@ -3,6 +3,7 @@ package deploy
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kjson "sigs.k8s.io/json"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 )
 
@@ -39,6 +42,11 @@ type kustomization struct {
 	Patches    []struct {
 		Path string `json:"path"`
 	} `json:"patches"`
+	Images []struct {
+		Name    string `json:"name"`
+		NewName string `json:"newName"`
+		NewTag  string `json:"newTag"`
+	} `json:"images"`
 }
 
 // decodeFile splits a YAML file into documents and decodes each strictly
@@ -132,38 +140,102 @@ func only[T any](t *testing.T, objs []any) T {
 
 func TestEveryManifestDecodesStrictly(t *testing.T) {
 	m := all(t)
-	if len(m) < 8 {
+	if len(m) < 9 {
 		t.Fatalf("only %d manifest files found", len(m))
 	}
-	// Every file the kustomizations name exists and decodes.
-	k := only[*kustomization](t, m["kustomization.yaml"])
+	// Every file the base names exists and decodes; every manifest of the
+	// base is in it.
+	k := only[*kustomization](t, m["base/kustomization.yaml"])
 	for _, r := range k.Resources {
-		if _, ok := m[r]; !ok {
-			t.Errorf("kustomization.yaml names %s, which is not a manifest here", r)
+		if _, ok := m["base/"+r]; !ok {
+			t.Errorf("base/kustomization.yaml names %s, which is not a manifest there", r)
 		}
 	}
 	for f := range m {
-		if f == "kustomization.yaml" || f == "podmonitor.yaml" || strings.Contains(f, "/") {
-			continue
-		}
-		if !slices.Contains(k.Resources, f) {
-			t.Errorf("%s is not in kustomization.yaml", f)
+		if dir, name, _ := strings.Cut(f, "/"); dir == "base" && name != "kustomization.yaml" && !slices.Contains(k.Resources, name) {
+			t.Errorf("%s is not in base/kustomization.yaml", f)
 		}
 	}
+	// Both variants take the base; neither can take deploy/ itself (a
+	// base containing its overlay is a kustomize error).
+	if kd := only[*kustomization](t, m["kustomization.yaml"]); len(kd.Resources) != 1 || kd.Resources[0] != "base" {
+		t.Errorf("deploy/kustomization.yaml: %+v", kd)
+	}
 	kc := only[*kustomization](t, m["capabilities/kustomization.yaml"])
-	if len(kc.Resources) != 1 || kc.Resources[0] != ".." || len(kc.Patches) != 1 {
+	if len(kc.Resources) != 1 || kc.Resources[0] != "../base" || len(kc.Patches) != 1 {
 		t.Errorf("capabilities overlay: %+v", kc)
 	}
 	if _, ok := m[filepath.Join("capabilities", kc.Patches[0].Path)]; !ok {
 		t.Errorf("capabilities overlay patch %s missing", kc.Patches[0].Path)
 	}
+	// The image users set is the one the DaemonSet names.
+	ds := only[*appsv1.DaemonSet](t, m["base/daemonset.yaml"])
+	if image, _, _ := strings.Cut(ds.Spec.Template.Spec.Containers[0].Image, ":"); len(k.Images) != 1 || k.Images[0].Name != image {
+		t.Errorf("kustomization images %+v do not name the DaemonSet's image %s", k.Images, ds.Spec.Template.Spec.Containers[0].Image)
+	}
+}
+
+// TestKustomizeBuilds renders both variants as kubectl apply -k does: the
+// capabilities variant once named deploy/ as its base, which kustomize
+// refuses.
+func TestKustomizeBuilds(t *testing.T) {
+	for _, dir := range []string{".", "capabilities"} {
+		res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+		if err != nil {
+			t.Errorf("kustomize build %s: %v", dir, err)
+			continue
+		}
+		kinds := map[string]int{}
+		for _, r := range res.Resources() {
+			kinds[r.GetKind()]++
+			if r.GetKind() != "DaemonSet" {
+				continue
+			}
+			privileged, _, _ := unstructuredBool(r.Map, "spec", "template", "spec", "containers", "0", "securityContext", "privileged")
+			if privileged != (dir == ".") {
+				t.Errorf("%s: DaemonSet privileged=%v", dir, privileged)
+			}
+		}
+		if kinds["DaemonSet"] != 1 || kinds["ClusterRole"] != 1 || kinds["ServiceAccount"] != 1 || kinds["Namespace"] != 1 {
+			t.Errorf("%s: kinds %v", dir, kinds)
+		}
+	}
+}
+
+// unstructuredBool reads a bool along a path of map keys and list indexes.
+func unstructuredBool(m func() (map[string]any, error), path ...string) (bool, bool, error) {
+	obj, err := m()
+	if err != nil {
+		return false, false, err
+	}
+	var cur any = obj
+	for _, p := range path {
+		switch v := cur.(type) {
+		case map[string]any:
+			cur = v[p]
+		case []any:
+			i := 0
+			fmt.Sscanf(p, "%d", &i)
+			if i >= len(v) {
+				return false, false, nil
+			}
+			cur = v[i]
+		default:
+			return false, false, nil
+		}
+	}
+	b, ok := cur.(bool)
+	return b, ok, nil
 }
 
 func TestDaemonSetInvariants(t *testing.T) {
-	ds := only[*appsv1.DaemonSet](t, all(t)["daemonset.yaml"])
+	ds := only[*appsv1.DaemonSet](t, all(t)["base/daemonset.yaml"])
 	spec := ds.Spec.Template.Spec
 	if !spec.HostPID {
 		t.Error("hostPID must be true: victims are looked up in the host's /proc")
+	}
+	if !spec.HostNetwork || spec.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+		t.Error("hostNetwork with ClusterFirstWithHostNet: a node agent must not depend on the pod network")
 	}
 	if spec.PriorityClassName != "system-node-critical" {
 		t.Errorf("priorityClassName = %q", spec.PriorityClassName)
@@ -211,7 +283,7 @@ func TestDaemonSetInvariants(t *testing.T) {
 	for _, vm := range c.VolumeMounts {
 		mounts[volumes[vm.Name]] = vm
 	}
-	for _, host := range []string{"/sys/kernel/btf", "/sys/fs/cgroup", "/proc"} {
+	for _, host := range []string{"/sys/kernel/btf", "/sys/fs/cgroup", "/proc", "/var/lib/kubelet/config.yaml"} {
 		vm, ok := mounts[host]
 		if !ok || !vm.ReadOnly {
 			t.Errorf("host %s must be mounted read-only (%+v)", host, vm)
@@ -219,6 +291,9 @@ func TestDaemonSetInvariants(t *testing.T) {
 	}
 	if mounts["/proc"].MountPath != "/host/proc" || !slices.Contains(c.Args, "--path.procfs=/host/proc") {
 		t.Error("the host's /proc goes to /host/proc and --path.procfs points there")
+	}
+	if !slices.Contains(c.Args, "--kubelet.config="+mounts["/var/lib/kubelet/config.yaml"].MountPath) {
+		t.Errorf("--kubelet.config must name where the kubelet's config is mounted (%s)", mounts["/var/lib/kubelet/config.yaml"].MountPath)
 	}
 	port := -1
 	for _, p := range c.Ports {
@@ -253,7 +328,7 @@ func TestCapabilitiesVariant(t *testing.T) {
 		add = append(add, string(c))
 	}
 	slices.Sort(add)
-	if want := []string{"BPF", "PERFMON", "SYS_RESOURCE"}; !slices.Equal(add, want) {
+	if want := []string{"BPF", "PERFMON"}; !slices.Equal(add, want) {
 		t.Errorf("capabilities %v, want exactly %v", add, want)
 	}
 	if len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" {
@@ -265,7 +340,7 @@ func TestCapabilitiesVariant(t *testing.T) {
 }
 
 func TestRBACIsReadOnly(t *testing.T) {
-	objs := all(t)["rbac.yaml"]
+	objs := all(t)["base/rbac.yaml"]
 	role := only[*rbacv1.ClusterRole](t, objs)
 	if len(role.Rules) != 1 {
 		t.Fatalf("%d rules", len(role.Rules))
@@ -279,7 +354,7 @@ func TestRBACIsReadOnly(t *testing.T) {
 		t.Errorf("rule %+v: want get/list/watch on pods, events, nodes only", r)
 	}
 	b := only[*rbacv1.ClusterRoleBinding](t, objs)
-	sa := only[*corev1.ServiceAccount](t, all(t)["serviceaccount.yaml"])
+	sa := only[*corev1.ServiceAccount](t, all(t)["base/serviceaccount.yaml"])
 	if b.RoleRef.Name != role.Name || len(b.Subjects) != 1 || b.Subjects[0].Name != sa.Name || b.Subjects[0].Namespace != sa.Namespace {
 		t.Errorf("binding %+v does not bind %s to %s/%s", b, role.Name, sa.Namespace, sa.Name)
 	}
@@ -287,9 +362,9 @@ func TestRBACIsReadOnly(t *testing.T) {
 
 func TestScrapeTargets(t *testing.T) {
 	m := all(t)
-	svc := only[*corev1.Service](t, m["service.yaml"])
+	svc := only[*corev1.Service](t, m["base/service.yaml"])
 	pm := only[*podMonitor](t, m["podmonitor.yaml"])
-	ds := only[*appsv1.DaemonSet](t, m["daemonset.yaml"])
+	ds := only[*appsv1.DaemonSet](t, m["base/daemonset.yaml"])
 	labels := ds.Spec.Template.Labels
 	for k, v := range svc.Spec.Selector {
 		if labels[k] != v {

@@ -42,6 +42,9 @@ type Runtime struct {
 	// this runtime's.
 	CgroupRoot string
 	Memcg      memcgtest.Hierarchy
+	// RunDir is what a pod should mount as the host's /run (with
+	// Options.RunDir the socket is below it).
+	RunDir string
 
 	dir       string
 	cmd       *exec.Cmd
@@ -53,10 +56,34 @@ type Runtime struct {
 	created []string
 }
 
+// Options shape a runtime beyond the defaults.
+type Options struct {
+	// Images are more OCI image archives to import (each must name its
+	// image in the io.containerd.image.name annotation).
+	Images []string
+	// EveryHierarchy creates CgroupRoot in every cgroup hierarchy before
+	// containerd starts, copying cpuset.cpus and cpuset.mems down: the
+	// kubelet exits unless its cgroupRoot exists in all of them.
+	EveryHierarchy bool
+	// MemoryLimit limits CgroupRoot in the memory hierarchy (bytes; 0:
+	// none), so that nothing below it can cause a global OOM.
+	MemoryLimit int64
+	// RunDir puts the socket where a node has it, below Dir()/run:
+	// run/containerd/containerd.sock, for a pod that mounts that
+	// directory as the host's /run.
+	RunDir bool
+}
+
 // Start installs nothing: it needs containerd, runc and ctr on PATH (the
 // Makefile's test-deps installs them) and root. Without them the test skips,
 // or fails when OOMTRACE_REQUIRE_PRIVILEGED=1.
 func Start(t *testing.T) *Runtime {
+	t.Helper()
+	return StartWith(t, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(t *testing.T, o Options) *Runtime {
 	t.Helper()
 	memcgtest.RequireRoot(t)
 	if os.Getenv("OOMTRACE_GUEST") == "1" {
@@ -83,11 +110,28 @@ func Start(t *testing.T) *Runtime {
 	r := &Runtime{
 		dir:        dir,
 		Socket:     filepath.Join(dir, "containerd.sock"),
+		RunDir:     filepath.Join(dir, "run"),
 		CgroupRoot: filepath.Join(h.Self, filepath.Base(dir)),
 		Memcg:      h,
 	}
+	if o.RunDir {
+		r.Socket = filepath.Join(r.RunDir, "containerd", "containerd.sock")
+		must(t, os.MkdirAll(filepath.Dir(r.Socket), 0o755))
+	}
 	t.Cleanup(func() { r.teardown(t) })
 	r.recordCgroups(t)
+	if o.EveryHierarchy {
+		r.makeCgroupRoot(t)
+	}
+	if o.MemoryLimit > 0 {
+		dir := filepath.Join(h.Root, r.CgroupRoot)
+		must(t, os.MkdirAll(dir, 0o755))
+		limitFile := "memory.max"
+		if h.V1 {
+			limitFile = "memory.limit_in_bytes"
+		}
+		must(t, os.WriteFile(filepath.Join(dir, limitFile), []byte(fmt.Sprint(o.MemoryLimit)), 0))
+	}
 
 	image := r.buildImage(t)
 	r.writeConfig(t)
@@ -122,11 +166,43 @@ func Start(t *testing.T) *Runtime {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	out, err := exec.Command("ctr", "--address", r.Socket, "-n", "k8s.io", "images", "import", "--all-platforms", image).CombinedOutput()
-	if err != nil {
-		t.Fatalf("import test image: %v\n%s", err, out)
+	for _, archive := range append([]string{image}, o.Images...) {
+		out, err := exec.Command("ctr", "--address", r.Socket, "-n", "k8s.io", "images", "import", "--all-platforms", archive).CombinedOutput()
+		if err != nil {
+			t.Fatalf("import image %s: %v\n%s", archive, err, out)
+		}
 	}
 	return r
+}
+
+// Dir is the runtime's private directory (config, state, logs); it is
+// removed at teardown.
+func (r *Runtime) Dir() string { return r.dir }
+
+// makeCgroupRoot creates CgroupRoot in every cgroup hierarchy. A new
+// cpuset cgroup has no CPUs and no memory nodes until they are written:
+// each level gets its parent's.
+func (r *Runtime) makeCgroupRoot(t *testing.T) {
+	for _, mnt := range cgroupMounts(t) {
+		dir := mnt
+		for _, part := range strings.Split(strings.Trim(r.CgroupRoot, "/"), "/") {
+			parent := dir
+			dir = filepath.Join(dir, part)
+			if _, err := os.Stat(dir); err == nil {
+				continue
+			}
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatalf("create cgroup %s: %v", dir, err)
+			}
+			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+				if b, err := os.ReadFile(filepath.Join(parent, f)); err == nil {
+					if err := os.WriteFile(filepath.Join(dir, f), b, 0); err != nil {
+						t.Fatalf("cgroup %s: write %s: %v", dir, f, err)
+					}
+				}
+			}
+		}
+	}
 }
 
 // Kill kills containerd by its PID, as a crash would: the shims and the
@@ -482,7 +558,17 @@ func cgroupMounts(t *testing.T) []string {
 // removes the cgroups and directories it created.
 func (r *Runtime) teardown(t *testing.T) {
 	if r.CRI != nil && r.cmd != nil && r.cmd.Process != nil {
-		for _, id := range r.sandboxes {
+		// Every sandbox, also those a kubelet created on this runtime.
+		ids := r.sandboxes
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if list, err := r.CRI.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); err == nil {
+			ids = nil
+			for _, s := range list.Items {
+				ids = append(ids, s.Id)
+			}
+		}
+		cancel()
+		for _, id := range ids {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			_, _ = r.CRI.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id})
 			_, _ = r.CRI.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id})

@@ -2,7 +2,9 @@
 // process, an idle container holding some memory, or a memory hog.
 //
 //	ctrbin pause        wait for SIGTERM or SIGINT
-//	ctrbin stubborn     ignore SIGTERM: only SIGKILL ends it
+//	ctrbin stubborn [MIB [MS]]
+//	                    ignore SIGTERM (only SIGKILL ends it); like hog
+//	                    with MIB
 //	ctrbin idle MIB     touch MIB MiB, then wait
 //	ctrbin hog MIB [MS] after MS milliseconds, touch memory in 4 MiB steps
 //	                    up to MIB MiB, then wait
@@ -46,13 +48,13 @@ func main() {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	switch os.Args[1] {
-	case "stubborn":
-		signal.Reset(syscall.SIGTERM)
-		signal.Ignore(syscall.SIGTERM)
-		fmt.Println("stubborn: ignoring SIGTERM")
-		select {}
 	case "pause":
-	case "idle", "hog":
+	case "idle", "hog", "stubborn":
+		if os.Args[1] == "stubborn" {
+			signal.Reset(syscall.SIGTERM)
+			signal.Ignore(syscall.SIGTERM)
+			fmt.Println("stubborn: ignoring SIGTERM")
+		}
 		mib := 0
 		if len(os.Args) > 2 {
 			mib, _ = strconv.Atoi(os.Args[2])
@@ -63,6 +65,9 @@ func main() {
 		}
 		touch(mib)
 		fmt.Printf("%s: holding %d MiB\n", os.Args[1], mib)
+		if os.Args[1] == "stubborn" {
+			select {}
+		}
 	default:
 		fmt.Fprintf(os.Stderr, "ctrbin: unknown mode %q\n", os.Args[1])
 		os.Exit(2)

@@ -1,0 +1,312 @@
+package clustertest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+
+	"github.com/oomtrace/oomtrace/event"
+)
+
+// deployedImage is the image deploy/kustomization.yaml names.
+const deployedImage = "ghcr.io/oomtrace/oomtrace"
+
+// Oomtrace is oomtrace running in the cluster as its DaemonSet's pod.
+type Oomtrace struct {
+	c *Cluster
+	// Pod is the DaemonSet's pod on the node.
+	Pod *corev1.Pod
+}
+
+// Deploy applies the kustomization at dir (deploy/ or an overlay of it) as
+// kubectl apply -k does, with two changes a user of this cluster would
+// make: the image (built by make image, imported into the node's
+// containerd) and the node's paths that are not the usual ones here (the
+// kubelet's config, the runtime's /run). It waits for the DaemonSet's pod
+// to be Ready.
+func (c *Cluster) Deploy(t *testing.T, dir, image string) *Oomtrace {
+	t.Helper()
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, tag := image, "latest"
+	if i := strings.LastIndex(image, ":"); i > strings.LastIndex(image, "/") {
+		name, tag = image[:i], image[i+1:]
+	}
+	overlay := t.TempDir()
+	// kustomize takes a base by a path relative to the overlay only.
+	base, err := filepath.Rel(overlay, abs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kustomization := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - %s
+images:
+  - name: %s
+    newName: %s
+    newTag: %q
+patches:
+  - patch: |
+      apiVersion: apps/v1
+      kind: DaemonSet
+      metadata: {name: oomtrace, namespace: oomtrace}
+      spec:
+        template:
+          spec:
+            volumes:
+              - name: kubelet-config
+                hostPath: {path: %s, type: File}
+              - name: run
+                hostPath: {path: %s, type: Directory}
+`, base, deployedImage, name, tag, filepath.Join(c.KubeletDir, "config.yaml"), c.Runtime.RunDir)
+	if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(kustomization), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	opts := krusty.MakeDefaultOptions()
+	opts.LoadRestrictions = 0 // LoadRestrictionsNone: the base is outside the overlay
+	resources, err := krusty.MakeKustomizer(opts).Run(filesys.MakeFsOnDisk(), overlay)
+	if err != nil {
+		t.Fatalf("kustomize %s: %v", dir, err)
+	}
+	dyn, err := dynamic.NewForConfig(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(c.Client.Discovery()))
+	ctx := context.Background()
+	for _, r := range resources.Resources() {
+		m, err := r.Map()
+		if err != nil {
+			t.Fatal(err)
+		}
+		obj := &unstructured.Unstructured{Object: m}
+		gvk := obj.GroupVersionKind()
+		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			t.Fatalf("%s: %v", gvk, err)
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
+		if ns := obj.GetNamespace(); ns != "" {
+			ri = dyn.Resource(mapping.Resource).Namespace(ns)
+		}
+		if _, err := ri.Apply(ctx, obj.GetName(), obj, metav1.ApplyOptions{FieldManager: "oomtrace-test", Force: true}); err != nil {
+			t.Fatalf("apply %s %s: %v", gvk.Kind, obj.GetName(), err)
+		}
+	}
+	o := &Oomtrace{c: c}
+	o.waitReady(t, "")
+	return o
+}
+
+// Restart deletes the DaemonSet's pod, as a node reboot or a kubectl
+// delete would, and waits for its replacement to be Ready: it reads the
+// kubelet's configuration again.
+func (o *Oomtrace) Restart(t *testing.T) {
+	t.Helper()
+	old := o.Pod.Name
+	if err := o.c.Client.CoreV1().Pods("oomtrace").Delete(context.Background(), old, metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("delete %s: %v", old, err)
+	}
+	o.waitReady(t, old)
+}
+
+// waitReady waits for a Ready pod of the DaemonSet other than not.
+func (o *Oomtrace) waitReady(t *testing.T, not string) {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(3 * time.Minute)
+	var last *corev1.Pod
+	for {
+		pods, err := o.c.Client.CoreV1().Pods("oomtrace").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=oomtrace"})
+		if err == nil {
+			for i := range pods.Items {
+				p := &pods.Items[i]
+				if p.Name == not || p.DeletionTimestamp != nil {
+					continue
+				}
+				last = p
+				if p.Spec.NodeName == NodeName && podReady(p) {
+					o.Pod = p
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			if last == nil {
+				t.Fatalf("no pod of oomtrace's DaemonSet on the node (%v)\ncontroller-manager:\n%s", err, tail(o.c.Log("kube-controller-manager"), 20))
+			}
+			t.Fatalf("oomtrace's pod %s not Ready: phase %s, conditions %+v, containers %+v\nlogs:\n%s\nkubelet on it:\n%s",
+				last.Name, last.Status.Phase, last.Status.Conditions, last.Status.ContainerStatuses,
+				tail(o.logsOf(t, last.Name), 30), o.c.grepLog("kubelet", last.Name, 10))
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+			return true
+		}
+	}
+	return false
+}
+
+// Logs is the pod's log through the API server (kubectl logs): the events
+// on stdout and the log lines on stderr.
+func (o *Oomtrace) Logs(t *testing.T) string {
+	t.Helper()
+	return o.logsOf(t, o.Pod.Name)
+}
+
+func (o *Oomtrace) logsOf(t *testing.T, pod string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rc, err := o.c.Client.CoreV1().Pods("oomtrace").GetLogs(pod, &corev1.PodLogOptions{Container: "oomtrace"}).Stream(ctx)
+	if err != nil {
+		return fmt.Sprintf("(logs of %s: %v)", pod, err)
+	}
+	defer rc.Close()
+	b, _ := io.ReadAll(rc)
+	return string(b)
+}
+
+// Events are the events in the pod's log so far, by type.
+type Events struct {
+	Kills     []event.OOMKill
+	Evictions []event.Eviction
+	Pressure  []event.MemoryPressure
+	Nodes     []event.NodeCondition
+	Lines     []string // every JSON line, as written
+}
+
+// Events parses the JSON lines of the pod's log.
+func (o *Oomtrace) Events(t *testing.T) Events {
+	t.Helper()
+	var ev Events
+	sc := bufio.NewScanner(strings.NewReader(o.Logs(t)))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if !bytes.HasPrefix(line, []byte(`{"type":`)) {
+			continue
+		}
+		ev.Lines = append(ev.Lines, string(line))
+		var head struct{ Type string }
+		if err := json.Unmarshal(line, &head); err != nil {
+			t.Fatalf("bad JSON line %s: %v", line, err)
+		}
+		var err error
+		switch head.Type {
+		case event.TypeOOMKill:
+			var v event.OOMKill
+			err = json.Unmarshal(line, &v)
+			ev.Kills = append(ev.Kills, v)
+		case event.TypeEviction:
+			var v event.Eviction
+			err = json.Unmarshal(line, &v)
+			ev.Evictions = append(ev.Evictions, v)
+		case event.TypeMemoryPressure:
+			var v event.MemoryPressure
+			err = json.Unmarshal(line, &v)
+			ev.Pressure = append(ev.Pressure, v)
+		case event.TypeNodeCondition:
+			var v event.NodeCondition
+			err = json.Unmarshal(line, &v)
+			ev.Nodes = append(ev.Nodes, v)
+		}
+		if err != nil {
+			t.Fatalf("line %s: %v", line, err)
+		}
+	}
+	return ev
+}
+
+// WaitEvents polls the pod's log until done says the events are there.
+func (o *Oomtrace) WaitEvents(t *testing.T, what string, timeout time.Duration, done func(Events) bool) Events {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ev := o.Events(t)
+		if done(ev) {
+			return ev
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("oomtrace did not report %s in %v; its log:\n%s", what, timeout, tail(o.Logs(t), 60))
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// Metrics scrapes the pod's /metrics on the node's address (hostNetwork).
+func (o *Oomtrace) Metrics(t *testing.T) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get("http://" + NodeIP + ":9808/metrics")
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape: %s", resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parse /metrics: %v", err)
+	}
+	return fams
+}
+
+// Value is the value of the series of fam with these labels (a subset),
+// and whether there is one.
+func Value(fams map[string]*dto.MetricFamily, fam string, labels map[string]string) (float64, bool) {
+	f, ok := fams[fam]
+	if !ok {
+		return 0, false
+	}
+next:
+	for _, m := range f.Metric {
+		have := map[string]string{}
+		for _, l := range m.Label {
+			have[l.GetName()] = l.GetValue()
+		}
+		for k, v := range labels {
+			if have[k] != v {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue(), true
+		case m.Gauge != nil:
+			return m.Gauge.GetValue(), true
+		case m.Untyped != nil:
+			return m.Untyped.GetValue(), true
+		}
+	}
+	return 0, false
+}

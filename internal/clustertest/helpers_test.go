@@ -1,0 +1,167 @@
+package clustertest
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/oomtrace/oomtrace/internal/critest"
+	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/kernfile"
+)
+
+const mi = int64(1) << 20
+
+// imageUnderTest is oomtrace's image and its archive, from make
+// test-cluster; the test skips (fails under OOMTRACE_REQUIRE_PRIVILEGED=1)
+// without them.
+func imageUnderTest(t *testing.T) (name, archive string) {
+	t.Helper()
+	name, archive = os.Getenv(ImageEnv), os.Getenv(ImageArchiveEnv)
+	if name == "" || archive == "" {
+		msg := ImageEnv + " and " + ImageArchiveEnv + " are not set (make test-cluster builds the image and sets them)"
+		if os.Getenv(memcgtest.RequireEnv) == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return name, archive
+}
+
+// memTotal is the node's memory capacity as the kubelet sees it.
+func memTotal(t *testing.T) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mi, err := kernfile.ParseMeminfo(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int64(mi["MemTotal"])
+}
+
+// container is a test container: ctrbin with its arguments.
+type container struct {
+	name    string
+	args    []string
+	limit   int64 // memory limit in bytes; 0: none
+	request int64 // memory request in bytes; 0: none
+}
+
+// podSpec is a host-network pod of ctrbin containers on the node, the way
+// a scheduler would have placed it (no CNI here, no scheduler needed).
+func podSpec(ns, name string, restart corev1.RestartPolicy, grace int64, ctrs ...container) *corev1.Pod {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": name}},
+		Spec: corev1.PodSpec{
+			NodeName: NodeName, HostNetwork: true, AutomountServiceAccountToken: new(bool),
+			RestartPolicy: restart, TerminationGracePeriodSeconds: &grace,
+		},
+	}
+	for _, c := range ctrs {
+		ctr := corev1.Container{Name: c.name, Image: critest.Image, ImagePullPolicy: corev1.PullNever,
+			Command: []string{"/ctrbin"}, Args: c.args}
+		if c.limit > 0 {
+			q := *resource.NewQuantity(c.limit, resource.BinarySI)
+			ctr.Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: q}
+		}
+		if c.request > 0 {
+			q := *resource.NewQuantity(c.request, resource.BinarySI)
+			ctr.Resources.Requests = corev1.ResourceList{corev1.ResourceMemory: q}
+		}
+		p.Spec.Containers = append(p.Spec.Containers, ctr)
+	}
+	return p
+}
+
+func (c *Cluster) createPod(t *testing.T, p *corev1.Pod) *corev1.Pod {
+	t.Helper()
+	got, err := c.Client.CoreV1().Pods(p.Namespace).Create(context.Background(), p, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create pod %s/%s: %v", p.Namespace, p.Name, err)
+	}
+	return got
+}
+
+// waitPod polls a pod until ok says so.
+func (c *Cluster) waitPod(t *testing.T, ns, name, what string, timeout time.Duration, ok func(*corev1.Pod) bool) *corev1.Pod {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		p, err := c.Client.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
+		if err == nil && ok(p) {
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pod %s/%s: not %s in %v: %+v %v", ns, name, what, timeout, podStatus(p), err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+func podStatus(p *corev1.Pod) any {
+	if p == nil {
+		return nil
+	}
+	return p.Status
+}
+
+func running(p *corev1.Pod) bool {
+	if p.Status.Phase != corev1.PodRunning {
+		return false
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.State.Running == nil {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Cluster) deletePod(t *testing.T, ns, name string) {
+	t.Helper()
+	zero := int64(0)
+	_ = c.Client.CoreV1().Pods(ns).Delete(context.Background(), name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+	c.waitGone(t, ns, name)
+}
+
+func (c *Cluster) waitGone(t *testing.T, ns, name string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, err := c.Client.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil && strings.Contains(err.Error(), "not found") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pod %s/%s not gone: %v", ns, name, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// containerID is a container's id without the runtime's scheme.
+func containerID(s string) string {
+	_, id, _ := strings.Cut(s, "://")
+	return id
+}
+
+// within says whether a and b differ by at most frac of b.
+func within(a, b int64, frac float64) bool {
+	d := a - b
+	if d < 0 {
+		d = -d
+	}
+	if b < 0 {
+		b = -b
+	}
+	return float64(d) <= frac*float64(b)
+}
