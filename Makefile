@@ -57,8 +57,8 @@ test-deps: ## Install what the privileged tests run (containerd, runc, etcd) whe
 
 .PHONY: test-kernels
 test-kernels: ## Boot stock Debian kernels (kprobes, fentry, cgroup v2) under qemu and run the privileged tests there (root; installs qemu).
-	$(SUDO) bash kerneltest/run.sh stable
-	$(SUDO) bash kerneltest/run.sh backports
+	$(SUDO) bash internal/kerneltest/run.sh stable
+	$(SUDO) bash internal/kerneltest/run.sh backports
 
 .PHONY: test-unit
 test-unit: ## Run the tests as the current user (real-kernel tests skip unless root).
@@ -67,8 +67,8 @@ test-unit: ## Run the tests as the current user (real-kernel tests skip unless r
 .PHONY: fuzz
 # package:target
 FUZZ_TARGETS := tracer:FuzzDecodeOOMKill tracer:FuzzDecodeRefusal tracer:FuzzMemcgFromProcCgroup \
-	tracer:FuzzParseStat kernfile:FuzzParseMeminfo cgpath:FuzzParse \
-	nodesignal:FuzzParseEvictionHard evictionmsg:FuzzParse tracer:FuzzDecodeTaskSignal
+	tracer:FuzzParseStat internal/kernfile:FuzzParseMeminfo internal/cgpath:FuzzParse \
+	internal/nodememory:FuzzParseEvictionHard internal/evictionmsg:FuzzParse tracer:FuzzDecodeTaskSignal
 # Minimizing new inputs of 3.5 KiB stalls the fuzzer and can outlast -fuzztime
 # (then it reports "context deadline exceeded"): one attempt only.
 fuzz: ## Run every fuzz target for FUZZTIME each.

@@ -334,15 +334,16 @@ type NodeMemory struct {
 	Time Time `json:"time"` // when the cgroup files were read
 	// MemoryAvailable is memory.available: MemTotal minus the root
 	// cgroup's working set.
-	MemoryAvailable *Signal `json:"memory_available"`
+	MemoryAvailable *MemorySignal `json:"memory_available"`
 	// AllocatableMemoryAvailable is allocatableMemory.available: the pods'
 	// allocatable memory minus the kubepods cgroup's working set; null
 	// without a kubepods cgroup.
-	AllocatableMemoryAvailable *Signal `json:"allocatable_memory_available"`
+	AllocatableMemoryAvailable *MemorySignal `json:"allocatable_memory_available"`
 }
 
-// Signal is one kubelet memory signal. Available may be negative.
-type Signal struct {
+// MemorySignal is one of the kubelet's memory eviction signals (not a Unix
+// signal: see TaskSignal). Available may be negative.
+type MemorySignal struct {
 	AvailableBytes  int64   `json:"available_bytes"`
 	CapacityBytes   uint64  `json:"capacity_bytes"`
 	CapacitySource  string  `json:"capacity_source"`   // mem_total, kubepods_limit or node_allocatable
@@ -359,7 +360,7 @@ type MemoryPressure struct {
 	Node string `json:"node"`
 	// SignalName is memory.available or allocatableMemory.available.
 	SignalName string `json:"signal"`
-	Signal
+	MemorySignal
 	// Since is how long the signal had been on the other side, in
 	// seconds; null for the first sample after oomtrace started.
 	SinceSeconds *float64 `json:"since_seconds"`

@@ -1,3 +1,4 @@
-// Package exporter writes events out of the process: JSON lines or text on a
-// stream.
+// Package exporter takes events out of the process: JSON lines or text on a
+// stream behind a bounded queue that never stalls the tracer, and counters
+// and gauges for Prometheus over HTTP.
 package exporter

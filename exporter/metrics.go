@@ -235,7 +235,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 
 	if m.opts.NodeMemory != nil {
 		if nm, ok := m.opts.NodeMemory(); ok {
-			for name, sig := range map[string]*event.Signal{"memory.available": nm.MemoryAvailable, "allocatableMemory.available": nm.AllocatableMemoryAvailable} {
+			for name, sig := range map[string]*event.MemorySignal{"memory.available": nm.MemoryAvailable, "allocatableMemory.available": nm.AllocatableMemoryAvailable} {
 				if sig == nil {
 					continue
 				}

@@ -48,7 +48,7 @@ func knownSequence(m *Metrics) {
 	m.ObserveEviction(event.Eviction{Pod: event.Pod{Namespace: "batch", Name: "etl-3"}, Cause: event.CauseKubeletEviction,
 		Annotations: map[string]string{"offending_containers": "reader,writer"}})
 	m.ObserveEviction(event.Eviction{Pod: event.Pod{Namespace: "batch", Name: "etl-4"}, Cause: event.CauseKubeletEviction})
-	m.ObserveMemoryPressure(event.MemoryPressure{SignalName: "memory.available", Signal: event.Signal{BelowThreshold: true}})
+	m.ObserveMemoryPressure(event.MemoryPressure{SignalName: "memory.available", MemorySignal: event.MemorySignal{BelowThreshold: true}})
 	m.ObserveMemoryPressure(event.MemoryPressure{SignalName: "memory.available"})
 	m.ObserveNodeCondition(event.NodeCondition{Condition: "MemoryPressure", Status: "True"})
 	m.ObserveKubeletEvent("EvictionThresholdMet")
@@ -64,8 +64,8 @@ func newTestMetrics(now func() time.Time) *Metrics {
 		},
 		NodeMemory: func() (event.NodeMemory, bool) {
 			th := uint64(100 << 20)
-			return event.NodeMemory{MemoryAvailable: &event.Signal{AvailableBytes: 3 << 30, ThresholdBytes: &th},
-				AllocatableMemoryAvailable: &event.Signal{AvailableBytes: -(1 << 20), ThresholdBytes: &th}}, true
+			return event.NodeMemory{MemoryAvailable: &event.MemorySignal{AvailableBytes: 3 << 30, ThresholdBytes: &th},
+				AllocatableMemoryAvailable: &event.MemorySignal{AvailableBytes: -(1 << 20), ThresholdBytes: &th}}, true
 		},
 		Now: now,
 	})

@@ -200,7 +200,7 @@ func TestKubeletEventLines(t *testing.T) {
 			StarvedResource: "memory", AvailableBytes: &avail, ThresholdBytes: &threshold,
 			OffendingContainers: []event.OffendingContainer{{Name: s}}}
 		nc := event.NodeCondition{Type: event.TypeNodeCondition, Condition: "MemoryPressure", Status: "False", PreviousStatus: "True", Reason: s, SincePreviousSeconds: &since}
-		mp := event.MemoryPressure{Type: event.TypeMemoryPressure, SignalName: "memory.available", Signal: event.Signal{AvailableBytes: avail, ThresholdBytes: new(uint64), BelowThreshold: true}}
+		mp := event.MemoryPressure{Type: event.TypeMemoryPressure, SignalName: "memory.available", MemorySignal: event.MemorySignal{AvailableBytes: avail, ThresholdBytes: new(uint64), BelowThreshold: true}}
 
 		var text bytes.Buffer
 		tw := NewText(&text)

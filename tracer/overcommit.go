@@ -4,7 +4,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/oomtrace/oomtrace/kernfile"
+	"github.com/oomtrace/oomtrace/internal/kernfile"
 )
 
 // hostMemory is what the kernel's commit accounting decides by, read from

@@ -5,11 +5,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/oomtrace/oomtrace/correlate"
-	"github.com/oomtrace/oomtrace/enrich"
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/exporter"
-	"github.com/oomtrace/oomtrace/nodesignal"
+	"github.com/oomtrace/oomtrace/internal/correlate"
+	"github.com/oomtrace/oomtrace/internal/enrich"
+	"github.com/oomtrace/oomtrace/internal/nodememory"
 )
 
 // attribution is the stage between the sources (the tracer, the node
@@ -21,7 +21,7 @@ import (
 type attribution struct {
 	ctx      context.Context
 	enricher *enrich.Enricher
-	signals  *nodesignal.Sampler // nil when the node's signals cannot be read
+	signals  *nodememory.Sampler // nil when the node's signals cannot be read
 	// sampleEvery is the signals' sampling interval.
 	sampleEvery time.Duration
 	correlator  *correlate.Correlator

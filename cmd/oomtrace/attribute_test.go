@@ -5,11 +5,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oomtrace/oomtrace/correlate"
-	"github.com/oomtrace/oomtrace/cri"
-	"github.com/oomtrace/oomtrace/enrich"
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/exporter"
+	"github.com/oomtrace/oomtrace/internal/correlate"
+	"github.com/oomtrace/oomtrace/internal/cri"
+	"github.com/oomtrace/oomtrace/internal/enrich"
 )
 
 // written records what reaches the output.

@@ -21,13 +21,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	flag "github.com/spf13/pflag"
 
-	"github.com/oomtrace/oomtrace/clusterview"
-	"github.com/oomtrace/oomtrace/correlate"
-	"github.com/oomtrace/oomtrace/cri"
-	"github.com/oomtrace/oomtrace/enrich"
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/exporter"
-	"github.com/oomtrace/oomtrace/nodesignal"
+	"github.com/oomtrace/oomtrace/internal/clusterview"
+	"github.com/oomtrace/oomtrace/internal/correlate"
+	"github.com/oomtrace/oomtrace/internal/cri"
+	"github.com/oomtrace/oomtrace/internal/enrich"
+	"github.com/oomtrace/oomtrace/internal/nodememory"
 	"github.com/oomtrace/oomtrace/tracer"
 )
 
@@ -325,9 +325,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 // --eviction-hard and --enforce-node-allocatable. A config file that is
 // not there is a warning, not an error: a DaemonSet names one path for
 // every node, and only some kubelets (kubeadm's) keep their config there.
-func kubeletSettings(opts options, log *slog.Logger) (nodesignal.KubeletConfig, error) {
+func kubeletSettings(opts options, log *slog.Logger) (nodememory.KubeletConfig, error) {
 	if opts.kubeletCfg != "" {
-		kc, err := nodesignal.ReadKubeletConfig(opts.kubeletCfg)
+		kc, err := nodememory.ReadKubeletConfig(opts.kubeletCfg)
 		if err == nil {
 			return kc, nil
 		}
@@ -336,21 +336,21 @@ func kubeletSettings(opts options, log *slog.Logger) (nodesignal.KubeletConfig, 
 		}
 		log.Warn("kubelet config not found; using --eviction-hard and --enforce-node-allocatable", "path", opts.kubeletCfg)
 	}
-	th, err := nodesignal.ParseEvictionHard(opts.evictionHard, opts.enforceAlloc)
+	th, err := nodememory.ParseEvictionHard(opts.evictionHard, opts.enforceAlloc)
 	if err != nil {
-		return nodesignal.KubeletConfig{}, fmt.Errorf("--eviction-hard: %w", err)
+		return nodememory.KubeletConfig{}, fmt.Errorf("--eviction-hard: %w", err)
 	}
-	return nodesignal.KubeletConfig{Thresholds: th, EnforceNodeAllocatable: opts.enforceAlloc}, nil
+	return nodememory.KubeletConfig{Thresholds: th, EnforceNodeAllocatable: opts.enforceAlloc}, nil
 }
 
 // nodeSignals returns the sampler of the node's memory signals, or nil when
 // they cannot be read here (logged; the rest works without them).
-func nodeSignals(opts options, kubelet nodesignal.KubeletConfig, node string, log *slog.Logger, onPressure func(event.MemoryPressure)) *nodesignal.Sampler {
-	src, err := nodesignal.Detect(opts.procfs, opts.kubepods)
+func nodeSignals(opts options, kubelet nodememory.KubeletConfig, node string, log *slog.Logger, onPressure func(event.MemoryPressure)) *nodememory.Sampler {
+	src, err := nodememory.Detect(opts.procfs, opts.kubepods)
 	if err == nil && opts.kubepods == "" && kubelet.Kubepods != "" {
 		// What the kubelet's config says, if it is there; else what
 		// Detect found (an empty config names the default root).
-		if fromConfig, err := nodesignal.Detect(opts.procfs, kubelet.Kubepods); err == nil {
+		if fromConfig, err := nodememory.Detect(opts.procfs, kubelet.Kubepods); err == nil {
 			src = fromConfig
 		}
 	}
@@ -366,7 +366,7 @@ func nodeSignals(opts options, kubelet nodesignal.KubeletConfig, node string, lo
 		log.Warn("node memory signals unreadable", "root", src.Root, "err", err)
 		return nil
 	}
-	s := nodesignal.NewSampler(src, th, nodesignal.SamplerOptions{Node: node, OnPressure: onPressure, Logger: log})
+	s := nodememory.NewSampler(src, th, nodememory.SamplerOptions{Node: node, OnPressure: onPressure, Logger: log})
 	attrs := []any{"thresholds", th.String(), "enforce_node_allocatable", strings.Join(kubelet.EnforceNodeAllocatable, ","),
 		"memory_hierarchy", src.Root, "kubepods", src.Kubepods, "memory_available", nm.MemoryAvailable.AvailableBytes}
 	if a := nm.AllocatableMemoryAvailable; a != nil {
@@ -470,8 +470,8 @@ Flags:
 	fs.DurationVar(&o.criRetention, "cri.retention", cri.DefaultRetention, "keep naming containers this long after the runtime stops listing them")
 	fs.StringArrayVar(&o.namespaces, "filter.namespace", nil, "write only events of pods in this namespace (repeatable); metrics still count all")
 	fs.StringArrayVar(&o.pods, "filter.pod", nil, "write only events of this pod, NAME or NAMESPACE/NAME (repeatable); metrics still count all")
-	fs.StringVar(&o.evictionHard, "eviction-hard", nodesignal.DefaultEvictionHard, "the kubelet's hard eviction thresholds, in its --eviction-hard syntax (memory signals are used; percentages allowed)")
-	fs.StringSliceVar(&o.enforceAlloc, "enforce-node-allocatable", []string{nodesignal.EnforcePods}, "the kubelet's --enforce-node-allocatable: with pods in it, the memory.available threshold applies to allocatableMemory.available too; none: no allocatable threshold")
+	fs.StringVar(&o.evictionHard, "eviction-hard", nodememory.DefaultEvictionHard, "the kubelet's hard eviction thresholds, in its --eviction-hard syntax (memory signals are used; percentages allowed)")
+	fs.StringSliceVar(&o.enforceAlloc, "enforce-node-allocatable", []string{nodememory.EnforcePods}, "the kubelet's --enforce-node-allocatable: with pods in it, the memory.available threshold applies to allocatableMemory.available too; none: no allocatable threshold")
 	fs.StringVar(&o.kubeletCfg, "kubelet.config", "", "read evictionHard, enforceNodeAllocatable and the kubepods cgroup (cgroupRoot, cgroupDriver) from this KubeletConfiguration file instead of the flags; a file that is not there is a warning and the flags apply")
 	fs.StringVar(&o.kubepods, "kubepods-cgroup", "", "the kubepods cgroup in the memory hierarchy, for allocatableMemory.available; empty: from --kubelet.config, else /kubepods.slice or /kubepods")
 	fs.DurationVar(&o.sampleEvery, "node.sample-interval", time.Second, "read the node's memory signals this often (and at every kernel event)")

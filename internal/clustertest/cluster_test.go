@@ -12,9 +12,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/oomtrace/oomtrace/clusterview"
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/evictionmsg"
+	"github.com/oomtrace/oomtrace/internal/clusterview"
+	"github.com/oomtrace/oomtrace/internal/evictionmsg"
 )
 
 // TestCluster runs oomtrace's DaemonSet from deploy/ in a real single-node

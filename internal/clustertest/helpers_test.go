@@ -12,8 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/oomtrace/oomtrace/internal/critest"
+	"github.com/oomtrace/oomtrace/internal/kernfile"
 	"github.com/oomtrace/oomtrace/internal/memcgtest"
-	"github.com/oomtrace/oomtrace/kernfile"
 )
 
 const mi = int64(1) << 20

@@ -1,4 +1,4 @@
-package nodesignal
+package nodememory
 
 import (
 	"errors"

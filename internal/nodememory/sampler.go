@@ -1,4 +1,4 @@
-package nodesignal
+package nodememory
 
 import (
 	"context"
@@ -90,7 +90,7 @@ func (s *Sampler) Run(ctx context.Context, interval time.Duration) {
 // near: a signal is below its threshold, or above it by less than the
 // threshold (at least NearMargin).
 func (s *Sampler) near(nm event.NodeMemory) bool {
-	for _, sig := range []*event.Signal{nm.MemoryAvailable, nm.AllocatableMemoryAvailable} {
+	for _, sig := range []*event.MemorySignal{nm.MemoryAvailable, nm.AllocatableMemoryAvailable} {
 		if sig == nil || sig.ThresholdBytes == nil {
 			continue
 		}
@@ -147,7 +147,7 @@ func (s *Sampler) crossings(nm event.NodeMemory) []event.MemoryPressure {
 	var out []event.MemoryPressure
 	for _, sig := range []struct {
 		name string
-		v    *event.Signal
+		v    *event.MemorySignal
 	}{{MemoryAvailable, nm.MemoryAvailable}, {AllocatableMemoryAvailable, nm.AllocatableMemoryAvailable}} {
 		if sig.v == nil || sig.v.ThresholdBytes == nil {
 			continue
@@ -160,7 +160,7 @@ func (s *Sampler) crossings(nm event.NodeMemory) []event.MemoryPressure {
 			}
 			continue
 		}
-		mp := event.MemoryPressure{Type: event.TypeMemoryPressure, Time: nm.Time, Node: s.opts.Node, SignalName: sig.name, Signal: *sig.v}
+		mp := event.MemoryPressure{Type: event.TypeMemoryPressure, Time: nm.Time, Node: s.opts.Node, SignalName: sig.name, MemorySignal: *sig.v}
 		if seen {
 			d := event.Seconds(nm.Time.Sub(s.since[sig.name]))
 			mp.SinceSeconds = &d

@@ -1,4 +1,4 @@
-package nodesignal
+package nodememory
 
 import (
 	"errors"
@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/kernfile"
+	"github.com/oomtrace/oomtrace/internal/kernfile"
 )
 
 // Where a signal's capacity came from.
@@ -108,7 +108,7 @@ func (s Source) Read(th Thresholds, now time.Time) (event.NodeMemory, error) {
 	if err != nil {
 		return nm, fmt.Errorf("root memory cgroup: %w", err)
 	}
-	nm.MemoryAvailable = signal(th, MemoryAvailable, memTotal, CapacityMemTotal, ws)
+	nm.MemoryAvailable = memorySignal(th, MemoryAvailable, memTotal, CapacityMemTotal, ws)
 	if s.Kubepods == "" {
 		return nm, nil
 	}
@@ -126,12 +126,12 @@ func (s Source) Read(th Thresholds, now time.Time) (event.NodeMemory, error) {
 	if err != nil {
 		return nm, fmt.Errorf("kubepods cgroup: %w", err)
 	}
-	nm.AllocatableMemoryAvailable = signal(th, AllocatableMemoryAvailable, limit, CapacityKubepodsLimit, ws)
+	nm.AllocatableMemoryAvailable = memorySignal(th, AllocatableMemoryAvailable, limit, CapacityKubepodsLimit, ws)
 	return nm, nil
 }
 
-func signal(th Thresholds, name string, capacity uint64, source string, workingSet uint64) *event.Signal {
-	sig := &event.Signal{
+func memorySignal(th Thresholds, name string, capacity uint64, source string, workingSet uint64) *event.MemorySignal {
+	sig := &event.MemorySignal{
 		AvailableBytes:  int64(capacity) - int64(workingSet),
 		CapacityBytes:   capacity,
 		CapacitySource:  source,

@@ -10,9 +10,9 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/oomtrace/oomtrace/correlate"
-	"github.com/oomtrace/oomtrace/cri"
 	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/correlate"
+	"github.com/oomtrace/oomtrace/internal/cri"
 	"github.com/oomtrace/oomtrace/internal/critest"
 	"github.com/oomtrace/oomtrace/tracer"
 )

@@ -21,7 +21,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/evictionmsg"
+	"github.com/oomtrace/oomtrace/internal/evictionmsg"
 )
 
 // Reasons the kubelet (and node-problem-detector) give their Events.

@@ -9,9 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/oomtrace/oomtrace/cgpath"
-	"github.com/oomtrace/oomtrace/cri"
 	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/cgpath"
+	"github.com/oomtrace/oomtrace/internal/cri"
 )
 
 // Resolver names containers; *cri.Client is one.

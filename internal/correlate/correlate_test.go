@@ -9,7 +9,7 @@ import (
 
 var t0 = time.Unix(1_800_000_000, 0)
 
-func sig(below bool) *event.Signal { return &event.Signal{BelowThreshold: below} }
+func sig(below bool) *event.MemorySignal { return &event.MemorySignal{BelowThreshold: below} }
 
 func kill(uid, container string, at time.Time, kind string, pressure bool) event.OOMKill {
 	ev := event.OOMKill{Type: event.TypeOOMKill, Time: event.Time{Time: at}, OOM: event.OOM{Domain: &event.Domain{Kind: kind}},
@@ -64,7 +64,7 @@ func TestCause(t *testing.T) {
 func TestCauseAtTheKubepodsLimit(t *testing.T) {
 	th := uint64(300 << 20)
 	ev := kill("u", "c", t0, event.DomainAllocatable, false)
-	ev.NodeMemory.AllocatableMemoryAvailable = &event.Signal{AvailableBytes: 435 << 20, ThresholdBytes: &th}
+	ev.NodeMemory.AllocatableMemoryAvailable = &event.MemorySignal{AvailableBytes: 435 << 20, ThresholdBytes: &th}
 	ev.OOM.Domain.LimitBytes, ev.OOM.Domain.UsageBytes = 1<<30, 1<<30-4096
 	if got := Cause(&ev); got != event.CauseOOMDuringPressure {
 		t.Errorf("kill at the kubepods limit with a 300Mi threshold: %s", got)

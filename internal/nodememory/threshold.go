@@ -1,7 +1,7 @@
-// Package nodesignal computes the kubelet's memory eviction signals,
+// Package nodememory computes the kubelet's memory eviction signals,
 // memory.available and allocatableMemory.available, from the node's cgroup
 // files the way the kubelet does, and says when they cross their thresholds.
-package nodesignal
+package nodememory
 
 import (
 	"fmt"

@@ -4,7 +4,7 @@
 # cgroup v2, where the richest hooks attach. Fails unless the guest's test
 # exit code comes back 0; a hang or a crash is a failure, with the serial log.
 #
-#   kerneltest/run.sh [stable|backports]
+#   internal/kerneltest/run.sh [stable|backports]
 #                 the kernel line: Debian 12's own cloud kernel, or the newer
 #                 one from bookworm-backports (read through a private apt
 #                 state, the host's sources are left alone)
@@ -12,7 +12,7 @@
 #   TESTRUN       -test.run filter for the guest (all tests)
 #   GUEST_TIMEOUT seconds before the guest counts as hung (1500)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 LINE=${1:-stable}
 META=${KERNEL_META:-linux-image-cloud-amd64}
@@ -76,7 +76,7 @@ trap 'rm -rf "$work"' EXIT
 root="$work/root"
 mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,tests}
 cp /bin/busybox "$root/bin/busybox"
-cp kerneltest/init "$root/init"
+cp internal/kerneltest/init "$root/init"
 chmod +x "$root/init"
 # Static test binaries: the guest has no libc.
 CGO_ENABLED=0 go test -c -o "$root/tests/tracer.test" ./tracer

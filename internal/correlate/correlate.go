@@ -6,8 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/oomtrace/oomtrace/cgpath"
 	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/cgpath"
 )
 
 // DefaultWindow: a kill and an eviction of one pod this close are one story.

@@ -1,4 +1,4 @@
-package nodesignal
+package nodememory
 
 import (
 	"fmt"
@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/kernfile"
+	"github.com/oomtrace/oomtrace/internal/kernfile"
 )
 
 const (
@@ -70,7 +70,7 @@ func mustThresholds(t *testing.T, s string) Thresholds {
 	return th
 }
 
-func check(t *testing.T, what string, got *event.Signal, available, capacity, workingSet int64, source string, threshold int64, below bool) {
+func check(t *testing.T, what string, got *event.MemorySignal, available, capacity, workingSet int64, source string, threshold int64, below bool) {
 	t.Helper()
 	if got == nil {
 		t.Fatalf("%s: null", what)
@@ -322,7 +322,7 @@ func TestSamplerNear(t *testing.T) {
 	s := NewSampler(src, mustThresholds(t, "memory.available<1Gi"), SamplerOptions{})
 	sig := func(available int64) event.NodeMemory {
 		th := uint64(gi)
-		return event.NodeMemory{MemoryAvailable: &event.Signal{AvailableBytes: available, ThresholdBytes: &th}}
+		return event.NodeMemory{MemoryAvailable: &event.MemorySignal{AvailableBytes: available, ThresholdBytes: &th}}
 	}
 	for _, tt := range []struct {
 		available int64
@@ -332,7 +332,7 @@ func TestSamplerNear(t *testing.T) {
 			t.Errorf("available %d: near %v, want %v", tt.available, got, tt.near)
 		}
 	}
-	if s.near(event.NodeMemory{MemoryAvailable: &event.Signal{AvailableBytes: 1}}) {
+	if s.near(event.NodeMemory{MemoryAvailable: &event.MemorySignal{AvailableBytes: 1}}) {
 		t.Error("near without a threshold")
 	}
 }

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oomtrace/oomtrace/cri"
 	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/cri"
 )
 
 const (
