@@ -53,6 +53,10 @@ type Config struct {
 
 	// Refusals turns on the commit refusal hooks.
 	Refusals bool
+	// RefusalsOptional: when no refusal hook can attach (no tracefs, no
+	// permission on it), run without refusals, with one warning, instead
+	// of failing. For refusals on by default rather than asked for.
+	RefusalsOptional bool
 	// RefusalHook is auto, fexit, kretprobe or none (__vm_enough_memory).
 	RefusalHook string
 	// RefusalWindow folds repeats; 0 means DefaultRefusalWindow.
@@ -130,6 +134,9 @@ type Hooks struct {
 	RefusalExact string
 	// RefusalSyscalls are the syscall exit hooks that attached.
 	RefusalSyscalls []string
+	// RefusalsOff says why refusals were asked for but are not watched
+	// (Config.RefusalsOptional and no hook attachable); "" otherwise.
+	RefusalsOff string
 	// Tried records why each hook that was passed over failed, by hook name.
 	Tried map[string]error
 }
@@ -241,12 +248,37 @@ func New(cfg Config) (*Tracer, error) {
 		return nil, explain(err)
 	}
 	if cfg.Refusals {
-		if t.refusal, err = newRefusalTracer(t, cfg, opts); err != nil {
+		before := len(t.links)
+		t.refusal, err = newRefusalTracer(t, cfg, opts)
+		switch {
+		case err == nil:
+		case cfg.RefusalsOptional && errors.Is(err, ErrNoHook):
+			// The OOM hooks work: go on without refusals, and detach the
+			// exact hook if it attached without its syscall exits.
+			t.detachFrom(before)
+			t.hooks.RefusalExact, t.hooks.RefusalSyscalls = "", nil
+			t.hooks.RefusalsOff = err.Error()
+			log.Warn("commit refusals are not watched: no hook attachable; OOM kills are (pass --refusals=true to make this an error)",
+				"reason", explain(err).Error())
+		default:
 			return nil, explain(err)
 		}
 	}
 	ok = true
 	return t, nil
+}
+
+// detachFrom closes the links attached since there were n.
+func (t *Tracer) detachFrom(n int) {
+	t.mu.Lock()
+	extra := t.links[n:]
+	t.links = t.links[:n:n]
+	t.mu.Unlock()
+	for i := len(extra) - 1; i >= 0; i-- {
+		if err := extra[i].Close(); err != nil {
+			t.log.Warn("detach", "err", err)
+		}
+	}
 }
 
 // flush ends every reader after what is already in its ring buffer.

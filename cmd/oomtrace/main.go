@@ -43,29 +43,32 @@ type options struct {
 	victimHook   string
 	ringBuffer   int
 	refusals     bool
-	refusalHook  string
-	refusalWin   time.Duration
-	btfPath      string
-	nodeName     string
-	logLevel     string
-	showVersion  bool
-	listenAddr   string
-	metricsPath  string
-	retention    time.Duration
-	procfs       string
-	queueSize    int
-	criEndpoint  string
-	runDir       string
-	criRetention time.Duration
-	namespaces   []string
-	pods         []string
-	evictionHard string
-	enforceAlloc []string
-	kubeletCfg   string
-	kubepods     string
-	sampleEvery  time.Duration
-	kubeconfig   string
-	corrWindow   time.Duration
+	// refusalsAsked: --refusals or --hook.refusal set by the user (flag
+	// or environment); refusals are then required, not best effort.
+	refusalsAsked bool
+	refusalHook   string
+	refusalWin    time.Duration
+	btfPath       string
+	nodeName      string
+	logLevel      string
+	showVersion   bool
+	listenAddr    string
+	metricsPath   string
+	retention     time.Duration
+	procfs        string
+	queueSize     int
+	criEndpoint   string
+	runDir        string
+	criRetention  time.Duration
+	namespaces    []string
+	pods          []string
+	evictionHard  string
+	enforceAlloc  []string
+	kubeletCfg    string
+	kubepods      string
+	sampleEvery   time.Duration
+	kubeconfig    string
+	corrWindow    time.Duration
 }
 
 const defaultBTF = "/sys/kernel/btf/vmlinux"
@@ -116,9 +119,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		VictimHook:      opts.victimHook,
 		RingBufferBytes: opts.ringBuffer,
 		Refusals:        opts.refusals,
-		RefusalHook:     opts.refusalHook,
-		RefusalWindow:   opts.refusalWin,
-		ProcfsPath:      opts.procfs,
+		// On by default, refusals must not cost the OOM kills: without a
+		// hook for them (no tracefs) oomtrace warns and goes on.
+		RefusalsOptional: !opts.refusalsAsked,
+		RefusalHook:      opts.refusalHook,
+		RefusalWindow:    opts.refusalWin,
+		ProcfsPath:       opts.procfs,
 	}
 	if !strings.HasPrefix(opts.metricsPath, "/") {
 		fmt.Fprintf(stderr, "oomtrace: --web.telemetry-path must start with /, not %q\n", opts.metricsPath)
@@ -410,6 +416,9 @@ func hookInfo(h tracer.Hooks) []exporter.Hook {
 		{Event: "oom_victim", Hook: h.Victim},
 		{Event: "oom_kill_signal", Hook: orNone(h.Signal)},
 	}
+	if h.RefusalsOff != "" {
+		hooks = append(hooks, exporter.Hook{Event: "commit_refusal", Hook: "none"})
+	}
 	if len(h.RefusalSyscalls) > 0 {
 		hooks = append(hooks, exporter.Hook{Event: "commit_refusal_exact", Hook: orNone(h.RefusalExact)})
 		for _, s := range h.RefusalSyscalls {
@@ -440,7 +449,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 
 Reports every kernel OOM kill (one event per killed task) and every
 overcommit refusal on this host as JSON lines on stdout. Runs until SIGINT
-or SIGTERM. Needs root, or CAP_BPF and CAP_PERFMON, and a kernel with BTF.
+or SIGTERM. Needs root, or CAP_BPF and CAP_PERFMON, and a kernel with BTF;
+commit refusals also need tracefs (without it they are skipped, with a
+warning, unless --refusals=true was given).
 Serves Prometheus metrics on --web.listen-address.
 
 Every flag can also be set in the environment: OOMTRACE_ and the flag's
@@ -455,7 +466,7 @@ Flags:
 	fs.StringVar(&o.victimHook, "hook.victim", tracer.HookAuto, "hook for each killed task on mark_victim: auto, tp_btf or tracepoint")
 	fs.IntVar(&o.queueSize, "output.queue", 8192, "events waiting for stdout at most; beyond that, with a slow reader, they are dropped and counted")
 	fs.IntVar(&o.ringBuffer, "ringbuf.bytes", tracer.DefaultRingBufferBytes, "size of the OOM event ring buffer in bytes (a power of two)")
-	fs.BoolVar(&o.refusals, "refusals", true, "report overcommit refusals (ENOMEM from mmap, brk, mremap, mprotect, fork, clone, shmget, execve)")
+	fs.BoolVar(&o.refusals, "refusals", true, "report overcommit refusals (ENOMEM from mmap, brk, mremap, mprotect, fork, clone, shmget, execve); by default skipped with a warning where no hook attaches (no tracefs), set explicitly to make that an error")
 	fs.StringVar(&o.refusalHook, "hook.refusal", tracer.HookAuto, "hook for exact commit refusals on __vm_enough_memory: auto, fexit, kretprobe or none")
 	fs.DurationVar(&o.refusalWin, "refusal.window", tracer.DefaultRefusalWindow, "fold repeated refusals of one process, syscall and reason within this window into one line")
 	fs.StringVar(&o.procfs, "path.procfs", "/proc", "the host's procfs (in a container: the host's /proc mounted, with hostPID)")
@@ -494,6 +505,8 @@ Flags:
 		fmt.Fprintf(stderr, "oomtrace: %v\n", envErr)
 		return o, envErr
 	}
+	_, refusalsEnv := os.LookupEnv(envName("refusals"))
+	_, hookEnv := os.LookupEnv(envName("hook.refusal"))
 	if err := fs.Parse(args); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(stderr, "oomtrace: %v\n", err)
@@ -501,6 +514,7 @@ Flags:
 		}
 		return o, err
 	}
+	o.refusalsAsked = refusalsEnv || hookEnv || fs.Changed("refusals") || fs.Changed("hook.refusal")
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "oomtrace: unexpected argument %q\n", fs.Arg(0))
 		fs.Usage()

@@ -38,11 +38,13 @@ exec "$EXE" "$@"`
 	return cmd
 }
 
-// TestTracefsAbsent: commit refusals need tracefs; without it the daemon
-// says so in one line, with the fix, and exits 1. OOM kills need only
-// tp_btf: with --refusals=false it runs.
+// TestTracefsAbsent: commit refusals need tracefs, OOM kills only tp_btf.
+// Asked for with --refusals=true, refusals without tracefs are an error:
+// one line, with the fix, exit 1. By default oomtrace runs without them and
+// says so in one warning and in oomtrace_hook_info; with --refusals=false
+// it runs and says nothing.
 func TestTracefsAbsent(t *testing.T) {
-	cmd := withoutTracefs(t, "--web.listen-address=", "--cri.endpoint=none", "--kubeconfig=none")
+	cmd := withoutTracefs(t, "--web.listen-address=", "--cri.endpoint=none", "--kubeconfig=none", "--refusals=true")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	err := cmd.Run()
@@ -58,27 +60,38 @@ func TestTracefsAbsent(t *testing.T) {
 	if len(ours) != 1 || !strings.Contains(ours[0], "tracefs") || !strings.Contains(ours[0], "--refusals=false") {
 		t.Errorf("want one oomtrace: line naming tracefs and the way out, got %q", ours)
 	}
-
 	t.Log(ours[0])
-	cmd = withoutTracefs(t, "--web.listen-address=", "--cri.endpoint=none", "--kubeconfig=none", "--refusals=false")
-	var out syncBuffer
-	cmd.Stderr = &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(out.String(), "oomtrace started") {
-		if time.Now().After(deadline) {
-			t.Fatalf("did not start without tracefs and refusals:\n%s", out.String())
+
+	for _, tt := range []struct {
+		args []string
+		warn bool
+	}{{nil, true}, {[]string{"--refusals=false"}, false}} {
+		cmd = withoutTracefs(t, append([]string{"--web.listen-address=127.0.0.1:0", "--cri.endpoint=none", "--kubeconfig=none"}, tt.args...)...)
+		var out syncBuffer
+		cmd.Stderr = &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if !strings.Contains(out.String(), "victim_hook=tp_btf/mark_victim") {
-		t.Errorf("want the tp_btf victim hook:\n%s", out.String())
-	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	if code := exitCode(t, cmd.Wait()); code != 0 {
-		t.Errorf("exit %d after SIGTERM:\n%s", code, out.String())
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(out.String(), "oomtrace started") {
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				t.Fatalf("%v: did not start without tracefs:\n%s", tt.args, out.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if !strings.Contains(out.String(), "victim_hook=tp_btf/mark_victim") {
+			t.Errorf("%v: want the tp_btf victim hook:\n%s", tt.args, out.String())
+		}
+		warnings := strings.Count(out.String(), "level=WARN msg=\"commit refusals are not watched")
+		_, addr, _ := strings.Cut(out.String(), `msg="serving metrics" address=`)
+		info := scrapeCounter(t, "http://"+strings.Fields(addr)[0]+"/metrics", `oomtrace_hook_info{event="commit_refusal",hook="none"}`)
+		if tt.warn != (warnings == 1) || tt.warn != (info == 1) {
+			t.Errorf("%v: %d warnings, hook_info commit_refusal none = %v; want them: %v\n%s", tt.args, warnings, info, tt.warn, out.String())
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
+		if code := exitCode(t, cmd.Wait()); code != 0 {
+			t.Errorf("%v: exit %d after SIGTERM:\n%s", tt.args, code, out.String())
+		}
 	}
 }
