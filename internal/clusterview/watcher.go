@@ -24,6 +24,9 @@ import (
 	"github.com/oomtrace/oomtrace/internal/evictionmsg"
 )
 
+// SourceKubelet is the component the kubelet's Events name as their source.
+const SourceKubelet = "kubelet"
+
 // Reasons the kubelet (and node-problem-detector) give their Events.
 const (
 	ReasonEvicted              = "Evicted"              // pod: evicted by the kubelet
@@ -129,6 +132,9 @@ func (w *Watcher) Run(ctx context.Context, h Handlers) {
 		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			return core.Pods("").Watch(ctx, o)
 		})
+	if err := pods.AddIndexers(cache.Indexers{uidIndex: podUID}); err != nil {
+		w.opts.Logger.Warn("cluster view: pod index", "err", err)
+	}
 	w.pods = pods.GetIndexer()
 	nodes := informer(core, &corev1.Node{}, "metadata.name="+node,
 		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
@@ -143,7 +149,10 @@ func (w *Watcher) Run(ctx context.Context, h Handlers) {
 	watchEvents := func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 		return core.Events("").Watch(ctx, o)
 	}
-	evictedEvents := informer(core, &corev1.Event{}, "reason="+ReasonEvicted, listEvents, watchEvents)
+	// The kubelet's Evicted Events of the whole cluster: an Event's host is
+	// not a selectable field (its source, the component, is), so this
+	// node's are picked out as they arrive.
+	evictedEvents := informer(core, &corev1.Event{}, "reason="+ReasonEvicted+",source="+SourceKubelet, listEvents, watchEvents)
 	nodeEventsInf := informer(core, &corev1.Event{}, "involvedObject.kind=Node,involvedObject.name="+node, listEvents, watchEvents)
 	all := []cache.SharedIndexInformer{pods, nodes, evictedEvents, nodeEventsInf}
 	for name, inf := range map[string]cache.SharedIndexInformer{"pods": pods, "node": nodes, "eviction events": evictedEvents, "node events": nodeEventsInf} {
@@ -388,12 +397,26 @@ func (w *Watcher) podByUID(uid types.UID) *corev1.Pod {
 	if w.pods == nil {
 		return nil
 	}
-	for _, obj := range w.pods.List() {
-		if p, ok := obj.(*corev1.Pod); ok && p.UID == uid && p.Spec.NodeName == w.opts.Node {
+	objs, err := w.pods.ByIndex(uidIndex, string(uid))
+	if err != nil {
+		return nil
+	}
+	for _, obj := range objs {
+		if p, ok := obj.(*corev1.Pod); ok && p.Spec.NodeName == w.opts.Node {
 			return p
 		}
 	}
 	return nil
+}
+
+// uidIndex indexes the pod cache by pod uid.
+const uidIndex = "uid"
+
+func podUID(obj any) ([]string, error) {
+	if p, ok := obj.(*corev1.Pod); ok {
+		return []string{string(p.UID)}, nil
+	}
+	return nil, nil
 }
 
 func (w *Watcher) emit(ev event.Eviction) {

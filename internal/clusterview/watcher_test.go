@@ -401,3 +401,36 @@ func TestForbidden(t *testing.T) {
 		t.Errorf("%d warnings, want 1:\n%s", n, sw.String())
 	}
 }
+
+// TestWatchesNarrowed: what the API server is asked for, by field selector:
+// this node's pods and Node, its node Events, and only the kubelet's
+// Evicted Events (an Event's host is not selectable).
+func TestWatchesNarrowed(t *testing.T) {
+	cs := fake.NewClientset()
+	start(t, cs, time.Second, nil)
+	want := map[string]string{
+		"pods":   "spec.nodeName=" + node,
+		"nodes":  "metadata.name=" + node,
+		"events": "reason=Evicted,source=kubelet",
+	}
+	seen := map[string]bool{}
+	for _, a := range cs.Actions() {
+		la, ok := a.(k8stesting.ListActionImpl)
+		if !ok {
+			continue
+		}
+		sel := la.GetListRestrictions().Fields.String()
+		res := la.GetResource().Resource
+		if w, ok := want[res]; ok && sel == w {
+			seen[res] = true
+		}
+		if res == "events" && !strings.Contains(sel, "involvedObject.name="+node) && sel != want["events"] {
+			t.Errorf("events listed with %q: neither this node's nor the kubelet's evictions", sel)
+		}
+	}
+	for res, sel := range want {
+		if !seen[res] {
+			t.Errorf("no list of %s with field selector %q", res, sel)
+		}
+	}
+}
