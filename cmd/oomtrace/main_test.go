@@ -70,6 +70,11 @@ func exitCode(t *testing.T, err error) int {
 }
 
 func TestUsageErrors(t *testing.T) {
+	// Not a testdata file: the qemu guests run this binary from /.
+	notKubelet := filepath.Join(t.TempDir(), "pod.yaml")
+	if err := os.WriteFile(notKubelet, []byte("apiVersion: v1\nkind: Pod\nmetadata:\n  name: not-a-kubelet-config\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		args   []string
 		code   int
@@ -87,7 +92,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--refusal.window", "0"}, 2, "--refusal.window must be positive"},
 		{[]string{"--eviction-hard", "memory.available>1Gi"}, 2, "--eviction-hard"},
 		{[]string{"--eviction-hard", "memory.available<200%"}, 2, "percentage"},
-		{[]string{"--kubelet.config", "testdata/pod.yaml"}, 2, "kubelet config"},
+		{[]string{"--kubelet.config", notKubelet}, 2, "kubelet config"},
 		{[]string{"--node.sample-interval", "0"}, 2, "--node.sample-interval must be positive"},
 		{[]string{"--correlation.window", "-1m"}, 2, "--correlation.window must be positive"},
 		{[]string{"--cri.retention", "0"}, 2, "--cri.retention must be positive"},
