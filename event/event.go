@@ -137,10 +137,13 @@ type KillRef struct {
 
 // ContainerExit is how a container of an evicted pod ended.
 type ContainerExit struct {
-	Name     string `json:"name"`
-	ExitCode *int32 `json:"exit_code"`        // null while it still runs
-	Signal   string `json:"signal,omitempty"` // SIGKILL for 137, SIGTERM for 143
-	Reason   string `json:"reason,omitempty"` // OOMKilled, Error, …
+	Name string `json:"name"`
+	// ContainerID is the runtime's id of the container that ended (or
+	// runs), without the runtime's scheme; empty when the API has none.
+	ContainerID string `json:"container_id,omitempty"`
+	ExitCode    *int32 `json:"exit_code"`        // null while it still runs
+	Signal      string `json:"signal,omitempty"` // SIGKILL for 137, SIGTERM for 143
+	Reason      string `json:"reason,omitempty"` // OOMKilled, Error, …
 }
 
 // TaskSignal is a SIGTERM or SIGKILL one process sent another (not the

@@ -74,8 +74,16 @@ func (a *attribution) WriteEviction(ev event.Eviction) error {
 		}
 	}
 	a.correlator.Eviction(&ev)
+	// The correlator knows container ids; the runtime names them, else the
+	// API's container statuses (an evicted pod's containers can be gone
+	// from the runtime before it was ever listed).
+	byID := map[string]string{}
+	for _, ce := range ev.ContainerExits {
+		if ce.ContainerID != "" {
+			byID[ce.ContainerID] = ce.Name
+		}
+	}
 	for i := range ev.KernelSignals {
-		// The correlator knows container ids; the runtime names them.
 		s := &ev.KernelSignals[i]
 		switch name, sandbox := a.enricher.Container(a.ctx, s.Container, s.Time.Time); {
 		case sandbox:
@@ -83,6 +91,8 @@ func (a *attribution) WriteEviction(ev event.Eviction) error {
 			s.Container, s.Sandbox = "", true
 		case name != "":
 			s.Container = name
+		case byID[s.Container] != "":
+			s.Container = byID[s.Container]
 		}
 	}
 	a.metrics.ObserveEviction(ev)

@@ -132,7 +132,12 @@ func TestStageKernelSignalsNamed(t *testing.T) {
 	signal(ctrID, "SIGKILL", 2*time.Second)
 	signal(sandboxID, "SIGKILL", 2100*time.Millisecond)
 	signal(unknownID, "SIGKILL", 2200*time.Millisecond)
-	a.WriteEviction(event.Eviction{Type: event.TypeEviction, Time: event.Time{Time: t0}, Pod: event.Pod{UID: podUID}, Cause: event.CauseKubeletEviction})
+	// The runtime never listed the loader (removed at once); the API's
+	// container status names it.
+	const loaderID = "dddd000000000000000000000000000000000000000000000000000000000004"
+	signal(loaderID, "SIGTERM", 2300*time.Millisecond)
+	a.WriteEviction(event.Eviction{Type: event.TypeEviction, Time: event.Time{Time: t0}, Pod: event.Pod{UID: podUID}, Cause: event.CauseKubeletEviction,
+		ContainerExits: []event.ContainerExit{{Name: "loader", ContainerID: loaderID}}})
 	if len(out.evictions) != 1 {
 		t.Fatalf("evictions %+v", out.evictions)
 	}
@@ -142,7 +147,7 @@ func TestStageKernelSignalsNamed(t *testing.T) {
 		sandbox   bool
 		signal    string
 		after     float64
-	}{{"app", false, "SIGTERM", 0.01}, {"app", false, "SIGKILL", 2}, {"", true, "SIGKILL", 2.1}, {unknownID, false, "SIGKILL", 2.2}}
+	}{{"app", false, "SIGTERM", 0.01}, {"app", false, "SIGKILL", 2}, {"", true, "SIGKILL", 2.1}, {unknownID, false, "SIGKILL", 2.2}, {"loader", false, "SIGTERM", 2.3}}
 	if len(got) != len(want) {
 		t.Fatalf("kernel signals %+v", got)
 	}

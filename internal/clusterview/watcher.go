@@ -459,12 +459,15 @@ func (w *Watcher) eviction(pod *corev1.Pod, namespace, name string, uid types.UI
 	ev.Pod.Labels = pod.Labels
 	ev.Priority = pod.Spec.Priority
 	for _, cs := range pod.Status.ContainerStatuses {
-		ce := event.ContainerExit{Name: cs.Name}
+		ce := event.ContainerExit{Name: cs.Name, ContainerID: runtimeID(cs.ContainerID)}
 		t := cs.State.Terminated
 		if t == nil {
 			t = cs.LastTerminationState.Terminated
 		}
 		if t != nil {
+			if id := runtimeID(t.ContainerID); id != "" {
+				ce.ContainerID = id
+			}
 			code := t.ExitCode
 			ce.ExitCode, ce.Reason = &code, t.Reason
 			switch {
@@ -479,6 +482,15 @@ func (w *Watcher) eviction(pod *corev1.Pod, namespace, name string, uid types.UI
 		ev.ContainerExits = append(ev.ContainerExits, ce)
 	}
 	return ev
+}
+
+// runtimeID is a container id without the runtime's scheme
+// (containerd://).
+func runtimeID(s string) string {
+	if _, id, ok := strings.Cut(s, "://"); ok {
+		return id
+	}
+	return s
 }
 
 func signalName(sig int32) string {

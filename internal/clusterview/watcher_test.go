@@ -135,7 +135,8 @@ func evict(t *testing.T, cs *fake.Clientset, pod *corev1.Pod, at time.Time) {
 		Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue, Reason: "TerminationByKubelet",
 		Message: evictionMsg, LastTransitionTime: metav1.NewTime(at),
 	})
-	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "hog", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "Error"}}}}
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "hog", ContainerID: "containerd://0123abcd",
+		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "Error", ContainerID: "containerd://0123abcd"}}}}
 	if _, err := cs.CoreV1().Pods(p.Namespace).UpdateStatus(context.Background(), p, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +214,7 @@ func TestEvictionStatusFirst(t *testing.T) {
 	}
 	checkEviction(t, got[0], pod, SourceEvent, true)
 	// The status had been seen: the container exits are the kubelet's kill.
-	if ce := got[0].ContainerExits; len(ce) != 1 || ce[0].ExitCode == nil || *ce[0].ExitCode != 137 || ce[0].Signal != "SIGKILL" {
+	if ce := got[0].ContainerExits; len(ce) != 1 || ce[0].ExitCode == nil || *ce[0].ExitCode != 137 || ce[0].Signal != "SIGKILL" || ce[0].ContainerID != "0123abcd" {
 		t.Errorf("container exits %+v", ce)
 	}
 	if d := got[0].Time.Sub(now); d < -time.Second || d > time.Second {
