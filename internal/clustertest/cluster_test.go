@@ -124,19 +124,17 @@ func testContainerLimit(t *testing.T, c *Cluster, o *Oomtrace) {
 }
 
 func killsOf(ev Events, containerID string) []event.OOMKill {
-	var out []event.OOMKill
-	for _, k := range ev.Kills {
-		if k.Victim.Container != nil && k.Victim.Container.ID == containerID {
-			out = append(out, k)
-		}
-	}
-	return out
+	return killsWhere(ev, func(v event.Victim) bool { return v.Container != nil && v.Container.ID == containerID })
 }
 
 func killsInPod(ev Events, pod string) []event.OOMKill {
+	return killsWhere(ev, func(v event.Victim) bool { return v.Pod != nil && v.Pod.Name == pod })
+}
+
+func killsWhere(ev Events, victim func(event.Victim) bool) []event.OOMKill {
 	var out []event.OOMKill
 	for _, k := range ev.Kills {
-		if k.Victim.Pod != nil && k.Victim.Pod.Name == pod {
+		if victim(k.Victim) {
 			out = append(out, k)
 		}
 	}

@@ -223,27 +223,25 @@ func (o *Oomtrace) Events(t *testing.T) Events {
 		var err error
 		switch head.Type {
 		case event.TypeOOMKill:
-			var v event.OOMKill
-			err = json.Unmarshal(line, &v)
-			ev.Kills = append(ev.Kills, v)
+			ev.Kills, err = appendDecoded(ev.Kills, line)
 		case event.TypeEviction:
-			var v event.Eviction
-			err = json.Unmarshal(line, &v)
-			ev.Evictions = append(ev.Evictions, v)
+			ev.Evictions, err = appendDecoded(ev.Evictions, line)
 		case event.TypeMemoryPressure:
-			var v event.MemoryPressure
-			err = json.Unmarshal(line, &v)
-			ev.Pressure = append(ev.Pressure, v)
+			ev.Pressure, err = appendDecoded(ev.Pressure, line)
 		case event.TypeNodeCondition:
-			var v event.NodeCondition
-			err = json.Unmarshal(line, &v)
-			ev.Nodes = append(ev.Nodes, v)
+			ev.Nodes, err = appendDecoded(ev.Nodes, line)
 		}
 		if err != nil {
 			t.Fatalf("line %s: %v", line, err)
 		}
 	}
 	return ev
+}
+
+func appendDecoded[T any](to []T, line []byte) ([]T, error) {
+	var v T
+	err := json.Unmarshal(line, &v)
+	return append(to, v), err
 }
 
 // WaitEvents polls the pod's log until done says the events are there.
