@@ -393,3 +393,15 @@ func (t *Time) UnmarshalJSON(b []byte) error {
 func Seconds(d time.Duration) float64 {
 	return math.Round(d.Seconds()*1e6) / 1e6
 }
+
+// Event is one event oomtrace writes out: OOMKill, CommitRefusal,
+// MemoryPressure, Eviction or NodeCondition. The set is closed: a sink
+// takes an Event and switches on its type, and a new kind of event adds a
+// case, not a method to every sink.
+type Event interface{ isEvent() }
+
+func (OOMKill) isEvent()        {}
+func (CommitRefusal) isEvent()  {}
+func (MemoryPressure) isEvent() {}
+func (Eviction) isEvent()       {}
+func (NodeCondition) isEvent()  {}

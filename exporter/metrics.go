@@ -123,8 +123,26 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 	}
 }
 
-// ObserveOOMKill counts one killed task.
-func (m *Metrics) ObserveOOMKill(ev event.OOMKill) {
+// Write counts an event: metrics are a sink like the others, fed every
+// event before any filter.
+func (m *Metrics) Write(ev event.Event) error {
+	switch ev := ev.(type) {
+	case event.OOMKill:
+		m.oomKill(ev)
+	case event.CommitRefusal:
+		m.commitRefusal(ev)
+	case event.MemoryPressure:
+		m.memoryPressure(ev)
+	case event.Eviction:
+		m.eviction(ev)
+	case event.NodeCondition:
+		m.nodeCondition(ev)
+	}
+	return nil
+}
+
+// oomKill counts one killed task.
+func (m *Metrics) oomKill(ev event.OOMKill) {
 	ns, pod, ctr := podLabels(ev.Victim.Process)
 	key := [4]string{ns, pod, ctr, scope(ev)}
 	m.mu.Lock()
@@ -135,9 +153,9 @@ func (m *Metrics) ObserveOOMKill(ev event.OOMKill) {
 	}
 }
 
-// ObserveEviction counts a kubelet eviction, once per pod, under the
-// container the kubelet named first as using more than its request.
-func (m *Metrics) ObserveEviction(ev event.Eviction) {
+// eviction counts a kubelet eviction, once per pod, under the container
+// the kubelet named first as using more than its request.
+func (m *Metrics) eviction(ev event.Eviction) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	addTo(m.deaths, [4]string{ev.Pod.Namespace, ev.Pod.Name, offendingContainer(ev), ev.Cause}, 1, m.opts.Now())
@@ -153,8 +171,8 @@ func offendingContainer(ev event.Eviction) string {
 	return first
 }
 
-// ObserveMemoryPressure counts a threshold crossing.
-func (m *Metrics) ObserveMemoryPressure(ev event.MemoryPressure) {
+// memoryPressure counts a threshold crossing.
+func (m *Metrics) memoryPressure(ev event.MemoryPressure) {
 	state := "above"
 	if ev.BelowThreshold {
 		state = "below"
@@ -164,8 +182,8 @@ func (m *Metrics) ObserveMemoryPressure(ev event.MemoryPressure) {
 	addTo(m.pressure, [2]string{ev.SignalName, state}, 1, m.opts.Now())
 }
 
-// ObserveNodeCondition counts a condition transition.
-func (m *Metrics) ObserveNodeCondition(ev event.NodeCondition) {
+// nodeCondition counts a condition transition.
+func (m *Metrics) nodeCondition(ev event.NodeCondition) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	addTo(m.conditions, [2]string{ev.Condition, ev.Status}, 1, m.opts.Now())
@@ -178,8 +196,8 @@ func (m *Metrics) ObserveKubeletEvent(reason string) {
 	addTo(m.kubelet, [1]string{reason}, 1, m.opts.Now())
 }
 
-// ObserveCommitRefusal counts the refusals one line stands for.
-func (m *Metrics) ObserveCommitRefusal(ev event.CommitRefusal) {
+// commitRefusal counts the refusals one line stands for.
+func (m *Metrics) commitRefusal(ev event.CommitRefusal) {
 	ns, pod, ctr := podLabels(ev.Process)
 	key := [5]string{ns, pod, ctr, ev.Syscall, ev.Reason}
 	m.mu.Lock()

@@ -33,24 +33,24 @@ func oomKill(ns, pod, container, kind string) event.OOMKill {
 
 // knownSequence feeds the events a small incident produces.
 func knownSequence(m *Metrics) {
-	m.ObserveOOMKill(oomKill("shop", "cart-7d9f", "redis", event.DomainContainer))
-	m.ObserveOOMKill(oomKill("shop", "cart-7d9f", "redis", event.DomainContainer))
-	m.ObserveOOMKill(oomKill("shop", "cart-7d9f", "sidecar", event.DomainPod))
-	m.ObserveOOMKill(oomKill("batch", "etl-1", "worker", event.DomainAllocatable))
-	m.ObserveOOMKill(oomKill("", "", "", event.DomainSystem))
-	m.ObserveOOMKill(event.OOMKill{}) // not enriched
+	m.Write(oomKill("shop", "cart-7d9f", "redis", event.DomainContainer))
+	m.Write(oomKill("shop", "cart-7d9f", "redis", event.DomainContainer))
+	m.Write(oomKill("shop", "cart-7d9f", "sidecar", event.DomainPod))
+	m.Write(oomKill("batch", "etl-1", "worker", event.DomainAllocatable))
+	m.Write(oomKill("", "", "", event.DomainSystem))
+	m.Write(event.OOMKill{}) // not enriched
 	inPod := event.Process{Pod: &event.Pod{Namespace: "shop", Name: "cart-7d9f"}, Container: &event.Container{Name: "redis"}}
-	m.ObserveCommitRefusal(event.CommitRefusal{Process: inPod, Syscall: "mmap", Reason: "commit", Count: 1})
-	m.ObserveCommitRefusal(event.CommitRefusal{Process: inPod, Syscall: "mmap", Reason: "commit", Count: 99999, Repeated: true})
-	m.ObserveCommitRefusal(event.CommitRefusal{Syscall: "brk", Reason: "rlimit_data", Count: 1})
-	m.ObserveEviction(event.Eviction{Pod: event.Pod{Namespace: "batch", Name: "etl-2"}, Cause: event.CauseKubeletEviction,
+	m.Write(event.CommitRefusal{Process: inPod, Syscall: "mmap", Reason: "commit", Count: 1})
+	m.Write(event.CommitRefusal{Process: inPod, Syscall: "mmap", Reason: "commit", Count: 99999, Repeated: true})
+	m.Write(event.CommitRefusal{Syscall: "brk", Reason: "rlimit_data", Count: 1})
+	m.Write(event.Eviction{Pod: event.Pod{Namespace: "batch", Name: "etl-2"}, Cause: event.CauseKubeletEviction,
 		OffendingContainers: []event.OffendingContainer{{Name: "loader"}, {Name: "sidecar"}}})
-	m.ObserveEviction(event.Eviction{Pod: event.Pod{Namespace: "batch", Name: "etl-3"}, Cause: event.CauseKubeletEviction,
+	m.Write(event.Eviction{Pod: event.Pod{Namespace: "batch", Name: "etl-3"}, Cause: event.CauseKubeletEviction,
 		Annotations: map[string]string{"offending_containers": "reader,writer"}})
-	m.ObserveEviction(event.Eviction{Pod: event.Pod{Namespace: "batch", Name: "etl-4"}, Cause: event.CauseKubeletEviction})
-	m.ObserveMemoryPressure(event.MemoryPressure{SignalName: "memory.available", MemorySignal: event.MemorySignal{BelowThreshold: true}})
-	m.ObserveMemoryPressure(event.MemoryPressure{SignalName: "memory.available"})
-	m.ObserveNodeCondition(event.NodeCondition{Condition: "MemoryPressure", Status: "True"})
+	m.Write(event.Eviction{Pod: event.Pod{Namespace: "batch", Name: "etl-4"}, Cause: event.CauseKubeletEviction})
+	m.Write(event.MemoryPressure{SignalName: "memory.available", MemorySignal: event.MemorySignal{BelowThreshold: true}})
+	m.Write(event.MemoryPressure{SignalName: "memory.available"})
+	m.Write(event.NodeCondition{Condition: "MemoryPressure", Status: "True"})
 	m.ObserveKubeletEvent("EvictionThresholdMet")
 }
 
@@ -135,9 +135,9 @@ func TestMetricsGolden(t *testing.T) {
 func TestMetricsRetention(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	m := newTestMetrics(func() time.Time { return now })
-	m.ObserveOOMKill(oomKill("shop", "cart-7d9f", "redis", event.DomainContainer))
+	m.Write(oomKill("shop", "cart-7d9f", "redis", event.DomainContainer))
 	now = now.Add(50 * time.Minute)
-	m.ObserveOOMKill(oomKill("shop", "cart-7d9f", "redis", event.DomainAllocatable))
+	m.Write(oomKill("shop", "cart-7d9f", "redis", event.DomainAllocatable))
 	if n := testutil.CollectAndCount(m, "oomtrace_oom_kills_total"); n != 2 {
 		t.Fatalf("%d series, want 2", n)
 	}
@@ -147,7 +147,7 @@ func TestMetricsRetention(t *testing.T) {
 	}
 	// A series that moves again starts from its new count, not from zero
 	// plus a gap: it was dropped, so it is new.
-	m.ObserveOOMKill(oomKill("shop", "cart-7d9f", "redis", event.DomainContainer))
+	m.Write(oomKill("shop", "cart-7d9f", "redis", event.DomainContainer))
 	want := `# HELP oomtrace_oom_kills_total Tasks killed by the kernel OOM killer, by the victim's pod and container and by the limit that was hit (scope: the OOM domain kind: container, pod, allocatable, system or other).
 # TYPE oomtrace_oom_kills_total counter
 oomtrace_oom_kills_total{container="redis",namespace="shop",pod="cart-7d9f",scope="allocatable"} 1

@@ -8,14 +8,14 @@ import (
 	"github.com/oomtrace/oomtrace/event"
 )
 
-// Queue puts a bounded queue between the tracer and a Writer that may block
+// Queue puts a bounded queue between the tracer and a Sink that may block
 // (a slow or stuck reader of stdout). Writing to it never blocks: when the
 // queue is full the event is dropped and counted, so the ring buffer reader
 // keeps draining the kernel and memory stays bounded. After the first write
 // error (stdout closed) events are dropped and counted too.
 type Queue struct {
-	w        Writer
-	ch       chan any
+	w        Sink
+	ch       chan event.Event
 	done     chan struct{}
 	dropped  atomic.Uint64
 	written  atomic.Uint64
@@ -34,8 +34,8 @@ type Queue struct {
 // NewQueue starts writing to w from a queue of size events. onError, if
 // not nil, is called once, from the writing goroutine, with the first write
 // error.
-func NewQueue(w Writer, size int, onError func(error)) *Queue {
-	q := &Queue{w: w, ch: make(chan any, size), done: make(chan struct{}), onError: onError}
+func NewQueue(w Sink, size int, onError func(error)) *Queue {
+	q := &Queue{w: w, ch: make(chan event.Event, size), done: make(chan struct{}), onError: onError}
 	go q.loop()
 	return q
 }
@@ -47,20 +47,8 @@ func (q *Queue) loop() {
 			q.dropped.Add(1)
 			continue
 		}
-		var err error
 		q.inflight.Store(true)
-		switch ev := item.(type) {
-		case event.OOMKill:
-			err = q.w.WriteOOMKill(ev)
-		case event.CommitRefusal:
-			err = q.w.WriteCommitRefusal(ev)
-		case event.MemoryPressure:
-			err = q.w.WriteMemoryPressure(ev)
-		case event.Eviction:
-			err = q.w.WriteEviction(ev)
-		case event.NodeCondition:
-			err = q.w.WriteNodeCondition(ev)
-		}
+		err := q.w.Write(item)
 		q.inflight.Store(false)
 		if err != nil {
 			q.dropped.Add(1)
@@ -76,7 +64,8 @@ func (q *Queue) loop() {
 	}
 }
 
-func (q *Queue) put(item any) error {
+// Write queues ev; it never blocks.
+func (q *Queue) Write(ev event.Event) error {
 	q.sending.RLock()
 	defer q.sending.RUnlock()
 	if q.closed {
@@ -84,27 +73,12 @@ func (q *Queue) put(item any) error {
 		return nil
 	}
 	select {
-	case q.ch <- item:
+	case q.ch <- ev:
 	default:
 		q.dropped.Add(1)
 	}
 	return nil
 }
-
-// WriteOOMKill queues ev; it never blocks.
-func (q *Queue) WriteOOMKill(ev event.OOMKill) error { return q.put(ev) }
-
-// WriteMemoryPressure queues ev; it never blocks.
-func (q *Queue) WriteMemoryPressure(ev event.MemoryPressure) error { return q.put(ev) }
-
-// WriteEviction queues ev; it never blocks.
-func (q *Queue) WriteEviction(ev event.Eviction) error { return q.put(ev) }
-
-// WriteNodeCondition queues ev; it never blocks.
-func (q *Queue) WriteNodeCondition(ev event.NodeCondition) error { return q.put(ev) }
-
-// WriteCommitRefusal queues ev; it never blocks.
-func (q *Queue) WriteCommitRefusal(ev event.CommitRefusal) error { return q.put(ev) }
 
 // Err is the first write error, if any.
 func (q *Queue) Err() error {

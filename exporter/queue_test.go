@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -29,11 +30,7 @@ func (g *gateWriter) write() error {
 	return nil
 }
 
-func (g *gateWriter) WriteOOMKill(event.OOMKill) error               { return g.write() }
-func (g *gateWriter) WriteCommitRefusal(event.CommitRefusal) error   { return g.write() }
-func (g *gateWriter) WriteMemoryPressure(event.MemoryPressure) error { return g.write() }
-func (g *gateWriter) WriteEviction(event.Eviction) error             { return g.write() }
-func (g *gateWriter) WriteNodeCondition(event.NodeCondition) error   { return g.write() }
+func (g *gateWriter) Write(event.Event) error { return g.write() }
 
 func TestQueueNeverBlocksAndCountsDrops(t *testing.T) {
 	g := &gateWriter{gate: make(chan struct{})}
@@ -42,7 +39,7 @@ func TestQueueNeverBlocksAndCountsDrops(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		for i := 0; i < events; i++ {
-			q.WriteOOMKill(event.OOMKill{})
+			q.Write(event.OOMKill{})
 		}
 		close(done)
 	}()
@@ -68,7 +65,7 @@ func TestQueueCloseGivesUpOnStuckWriter(t *testing.T) {
 	defer close(g.gate)
 	q := NewQueue(g, 8, nil)
 	for i := 0; i < 5; i++ {
-		q.WriteCommitRefusal(event.CommitRefusal{})
+		q.Write(event.CommitRefusal{})
 	}
 	start := time.Now()
 	if q.Close(200 * time.Millisecond) {
@@ -89,7 +86,7 @@ func TestQueueWriteErrorDropsTheRest(t *testing.T) {
 	var reported []error
 	q := NewQueue(g, 16, func(err error) { reported = append(reported, err) })
 	for i := 0; i < 10; i++ {
-		q.WriteOOMKill(event.OOMKill{})
+		q.Write(event.OOMKill{})
 	}
 	q.Close(5 * time.Second)
 	if q.Err() == nil || len(reported) != 1 {
@@ -112,22 +109,20 @@ func (k *kindWriter) add(s string) error {
 	k.kinds = append(k.kinds, s)
 	return nil
 }
-func (k *kindWriter) WriteOOMKill(event.OOMKill) error             { return k.add("oom_kill") }
-func (k *kindWriter) WriteCommitRefusal(event.CommitRefusal) error { return k.add("commit_refusal") }
-func (k *kindWriter) WriteMemoryPressure(event.MemoryPressure) error {
-	return k.add("memory_pressure")
+func (k *kindWriter) Write(ev event.Event) error {
+	kinds := map[string]string{"event.OOMKill": "oom_kill", "event.CommitRefusal": "commit_refusal",
+		"event.MemoryPressure": "memory_pressure", "event.Eviction": "eviction", "event.NodeCondition": "node_condition"}
+	return k.add(kinds[fmt.Sprintf("%T", ev)])
 }
-func (k *kindWriter) WriteEviction(event.Eviction) error           { return k.add("eviction") }
-func (k *kindWriter) WriteNodeCondition(event.NodeCondition) error { return k.add("node_condition") }
 
 func TestQueueRoutesEveryKindInOrder(t *testing.T) {
 	k := &kindWriter{}
 	q := NewQueue(k, 16, nil)
-	q.WriteEviction(event.Eviction{})
-	q.WriteOOMKill(event.OOMKill{})
-	q.WriteNodeCondition(event.NodeCondition{})
-	q.WriteCommitRefusal(event.CommitRefusal{})
-	q.WriteMemoryPressure(event.MemoryPressure{})
+	q.Write(event.Eviction{})
+	q.Write(event.OOMKill{})
+	q.Write(event.NodeCondition{})
+	q.Write(event.CommitRefusal{})
+	q.Write(event.MemoryPressure{})
 	if !q.Close(5 * time.Second) {
 		t.Fatal("close timed out")
 	}
@@ -140,10 +135,10 @@ func TestQueueRoutesEveryKindInOrder(t *testing.T) {
 func TestQueueWriteAfterClose(t *testing.T) {
 	k := &kindWriter{}
 	q := NewQueue(k, 4, nil)
-	q.WriteOOMKill(event.OOMKill{})
+	q.Write(event.OOMKill{})
 	q.Close(time.Second)
 	// A timer's event arriving after shutdown: dropped and counted, no panic.
-	q.WriteEviction(event.Eviction{})
+	q.Write(event.Eviction{})
 	q.Close(time.Second)
 	if q.Written() != 1 || q.Dropped() != 1 {
 		t.Errorf("written %d dropped %d, want 1 and 1", q.Written(), q.Dropped())

@@ -11,13 +11,10 @@ import (
 	"github.com/oomtrace/oomtrace/event"
 )
 
-// Writer writes one event as one line.
-type Writer interface {
-	WriteOOMKill(event.OOMKill) error
-	WriteCommitRefusal(event.CommitRefusal) error
-	WriteMemoryPressure(event.MemoryPressure) error
-	WriteEviction(event.Eviction) error
-	WriteNodeCondition(event.NodeCondition) error
+// Sink takes events out of the process: a stream, a queue in front of
+// one, the metrics.
+type Sink interface {
+	Write(event.Event) error
 }
 
 // JSON writes one JSON object per line. encoding/json keeps every line valid
@@ -37,27 +34,13 @@ func NewJSON(w io.Writer) *JSON {
 	return &JSON{w: bw, enc: enc}
 }
 
-func (j *JSON) write(kind string, ev any) error {
+// Write writes ev as one line.
+func (j *JSON) Write(ev event.Event) error {
 	if err := j.enc.Encode(ev); err != nil {
-		return fmt.Errorf("encode %s: %w", kind, err)
+		return fmt.Errorf("encode %T: %w", ev, err)
 	}
 	return j.w.Flush()
 }
-
-// WriteOOMKill writes ev as one line.
-func (j *JSON) WriteOOMKill(ev event.OOMKill) error { return j.write(ev.Type, ev) }
-
-// WriteCommitRefusal writes ev as one line.
-func (j *JSON) WriteCommitRefusal(ev event.CommitRefusal) error { return j.write(ev.Type, ev) }
-
-// WriteMemoryPressure writes ev as one line.
-func (j *JSON) WriteMemoryPressure(ev event.MemoryPressure) error { return j.write(ev.Type, ev) }
-
-// WriteEviction writes ev as one line.
-func (j *JSON) WriteEviction(ev event.Eviction) error { return j.write(ev.Type, ev) }
-
-// WriteNodeCondition writes ev as one line.
-func (j *JSON) WriteNodeCondition(ev event.NodeCondition) error { return j.write(ev.Type, ev) }
 
 // Text writes one human-readable line per event, for people at a terminal.
 // Kernel strings are quoted, so hostile bytes cannot forge a line.
@@ -68,8 +51,25 @@ type Text struct {
 // NewText returns a text writer on w.
 func NewText(w io.Writer) *Text { return &Text{w: bufio.NewWriter(w)} }
 
+// Write writes ev as one line.
+func (t *Text) Write(ev event.Event) error {
+	switch ev := ev.(type) {
+	case event.OOMKill:
+		return t.oomKill(ev)
+	case event.CommitRefusal:
+		return t.commitRefusal(ev)
+	case event.MemoryPressure:
+		return t.memoryPressure(ev)
+	case event.Eviction:
+		return t.eviction(ev)
+	case event.NodeCondition:
+		return t.nodeCondition(ev)
+	}
+	return fmt.Errorf("text: no line for %T", ev)
+}
+
 // WriteOOMKill writes ev as one line.
-func (t *Text) WriteOOMKill(ev event.OOMKill) error {
+func (t *Text) oomKill(ev event.OOMKill) error {
 	var b strings.Builder
 	b.WriteString(ev.Time.UTC().Format(event.Layout))
 	b.WriteString(" oom_kill victim=")
@@ -101,7 +101,7 @@ func (t *Text) WriteOOMKill(ev event.OOMKill) error {
 }
 
 // WriteCommitRefusal writes ev as one line.
-func (t *Text) WriteCommitRefusal(ev event.CommitRefusal) error {
+func (t *Text) commitRefusal(ev event.CommitRefusal) error {
 	var b strings.Builder
 	b.WriteString(ev.Time.UTC().Format(event.Layout))
 	b.WriteString(" commit_refusal process=")
@@ -143,7 +143,7 @@ func (t *Text) line(kind, s string) error {
 }
 
 // WriteMemoryPressure writes ev as one line.
-func (t *Text) WriteMemoryPressure(ev event.MemoryPressure) error {
+func (t *Text) memoryPressure(ev event.MemoryPressure) error {
 	state := "above"
 	if ev.BelowThreshold {
 		state = "below"
@@ -157,7 +157,7 @@ func (t *Text) WriteMemoryPressure(ev event.MemoryPressure) error {
 }
 
 // WriteEviction writes ev as one line.
-func (t *Text) WriteEviction(ev event.Eviction) error {
+func (t *Text) eviction(ev event.Eviction) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s eviction pod=%s qos=%s resource=%s", ev.Time.UTC().Format(event.Layout),
 		word(ev.Pod.Namespace+"/"+ev.Pod.Name), word(ev.Pod.QoS), word(ev.StarvedResource))
@@ -172,7 +172,7 @@ func (t *Text) WriteEviction(ev event.Eviction) error {
 }
 
 // WriteNodeCondition writes ev as one line.
-func (t *Text) WriteNodeCondition(ev event.NodeCondition) error {
+func (t *Text) nodeCondition(ev event.NodeCondition) error {
 	since := ""
 	if ev.SincePreviousSeconds != nil {
 		since = fmt.Sprintf(" after=%.0fs", *ev.SincePreviousSeconds)

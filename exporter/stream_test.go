@@ -45,7 +45,7 @@ func TestJSONHostileBytes(t *testing.T) {
 	var buf bytes.Buffer
 	w := NewJSON(&buf)
 	for _, s := range hostile {
-		if err := w.WriteOOMKill(sample(s, "/kubepods/"+s)); err != nil {
+		if err := w.Write(sample(s, "/kubepods/"+s)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -73,7 +73,7 @@ func TestJSONHostileBytes(t *testing.T) {
 
 func TestJSONTimeIsRFC3339NanoUTC(t *testing.T) {
 	var buf bytes.Buffer
-	if err := NewJSON(&buf).WriteOOMKill(sample("x", "/")); err != nil {
+	if err := NewJSON(&buf).Write(sample("x", "/")); err != nil {
 		t.Fatal(err)
 	}
 	var m map[string]any
@@ -93,7 +93,7 @@ func TestTextOneLinePerEvent(t *testing.T) {
 	var buf bytes.Buffer
 	w := NewText(&buf)
 	for _, s := range hostile {
-		if err := w.WriteOOMKill(sample(s, "/p\n"+s)); err != nil {
+		if err := w.Write(sample(s, "/p\n"+s)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -124,10 +124,10 @@ type failWriter struct{}
 func (failWriter) Write([]byte) (int, error) { return 0, bytes.ErrTooLarge }
 
 func TestWriteErrorsSurface(t *testing.T) {
-	if err := NewJSON(failWriter{}).WriteOOMKill(sample("x", "/")); err == nil {
+	if err := NewJSON(failWriter{}).Write(sample("x", "/")); err == nil {
 		t.Error("JSON: write error swallowed")
 	}
-	if err := NewText(failWriter{}).WriteOOMKill(sample("x", "/")); err == nil {
+	if err := NewText(failWriter{}).Write(sample("x", "/")); err == nil {
 		t.Error("text: write error swallowed")
 	}
 }
@@ -164,10 +164,10 @@ func TestCommitRefusalLines(t *testing.T) {
 	var j, x bytes.Buffer
 	jw, tw := NewJSON(&j), NewText(&x)
 	for _, s := range hostile {
-		if err := jw.WriteCommitRefusal(sampleRefusal(s)); err != nil {
+		if err := jw.Write(sampleRefusal(s)); err != nil {
 			t.Fatal(err)
 		}
-		if err := tw.WriteCommitRefusal(sampleRefusal(s)); err != nil {
+		if err := tw.Write(sampleRefusal(s)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -204,7 +204,7 @@ func TestKubeletEventLines(t *testing.T) {
 
 		var text bytes.Buffer
 		tw := NewText(&text)
-		if tw.WriteEviction(ev) != nil || tw.WriteNodeCondition(nc) != nil || tw.WriteMemoryPressure(mp) != nil {
+		if tw.Write(ev) != nil || tw.Write(nc) != nil || tw.Write(mp) != nil {
 			t.Fatal("text write failed")
 		}
 		lines := strings.Split(strings.TrimSuffix(text.String(), "\n"), "\n")
@@ -215,7 +215,7 @@ func TestKubeletEventLines(t *testing.T) {
 
 		var js bytes.Buffer
 		jw := NewJSON(&js)
-		if jw.WriteEviction(ev) != nil || jw.WriteNodeCondition(nc) != nil || jw.WriteMemoryPressure(mp) != nil {
+		if jw.Write(ev) != nil || jw.Write(nc) != nil || jw.Write(mp) != nil {
 			t.Fatal("json write failed")
 		}
 		sc := bufio.NewScanner(&js)

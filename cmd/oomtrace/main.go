@@ -28,6 +28,7 @@ import (
 	"github.com/oomtrace/oomtrace/internal/cri"
 	"github.com/oomtrace/oomtrace/internal/enrich"
 	"github.com/oomtrace/oomtrace/internal/nodememory"
+	"github.com/oomtrace/oomtrace/internal/pipeline"
 	"github.com/oomtrace/oomtrace/tracer"
 )
 
@@ -99,7 +100,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	var writer exporter.Writer
+	var writer exporter.Sink
 	switch opts.output {
 	case "json":
 		writer = exporter.NewJSON(stdout)
@@ -231,8 +232,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		go runtime.Run(ctx)
 	}
 
-	var stage *exporter.Queue
-	signals := nodeSignals(opts, kubelet, node, log, func(mp event.MemoryPressure) { stage.WriteMemoryPressure(mp) })
+	signals := nodeSignals(opts, kubelet, node, log)
+	var pipe *pipeline.Pipeline // set below, before the metrics server (the only caller of Stats) starts
 	metrics := exporter.NewMetrics(exporter.MetricsOptions{
 		NodeMemory: func() (event.NodeMemory, bool) {
 			if signals == nil {
@@ -246,26 +247,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Stats: func() (exporter.PipelineStats, error) {
 			s, err := t.Stats()
 			return exporter.PipelineStats{OOMKillsLost: s.Lost, CommitRefusalsLost: s.RefusalsLost, TaskSignalsLost: s.SignalsLost, DecodeErrors: s.DecodeErrors,
-				OutputDropped: stage.Dropped() + out.Dropped()}, err
+				OutputDropped: pipe.Dropped() + out.Dropped()}, err
 		},
 	})
-	correlator := correlate.New(opts.corrWindow)
-	attr := &attribution{ctx: ctx, enricher: enricher, signals: signals, sampleEvery: opts.sampleEvery, correlator: correlator,
-		filter: enrich.NewFilter(opts.namespaces, opts.pods), metrics: metrics, out: out}
-	stage = exporter.NewQueue(attr, opts.queueSize, nil)
+	// Every source writes into the pipeline, which never makes it wait;
+	// metrics count every event, the output gets what the filter keeps.
+	pipe = pipeline.New(ctx, pipeline.Options{
+		Enricher: enricher, Sampler: signals, SampleEvery: opts.sampleEvery, CorrelationWindow: opts.corrWindow,
+		Filter: enrich.NewFilter(opts.namespaces, opts.pods), Metrics: metrics, Out: out, QueueSize: opts.queueSize,
+	})
 	if signals != nil {
-		go signals.Run(ctx, opts.sampleEvery)
+		signals.Start(ctx, opts.sampleEvery, func(mp event.MemoryPressure) { pipe.Write(mp) })
 	}
-	// The cluster view, when there is a cluster: its events go through the
-	// same stage as the kernel's, in one order.
 	if kube != nil {
 		log.Info("watching the cluster for this node's evictions and MemoryPressure", "api", kubeHost, "node", node)
-		handlers := clusterview.Handlers{
-			Eviction:      func(ev event.Eviction) { stage.WriteEviction(ev) },
-			NodeCondition: func(ev event.NodeCondition) { stage.WriteNodeCondition(ev) },
+		go clusterview.New(kube, clusterview.Options{Node: node, Logger: log}).Run(ctx, clusterview.Handlers{
+			Eviction:      func(ev event.Eviction) { pipe.Write(ev) },
+			NodeCondition: func(ev event.NodeCondition) { pipe.Write(ev) },
 			KubeletEvent:  metrics.ObserveKubeletEvent,
-		}
-		go clusterview.New(kube, clusterview.Options{Node: node, Logger: log}).Run(ctx, handlers)
+		})
 	} else {
 		log.Info("standalone: no API server configured; kernel events and node signals only")
 	}
@@ -291,18 +291,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"decision_hook", decision, "victim_hook", hooks.Victim, "signal_hook", hooks.Signal,
 		"refusal_hook", orNone(hooks.RefusalExact), "refusal_syscalls", len(hooks.RefusalSyscalls))
 
-	// Metrics count every event, written or filtered out.
 	err = t.Run(ctx, tracer.Handlers{
-		OOMKill:       func(ev event.OOMKill) { stage.WriteOOMKill(ev) },
-		CommitRefusal: func(ev event.CommitRefusal) { stage.WriteCommitRefusal(ev) },
+		OOMKill:       func(ev event.OOMKill) { pipe.Write(ev) },
+		CommitRefusal: func(ev event.CommitRefusal) { pipe.Write(ev) },
 		// Signals to pods' processes are kept for their evictions; they
 		// are not written out. Recording one never waits.
-		TaskSignal: correlator.Signal,
+		TaskSignal: pipe.Signal,
 	})
 	ready.Store(false)
-	// The stage first: what it still holds goes to the output queue.
-	if !stage.Close(outputDrainTimeout) {
-		log.Warn("attribution still busy; giving up on the queued events", "timeout", outputDrainTimeout)
+	// The pipeline first: what it still holds goes to the output queue.
+	if !pipe.Close(outputDrainTimeout) {
+		log.Warn("pipeline still busy; giving up on the queued events", "timeout", outputDrainTimeout)
 	}
 	if !out.Close(outputDrainTimeout) {
 		log.Warn("output still blocked; giving up on the queued events", "timeout", outputDrainTimeout)
@@ -314,7 +313,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			"decoded", stats.Decoded, "decode_errors", stats.DecodeErrors, "exiting", stats.ExitingMarked,
 			"refusals", stats.RefusalsFailed, "refusal_records", stats.RefusalsSent, "refusal_records_lost", stats.RefusalsLost,
 			"signals", stats.SignalsSent, "signals_lost", stats.SignalsLost,
-			"written", out.Written(), "filtered", attr.filtered.Load(), "output_dropped", stage.Dropped()+out.Dropped())
+			"written", out.Written(), "filtered", pipe.Filtered(), "output_dropped", pipe.Dropped()+out.Dropped())
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "oomtrace: %v\n", err)
@@ -351,7 +350,7 @@ func kubeletSettings(opts options, log *slog.Logger) (nodememory.KubeletConfig, 
 
 // nodeSignals returns the sampler of the node's memory signals, or nil when
 // they cannot be read here (logged; the rest works without them).
-func nodeSignals(opts options, kubelet nodememory.KubeletConfig, node string, log *slog.Logger, onPressure func(event.MemoryPressure)) *nodememory.Sampler {
+func nodeSignals(opts options, kubelet nodememory.KubeletConfig, node string, log *slog.Logger) *nodememory.Sampler {
 	src, err := nodememory.Detect(opts.procfs, opts.kubepods)
 	if err == nil && opts.kubepods == "" && kubelet.Kubepods != "" {
 		// What the kubelet's config says, if it is there; else what
@@ -366,13 +365,13 @@ func nodeSignals(opts options, kubelet nodememory.KubeletConfig, node string, lo
 	}
 	th := kubelet.Thresholds
 	// Read once to check and log, outside the sampler: its first sample
-	// (in Run, once the stage exists) reports a signal already below.
+	// (in Start, once the pipeline exists) reports a signal already below.
 	nm, err := src.Read(th, time.Now())
 	if err != nil {
 		log.Warn("node memory signals unreadable", "root", src.Root, "err", err)
 		return nil
 	}
-	s := nodememory.NewSampler(src, th, nodememory.SamplerOptions{Node: node, OnPressure: onPressure, Logger: log})
+	s := nodememory.NewSampler(src, th, nodememory.SamplerOptions{Node: node, Logger: log})
 	attrs := []any{"thresholds", th.String(), "enforce_node_allocatable", strings.Join(kubelet.EnforceNodeAllocatable, ","),
 		"memory_hierarchy", src.Root, "kubepods", src.Kubepods, "memory_available", nm.MemoryAvailable.AvailableBytes}
 	if a := nm.AllocatableMemoryAvailable; a != nil {

@@ -74,7 +74,9 @@ type Options struct {
 	EventWait time.Duration
 	// Settle delays an eviction seen in its Event: the kubelet records the
 	// Event and then stops the pod (SIGTERM, SIGKILL after the grace
-	// period, 2 s for a hard eviction), and the event should show that.
+	// period, 2 s for a hard eviction, then the sandbox), and the event
+	// should show that. Default 5 s: 3 s missed the sandbox's SIGKILL on a
+	// busy node in the cluster suite.
 	Settle time.Duration
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -104,7 +106,7 @@ func New(cs corev1client.CoreV1Interface, opts Options) *Watcher {
 		opts.EventWait = 5 * time.Second
 	}
 	if opts.Settle == 0 {
-		opts.Settle = 3 * time.Second
+		opts.Settle = 5 * time.Second
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)

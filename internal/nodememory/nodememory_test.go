@@ -236,8 +236,8 @@ func TestSampler(t *testing.T) {
 	var got []event.MemoryPressure
 	s := NewSampler(src, mustThresholds(t, "memory.available<1Gi"), SamplerOptions{
 		Node: "n1", MaxAge: time.Second, Now: func() time.Time { return now },
-		OnPressure: func(mp event.MemoryPressure) { got = append(got, mp) },
 	})
+	s.setHandler(func(mp event.MemoryPressure) { got = append(got, mp) })
 	setRoot := func(usage int64) {
 		write(t, src.Root, "memory.usage_in_bytes", strconv.FormatInt(usage, 10))
 	}
@@ -340,7 +340,8 @@ func TestSamplerNear(t *testing.T) {
 func TestSamplerStartsBelow(t *testing.T) {
 	src := v1Tree(t, 8*gi-10*mi, 0, 8*gi-50*mi, 0, strconv.FormatInt(8*gi, 10)) // allocatable: 8 GiB limit - working set = 50 MiB
 	var got []event.MemoryPressure
-	s := NewSampler(src, mustThresholds(t, DefaultEvictionHard), SamplerOptions{OnPressure: func(mp event.MemoryPressure) { got = append(got, mp) }})
+	s := NewSampler(src, mustThresholds(t, DefaultEvictionHard), SamplerOptions{})
+	s.setHandler(func(mp event.MemoryPressure) { got = append(got, mp) })
 	s.Sample()
 	// Both signals start below: reported, with no "since".
 	if len(got) != 2 || got[0].SinceSeconds != nil || !got[0].BelowThreshold {

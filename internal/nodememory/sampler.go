@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/oomtrace/oomtrace/event"
@@ -24,10 +25,8 @@ type SamplerOptions struct {
 	// and the crossing should be seen when the kubelet sees it.
 	FastInterval time.Duration
 	NearMargin   uint64
-	// OnPressure receives each threshold crossing, either way.
-	OnPressure func(event.MemoryPressure)
-	Logger     *slog.Logger
-	Now        func() time.Time
+	Logger       *slog.Logger
+	Now          func() time.Time
 }
 
 // Sampler reads the signals on an interval and on demand, remembers them
@@ -36,6 +35,10 @@ type Sampler struct {
 	src  Source
 	th   Thresholds
 	opts SamplerOptions
+
+	// onPressure receives each threshold crossing, either way: set by
+	// Start, before the first sample.
+	onPressure atomic.Pointer[func(event.MemoryPressure)]
 
 	mu      sync.Mutex
 	last    *event.NodeMemory
@@ -68,9 +71,19 @@ func NewSampler(src Source, th Thresholds, opts SamplerOptions) *Sampler {
 	return &Sampler{src: src, th: th, opts: opts, below: map[string]bool{}, since: map[string]time.Time{}}
 }
 
-// Run samples every interval until ctx is done, every FastInterval while
-// a signal is near its threshold.
-func (s *Sampler) Run(ctx context.Context, interval time.Duration) {
+// Start samples every interval until ctx is done, every FastInterval
+// while a signal is near its threshold, and hands onPressure each
+// threshold crossing, also the ones Sample finds.
+func (s *Sampler) Start(ctx context.Context, interval time.Duration, onPressure func(event.MemoryPressure)) {
+	s.setHandler(onPressure)
+	go s.run(ctx, interval)
+}
+
+func (s *Sampler) setHandler(onPressure func(event.MemoryPressure)) {
+	s.onPressure.Store(&onPressure)
+}
+
+func (s *Sampler) run(ctx context.Context, interval time.Duration) {
 	t := time.NewTimer(interval)
 	defer t.Stop()
 	for {
@@ -133,9 +146,9 @@ func (s *Sampler) sample(fresh bool) (event.NodeMemory, bool) {
 	s.history = s.history[cut:]
 	crossings := s.crossings(nm)
 	s.mu.Unlock()
-	for _, c := range crossings {
-		if s.opts.OnPressure != nil {
-			s.opts.OnPressure(c)
+	if h := s.onPressure.Load(); h != nil && *h != nil {
+		for _, c := range crossings {
+			(*h)(c)
 		}
 	}
 	return nm, true

@@ -1,4 +1,4 @@
-package main
+package pipeline
 
 import (
 	"context"
@@ -21,21 +21,19 @@ type written struct {
 	refusals  []event.CommitRefusal
 }
 
-func (w *written) WriteOOMKill(ev event.OOMKill) error { w.kills = append(w.kills, ev); return nil }
-func (w *written) WriteCommitRefusal(ev event.CommitRefusal) error {
-	w.refusals = append(w.refusals, ev)
-	return nil
-}
-func (w *written) WriteMemoryPressure(ev event.MemoryPressure) error {
-	w.pressure = append(w.pressure, ev)
-	return nil
-}
-func (w *written) WriteEviction(ev event.Eviction) error {
-	w.evictions = append(w.evictions, ev)
-	return nil
-}
-func (w *written) WriteNodeCondition(ev event.NodeCondition) error {
-	w.nodes = append(w.nodes, ev)
+func (w *written) Write(ev event.Event) error {
+	switch ev := ev.(type) {
+	case event.OOMKill:
+		w.kills = append(w.kills, ev)
+	case event.CommitRefusal:
+		w.refusals = append(w.refusals, ev)
+	case event.MemoryPressure:
+		w.pressure = append(w.pressure, ev)
+	case event.Eviction:
+		w.evictions = append(w.evictions, ev)
+	case event.NodeCondition:
+		w.nodes = append(w.nodes, ev)
+	}
 	return nil
 }
 
@@ -55,8 +53,8 @@ func allocatableKill(at time.Time) event.OOMKill {
 	}
 }
 
-func stage(out *written, namespaces []string) *attribution {
-	return &attribution{ctx: context.Background(), enricher: &enrich.Enricher{}, correlator: correlate.New(time.Minute),
+func newStage(out *written, namespaces []string) *stage {
+	return &stage{ctx: context.Background(), enricher: &enrich.Enricher{}, correlator: correlate.New(time.Minute),
 		filter: enrich.NewFilter(namespaces, nil), metrics: exporter.NewMetrics(exporter.MetricsOptions{}), out: out}
 }
 
@@ -64,10 +62,10 @@ func stage(out *written, namespaces []string) *attribution {
 // eviction lists the kill.
 func TestStageKillThenEviction(t *testing.T) {
 	out := &written{}
-	a := stage(out, nil)
+	a := newStage(out, nil)
 	t0 := time.Now()
-	a.WriteOOMKill(allocatableKill(t0))
-	a.WriteEviction(event.Eviction{Type: event.TypeEviction, Time: event.Time{Time: t0.Add(8 * time.Second)},
+	a.Write(allocatableKill(t0))
+	a.Write(event.Eviction{Type: event.TypeEviction, Time: event.Time{Time: t0.Add(8 * time.Second)},
 		Pod: event.Pod{UID: podUID, Name: "cart", Namespace: "shop"}, Cause: event.CauseKubeletEviction})
 	if len(out.kills) != 1 || out.kills[0].Cause != event.CauseOOMAllocatable || out.kills[0].OOM.Domain.Kind != event.DomainAllocatable ||
 		out.kills[0].Victim.Pod == nil || out.kills[0].Victim.Pod.UID != podUID || out.kills[0].Eviction != nil {
@@ -84,12 +82,12 @@ func TestStageKillThenEviction(t *testing.T) {
 // of a kept namespace and drops the others'.
 func TestStageEvictionThenKill(t *testing.T) {
 	out := &written{}
-	a := stage(out, []string{"shop"})
+	a := newStage(out, []string{"shop"})
 	t0 := time.Now()
-	a.WriteEviction(event.Eviction{Type: event.TypeEviction, Time: event.Time{Time: t0},
+	a.Write(event.Eviction{Type: event.TypeEviction, Time: event.Time{Time: t0},
 		Pod: event.Pod{UID: podUID, Name: "cart", Namespace: "shop"}, Cause: event.CauseKubeletEviction, Message: "m"})
-	a.WriteEviction(event.Eviction{Type: event.TypeEviction, Time: event.Time{Time: t0}, Pod: event.Pod{UID: "other", Name: "x", Namespace: "web"}})
-	a.WriteOOMKill(allocatableKill(t0.Add(1500 * time.Millisecond)))
+	a.Write(event.Eviction{Type: event.TypeEviction, Time: event.Time{Time: t0}, Pod: event.Pod{UID: "other", Name: "x", Namespace: "web"}})
+	a.Write(allocatableKill(t0.Add(1500 * time.Millisecond)))
 	if len(out.evictions) != 1 || out.evictions[0].Pod.Namespace != "shop" || out.evictions[0].KernelOOMKills == nil {
 		t.Fatalf("evictions %+v", out.evictions)
 	}
@@ -99,7 +97,7 @@ func TestStageEvictionThenKill(t *testing.T) {
 		t.Fatalf("kills %+v filtered %d", out.kills, a.filtered.Load())
 	}
 	a.filter = enrich.NewFilter(nil, nil)
-	a.WriteOOMKill(allocatableKill(t0.Add(2 * time.Second)))
+	a.Write(allocatableKill(t0.Add(2 * time.Second)))
 	if len(out.kills) != 1 || out.kills[0].Eviction == nil || out.kills[0].Eviction.SecondsBefore != 2 || out.kills[0].Eviction.Message != "m" {
 		t.Fatalf("kill after eviction %+v", out.kills)
 	}
@@ -121,7 +119,7 @@ func TestStageKernelSignalsNamed(t *testing.T) {
 	const sandboxID = "bbbb000000000000000000000000000000000000000000000000000000000002"
 	const unknownID = "cccc000000000000000000000000000000000000000000000000000000000003"
 	out := &written{}
-	a := stage(out, nil)
+	a := newStage(out, nil)
 	a.enricher.Resolver = runtimeOf{ctrID: {Name: "app"}, sandboxID: {Sandbox: true}}
 	t0 := time.Now()
 	signal := func(id, sig string, after time.Duration) {
@@ -136,7 +134,7 @@ func TestStageKernelSignalsNamed(t *testing.T) {
 	// container status names it.
 	const loaderID = "dddd000000000000000000000000000000000000000000000000000000000004"
 	signal(loaderID, "SIGTERM", 2300*time.Millisecond)
-	a.WriteEviction(event.Eviction{Type: event.TypeEviction, Time: event.Time{Time: t0}, Pod: event.Pod{UID: podUID}, Cause: event.CauseKubeletEviction,
+	a.Write(event.Eviction{Type: event.TypeEviction, Time: event.Time{Time: t0}, Pod: event.Pod{UID: podUID}, Cause: event.CauseKubeletEviction,
 		ContainerExits: []event.ContainerExit{{Name: "loader", ContainerID: loaderID}}})
 	if len(out.evictions) != 1 {
 		t.Fatalf("evictions %+v", out.evictions)
@@ -155,5 +153,36 @@ func TestStageKernelSignalsNamed(t *testing.T) {
 		if g := got[i]; g.Container != w.container || g.Sandbox != w.sandbox || g.Signal != w.signal || g.SecondsAfter != w.after {
 			t.Errorf("signal %d: %+v, want %+v", i, g, w)
 		}
+	}
+}
+
+// The pipeline as the binary uses it: events from any goroutine go through
+// its queue and stage to the metrics and the output; Close drains them;
+// Signal reaches the correlator without the queue.
+func TestPipelineQueuesAndDrains(t *testing.T) {
+	out := &written{}
+	metrics := &written{}
+	p := New(context.Background(), Options{Filter: enrich.NewFilter([]string{"shop"}, nil), Metrics: metrics, Out: out, QueueSize: 16, CorrelationWindow: time.Minute})
+	t0 := time.Now()
+	p.Signal(event.TaskSignal{Time: event.Time{Time: t0.Add(time.Second)}, Signal: "SIGTERM",
+		Target: event.Process{PID: 9, Memcg: &event.Cgroup{Path: "/kubepods/burstable/pod" + podUID + "/" + ctrID}}})
+	p.Write(event.Eviction{Type: event.TypeEviction, Time: event.Time{Time: t0}, Pod: event.Pod{UID: podUID, Name: "cart", Namespace: "shop"}})
+	p.Write(event.Eviction{Type: event.TypeEviction, Time: event.Time{Time: t0}, Pod: event.Pod{UID: "other", Name: "x", Namespace: "web"}})
+	p.Write(event.NodeCondition{Type: event.TypeNodeCondition, Condition: "MemoryPressure", Status: "True"})
+	if !p.Close(5 * time.Second) {
+		t.Fatal("pipeline did not drain")
+	}
+	if len(out.evictions) != 1 || out.evictions[0].Pod.Name != "cart" || len(out.nodes) != 1 {
+		t.Fatalf("output: evictions %+v nodes %+v", out.evictions, out.nodes)
+	}
+	if ks := out.evictions[0].KernelSignals; len(ks) != 1 || ks[0].Signal != "SIGTERM" || ks[0].Container != ctrID {
+		t.Errorf("kernel signals %+v: want the SIGTERM recorded through Signal", ks)
+	}
+	if len(metrics.evictions) != 2 || len(metrics.nodes) != 1 || p.Filtered() != 1 || p.Dropped() != 0 {
+		t.Errorf("metrics saw %d evictions, %d node conditions; filtered %d dropped %d: want 2, 1, 1, 0",
+			len(metrics.evictions), len(metrics.nodes), p.Filtered(), p.Dropped())
+	}
+	if p.Write(event.NodeCondition{}); p.Dropped() != 1 {
+		t.Errorf("a write after Close: dropped %d, want 1", p.Dropped())
 	}
 }

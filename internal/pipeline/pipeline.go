@@ -1,0 +1,164 @@
+// Package pipeline is the stage between the tracer and the sinks: it names
+// the containers and pods of every event, adds the node's memory signals,
+// correlates kernel kills with kubelet evictions, counts every event in the
+// metrics and passes on to the output what the filter keeps.
+package pipeline
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/exporter"
+	"github.com/oomtrace/oomtrace/internal/correlate"
+	"github.com/oomtrace/oomtrace/internal/enrich"
+	"github.com/oomtrace/oomtrace/internal/nodememory"
+)
+
+// Options configure a Pipeline.
+type Options struct {
+	// Enricher names containers and pods (through the container runtime,
+	// which may wait: hence the pipeline's own queue).
+	Enricher *enrich.Enricher
+	// Sampler reads the node's memory signals; nil when they cannot be
+	// read. SampleEvery is its interval.
+	Sampler     *nodememory.Sampler
+	SampleEvery time.Duration
+	// CorrelationWindow: a kill and an eviction of one pod this close
+	// point to each other (0: correlate.DefaultWindow).
+	CorrelationWindow time.Duration
+	Filter            enrich.Filter
+	// Metrics receives every event, before the filter; Out what the
+	// filter keeps.
+	Metrics exporter.Sink
+	Out     exporter.Sink
+	// QueueSize bounds the events waiting for the stage.
+	QueueSize int
+}
+
+// Pipeline takes events from the sources (the tracer, the node memory
+// sampler, the cluster view) without ever making them wait, and runs them
+// through the stage on a goroutine of its own.
+type Pipeline struct {
+	queue *exporter.Queue
+	stage *stage
+}
+
+// New starts a pipeline; ctx bounds the container runtime's lookups.
+func New(ctx context.Context, o Options) *Pipeline {
+	s := &stage{ctx: ctx, enricher: o.Enricher, sampler: o.Sampler, sampleEvery: o.SampleEvery,
+		correlator: correlate.New(o.CorrelationWindow), filter: o.Filter, metrics: o.Metrics, out: o.Out}
+	if s.enricher == nil {
+		s.enricher = &enrich.Enricher{}
+	}
+	return &Pipeline{queue: exporter.NewQueue(s, o.QueueSize, nil), stage: s}
+}
+
+// Write queues an event for the stage; it never blocks (a full queue
+// drops the event and counts it).
+func (p *Pipeline) Write(ev event.Event) error { return p.queue.Write(ev) }
+
+// Signal remembers a SIGTERM or SIGKILL to a pod's process for the pod's
+// eviction; it never waits (safe in the ring buffer reader).
+func (p *Pipeline) Signal(ev event.TaskSignal) { p.stage.correlator.Signal(ev) }
+
+// Close stops taking events and waits up to timeout for the queued ones to
+// go through; false when it gave up on some.
+func (p *Pipeline) Close(timeout time.Duration) bool { return p.queue.Close(timeout) }
+
+// Dropped is how many events never went through the stage.
+func (p *Pipeline) Dropped() uint64 { return p.queue.Dropped() }
+
+// Filtered is how many events the filter kept from the output.
+func (p *Pipeline) Filtered() uint64 { return p.stage.filtered.Load() }
+
+// stage attributes, correlates, counts and filters one event at a time.
+type stage struct {
+	ctx         context.Context
+	enricher    *enrich.Enricher
+	sampler     *nodememory.Sampler // nil when the node's signals cannot be read
+	sampleEvery time.Duration
+	correlator  *correlate.Correlator
+	filter      enrich.Filter
+	metrics     exporter.Sink
+	out         exporter.Sink
+	filtered    atomic.Uint64
+}
+
+// Write runs one event through the stage.
+func (s *stage) Write(ev event.Event) error {
+	switch ev := ev.(type) {
+	case event.OOMKill:
+		s.enricher.OOMKill(s.ctx, &ev)
+		ev.NodeMemory = s.nodeMemory()
+		s.correlator.OOMKill(&ev)
+		return s.pass(ev, s.filter.OOMKill(ev))
+	case event.CommitRefusal:
+		s.enricher.CommitRefusal(s.ctx, &ev)
+		ev.NodeMemory = s.nodeMemory()
+		return s.pass(ev, s.filter.CommitRefusal(ev))
+	case event.Eviction:
+		s.eviction(&ev)
+		return s.pass(ev, s.filter.Process(event.Process{Pod: &ev.Pod}))
+	}
+	// Node-level events: no pod to filter on.
+	return s.pass(ev, true)
+}
+
+// pass counts ev in the metrics and writes it out if the filter keeps it.
+func (s *stage) pass(ev event.Event, keep bool) error {
+	if s.metrics != nil {
+		_ = s.metrics.Write(ev)
+	}
+	if !keep {
+		s.filtered.Add(1)
+		return nil
+	}
+	return s.out.Write(ev)
+}
+
+func (s *stage) nodeMemory() *event.NodeMemory {
+	if s.sampler == nil {
+		return nil
+	}
+	if nm, ok := s.sampler.Sample(); ok {
+		return &nm
+	}
+	return nil
+}
+
+// eviction adds the node's memory at the kubelet's decision, the pod's
+// earlier kills and the kernel's view of its stop.
+func (s *stage) eviction(ev *event.Eviction) {
+	if s.sampler != nil {
+		// The kubelet's observation can be up to a housekeeping interval
+		// (10 s) older than its decision; the API time drops the second's
+		// fraction, and a sample can come one interval late.
+		if nm, ok := s.sampler.Decided(ev.Time.Time, 10*time.Second, time.Second+s.sampleEvery); ok {
+			ev.NodeMemory = &nm
+		}
+	}
+	s.correlator.Eviction(ev)
+	// The correlator knows container ids; the runtime names them, else the
+	// API's container statuses (an evicted pod's containers can be gone
+	// from the runtime before it was ever listed).
+	byID := map[string]string{}
+	for _, ce := range ev.ContainerExits {
+		if ce.ContainerID != "" {
+			byID[ce.ContainerID] = ce.Name
+		}
+	}
+	for i := range ev.KernelSignals {
+		sig := &ev.KernelSignals[i]
+		switch name, sandbox := s.enricher.Container(s.ctx, sig.Container, sig.Time.Time); {
+		case sandbox:
+			// The pod's pause process: its id names no container.
+			sig.Container, sig.Sandbox = "", true
+		case name != "":
+			sig.Container = name
+		case byID[sig.Container] != "":
+			sig.Container = byID[sig.Container]
+		}
+	}
+}
