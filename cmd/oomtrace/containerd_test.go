@@ -31,7 +31,7 @@ func TestContainerdEndToEnd(t *testing.T) {
 		return `oomtrace_container_deaths_total{cause="kernel_oom_container",container="` + ctr + `",namespace="` + ns + `",pod="` + pod + `"}`
 	}
 	// The metrics see both kills, filter or not.
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(startTimeout)
 	for scrapeCounter(t, d.base+"/metrics", series("shop", "cart-7d9f", "redis")) != 1 ||
 		scrapeCounter(t, d.base+"/metrics", series("web", "api-5c8b", "app")) != 1 {
 		if time.Now().After(deadline) {

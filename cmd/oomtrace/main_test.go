@@ -203,6 +203,11 @@ type daemon struct {
 	base  string      // http://address of the metrics server
 }
 
+// startTimeout bounds how long oomtrace may take to attach its hooks: about
+// a second here, but 15 to 25 s in the qemu guests, where enabling the
+// syscall tracepoints live-patches kernel text under software emulation.
+const startTimeout = 60 * time.Second
+
 // startDaemon runs oomtrace with args (plus a metrics server on a free
 // port) and waits until its hooks are attached.
 func startDaemon(t *testing.T, args ...string) *daemon {
@@ -247,7 +252,7 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 		if !ok {
 			t.Fatalf("oomtrace exited before starting:\n%s", d.logs.String())
 		}
-	case <-time.After(20 * time.Second):
+	case <-time.After(startTimeout):
 		t.Fatalf("oomtrace did not start:\n%s", d.logs.String())
 	}
 	select {
@@ -436,7 +441,7 @@ func TestStuckReader(t *testing.T) {
 	}
 	w.Close()
 	t.Cleanup(func() { cmd.Process.Kill() })
-	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(logs.String(), "oomtrace started"); time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(startTimeout); !strings.Contains(logs.String(), "oomtrace started"); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("oomtrace did not start:\n%s", logs.String())
 		}
@@ -564,7 +569,7 @@ func TestSIGTERMDuringBurst(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill() })
-	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(logs.String(), "oomtrace started"); time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(startTimeout); !strings.Contains(logs.String(), "oomtrace started"); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("oomtrace did not start:\n%s", logs.String())
 		}

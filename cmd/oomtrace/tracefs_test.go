@@ -72,7 +72,7 @@ func TestTracefsAbsent(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(20 * time.Second)
+		deadline := time.Now().Add(startTimeout)
 		for !strings.Contains(out.String(), "oomtrace started") {
 			if time.Now().After(deadline) {
 				cmd.Process.Kill()
