@@ -344,6 +344,13 @@ type NodeMemory struct {
 	AllocatableMemoryAvailable *MemorySignal `json:"allocatable_memory_available"`
 }
 
+// AnyBelow reports whether any signal is below its hard threshold: the
+// kubelet would evict at its next pass.
+func (nm NodeMemory) AnyBelow() bool {
+	return nm.MemoryAvailable != nil && nm.MemoryAvailable.BelowThreshold ||
+		nm.AllocatableMemoryAvailable != nil && nm.AllocatableMemoryAvailable.BelowThreshold
+}
+
 // MemorySignal is one of the kubelet's memory eviction signals (not a Unix
 // signal: see TaskSignal). Available may be negative.
 type MemorySignal struct {

@@ -184,7 +184,7 @@ func Start(t *testing.T, cfg KubeletConfig, images ...string) *Cluster {
 
 	// Limit everything below the kubelet's cgroup root: no pod can cause
 	// a global OOM, whatever a scenario allocates.
-	rt := critest.StartWith(t, critest.Options{Images: images, EveryHierarchy: true, MemoryLimit: 4608 << 20, RunDir: true})
+	rt := critest.StartWith(t, critest.Options{Images: images, EveryHierarchy: true, MemoryLimit: 4608 << 20, SocketUnderRun: true})
 	c := &Cluster{
 		Dir:        filepath.Join(rt.Dir(), "cluster"),
 		Runtime:    rt,

@@ -81,8 +81,7 @@ func pressureAtKill(ev *event.OOMKill) bool {
 	if nm == nil {
 		return false
 	}
-	if nm.MemoryAvailable != nil && nm.MemoryAvailable.BelowThreshold ||
-		nm.AllocatableMemoryAvailable != nil && nm.AllocatableMemoryAvailable.BelowThreshold {
+	if nm.AnyBelow() {
 		return true
 	}
 	d, a := ev.OOM.Domain, nm.AllocatableMemoryAvailable

@@ -43,7 +43,7 @@ type Runtime struct {
 	CgroupRoot string
 	Memcg      memcgtest.Hierarchy
 	// RunDir is what a pod should mount as the host's /run (with
-	// Options.RunDir the socket is below it).
+	// Options.SocketUnderRun the socket is below it).
 	RunDir string
 
 	dir       string
@@ -68,10 +68,10 @@ type Options struct {
 	// MemoryLimit limits CgroupRoot in the memory hierarchy (bytes; 0:
 	// none), so that nothing below it can cause a global OOM.
 	MemoryLimit int64
-	// RunDir puts the socket where a node has it, below Dir()/run:
-	// run/containerd/containerd.sock, for a pod that mounts that
-	// directory as the host's /run.
-	RunDir bool
+	// SocketUnderRun puts the socket where a node has it, below RunDir:
+	// RunDir/containerd/containerd.sock, for a pod that mounts RunDir as
+	// the host's /run.
+	SocketUnderRun bool
 }
 
 // Start installs nothing: it needs containerd, runc and ctr on PATH (the
@@ -114,7 +114,7 @@ func StartWith(t *testing.T, o Options) *Runtime {
 		CgroupRoot: filepath.Join(h.Self, filepath.Base(dir)),
 		Memcg:      h,
 	}
-	if o.RunDir {
+	if o.SocketUnderRun {
 		r.Socket = filepath.Join(r.RunDir, "containerd", "containerd.sock")
 		must(t, os.MkdirAll(filepath.Dir(r.Socket), 0o755))
 	}

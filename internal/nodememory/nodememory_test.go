@@ -266,10 +266,10 @@ func TestSampler(t *testing.T) {
 		t.Fatalf("crossing up: %+v", got)
 	}
 	// History: what the node looked like at a past moment.
-	if nm, ok := s.At(time.Unix(1010, 0).Add(100 * time.Millisecond)); !ok || !Below(nm) {
+	if nm, ok := s.At(time.Unix(1010, 0).Add(100 * time.Millisecond)); !ok || !nm.AnyBelow() {
 		t.Errorf("at 1010.1: %+v ok=%v, want under pressure", nm, ok)
 	}
-	if nm, ok := s.At(time.Unix(1005, 0)); !ok || Below(nm) {
+	if nm, ok := s.At(time.Unix(1005, 0)); !ok || nm.AnyBelow() {
 		t.Errorf("at 1005: %+v ok=%v, want not under pressure", nm, ok)
 	}
 	if _, ok := s.At(time.Unix(999, 0)); ok {
@@ -297,16 +297,16 @@ func TestSamplerDecided(t *testing.T) {
 
 	// The kubelet's Event says 2003 (it decided within that second): the
 	// last sample at or before 2003 is above, the one at 2003.6 below.
-	if nm, ok := s.At(time.Unix(2003, 0)); !ok || Below(nm) {
+	if nm, ok := s.At(time.Unix(2003, 0)); !ok || nm.AnyBelow() {
 		t.Fatalf("At(2003) = %+v, want the sample above the threshold", nm)
 	}
 	nm, ok := s.Decided(time.Unix(2003, 0), 10*time.Second, time.Second)
-	if !ok || !Below(nm) || !nm.Time.Equal(time.Unix(2003, 0).Add(600*time.Millisecond)) {
+	if !ok || !nm.AnyBelow() || !nm.Time.Equal(time.Unix(2003, 0).Add(600*time.Millisecond)) {
 		t.Errorf("Decided(2003) = %v %+v, want the sample at 2003.6, below", ok, nm)
 	}
 	// No sample below in the window: the nearest one.
 	nm, ok = s.Decided(time.Unix(2006, 0).Add(300*time.Millisecond), time.Second, time.Second)
-	if !ok || Below(nm) || !nm.Time.Equal(time.Unix(2006, 0)) {
+	if !ok || nm.AnyBelow() || !nm.Time.Equal(time.Unix(2006, 0)) {
 		t.Errorf("Decided(2006.3) = %v %+v, want the sample at 2006", ok, nm)
 	}
 	// Nothing in the window: the last one before.

@@ -208,7 +208,7 @@ func (s *Sampler) Decided(t time.Time, before, after time.Duration) (event.NodeM
 	to := sort.Search(len(s.history), func(i int) bool { return s.history[i].Time.After(t.Add(after)) })
 	best, bestBelow := -1, false
 	for i := from; i < to; i++ {
-		below := Below(s.history[i])
+		below := s.history[i].AnyBelow()
 		if best < 0 || below && !bestBelow || below == bestBelow && distance(s.history[i].Time.Time, t) < distance(s.history[best].Time.Time, t) {
 			best, bestBelow = i, below
 		}
@@ -226,10 +226,4 @@ func distance(a, b time.Time) time.Duration {
 		return d
 	}
 	return b.Sub(a)
-}
-
-// Below reports whether any signal of nm is below its threshold.
-func Below(nm event.NodeMemory) bool {
-	return nm.MemoryAvailable != nil && nm.MemoryAvailable.BelowThreshold ||
-		nm.AllocatableMemoryAvailable != nil && nm.AllocatableMemoryAvailable.BelowThreshold
 }
