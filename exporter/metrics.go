@@ -1,7 +1,6 @@
 package exporter
 
 import (
-	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -13,33 +12,11 @@ import (
 
 const namespace = "oomtrace"
 
-// PipelineStats are the tracer's own counters, read at scrape time.
-type PipelineStats struct {
-	OOMKillsLost       uint64 // OOM kill records the kernel could not hand over
-	CommitRefusalsLost uint64 // refusal records the kernel could not hand over
-	TaskSignalsLost    uint64 // task signal records the kernel could not hand over
-	DecodeErrors       uint64
-	OutputDropped      uint64 // events not written out: the reader was too slow or gone
-}
-
-// Hook is one hook in use, for oomtrace_hook_info.
-type Hook struct {
-	Event string // what it observes: oom_decision, oom_victim, oom_kill_signal, commit_refusal_exact, commit_refusal
-	Hook  string // the hook, or "none"
-}
-
 // MetricsOptions configure Metrics.
 type MetricsOptions struct {
 	// Retention drops the series of a label set (a pod's, a container's)
 	// that has not moved for this long. 0 keeps series forever.
 	Retention time.Duration
-	Version   string
-	Hooks     []Hook
-	// Stats reads the pipeline counters; nil reports none.
-	Stats func() (PipelineStats, error)
-	// NodeMemory reads the node's memory signals at scrape time; nil (or
-	// false) exports none.
-	NodeMemory func() (event.NodeMemory, bool)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -59,8 +36,7 @@ type Metrics struct {
 	conditions map[[2]string]*series // condition, status
 	kubelet    map[[1]string]*series // reason
 
-	oomKillsDesc, refusalsDesc, lostDesc, decodeErrorsDesc, hookDesc, buildDesc, scrapeErrorDesc, droppedDesc *prometheus.Desc
-	deathsDesc, pressureDesc, conditionsDesc, kubeletDesc, availableDesc, thresholdDesc                       *prometheus.Desc
+	oomKillsDesc, refusalsDesc, deathsDesc, pressureDesc, conditionsDesc, kubeletDesc *prometheus.Desc
 }
 
 type series struct {
@@ -93,33 +69,12 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 		kubeletDesc: prometheus.NewDesc(namespace+"_kubelet_node_events_total",
 			"The kubelet's (and node-problem-detector's) node Events: EvictionThresholdMet, SystemOOM, OOMKilling.",
 			[]string{"reason"}, nil),
-		availableDesc: prometheus.NewDesc(namespace+"_node_memory_available_bytes",
-			"The kubelet's memory signal now: memory.available or allocatableMemory.available, computed the kubelet's way.",
-			[]string{"signal"}, nil),
-		thresholdDesc: prometheus.NewDesc(namespace+"_node_memory_eviction_threshold_bytes",
-			"The hard eviction threshold of each memory signal, in bytes.",
-			[]string{"signal"}, nil),
 		oomKillsDesc: prometheus.NewDesc(namespace+"_oom_kills_total",
 			"Tasks killed by the kernel OOM killer, by the victim's pod and container and by the limit that was hit (scope: the OOM domain kind: container, pod, allocatable, system or other).",
 			[]string{"namespace", "pod", "container", "scope"}, nil),
 		refusalsDesc: prometheus.NewDesc(namespace+"_commit_refusals_total",
 			"Memory requests the kernel refused at allocation time, by pod, container, syscall and reason.",
 			[]string{"namespace", "pod", "container", "syscall", "reason"}, nil),
-		lostDesc: prometheus.NewDesc(namespace+"_events_lost_total",
-			"Event records the kernel dropped because the ring buffer was full, by event kind (oom_kill, commit_refusal, task_signal).",
-			[]string{"kind"}, nil),
-		decodeErrorsDesc: prometheus.NewDesc(namespace+"_decode_errors_total",
-			"Event records that could not be decoded.", nil, nil),
-		hookDesc: prometheus.NewDesc(namespace+"_hook_info",
-			"The kernel hook in use for each kind of observation; the value is always 1.",
-			[]string{"event", "hook"}, nil),
-		buildDesc: prometheus.NewDesc(namespace+"_build_info",
-			"A metric with a constant value of 1 labeled by the version of oomtrace and the Go version it was built with.",
-			[]string{"version", "goversion"}, nil),
-		droppedDesc: prometheus.NewDesc(namespace+"_output_dropped_total",
-			"Events not written to the output because its reader was too slow or gone; the metrics still count them.", nil, nil),
-		scrapeErrorDesc: prometheus.NewDesc(namespace+"_pipeline_stats_up",
-			"Whether the pipeline counters could be read from the kernel at this scrape (1) or not (0).", nil, nil),
 	}
 }
 
@@ -217,8 +172,7 @@ func addTo[K comparable](s map[K]*series, key K, n float64, now time.Time) {
 
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.oomKillsDesc, m.refusalsDesc, m.lostDesc, m.decodeErrorsDesc, m.hookDesc, m.buildDesc, m.scrapeErrorDesc, m.droppedDesc,
-		m.deathsDesc, m.pressureDesc, m.conditionsDesc, m.kubeletDesc, m.availableDesc, m.thresholdDesc} {
+	for _, d := range []*prometheus.Desc{m.oomKillsDesc, m.refusalsDesc, m.deathsDesc, m.pressureDesc, m.conditionsDesc, m.kubeletDesc} {
 		ch <- d
 	}
 }
@@ -250,40 +204,6 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.kubeletDesc, prometheus.CounterValue, v.value, k[:]...)
 	}
 	m.mu.Unlock()
-
-	if m.opts.NodeMemory != nil {
-		if nm, ok := m.opts.NodeMemory(); ok {
-			for name, sig := range map[string]*event.MemorySignal{"memory.available": nm.MemoryAvailable, "allocatableMemory.available": nm.AllocatableMemoryAvailable} {
-				if sig == nil {
-					continue
-				}
-				ch <- prometheus.MustNewConstMetric(m.availableDesc, prometheus.GaugeValue, float64(sig.AvailableBytes), name)
-				if sig.ThresholdBytes != nil {
-					ch <- prometheus.MustNewConstMetric(m.thresholdDesc, prometheus.GaugeValue, float64(*sig.ThresholdBytes), name)
-				}
-			}
-		}
-	}
-
-	for _, h := range m.opts.Hooks {
-		ch <- prometheus.MustNewConstMetric(m.hookDesc, prometheus.GaugeValue, 1, h.Event, h.Hook)
-	}
-	ch <- prometheus.MustNewConstMetric(m.buildDesc, prometheus.GaugeValue, 1, m.opts.Version, runtime.Version())
-	if m.opts.Stats == nil {
-		return
-	}
-	s, err := m.opts.Stats()
-	up := 1.0
-	if err != nil {
-		up = 0
-	} else {
-		ch <- prometheus.MustNewConstMetric(m.lostDesc, prometheus.CounterValue, float64(s.OOMKillsLost), event.TypeOOMKill)
-		ch <- prometheus.MustNewConstMetric(m.lostDesc, prometheus.CounterValue, float64(s.CommitRefusalsLost), event.TypeCommitRefusal)
-		ch <- prometheus.MustNewConstMetric(m.lostDesc, prometheus.CounterValue, float64(s.TaskSignalsLost), event.TypeTaskSignal)
-		ch <- prometheus.MustNewConstMetric(m.decodeErrorsDesc, prometheus.CounterValue, float64(s.DecodeErrors))
-		ch <- prometheus.MustNewConstMetric(m.droppedDesc, prometheus.CounterValue, float64(s.OutputDropped))
-	}
-	ch <- prometheus.MustNewConstMetric(m.scrapeErrorDesc, prometheus.GaugeValue, up)
 }
 
 func expire[K comparable](s map[K]*series, now time.Time, retention time.Duration) {

@@ -55,10 +55,13 @@ func knownSequence(m *Metrics) {
 }
 
 func newTestMetrics(now func() time.Time) *Metrics {
-	return NewMetrics(MetricsOptions{
-		Retention: time.Hour,
-		Version:   "v0.0.0-test",
-		Hooks:     []Hook{{"oom_decision", "none"}, {"oom_victim", "tp_btf/mark_victim"}},
+	return NewMetrics(MetricsOptions{Retention: time.Hour, Now: now})
+}
+
+func newTestStatus() *Status {
+	return NewStatus(StatusOptions{
+		Version: "v0.0.0-test",
+		Hooks:   []Hook{{"oom_decision", "none"}, {"oom_victim", "tp_btf/mark_victim"}},
 		Stats: func() (PipelineStats, error) {
 			return PipelineStats{OOMKillsLost: 2, CommitRefusalsLost: 0, DecodeErrors: 1}, nil
 		},
@@ -67,7 +70,6 @@ func newTestMetrics(now func() time.Time) *Metrics {
 			return event.NodeMemory{MemoryAvailable: &event.MemorySignal{AvailableBytes: 3 << 30, ThresholdBytes: &th},
 				AllocatableMemoryAvailable: &event.MemorySignal{AvailableBytes: -(1 << 20), ThresholdBytes: &th}}, true
 		},
-		Now: now,
 	})
 }
 
@@ -75,7 +77,7 @@ func TestMetricsLint(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := newTestMetrics(nil)
 	knownSequence(m)
-	reg.MustRegister(m)
+	reg.MustRegister(m, newTestStatus())
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +93,7 @@ func TestMetricsGolden(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := newTestMetrics(nil)
 	knownSequence(m)
-	reg.MustRegister(m)
+	reg.MustRegister(m, newTestStatus())
 	var ready atomic.Bool
 	srv := httptest.NewServer(Handler(reg, "/metrics", &ready))
 	defer srv.Close()
@@ -158,8 +160,8 @@ oomtrace_oom_kills_total{container="redis",namespace="shop",pod="cart-7d9f",scop
 	}
 }
 
-func TestMetricsStatsFailure(t *testing.T) {
-	m := NewMetrics(MetricsOptions{Stats: func() (PipelineStats, error) { return PipelineStats{}, errors.New("no map") }})
+func TestStatusStatsFailure(t *testing.T) {
+	m := NewStatus(StatusOptions{Stats: func() (PipelineStats, error) { return PipelineStats{}, errors.New("no map") }})
 	want := `# HELP oomtrace_pipeline_stats_up Whether the pipeline counters could be read from the kernel at this scrape (1) or not (0).
 # TYPE oomtrace_pipeline_stats_up gauge
 oomtrace_pipeline_stats_up 0

@@ -76,15 +76,22 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// The choices of each Config hook field.
+var (
+	DecisionHookChoices = []string{HookAuto, HookFentry, HookKprobe, HookNone}
+	VictimHookChoices   = []string{HookAuto, HookTpBtf, HookTracepoint}
+	RefusalHookChoices  = []string{HookAuto, HookFexit, HookKretprobe, HookNone}
+)
+
 // Validate reports the first setting of cfg that New would reject.
 func (cfg Config) Validate() error {
 	checks := []struct {
 		what, v string
 		allowed []string
 	}{
-		{"decision hook", cfg.DecisionHook, []string{HookAuto, HookFentry, HookKprobe, HookNone}},
-		{"victim hook", cfg.VictimHook, []string{HookAuto, HookTpBtf, HookTracepoint}},
-		{"refusal hook", cfg.RefusalHook, []string{HookAuto, HookFexit, HookKretprobe, HookNone}},
+		{"decision hook", cfg.DecisionHook, DecisionHookChoices},
+		{"victim hook", cfg.VictimHook, VictimHookChoices},
+		{"refusal hook", cfg.RefusalHook, RefusalHookChoices},
 	}
 	for _, c := range checks {
 		if c.v == "" {
@@ -95,7 +102,7 @@ func (cfg Config) Validate() error {
 		}
 	}
 	if cfg.RingBufferBytes != 0 {
-		if err := validateRingBufferSize(cfg.RingBufferBytes); err != nil {
+		if err := CheckRingBufferBytes(cfg.RingBufferBytes); err != nil {
 			return err
 		}
 	}
@@ -114,7 +121,9 @@ func contains(list []string, v string) bool {
 	return false
 }
 
-func validateRingBufferSize(n int) error {
+// CheckRingBufferBytes says whether n bytes can be the size of a ring
+// buffer: a power of two of at least a page.
+func CheckRingBufferBytes(n int) error {
 	page := os.Getpagesize()
 	if n < page || n&(n-1) != 0 {
 		return fmt.Errorf("ring buffer size %d: must be a power of two of at least %d bytes", n, page)

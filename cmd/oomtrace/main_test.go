@@ -82,8 +82,9 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{[]string{"--no-such-flag"}, 2, "unknown flag: --no-such-flag"},
 		{[]string{"--output", "xml"}, 2, "--output must be json or text"},
-		{[]string{"--hook.victim", "kprobe"}, 2, `victim hook "kprobe"`},
-		{[]string{"--hook.decision", "x"}, 2, `decision hook "x"`},
+		{[]string{"--hook.victim", "kprobe"}, 2, `--hook.victim must be one of auto, tp_btf, tracepoint, not "kprobe"`},
+		{[]string{"--hook.decision", "x"}, 2, `--hook.decision must be one of`},
+		{[]string{"--output.queue", "0"}, 2, "--output.queue must be at least 1"},
 		{[]string{"--ringbuf.bytes", "1000"}, 2, "power of two"},
 		{[]string{"--log.level", "loud"}, 2, "--log.level"},
 		{[]string{"extra"}, 2, `unexpected argument "extra"`},

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/cause"
 	"github.com/oomtrace/oomtrace/internal/cgpath"
 )
 
@@ -31,6 +32,12 @@ type Correlator struct {
 // signal this long before an eviction's time still belongs to it.
 const signalSlack = 2 * time.Second
 
+// apiTimeSlack: an eviction's time comes from its Event, in whole seconds.
+// A kill later in that second may have come first (the kubelet's decision
+// and the kernel's kill race at the kubepods limit): it is listed, with
+// seconds_before down to -1.
+const apiTimeSlack = time.Second
+
 // maxKillsPerPod bounds memory in a burst: an eviction lists at most this
 // many of the pod's latest kills.
 const maxKillsPerPod = 64
@@ -44,57 +51,10 @@ func New(window time.Duration) *Correlator {
 		signals: map[string][]event.SignalRef{}}
 }
 
-// Cause classifies a kernel OOM kill from its domain's kind and whether
-// the node was below a kubelet eviction threshold when it happened: a
-// node-level kill then came before the kubelet's next eviction pass.
-func Cause(ev *event.OOMKill) string {
-	kind := ""
-	if ev.OOM.Domain != nil {
-		kind = ev.OOM.Domain.Kind
-	}
-	switch kind {
-	case event.DomainContainer:
-		return event.CauseOOMContainer
-	case event.DomainPod:
-		return event.CauseOOMPod
-	case event.DomainAllocatable, event.DomainSystem:
-		if pressureAtKill(ev) {
-			return event.CauseOOMDuringPressure
-		}
-		if kind == event.DomainSystem {
-			return event.CauseOOMSystem
-		}
-		return event.CauseOOMAllocatable
-	}
-	return event.CauseOOMOther
-}
-
-// pressureAtKill says whether a kubelet signal was below its threshold at
-// the kill. The sample is taken when the event is handled, after the
-// victim's memory is gone: for a kill at the kubepods limit the domain's
-// usage, captured in the kernel at the kill, says it better. The kubelet's
-// allocatable signal was then the limit minus that usage (the kernel had
-// failed to reclaim before it killed, so no inactive file pages were left
-// to discount).
-func pressureAtKill(ev *event.OOMKill) bool {
-	nm := ev.NodeMemory
-	if nm == nil {
-		return false
-	}
-	if nm.AnyBelow() {
-		return true
-	}
-	d, a := ev.OOM.Domain, nm.AllocatableMemoryAvailable
-	if d == nil || d.Kind != event.DomainAllocatable || d.LimitBytes == 0 || a == nil || a.ThresholdBytes == nil {
-		return false
-	}
-	return int64(d.LimitBytes)-int64(d.UsageBytes) < int64(*a.ThresholdBytes)
-}
-
 // OOMKill sets the kill's cause, points it to an eviction of its pod in the
 // window before it, and remembers it for an eviction to come.
 func (c *Correlator) OOMKill(ev *event.OOMKill) {
-	ev.Cause = Cause(ev)
+	ev.Cause = cause.Of(ev)
 	pod := ev.Victim.Pod
 	if pod == nil || pod.UID == "" {
 		return
@@ -142,7 +102,7 @@ func (c *Correlator) Signal(ev event.TaskSignal) {
 }
 
 // Eviction lists the kernel OOM kills of the pod in the window before the
-// eviction and the signals its processes got from shortly before it on,
+// eviction (and within its second: apiTimeSlack) and the signals its processes got from shortly before it on,
 // and remembers it for kills to come. KernelSignals[i].Container is the
 // container's id: the caller names it.
 func (c *Correlator) Eviction(ev *event.Eviction) {
@@ -156,7 +116,7 @@ func (c *Correlator) Eviction(ev *event.Eviction) {
 	defer c.mu.Unlock()
 	c.prune(ev.Time.Time)
 	for _, k := range c.kills[ev.Pod.UID] {
-		if d := ev.Time.Sub(k.Time.Time); d >= 0 && d <= c.window {
+		if d := ev.Time.Sub(k.Time.Time); d > -apiTimeSlack && d <= c.window {
 			k.SecondsBefore = event.Seconds(d)
 			ev.KernelOOMKills = append(ev.KernelOOMKills, k)
 		}

@@ -22,66 +22,6 @@ func kill(uid, container string, at time.Time, kind string, pressure bool) event
 	return ev
 }
 
-func TestCause(t *testing.T) {
-	cases := []struct {
-		kind     string
-		pressure bool
-		want     string
-	}{
-		{event.DomainContainer, false, event.CauseOOMContainer},
-		{event.DomainContainer, true, event.CauseOOMContainer}, // its own limit, pressure or not
-		{event.DomainPod, false, event.CauseOOMPod},
-		{event.DomainPod, true, event.CauseOOMPod},
-		{event.DomainAllocatable, false, event.CauseOOMAllocatable},
-		{event.DomainAllocatable, true, event.CauseOOMDuringPressure},
-		{event.DomainSystem, false, event.CauseOOMSystem},
-		{event.DomainSystem, true, event.CauseOOMDuringPressure},
-		{event.DomainOther, true, event.CauseOOMOther},
-		{"", false, event.CauseOOMOther},
-	}
-	for _, c := range cases {
-		ev := kill("u", "c", t0, c.kind, c.pressure)
-		if got := Cause(&ev); got != c.want {
-			t.Errorf("kind %q pressure %v: %q, want %q", c.kind, c.pressure, got, c.want)
-		}
-	}
-	// memory.available below its threshold counts too; no sample, no pressure.
-	ev := kill("u", "c", t0, event.DomainSystem, false)
-	ev.NodeMemory.MemoryAvailable.BelowThreshold = true
-	if Cause(&ev) != event.CauseOOMDuringPressure {
-		t.Error("memory.available below threshold not seen as pressure")
-	}
-	ev.NodeMemory = nil
-	if Cause(&ev) != event.CauseOOMSystem {
-		t.Error("no node sample must not mean pressure")
-	}
-}
-
-// TestCauseAtTheKubepodsLimit: the sample comes after the victim's memory
-// was freed (seen in a real cluster: 435 MiB available, above 300Mi), but
-// the kernel's domain usage at the kill says the allocatable signal was
-// at the limit, below any threshold.
-func TestCauseAtTheKubepodsLimit(t *testing.T) {
-	th := uint64(300 << 20)
-	ev := kill("u", "c", t0, event.DomainAllocatable, false)
-	ev.NodeMemory.AllocatableMemoryAvailable = &event.MemorySignal{AvailableBytes: 435 << 20, ThresholdBytes: &th}
-	ev.OOM.Domain.LimitBytes, ev.OOM.Domain.UsageBytes = 1<<30, 1<<30-4096
-	if got := Cause(&ev); got != event.CauseOOMDuringPressure {
-		t.Errorf("kill at the kubepods limit with a 300Mi threshold: %s", got)
-	}
-	// No allocatable threshold (enforceNodeAllocatable none): not pressure.
-	ev.NodeMemory.AllocatableMemoryAvailable.ThresholdBytes = nil
-	if got := Cause(&ev); got != event.CauseOOMAllocatable {
-		t.Errorf("without a threshold: %s", got)
-	}
-	// A domain far from its limit (usage unknown): the sample decides.
-	ev.NodeMemory.AllocatableMemoryAvailable.ThresholdBytes = &th
-	ev.OOM.Domain.UsageBytes = 512 << 20
-	if got := Cause(&ev); got != event.CauseOOMAllocatable {
-		t.Errorf("usage half the limit: %s", got)
-	}
-}
-
 func TestKillThenEviction(t *testing.T) {
 	c := New(time.Minute)
 	k1 := kill("pod-a", "app", t0, event.DomainAllocatable, true)
@@ -99,6 +39,30 @@ func TestKillThenEviction(t *testing.T) {
 	k := ev.KernelOOMKills[0]
 	if k.SecondsBefore != 12 || k.PID != 4242 || k.Container != "app" || k.Cause != event.CauseOOMDuringPressure {
 		t.Errorf("kill ref %+v", k)
+	}
+}
+
+// TestKillInTheEvictionsSecond: the kubelet's pass and the kernel's kill
+// at the kubepods limit race (seen in the real cluster: kill at .3, Event
+// created at .7 of the same second). The Event's time has whole seconds:
+// the kill is listed, a fraction of a second "after" it.
+func TestKillInTheEvictionsSecond(t *testing.T) {
+	c := New(time.Minute)
+	k := kill("pod-a", "app", t0.Add(300*time.Millisecond), event.DomainAllocatable, true)
+	c.OOMKill(&k)
+	ev := event.Eviction{Time: event.Time{Time: t0}, Pod: event.Pod{UID: "pod-a"}}
+	c.Eviction(&ev)
+	if len(ev.KernelOOMKills) != 1 || ev.KernelOOMKills[0].SecondsBefore != -0.3 {
+		t.Errorf("kills %+v, want the kill 0.3 s into the eviction's second", ev.KernelOOMKills)
+	}
+	// A second later is after the eviction, whatever its fraction.
+	c = New(time.Minute)
+	k = kill("pod-a", "app", t0.Add(time.Second), event.DomainAllocatable, true)
+	c.OOMKill(&k)
+	ev = event.Eviction{Time: event.Time{Time: t0}, Pod: event.Pod{UID: "pod-a"}}
+	c.Eviction(&ev)
+	if len(ev.KernelOOMKills) != 0 {
+		t.Errorf("kills %+v, want none", ev.KernelOOMKills)
 	}
 }
 

@@ -6,10 +6,10 @@ package enrich
 import (
 	"context"
 	"maps"
-	"strings"
 	"time"
 
 	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/cause"
 	"github.com/oomtrace/oomtrace/internal/cgpath"
 	"github.com/oomtrace/oomtrace/internal/cri"
 )
@@ -36,7 +36,7 @@ func (e *Enricher) OOMKill(ctx context.Context, ev *event.OOMKill) {
 	} else {
 		e.Process(ctx, &ev.Trigger, ev.Time.Time)
 	}
-	kind := DomainKind(ev)
+	kind := cause.Domain(ev)
 	if ev.OOM.Domain == nil {
 		ev.OOM.Domain = &event.Domain{}
 	}
@@ -113,35 +113,6 @@ func (e *Enricher) Container(ctx context.Context, id string, at time.Time) (name
 		return "", true
 	}
 	return c.Name, false
-}
-
-// DomainKind says which limit an OOM kill hit, from the OOM domain's cgroup
-// path against the victim's: its container's, its pod's, the node's
-// allocatable (kubepods or a QoS class), the whole system's, or another.
-func DomainKind(ev *event.OOMKill) string {
-	switch ev.OOM.Scope {
-	case event.ScopeGlobal:
-		return event.DomainSystem
-	case event.ScopeMemcg:
-	default:
-		return event.DomainOther
-	}
-	d := ev.OOM.Domain
-	if d == nil || d.Cgroup == nil {
-		return event.DomainOther
-	}
-	switch cgpath.Parse(d.Path).Level {
-	case cgpath.LevelContainer:
-		return event.DomainContainer
-	case cgpath.LevelPod:
-		return event.DomainPod
-	case cgpath.LevelQoS, cgpath.LevelKubepods:
-		return event.DomainAllocatable
-	}
-	if strings.Trim(d.Path, "/") == "" {
-		return event.DomainSystem
-	}
-	return event.DomainOther
 }
 
 // Filter keeps events of the given namespaces and pods; empty keeps all.

@@ -105,33 +105,6 @@ func oomKill(victimPath, domainPath, scope string) event.OOMKill {
 	return ev
 }
 
-func TestDomainKind(t *testing.T) {
-	ctr := podPath + "/" + redisID
-	systemdPod := "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0b1e7bd0_4a5e_4c4b_9f34_7d1f1c2a7e10.slice"
-	cases := []struct {
-		name string
-		ev   event.OOMKill
-		want string
-	}{
-		{"own container", oomKill(ctr, ctr, event.ScopeMemcg), event.DomainContainer},
-		{"container, victim in a sub-cgroup", oomKill(ctr+"/init.scope", ctr, event.ScopeMemcg), event.DomainContainer},
-		{"pod", oomKill(ctr, podPath, event.ScopeMemcg), event.DomainPod},
-		{"pod systemd", oomKill(systemdPod+"/cri-containerd-"+redisID+".scope", systemdPod, event.ScopeMemcg), event.DomainPod},
-		{"kubepods", oomKill(ctr, "/kubepods", event.ScopeMemcg), event.DomainAllocatable},
-		{"qos class", oomKill(ctr, "/kubepods/burstable", event.ScopeMemcg), event.DomainAllocatable},
-		{"kubepods slice", oomKill(systemdPod, "/kubepods.slice", event.ScopeMemcg), event.DomainAllocatable},
-		{"global", oomKill(ctr, "", event.ScopeGlobal), event.DomainSystem},
-		{"cpuset", oomKill(ctr, "", event.ScopeCpuset), event.DomainOther},
-		{"service", oomKill("/system.slice/a.service/x", "/system.slice/a.service", event.ScopeMemcg), event.DomainOther},
-		{"memcg without a domain", oomKill(ctr, "", event.ScopeMemcg), event.DomainOther},
-	}
-	for _, c := range cases {
-		if got := DomainKind(&c.ev); got != c.want {
-			t.Errorf("%s: kind %q, want %q", c.name, got, c.want)
-		}
-	}
-}
-
 func TestOOMKill(t *testing.T) {
 	// The idle sidecar is killed for the redis container's allocation: the
 	// pod's limit was hit.

@@ -1,0 +1,262 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	flag "github.com/spf13/pflag"
+
+	"github.com/oomtrace/oomtrace/internal/correlate"
+	"github.com/oomtrace/oomtrace/internal/cri"
+	"github.com/oomtrace/oomtrace/internal/nodememory"
+	"github.com/oomtrace/oomtrace/tracer"
+)
+
+// options are the settings of one run, from the flags and their
+// environment twins.
+type options struct {
+	output       string
+	decisionHook string
+	victimHook   string
+	ringBuffer   int
+	refusals     bool
+	// refusalsAsked: --refusals or --hook.refusal set by the user (flag
+	// or environment); refusals are then required, not best effort.
+	refusalsAsked bool
+	refusalHook   string
+	refusalWin    time.Duration
+	btfPath       string
+	nodeName      string
+	logLevel      string
+	level         slog.Level // logLevel, parsed by validate
+	showVersion   bool
+	listenAddr    string
+	metricsPath   string
+	retention     time.Duration
+	procfs        string
+	queueSize     int
+	criEndpoint   string
+	runDir        string
+	criRetention  time.Duration
+	namespaces    []string
+	pods          []string
+	evictionHard  string
+	enforceAlloc  []string
+	kubeletCfg    string
+	kubepods      string
+	sampleEvery   time.Duration
+	kubeconfig    string
+	corrWindow    time.Duration
+}
+
+const defaultBTF = "/sys/kernel/btf/vmlinux"
+
+const usageHeader = `Usage: oomtrace [flags]
+
+Reports every kernel OOM kill (one event per killed task) and every
+overcommit refusal on this host as JSON lines on stdout. Runs until SIGINT
+or SIGTERM. Needs root, or CAP_BPF and CAP_PERFMON, and a kernel with BTF;
+commit refusals also need tracefs (without it they are skipped, with a
+warning, unless --refusals=true was given).
+Serves Prometheus metrics on --web.listen-address.
+
+Every flag can also be set in the environment: OOMTRACE_ and the flag's
+name in capitals with . and - as _, e.g. OOMTRACE_WEB_LISTEN_ADDRESS.
+
+Flags:
+`
+
+// defineFlags registers every flag, in the order --help lists them.
+func defineFlags(fs *flag.FlagSet, o *options) {
+	fs.StringVar(&o.output, "output", "json", "event format: json (one object per line) or text (one readable line per event)")
+	fs.StringVar(&o.decisionHook, "hook.decision", tracer.HookAuto, "hook for the OOM decision on oom_kill_process: auto, fentry, kprobe or none")
+	fs.StringVar(&o.victimHook, "hook.victim", tracer.HookAuto, "hook for each killed task on mark_victim: auto, tp_btf or tracepoint")
+	fs.IntVar(&o.queueSize, "output.queue", 8192, "events waiting for stdout at most; beyond that, with a slow reader, they are dropped and counted")
+	fs.IntVar(&o.ringBuffer, "ringbuf.bytes", tracer.DefaultRingBufferBytes, "size of the OOM event ring buffer in bytes (a power of two)")
+	fs.BoolVar(&o.refusals, "refusals", true, "report overcommit refusals (ENOMEM from mmap, brk, mremap, mprotect, fork, clone, shmget, execve); by default skipped with a warning where no hook attaches (no tracefs), set explicitly to make that an error")
+	fs.StringVar(&o.refusalHook, "hook.refusal", tracer.HookAuto, "hook for exact commit refusals on __vm_enough_memory: auto, fexit, kretprobe or none")
+	fs.DurationVar(&o.refusalWin, "refusal.window", tracer.DefaultRefusalWindow, "fold repeated refusals of one process, syscall and reason within this window into one line")
+	fs.StringVar(&o.procfs, "path.procfs", "/proc", "the host's procfs (in a container: the host's /proc mounted, with hostPID)")
+	fs.StringVar(&o.btfPath, "btf.path", defaultBTF, "kernel BTF file")
+	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "node name written into every event (default $NODE_NAME, else the host name)")
+	fs.StringVar(&o.logLevel, "log.level", "info", "log level on stderr: debug, info, warn or error")
+	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
+	fs.StringVar(&o.listenAddr, "web.listen-address", ":9808", "address for /metrics, /healthz and /readyz; empty to serve nothing")
+	fs.StringVar(&o.metricsPath, "web.telemetry-path", "/metrics", "path of the Prometheus metrics")
+	fs.StringVar(&o.criEndpoint, "cri.endpoint", "", "container runtime CRI socket for container and pod names; empty: the first of "+strings.Join(cri.DefaultSockets, ", ")+" below --path.run that exists; none: cgroup paths only")
+	fs.StringVar(&o.runDir, "path.run", "/run", "the host's /run, where container runtime sockets are looked for (in a container: the host's /run mounted)")
+	fs.DurationVar(&o.criRetention, "cri.retention", cri.DefaultRetention, "keep naming containers this long after the runtime stops listing them")
+	fs.StringArrayVar(&o.namespaces, "filter.namespace", nil, "write only events of pods in this namespace (repeatable); metrics still count all")
+	fs.StringArrayVar(&o.pods, "filter.pod", nil, "write only events of this pod, NAME or NAMESPACE/NAME (repeatable); metrics still count all")
+	fs.StringVar(&o.evictionHard, "eviction-hard", nodememory.DefaultEvictionHard, "the kubelet's hard eviction thresholds, in its --eviction-hard syntax (memory signals are used; percentages allowed)")
+	fs.StringSliceVar(&o.enforceAlloc, "enforce-node-allocatable", []string{nodememory.EnforcePods}, "the kubelet's --enforce-node-allocatable: with pods in it, the memory.available threshold applies to allocatableMemory.available too; none: no allocatable threshold")
+	fs.StringVar(&o.kubeletCfg, "kubelet.config", "", "read evictionHard, enforceNodeAllocatable and the kubepods cgroup (cgroupRoot, cgroupDriver) from this KubeletConfiguration file instead of the flags; a file that is not there is a warning and the flags apply")
+	fs.StringVar(&o.kubepods, "kubepods-cgroup", "", "the kubepods cgroup in the memory hierarchy, for allocatableMemory.available; empty: from --kubelet.config, else /kubepods.slice or /kubepods")
+	fs.DurationVar(&o.sampleEvery, "node.sample-interval", time.Second, "read the node's memory signals this often (and at every kernel event)")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for the cluster view (evictions, MemoryPressure); empty: in-cluster when running in a pod, else none; none: off")
+	fs.DurationVar(&o.corrWindow, "correlation.window", correlate.DefaultWindow, "a kernel OOM kill and a kubelet eviction of one pod this close are linked")
+	fs.DurationVar(&o.retention, "metrics.retention", time.Hour, "drop the series of a pod or container that has not moved for this long; 0 keeps them forever")
+}
+
+// validate checks, once and in one table, what the flags' types do not:
+// the first rule broken is the error, named by its flag.
+func (o *options) validate() error {
+	checks := []struct {
+		flag string
+		err  error
+	}{
+		{"output", oneOf(o.output, "json", "text")},
+		{"hook.decision", oneOf(o.decisionHook, tracer.DecisionHookChoices...)},
+		{"hook.victim", oneOf(o.victimHook, tracer.VictimHookChoices...)},
+		{"hook.refusal", oneOf(o.refusalHook, tracer.RefusalHookChoices...)},
+		{"output.queue", atLeastOne(o.queueSize)},
+		{"ringbuf.bytes", tracer.CheckRingBufferBytes(o.ringBuffer)},
+		{"log.level", o.level.UnmarshalText([]byte(o.logLevel))},
+		{"web.telemetry-path", absolutePath(o.metricsPath)},
+		{"metrics.retention", notNegative(o.retention)},
+		{"refusal.window", positive(o.refusalWin)},
+		{"cri.retention", positive(o.criRetention)},
+		{"node.sample-interval", positive(o.sampleEvery)},
+		{"correlation.window", positive(o.corrWindow)},
+		{"filter.pod", podNames(o.pods)},
+	}
+	for _, c := range checks {
+		if c.err != nil {
+			return fmt.Errorf("--%s %w", c.flag, c.err)
+		}
+	}
+	return nil
+}
+
+// The rules of validate; each error reads after the flag's name.
+
+func oneOf(v string, allowed ...string) error {
+	for _, a := range allowed {
+		if v == a {
+			return nil
+		}
+	}
+	if len(allowed) == 2 {
+		return fmt.Errorf("must be %s or %s, not %q", allowed[0], allowed[1], v)
+	}
+	return fmt.Errorf("must be one of %s, not %q", strings.Join(allowed, ", "), v)
+}
+
+func atLeastOne(n int) error {
+	if n < 1 {
+		return fmt.Errorf("must be at least 1, not %d", n)
+	}
+	return nil
+}
+
+func absolutePath(p string) error {
+	if !strings.HasPrefix(p, "/") {
+		return fmt.Errorf("must start with /, not %q", p)
+	}
+	return nil
+}
+
+func notNegative(d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("must not be negative, not %v", d)
+	}
+	return nil
+}
+
+func positive(d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("must be positive, not %v", d)
+	}
+	return nil
+}
+
+func podNames(pods []string) error {
+	for _, p := range pods {
+		if ns, name, ok := strings.Cut(p, "/"); p == "" || ok && (ns == "" || name == "" || strings.Contains(name, "/")) {
+			return fmt.Errorf("must be NAME or NAMESPACE/NAME, not %q", p)
+		}
+	}
+	return nil
+}
+
+// envName is the environment twin of a flag.
+func envName(flagName string) string {
+	return "OOMTRACE_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(flagName))
+}
+
+// parseFlags reads the environment, then args, and validates the result.
+// Every error is printed to stderr already; flag.ErrHelp means --help.
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("oomtrace", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usageHeader)
+		fs.PrintDefaults()
+	}
+	defineFlags(fs, &o)
+
+	// Every flag has an environment twin, OOMTRACE_ and the flag's name in
+	// capitals with . and - as _ (OOMTRACE_WEB_LISTEN_ADDRESS). A flag on
+	// the command line wins.
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v, ok := os.LookupEnv(envName(f.Name)); ok && envErr == nil {
+			if err := f.Value.Set(v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %w", envName(f.Name), v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		fmt.Fprintf(stderr, "oomtrace: %v\n", envErr)
+		return o, envErr
+	}
+	_, refusalsEnv := os.LookupEnv(envName("refusals"))
+	_, hookEnv := os.LookupEnv(envName("hook.refusal"))
+	if err := fs.Parse(args); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stderr, "oomtrace: %v\n", err)
+			fs.Usage()
+		}
+		return o, err
+	}
+	o.refusalsAsked = refusalsEnv || hookEnv || fs.Changed("refusals") || fs.Changed("hook.refusal")
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "oomtrace: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return o, errors.New("unexpected argument")
+	}
+	if err := o.validate(); err != nil {
+		fmt.Fprintf(stderr, "oomtrace: %v\n", err)
+		return o, err
+	}
+	return o, nil
+}
+
+// kubeletSettings are the kubelet's hard thresholds and its kubepods
+// cgroup: from its config file when given and present, else
+// --eviction-hard and --enforce-node-allocatable. A config file that is
+// not there is a warning, not an error: a DaemonSet names one path for
+// every node, and only some kubelets (kubeadm's) keep their config there.
+func kubeletSettings(opts options, log *slog.Logger) (nodememory.KubeletConfig, error) {
+	if opts.kubeletCfg != "" {
+		kc, err := nodememory.ReadKubeletConfig(opts.kubeletCfg)
+		if err == nil {
+			return kc, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return kc, err
+		}
+		log.Warn("kubelet config not found; using --eviction-hard and --enforce-node-allocatable", "path", opts.kubeletCfg)
+	}
+	th, err := nodememory.ParseEvictionHard(opts.evictionHard, opts.enforceAlloc)
+	if err != nil {
+		return nodememory.KubeletConfig{}, fmt.Errorf("--eviction-hard: %w", err)
+	}
+	return nodememory.KubeletConfig{Thresholds: th, EnforceNodeAllocatable: opts.enforceAlloc}, nil
+}

@@ -1,0 +1,118 @@
+package exporter
+
+import (
+	"runtime"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/oomtrace/oomtrace/event"
+)
+
+// PipelineStats are the tracer's and the pipeline's own counters, read at
+// scrape time.
+type PipelineStats struct {
+	OOMKillsLost       uint64 // OOM kill records the kernel could not hand over
+	CommitRefusalsLost uint64 // refusal records the kernel could not hand over
+	TaskSignalsLost    uint64 // task signal records the kernel could not hand over
+	DecodeErrors       uint64
+	OutputDropped      uint64 // events not written out: the reader was too slow or gone
+}
+
+// Hook is one hook in use, for oomtrace_hook_info.
+type Hook struct {
+	Event string // what it observes: oom_decision, oom_victim, oom_kill_signal, commit_refusal_exact, commit_refusal
+	Hook  string // the hook, or "none"
+}
+
+// StatusOptions configure Status.
+type StatusOptions struct {
+	Version string
+	Hooks   []Hook
+	// Stats reads the pipeline counters; nil reports none.
+	Stats func() (PipelineStats, error)
+	// NodeMemory reads the node's memory signals at scrape time; nil (or
+	// false) exports none.
+	NodeMemory func() (event.NodeMemory, bool)
+}
+
+// Status is what oomtrace reads about itself and the node at scrape time:
+// build and hooks, its pipeline's counters, the node's memory signals.
+// Unlike Metrics it is no sink: it is built last, from the parts it reads,
+// and registered beside Metrics.
+type Status struct {
+	opts StatusOptions
+
+	lostDesc, decodeErrorsDesc, hookDesc, buildDesc, scrapeErrorDesc, droppedDesc, availableDesc, thresholdDesc *prometheus.Desc
+}
+
+// NewStatus returns the collector of opts.
+func NewStatus(opts StatusOptions) *Status {
+	return &Status{
+		opts: opts,
+		availableDesc: prometheus.NewDesc(namespace+"_node_memory_available_bytes",
+			"The kubelet's memory signal now: memory.available or allocatableMemory.available, computed the kubelet's way.",
+			[]string{"signal"}, nil),
+		thresholdDesc: prometheus.NewDesc(namespace+"_node_memory_eviction_threshold_bytes",
+			"The hard eviction threshold of each memory signal, in bytes.",
+			[]string{"signal"}, nil),
+		lostDesc: prometheus.NewDesc(namespace+"_events_lost_total",
+			"Event records the kernel dropped because the ring buffer was full, by event kind (oom_kill, commit_refusal, task_signal).",
+			[]string{"kind"}, nil),
+		decodeErrorsDesc: prometheus.NewDesc(namespace+"_decode_errors_total",
+			"Event records that could not be decoded.", nil, nil),
+		hookDesc: prometheus.NewDesc(namespace+"_hook_info",
+			"The kernel hook in use for each kind of observation; the value is always 1.",
+			[]string{"event", "hook"}, nil),
+		buildDesc: prometheus.NewDesc(namespace+"_build_info",
+			"A metric with a constant value of 1 labeled by the version of oomtrace and the Go version it was built with.",
+			[]string{"version", "goversion"}, nil),
+		droppedDesc: prometheus.NewDesc(namespace+"_output_dropped_total",
+			"Events not written to the output because its reader was too slow or gone; the metrics still count them.", nil, nil),
+		scrapeErrorDesc: prometheus.NewDesc(namespace+"_pipeline_stats_up",
+			"Whether the pipeline counters could be read from the kernel at this scrape (1) or not (0).", nil, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (s *Status) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{s.lostDesc, s.decodeErrorsDesc, s.hookDesc, s.buildDesc, s.scrapeErrorDesc, s.droppedDesc, s.availableDesc, s.thresholdDesc} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (s *Status) Collect(ch chan<- prometheus.Metric) {
+	if s.opts.NodeMemory != nil {
+		if nm, ok := s.opts.NodeMemory(); ok {
+			for name, sig := range map[string]*event.MemorySignal{"memory.available": nm.MemoryAvailable, "allocatableMemory.available": nm.AllocatableMemoryAvailable} {
+				if sig == nil {
+					continue
+				}
+				ch <- prometheus.MustNewConstMetric(s.availableDesc, prometheus.GaugeValue, float64(sig.AvailableBytes), name)
+				if sig.ThresholdBytes != nil {
+					ch <- prometheus.MustNewConstMetric(s.thresholdDesc, prometheus.GaugeValue, float64(*sig.ThresholdBytes), name)
+				}
+			}
+		}
+	}
+
+	for _, h := range s.opts.Hooks {
+		ch <- prometheus.MustNewConstMetric(s.hookDesc, prometheus.GaugeValue, 1, h.Event, h.Hook)
+	}
+	ch <- prometheus.MustNewConstMetric(s.buildDesc, prometheus.GaugeValue, 1, s.opts.Version, runtime.Version())
+	if s.opts.Stats == nil {
+		return
+	}
+	st, err := s.opts.Stats()
+	up := 1.0
+	if err != nil {
+		up = 0
+	} else {
+		ch <- prometheus.MustNewConstMetric(s.lostDesc, prometheus.CounterValue, float64(st.OOMKillsLost), event.TypeOOMKill)
+		ch <- prometheus.MustNewConstMetric(s.lostDesc, prometheus.CounterValue, float64(st.CommitRefusalsLost), event.TypeCommitRefusal)
+		ch <- prometheus.MustNewConstMetric(s.lostDesc, prometheus.CounterValue, float64(st.TaskSignalsLost), event.TypeTaskSignal)
+		ch <- prometheus.MustNewConstMetric(s.decodeErrorsDesc, prometheus.CounterValue, float64(st.DecodeErrors))
+		ch <- prometheus.MustNewConstMetric(s.droppedDesc, prometheus.CounterValue, float64(st.OutputDropped))
+	}
+	ch <- prometheus.MustNewConstMetric(s.scrapeErrorDesc, prometheus.GaugeValue, up)
+}

@@ -1,0 +1,88 @@
+// Package cause classifies a kernel OOM kill in one place: which limit
+// it hit (the kind of its OOM domain, from cgroup paths) and what that
+// makes of the death (its cause, with the node's memory signals at the
+// kill). Enrichment sets the first, correlation the second.
+package cause
+
+import (
+	"strings"
+
+	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/cgpath"
+)
+
+// Domain says which limit an OOM kill hit, from the OOM domain's cgroup
+// path against the victim's: its container's, its pod's, the node's
+// allocatable (kubepods or a QoS class), the whole system's, or another.
+func Domain(ev *event.OOMKill) string {
+	switch ev.OOM.Scope {
+	case event.ScopeGlobal:
+		return event.DomainSystem
+	case event.ScopeMemcg:
+	default:
+		return event.DomainOther
+	}
+	d := ev.OOM.Domain
+	if d == nil || d.Cgroup == nil {
+		return event.DomainOther
+	}
+	switch cgpath.Parse(d.Path).Level {
+	case cgpath.LevelContainer:
+		return event.DomainContainer
+	case cgpath.LevelPod:
+		return event.DomainPod
+	case cgpath.LevelQoS, cgpath.LevelKubepods:
+		return event.DomainAllocatable
+	}
+	if strings.Trim(d.Path, "/") == "" {
+		return event.DomainSystem
+	}
+	return event.DomainOther
+}
+
+// Of classifies a kernel OOM kill from its domain's kind and whether
+// the node was below a kubelet eviction threshold when it happened: a
+// node-level kill then came before the kubelet's next eviction pass.
+func Of(ev *event.OOMKill) string {
+	kind := ""
+	if ev.OOM.Domain != nil {
+		kind = ev.OOM.Domain.Kind
+	}
+	switch kind {
+	case event.DomainContainer:
+		return event.CauseOOMContainer
+	case event.DomainPod:
+		return event.CauseOOMPod
+	case event.DomainAllocatable, event.DomainSystem:
+		if pressureAtKill(ev) {
+			return event.CauseOOMDuringPressure
+		}
+		if kind == event.DomainSystem {
+			return event.CauseOOMSystem
+		}
+		return event.CauseOOMAllocatable
+	}
+	return event.CauseOOMOther
+}
+
+// pressureAtKill says whether a kubelet signal was below its threshold at
+// the kill. The sample is taken when the event is handled, after the
+// victim's memory is gone: for a kill at the kubepods limit the domain's
+// usage, captured in the kernel at the kill, says it better. The kubelet's
+// allocatable signal was then the limit minus that usage (the kernel had
+// failed to reclaim before it killed, so no inactive file pages were left
+// to discount).
+func pressureAtKill(ev *event.OOMKill) bool {
+	nm := ev.NodeMemory
+	if nm == nil {
+		return false
+	}
+	if nm.AnyBelow() {
+		return true
+	}
+	d, a := ev.OOM.Domain, nm.AllocatableMemoryAvailable
+	if d == nil || d.Kind != event.DomainAllocatable || d.LimitBytes == 0 || a == nil || a.ThresholdBytes == nil {
+		return false
+	}
+	return int64(d.LimitBytes)-int64(d.UsageBytes) < int64(*a.ThresholdBytes)
+}
