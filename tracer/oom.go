@@ -20,14 +20,14 @@ type oomTracer struct {
 	reader  *ringbuf.Reader
 	signals *ringbuf.Reader // SIGTERMs and SIGKILLs other than the OOM killer's
 	decoder Decoder
-	procfs  string
+	procfs  procfs
 
 	decoded       atomic.Uint64
 	exitingMarked atomic.Uint64
 }
 
 func newOOMTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions) (*oomTracer, error) {
-	o := &oomTracer{t: t, procfs: cfg.ProcfsPath}
+	o := &oomTracer{t: t, procfs: newProcfs(cfg.ProcfsPath)}
 	spec, err := loadOomtrace()
 	if err != nil {
 		return nil, err
@@ -134,7 +134,7 @@ func (o *oomTracer) run(handle func(event.OOMKill)) error {
 			return
 		}
 		o.decoded.Add(1)
-		completeFromProcfs(&ev, o.procfs)
+		o.procfs.completeFromProcfs(&ev)
 		handle(ev)
 	})
 }
@@ -154,7 +154,7 @@ func (o *oomTracer) runSignals(handle func(event.TaskSignal)) error {
 		if ev.Target.Memcg == nil {
 			// The classic tracepoint names the target only: it usually
 			// still lives, handling its SIGTERM.
-			ev.Target.Memcg = memcgOfPID(o.procfs, ev.Target.PID)
+			ev.Target.Memcg = o.procfs.memcgOfPID(ev.Target.PID)
 		}
 		handle(ev)
 	})

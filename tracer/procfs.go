@@ -1,90 +1,59 @@
 package tracer
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/cgroup"
 )
 
-// Roots of the cgroup hierarchies whose directory inodes are memcg ids.
-var (
-	memcgV1Root   = "/sys/fs/cgroup/memory"
-	cgroupV2Roots = []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"}
-)
+// procfs reads what the kernel could not capture from the host's procfs.
+type procfs struct {
+	root string
+	// memory is the memory hierarchy, for the cgroup ids of the paths
+	// read; nil when none is mounted (the paths are still reported).
+	memory *cgroup.Memory
+}
+
+func newProcfs(root string) procfs {
+	p := procfs{root: root}
+	if m, err := cgroup.FindMemory(root); err == nil {
+		p.memory = &m
+	}
+	return p
+}
 
 // completeFromProcfs fills in the victim's memcg when the kernel could not
 // capture it (the classic tracepoint fired in another task's context). The
 // victim is being killed, so this can race with its exit; it is best effort
 // and marked as such.
-func completeFromProcfs(ev *event.OOMKill, procRoot string) {
+func (p procfs) completeFromProcfs(ev *event.OOMKill) {
 	if ev.Victim.Memcg != nil {
 		return
 	}
-	ev.Victim.Memcg = memcgOfPID(procRoot, ev.Victim.PID)
+	ev.Victim.Memcg = p.memcgOfPID(ev.Victim.PID)
 }
 
 // memcgOfPID reads a live task's memory cgroup from procfs; nil when the
 // task is gone (an exited task reads as being in the root cgroup).
-func memcgOfPID(procRoot string, pid uint32) *event.Cgroup {
-	data, err := os.ReadFile(fmt.Sprintf("%s/%d/cgroup", procRoot, pid))
+func (p procfs) memcgOfPID(pid uint32) *event.Cgroup {
+	data, err := os.ReadFile(fmt.Sprintf("%s/%d/cgroup", p.root, pid))
 	if err != nil {
 		return nil
 	}
-	path, v1, ok := MemcgFromProcCgroup(data)
-	if !ok || !alive(procRoot, pid) {
+	path, v1, ok := cgroup.MemoryPath(data)
+	if !ok || !alive(p.root, pid) {
 		return nil
 	}
-	roots := []string{memcgV1Root}
-	if !v1 {
-		roots = cgroupV2Roots
+	cg := &event.Cgroup{Path: path, Source: event.CgroupFromProcfs}
+	if p.memory != nil && p.memory.V1 == v1 {
+		cg.ID, _ = p.memory.ID(path)
 	}
-	for _, r := range roots {
-		var st syscall.Stat_t
-		if err := syscall.Stat(r+path, &st); err == nil {
-			return &event.Cgroup{ID: st.Ino, Path: path, Source: event.CgroupFromProcfs}
-		}
-	}
-	return &event.Cgroup{Path: path, Source: event.CgroupFromProcfs}
-}
-
-// MemcgFromProcCgroup returns the memory cgroup path from the contents of a
-// /proc/<pid>/cgroup file: the v1 memory controller's line if there is one
-// (v1 or hybrid hosts), else the unified hierarchy's "0::" line. v1 reports
-// whether the path belongs to the v1 memory hierarchy.
-func MemcgFromProcCgroup(data []byte) (path string, v1 bool, ok bool) {
-	var unified string
-	var haveUnified bool
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		// hierarchy-ID:controller-list:cgroup-path; the path may contain ':'.
-		id, rest, found := strings.Cut(sc.Text(), ":")
-		if !found {
-			continue
-		}
-		controllers, p, found := strings.Cut(rest, ":")
-		if !found || !strings.HasPrefix(p, "/") {
-			continue
-		}
-		if id == "0" && controllers == "" {
-			unified, haveUnified = p, true
-			continue
-		}
-		for _, c := range strings.Split(controllers, ",") {
-			if c == "memory" {
-				return p, true, true
-			}
-		}
-	}
-	if haveUnified {
-		return unified, false, true
-	}
-	return "", false, false
+	return cg
 }
 
 // alive reports whether pid is a task that has not begun to exit. An exiting

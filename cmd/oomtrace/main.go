@@ -279,9 +279,13 @@ func nodeSignals(opts options, kubelet nodememory.KubeletConfig, node string, lo
 		log.Warn("node memory signals unreadable", "root", src.Root, "err", err)
 		return nil
 	}
+	kubepodsDir := ""
+	if src.Kubepods != "" {
+		kubepodsDir = src.Dir(src.Kubepods)
+	}
 	s := nodememory.NewSampler(src, th, nodememory.SamplerOptions{Node: node, Logger: log})
 	attrs := []any{"thresholds", th.String(), "enforce_node_allocatable", strings.Join(kubelet.EnforceNodeAllocatable, ","),
-		"memory_hierarchy", src.Root, "kubepods", src.Kubepods, "memory_available", nm.MemoryAvailable.AvailableBytes}
+		"memory_hierarchy", src.Root, "kubepods", kubepodsDir, "memory_available", nm.MemoryAvailable.AvailableBytes}
 	if a := nm.AllocatableMemoryAvailable; a != nil {
 		attrs = append(attrs, "allocatable_memory_available", a.AvailableBytes)
 	}

@@ -393,7 +393,7 @@ func TestEnvironmentTwins(t *testing.T) {
 	}
 	// The command line wins over the environment.
 	stderr.Reset()
-	if code := run([]string{"--output", "text", "--hook.victim", "x"}, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), `victim hook "x"`) {
+	if code := run([]string{"--output", "text", "--hook.victim", "x"}, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), `--hook.victim must be one of auto, tp_btf, tracepoint, not "x"`) {
 		t.Errorf("flag over env: exit %d, %q", code, stderr.String())
 	}
 	t.Setenv("OOMTRACE_REFUSAL_WINDOW", "soon")

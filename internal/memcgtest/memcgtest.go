@@ -13,12 +13,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/oomtrace/oomtrace/internal/cgroup"
 )
 
 // RequireEnv makes privileged tests fail instead of skip when set to 1:
@@ -46,77 +49,19 @@ type Hierarchy struct {
 
 // Detect finds the memory hierarchy and this process's place in it.
 func Detect() (Hierarchy, error) {
+	m, err := cgroup.FindMemory("/proc")
+	if err != nil {
+		return Hierarchy{}, err
+	}
 	data, err := os.ReadFile("/proc/self/cgroup")
 	if err != nil {
 		return Hierarchy{}, err
 	}
-	var h Hierarchy
-	var unified string
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		if parts[0] == "0" && parts[1] == "" {
-			unified = parts[2]
-			continue
-		}
-		for _, c := range strings.Split(parts[1], ",") {
-			if c == "memory" {
-				h.V1, h.Self = true, parts[2]
-			}
-		}
+	self, v1, ok := cgroup.MemoryPath(data)
+	if !ok || v1 != m.V1 {
+		return Hierarchy{}, fmt.Errorf("/proc/self/cgroup names no cgroup in the memory hierarchy at %s", m.Root)
 	}
-	if !h.V1 {
-		h.Self = unified
-	}
-	h.Root, err = mountPoint(h.V1)
-	if err != nil {
-		return Hierarchy{}, err
-	}
-	return h, nil
-}
-
-// mountPoint reads /proc/self/mountinfo for the memory hierarchy's mount.
-func mountPoint(v1 bool) (string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// id parent major:minor root mountpoint options ... - fstype source superoptions
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		fields, postFields := strings.Fields(pre), strings.Fields(post)
-		if len(fields) < 5 || len(postFields) < 3 || fields[3] != "/" {
-			continue
-		}
-		switch {
-		case v1 && postFields[0] == "cgroup" && hasOption(postFields[2], "memory"):
-			return fields[4], nil
-		case !v1 && postFields[0] == "cgroup2":
-			if _, err := os.Stat(filepath.Join(fields[4], "cgroup.controllers")); err == nil {
-				data, _ := os.ReadFile(filepath.Join(fields[4], "cgroup.controllers"))
-				if hasOption(strings.ReplaceAll(strings.TrimSpace(string(data)), " ", ","), "memory") {
-					return fields[4], nil
-				}
-			}
-		}
-	}
-	return "", errors.New("no memory cgroup hierarchy mounted")
-}
-
-func hasOption(opts, want string) bool {
-	for _, o := range strings.Split(opts, ",") {
-		if o == want {
-			return true
-		}
-	}
-	return false
+	return Hierarchy{Root: m.Root, V1: m.V1, Self: self}, nil
 }
 
 // Cgroup is a memory cgroup created by a test.
@@ -167,7 +112,7 @@ func New(t testing.TB, parent *Cgroup, limit int64) *Cgroup {
 
 func enableMemoryController(t testing.TB, dir string) {
 	data, err := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
-	if err == nil && hasOption(strings.ReplaceAll(strings.TrimSpace(string(data)), " ", ","), "memory") {
+	if err == nil && slices.Contains(strings.Fields(string(data)), "memory") {
 		return
 	}
 	if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+memory"), 0); err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/cgroup"
 	"github.com/oomtrace/oomtrace/internal/kernfile"
 )
 
@@ -46,7 +47,7 @@ func v1Tree(t *testing.T, rootUsage, rootInactive, podsUsage, podsInactive int64
 	write(t, pods, "memory.usage_in_bytes", strconv.FormatInt(podsUsage, 10)+"\n")
 	write(t, pods, "memory.stat", fmt.Sprintf("inactive_file 1\ntotal_inactive_file %d\n", podsInactive))
 	write(t, pods, "memory.limit_in_bytes", podsLimit+"\n")
-	return Source{Meminfo: meminfo(t, dir, 8*gi), Root: root, V1: true, Kubepods: pods}
+	return Source{Meminfo: meminfo(t, dir, 8*gi), Memory: cgroup.Memory{Root: root, V1: true}, Kubepods: "/kubepods"}
 }
 
 // v2Tree writes a unified hierarchy with a systemd kubepods.slice.
@@ -58,7 +59,7 @@ func v2Tree(t *testing.T, anon, file, inactive, podsCurrent, podsInactive int64,
 	write(t, pods, "memory.current", strconv.FormatInt(podsCurrent, 10)+"\n")
 	write(t, pods, "memory.stat", fmt.Sprintf("anon 1\nfile 2\ninactive_file %d\n", podsInactive))
 	write(t, pods, "memory.max", podsMax+"\n")
-	return Source{Meminfo: meminfo(t, dir, 8*gi), Root: root, Kubepods: pods}
+	return Source{Meminfo: meminfo(t, dir, 8*gi), Memory: cgroup.Memory{Root: root}, Kubepods: "/kubepods.slice"}
 }
 
 func mustThresholds(t *testing.T, s string) Thresholds {
@@ -205,10 +206,10 @@ func TestReadThisHost(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			st, _ := readStat(filepath.Join(src.Root, "memory.stat"))
+			st, _ := src.Stat("/")
 			return int64(u) - int64(st["total_inactive_file"])
 		}
-		st, _ := readStat(filepath.Join(src.Root, "memory.stat"))
+		st, _ := src.Stat("/")
 		return int64(st["anon"]+st["file"]) - int64(st["inactive_file"])
 	}
 	memTotal, err := readMemTotal("/proc/meminfo")

@@ -1,0 +1,165 @@
+package cgroup
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestMemoryPath(t *testing.T) {
+	cases := []struct {
+		name, data string
+		path       string
+		v1, ok     bool
+	}{
+		{"hybrid", "9:name=systemd:/\n4:memory:/process_api/abc\n0::/\n", "/process_api/abc", true, true},
+		{"v1 combined controllers", "3:cpu,memory:/kubepods/pod1/c1\n", "/kubepods/pod1/c1", true, true},
+		{"v2", "0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-1.scope\n", "/kubepods.slice/kubepods-pod1.slice/cri-containerd-1.scope", false, true},
+		{"path with colon", "0::/system.slice/a:b:c\n", "/system.slice/a:b:c", false, true},
+		{"no memory, no unified", "1:cpu:/x\n", "", false, false},
+		{"empty", "", "", false, false},
+		{"garbage", "::::\n\x00\xff\nmemory\n", "", false, false},
+		{"named hierarchy mentioning memory is not memcg", "2:name=memory:/x\n0::/y\n", "/y", false, true},
+	}
+	for _, c := range cases {
+		path, v1, ok := MemoryPath([]byte(c.data))
+		if path != c.path || v1 != c.v1 || ok != c.ok {
+			t.Errorf("%s: got (%q, %v, %v), want (%q, %v, %v)", c.name, path, v1, ok, c.path, c.v1, c.ok)
+		}
+	}
+}
+
+func FuzzMemoryPath(f *testing.F) {
+	f.Add([]byte("4:memory:/a\n0::/b\n"))
+	f.Add([]byte("0::/\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path, _, ok := MemoryPath(data)
+		if ok && !strings.HasPrefix(path, "/") {
+			t.Fatalf("path %q does not start at the root", path)
+		}
+		if !ok && path != "" {
+			t.Fatalf("not ok but path %q", path)
+		}
+	})
+}
+
+// Lines of real mountinfo files: this hybrid host, a v2-only host, a v1
+// host whose memory controller shares a mount with cpu.
+const (
+	hybridMountinfo = `25 31 0:23 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+33 25 0:28 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:9 - tmpfs tmpfs ro,mode=755
+34 33 0:29 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw,nsdelegate
+40 33 0:35 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime shared:16 - cgroup cgroup rw,memory
+`
+	v2Mountinfo = `35 24 0:30 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
+`
+	combinedMountinfo = `41 33 0:36 / /sys/fs/cgroup/cpu,memory rw,relatime - cgroup cgroup rw,cpu,memory
+`
+	// A container's view: the host's memory hierarchy bind-mounted at a
+	// path with a space, and a sub-tree mount (root not /) to skip.
+	containerMountinfo = `50 40 0:35 /kubepods/pod1 /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+51 40 0:35 / /host/sys/fs/cgroup/my\040memory rw - cgroup cgroup rw,memory
+`
+)
+
+func TestFindMemory(t *testing.T) {
+	withMemory := func(string) []byte { return []byte("cpuset cpu io memory pids\n") }
+	without := func(string) []byte { return []byte("cpuset cpu pids\n") }
+	cases := []struct {
+		name, mountinfo string
+		controllers     func(string) []byte
+		want            Memory
+		err             error
+	}{
+		{"hybrid: v1 memory, not the unified mount", hybridMountinfo, without, Memory{Root: "/sys/fs/cgroup/memory", V1: true}, nil},
+		{"v2", v2Mountinfo, withMemory, Memory{Root: "/sys/fs/cgroup"}, nil},
+		{"v2 without the memory controller", v2Mountinfo, without, Memory{}, ErrNoMemoryHierarchy},
+		{"v1, memory with cpu", combinedMountinfo, without, Memory{Root: "/sys/fs/cgroup/cpu,memory", V1: true}, nil},
+		{"container: sub-tree mount skipped, escapes undone", containerMountinfo, without, Memory{Root: "/host/sys/fs/cgroup/my memory", V1: true}, nil},
+		{"nothing", "garbage\n\n - \n", withMemory, Memory{}, ErrNoMemoryHierarchy},
+	}
+	for _, c := range cases {
+		got, err := findMemory([]byte(c.mountinfo), c.controllers)
+		if got != c.want || err != c.err {
+			t.Errorf("%s: %+v, %v; want %+v, %v", c.name, got, err, c.want, c.err)
+		}
+	}
+}
+
+func FuzzFindMemory(f *testing.F) {
+	f.Add([]byte(hybridMountinfo))
+	f.Add([]byte(containerMountinfo))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := findMemory(data, func(string) []byte { return []byte("memory") })
+		if err == nil && m.Root == "" {
+			t.Fatal("no error and no root")
+		}
+	})
+}
+
+// TestFindMemoryThisHost: the hierarchy this process is in, as
+// /proc/self/cgroup names it, is below the root FindMemory found.
+func TestFindMemoryThisHost(t *testing.T) {
+	m, err := FindMemory("/proc")
+	if err != nil {
+		t.Skipf("no memory hierarchy here: %v", err)
+	}
+	data, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, v1, ok := MemoryPath(data)
+	if !ok || v1 != m.V1 {
+		t.Fatalf("/proc/self/cgroup: %q v1=%v ok=%v; hierarchy %+v", path, v1, ok, m)
+	}
+	id, ok := m.ID(path)
+	if !ok || id == 0 {
+		t.Fatalf("own cgroup %s has no id below %s", path, m.Root)
+	}
+	if _, err := m.Stat(path); err != nil {
+		t.Errorf("own memory.stat: %v", err)
+	}
+}
+
+func TestFiles(t *testing.T) {
+	for _, v1 := range []bool{true, false} {
+		m := Memory{Root: t.TempDir(), V1: v1}
+		dir := m.Dir("/kubepods")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		usage, limit := "memory.current", "memory.max"
+		if v1 {
+			usage, limit = "memory.usage_in_bytes", "memory.limit_in_bytes"
+		}
+		write := func(name, data string) {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		write("memory.stat", "anon 4096\nfile 8192\n")
+		write(usage, "12288\n")
+		write(limit, "1073741824\n")
+		st, err := m.Stat("/kubepods")
+		if a, _ := st.Get("anon"); err != nil || a != 4096 {
+			t.Errorf("v1=%v: stat %v %v", v1, st, err)
+		}
+		if _, err := st.Get("shmem"); err == nil || !strings.Contains(err.Error(), "shmem") {
+			t.Errorf("v1=%v: missing key: %v", v1, err)
+		}
+		if u, err := m.Usage("/kubepods"); err != nil || u != 12288 {
+			t.Errorf("v1=%v: usage %d %v", v1, u, err)
+		}
+		if l, ok := m.Limit("/kubepods"); !ok || l != 1<<30 {
+			t.Errorf("v1=%v: limit %d %v", v1, l, ok)
+		}
+		write(limit, map[bool]string{true: "9223372036854771712\n", false: "max\n"}[v1])
+		if l, ok := m.Limit("/kubepods"); ok {
+			t.Errorf("v1=%v: unlimited read as %d", v1, l)
+		}
+		if _, ok := m.Limit("/gone"); ok {
+			t.Errorf("v1=%v: a missing cgroup has a limit", v1)
+		}
+	}
+}
