@@ -215,7 +215,11 @@ static __always_inline void clear_path_header(struct cgroup_path *p)
 	__builtin_memset(p, 0, __builtin_offsetof(struct cgroup_path, path));
 }
 
-/* Common part of both victim hooks; victim may be NULL (classic tracepoint). */
+/*
+ * Common start of both victim hooks: reserve a record, zero its fixed part
+ * and path headers, stamp its time and type; the hook fills in the victim.
+ * NULL when the ring buffer is full (counted as lost).
+ */
 static __always_inline struct oom_event *start_event(void)
 {
 	struct oom_event *e = bpf_ringbuf_reserve(&oom_events, sizeof(*e), 0);

@@ -183,13 +183,6 @@ enum refusal_stat_index {
 	RSTAT_MAX = 3,
 };
 
-/* Set by user space before and while the programs run. */
-struct refusal_config {
-	__u64 window_ns;     /* aggregation window */
-	__u32 max_map_count; /* vm.max_map_count */
-	__u32 _pad;
-};
-
 struct refusal_key {
 	__u32 tgid;
 	__u16 syscall; /* enum refusal_syscall */

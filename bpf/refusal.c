@@ -56,12 +56,13 @@ struct {
 	__type(value, __u64);
 } refusal_stats SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct refusal_config);
-} refusal_settings SEC(".maps");
+/*
+ * Settings, written by the loader into the spec before the programs load
+ * (cilium/ebpf's spec.Variables): read-only globals, constants to the
+ * verifier, no map lookup on the hot path.
+ */
+const volatile __u64 refusal_window_ns = 1000000000ULL; /* aggregation window */
+const volatile __u32 max_map_count = 0;                 /* vm.max_map_count; 0: not checked */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -89,7 +90,6 @@ struct {
 const struct refusal_event *unused_refusal_event __attribute__((unused));
 const struct refusal_key *unused_refusal_key __attribute__((unused));
 const struct refusal_count *unused_refusal_count __attribute__((unused));
-const struct refusal_config *unused_refusal_config __attribute__((unused));
 const enum refusal_syscall *unused_refusal_syscall __attribute__((unused));
 const enum refusal_class *unused_refusal_class __attribute__((unused));
 const enum exact_hook *unused_exact_hook __attribute__((unused));
@@ -243,7 +243,6 @@ static __always_inline int on_exit(struct trace_event_raw_sys_exit *ctx, __u16 s
 	/* A direct (CO-RE relocated) context load: no helper call on the hot path. */
 	long ret = ctx->ret;
 	struct task_struct *task;
-	struct refusal_config *cfg;
 	struct refusal_count *cnt, fresh = {};
 	struct refusal_key key = {};
 	struct exact_refusal *x;
@@ -252,7 +251,7 @@ static __always_inline int on_exit(struct trace_event_raw_sys_exit *ctx, __u16 s
 	struct signal_struct *sig;
 	bool private_writable;
 	__u64 args[6] = {}, now, pid_tgid, req, pages, rlim_as, rlim_data;
-	__u32 zero = 0, map_count;
+	__u32 map_count;
 	__u8 exact_hook = 0, exact_cap = 0;
 	__s64 exact_pages = 0;
 
@@ -280,9 +279,6 @@ static __always_inline int on_exit(struct trace_event_raw_sys_exit *ctx, __u16 s
 	task = bpf_get_current_task_btf();
 	mm = BPF_CORE_READ(task, mm);
 	sig = BPF_CORE_READ(task, signal);
-	cfg = bpf_map_lookup_elem(&refusal_settings, &zero);
-	if (!cfg)
-		return 0;
 
 	x = bpf_map_lookup_elem(&exact_refusals, &pid_tgid);
 	if (x) {
@@ -305,7 +301,7 @@ static __always_inline int on_exit(struct trace_event_raw_sys_exit *ctx, __u16 s
 	if (exact_hook) {
 		key.class = CLASS_EXACT;
 	} else if ((sc == SYSCALL_MMAP || sc == SYSCALL_MREMAP || sc == SYSCALL_MPROTECT) &&
-		   cfg->max_map_count && map_count >= cfg->max_map_count) {
+		   max_map_count && map_count >= max_map_count) {
 		key.class = CLASS_MAP_COUNT;
 	} else if ((sc == SYSCALL_MMAP || sc == SYSCALL_MREMAP || sc == SYSCALL_BRK) &&
 		   ((BPF_CORE_READ(mm, total_vm) + pages) << PAGE_SHIFT_4K) > rlim_as) {
@@ -326,7 +322,7 @@ static __always_inline int on_exit(struct trace_event_raw_sys_exit *ctx, __u16 s
 	}
 	__sync_fetch_and_add(&cnt->total, 1);
 	/* Not the first refusal of its window: counted, nothing sent. */
-	if (cnt->window_start_ns && now - cnt->window_start_ns < cfg->window_ns)
+	if (cnt->window_start_ns && now - cnt->window_start_ns < refusal_window_ns)
 		return 0;
 	cnt->window_start_ns = now;
 

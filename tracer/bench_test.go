@@ -134,7 +134,7 @@ func setupOomtrace(t *testing.T) ([]*ebpf.Program, func()) {
 		t.Fatal(err)
 	}
 	var progs []*ebpf.Program
-	for _, p := range tr.progs {
+	for _, p := range tr.att.progs {
 		info, err := p.Info()
 		if err == nil && info.Name == refusalProgSysExitMmap {
 			progs = append(progs, p)

@@ -153,11 +153,6 @@ type rawSignalEvent = oomtraceSignalEvent
 // SignalEventSize is the size of one task signal record.
 const SignalEventSize = int(unsafe.Sizeof(rawSignalEvent{}))
 
-var signalHookNames = map[oomtraceSignalHook]string{
-	oomtraceSignalHookSIGNAL_HOOK_TP_BTF:     HookTpBtfSignal,
-	oomtraceSignalHookSIGNAL_HOOK_TRACEPOINT: HookTracepointSignal,
-}
-
 // DecodeTaskSignal decodes one record of the signal_events ring buffer.
 func (d *Decoder) DecodeTaskSignal(record []byte) (event.TaskSignal, error) {
 	var raw rawSignalEvent
@@ -213,26 +208,6 @@ const (
 	victimHasRSS      = 1 << 1
 	victimHasSwap     = 1 << 2
 )
-
-// Hook names as they appear in events, logs and metrics.
-const (
-	HookFentryOOMKillProcess = "fentry/oom_kill_process"
-	HookKprobeOOMKillProcess = "kprobe/oom_kill_process"
-	HookTpBtfMarkVictim      = "tp_btf/mark_victim"
-	HookTracepointMarkVictim = "tracepoint/oom/mark_victim"
-	HookTpBtfSignal          = "tp_btf/signal_generate"
-	HookTracepointSignal     = "tracepoint/signal/signal_generate"
-)
-
-var victimHookNames = map[oomtraceVictimHook]string{
-	oomtraceVictimHookVICTIM_HOOK_TP_BTF:     HookTpBtfMarkVictim,
-	oomtraceVictimHookVICTIM_HOOK_TRACEPOINT: HookTracepointMarkVictim,
-}
-
-var decisionHookNames = map[oomtraceDecisionHook]string{
-	oomtraceDecisionHookDECISION_HOOK_FENTRY: HookFentryOOMKillProcess,
-	oomtraceDecisionHookDECISION_HOOK_KPROBE: HookKprobeOOMKillProcess,
-}
 
 // enum oom_constraint, include/linux/oom.h.
 var constraintNames = [...]string{"none", "cpuset", "memory_policy", "memcg"}

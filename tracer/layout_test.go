@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 )
 
@@ -73,4 +74,38 @@ func camel(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// TestRingBufferSizes: every ring buffer is sized by the table (or, for
+// the OOM kills, by the config), each a power of two of whole pages.
+func TestRingBufferSizes(t *testing.T) {
+	oom, err := loadOomtrace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusal, err := loadRefusal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sized := map[string]bool{}
+	for _, spec := range []*ebpf.CollectionSpec{oom, refusal} {
+		sizeRingBuffers(spec)
+		for name, ms := range spec.Maps {
+			if ms.Type != ebpf.RingBuf || name == oomtraceMapOomEvents {
+				continue
+			}
+			want, ok := ringBufferBytes[name]
+			if !ok {
+				t.Errorf("ring buffer %s is not in ringBufferBytes", name)
+				continue
+			}
+			if ms.MaxEntries != want || CheckRingBufferBytes(int(want)) != nil {
+				t.Errorf("%s: %d bytes, want %d, a power of two of whole pages", name, ms.MaxEntries, want)
+			}
+			sized[name] = true
+		}
+	}
+	if len(sized) != len(ringBufferBytes) {
+		t.Errorf("sized %v; the table has %v", sized, ringBufferBytes)
+	}
 }

@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/oomtrace/oomtrace/event"
@@ -32,6 +31,7 @@ func newOOMTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions) (*oomTrace
 	if err != nil {
 		return nil, err
 	}
+	sizeRingBuffers(spec)
 	spec.Maps[oomtraceMapOomEvents].MaxEntries = uint32(cfg.RingBufferBytes)
 	if err := spec.LoadAndAssign(&o.maps, &opts); err != nil {
 		o.close()
@@ -45,17 +45,17 @@ func newOOMTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions) (*oomTrace
 		oomtraceMapSignalEvents: o.maps.SignalEvents,
 	}
 
-	t.hooks.Decision = t.attachFirst(spec, opts, decisionCandidates(cfg.DecisionHook))
+	t.hooks.Decision = t.att.attachFirst(spec, opts, decisionCandidates(cfg.DecisionHook))
 	// Before the victim hook, so that no kill is seen without its signal.
-	t.hooks.Signal = t.attachFirst(spec, opts, signalCandidates(cfg.VictimHook))
+	t.hooks.Signal = t.att.attachFirst(spec, opts, signalCandidates(cfg.VictimHook))
 	if t.hooks.Signal == "" {
 		t.log.Warn("no signal hook: tasks the OOM killer found exiting will be reported as kills too")
 	}
 	victimCands := victimCandidates(cfg.VictimHook)
-	t.hooks.Victim = t.attachFirst(spec, opts, victimCands)
+	t.hooks.Victim = t.att.attachFirst(spec, opts, victimCands)
 	if t.hooks.Victim == "" {
 		o.close()
-		return nil, t.noHookError("mark_victim", victimCands)
+		return nil, t.att.noHookError("mark_victim", victimCands)
 	}
 
 	o.reader, err = ringbuf.NewReader(o.maps.OomEvents)
@@ -74,49 +74,6 @@ func newOOMTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions) (*oomTrace
 		WallTime: bootToWall,
 	}
 	return o, nil
-}
-
-func decisionCandidates(choice string) []candidate {
-	fentry := candidate{HookFentryOOMKillProcess, oomtraceProgFentryOomKillProcess, tracing}
-	kprobe := candidate{HookKprobeOOMKillProcess, oomtraceProgKprobeOomKillProcess, func(p *ebpf.Program) (link.Link, error) {
-		return link.Kprobe("oom_kill_process", p, nil)
-	}}
-	switch choice {
-	case HookFentry:
-		return []candidate{fentry}
-	case HookKprobe:
-		return []candidate{kprobe}
-	case HookNone:
-		return nil
-	}
-	return []candidate{fentry, kprobe}
-}
-
-// signalCandidates follows the victim hook: a forced classic tracepoint
-// means BTF-typed hooks are not wanted for the signal either.
-func signalCandidates(victimChoice string) []candidate {
-	tpBtf := candidate{HookTpBtfSignal, oomtraceProgTpBtfSignalGenerate, tracing}
-	tracepoint := candidate{HookTracepointSignal, oomtraceProgTracepointSignalGenerate, func(p *ebpf.Program) (link.Link, error) {
-		return link.Tracepoint("signal", "signal_generate", p, nil)
-	}}
-	if victimChoice == HookTracepoint {
-		return []candidate{tracepoint}
-	}
-	return []candidate{tpBtf, tracepoint}
-}
-
-func victimCandidates(choice string) []candidate {
-	tpBtf := candidate{HookTpBtfMarkVictim, oomtraceProgTpBtfMarkVictim, tracing}
-	tracepoint := candidate{HookTracepointMarkVictim, oomtraceProgTracepointMarkVictim, func(p *ebpf.Program) (link.Link, error) {
-		return link.Tracepoint("oom", "mark_victim", p, nil)
-	}}
-	switch choice {
-	case HookTpBtf:
-		return []candidate{tpBtf}
-	case HookTracepoint:
-		return []candidate{tracepoint}
-	}
-	return []candidate{tpBtf, tracepoint}
 }
 
 // run reads OOM kill records until the ring buffer is flushed or closed.

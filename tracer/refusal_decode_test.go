@@ -121,7 +121,6 @@ func TestRefusalLayoutMatchesBTF(t *testing.T) {
 		"refusal_event":  reflect.TypeOf(rawRefusal{}),
 		"refusal_key":    reflect.TypeOf(refusalRefusalKey{}),
 		"refusal_count":  reflect.TypeOf(refusalRefusalCount{}),
-		"refusal_config": reflect.TypeOf(refusalRefusalConfig{}),
 	} {
 		var st *btf.Struct
 		if err := spec.Types.TypeByName(name, &st); err != nil {

@@ -40,13 +40,6 @@ const (
 	refusalRefusalClassCLASS_EXACT       refusalRefusalClass = 4
 )
 
-type refusalRefusalConfig struct {
-	_           structs.HostLayout
-	WindowNs    uint64
-	MaxMapCount uint32
-	Pad         uint32
-}
-
 type refusalRefusalCount struct {
 	_             structs.HostLayout
 	Total         uint64
@@ -142,7 +135,6 @@ const (
 	refusalMapExactRefusals            = "exact_refusals"
 	refusalMapRefusalCounts            = "refusal_counts"
 	refusalMapRefusalEvents            = "refusal_events"
-	refusalMapRefusalSettings          = "refusal_settings"
 	refusalMapRefusalStats             = "refusal_stats"
 	refusalMapVmEnoughArgs             = "vm_enough_args"
 	refusalProgFexitVmEnoughMemory     = "fexit_vm_enough_memory"
@@ -159,9 +151,10 @@ const (
 	refusalProgSysExitMremap           = "sys_exit_mremap"
 	refusalProgSysExitShmget           = "sys_exit_shmget"
 	refusalProgSysExitVfork            = "sys_exit_vfork"
+	refusalVarMaxMapCount              = "max_map_count"
+	refusalVarRefusalWindowNs          = "refusal_window_ns"
 	refusalVarUnusedExactHook          = "unused_exact_hook"
 	refusalVarUnusedRefusalClass       = "unused_refusal_class"
-	refusalVarUnusedRefusalConfig      = "unused_refusal_config"
 	refusalVarUnusedRefusalCount       = "unused_refusal_count"
 	refusalVarUnusedRefusalEvent       = "unused_refusal_event"
 	refusalVarUnusedRefusalKey         = "unused_refusal_key"
@@ -231,21 +224,21 @@ type refusalProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type refusalMapSpecs struct {
-	ExactRefusals   *ebpf.MapSpec `ebpf:"exact_refusals"`
-	RefusalCounts   *ebpf.MapSpec `ebpf:"refusal_counts"`
-	RefusalEvents   *ebpf.MapSpec `ebpf:"refusal_events"`
-	RefusalSettings *ebpf.MapSpec `ebpf:"refusal_settings"`
-	RefusalStats    *ebpf.MapSpec `ebpf:"refusal_stats"`
-	VmEnoughArgs    *ebpf.MapSpec `ebpf:"vm_enough_args"`
+	ExactRefusals *ebpf.MapSpec `ebpf:"exact_refusals"`
+	RefusalCounts *ebpf.MapSpec `ebpf:"refusal_counts"`
+	RefusalEvents *ebpf.MapSpec `ebpf:"refusal_events"`
+	RefusalStats  *ebpf.MapSpec `ebpf:"refusal_stats"`
+	VmEnoughArgs  *ebpf.MapSpec `ebpf:"vm_enough_args"`
 }
 
 // refusalVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type refusalVariableSpecs struct {
+	MaxMapCount            *ebpf.VariableSpec `ebpf:"max_map_count"`
+	RefusalWindowNs        *ebpf.VariableSpec `ebpf:"refusal_window_ns"`
 	UnusedExactHook        *ebpf.VariableSpec `ebpf:"unused_exact_hook"`
 	UnusedRefusalClass     *ebpf.VariableSpec `ebpf:"unused_refusal_class"`
-	UnusedRefusalConfig    *ebpf.VariableSpec `ebpf:"unused_refusal_config"`
 	UnusedRefusalCount     *ebpf.VariableSpec `ebpf:"unused_refusal_count"`
 	UnusedRefusalEvent     *ebpf.VariableSpec `ebpf:"unused_refusal_event"`
 	UnusedRefusalKey       *ebpf.VariableSpec `ebpf:"unused_refusal_key"`
@@ -273,12 +266,11 @@ func (o *refusalObjects) Close() error {
 //
 // It can be passed to loadRefusalObjects or ebpf.CollectionSpec.LoadAndAssign.
 type refusalMaps struct {
-	ExactRefusals   *ebpf.Map `ebpf:"exact_refusals"`
-	RefusalCounts   *ebpf.Map `ebpf:"refusal_counts"`
-	RefusalEvents   *ebpf.Map `ebpf:"refusal_events"`
-	RefusalSettings *ebpf.Map `ebpf:"refusal_settings"`
-	RefusalStats    *ebpf.Map `ebpf:"refusal_stats"`
-	VmEnoughArgs    *ebpf.Map `ebpf:"vm_enough_args"`
+	ExactRefusals *ebpf.Map `ebpf:"exact_refusals"`
+	RefusalCounts *ebpf.Map `ebpf:"refusal_counts"`
+	RefusalEvents *ebpf.Map `ebpf:"refusal_events"`
+	RefusalStats  *ebpf.Map `ebpf:"refusal_stats"`
+	VmEnoughArgs  *ebpf.Map `ebpf:"vm_enough_args"`
 }
 
 func (m *refusalMaps) Close() error {
@@ -286,7 +278,6 @@ func (m *refusalMaps) Close() error {
 		m.ExactRefusals,
 		m.RefusalCounts,
 		m.RefusalEvents,
-		m.RefusalSettings,
 		m.RefusalStats,
 		m.VmEnoughArgs,
 	)
@@ -296,9 +287,10 @@ func (m *refusalMaps) Close() error {
 //
 // It can be passed to loadRefusalObjects or ebpf.CollectionSpec.LoadAndAssign.
 type refusalVariables struct {
+	MaxMapCount            *ebpf.Variable `ebpf:"max_map_count"`
+	RefusalWindowNs        *ebpf.Variable `ebpf:"refusal_window_ns"`
 	UnusedExactHook        *ebpf.Variable `ebpf:"unused_exact_hook"`
 	UnusedRefusalClass     *ebpf.Variable `ebpf:"unused_refusal_class"`
-	UnusedRefusalConfig    *ebpf.Variable `ebpf:"unused_refusal_config"`
 	UnusedRefusalCount     *ebpf.Variable `ebpf:"unused_refusal_count"`
 	UnusedRefusalEvent     *ebpf.Variable `ebpf:"unused_refusal_event"`
 	UnusedRefusalKey       *ebpf.Variable `ebpf:"unused_refusal_key"`

@@ -13,29 +13,36 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
-	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
-	"golang.org/x/sys/unix"
 
 	"github.com/oomtrace/oomtrace/event"
-)
-
-// Hook choices for the Config hook fields.
-const (
-	HookAuto       = "auto"
-	HookNone       = "none"
-	HookFentry     = "fentry"
-	HookFexit      = "fexit"
-	HookKprobe     = "kprobe"
-	HookKretprobe  = "kretprobe"
-	HookTpBtf      = "tp_btf"
-	HookTracepoint = "tracepoint"
 )
 
 // DefaultRingBufferBytes holds about 1,200 OOM kill records: a burst of
 // kills is read long before it fills.
 const DefaultRingBufferBytes = 4 << 20
+
+// ringBufferBytes sizes every ring buffer, by map name, in one place (the
+// sizes in the C are only defaults). The OOM kills' is
+// Config.RingBufferBytes instead.
+var ringBufferBytes = map[string]uint32{
+	// SIGTERMs and SIGKILLs to other processes: rare (processes being
+	// stopped), about 220 records.
+	oomtraceMapSignalEvents: 256 << 10,
+	// Only the first refusal of each process, syscall and reason per
+	// window is sent: about 840 records.
+	refusalMapRefusalEvents: 1 << 20,
+}
+
+// sizeRingBuffers applies ringBufferBytes to the ring buffers of spec.
+func sizeRingBuffers(spec *ebpf.CollectionSpec) {
+	for name, ms := range spec.Maps {
+		if n, ok := ringBufferBytes[name]; ok && ms.Type == ebpf.RingBuf {
+			ms.MaxEntries = n
+		}
+	}
+}
 
 // DefaultRefusalWindow is how long repeats of a refusal are folded into one line.
 const DefaultRefusalWindow = time.Second
@@ -75,13 +82,6 @@ type Config struct {
 	// Logger receives hook selection and diagnostics; nil discards them.
 	Logger *slog.Logger
 }
-
-// The choices of each Config hook field.
-var (
-	DecisionHookChoices = []string{HookAuto, HookFentry, HookKprobe, HookNone}
-	VictimHookChoices   = []string{HookAuto, HookTpBtf, HookTracepoint}
-	RefusalHookChoices  = []string{HookAuto, HookFexit, HookKretprobe, HookNone}
-)
 
 // Validate reports the first setting of cfg that New would reject.
 func (cfg Config) Validate() error {
@@ -131,25 +131,6 @@ func CheckRingBufferBytes(n int) error {
 	return nil
 }
 
-// Hooks names the hooks in use.
-type Hooks struct {
-	Decision string // HookFentryOOMKillProcess, HookKprobeOOMKillProcess or "" for none
-	Victim   string // HookTpBtfMarkVictim or HookTracepointMarkVictim
-	// Signal tells real kills from exiting tasks that were only granted
-	// reserves: HookTpBtfSignal, HookTracepointSignal, or "" when neither
-	// attached (then every mark_victim is reported).
-	Signal string
-	// RefusalExact is the __vm_enough_memory hook, "" for none.
-	RefusalExact string
-	// RefusalSyscalls are the syscall exit hooks that attached.
-	RefusalSyscalls []string
-	// RefusalsOff says why refusals were asked for but are not watched
-	// (Config.RefusalsOptional and no hook attachable); "" otherwise.
-	RefusalsOff string
-	// Tried records why each hook that was passed over failed, by hook name.
-	Tried map[string]error
-}
-
 // Stats are the tracer's counters since it was created.
 type Stats struct {
 	Sent         uint64 // OOM kill records the kernel wrote
@@ -184,9 +165,9 @@ type Tracer struct {
 	oom     *oomTracer
 	refusal *refusalTracer // nil unless Config.Refusals
 
-	mu           sync.Mutex // guards links and the counters below
-	links        []link.Link
-	progs        []*ebpf.Program
+	att *attacher
+
+	mu           sync.Mutex // guards the counter below
 	decodeErrors uint64
 
 	closeOnce sync.Once
@@ -245,7 +226,8 @@ func New(cfg Config) (*Tracer, error) {
 		return nh
 	}
 
-	t := &Tracer{log: log, hooks: Hooks{Tried: map[string]error{}}}
+	att := newAttacher(log)
+	t := &Tracer{log: log, att: att, hooks: Hooks{Tried: att.tried}}
 	ok := false
 	defer func() {
 		if !ok {
@@ -257,14 +239,14 @@ func New(cfg Config) (*Tracer, error) {
 		return nil, explain(err)
 	}
 	if cfg.Refusals {
-		before := len(t.links)
+		before := len(t.att.links)
 		t.refusal, err = newRefusalTracer(t, cfg, opts)
 		switch {
 		case err == nil:
 		case cfg.RefusalsOptional && errors.Is(err, ErrNoHook):
 			// The OOM hooks work: go on without refusals, and detach the
 			// exact hook if it attached without its syscall exits.
-			t.detachFrom(before)
+			t.att.detachFrom(before)
 			t.hooks.RefusalExact, t.hooks.RefusalSyscalls = "", nil
 			t.hooks.RefusalsOff = err.Error()
 			log.Warn("commit refusals are not watched: no hook attachable; OOM kills are (pass --refusals=true to make this an error)",
@@ -277,19 +259,6 @@ func New(cfg Config) (*Tracer, error) {
 	return t, nil
 }
 
-// detachFrom closes the links attached since there were n.
-func (t *Tracer) detachFrom(n int) {
-	t.mu.Lock()
-	extra := t.links[n:]
-	t.links = t.links[:n:n]
-	t.mu.Unlock()
-	for i := len(extra) - 1; i >= 0; i-- {
-		if err := extra[i].Close(); err != nil {
-			t.log.Warn("detach", "err", err)
-		}
-	}
-}
-
 // flush ends every reader after what is already in its ring buffer.
 func (t *Tracer) flush() {
 	t.oom.reader.Flush()
@@ -297,131 +266,6 @@ func (t *Tracer) flush() {
 	if t.refusal != nil {
 		t.refusal.reader.Flush()
 	}
-}
-
-// ErrNoHook means no hook of a required kind could be attached.
-var ErrNoHook = errors.New("no hook attachable")
-
-// NoHookError says which kind of hook could not be attached, and why.
-type NoHookError struct {
-	What   string // mark_victim, commit refusals
-	Detail string // why, as it follows "no hook attachable"
-}
-
-func (e *NoHookError) Error() string { return e.What + ": " + ErrNoHook.Error() + e.Detail }
-
-// Is makes every NoHookError an ErrNoHook.
-func (e *NoHookError) Is(target error) bool { return target == ErrNoHook }
-
-func (t *Tracer) noHookError(what string, cands []candidate) error {
-	var reasons []string
-	for _, c := range cands {
-		if err := t.hooks.Tried[c.name]; err != nil {
-			reasons = append(reasons, fmt.Sprintf("%s: %v", c.name, err))
-		}
-	}
-	return &NoHookError{What: what, Detail: " (" + strings.Join(reasons, "; ") + ")"}
-}
-
-// candidate is one way to hook an event.
-type candidate struct {
-	name    string // hook name for events and logs
-	program string // program name in the collection
-	attach  func(*ebpf.Program) (link.Link, error)
-}
-
-func tracing(p *ebpf.Program) (link.Link, error) {
-	return link.AttachTracing(link.TracingOptions{Program: p})
-}
-
-// attachFirst loads and attaches candidates in order and keeps the first
-// that works. A hook is probed by really loading and attaching it: program
-// type probes are not reliable (tp_btf works where the Tracing type probe
-// reports EPERM). It returns "" when there were no candidates or none worked.
-func (t *Tracer) attachFirst(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, cands []candidate) string {
-	for _, c := range cands {
-		if err := t.attach(spec, opts, c); err != nil {
-			t.hooks.Tried[c.name] = err
-			t.log.Info("hook unavailable, falling back", "hook", c.name, "reason", err)
-			continue
-		}
-		t.log.Info("attached hook", "hook", c.name)
-		return c.name
-	}
-	return ""
-}
-
-// attach loads and attaches one candidate and keeps both.
-func (t *Tracer) attach(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, c candidate) error {
-	prog, err := loadProgram(spec, opts, c.program)
-	if err != nil {
-		return err
-	}
-	return t.attachLoaded(prog, c)
-}
-
-// loadProgram loads one program of the collection with the shared maps.
-func loadProgram(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, name string) (*ebpf.Program, error) {
-	progs, err := loadPrograms(spec, opts, []string{name})
-	if err != nil {
-		return nil, err
-	}
-	return progs[name], nil
-}
-
-// loadPrograms loads several programs of the collection in one go, with the
-// shared maps: one collection instead of one per program saves most of the
-// load time of the many syscall hooks.
-func loadPrograms(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, names []string) (map[string]*ebpf.Program, error) {
-	one := spec.Copy()
-	one.Programs = map[string]*ebpf.ProgramSpec{}
-	for _, name := range names {
-		ps, ok := spec.Programs[name]
-		if !ok {
-			return nil, fmt.Errorf("program %s not in collection", name)
-		}
-		one.Programs[name] = ps.Copy()
-	}
-	coll, err := ebpf.NewCollectionWithOptions(one, opts)
-	if err != nil && errors.Is(err, unix.EPERM) {
-		// The library suggests raising RLIMIT_MEMLOCK, but that limit is
-		// already lifted: the kernel refuses this program type outright
-		// (fentry where BPF trampolines are unavailable, lockdown).
-		var ve *ebpf.VerifierError
-		if !errors.As(err, &ve) {
-			err = fmt.Errorf("programs %s: kernel refused to load them: %w", strings.Join(names, ", "), unix.EPERM)
-		}
-	}
-	if err != nil {
-		if os.Getenv("OOMTRACE_VERIFIER_LOG") != "" {
-			var ve *ebpf.VerifierError
-			if errors.As(err, &ve) {
-				fmt.Fprintf(os.Stderr, "%+v\n", ve)
-			}
-		}
-		return nil, fmt.Errorf("load: %w", err)
-	}
-	progs := map[string]*ebpf.Program{}
-	for _, name := range names {
-		progs[name] = coll.DetachProgram(name)
-	}
-	coll.Close()
-	return progs, nil
-}
-
-// attachLoaded attaches a program loaded already and keeps both; on error
-// it closes the program.
-func (t *Tracer) attachLoaded(prog *ebpf.Program, c candidate) error {
-	l, err := c.attach(prog)
-	if err != nil {
-		prog.Close()
-		return fmt.Errorf("attach: %w", err)
-	}
-	t.mu.Lock()
-	t.progs = append(t.progs, prog)
-	t.links = append(t.links, l)
-	t.mu.Unlock()
-	return nil
 }
 
 // Hooks returns the hooks in use.
@@ -499,7 +343,7 @@ func (t *Tracer) Run(ctx context.Context, h Handlers) error {
 	go func() {
 		select {
 		case <-ctx.Done():
-			t.detach()
+			t.att.detach()
 			t.flush()
 		case <-stop:
 		}
@@ -518,7 +362,7 @@ func (t *Tracer) Run(ctx context.Context, h Handlers) error {
 		if err := <-errs; err != nil && first == nil {
 			first = err
 			// One reader failed: stop the others too.
-			t.detach()
+			t.att.detach()
 			t.flush()
 		}
 	}
@@ -530,25 +374,11 @@ func isEndOfStream(err error) bool {
 	return errors.Is(err, ringbuf.ErrFlushed) || errors.Is(err, ringbuf.ErrClosed)
 }
 
-// detach removes every hook; the programs stay loaded until Close.
-func (t *Tracer) detach() {
-	t.mu.Lock()
-	links := t.links
-	t.links = nil
-	t.mu.Unlock()
-	// Reverse order: hooks go before the hooks they depend on.
-	for i := len(links) - 1; i >= 0; i-- {
-		if err := links[i].Close(); err != nil {
-			t.log.Warn("detach hook", "err", err)
-		}
-	}
-}
-
 // Close detaches the hooks and frees every kernel object. It is safe to
 // call more than once.
 func (t *Tracer) Close() error {
 	t.closeOnce.Do(func() {
-		t.detach()
+		t.att.detach()
 		var errs []error
 		if t.refusal != nil {
 			errs = append(errs, t.refusal.close())
@@ -556,12 +386,7 @@ func (t *Tracer) Close() error {
 		if t.oom != nil {
 			errs = append(errs, t.oom.close())
 		}
-		t.mu.Lock()
-		for _, p := range t.progs {
-			errs = append(errs, p.Close())
-		}
-		t.progs = nil
-		t.mu.Unlock()
+		errs = append(errs, t.att.close())
 		t.closeErr = errors.Join(errs...)
 	})
 	return t.closeErr
