@@ -81,6 +81,37 @@ func TestRefusalRlimitAS(t *testing.T) {
 	}
 }
 
+// TestRefusalMapCount: a process that holds vm.max_map_count mappings is
+// refused the next one before any commit accounting. The kernel program
+// tells it by comparing the mm's map_count with the setting oomtrace
+// wrote into its constants at load.
+func TestRefusalMapCount(t *testing.T) {
+	c := startTracer(t, Config{Refusals: true, Node: "n"})
+	host, err := readHostMemory("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, out, _ := refuser(t, "map_count", 0)
+	var mapped int
+	var result string
+	if _, err := fmt.Sscan(readLine(t, out), &mapped, &result); err != nil || result != "ENOMEM" {
+		t.Fatalf("refuser: %d mappings, then %q (%v); want ENOMEM", mapped, result, err)
+	}
+	if uint64(mapped) > host.MaxMapCount {
+		t.Fatalf("%d mappings made, more than vm.max_map_count %d", mapped, host.MaxMapCount)
+	}
+	got := c.waitRefusals(cmd.Process.Pid, 1, 5*time.Second)
+	if len(got) == 0 {
+		t.Fatal("no refusal")
+	}
+	ev := got[0]
+	t.Logf("after %d mappings (vm.max_map_count %d): %+v", mapped, host.MaxMapCount, ev)
+	if ev.Syscall != "mmap" || ev.RequestBytes != 4096 || ev.Reason != event.ReasonMapCount || ev.ClassifiedBy != byMapCount {
+		t.Errorf("refusal %s %d bytes: reason %q by %q, want mmap 4096 bytes, %q by %q",
+			ev.Syscall, ev.RequestBytes, ev.Reason, ev.ClassifiedBy, event.ReasonMapCount, byMapCount)
+	}
+}
+
 func TestRefusalSuccessfulCallsAreSilent(t *testing.T) {
 	c := startTracer(t, Config{Refusals: true, Node: "n"})
 	before, _ := c.t.Stats()

@@ -60,6 +60,30 @@ func maybeRunRefuser() {
 			}
 		}
 		fmt.Fprintln(out, enomem, start.UnixNano(), time.Now().UnixNano())
+	case "map_count":
+		// Page-sized mappings, alternately read-only and read-write so
+		// that none merges, until the kernel refuses one (vm.max_map_count
+		// mappings exist); then the count and the error.
+		// The last few are unmapped before reporting: the runtime may
+		// need a mapping or two of its own to go on.
+		var last [64]uintptr
+		n := 0
+		for {
+			prot := uintptr(syscall.PROT_READ)
+			if n%2 == 1 {
+				prot = mmapProtRW
+			}
+			addr, _, errno := syscall.RawSyscall6(syscall.SYS_MMAP, 0, 4096, prot, mmapPrivAnon, ^uintptr(0), 0)
+			if errno != 0 {
+				for _, a := range last {
+					syscall.RawSyscall(syscall.SYS_MUNMAP, a, 4096, 0)
+				}
+				fmt.Fprintln(out, n, strings.ToUpper(errnoName(errno)))
+				return
+			}
+			last[n%len(last)] = addr
+			n++
+		}
 	case "succeed":
 		// arg successful small mappings.
 		ok := 0
