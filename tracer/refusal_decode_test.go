@@ -118,9 +118,9 @@ func TestRefusalLayoutMatchesBTF(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, goType := range map[string]reflect.Type{
-		"refusal_event":  reflect.TypeOf(rawRefusal{}),
-		"refusal_key":    reflect.TypeOf(refusalRefusalKey{}),
-		"refusal_count":  reflect.TypeOf(refusalRefusalCount{}),
+		"refusal_event": reflect.TypeOf(rawRefusal{}),
+		"refusal_key":   reflect.TypeOf(refusalRefusalKey{}),
+		"refusal_count": reflect.TypeOf(refusalRefusalCount{}),
 	} {
 		var st *btf.Struct
 		if err := spec.Types.TypeByName(name, &st); err != nil {
