@@ -10,5 +10,6 @@ import (
 func TestMain(m *testing.M) {
 	memcgtest.MaybeRunHog()
 	maybeRunRefuser()
+	memcgtest.Announce("tracer")
 	os.Exit(m.Run())
 }

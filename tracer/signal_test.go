@@ -4,82 +4,8 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
-	"syscall"
 	"testing"
-	"time"
-
-	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
 )
-
-// waitSignal waits for a task signal to pid.
-func (c *collector) waitSignal(t *testing.T, pid int, sig string) event.TaskSignal {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		c.mu.Lock()
-		for _, ev := range c.signals {
-			if int(ev.Target.PID) == pid && ev.Signal == sig {
-				c.mu.Unlock()
-				return ev
-			}
-		}
-		c.mu.Unlock()
-		select {
-		case <-c.notify:
-		case <-deadline:
-			t.Fatalf("no %s to %d seen", sig, pid)
-		}
-	}
-}
-
-// TestTaskSignals: a SIGTERM and a SIGKILL from this test to processes in
-// a cgroup of its own, on both signal hooks: sender, target, hook, and on
-// tp_btf the target's cgroup captured in the kernel.
-func TestTaskSignals(t *testing.T) {
-	for _, hook := range []string{HookTpBtf, HookTracepoint} {
-		t.Run(hook, func(t *testing.T) {
-			c := startTracer(t, Config{VictimHook: hook, Node: "n"})
-			cg := memcgtest.New(t, nil, 0)
-			h := cg.Start(t, memcgtest.HogOptions{Bytes: 1 << 20, Idle: true})
-			// SIGTERM ends the hog (Go's default), so SIGKILL goes to a
-			// second one.
-			if err := syscall.Kill(h.PID, syscall.SIGTERM); err != nil {
-				t.Fatal(err)
-			}
-			term := c.waitSignal(t, h.PID, "SIGTERM")
-			h2 := cg.Start(t, memcgtest.HogOptions{Bytes: 1 << 20, Idle: true})
-			if err := syscall.Kill(h2.PID, syscall.SIGKILL); err != nil {
-				t.Fatal(err)
-			}
-			kill := c.waitSignal(t, h2.PID, "SIGKILL")
-			for _, ev := range []event.TaskSignal{term, kill} {
-				if ev.Type != "task_signal" || ev.Code != 0 || ev.Result != 0 || int(ev.Sender.TGID) != syscall.Getpid() {
-					t.Errorf("%s: %+v", ev.Signal, ev)
-				}
-				want := HookTpBtfSignal
-				if hook == HookTracepoint {
-					want = HookTracepointSignal
-				}
-				if ev.Hook != want {
-					t.Errorf("%s: hook %q, want %q", ev.Signal, ev.Hook, want)
-				}
-				if ev.Target.Comm == "" {
-					t.Errorf("%s: no target comm", ev.Signal)
-				}
-			}
-			// The classic tracepoint cannot capture the target's cgroup
-			// (it is read from /proc when the target still lives then).
-			if hook == HookTpBtf {
-				for _, ev := range []event.TaskSignal{term, kill} {
-					if ev.Target.Memcg == nil || ev.Target.Memcg.Path != cg.Path || ev.Target.Memcg.Source != event.CgroupFromKernel {
-						t.Errorf("%s: target memcg %+v, want %s from the kernel", ev.Signal, ev.Target.Memcg, cg.Path)
-					}
-				}
-			}
-		})
-	}
-}
 
 func rawSignal(sig int32, hook oomtraceSignalHook) rawSignalEvent {
 	var r rawSignalEvent

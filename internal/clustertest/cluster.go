@@ -76,6 +76,7 @@ func Main(m *testing.M) int {
 	if os.Geteuid() != 0 {
 		return m.Run()
 	}
+	memcgtest.Announce("internal/clustertest (a single-node Kubernetes below this process's cgroup, in a network namespace of its own)")
 	self, err := os.Executable()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "clustertest: %v\n", err)
@@ -157,7 +158,7 @@ func isTracefs(dir string) bool {
 // under OOMTRACE_REQUIRE_PRIVILEGED=1.
 func Start(t *testing.T, cfg KubeletConfig, images ...string) *Cluster {
 	t.Helper()
-	memcgtest.RequireRoot(t)
+	memcgtest.RequirePrivileged(t)
 	bin := os.Getenv(BinEnv)
 	missing := ""
 	if bin == "" {

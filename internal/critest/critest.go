@@ -85,7 +85,7 @@ func Start(t *testing.T) *Runtime {
 // StartWith is Start with options.
 func StartWith(t *testing.T, o Options) *Runtime {
 	t.Helper()
-	memcgtest.RequireRoot(t)
+	memcgtest.RequirePrivileged(t)
 	if os.Getenv("OOMTRACE_GUEST") == "1" {
 		// The qemu guests test the kernel hooks on other kernels; the
 		// host suite runs (and requires) the real runtime.

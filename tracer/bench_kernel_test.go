@@ -43,10 +43,11 @@ type hotPathMode struct {
 // sys_exit_mmap (the floor), oomtrace, and a bpftrace enter/exit join, in
 // one run, interleaved, median of several rounds. It prints a markdown table.
 func TestBenchHotPath(t *testing.T) {
+	memcgtest.RequirePrivileged(t)
 	if os.Getenv(benchEnv) != "1" {
 		t.Skip("benchmark: run with make bench")
 	}
-	memcgtest.RequireRoot(t)
+	memcgtest.RequirePrivileged(t)
 	const calls, rounds = 200000, 7
 	restore := setSysctl(t, "/proc/sys/kernel/bpf_stats_enabled", "0")
 	defer restore()

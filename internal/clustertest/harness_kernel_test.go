@@ -7,11 +7,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/oomtrace/oomtrace/internal/memcgtest"
 )
 
 // TestHarnessRunsPods: the cluster alone (no image needed) runs a pod the
 // kubelet got from the API server.
 func TestHarnessRunsPods(t *testing.T) {
+	memcgtest.RequirePrivileged(t)
 	c := Start(t, KubeletConfig{})
 	c.Namespace(t, "shop")
 	ctx := context.Background()

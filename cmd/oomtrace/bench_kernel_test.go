@@ -74,10 +74,11 @@ type stamped struct {
 }
 
 func TestBenchDaemon(t *testing.T) {
+	memcgtest.RequirePrivileged(t)
 	if os.Getenv("OOMTRACE_BENCH") != "1" {
 		t.Skip("benchmark: run with make bench")
 	}
-	memcgtest.RequireRoot(t)
+	memcgtest.RequirePrivileged(t)
 	idle := time.Duration(envInt("OOMTRACE_BENCH_IDLE", 60)) * time.Second
 	rate := envInt("OOMTRACE_BENCH_RATE", 1000)
 	steady := envInt("OOMTRACE_BENCH_STEADY", 5000)

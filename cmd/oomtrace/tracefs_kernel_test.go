@@ -17,7 +17,7 @@ import (
 // to mount one (as in a container that mounts the host's BTF only).
 func withoutTracefs(t *testing.T, args ...string) *exec.Cmd {
 	t.Helper()
-	memcgtest.RequireRoot(t)
+	memcgtest.RequirePrivileged(t)
 	if _, err := exec.LookPath("unshare"); err != nil {
 		t.Skip("unshare (util-linux) not installed")
 	}
@@ -44,6 +44,7 @@ exec "$EXE" "$@"`
 // says so in one warning and in oomtrace_hook_info; with --refusals=false
 // it runs and says nothing.
 func TestTracefsAbsent(t *testing.T) {
+	memcgtest.RequirePrivileged(t)
 	cmd := withoutTracefs(t, "--web.listen-address=", "--cri.endpoint=none", "--kubeconfig=none", "--refusals=true")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

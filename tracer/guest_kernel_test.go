@@ -21,12 +21,13 @@ func requireGuest(t *testing.T) {
 	if err != nil || !strings.Contains(" "+string(cmdline)+" ", " oomtrace.guest=1 ") || os.Getenv("OOMTRACE_GUEST") != "1" {
 		t.Skip("runs only in the test guest (kerneltest/run.sh)")
 	}
-	memcgtest.RequireRoot(t)
+	memcgtest.RequirePrivileged(t)
 }
 
 // TestGuestGlobalOOM exhausts the guest's memory with no cgroup limit: the
 // kill is reported with scope global and the hog as the victim.
 func TestGuestGlobalOOM(t *testing.T) {
+	memcgtest.RequirePrivileged(t)
 	requireGuest(t)
 	c := startTracer(t, Config{Node: "guest"})
 	// Keep this process out of the kernel's choice.
@@ -70,6 +71,7 @@ func TestGuestGlobalOOM(t *testing.T) {
 // TestGuestOOMGroup kills a whole cgroup v2 memory.oom.group: one event per
 // killed task, each with the same decision.
 func TestGuestOOMGroup(t *testing.T) {
+	memcgtest.RequirePrivileged(t)
 	requireGuest(t)
 	c := startTracer(t, Config{Node: "guest"})
 	if c.t.Hooks().Decision == "" {
@@ -123,6 +125,7 @@ func TestGuestOOMGroup(t *testing.T) {
 // hook and once with the fallback classifier and compares the reasons, so
 // the fallback's accuracy is measured on real refusals.
 func TestGuestExactAgreesWithFallback(t *testing.T) {
+	memcgtest.RequirePrivileged(t)
 	requireGuest(t)
 	type result struct{ reason, by string }
 	cases := []struct {

@@ -15,7 +15,7 @@ import (
 // are exported, a real allocation there crosses the allocatable threshold
 // and its release crosses back, and a real kill carries both signals.
 func TestNodeSignalsStandalone(t *testing.T) {
-	memcgtest.RequireRoot(t)
+	memcgtest.RequirePrivileged(t)
 	const limit = 512 << 20
 	kubepods := memcgtest.New(t, nil, limit)
 	d := startDaemon(t, "--cri.endpoint", "none", "--kubeconfig", "none", "--refusals=false",

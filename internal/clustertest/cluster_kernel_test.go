@@ -15,6 +15,7 @@ import (
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/internal/clusterview"
 	"github.com/oomtrace/oomtrace/internal/evictionmsg"
+	"github.com/oomtrace/oomtrace/internal/memcgtest"
 )
 
 // TestCluster runs oomtrace's DaemonSet from deploy/ in a real single-node
@@ -23,6 +24,7 @@ import (
 // restarted with another configuration between phases, as an operator
 // would, and oomtrace's pod is restarted to read it.
 func TestCluster(t *testing.T) {
+	memcgtest.RequirePrivileged(t)
 	image, archive := imageUnderTest(t)
 	total := memTotal(t)
 	// Phase 1: the kubelet enforces node allocatable with a kubepods

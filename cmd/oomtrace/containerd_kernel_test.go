@@ -8,12 +8,14 @@ import (
 
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/internal/critest"
+	"github.com/oomtrace/oomtrace/internal/memcgtest"
 )
 
 // TestContainerdEndToEnd runs the binary against a real containerd: kills in
 // two pods, one namespace kept by --filter.namespace. The kept kill is
 // written with its pod and container; both are counted with their labels.
 func TestContainerdEndToEnd(t *testing.T) {
+	memcgtest.RequirePrivileged(t)
 	rt := critest.Start(t)
 	d := startDaemon(t, "--cri.endpoint", rt.Socket, "--filter.namespace", "shop", "--refusals=false", "--kubeconfig", "none")
 	if !strings.Contains(d.logs.String(), "naming containers through CRI") {

@@ -14,6 +14,7 @@ import (
 	"github.com/oomtrace/oomtrace/internal/correlate"
 	"github.com/oomtrace/oomtrace/internal/cri"
 	"github.com/oomtrace/oomtrace/internal/critest"
+	"github.com/oomtrace/oomtrace/internal/memcgtest"
 	"github.com/oomtrace/oomtrace/tracer"
 )
 
@@ -93,6 +94,7 @@ func checkOOMKilled(t *testing.T, rt *critest.Runtime, id string) {
 // TestContainerd attributes real OOM kills in pods run by a real containerd
 // over CRI, labeled the way the kubelet labels them.
 func TestContainerd(t *testing.T) {
+	memcgtest.RequirePrivileged(t)
 	rt := critest.Start(t)
 	ch := kills(t, rt.CgroupRoot)
 	client, err := cri.New(cri.Options{Endpoint: rt.Socket, MinListInterval: time.Nanosecond})
@@ -196,6 +198,7 @@ func TestContainerd(t *testing.T) {
 // live on under their shims). The event still carries everything the
 // cgroup path says, one warning is logged, nothing fails.
 func TestContainerdDead(t *testing.T) {
+	memcgtest.RequirePrivileged(t)
 	rt := critest.Start(t)
 	ch := kills(t, rt.CgroupRoot)
 	pod := rt.RunPod(t, critest.PodOptions{Name: "late-1", Namespace: "batch", QoS: "besteffort"})
@@ -248,6 +251,7 @@ func waitRunning(t *testing.T, rt *critest.Runtime, id string) {
 // view of it reaches the pod's eviction: the runtime's SIGTERM, ignored, and
 // its SIGKILL after the grace period, attributed to the container.
 func TestContainerdStopSignals(t *testing.T) {
+	memcgtest.RequirePrivileged(t)
 	rt := critest.Start(t)
 	correlator := correlate.New(time.Minute)
 	tr, err := tracer.New(tracer.Config{})

@@ -23,10 +23,11 @@ import (
 // timestamp to the event handler, and the tracer's footprint. It prints a
 // markdown table. OOMTRACE_BENCH_KILLS sets the burst sizes (1000,10000).
 func TestBenchBurst(t *testing.T) {
+	memcgtest.RequirePrivileged(t)
 	if os.Getenv(benchEnv) != "1" {
 		t.Skip("benchmark: run with make bench")
 	}
-	memcgtest.RequireRoot(t)
+	memcgtest.RequirePrivileged(t)
 	sizes := []int{1000, 10000}
 	if v := os.Getenv("OOMTRACE_BENCH_KILLS"); v != "" {
 		sizes = nil

@@ -1,0 +1,99 @@
+package memcgtest
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestPrivilegedTestsAreVisible keeps the privileged tests where a reader
+// looks for them: every test and benchmark of a *_kernel_test.go file
+// starts with memcgtest.RequirePrivileged, and no other test file calls
+// it, or makes memory cgroups or a containerd (which need root).
+func TestPrivilegedTestsAreVisible(t *testing.T) {
+	root := filepath.Join("..", "..")
+	fset := token.NewFileSet()
+	kernelFiles := 0
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata" || d.Name() == "bin") && path != root {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		f, err := parser.ParseFile(fset, path, nil, 0)
+		if err != nil {
+			return err
+		}
+		kernel := strings.HasSuffix(path, "_kernel_test.go")
+		if kernel {
+			kernelFiles++
+		}
+		for _, decl := range f.Decls {
+			fn, ok := decl.(*ast.FuncDecl)
+			if !ok || fn.Body == nil {
+				continue
+			}
+			isTest := fn.Recv == nil && fn.Name.Name != "TestMain" &&
+				(strings.HasPrefix(fn.Name.Name, "Test") || strings.HasPrefix(fn.Name.Name, "Benchmark"))
+			if kernel && isTest && !startsWithRequirePrivileged(fn) {
+				t.Errorf("%s: %s does not start with memcgtest.RequirePrivileged", path, fn.Name.Name)
+			}
+			if !kernel {
+				ast.Inspect(fn.Body, func(n ast.Node) bool {
+					if name := privilegedCall(n); name != "" {
+						t.Errorf("%s: %s calls %s: privileged tests belong in a *_kernel_test.go file", fset.Position(n.Pos()), fn.Name.Name, name)
+					}
+					return true
+				})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kernelFiles == 0 {
+		t.Fatal("no *_kernel_test.go file found: walked the wrong tree?")
+	}
+}
+
+func startsWithRequirePrivileged(fn *ast.FuncDecl) bool {
+	if len(fn.Body.List) == 0 {
+		return false
+	}
+	stmt, ok := fn.Body.List[0].(*ast.ExprStmt)
+	if !ok {
+		return false
+	}
+	return privilegedCall(stmt.X) == "memcgtest.RequirePrivileged"
+}
+
+// privilegedCall names a call that needs root, or returns "".
+func privilegedCall(n ast.Node) string {
+	call, ok := n.(*ast.CallExpr)
+	if !ok {
+		return ""
+	}
+	sel, ok := call.Fun.(*ast.SelectorExpr)
+	if !ok {
+		return ""
+	}
+	pkg, ok := sel.X.(*ast.Ident)
+	if !ok {
+		return ""
+	}
+	name := pkg.Name + "." + sel.Sel.Name
+	switch name {
+	case "memcgtest.RequirePrivileged", "memcgtest.New", "critest.Start":
+		return name
+	}
+	return ""
+}
