@@ -67,7 +67,7 @@ test-unit: ## Run the tests as the current user (real-kernel tests skip unless r
 .PHONY: fuzz
 # package:target
 FUZZ_TARGETS := tracer:FuzzDecodeOOMKill tracer:FuzzDecodeRefusal internal/cgroup:FuzzMemoryPath internal/cgroup:FuzzFindMemory \
-	tracer:FuzzParseStat internal/kernfile:FuzzParseMeminfo internal/cgpath:FuzzParse \
+	tracer:FuzzParseStat tracer:FuzzParseNSpid internal/kernfile:FuzzParseMeminfo internal/cgpath:FuzzParse \
 	internal/nodememory:FuzzParseEvictionHard internal/evictionmsg:FuzzParse tracer:FuzzDecodeTaskSignal
 # Minimizing new inputs of 3.5 KiB stalls the fuzzer and can outlast -fuzztime
 # (then it reports "context deadline exceeded"): one attempt only.

@@ -372,6 +372,9 @@ int BPF_PROG(tp_btf_mark_victim, struct task_struct *task, uid_t uid)
 	e->victim.uid = uid;
 	e->victim_fields |= VICTIM_HAS_IDENTITY;
 	fill_victim_mm(e, task);
+	task_ns_tgid(task, &e->victim_ns_tgid, &e->victim_pidns_level);
+	if (e->victim_ns_tgid)
+		e->victim_fields |= VICTIM_HAS_NS_PID;
 	victim_css = task_memcg_css(task);
 	fill_cgroup_path(&e->victim_memcg, BPF_CORE_READ(victim_css, cgroup));
 	finish_event(e);

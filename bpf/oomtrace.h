@@ -111,9 +111,11 @@ struct oom_event {
 	__u64 pgtables_bytes;
 	__u64 domain_usage_pages;
 	__u64 domain_limit_pages;
-	__u8 victim_fields;  /* bit 0: comm/uid/adj known, 1: rss known, 2: swap known */
+	__u8 victim_fields;  /* VICTIM_HAS_* below */
 	__u8 sigkill_seen;   /* the trigger sent the victim the OOM killer's SIGKILL */
-	__u8 _pad[6];
+	__u8 victim_pidns_level; /* 0: the host's pid namespace */
+	__u8 _pad;
+	__u32 victim_ns_tgid;    /* the victim's process id in its own pid namespace */
 	struct oom_decision decision;
 	struct cgroup_path victim_memcg;
 	struct cgroup_path trigger_memcg;
@@ -141,6 +143,7 @@ struct signal_event {
 #define VICTIM_HAS_IDENTITY (1 << 0)
 #define VICTIM_HAS_RSS (1 << 1)
 #define VICTIM_HAS_SWAP (1 << 2)
+#define VICTIM_HAS_NS_PID (1 << 3)
 
 /* The syscalls whose failures are watched for commit refusals. */
 enum refusal_syscall {

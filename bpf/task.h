@@ -93,4 +93,28 @@ static __always_inline void fill_task_info(struct task_info *ti, struct task_str
 	ti->cgroup2_id = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
 }
 
+/*
+ * The task's process id as its own pid namespace sees it (1: the init of
+ * a container's namespace) and that namespace's depth (0: the host's).
+ * The process id is the thread group leader's pid: struct pid ends in one
+ * struct upid per level, the innermost last.
+ */
+static __always_inline void task_ns_tgid(struct task_struct *task, __u32 *ns_tgid, __u8 *level)
+{
+	struct pid *pid;
+	unsigned int lvl;
+	struct upid up = {};
+
+	if (!bpf_core_field_exists(task->thread_pid)) /* before 4.19 */
+		return;
+	pid = BPF_CORE_READ(task, group_leader, thread_pid);
+	if (!pid)
+		return;
+	lvl = BPF_CORE_READ(pid, level);
+	if (bpf_core_read(&up, sizeof(up), &pid->numbers[lvl]))
+		return;
+	*ns_tgid = up.nr;
+	*level = lvl;
+}
+
 #endif /* OOMTRACE_TASK_H */

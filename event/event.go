@@ -225,6 +225,13 @@ type Pod struct {
 // Victim is the killed task and the memory it held when it was chosen.
 type Victim struct {
 	Process
+	// NSPID is the victim's process id in its own pid namespace; null
+	// when it could not be read (the task was gone).
+	NSPID *uint32 `json:"ns_pid"`
+	// Init says the victim was process 1 of a pid namespace other than
+	// the host's: a container's init (or, in a pod that shares its
+	// process namespace, the pod's pause process). Null when unknown.
+	Init          *bool   `json:"init"`
 	OOMScoreAdj   *int32  `json:"oom_score_adj"`
 	RSS           *RSS    `json:"rss_bytes"`      // null on kernels that do not say
 	TotalVMBytes  *uint64 `json:"total_vm_bytes"` // null on kernels that do not say

@@ -99,6 +99,11 @@ func (d *Decoder) oomKill(raw *rawOOMEvent) (event.OOMKill, error) {
 		pgtables := raw.PgtablesBytes
 		v.TotalVMBytes, v.PgtablesBytes = &totalVM, &pgtables
 	}
+	if raw.VictimFields&victimHasNSPID != 0 {
+		nsPID := raw.VictimNsTgid
+		init := nsPID == 1 && raw.VictimPidnsLevel > 0
+		v.NSPID, v.Init = &nsPID, &init
+	}
 	v.Memcg = cgroupFromKernel(raw.VictimMemcg.Id, raw.VictimMemcg.Valid, raw.VictimMemcg.Truncated, raw.VictimMemcg.Len, raw.VictimMemcg.Path[:])
 
 	// Trigger: the task that ran the OOM killer.
@@ -207,6 +212,7 @@ const (
 	victimHasIdentity = 1 << 0
 	victimHasRSS      = 1 << 1
 	victimHasSwap     = 1 << 2
+	victimHasNSPID    = 1 << 3
 )
 
 // enum oom_constraint, include/linux/oom.h.

@@ -30,3 +30,12 @@ func assertValidJSON(t *testing.T, v any) {
 		t.Fatalf("invalid JSON: %q", b)
 	}
 }
+
+// jsonOf prints v as JSON, for messages: pointers show their values.
+func jsonOf(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
+}

@@ -319,6 +319,50 @@ func TestOOMDomainIsParent(t *testing.T) {
 	}
 }
 
+// TestOOMKillNamespaceInit: a victim that is process 1 of its own pid
+// namespace is a container's init; one below another init is not, and a
+// process of the host's namespace neither. With each victim hook (the
+// classic tracepoint reads the namespace pid from procfs).
+func TestOOMKillNamespaceInit(t *testing.T) {
+	memcgtest.RequirePrivileged(t)
+	cases := []struct {
+		name     string
+		ns       int
+		nsPID    uint32 // 0: the host pid; 2: any above 1 (the init's threads take pids too)
+		wantInit bool
+	}{
+		{"init", memcgtest.HogIsInit, 1, true},
+		{"under_init", memcgtest.HogUnderInit, 2, false},
+		{"host", memcgtest.HostPIDNamespace, 0, false},
+	}
+	for _, hook := range []string{HookTpBtf, HookTracepoint} {
+		t.Run(hook, func(t *testing.T) {
+			c := startTracer(t, Config{VictimHook: hook, Node: "n"})
+			for _, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) {
+					cg := memcgtest.New(t, nil, limit)
+					hog := cg.Start(t, memcgtest.HogOptions{Bytes: hogBytes, PIDNamespace: tc.ns})
+					evs := c.waitFor(map[int]bool{hog.PID: true}, 10*time.Second)[hog.PID]
+					if len(evs) != 1 {
+						t.Fatalf("events for victim %d: got %d, want 1", hog.PID, len(evs))
+					}
+					v := evs[0].Victim
+					want := tc.nsPID
+					switch {
+					case want == 0:
+						want = uint32(hog.PID)
+					case want == 2 && v.NSPID != nil && *v.NSPID > 1 && *v.NSPID != uint32(hog.PID):
+						want = *v.NSPID
+					}
+					if v.NSPID == nil || *v.NSPID != want || v.Init == nil || *v.Init != tc.wantInit {
+						t.Errorf("victim %d: ns_pid %s init %s, want %d and %v", hog.PID, jsonOf(v.NSPID), jsonOf(v.Init), want, tc.wantInit)
+					}
+				})
+			}
+		})
+	}
+}
+
 // TestOOMKillOtherVictim: the trigger allocates, an idle process with the
 // highest oom_score_adj in the same cgroup is killed instead.
 func TestOOMKillOtherVictim(t *testing.T) {

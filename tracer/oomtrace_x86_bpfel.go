@@ -98,7 +98,9 @@ type oomtraceOomEvent struct {
 	DomainLimitPages uint64
 	VictimFields     uint8
 	SigkillSeen      uint8
-	Pad              [6]uint8
+	VictimPidnsLevel uint8
+	Pad              uint8
+	VictimNsTgid     uint32
 	Decision         struct {
 		_            structs.HostLayout
 		TsBootNs     uint64

@@ -32,10 +32,40 @@ func newProcfs(root string) procfs {
 // victim is being killed, so this can race with its exit; it is best effort
 // and marked as such.
 func (p procfs) completeFromProcfs(ev *event.OOMKill) {
-	if ev.Victim.Memcg != nil {
-		return
+	v := &ev.Victim
+	if v.NSPID == nil {
+		if data, err := os.ReadFile(fmt.Sprintf("%s/%d/status", p.root, v.TGID)); err == nil {
+			if nsPID, level, ok := parseNSpid(data); ok && alive(p.root, v.TGID) {
+				init := nsPID == 1 && level > 0
+				v.NSPID, v.Init = &nsPID, &init
+			}
+		}
 	}
-	ev.Victim.Memcg = p.memcgOfPID(ev.Victim.PID)
+	if v.Memcg == nil {
+		v.Memcg = p.memcgOfPID(v.PID)
+	}
+}
+
+// parseNSpid reads the NSpid line of /proc/<pid>/status: the process id in
+// each pid namespace from the host's down, the innermost last. level is
+// the innermost namespace's depth (0: the host's).
+func parseNSpid(status []byte) (nsPID uint32, level int, ok bool) {
+	for line := range bytes.SplitSeq(status, []byte("\n")) {
+		rest, found := bytes.CutPrefix(line, []byte("NSpid:"))
+		if !found {
+			continue
+		}
+		f := strings.Fields(string(rest))
+		if len(f) == 0 {
+			return 0, 0, false
+		}
+		n, err := strconv.ParseUint(f[len(f)-1], 10, 32)
+		if err != nil || n == 0 {
+			return 0, 0, false
+		}
+		return uint32(n), len(f) - 1, true
+	}
+	return 0, 0, false
 }
 
 // memcgOfPID reads a live task's memory cgroup from procfs; nil when the

@@ -32,3 +32,35 @@ func FuzzParseStat(f *testing.F) {
 		parseStat(data) // must not panic
 	})
 }
+
+func TestParseNSpid(t *testing.T) {
+	cases := []struct {
+		status string
+		nsPID  uint32
+		level  int
+		ok     bool
+	}{
+		{"Name:\tbash\nTgid:\t4242\nNSpid:\t4242\n", 4242, 0, true},
+		{"Name:\tapp\nNSpid:\t4242\t1\nNSsid:\t1\n", 1, 1, true},
+		{"NSpid:\t9\t7\t12\n", 12, 2, true},
+		{"Name:\tx\n", 0, 0, false},
+		{"NSpid:\n", 0, 0, false},
+		{"NSpid:\t4242\tx\n", 0, 0, false},
+		{"NSpid:\t0\n", 0, 0, false},
+	}
+	for _, c := range cases {
+		nsPID, level, ok := parseNSpid([]byte(c.status))
+		if nsPID != c.nsPID || level != c.level || ok != c.ok {
+			t.Errorf("%q: (%d, %d, %v), want (%d, %d, %v)", c.status, nsPID, level, ok, c.nsPID, c.level, c.ok)
+		}
+	}
+}
+
+func FuzzParseNSpid(f *testing.F) {
+	f.Add([]byte("NSpid:\t4242\t1\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if nsPID, level, ok := parseNSpid(data); ok && (nsPID == 0 || level < 0) {
+			t.Fatalf("ok with pid %d level %d", nsPID, level)
+		}
+	})
+}

@@ -159,6 +159,19 @@ struct cred {
 	kernel_cap_t cap_effective;
 };
 
+struct pid_namespace;
+
+struct upid {
+	int nr;
+	struct pid_namespace *ns;
+};
+
+/* numbers has level + 1 entries (a flexible array in the kernel). */
+struct pid {
+	unsigned int level;
+	struct upid numbers[1];
+};
+
 struct task_struct {
 	pid_t pid;
 	pid_t tgid;
@@ -167,6 +180,8 @@ struct task_struct {
 	struct signal_struct *signal;
 	const struct cred *real_cred;
 	struct css_set *cgroups;
+	struct task_struct *group_leader;
+	struct pid *thread_pid;
 };
 
 enum oom_constraint {

@@ -227,6 +227,16 @@ const (
 	hogEnvAdj    = "OOMTRACE_HOG_OOM_SCORE_ADJ"
 	hogEnvIdle   = "OOMTRACE_HOG_IDLE"
 	hogEnvHoldMs = "OOMTRACE_HOG_HOLD_MS"
+	// hogEnvUnderInit: this process is the init of a new pid namespace
+	// that starts the hog as its child and waits for it.
+	hogEnvUnderInit = "OOMTRACE_HOG_UNDER_INIT"
+)
+
+// PID namespaces a hog can run in (HogOptions.PIDNamespace).
+const (
+	HostPIDNamespace = iota // the test's own
+	HogIsInit               // a new one, the hog its process 1, as a container's init
+	HogUnderInit            // a new one whose init is another process, the hog its child
 )
 
 // MaybeRunHog must be called first in TestMain. In a process started by
@@ -236,6 +246,9 @@ func MaybeRunHog() {
 	procs := os.Getenv(hogEnvProcs)
 	if procs == "" {
 		return
+	}
+	if os.Getenv(hogEnvUnderInit) == "1" {
+		runInit()
 	}
 	if err := os.WriteFile(procs, []byte("0"), 0); err != nil {
 		fmt.Fprintf(os.Stderr, "hog: join cgroup: %v\n", err)
@@ -247,8 +260,15 @@ func MaybeRunHog() {
 			os.Exit(3)
 		}
 	}
-	// Say we are in place, then work.
-	os.Stdout.Write([]byte("ready\n"))
+	// Say we are in place, and who we are on the host (getpid names the
+	// process in its own pid namespace; the host's /proc knows the host's
+	// pid), then work.
+	self, err := os.Readlink("/proc/self")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "hog: /proc/self: %v\n", err)
+		os.Exit(3)
+	}
+	fmt.Fprintf(os.Stdout, "ready %s\n", self)
 	if os.Getenv(hogEnvIdle) == "1" {
 		// Hold a little memory and wait to be killed by another's OOM.
 		n, _ := strconv.Atoi(os.Getenv(hogEnvBytes))
@@ -266,6 +286,34 @@ func MaybeRunHog() {
 	// Still alive: the limit was not reached.
 	fmt.Fprintf(os.Stderr, "hog: allocated %d bytes without being killed (%d)\n", n, keep[0])
 	os.Exit(4)
+}
+
+// runInit is process 1 of a hog's pid namespace: outside the hog's cgroup,
+// it starts the hog as its child and exits with its status.
+func runInit() {
+	exe, err := os.Executable()
+	if err != nil {
+		os.Exit(3)
+	}
+	cmd := exec.Command(exe, os.Args[1:]...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, hogEnvUnderInit+"=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws := ee.Sys().(syscall.WaitStatus); ws.Signaled() {
+			os.Exit(128 + int(ws.Signal()))
+		}
+		os.Exit(ee.ExitCode())
+	}
+	if err != nil {
+		os.Exit(3)
+	}
+	os.Exit(0)
 }
 
 var sink [][]byte
@@ -300,12 +348,15 @@ type HogOptions struct {
 	OOMScoreAdj *int  // nil: inherit
 	Idle        bool  // allocate Bytes, then sleep until killed
 	HoldMs      int   // wait this long before allocating
+	// PIDNamespace: HostPIDNamespace, HogIsInit or HogUnderInit.
+	PIDNamespace int
 }
 
 // Hog is a running memory hog process.
 type Hog struct {
+	// Cmd is the hog, or with HogUnderInit its namespace's init.
 	Cmd *exec.Cmd
-	PID int
+	PID int // the hog's, as the host sees it
 }
 
 // Start starts the test binary as a hog in cgroup c and waits until it has
@@ -330,6 +381,12 @@ func (c *Cgroup) Start(t testing.TB, o HogOptions) *Hog {
 	if o.HoldMs > 0 {
 		cmd.Env = append(cmd.Env, hogEnvHoldMs+"="+strconv.Itoa(o.HoldMs))
 	}
+	if o.PIDNamespace != HostPIDNamespace {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	}
+	if o.PIDNamespace == HogUnderInit {
+		cmd.Env = append(cmd.Env, hogEnvUnderInit+"=1")
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -343,10 +400,11 @@ func (c *Cgroup) Start(t testing.TB, o HogOptions) *Hog {
 		cmd.Wait()
 	})
 	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil || line != "ready\n" {
+	pid, perr := strconv.Atoi(strings.TrimPrefix(strings.TrimSpace(line), "ready "))
+	if err != nil || !strings.HasPrefix(line, "ready ") || perr != nil {
 		t.Fatalf("hog did not start: %q %v", line, err)
 	}
-	return &Hog{Cmd: cmd, PID: cmd.Process.Pid}
+	return &Hog{Cmd: cmd, PID: pid}
 }
 
 // WaitKilled waits for the hog to exit and fails unless SIGKILL ended it.
