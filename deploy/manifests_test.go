@@ -339,19 +339,26 @@ func TestCapabilitiesVariant(t *testing.T) {
 	}
 }
 
-func TestRBACIsReadOnly(t *testing.T) {
+// TestRBACIsNarrow: read-only on pods, events and nodes; the only write
+// is creating (and patching, for a series) events.k8s.io Events.
+func TestRBACIsNarrow(t *testing.T) {
 	objs := all(t)["base/rbac.yaml"]
 	role := only[*rbacv1.ClusterRole](t, objs)
-	if len(role.Rules) != 1 {
+	if len(role.Rules) != 2 {
 		t.Fatalf("%d rules", len(role.Rules))
 	}
-	r := role.Rules[0]
-	res, verbs := slices.Clone(r.Resources), slices.Clone(r.Verbs)
-	slices.Sort(res)
-	slices.Sort(verbs)
-	if !slices.Equal(res, []string{"events", "nodes", "pods"}) || !slices.Equal(verbs, []string{"get", "list", "watch"}) ||
-		!slices.Equal(r.APIGroups, []string{""}) {
-		t.Errorf("rule %+v: want get/list/watch on pods, events, nodes only", r)
+	want := []struct{ groups, resources, verbs []string }{
+		{[]string{""}, []string{"events", "nodes", "pods"}, []string{"get", "list", "watch"}},
+		{[]string{"events.k8s.io"}, []string{"events"}, []string{"create", "patch"}},
+	}
+	for i, r := range role.Rules {
+		res, verbs := slices.Clone(r.Resources), slices.Clone(r.Verbs)
+		slices.Sort(res)
+		slices.Sort(verbs)
+		if !slices.Equal(r.APIGroups, want[i].groups) || !slices.Equal(res, want[i].resources) || !slices.Equal(verbs, want[i].verbs) ||
+			len(r.ResourceNames) > 0 || len(r.NonResourceURLs) > 0 {
+			t.Errorf("rule %d %+v: want %v on %v of %q only", i, r, want[i].verbs, want[i].resources, want[i].groups)
+		}
 	}
 	b := only[*rbacv1.ClusterRoleBinding](t, objs)
 	sa := only[*corev1.ServiceAccount](t, all(t)["base/serviceaccount.yaml"])

@@ -60,6 +60,12 @@ type OOMKill struct {
 	// Eviction is the kubelet's eviction of the victim's pod shortly before
 	// this kill, if there was one.
 	Eviction *EvictionRef `json:"eviction,omitempty"`
+	// ContainerSurvived says whether the victim's container still had a
+	// process a moment after the kill (--container.check-delay): false
+	// when the kill ended the container (its init died, or the kernel
+	// killed the whole cgroup), true when the container runs on without
+	// the victim. Absent outside containers, or when it was not checked.
+	ContainerSurvived *bool `json:"container_survived,omitempty"`
 }
 
 // Causes of a container's death, for OOMKill.Cause and Eviction.Cause.

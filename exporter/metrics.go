@@ -29,7 +29,7 @@ type Metrics struct {
 	opts MetricsOptions
 
 	mu         sync.Mutex
-	oomKills   map[[4]string]*series
+	oomKills   map[[5]string]*series // namespace, pod, container, domain, init
 	refusals   map[[5]string]*series
 	deaths     map[[4]string]*series // namespace, pod, container, cause
 	pressure   map[[2]string]*series // signal, state
@@ -51,14 +51,14 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 	}
 	return &Metrics{
 		opts:       opts,
-		oomKills:   map[[4]string]*series{},
+		oomKills:   map[[5]string]*series{},
 		refusals:   map[[5]string]*series{},
 		deaths:     map[[4]string]*series{},
 		pressure:   map[[2]string]*series{},
 		conditions: map[[2]string]*series{},
 		kubelet:    map[[1]string]*series{},
 		deathsDesc: prometheus.NewDesc(namespace+"_container_deaths_total",
-			"Deaths of pods' containers by cause: kernel_oom_container, kernel_oom_pod, kernel_oom_allocatable, kernel_oom_system, kernel_oom_during_pressure, kernel_oom_other (kernel OOM kills, by the victim's container), kubelet_eviction (by pod, container: the first one the kubelet named as using more than its request, empty when it named none).",
+			"Deaths of pods' containers by cause: kernel_oom_container, kernel_oom_pod, kernel_oom_allocatable, kernel_oom_system, kernel_oom_during_pressure, kernel_oom_other (kernel OOM kills, by the victim's container; not kills of a process other than the container's init), kubelet_eviction (by pod, container: the first one the kubelet named as using more than its request, empty when it named none).",
 			[]string{"namespace", "pod", "container", "cause"}, nil),
 		pressureDesc: prometheus.NewDesc(namespace+"_memory_pressure_transitions_total",
 			"Kubelet memory signals crossing their hard eviction threshold, as oomtrace sampled them; state below or above.",
@@ -70,8 +70,8 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 			"The kubelet's (and node-problem-detector's) node Events: EvictionThresholdMet, SystemOOM, OOMKilling.",
 			[]string{"reason"}, nil),
 		oomKillsDesc: prometheus.NewDesc(namespace+"_oom_kills_total",
-			"Tasks killed by the kernel OOM killer, by the victim's pod and container and by the limit that was hit (scope: the OOM domain kind: container, pod, allocatable, system or other).",
-			[]string{"namespace", "pod", "container", "scope"}, nil),
+			"Tasks killed by the kernel OOM killer, by the victim's pod and container, by the limit that was hit (domain: container, pod, allocatable, system or other) and by whether the victim was its container's init (init: true, false, unknown; a kill with init=false in a container is one the kubelet does not report when the container runs on).",
+			[]string{"namespace", "pod", "container", "domain", "init"}, nil),
 		refusalsDesc: prometheus.NewDesc(namespace+"_commit_refusals_total",
 			"Memory requests the kernel refused at allocation time, by pod, container, syscall and reason.",
 			[]string{"namespace", "pod", "container", "syscall", "reason"}, nil),
@@ -99,11 +99,14 @@ func (m *Metrics) Write(ev event.Event) error {
 // oomKill counts one killed task.
 func (m *Metrics) oomKill(ev event.OOMKill) {
 	ns, pod, ctr := podLabels(ev.Victim.Process)
-	key := [4]string{ns, pod, ctr, scope(ev)}
+	key := [5]string{ns, pod, ctr, domainKind(ev), initLabel(ev.Victim)}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	addTo(m.oomKills, key, 1, m.opts.Now())
-	if ev.Victim.Pod != nil && ev.Cause != "" {
+	// A worker process killed beside its container's init is no death
+	// of the container (the init's own kill, in a group kill, is).
+	worker := ev.Victim.Init != nil && !*ev.Victim.Init
+	if ev.Victim.Pod != nil && ev.Cause != "" && !worker {
 		addTo(m.deaths, [4]string{ns, pod, ctr, ev.Cause}, 1, m.opts.Now())
 	}
 }
@@ -217,12 +220,23 @@ func expire[K comparable](s map[K]*series, now time.Time, retention time.Duratio
 	}
 }
 
-// scope is the OOM kill's domain kind, "unknown" before enrichment.
-func scope(ev event.OOMKill) string {
+// domainKind is the OOM kill's domain kind, "unknown" before enrichment.
+func domainKind(ev event.OOMKill) string {
 	if d := ev.OOM.Domain; d != nil && d.Kind != "" {
 		return d.Kind
 	}
 	return "unknown"
+}
+
+// initLabel says whether the victim was its pid namespace's init.
+func initLabel(v event.Victim) string {
+	switch {
+	case v.Init == nil:
+		return "unknown"
+	case *v.Init:
+		return "true"
+	}
+	return "false"
 }
 
 // podLabels are the namespace, pod and container labels of a process:

@@ -39,6 +39,13 @@ func knownSequence(m *Metrics) {
 	m.Write(oomKill("batch", "etl-1", "worker", event.DomainAllocatable))
 	m.Write(oomKill("", "", "", event.DomainSystem))
 	m.Write(event.OOMKill{}) // not enriched
+	// The container's init, and a worker beside it.
+	yes, no := true, false
+	initKill, workerKill := oomKill("shop", "web-5c8d", "gunicorn", event.DomainContainer), oomKill("shop", "web-5c8d", "gunicorn", event.DomainContainer)
+	initKill.Victim.Init, workerKill.Victim.Init = &yes, &no
+	m.Write(initKill)
+	m.Write(workerKill)
+	m.Write(workerKill)
 	inPod := event.Process{Pod: &event.Pod{Namespace: "shop", Name: "cart-7d9f"}, Container: &event.Container{Name: "redis"}}
 	m.Write(event.CommitRefusal{Process: inPod, Syscall: "mmap", Reason: "commit", Count: 1})
 	m.Write(event.CommitRefusal{Process: inPod, Syscall: "mmap", Reason: "commit", Count: 99999, Repeated: true})
@@ -150,10 +157,10 @@ func TestMetricsRetention(t *testing.T) {
 	// A series that moves again starts from its new count, not from zero
 	// plus a gap: it was dropped, so it is new.
 	m.Write(oomKill("shop", "cart-7d9f", "redis", event.DomainContainer))
-	want := `# HELP oomtrace_oom_kills_total Tasks killed by the kernel OOM killer, by the victim's pod and container and by the limit that was hit (scope: the OOM domain kind: container, pod, allocatable, system or other).
+	want := `# HELP oomtrace_oom_kills_total Tasks killed by the kernel OOM killer, by the victim's pod and container, by the limit that was hit (domain: container, pod, allocatable, system or other) and by whether the victim was its container's init (init: true, false, unknown; a kill with init=false in a container is one the kubelet does not report when the container runs on).
 # TYPE oomtrace_oom_kills_total counter
-oomtrace_oom_kills_total{container="redis",namespace="shop",pod="cart-7d9f",scope="allocatable"} 1
-oomtrace_oom_kills_total{container="redis",namespace="shop",pod="cart-7d9f",scope="container"} 1
+oomtrace_oom_kills_total{container="redis",domain="allocatable",init="unknown",namespace="shop",pod="cart-7d9f"} 1
+oomtrace_oom_kills_total{container="redis",domain="container",init="unknown",namespace="shop",pod="cart-7d9f"} 1
 `
 	if err := testutil.CollectAndCompare(m, strings.NewReader(want), "oomtrace_oom_kills_total"); err != nil {
 		t.Error(err)

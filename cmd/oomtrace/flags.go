@@ -27,31 +27,33 @@ type options struct {
 	refusals     bool
 	// refusalsAsked: --refusals or --hook.refusal set by the user (flag
 	// or environment); refusals are then required, not best effort.
-	refusalsAsked bool
-	refusalHook   string
-	refusalWin    time.Duration
-	btfPath       string
-	nodeName      string
-	logLevel      string
-	level         slog.Level // logLevel, parsed by validate
-	showVersion   bool
-	listenAddr    string
-	metricsPath   string
-	retention     time.Duration
-	procfs        string
-	queueSize     int
-	criEndpoint   string
-	runDir        string
-	criRetention  time.Duration
-	namespaces    []string
-	pods          []string
-	evictionHard  string
-	enforceAlloc  []string
-	kubeletCfg    string
-	kubepods      string
-	sampleEvery   time.Duration
-	kubeconfig    string
-	corrWindow    time.Duration
+	refusalsAsked  bool
+	refusalHook    string
+	refusalWin     time.Duration
+	btfPath        string
+	nodeName       string
+	logLevel       string
+	level          slog.Level // logLevel, parsed by validate
+	showVersion    bool
+	listenAddr     string
+	metricsPath    string
+	retention      time.Duration
+	procfs         string
+	queueSize      int
+	criEndpoint    string
+	runDir         string
+	criRetention   time.Duration
+	namespaces     []string
+	pods           []string
+	evictionHard   string
+	enforceAlloc   []string
+	kubeletCfg     string
+	kubepods       string
+	sampleEvery    time.Duration
+	kubeconfig     string
+	corrWindow     time.Duration
+	kubeEvents     bool
+	containerCheck time.Duration
 }
 
 const defaultBTF = "/sys/kernel/btf/vmlinux"
@@ -99,6 +101,8 @@ func defineFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.kubepods, "kubepods-cgroup", "", "the kubepods cgroup in the memory hierarchy, for allocatableMemory.available; empty: from --kubelet.config, else /kubepods.slice or /kubepods")
 	fs.DurationVar(&o.sampleEvery, "node.sample-interval", time.Second, "read the node's memory signals this often (and at every kernel event)")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for the cluster view (evictions, MemoryPressure); empty: in-cluster when running in a pod, else none; none: off")
+	fs.BoolVar(&o.kubeEvents, "kube.events", false, "write a Warning Event on the pod of every kernel OOM kill (OOMKillProcess: the container ran on, which the kubelet does not report; OOMKillContainer: the kill ended it), as kubectl describe pod shows; needs RBAC create and patch on events.k8s.io events")
+	fs.DurationVar(&o.containerCheck, "container.check-delay", 2*time.Second, "hold the kill of a container's process this long, then say whether the container survived it (container_survived); 0: no check")
 	fs.DurationVar(&o.corrWindow, "correlation.window", correlate.DefaultWindow, "a kernel OOM kill and a kubelet eviction of one pod this close are linked")
 	fs.DurationVar(&o.retention, "metrics.retention", time.Hour, "drop the series of a pod or container that has not moved for this long; 0 keeps them forever")
 }
@@ -119,6 +123,7 @@ func (o *options) validate() error {
 		{"log.level", o.level.UnmarshalText([]byte(o.logLevel))},
 		{"web.telemetry-path", absolutePath(o.metricsPath)},
 		{"metrics.retention", notNegative(o.retention)},
+		{"container.check-delay", notNegative(o.containerCheck)},
 		{"refusal.window", positive(o.refusalWin)},
 		{"cri.retention", positive(o.criRetention)},
 		{"node.sample-interval", positive(o.sampleEvery)},

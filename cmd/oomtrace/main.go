@@ -23,9 +23,11 @@ import (
 
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/exporter"
+	"github.com/oomtrace/oomtrace/internal/cgroup"
 	"github.com/oomtrace/oomtrace/internal/clusterview"
 	"github.com/oomtrace/oomtrace/internal/cri"
 	"github.com/oomtrace/oomtrace/internal/enrich"
+	"github.com/oomtrace/oomtrace/internal/kubeevents"
 	"github.com/oomtrace/oomtrace/internal/nodememory"
 	"github.com/oomtrace/oomtrace/internal/pipeline"
 	"github.com/oomtrace/oomtrace/tracer"
@@ -86,9 +88,12 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 	if node == "" {
 		node, _ = os.Hostname()
 	}
-	kube, kubeHost, err := kubeClient(opts.kubeconfig)
+	kube, err := kubeClient(opts.kubeconfig)
 	if err != nil {
 		return err
+	}
+	if opts.kubeEvents && kube == nil {
+		log.Warn("--kube.events: no API server configured; no Events are written")
 	}
 	var listener net.Listener
 	if opts.listenAddr != "" {
@@ -132,10 +137,27 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 	// Every source writes into the pipeline, which never makes it wait;
 	// metrics count every event, the output gets what the filter keeps.
 	metrics := exporter.NewMetrics(exporter.MetricsOptions{Retention: opts.retention})
-	pipe := pipeline.New(ctx, pipeline.Options{
+	pipeOpts := pipeline.Options{
 		Enricher: enricher, Sampler: signals, SampleEvery: opts.sampleEvery, CorrelationWindow: opts.corrWindow,
 		Filter: enrich.NewFilter(opts.namespaces, opts.pods), Metrics: metrics, Out: out, QueueSize: opts.queueSize,
-	})
+	}
+	if opts.containerCheck > 0 {
+		if memory, err := cgroup.FindMemory(opts.procfs); err != nil {
+			log.Warn("no memory cgroup hierarchy: whether a killed process's container survived is not checked", "err", err)
+		} else {
+			pipeOpts.ContainerCheckDelay, pipeOpts.ContainerAlive = opts.containerCheck, memory.Populated
+		}
+	}
+	if kube != nil && opts.kubeEvents {
+		recorder := kubeevents.New(kube.Events, node)
+		if err := recorder.Start(ctx); err != nil {
+			return fmt.Errorf("--kube.events: %w", err)
+		}
+		defer recorder.Shutdown()
+		pipeOpts.KubeEvents = recorder
+		log.Info("writing an Event on the pod of every OOM kill", "reporting_controller", kubeevents.Controller)
+	}
+	pipe := pipeline.New(ctx, pipeOpts)
 	status := exporter.NewStatus(exporter.StatusOptions{
 		Version: version,
 		Hooks:   hookInfo(t.Hooks()),
@@ -156,8 +178,8 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 		signals.Start(ctx, opts.sampleEvery, func(mp event.MemoryPressure) { pipe.Write(mp) })
 	}
 	if kube != nil {
-		log.Info("watching the cluster for this node's evictions and MemoryPressure", "api", kubeHost, "node", node)
-		go clusterview.New(kube, clusterview.Options{Node: node, Logger: log}).Run(ctx, clusterview.Handlers{
+		log.Info("watching the cluster for this node's evictions and MemoryPressure", "api", kube.Host, "node", node)
+		go clusterview.New(kube.Core, clusterview.Options{Node: node, Logger: log}).Run(ctx, clusterview.Handlers{
 			Eviction:      func(ev event.Eviction) { pipe.Write(ev) },
 			NodeCondition: func(ev event.NodeCondition) { pipe.Write(ev) },
 			KubeletEvent:  metrics.ObserveKubeletEvent,

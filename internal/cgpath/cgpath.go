@@ -264,3 +264,18 @@ func isContainerID(s string) bool {
 }
 
 func isHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' }
+
+// ContainerPath is the container's own cgroup in path: path cut after the
+// segment that makes it a container cgroup (a container's sub-cgroups, as
+// systemd in a container makes, belong to it); "" when path is in no
+// container.
+func ContainerPath(path string) string {
+	segs := strings.Split(path, "/")
+	for i := range segs {
+		prefix := strings.Join(segs[:i+1], "/")
+		if info := Parse(prefix); info.Level == LevelContainer && !info.Conmon {
+			return prefix
+		}
+	}
+	return ""
+}

@@ -136,3 +136,22 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestContainerPath(t *testing.T) {
+	systemdCtr := "/kubepods.slice/kubepods-pod" + uidEsc + ".slice/crio-" + id + ".scope"
+	cgroupfsCtr := "/process_api/kubepods/burstable/pod" + uid + "/" + id
+	cases := map[string]string{
+		cgroupfsCtr:                     cgroupfsCtr,
+		cgroupfsCtr + "/init.scope":     cgroupfsCtr,
+		systemdCtr + "/container":       systemdCtr,
+		"/kubepods/burstable/pod" + uid: "",
+		"/kubepods.slice/kubepods-pod" + uidEsc + ".slice/crio-conmon-" + id + ".scope": "",
+		"/system.slice/containerd.service":                                              "",
+		"":                                                                              "",
+	}
+	for path, want := range cases {
+		if got := ContainerPath(path); got != want {
+			t.Errorf("ContainerPath(%q) = %q, want %q", path, got, want)
+		}
+	}
+}

@@ -195,6 +195,49 @@ func (m Memory) Limit(path string) (uint64, bool) {
 	return n, true
 }
 
+// Populated says whether a process is in the cgroup or below it; a
+// cgroup that is gone is not. v2 says so in cgroup.events; v1 has only
+// each cgroup's own cgroup.procs, read down the tree.
+func (m Memory) Populated(path string) (bool, error) {
+	dir := m.Dir(path)
+	if !m.V1 {
+		data, err := os.ReadFile(filepath.Join(dir, "cgroup.events"))
+		if errors.Is(err, os.ErrNotExist) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		v, ok := kernfile.ParseKeyValues(data)["populated"]
+		if !ok {
+			return false, fmt.Errorf("%s/cgroup.events has no populated", dir)
+		}
+		return v != 0, nil
+	}
+	populated := false
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil // removed while walked
+			}
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		procs, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		if len(bytes.TrimSpace(procs)) > 0 {
+			populated = true
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	return populated, err
+}
+
 // Stat is a memory.stat file: counter name to value.
 type Stat map[string]uint64
 

@@ -163,3 +163,46 @@ func TestFiles(t *testing.T) {
 		}
 	}
 }
+
+func TestPopulated(t *testing.T) {
+	v1 := Memory{Root: t.TempDir(), V1: true}
+	mk := func(m Memory, path string, files map[string]string) {
+		t.Helper()
+		if err := os.MkdirAll(m.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, data := range files {
+			if err := os.WriteFile(filepath.Join(m.Dir(path), name), []byte(data), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	mk(v1, "/pod/ctr", map[string]string{"cgroup.procs": ""})
+	mk(v1, "/pod/ctr/init.scope", map[string]string{"cgroup.procs": "4242\n"})
+	mk(v1, "/pod/empty", map[string]string{"cgroup.procs": "\n"})
+	v2 := Memory{Root: t.TempDir()}
+	mk(v2, "/pod/ctr", map[string]string{"cgroup.events": "populated 1\nfrozen 0\n"})
+	mk(v2, "/pod/empty", map[string]string{"cgroup.events": "populated 0\nfrozen 0\n"})
+	mk(v2, "/pod/broken", map[string]string{"cgroup.events": "frozen 0\n"})
+	cases := []struct {
+		m       Memory
+		path    string
+		want    bool
+		wantErr bool
+	}{
+		{v1, "/pod/ctr", true, false}, // a process in a sub-cgroup counts
+		{v1, "/pod", true, false},
+		{v1, "/pod/empty", false, false},
+		{v1, "/gone", false, false},
+		{v2, "/pod/ctr", true, false},
+		{v2, "/pod/empty", false, false},
+		{v2, "/gone", false, false},
+		{v2, "/pod/broken", false, true},
+	}
+	for _, c := range cases {
+		got, err := c.m.Populated(c.path)
+		if got != c.want || (err != nil) != c.wantErr {
+			t.Errorf("v1=%v %s: %v, %v; want %v (error: %v)", c.m.V1, c.path, got, err, c.want, c.wantErr)
+		}
+	}
+}

@@ -1,7 +1,8 @@
 // Package pipeline is the stage between the tracer and the sinks: it names
 // the containers and pods of every event, adds the node's memory signals,
 // correlates kernel kills with kubelet evictions, counts every event in the
-// metrics and passes on to the output what the filter keeps.
+// metrics, says whether a killed process's container survived, and passes
+// on to the output what the filter keeps.
 package pipeline
 
 import (
@@ -33,6 +34,15 @@ type Options struct {
 	// filter keeps.
 	Metrics exporter.Sink
 	Out     exporter.Sink
+	// KubeEvents receives every OOM kill once settled, before the filter
+	// (it writes them to the API on their pods); nil: none.
+	KubeEvents exporter.Sink
+	// ContainerCheckDelay holds the kills of containers' processes this
+	// long, then ContainerAlive says whether the container (its cgroup
+	// path in the memory hierarchy) survived. 0 or a nil ContainerAlive:
+	// no check, no delay.
+	ContainerCheckDelay time.Duration
+	ContainerAlive      func(path string) (bool, error)
 	// QueueSize bounds the events waiting for the stage.
 	QueueSize int
 }
@@ -52,6 +62,11 @@ func New(ctx context.Context, o Options) *Pipeline {
 	if s.enricher == nil {
 		s.enricher = &enrich.Enricher{}
 	}
+	if o.ContainerCheckDelay > 0 && o.ContainerAlive != nil {
+		s.settler = &settler{delay: o.ContainerCheckDelay, alive: o.ContainerAlive, done: func(ev event.OOMKill) { s.finishKill(ev) },
+			pending: map[*time.Timer]event.OOMKill{}}
+	}
+	s.kubeEvents = o.KubeEvents
 	return &Pipeline{queue: exporter.NewQueue(s, o.QueueSize, nil), stage: s}
 }
 
@@ -64,8 +79,13 @@ func (p *Pipeline) Write(ev event.Event) error { return p.queue.Write(ev) }
 func (p *Pipeline) Signal(ev event.TaskSignal) { p.stage.correlator.Signal(ev) }
 
 // Close stops taking events and waits up to timeout for the queued ones to
-// go through; false when it gave up on some.
-func (p *Pipeline) Close(timeout time.Duration) bool { return p.queue.Close(timeout) }
+// go through, then settles the kills still held; false when it gave up on
+// some.
+func (p *Pipeline) Close(timeout time.Duration) bool {
+	ok := p.queue.Close(timeout)
+	p.stage.settler.close()
+	return ok
+}
 
 // Dropped is how many events never went through the stage.
 func (p *Pipeline) Dropped() uint64 { return p.queue.Dropped() }
@@ -83,6 +103,8 @@ type stage struct {
 	filter      enrich.Filter
 	metrics     exporter.Sink
 	out         exporter.Sink
+	kubeEvents  exporter.Sink // nil: none
+	settler     *settler      // nil: kills are not held
 	filtered    atomic.Uint64
 }
 
@@ -93,7 +115,11 @@ func (s *stage) Write(ev event.Event) error {
 		s.enricher.OOMKill(s.ctx, &ev)
 		ev.NodeMemory = s.nodeMemory()
 		s.correlator.OOMKill(&ev)
-		return s.pass(ev, s.filter.OOMKill(ev))
+		s.count(ev)
+		if s.settler.hold(ev) {
+			return nil
+		}
+		return s.finishKill(ev)
 	case event.CommitRefusal:
 		s.enricher.CommitRefusal(s.ctx, &ev)
 		ev.NodeMemory = s.nodeMemory()
@@ -108,9 +134,26 @@ func (s *stage) Write(ev event.Event) error {
 
 // pass counts ev in the metrics and writes it out if the filter keeps it.
 func (s *stage) pass(ev event.Event, keep bool) error {
+	s.count(ev)
+	return s.output(ev, keep)
+}
+
+func (s *stage) count(ev event.Event) {
 	if s.metrics != nil {
 		_ = s.metrics.Write(ev)
 	}
+}
+
+// finishKill hands a kill, settled or not held, to the API's Events and
+// to the output. It runs on the stage's goroutine or the settler's.
+func (s *stage) finishKill(ev event.OOMKill) error {
+	if s.kubeEvents != nil && ev.Victim.Pod != nil {
+		_ = s.kubeEvents.Write(ev)
+	}
+	return s.output(ev, s.filter.OOMKill(ev))
+}
+
+func (s *stage) output(ev event.Event, keep bool) error {
 	if !keep {
 		s.filtered.Add(1)
 		return nil

@@ -1,0 +1,133 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/exporter"
+)
+
+// lockedKills records the kills that reach a sink, from any goroutine.
+type lockedKills struct {
+	mu    sync.Mutex
+	kills []event.OOMKill
+}
+
+func (l *lockedKills) Write(ev event.Event) error {
+	if k, ok := ev.(event.OOMKill); ok {
+		l.mu.Lock()
+		l.kills = append(l.kills, k)
+		l.mu.Unlock()
+	}
+	return nil
+}
+
+func (l *lockedKills) get() []event.OOMKill {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]event.OOMKill(nil), l.kills...)
+}
+
+func (l *lockedKills) wait(t *testing.T, n int) []event.OOMKill {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if k := l.get(); len(k) >= n {
+			return k
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("%d kills, want %d", len(l.get()), n)
+	return nil
+}
+
+// A container's kill waits for the check, then says whether the container
+// survived, in the output and to the API's Events; a kill outside any
+// container does not wait; a failed check leaves the field out.
+func TestContainerSurvived(t *testing.T) {
+	const checkDelay = 200 * time.Millisecond
+	alive := map[string]bool{}
+	var mu sync.Mutex
+	out, kube := &lockedKills{}, &lockedKills{}
+	p := New(context.Background(), Options{Out: out, KubeEvents: kube, QueueSize: 16,
+		ContainerCheckDelay: checkDelay,
+		ContainerAlive: func(path string) (bool, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			a, ok := alive[path]
+			if !ok {
+				return false, errors.New("unreadable")
+			}
+			return a, nil
+		}})
+	worker := allocatableKill(time.Now())
+	ctrPath := worker.Victim.Memcg.Path
+	mu.Lock()
+	alive[ctrPath] = true
+	mu.Unlock()
+	worker.Victim.Memcg.Path = ctrPath + "/init.scope" // a sub-cgroup of the container
+	host := allocatableKill(time.Now())
+	host.Victim.Memcg.Path = "/system.slice/cron.service"
+	start := time.Now()
+	p.Write(worker)
+	p.Write(host)
+
+	first := out.wait(t, 1)[0]
+	if first.Victim.Memcg.Path != "/system.slice/cron.service" || first.ContainerSurvived != nil {
+		t.Fatalf("first out: %s, want the host process's kill, unchecked", first)
+	}
+	got := out.wait(t, 2)[1]
+	if waited := time.Since(start); waited < checkDelay {
+		t.Errorf("the container's kill came out after %v, before the check delay %v", waited, checkDelay)
+	}
+	if got.ContainerSurvived == nil || !*got.ContainerSurvived {
+		t.Errorf("worker kill: container_survived %v, want true", got.ContainerSurvived)
+	}
+	// Only kills in pods go to the API.
+	if k := kube.get(); len(k) != 1 || k[0].ContainerSurvived == nil {
+		t.Errorf("API events for %v, want the worker's, settled", k)
+	}
+
+	// The container's cgroup empties: not survived. Unreadable: absent.
+	mu.Lock()
+	alive[ctrPath] = false
+	mu.Unlock()
+	p.Write(allocatableKill(time.Now()))
+	if got := out.wait(t, 3)[2]; got.ContainerSurvived == nil || *got.ContainerSurvived {
+		t.Errorf("init kill: container_survived %v, want false", got.ContainerSurvived)
+	}
+	mu.Lock()
+	delete(alive, ctrPath)
+	mu.Unlock()
+	p.Write(allocatableKill(time.Now()))
+	if got := out.wait(t, 4)[3]; got.ContainerSurvived != nil {
+		t.Errorf("failed check: container_survived %v, want absent", *got.ContainerSurvived)
+	}
+	p.Close(time.Second)
+}
+
+// A stop does not wait out the check delay, and loses no held kill.
+func TestCloseSettlesHeldKills(t *testing.T) {
+	out := &lockedKills{}
+	q := exporter.NewQueue(out, 16, nil)
+	p := New(context.Background(), Options{Out: q, QueueSize: 16, ContainerCheckDelay: time.Hour,
+		ContainerAlive: func(string) (bool, error) { return true, nil }})
+	for range 3 {
+		p.Write(allocatableKill(time.Now()))
+	}
+	start := time.Now()
+	p.Close(time.Second)
+	q.Close(time.Second)
+	if n := len(out.get()); n != 3 || time.Since(start) > 10*time.Second {
+		t.Fatalf("%d kills out after %v, want 3 at once", n, time.Since(start))
+	}
+	for _, k := range out.get() {
+		if k.ContainerSurvived == nil || !*k.ContainerSurvived {
+			t.Errorf("kill settled at close: %s", k)
+		}
+	}
+}
