@@ -15,6 +15,7 @@ import (
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/internal/clusterview"
 	"github.com/oomtrace/oomtrace/internal/evictionmsg"
+	"github.com/oomtrace/oomtrace/internal/kubeevents"
 	"github.com/oomtrace/oomtrace/internal/memcgtest"
 )
 
@@ -40,6 +41,7 @@ func TestCluster(t *testing.T) {
 	t.Logf("oomtrace's pod %s is Ready", o.Pod.Name)
 	ok := t.Run("deployed", func(t *testing.T) { testDeployed(t, c, o, kubepodsLimit) })
 	ok = ok && t.Run("container_limit", func(t *testing.T) { testContainerLimit(t, c, o) })
+	ok = ok && t.Run("worker_process_kill", func(t *testing.T) { testWorkerProcessKill(t, c, o) })
 	ok = ok && t.Run("kernel_before_kubelet", func(t *testing.T) { testKernelBeforeKubelet(t, c, o) })
 	ok = ok && t.Run("allocatable_eviction", func(t *testing.T) { testAllocatableEviction(t, c, o, kubepodsLimit) })
 	if !ok {
@@ -119,9 +121,62 @@ func testContainerLimit(t *testing.T, c *Cluster, o *Oomtrace) {
 	if k.OOM.Domain.LimitBytes != uint64(64*mi) {
 		t.Errorf("domain limit %d, want 64 MiB", k.OOM.Domain.LimitBytes)
 	}
+	// The hog is the container's init: the kill ended the container, as
+	// the API says, and the Event on the pod says so too.
+	if v.Init == nil || !*v.Init || v.NSPID == nil || *v.NSPID != 1 || k.ContainerSurvived == nil || *k.ContainerSurvived {
+		t.Errorf("init %s ns_pid %s container_survived %s, want the init (1), not survived", jsonOf(v.Init), jsonOf(v.NSPID), jsonOf(k.ContainerSurvived))
+	}
+	e := c.waitKubeEvent(t, "shop", "cart", kubeevents.ReasonContainer)
+	if !strings.Contains(e.Note, "the container's init") || !strings.Contains(e.Note, "The kill ended container redis.") {
+		t.Errorf("Event note %q", e.Note)
+	}
 	fams := o.Metrics(t)
 	if n, _ := Value(fams, "oomtrace_container_deaths_total", map[string]string{"pod": "cart", "container": "redis", "cause": event.CauseOOMContainer}); n < 1 {
 		t.Errorf("container_deaths_total{cart,redis} = %v", n)
+	}
+	if n, _ := Value(fams, "oomtrace_oom_kills_total", map[string]string{"pod": "cart", "container": "redis", "init": "true"}); n < 1 {
+		t.Errorf("oom_kills_total{cart,redis,init=true} = %v", n)
+	}
+}
+
+// testWorkerProcessKill: a worker process OOM-killed at its container's
+// limit while the container's init runs on. The API never hears of it (no
+// restart, no OOMKilled); oomtrace reports the kill, says the container
+// survived, and writes an Event on the pod that kubectl describe shows.
+func testWorkerProcessKill(t *testing.T, c *Cluster, o *Oomtrace) {
+	c.createPod(t, podSpec("shop", "web", corev1.RestartPolicyAlways, 2, container{name: "app", args: []string{"parent", "hog", "200"}, limit: 64 * mi}))
+	defer c.deletePod(t, "shop", "web")
+	ev := o.WaitEvents(t, "the worker's kill in web", time.Minute, func(ev Events) bool {
+		ks := killsInPod(ev, "web")
+		return len(ks) > 0 && ks[0].ContainerSurvived != nil
+	})
+	k := killsInPod(ev, "web")[0]
+	v := k.Victim
+	t.Logf("oomtrace: %s", jsonOf(k))
+	if v.Container == nil || v.Container.Name != "app" || v.Init == nil || *v.Init || v.NSPID == nil || *v.NSPID <= 1 ||
+		k.ContainerSurvived == nil || !*k.ContainerSurvived || k.Cause != event.CauseOOMContainer {
+		t.Errorf("kill: container %s init %s ns_pid %s container_survived %s cause %s; want app's worker, survived",
+			jsonOf(v.Container), jsonOf(v.Init), jsonOf(v.NSPID), jsonOf(k.ContainerSurvived), k.Cause)
+	}
+	// What the API says: nothing happened.
+	time.Sleep(3 * time.Second) // the kubelet's status update after the kill, if it made one
+	p := c.waitPod(t, "shop", "web", "running", 30*time.Second, running)
+	cs := p.Status.ContainerStatuses[0]
+	if cs.RestartCount != 0 || cs.LastTerminationState.Terminated != nil || cs.State.Running == nil || containerID(cs.ContainerID) != v.Container.ID {
+		t.Errorf("API: %s, want the same container running, never restarted", jsonOf(cs))
+	}
+	e := c.waitKubeEvent(t, "shop", "web", kubeevents.ReasonProcess)
+	t.Logf("Event: %s %s from %s: %s", e.Type, e.Reason, e.ReportingInstance, e.Note)
+	if e.Type != corev1.EventTypeWarning || e.ReportingController != kubeevents.Controller || e.ReportingInstance != kubeevents.Controller+"-"+NodeName ||
+		e.Regarding.UID != p.UID || !strings.Contains(e.Note, fmt.Sprintf("pid %d", v.TGID)) || !strings.Contains(e.Note, "runs on: the kubelet does not report this kill") {
+		t.Errorf("Event %s", jsonOf(e))
+	}
+	fams := o.Metrics(t)
+	if n, _ := Value(fams, "oomtrace_oom_kills_total", map[string]string{"pod": "web", "container": "app", "init": "false"}); n < 1 {
+		t.Errorf("oom_kills_total{web,app,init=false} = %v", n)
+	}
+	if n, ok := Value(fams, "oomtrace_container_deaths_total", map[string]string{"pod": "web", "container": "app"}); ok {
+		t.Errorf("container_deaths_total{web,app} = %v: the container did not die", n)
 	}
 }
 

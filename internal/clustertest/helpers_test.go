@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -164,4 +165,21 @@ func within(a, b int64, frac float64) bool {
 		b = -b
 	}
 	return float64(d) <= frac*float64(b)
+}
+
+// waitKubeEvent waits for an events.k8s.io Event with reason on the pod.
+func (c *Cluster) waitKubeEvent(t *testing.T, ns, pod, reason string) eventsv1.Event {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		list, err := c.Client.EventsV1().Events(ns).List(context.Background(), metav1.ListOptions{
+			FieldSelector: "regarding.name=" + pod + ",reason=" + reason})
+		if err == nil && len(list.Items) > 0 {
+			return list.Items[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no Event %s on pod %s/%s in 30 s (%v)", reason, ns, pod, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 }

@@ -8,6 +8,10 @@
 //	ctrbin idle MIB     touch MIB MiB, then wait
 //	ctrbin hog MIB [MS] after MS milliseconds, touch memory in 4 MiB steps
 //	                    up to MIB MiB, then wait
+//	ctrbin parent MODE ARGS...
+//	                    run ctrbin MODE ARGS... as a child, say how it
+//	                    ended, and wait on (a container's init whose
+//	                    worker process is the one OOM-killed)
 //
 // Outside a container (benchmarks) it first joins the cgroup whose
 // cgroup.procs file CTRBIN_CGROUP_PROCS names.
@@ -16,6 +20,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strconv"
 	"syscall"
@@ -48,6 +53,18 @@ func main() {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	switch os.Args[1] {
+	case "parent":
+		child := exec.Command("/proc/self/exe", os.Args[2:]...)
+		child.Stdout, child.Stderr = os.Stdout, os.Stderr
+		if err := child.Start(); err != nil {
+			fmt.Fprintf(os.Stderr, "ctrbin: start child: %v\n", err)
+			os.Exit(3)
+		}
+		fmt.Printf("parent: child %d started\n", child.Process.Pid)
+		go func() {
+			err := child.Wait()
+			fmt.Printf("parent: child ended: %v; running on\n", err)
+		}()
 	case "pause":
 	case "idle", "hog", "stubborn":
 		if os.Args[1] == "stubborn" {
