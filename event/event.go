@@ -66,6 +66,49 @@ type OOMKill struct {
 	// killed the whole cgroup), true when the container runs on without
 	// the victim. Absent outside containers, or when it was not checked.
 	ContainerSurvived *bool `json:"container_survived,omitempty"`
+	// PostMortem is what the OOM domain held, read right after the kill;
+	// absent when turned off or unreadable.
+	PostMortem *PostMortem `json:"postmortem,omitempty"`
+}
+
+// PostMortem is the OOM domain's memory and its largest tasks, read when
+// the kill is handled (milliseconds after it): the victim's own memory
+// may be freed by then, and the victim gone from the tasks (victim.rss_bytes
+// is what it held when it was chosen).
+type PostMortem struct {
+	Time   Time   `json:"time"`   // when it was read
+	Cgroup string `json:"cgroup"` // the domain's cgroup path; "/" for a system-wide OOM
+	// Memory is the domain's memory by kind; null when not read.
+	Memory *MemoryBreakdown `json:"memory_bytes"`
+	// TopTasks are the domain's processes with the most resident memory
+	// (and swap), most first; at most --postmortem.top-tasks of them.
+	TopTasks []TaskMemory `json:"top_tasks"`
+	// TasksSource says where TopTasks were read: "procfs".
+	TasksSource string `json:"tasks_source,omitempty"`
+	// Tasks is how many processes the domain had when read.
+	Tasks int `json:"tasks"`
+}
+
+// MemoryBreakdown is a memory cgroup's memory by kind, in bytes, from its
+// memory.stat (v1: the hierarchical total_ counters).
+type MemoryBreakdown struct {
+	Anon  uint64 `json:"anon"`  // anonymous memory: heaps, stacks
+	File  uint64 `json:"file"`  // page cache, shmem included
+	Shmem uint64 `json:"shmem"` // tmpfs and shared anonymous memory (part of file)
+	// Kernel is kernel memory charged to the cgroup (slab, stacks, page
+	// tables, sockets...); null where the kernel does not say.
+	Kernel *uint64 `json:"kernel"`
+	Slab   *uint64 `json:"slab"`   // null on cgroup v1
+	Sock   *uint64 `json:"sock"`   // network buffers
+	Source string  `json:"source"` // the files read
+}
+
+// TaskMemory is one process of an OOM domain and what it held.
+type TaskMemory struct {
+	PID         uint32 `json:"pid"` // process id
+	Comm        string `json:"comm"`
+	RSS         RSS    `json:"rss_bytes"`
+	OOMScoreAdj int32  `json:"oom_score_adj"`
 }
 
 // Causes of a container's death, for OOMKill.Cause and Eviction.Cause.

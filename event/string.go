@@ -40,3 +40,6 @@ func (v Overcommit) String() string         { return jsonString(v) }
 func (v NodeMemory) String() string         { return jsonString(v) }
 func (v MemorySignal) String() string       { return jsonString(v) }
 func (v MemoryPressure) String() string     { return jsonString(v) }
+func (v PostMortem) String() string         { return jsonString(v) }
+func (v MemoryBreakdown) String() string    { return jsonString(v) }
+func (v TaskMemory) String() string         { return jsonString(v) }

@@ -14,6 +14,7 @@ import (
 	"github.com/oomtrace/oomtrace/internal/correlate"
 	"github.com/oomtrace/oomtrace/internal/cri"
 	"github.com/oomtrace/oomtrace/internal/nodememory"
+	"github.com/oomtrace/oomtrace/internal/postmortem"
 	"github.com/oomtrace/oomtrace/tracer"
 )
 
@@ -54,6 +55,8 @@ type options struct {
 	corrWindow     time.Duration
 	kubeEvents     bool
 	containerCheck time.Duration
+	pmMemoryStat   bool
+	pmTopTasks     int
 }
 
 const defaultBTF = "/sys/kernel/btf/vmlinux"
@@ -103,6 +106,8 @@ func defineFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for the cluster view (evictions, MemoryPressure); empty: in-cluster when running in a pod, else none; none: off")
 	fs.BoolVar(&o.kubeEvents, "kube.events", false, "write a Warning Event on the pod of every kernel OOM kill (OOMKillProcess: the container ran on, which the kubelet does not report; OOMKillContainer: the kill ended it), as kubectl describe pod shows; needs RBAC create and patch on events.k8s.io events")
 	fs.DurationVar(&o.containerCheck, "container.check-delay", 2*time.Second, "hold the kill of a container's process this long, then say whether the container survived it (container_survived); 0: no check")
+	fs.BoolVar(&o.pmMemoryStat, "postmortem.memory-stat", true, "with every kill, the OOM domain's memory by kind (anon, file, shmem, kernel, slab, sock) from its memory.stat, read when the kill is handled")
+	fs.IntVar(&o.pmTopTasks, "postmortem.top-tasks", postmortem.DefaultTopTasks, "with every kill, this many of the OOM domain's processes with the most memory, from /proc; 0: none")
 	fs.DurationVar(&o.corrWindow, "correlation.window", correlate.DefaultWindow, "a kernel OOM kill and a kubelet eviction of one pod this close are linked")
 	fs.DurationVar(&o.retention, "metrics.retention", time.Hour, "drop the series of a pod or container that has not moved for this long; 0 keeps them forever")
 }
@@ -124,6 +129,7 @@ func (o *options) validate() error {
 		{"web.telemetry-path", absolutePath(o.metricsPath)},
 		{"metrics.retention", notNegative(o.retention)},
 		{"container.check-delay", notNegative(o.containerCheck)},
+		{"postmortem.top-tasks", notNegativeInt(o.pmTopTasks)},
 		{"refusal.window", positive(o.refusalWin)},
 		{"cri.retention", positive(o.criRetention)},
 		{"node.sample-interval", positive(o.sampleEvery)},
@@ -155,6 +161,13 @@ func oneOf(v string, allowed ...string) error {
 func atLeastOne(n int) error {
 	if n < 1 {
 		return fmt.Errorf("must be at least 1, not %d", n)
+	}
+	return nil
+}
+
+func notNegativeInt(n int) error {
+	if n < 0 {
+		return fmt.Errorf("must not be negative, not %d", n)
 	}
 	return nil
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/oomtrace/oomtrace/internal/kubeevents"
 	"github.com/oomtrace/oomtrace/internal/nodememory"
 	"github.com/oomtrace/oomtrace/internal/pipeline"
+	"github.com/oomtrace/oomtrace/internal/postmortem"
 	"github.com/oomtrace/oomtrace/tracer"
 )
 
@@ -141,12 +142,13 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 		Enricher: enricher, Sampler: signals, SampleEvery: opts.sampleEvery, CorrelationWindow: opts.corrWindow,
 		Filter: enrich.NewFilter(opts.namespaces, opts.pods), Metrics: metrics, Out: out, QueueSize: opts.queueSize,
 	}
-	if opts.containerCheck > 0 {
-		if memory, err := cgroup.FindMemory(opts.procfs); err != nil {
-			log.Warn("no memory cgroup hierarchy: whether a killed process's container survived is not checked", "err", err)
-		} else {
+	if memory, err := cgroup.FindMemory(opts.procfs); err != nil {
+		log.Warn("no memory cgroup hierarchy: no post-mortems, and whether a killed process's container survived is not checked", "err", err)
+	} else {
+		if opts.containerCheck > 0 {
 			pipeOpts.ContainerCheckDelay, pipeOpts.ContainerAlive = opts.containerCheck, memory.Populated
 		}
+		pipeOpts.PostMortem = &postmortem.Reader{Memory: memory, Procfs: opts.procfs, MemoryStat: opts.pmMemoryStat, TopTasks: opts.pmTopTasks}
 	}
 	if kube != nil && opts.kubeEvents {
 		recorder := kubeevents.New(kube.Events, node)

@@ -238,6 +238,39 @@ func (m Memory) Populated(path string) (bool, error) {
 	return populated, err
 }
 
+// Procs lists the processes in the cgroup and below it, each once.
+func (m Memory) Procs(path string) ([]uint32, error) {
+	seen := map[uint32]bool{}
+	var pids []uint32
+	err := filepath.WalkDir(m.Dir(path), func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		data, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		for _, f := range strings.Fields(string(data)) {
+			n, err := strconv.ParseUint(f, 10, 32)
+			if err == nil && !seen[uint32(n)] {
+				seen[uint32(n)] = true
+				pids = append(pids, uint32(n))
+			}
+		}
+		return nil
+	})
+	return pids, err
+}
+
 // Stat is a memory.stat file: counter name to value.
 type Stat map[string]uint64
 

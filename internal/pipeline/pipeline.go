@@ -1,8 +1,8 @@
 // Package pipeline is the stage between the tracer and the sinks: it names
 // the containers and pods of every event, adds the node's memory signals,
 // correlates kernel kills with kubelet evictions, counts every event in the
-// metrics, says whether a killed process's container survived, and passes
-// on to the output what the filter keeps.
+// metrics, reads what a kill's domain held and whether a killed process's
+// container survived, and passes on to the output what the filter keeps.
 package pipeline
 
 import (
@@ -15,6 +15,7 @@ import (
 	"github.com/oomtrace/oomtrace/internal/correlate"
 	"github.com/oomtrace/oomtrace/internal/enrich"
 	"github.com/oomtrace/oomtrace/internal/nodememory"
+	"github.com/oomtrace/oomtrace/internal/postmortem"
 )
 
 // Options configure a Pipeline.
@@ -43,6 +44,9 @@ type Options struct {
 	// no check, no delay.
 	ContainerCheckDelay time.Duration
 	ContainerAlive      func(path string) (bool, error)
+	// PostMortem reads what a kill's domain held, first thing when the
+	// kill comes in; nil: none.
+	PostMortem *postmortem.Reader
 	// QueueSize bounds the events waiting for the stage.
 	QueueSize int
 }
@@ -66,7 +70,7 @@ func New(ctx context.Context, o Options) *Pipeline {
 		s.settler = &settler{delay: o.ContainerCheckDelay, alive: o.ContainerAlive, done: func(ev event.OOMKill) { s.finishKill(ev) },
 			pending: map[*time.Timer]event.OOMKill{}}
 	}
-	s.kubeEvents = o.KubeEvents
+	s.kubeEvents, s.postmortem = o.KubeEvents, o.PostMortem
 	return &Pipeline{queue: exporter.NewQueue(s, o.QueueSize, nil), stage: s}
 }
 
@@ -105,6 +109,7 @@ type stage struct {
 	out         exporter.Sink
 	kubeEvents  exporter.Sink // nil: none
 	settler     *settler      // nil: kills are not held
+	postmortem  *postmortem.Reader
 	filtered    atomic.Uint64
 }
 
@@ -112,6 +117,9 @@ type stage struct {
 func (s *stage) Write(ev event.Event) error {
 	switch ev := ev.(type) {
 	case event.OOMKill:
+		// Before anything that may wait (the runtime's lookups): the
+		// domain's memory moves on after the kill.
+		ev.PostMortem = s.postmortem.Read(&ev)
 		s.enricher.OOMKill(s.ctx, &ev)
 		ev.NodeMemory = s.nodeMemory()
 		s.correlator.OOMKill(&ev)

@@ -1,0 +1,227 @@
+// Package postmortem reads, right after an OOM kill, what its domain held:
+// the domain cgroup's memory by kind (memory.stat) and its processes with
+// the most memory (procfs), the structured twin of the kernel's OOM report,
+// which the kernel rate-limits away in bursts.
+package postmortem
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/cgroup"
+	"github.com/oomtrace/oomtrace/internal/kernfile"
+)
+
+// DefaultTopTasks is how many of a domain's processes are listed.
+const DefaultTopTasks = 10
+
+// Reader reads post-mortems. The zero TopTasks lists none; MemoryStat
+// false reads no breakdown.
+type Reader struct {
+	Memory     cgroup.Memory
+	Procfs     string
+	MemoryStat bool
+	TopTasks   int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Enabled says whether the reader reads anything.
+func (r *Reader) Enabled() bool { return r != nil && (r.MemoryStat || r.TopTasks > 0) }
+
+// Read returns the post-mortem of a kill, or nil when there is nothing to
+// read (no domain cgroup for a memcg OOM, or a cpuset or memory policy
+// constraint, which names no cgroup).
+func (r *Reader) Read(k *event.OOMKill) *event.PostMortem {
+	if !r.Enabled() {
+		return nil
+	}
+	var path string
+	switch {
+	case k.OOM.Scope == event.ScopeGlobal:
+		path = "/"
+	case k.OOM.Domain != nil && k.OOM.Domain.Cgroup != nil && k.OOM.Domain.Path != "":
+		path = k.OOM.Domain.Path
+	default:
+		return nil
+	}
+	now := time.Now
+	if r.Now != nil {
+		now = r.Now
+	}
+	pm := &event.PostMortem{Time: event.Time{Time: now()}, Cgroup: path, TopTasks: []event.TaskMemory{}}
+	if r.MemoryStat {
+		pm.Memory, _ = r.breakdown(path)
+	}
+	if r.TopTasks > 0 {
+		pm.TopTasks, pm.Tasks = r.topTasks(path)
+		pm.TasksSource = "procfs"
+	}
+	return pm
+}
+
+// breakdown reads the cgroup's memory by kind.
+func (r *Reader) breakdown(path string) (*event.MemoryBreakdown, error) {
+	st, err := r.Memory.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	return Breakdown(st, r.Memory.V1, func(name string) (uint64, bool) {
+		v, err := kernfile.ReadUint(filepath.Join(r.Memory.Dir(path), name))
+		return v, err == nil
+	}), nil
+}
+
+// Breakdown turns a memory.stat into a breakdown. v1's counters of the
+// cgroup and its children are the total_ ones, and its kernel memory is
+// in other files (memory.kmem.*), which extra reads.
+func Breakdown(st cgroup.Stat, v1 bool, extra func(name string) (uint64, bool)) *event.MemoryBreakdown {
+	ptr := func(v uint64, ok bool) *uint64 {
+		if !ok {
+			return nil
+		}
+		return &v
+	}
+	if v1 {
+		b := &event.MemoryBreakdown{Anon: st["total_rss"], File: st["total_cache"], Shmem: st["total_shmem"], Source: "memory.stat (total_*)"}
+		if extra != nil {
+			b.Kernel = ptr(extra("memory.kmem.usage_in_bytes"))
+			b.Sock = ptr(extra("memory.kmem.tcp.usage_in_bytes"))
+			if b.Kernel != nil {
+				b.Source += ", memory.kmem.usage_in_bytes"
+			}
+			if b.Sock != nil {
+				b.Source += ", memory.kmem.tcp.usage_in_bytes"
+			}
+		}
+		return b
+	}
+	b := &event.MemoryBreakdown{Anon: st["anon"], File: st["file"], Shmem: st["shmem"], Source: "memory.stat"}
+	if v, ok := st["kernel"]; ok { // 5.18+
+		b.Kernel = &v
+	} else if stack, ok := st["kernel_stack"]; ok {
+		k := stack + st["pagetables"] + st["percpu"] + st["slab"]
+		b.Kernel = &k
+	}
+	if v, ok := st["slab"]; ok {
+		b.Slab = &v
+	}
+	if v, ok := st["sock"]; ok {
+		b.Sock = &v
+	}
+	return b
+}
+
+// topTasks lists the cgroup's processes with the most memory (resident and
+// swapped), and counts them. "/" is every process of the host.
+func (r *Reader) topTasks(path string) ([]event.TaskMemory, int) {
+	var pids []uint32
+	if path == "/" {
+		pids = allPIDs(r.Procfs)
+	} else {
+		pids, _ = r.Memory.Procs(path)
+	}
+	tasks := make([]event.TaskMemory, 0, len(pids))
+	for _, pid := range pids {
+		status, err := os.ReadFile(fmt.Sprintf("%s/%d/status", r.Procfs, pid))
+		if err != nil {
+			continue // exited meanwhile
+		}
+		tm, ok := ParseStatus(status)
+		if !ok {
+			continue // a kernel thread, or a zombie: no memory
+		}
+		tm.PID = pid
+		if adj, err := os.ReadFile(fmt.Sprintf("%s/%d/oom_score_adj", r.Procfs, pid)); err == nil {
+			if v, err := strconv.ParseInt(strings.TrimSpace(string(adj)), 10, 32); err == nil {
+				tm.OOMScoreAdj = int32(v)
+			}
+		}
+		tasks = append(tasks, tm)
+	}
+	n := len(tasks)
+	sort.SliceStable(tasks, func(i, j int) bool {
+		a, b := footprint(tasks[i].RSS), footprint(tasks[j].RSS)
+		if a != b {
+			return a > b
+		}
+		return tasks[i].PID < tasks[j].PID
+	})
+	if len(tasks) > r.TopTasks {
+		tasks = tasks[:r.TopTasks]
+	}
+	return tasks, n
+}
+
+// footprint is what the OOM killer's badness counts of a task's memory
+// (besides its page tables): resident pages and swap entries.
+func footprint(r event.RSS) uint64 {
+	f := r.Anon + r.File + r.Shmem
+	if r.Swap != nil {
+		f += *r.Swap
+	}
+	return f
+}
+
+func allPIDs(procfs string) []uint32 {
+	entries, err := os.ReadDir(procfs)
+	if err != nil {
+		return nil
+	}
+	var pids []uint32
+	for _, e := range entries {
+		if n, err := strconv.ParseUint(e.Name(), 10, 32); err == nil {
+			pids = append(pids, uint32(n))
+		}
+	}
+	return pids
+}
+
+// ParseStatus reads a process's name and memory from /proc/<pid>/status:
+// RssAnon, RssFile, RssShmem and VmSwap (kB). ok is false without them
+// (kernel threads and zombies have none).
+func ParseStatus(status []byte) (tm event.TaskMemory, ok bool) {
+	var swap uint64
+	found := 0
+	for line := range bytes.SplitSeq(status, []byte("\n")) {
+		key, value, cut := bytes.Cut(line, []byte(":"))
+		if !cut {
+			continue
+		}
+		v := strings.TrimSpace(string(value))
+		switch string(key) {
+		case "Name":
+			// The name is escaped the way the kernel prints it (\n, \\).
+			tm.Comm = v
+			continue
+		case "RssAnon", "RssFile", "RssShmem", "VmSwap":
+		default:
+			continue
+		}
+		kb, unit, _ := strings.Cut(v, " ")
+		n, err := strconv.ParseUint(kb, 10, 64)
+		if err != nil || unit != "kB" {
+			return event.TaskMemory{}, false
+		}
+		found++
+		switch string(key) {
+		case "RssAnon":
+			tm.RSS.Anon = n << 10
+		case "RssFile":
+			tm.RSS.File = n << 10
+		case "RssShmem":
+			tm.RSS.Shmem = n << 10
+		case "VmSwap":
+			swap = n << 10
+			tm.RSS.Swap = &swap
+		}
+	}
+	return tm, found == 4
+}
