@@ -99,6 +99,23 @@ var seq atomic.Int64
 // removes it when the test ends.
 func New(t testing.TB, parent *Cgroup, limit int64) *Cgroup {
 	t.Helper()
+	return create(t, parent, fmt.Sprintf("oomtrace-test-%d-%d", os.Getpid(), seq.Add(1)), limit)
+}
+
+// NewNamed is New with the cgroup's name chosen; with a nil parent it is
+// made below a New cgroup of its own (a name of the caller's choosing
+// directly below the test's own cgroup could collide with another test
+// process's).
+func NewNamed(t testing.TB, parent *Cgroup, name string, limit int64) *Cgroup {
+	t.Helper()
+	if parent == nil {
+		parent = New(t, nil, 0)
+	}
+	return create(t, parent, name, limit)
+}
+
+func create(t testing.TB, parent *Cgroup, name string, limit int64) *Cgroup {
+	t.Helper()
 	var base Cgroup
 	if parent != nil {
 		base = *parent
@@ -112,7 +129,6 @@ func New(t testing.TB, parent *Cgroup, limit int64) *Cgroup {
 	if !base.H.V1 {
 		enableMemoryController(t, base.Dir)
 	}
-	name := fmt.Sprintf("oomtrace-test-%d-%d", os.Getpid(), seq.Add(1))
 	cg := &Cgroup{H: base.H, Path: filepath.Join(base.Path, name), Dir: filepath.Join(base.Dir, name)}
 	if err := os.Mkdir(cg.Dir, 0o755); err != nil {
 		t.Fatalf("create cgroup: %v", err)
@@ -248,7 +264,7 @@ func MaybeRunHog() {
 		return
 	}
 	if os.Getenv(hogEnvUnderInit) == "1" {
-		runInit()
+		runInit(procs)
 	}
 	if err := os.WriteFile(procs, []byte("0"), 0); err != nil {
 		fmt.Fprintf(os.Stderr, "hog: join cgroup: %v\n", err)
@@ -288,9 +304,15 @@ func MaybeRunHog() {
 	os.Exit(4)
 }
 
-// runInit is process 1 of a hog's pid namespace: outside the hog's cgroup,
-// it starts the hog as its child and exits with its status.
-func runInit() {
+// runInit is process 1 of a hog's pid namespace, as a container's init:
+// in the hog's cgroup, it starts the hog as its child, and runs on after
+// the hog's death, as a container's init runs on after a worker's, until
+// it is killed itself.
+func runInit(procs string) {
+	if err := os.WriteFile(procs, []byte("0"), 0); err != nil {
+		fmt.Fprintf(os.Stderr, "hog's init: join cgroup: %v\n", err)
+		os.Exit(3)
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		os.Exit(3)
@@ -302,18 +324,12 @@ func runInit() {
 		}
 	}
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	err = cmd.Run()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		if ws := ee.Sys().(syscall.WaitStatus); ws.Signaled() {
-			os.Exit(128 + int(ws.Signal()))
-		}
-		os.Exit(ee.ExitCode())
-	}
-	if err != nil {
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "hog's init: start the hog: %v\n", err)
 		os.Exit(3)
 	}
-	os.Exit(0)
+	cmd.Wait()
+	select {}
 }
 
 var sink [][]byte
@@ -354,7 +370,8 @@ type HogOptions struct {
 
 // Hog is a running memory hog process.
 type Hog struct {
-	// Cmd is the hog, or with HogUnderInit its namespace's init.
+	// Cmd is the hog, or with HogUnderInit its namespace's init, which
+	// outlives the hog until killed.
 	Cmd *exec.Cmd
 	PID int // the hog's, as the host sees it
 }
