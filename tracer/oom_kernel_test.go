@@ -322,7 +322,8 @@ func TestOOMDomainIsParent(t *testing.T) {
 // TestOOMKillNamespaceInit: a victim that is process 1 of its own pid
 // namespace is a container's init; one below another init is not, and a
 // process of the host's namespace neither. With each victim hook (the
-// classic tracepoint reads the namespace pid from procfs).
+// classic tracepoint reads the namespace pid from procfs, racing the
+// victim's exit: there it may be unknown, but never wrong).
 func TestOOMKillNamespaceInit(t *testing.T) {
 	memcgtest.RequirePrivileged(t)
 	cases := []struct {
@@ -347,6 +348,12 @@ func TestOOMKillNamespaceInit(t *testing.T) {
 						t.Fatalf("events for victim %d: got %d, want 1", hog.PID, len(evs))
 					}
 					v := evs[0].Victim
+					if hook == HookTracepoint && v.NSPID == nil && v.Init == nil {
+						// Read from procfs after the event: the victim may be
+						// gone by then (documented: null when unknown).
+						t.Logf("victim %d gone before its status was read", hog.PID)
+						return
+					}
 					want := tc.nsPID
 					switch {
 					case want == 0:
