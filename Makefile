@@ -42,7 +42,7 @@ IMAGE_ARCHIVE := bin/oomtrace-image.tar
 test-cluster: test-deps image ## Deploy the DaemonSet into a real single-node cluster (etcd, API server, kubelet, containerd) and check it against the kubelet (root).
 	@echo "kube binaries $(KUBE_VERSION): built once from the Go module proxy (about 15 minutes cold), then cached"
 	@kube=$$(bash internal/clustertest/kube-build.sh $(KUBE_VERSION)) && \
-	rm -f $(IMAGE_ARCHIVE) && buildah --storage-driver vfs push -q $(IMAGE) oci-archive:$(IMAGE_ARCHIVE):$(IMAGE) >/dev/null && \
+	rm -f $(IMAGE_ARCHIVE) && $(BUILDAH) push -q $(IMAGE) oci-archive:$(IMAGE_ARCHIVE):$(IMAGE) >/dev/null && \
 	$(SUDO) env OOMTRACE_KUBE_BIN=$$kube OOMTRACE_IMAGE=$(IMAGE) OOMTRACE_IMAGE_ARCHIVE=$(CURDIR)/$(IMAGE_ARCHIVE) \
 		$(GO) test -count=1 -timeout 30m -v ./internal/clustertest
 
@@ -101,12 +101,16 @@ vet: ## go vet and gofmt.
 
 .PHONY: image
 IMAGE ?= localhost/oomtrace:$(VERSION)
+BUILDAH := buildah --storage-driver vfs
+# The Dockerfile's image, made from bin/oomtrace without a build stage: no
+# intermediate image is left behind, and the previous image of the same
+# name is replaced, not left dangling. The image's binary must run.
 image: build ## Build the container image daemonlessly with buildah from bin/oomtrace (installs buildah).
-	@command -v buildah >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends buildah >/dev/null; }
-	buildah --storage-driver vfs bud --layers=false --build-arg BINARY=local --build-arg VERSION=$(VERSION) -t $(IMAGE) .
-	@ctr=$$(buildah --storage-driver vfs from $(IMAGE)) && mnt=$$(buildah --storage-driver vfs mount $$ctr) && \
-		"$$mnt/oomtrace" --version; rc=$$?; \
-		buildah --storage-driver vfs umount $$ctr >/dev/null; buildah --storage-driver vfs rm $$ctr >/dev/null; exit $$rc
+	@command -v buildah >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends buildah >/dev/null; }
+	@$(BUILDAH) rmi -f $(IMAGE) >/dev/null 2>&1 || true
+	@ctr=$$($(BUILDAH) from scratch) && 		$(BUILDAH) copy -q $$ctr bin/oomtrace /oomtrace >/dev/null && 		$(BUILDAH) config --entrypoint '["/oomtrace"]' --port 9808 --user 0 			--label org.opencontainers.image.version=$(VERSION) --label org.opencontainers.image.source=https://github.com/oomtrace/oomtrace $$ctr && 		$(BUILDAH) commit -q --rm $$ctr $(IMAGE) >/dev/null
+	@ctr=$$($(BUILDAH) from $(IMAGE)) && mnt=$$($(BUILDAH) mount $$ctr) && 		"$$mnt/oomtrace" --version; rc=$$?; 		$(BUILDAH) umount $$ctr >/dev/null; $(BUILDAH) rm $$ctr >/dev/null; exit $$rc
+	@echo "image $(IMAGE): push it with buildah push $(IMAGE) docker://REGISTRY/oomtrace:TAG, or see the README to load it into a node's containerd"
 
 .PHONY: clean
 clean: ## Remove build output.

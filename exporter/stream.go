@@ -82,6 +82,12 @@ func (t *Text) oomKill(ev event.OOMKill) error {
 	if ev.Victim.OOMScoreAdj != nil {
 		fmt.Fprintf(&b, " oom_score_adj=%d", *ev.Victim.OOMScoreAdj)
 	}
+	if ev.Victim.Init != nil && *ev.Victim.Init {
+		b.WriteString(" init")
+	}
+	if ev.ContainerSurvived != nil {
+		fmt.Fprintf(&b, " container_survived=%t", *ev.ContainerSurvived)
+	}
 	b.WriteString(" trigger=")
 	writeProcess(&b, ev.Trigger)
 	fmt.Fprintf(&b, " scope=%s", ev.OOM.Scope)
@@ -131,7 +137,7 @@ func writeProcess(b *strings.Builder, p event.Process) {
 	case p.Container != nil:
 		fmt.Fprintf(b, " container=%s", word(shortID(p.Container.ID)))
 	case p.Memcg != nil:
-		fmt.Fprintf(b, " %s", strconv.Quote(p.Memcg.Path))
+		fmt.Fprintf(b, " cgroup=%s", strconv.Quote(p.Memcg.Path))
 	}
 }
 

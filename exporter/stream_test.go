@@ -111,6 +111,23 @@ func TestTextOneLinePerEvent(t *testing.T) {
 	}
 }
 
+// TestTextFields: every value in a text line has its label.
+func TestTextFields(t *testing.T) {
+	var buf bytes.Buffer
+	ev := sample("hog", "/user.slice/a b")
+	yes, no := true, false
+	ev.Victim.Init, ev.ContainerSurvived = &yes, &no
+	if err := NewText(&buf).Write(ev); err != nil {
+		t.Fatal(err)
+	}
+	line := buf.String()
+	for _, want := range []string{` victim=1/"hog" cgroup="/user.slice/a b" `, " init ", " container_survived=false "} {
+		if !strings.Contains(line, want) {
+			t.Errorf("%q lacks %q", line, want)
+		}
+	}
+}
+
 func TestBytesIEC(t *testing.T) {
 	for n, want := range map[uint64]string{0: "0B", 1023: "1023B", 1024: "1.0KiB", 64 << 20: "64.0MiB", 3 << 30: "3.0GiB"} {
 		if got := bytesIEC(n); got != want {
