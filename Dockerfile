@@ -1,6 +1,7 @@
 # Static oomtrace image: one binary FROM scratch.
 #
 #   docker build -t oomtrace .          # builds the binary in a Go stage
+#   docker buildx build --platform linux/amd64,linux/arm64 -t REGISTRY/oomtrace:TAG --push .
 #   make image                          # daemonless (buildah), from bin/oomtrace
 #
 # The BPF objects are committed (tracer/*_bpfel.o), so the Go stage needs no
@@ -14,13 +15,18 @@
 ARG GO_VERSION=1.26
 ARG BINARY=build
 
-FROM docker.io/library/golang:${GO_VERSION} AS build
+# Built on the builder's platform for the target's (docker buildx
+# --platform linux/amd64,linux/arm64): Go cross-compiles, and the BPF
+# objects of both architectures are committed.
+FROM --platform=$BUILDPLATFORM docker.io/library/golang:${GO_VERSION} AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION=dev
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
+ARG TARGETOS=linux
+ARG TARGETARCH
+RUN CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
 	-o /out/oomtrace ./cmd/oomtrace
 
 FROM scratch AS local

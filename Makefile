@@ -1,5 +1,10 @@
 # oomtrace — make help lists the targets.
 
+# bash with pipefail: a test run piped into its summary fails when the
+# tests fail.
+SHELL       := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+
 GO        ?= go
 BIN       := bin/oomtrace
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -30,8 +35,9 @@ test: test-host test-cluster test-kernels ## The whole suite: on this kernel, in
 .PHONY: test-host
 # -p 1: the real-kernel tests of different packages would fill each other's
 # ring buffers with their kills.
-test-host: test-deps ## Run the tests on this machine's kernel; as root they include real OOM kills and a real containerd.
-	$(SUDO) $(GO) test -count=1 -p 1 $$($(GO) list ./... | grep -v /internal/clustertest)
+test-host: test-deps ## Run the tests on this machine's kernel; as root they include real OOM kills and a real containerd. Every test's output: bin/test-host.json.
+	@mkdir -p bin
+	$(SUDO) $(GO) test -json -count=1 -p 1 $$($(GO) list ./... | grep -v /internal/clustertest) | tee bin/test-host.json | $(GO) run ./internal/testsummary -title "host, $$(uname -r)"
 
 .PHONY: test-cluster
 # The Kubernetes version of the cluster suite (kube-apiserver, kubelet,
@@ -44,7 +50,7 @@ test-cluster: test-deps image ## Deploy the DaemonSet into a real single-node cl
 	@kube=$$(bash internal/clustertest/kube-build.sh $(KUBE_VERSION)) && \
 	rm -f $(IMAGE_ARCHIVE) && $(BUILDAH) push -q $(IMAGE) oci-archive:$(IMAGE_ARCHIVE):$(IMAGE) >/dev/null && \
 	$(SUDO) env OOMTRACE_KUBE_BIN=$$kube OOMTRACE_IMAGE=$(IMAGE) OOMTRACE_IMAGE_ARCHIVE=$(CURDIR)/$(IMAGE_ARCHIVE) \
-		$(GO) test -count=1 -timeout 30m -v ./internal/clustertest
+		$(GO) test -json -count=1 -timeout 30m -v ./internal/clustertest | tee bin/test-cluster.json | $(GO) run ./internal/testsummary -progress -title cluster
 
 .PHONY: test-deps
 test-deps: ## Install what the privileged tests run (containerd, runc, etcd) when missing (root, Debian).
@@ -111,6 +117,17 @@ image: build ## Build the container image daemonlessly with buildah from bin/oom
 	@ctr=$$($(BUILDAH) from scratch) && 		$(BUILDAH) copy -q $$ctr bin/oomtrace /oomtrace >/dev/null && 		$(BUILDAH) config --entrypoint '["/oomtrace"]' --port 9808 --user 0 			--label org.opencontainers.image.version=$(VERSION) --label org.opencontainers.image.source=https://github.com/oomtrace/oomtrace $$ctr && 		$(BUILDAH) commit -q --rm $$ctr $(IMAGE) >/dev/null
 	@ctr=$$($(BUILDAH) from $(IMAGE)) && mnt=$$($(BUILDAH) mount $$ctr) && 		"$$mnt/oomtrace" --version; rc=$$?; 		$(BUILDAH) umount $$ctr >/dev/null; $(BUILDAH) rm $$ctr >/dev/null; exit $$rc
 	@echo "image $(IMAGE): push it with buildah push $(IMAGE) docker://REGISTRY/oomtrace:TAG, or see the README to load it into a node's containerd"
+
+.PHONY: release
+RELEASE_ARCHS := amd64 arm64
+release: ## Static binaries for linux/amd64 and linux/arm64 in bin/release, as tarballs with SHA256SUMS (what the release workflow publishes).
+	@rm -rf bin/release && mkdir -p bin/release
+	@for arch in $(RELEASE_ARCHS); do \
+		dir=bin/release/oomtrace-$(VERSION)-linux-$$arch; mkdir -p $$dir && \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$dir/oomtrace ./cmd/oomtrace && \
+		cp README.md $$dir/ && tar -C bin/release -czf $$dir.tar.gz $$(basename $$dir) && rm -rf $$dir || exit 1; \
+	done
+	@cd bin/release && sha256sum *.tar.gz > SHA256SUMS && cat SHA256SUMS
 
 .PHONY: clean
 clean: ## Remove build output.

@@ -408,3 +408,27 @@ func TestScrapeTargets(t *testing.T) {
 		}
 	}
 }
+
+// TestReleasePublishesTheImageDeployNames: the release workflow pushes the
+// image the kustomization names, for the architectures whose BPF objects
+// are committed.
+func TestReleasePublishesTheImageDeployNames(t *testing.T) {
+	wf, err := os.ReadFile("../.github/workflows/release.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := os.ReadFile("base/kustomization.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(k), "name: ghcr.io/oomtrace/oomtrace") ||
+		!strings.Contains(string(wf), "ghcr.io/${{ github.repository_owner }}/oomtrace:${{ github.ref_name }}") {
+		t.Error("deploy/base names an image the release workflow does not push")
+	}
+	for _, arch := range []string{"amd64", "arm64"} {
+		bpf := map[string]string{"amd64": "x86", "arm64": "arm64"}[arch]
+		if _, err := os.Stat("../tracer/oomtrace_" + bpf + "_bpfel.o"); err != nil || !strings.Contains(string(wf), "linux/"+arch) {
+			t.Errorf("%s: BPF object %v, in the workflow's platforms: %v", arch, err, strings.Contains(string(wf), "linux/"+arch))
+		}
+	}
+}

@@ -86,25 +86,50 @@ CGO_ENABLED=0 go test -c -o "$root/tests/oomtrace.test" ./cmd/oomtrace
 # Words of the command line the kernel does not know reach /init as
 # environment variables (no dots); oomtrace.guest=1 marks the guest for the
 # tests that must never run on a host (a global OOM).
+log="$PWD/bin/kerneltest-$LINE.log"
+mkdir -p bin
 set +e
 timeout "$TIMEOUT" qemu-system-x86_64 -accel "$ACCEL" -cpu "$CPU" -m 3072 -smp 2 -nodefaults -display none -no-reboot \
 	-serial stdio -serial "file:$work/result" \
 	-kernel "$kernel" -initrd "$work/initrd.gz" \
 	-append "console=ttyS0 panic=-1 quiet oomtrace.guest=1 TESTRUN=${TESTRUN:-.}" \
-	</dev/null >"$work/serial.log" 2>&1
+	</dev/null >"$work/serial.log" 2>&1 &
+qemu_pid=$!
+# Progress while the guest runs (minutes under emulation): each test
+# binary as it starts, each top-level test as it ends.
+tail -n +1 -f --pid="$qemu_pid" "$work/serial.log" 2>/dev/null | tr -d '\r' |
+	grep --line-buffered -aE $'^(\x16)?--- (PASS|FAIL|SKIP): Test[^/ ]* |^=== /tests/' |
+	sed -u $'s/^\x16//; s/^/  guest: /' &
+progress=$!
+wait "$qemu_pid"
 qemu=$?
-set -e
-tr -d '\r' <"$work/serial.log"
+wait "$progress" 2>/dev/null
+tr -d '\r' <"$work/serial.log" >"$log"
 result=$(tr -d '\r' <"$work/result" 2>/dev/null | awk '/^RESULT / {print $2}')
+
+# The guest's go test output, per test binary, as go test -json events:
+# one summary with every failure's output and every skip's reason.
+awk -v dir="$work" '/^=== \/tests\/.*\.test$/ {f = dir "/" substr($2, 8) ".out"; next} f {print > f}' "$log"
+for out in "$work"/*.test.out; do
+	[ -e "$out" ] || continue
+	name=$(basename "$out" .test.out)
+	go tool test2json -t -p "guest/$name" <"$out"
+done | go run ./internal/testsummary -title "guest $pkg"
+summary=$?
+set -e
+echo "full guest log: $log"
+
 if [ "$qemu" = 124 ]; then
+	tail -n 60 "$log"
 	echo "guest hung: no result after ${TIMEOUT}s" >&2
 	exit 1
 fi
 if [ -z "$result" ]; then
+	tail -n 60 "$log"
 	echo "guest crashed: no result (qemu exit $qemu)" >&2
 	exit 1
 fi
-if [ "$result" != 0 ]; then
+if [ "$result" != 0 ] || [ "$summary" != 0 ]; then
 	echo "guest tests failed (exit $result) on $pkg" >&2
 	exit 1
 fi
