@@ -126,7 +126,7 @@ func testContainerLimit(t *testing.T, c *Cluster, o *Oomtrace) {
 	if v.Init == nil || !*v.Init || v.NSPID == nil || *v.NSPID != 1 || k.ContainerSurvived == nil || *k.ContainerSurvived {
 		t.Errorf("init %s ns_pid %s container_survived %s, want the init (1), not survived", jsonOf(v.Init), jsonOf(v.NSPID), jsonOf(k.ContainerSurvived))
 	}
-	e := c.waitKubeEvent(t, "shop", "cart", kubeevents.ReasonContainer)
+	e := c.waitKubeEvent(t, o, "shop", "cart", kubeevents.ReasonContainer)
 	if !strings.Contains(e.Note, "the container's init") || !strings.Contains(e.Note, "The kill ended container redis.") {
 		t.Errorf("Event note %q", e.Note)
 	}
@@ -165,7 +165,7 @@ func testWorkerProcessKill(t *testing.T, c *Cluster, o *Oomtrace) {
 	if cs.RestartCount != 0 || cs.LastTerminationState.Terminated != nil || cs.State.Running == nil || containerID(cs.ContainerID) != v.Container.ID {
 		t.Errorf("API: %s, want the same container running, never restarted", jsonOf(cs))
 	}
-	e := c.waitKubeEvent(t, "shop", "web", kubeevents.ReasonProcess)
+	e := c.waitKubeEvent(t, o, "shop", "web", kubeevents.ReasonProcess)
 	t.Logf("Event: %s %s from %s: %s", e.Type, e.Reason, e.ReportingInstance, e.Note)
 	if e.Type != corev1.EventTypeWarning || e.ReportingController != kubeevents.Controller || e.ReportingInstance != kubeevents.Controller+"-"+NodeName ||
 		e.Regarding.UID != p.UID || !strings.Contains(e.Note, fmt.Sprintf("pid %d", v.TGID)) || !strings.Contains(e.Note, "runs on: the kubelet does not report this kill") {

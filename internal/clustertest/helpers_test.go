@@ -168,7 +168,7 @@ func within(a, b int64, frac float64) bool {
 }
 
 // waitKubeEvent waits for an events.k8s.io Event with reason on the pod.
-func (c *Cluster) waitKubeEvent(t *testing.T, ns, pod, reason string) eventsv1.Event {
+func (c *Cluster) waitKubeEvent(t *testing.T, o *Oomtrace, ns, pod, reason string) eventsv1.Event {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -178,7 +178,7 @@ func (c *Cluster) waitKubeEvent(t *testing.T, ns, pod, reason string) eventsv1.E
 			return list.Items[0]
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no Event %s on pod %s/%s in 30 s (%v)", reason, ns, pod, err)
+			t.Fatalf("no Event %s on pod %s/%s in 30 s (%v); oomtrace's log:\n%s", reason, ns, pod, err, tail(o.Logs(t), 20))
 		}
 		time.Sleep(250 * time.Millisecond)
 	}

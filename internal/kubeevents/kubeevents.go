@@ -72,7 +72,9 @@ func (r *Recorder) Write(ev event.Event) error {
 }
 
 // nodeSink attributes every Event to this node: the recorder names its
-// instance after the host name, which in a pod is the pod's.
+// instance after the host name, which in a pod is the pod's. (The
+// deprecated source fields must stay empty: events.k8s.io/v1 refuses an
+// Event that sets them.)
 type nodeSink struct {
 	events.EventSinkImpl
 	node string
@@ -80,7 +82,6 @@ type nodeSink struct {
 
 func (s *nodeSink) Create(ctx context.Context, ev *eventsv1.Event) (*eventsv1.Event, error) {
 	ev.ReportingInstance = Controller + "-" + s.node
-	ev.DeprecatedSource = corev1.EventSource{Component: Controller, Host: s.node}
 	return s.EventSinkImpl.Create(ctx, ev)
 }
 
