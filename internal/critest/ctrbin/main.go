@@ -54,7 +54,9 @@ func main() {
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	switch os.Args[1] {
 	case "parent":
-		child := exec.Command("/proc/self/exe", os.Args[2:]...)
+		// By its own path, not /proc/self/exe: the child's comm is
+		// then ctrbin, as a worker's is its program's.
+		child := exec.Command(os.Args[0], os.Args[2:]...)
 		child.Stdout, child.Stderr = os.Stdout, os.Stderr
 		if err := child.Start(); err != nil {
 			fmt.Fprintf(os.Stderr, "ctrbin: start child: %v\n", err)
