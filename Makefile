@@ -29,6 +29,11 @@ run: ## Run oomtrace on this host (root); events on stdout, logs on stderr.
 	@$(MAKE) --no-print-directory build >&2
 	@$(SUDO) ./$(BIN) $(ARGS)
 
+.PHONY: demo
+demo: ## One OOM kill in a 64 MiB cgroup of its own, and the event oomtrace wrote (root; cgroup v1, v2, hybrid).
+	@$(MAKE) --no-print-directory build >&2
+	@$(SUDO) ./$(BIN) demo
+
 .PHONY: test
 test: test-host test-cluster test-kernels ## The whole suite: on this kernel, in a real single-node cluster, then inside stock Debian kernels under qemu.
 

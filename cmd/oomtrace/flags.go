@@ -62,6 +62,7 @@ type options struct {
 const defaultBTF = "/sys/kernel/btf/vmlinux"
 
 const usageHeader = `Usage: oomtrace [flags]
+       oomtrace demo    one OOM kill in a 64 MiB cgroup of its own, and the event (root)
 
 Reports every kernel OOM kill (one event per killed task) and every
 overcommit refusal on this host as JSON lines on stdout. Runs until SIGINT

@@ -41,12 +41,18 @@ const outputDrainTimeout = 5 * time.Second
 var version = "dev"
 
 func main() {
+	if os.Getenv(demoHogEnv) == "1" {
+		runDemoHog()
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // run is main without the process exit: 0 on a clean stop, 1 on a runtime
 // failure, 2 on bad usage.
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 1 && args[0] == "demo" {
+		return demo(stdout, stderr)
+	}
 	opts, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
