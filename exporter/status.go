@@ -16,6 +16,8 @@ type PipelineStats struct {
 	TaskSignalsLost    uint64 // task signal records the kernel could not hand over
 	DecodeErrors       uint64
 	OutputDropped      uint64 // events not written out: the reader was too slow or gone
+	// OOMKillsUnobserved are kills the kernel counted that no hook saw.
+	OOMKillsUnobserved uint64
 }
 
 // Hook is one hook in use, for oomtrace_hook_info.
@@ -42,7 +44,7 @@ type StatusOptions struct {
 type Status struct {
 	opts StatusOptions
 
-	lostDesc, decodeErrorsDesc, hookDesc, buildDesc, scrapeErrorDesc, droppedDesc, availableDesc, thresholdDesc *prometheus.Desc
+	lostDesc, decodeErrorsDesc, hookDesc, buildDesc, scrapeErrorDesc, droppedDesc, availableDesc, thresholdDesc, unobservedDesc *prometheus.Desc
 }
 
 // NewStatus returns the collector of opts.
@@ -68,6 +70,8 @@ func NewStatus(opts StatusOptions) *Status {
 			[]string{"version", "goversion"}, nil),
 		droppedDesc: prometheus.NewDesc(namespace+"_output_dropped_total",
 			"Events not written to the output because its reader was too slow or gone; the metrics still count them.", nil, nil),
+		unobservedDesc: prometheus.NewDesc(namespace+"_oom_kills_unobserved_total",
+			"OOM kills the kernel counted (oom_kill in /proc/vmstat) since oomtrace started that no hook saw: kills missed while it loaded, or by hooks that failed. 0 when nothing was missed; alert when it grows.", nil, nil),
 		scrapeErrorDesc: prometheus.NewDesc(namespace+"_pipeline_stats_up",
 			"Whether the pipeline counters could be read from the kernel at this scrape (1) or not (0).", nil, nil),
 	}
@@ -75,7 +79,7 @@ func NewStatus(opts StatusOptions) *Status {
 
 // Describe implements prometheus.Collector.
 func (s *Status) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{s.lostDesc, s.decodeErrorsDesc, s.hookDesc, s.buildDesc, s.scrapeErrorDesc, s.droppedDesc, s.availableDesc, s.thresholdDesc} {
+	for _, d := range []*prometheus.Desc{s.lostDesc, s.decodeErrorsDesc, s.hookDesc, s.buildDesc, s.scrapeErrorDesc, s.droppedDesc, s.availableDesc, s.thresholdDesc, s.unobservedDesc} {
 		ch <- d
 	}
 }
@@ -113,6 +117,7 @@ func (s *Status) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(s.lostDesc, prometheus.CounterValue, float64(st.TaskSignalsLost), event.TypeTaskSignal)
 		ch <- prometheus.MustNewConstMetric(s.decodeErrorsDesc, prometheus.CounterValue, float64(st.DecodeErrors))
 		ch <- prometheus.MustNewConstMetric(s.droppedDesc, prometheus.CounterValue, float64(st.OutputDropped))
+		ch <- prometheus.MustNewConstMetric(s.unobservedDesc, prometheus.CounterValue, float64(st.OOMKillsUnobserved))
 	}
 	ch <- prometheus.MustNewConstMetric(s.scrapeErrorDesc, prometheus.GaugeValue, up)
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/oomtrace/oomtrace/exporter"
 	"github.com/oomtrace/oomtrace/internal/cgroup"
 	"github.com/oomtrace/oomtrace/internal/clusterview"
+	"github.com/oomtrace/oomtrace/internal/completeness"
 	"github.com/oomtrace/oomtrace/internal/cri"
 	"github.com/oomtrace/oomtrace/internal/enrich"
 	"github.com/oomtrace/oomtrace/internal/kubeevents"
@@ -110,11 +111,28 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 		defer listener.Close()
 	}
 
+	// The kernel's count of kills, before the hooks attach: a kill while
+	// they load is one oomtrace did not see.
+	accountant, err := completeness.NewAccountant(func() (uint64, error) { return completeness.ReadKernelKills(opts.procfs) })
+	if err != nil {
+		log.Warn("kills the hooks miss are not counted", "err", err)
+	} else {
+		log.Info("the kernel counted OOM kills since boot; oomtrace counts those it misses from now on (oomtrace_oom_kills_unobserved_total)", "since_boot", accountant.Start())
+	}
 	t, err := tracer.New(tracerConfig(opts, node, log))
 	if err != nil {
 		return err
 	}
 	defer t.Close()
+	unobserved := func() (uint64, uint64, error) {
+		if accountant == nil {
+			return 0, 0, nil
+		}
+		return accountant.Unobserved(func() (completeness.Hooked, error) {
+			s, err := t.Stats()
+			return completeness.Hooked{Sent: s.Sent, Lost: s.Lost, Exiting: s.ExitingMarked}, err
+		})
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -171,8 +189,12 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 		Hooks:   hookInfo(t.Hooks()),
 		Stats: func() (exporter.PipelineStats, error) {
 			s, err := t.Stats()
+			if err != nil {
+				return exporter.PipelineStats{}, err
+			}
+			missed, _, err := unobserved()
 			return exporter.PipelineStats{OOMKillsLost: s.Lost, CommitRefusalsLost: s.RefusalsLost, TaskSignalsLost: s.SignalsLost, DecodeErrors: s.DecodeErrors,
-				OutputDropped: pipe.Dropped() + out.Dropped()}, err
+				OutputDropped: pipe.Dropped() + out.Dropped(), OOMKillsUnobserved: missed}, err
 		},
 		NodeMemory: func() (event.NodeMemory, bool) {
 			if signals == nil {
@@ -185,6 +207,7 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 	if signals != nil {
 		signals.Start(ctx, opts.sampleEvery, func(mp event.MemoryPressure) { pipe.Write(mp) })
 	}
+	go watchUnobserved(ctx, unobserved, log)
 	if kube != nil {
 		log.Info("watching the cluster for this node's evictions and MemoryPressure", "api", kube.Host, "node", node)
 		go clusterview.New(kube.Core, clusterview.Options{Node: node, Logger: log}).Run(ctx, clusterview.Handlers{
@@ -229,6 +252,9 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 			"refusals", stats.RefusalsFailed, "refusal_records", stats.RefusalsSent, "refusal_records_lost", stats.RefusalsLost,
 			"signals", stats.SignalsSent, "signals_lost", stats.SignalsLost,
 			"written", out.Written(), "filtered", pipe.Filtered(), "output_dropped", pipe.Dropped()+out.Dropped())
+		if missed, _, err := unobserved(); err == nil && missed > 0 {
+			log.Warn("the kernel killed tasks that no hook saw while oomtrace ran", "unobserved", missed)
+		}
 	}
 	if err != nil {
 		return err
@@ -237,6 +263,23 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 		return errOutput
 	}
 	return nil
+}
+
+// watchUnobserved says, every 10 s, when the kernel killed a task that no
+// hook saw.
+func watchUnobserved(ctx context.Context, unobserved func() (uint64, uint64, error), log *slog.Logger) {
+	tick := time.NewTicker(10 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if total, grew, err := unobserved(); err == nil && grew > 0 {
+				log.Warn("the kernel killed tasks that no hook saw", "new", grew, "unobserved", total)
+			}
+		}
+	}
 }
 
 // tracerConfig is the tracer's part of the options.

@@ -247,6 +247,11 @@ func testEndToEnd(t *testing.T, output string) {
 	if after := scrapeCounter(t, base+"/metrics", `oomtrace_oom_kills_total{container="",domain="other",init="false",namespace="",pod=""}`); after != killsBefore+1 {
 		t.Errorf("oomtrace_oom_kills_total moved from %v to %v, want by exactly 1", killsBefore, after)
 	}
+	// Every kill the kernel counted since the start was seen (other
+	// processes of the machine killed meanwhile too: the hooks see all).
+	if _, body := get(t, base+"/metrics"); !strings.Contains(body, "\noomtrace_oom_kills_unobserved_total 0\n") {
+		t.Errorf("oomtrace_oom_kills_unobserved_total is not 0:\n%s", body)
+	}
 
 	d.stop(t)
 }

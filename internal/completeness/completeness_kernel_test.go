@@ -1,0 +1,25 @@
+package completeness_test
+
+import (
+	"testing"
+
+	"github.com/oomtrace/oomtrace/internal/completeness"
+	"github.com/oomtrace/oomtrace/internal/memcgtest"
+)
+
+// TestKillWithoutHooks: a real kill while nothing watches is unobserved.
+// (Other processes of the machine may be killed meanwhile: at least one.)
+func TestKillWithoutHooks(t *testing.T) {
+	memcgtest.RequirePrivileged(t)
+	a, err := completeness.NewAccountant(func() (uint64, error) { return completeness.ReadKernelKills("/proc") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cg := memcgtest.New(t, nil, 32<<20)
+	hog := cg.Start(t, memcgtest.HogOptions{Bytes: 128 << 20})
+	hog.WaitKilled(t)
+	total, grew, err := a.Unobserved(func() (completeness.Hooked, error) { return completeness.Hooked{}, nil })
+	if err != nil || total < 1 || grew != total {
+		t.Errorf("unobserved %d (+%d) %v, want at least the hog's kill", total, grew, err)
+	}
+}
