@@ -88,19 +88,19 @@ type OOMReport struct {
 	Tasks map[uint32]ReportTask
 }
 
-// ReportTask is one row of the kernel's "Tasks state" table.
+// ReportTask is one row of the kernel's "Tasks state" table: its values by
+// column name (uid, tgid, total_vm, rss, pgtables_bytes, swapents,
+// oom_score_adj; rss_anon, rss_file, rss_shmem since 6.x), memory in pages.
 type ReportTask struct {
-	PID, UID, TGID                           uint32
-	TotalVM, RSS, RSSAnon, RSSFile, RSSShmem uint64 // pages
-	PgtablesBytes, SwapEnts                  uint64
-	OOMScoreAdj                              int32
-	Name                                     string
+	PID    uint32
+	Values map[string]int64
+	Name   string
 }
 
 var (
 	killedRe = regexp.MustCompile(`Killed process (\d+) \(`)
-	// [  pid  ]   uid  tgid total_vm      rss rss_anon rss_file rss_shmem pgtables_bytes swapents oom_score_adj name
-	taskRe = regexp.MustCompile(`^\[\s*(\d+)\]\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(-?\d+)\s+(.*)$`)
+	// A row of the table: [  pid  ] and the columns its header names.
+	taskRe = regexp.MustCompile(`^\[\s*(\d+)\]\s+(.*)$`)
 )
 
 // WaitOOMReport waits for the kernel's report of the kill of pid and
@@ -141,6 +141,7 @@ func parseReport(lines []string) (OOMReport, bool) {
 	}
 	r.Lines = lines[start:]
 	inStats := false
+	var columns []string // of the Tasks state table, name last
 	for _, line := range r.Lines {
 		if p, ok := strings.CutPrefix(line, "Memory cgroup stats for "); ok {
 			r.MemcgPath, inStats = strings.TrimSuffix(p, ":"), true
@@ -156,11 +157,23 @@ func parseReport(lines []string) (OOMReport, bool) {
 			}
 			inStats = false
 		}
-		if m := taskRe.FindStringSubmatch(line); m != nil {
-			u := func(i int) uint64 { v, _ := strconv.ParseUint(m[i], 10, 64); return v }
-			adj, _ := strconv.ParseInt(m[11], 10, 32)
-			r.Tasks[uint32(u(1))] = ReportTask{PID: uint32(u(1)), UID: uint32(u(2)), TGID: uint32(u(3)), TotalVM: u(4), RSS: u(5),
-				RSSAnon: u(6), RSSFile: u(7), RSSShmem: u(8), PgtablesBytes: u(9), SwapEnts: u(10), OOMScoreAdj: int32(adj), Name: m[12]}
+		if h, ok := strings.CutPrefix(line, "[  pid  ]"); ok {
+			// The columns changed over time (rss_anon, rss_file and
+			// rss_shmem came in 6.x): read them from the header.
+			columns = strings.Fields(h)
+			continue
+		}
+		if m := taskRe.FindStringSubmatch(line); m != nil && len(columns) > 1 {
+			f := strings.Fields(m[2])
+			if len(f) < len(columns) {
+				continue
+			}
+			pid, _ := strconv.ParseUint(m[1], 10, 32)
+			rt := ReportTask{PID: uint32(pid), Values: map[string]int64{}, Name: strings.Join(f[len(columns)-1:], " ")}
+			for i, c := range columns[:len(columns)-1] {
+				rt.Values[c], _ = strconv.ParseInt(f[i], 10, 64)
+			}
+			r.Tasks[rt.PID] = rt
 		}
 	}
 	return r, len(r.Tasks) > 0 && len(r.MemcgStats) > 0

@@ -329,7 +329,9 @@ func runInit(procs string) {
 		os.Exit(3)
 	}
 	cmd.Wait()
-	select {}
+	for { // not select{}: the runtime would call that a deadlock and exit
+		time.Sleep(time.Hour)
+	}
 }
 
 var sink [][]byte
