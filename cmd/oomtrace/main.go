@@ -113,12 +113,7 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 
 	// The kernel's count of kills, before the hooks attach: a kill while
 	// they load is one oomtrace did not see.
-	accountant, err := completeness.NewAccountant(func() (uint64, error) { return completeness.ReadKernelKills(opts.procfs) })
-	if err != nil {
-		log.Warn("kills the hooks miss are not counted", "err", err)
-	} else {
-		log.Info("the kernel counted OOM kills since boot; oomtrace counts those it misses from now on (oomtrace_oom_kills_unobserved_total)", "since_boot", accountant.Start())
-	}
+	accountant := newAccountant(opts.procfs, log)
 	t, err := tracer.New(tracerConfig(opts, node, log))
 	if err != nil {
 		return err
@@ -166,14 +161,7 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 		Enricher: enricher, Sampler: signals, SampleEvery: opts.sampleEvery, CorrelationWindow: opts.corrWindow,
 		Filter: enrich.NewFilter(opts.namespaces, opts.pods), Metrics: metrics, Out: out, QueueSize: opts.queueSize,
 	}
-	if memory, err := cgroup.FindMemory(opts.procfs); err != nil {
-		log.Warn("no memory cgroup hierarchy: no post-mortems, and whether a killed process's container survived is not checked", "err", err)
-	} else {
-		if opts.containerCheck > 0 {
-			pipeOpts.ContainerCheckDelay, pipeOpts.ContainerAlive = opts.containerCheck, memory.Populated
-		}
-		pipeOpts.PostMortem = &postmortem.Reader{Memory: memory, Procfs: opts.procfs, MemoryStat: opts.pmMemoryStat, TopTasks: opts.pmTopTasks}
-	}
+	killStage(&pipeOpts, opts, log)
 	if kube != nil && opts.kubeEvents {
 		recorder := kubeevents.New(kube.Events, node)
 		if err := recorder.Start(ctx); err != nil {
@@ -184,26 +172,9 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 		log.Info("writing an Event on the pod of every OOM kill", "reporting_controller", kubeevents.Controller)
 	}
 	pipe := pipeline.New(ctx, pipeOpts)
-	status := exporter.NewStatus(exporter.StatusOptions{
-		Version: version,
-		Hooks:   hookInfo(t.Hooks()),
-		Stats: func() (exporter.PipelineStats, error) {
-			s, err := t.Stats()
-			if err != nil {
-				return exporter.PipelineStats{}, err
-			}
-			missed, _, err := unobserved()
-			return exporter.PipelineStats{OOMKillsLost: s.Lost, CommitRefusalsLost: s.RefusalsLost, TaskSignalsLost: s.SignalsLost, DecodeErrors: s.DecodeErrors,
-				OutputDropped: pipe.Dropped() + out.Dropped(), OOMKillsUnobserved: missed}, err
-		},
-		NodeMemory: func() (event.NodeMemory, bool) {
-			if signals == nil {
-				return event.NodeMemory{}, false
-			}
-			return signals.Sample()
-		},
-	})
+	status := newStatus(t, pipe, out, signals, unobserved)
 
+	// The sources beside the tracer.
 	if signals != nil {
 		signals.Start(ctx, opts.sampleEvery, func(mp event.MemoryPressure) { pipe.Write(mp) })
 	}
@@ -239,23 +210,7 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 		TaskSignal: pipe.Signal,
 	})
 	ready.Store(false)
-	// The pipeline first: what it still holds goes to the output queue.
-	if !pipe.Close(outputDrainTimeout) {
-		log.Warn("pipeline still busy; giving up on the queued events", "timeout", outputDrainTimeout)
-	}
-	if !out.Close(outputDrainTimeout) {
-		log.Warn("output still blocked; giving up on the queued events", "timeout", outputDrainTimeout)
-	}
-	if stats, err := t.Stats(); err == nil {
-		log.Info("oomtrace stopped", "sent", stats.Sent, "lost", stats.Lost,
-			"decoded", stats.Decoded, "decode_errors", stats.DecodeErrors, "exiting", stats.ExitingMarked,
-			"refusals", stats.RefusalsFailed, "refusal_records", stats.RefusalsSent, "refusal_records_lost", stats.RefusalsLost,
-			"signals", stats.SignalsSent, "signals_lost", stats.SignalsLost,
-			"written", out.Written(), "filtered", pipe.Filtered(), "output_dropped", pipe.Dropped()+out.Dropped())
-		if missed, _, err := unobserved(); err == nil && missed > 0 {
-			log.Warn("the kernel killed tasks that no hook saw while oomtrace ran", "unobserved", missed)
-		}
-	}
+	drain(t, pipe, out, unobserved, log)
 	if err != nil {
 		return err
 	}
@@ -263,6 +218,80 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 		return errOutput
 	}
 	return nil
+}
+
+// newStatus is what oomtrace says of itself at a scrape: its hooks, its
+// counters and the node's memory signals.
+func newStatus(t *tracer.Tracer, pipe *pipeline.Pipeline, out *exporter.Queue, signals *nodememory.Sampler, unobserved func() (uint64, uint64, error)) *exporter.Status {
+	return exporter.NewStatus(exporter.StatusOptions{
+		Version: version,
+		Hooks:   hookInfo(t.Hooks()),
+		Stats: func() (exporter.PipelineStats, error) {
+			s, err := t.Stats()
+			if err != nil {
+				return exporter.PipelineStats{}, err
+			}
+			missed, _, err := unobserved()
+			return exporter.PipelineStats{OOMKillsLost: s.Lost, CommitRefusalsLost: s.RefusalsLost, TaskSignalsLost: s.SignalsLost, DecodeErrors: s.DecodeErrors,
+				OutputDropped: pipe.Dropped() + out.Dropped(), OOMKillsUnobserved: missed}, err
+		},
+		NodeMemory: func() (event.NodeMemory, bool) {
+			if signals == nil {
+				return event.NodeMemory{}, false
+			}
+			return signals.Sample()
+		},
+	})
+}
+
+// newAccountant starts counting the kernel's kills; nil (logged) where the
+// kernel does not count them.
+func newAccountant(procfs string, log *slog.Logger) *completeness.Accountant {
+	a, err := completeness.NewAccountant(func() (uint64, error) { return completeness.ReadKernelKills(procfs) })
+	if err != nil {
+		log.Warn("kills the hooks miss are not counted", "err", err)
+		return nil
+	}
+	log.Info("the kernel counted OOM kills since boot; oomtrace counts those it misses from now on (oomtrace_oom_kills_unobserved_total)", "since_boot", a.Start())
+	return a
+}
+
+// killStage sets what the pipeline does with a kill besides attributing
+// it: the post-mortem of its domain, and whether its container survived.
+func killStage(po *pipeline.Options, opts options, log *slog.Logger) {
+	memory, err := cgroup.FindMemory(opts.procfs)
+	if err != nil {
+		log.Warn("no memory cgroup hierarchy: no post-mortems, and whether a killed process's container survived is not checked", "err", err)
+		return
+	}
+	if opts.containerCheck > 0 {
+		po.ContainerCheckDelay, po.ContainerAlive = opts.containerCheck, memory.Populated
+	}
+	po.PostMortem = &postmortem.Reader{Memory: memory, Procfs: opts.procfs, MemoryStat: opts.pmMemoryStat, TopTasks: opts.pmTopTasks}
+}
+
+// drain ends a run: the pipeline writes what it still holds to the output
+// queue, which writes it out (each waiting at most outputDrainTimeout),
+// and the counters are logged.
+func drain(t *tracer.Tracer, pipe *pipeline.Pipeline, out *exporter.Queue, unobserved func() (uint64, uint64, error), log *slog.Logger) {
+	if !pipe.Close(outputDrainTimeout) {
+		log.Warn("pipeline still busy; giving up on the queued events", "timeout", outputDrainTimeout)
+	}
+	if !out.Close(outputDrainTimeout) {
+		log.Warn("output still blocked; giving up on the queued events", "timeout", outputDrainTimeout)
+	}
+	stats, err := t.Stats()
+	if err != nil {
+		return
+	}
+	log.Info("oomtrace stopped", "sent", stats.Sent, "lost", stats.Lost,
+		"decoded", stats.Decoded, "decode_errors", stats.DecodeErrors, "exiting", stats.ExitingMarked,
+		"refusals", stats.RefusalsFailed, "refusal_records", stats.RefusalsSent, "refusal_records_lost", stats.RefusalsLost,
+		"signals", stats.SignalsSent, "signals_lost", stats.SignalsLost,
+		"written", out.Written(), "filtered", pipe.Filtered(), "output_dropped", pipe.Dropped()+out.Dropped())
+	if missed, _, err := unobserved(); err == nil && missed > 0 {
+		log.Warn("the kernel killed tasks that no hook saw while oomtrace ran", "unobserved", missed)
+	}
 }
 
 // watchUnobserved says, every 10 s, when the kernel killed a task that no
