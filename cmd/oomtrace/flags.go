@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/exporter-toolkit/web"
 	flag "github.com/spf13/pflag"
 
 	"github.com/oomtrace/oomtrace/internal/correlate"
@@ -38,6 +39,7 @@ type options struct {
 	showVersion    bool
 	listenAddr     string
 	metricsPath    string
+	webConfig      string
 	retention      time.Duration
 	procfs         string
 	queueSize      int
@@ -94,6 +96,7 @@ func defineFlags(fs *flag.FlagSet, o *options) {
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	fs.StringVar(&o.listenAddr, "web.listen-address", ":9808", "address for /metrics, /healthz and /readyz; empty to serve nothing")
 	fs.StringVar(&o.metricsPath, "web.telemetry-path", "/metrics", "path of the Prometheus metrics")
+	fs.StringVar(&o.webConfig, "web.config.file", "", "TLS and basic authentication for the metrics server: a Prometheus exporter-toolkit web configuration file (as node_exporter's); empty: plain HTTP")
 	fs.StringVar(&o.criEndpoint, "cri.endpoint", "", "container runtime CRI socket for container and pod names; empty: the first of "+strings.Join(cri.DefaultSockets, ", ")+" below --path.run that exists; none: cgroup paths only")
 	fs.StringVar(&o.runDir, "path.run", "/run", "the host's /run, where container runtime sockets are looked for (in a container: the host's /run mounted)")
 	fs.DurationVar(&o.criRetention, "cri.retention", cri.DefaultRetention, "keep naming containers this long after the runtime stops listing them")
@@ -128,6 +131,7 @@ func (o *options) validate() error {
 		{"ringbuf.bytes", tracer.CheckRingBufferBytes(o.ringBuffer)},
 		{"log.level", o.level.UnmarshalText([]byte(o.logLevel))},
 		{"web.telemetry-path", absolutePath(o.metricsPath)},
+		{"web.config.file", webConfigFile(o.webConfig)},
 		{"metrics.retention", notNegative(o.retention)},
 		{"container.check-delay", notNegative(o.containerCheck)},
 		{"postmortem.top-tasks", notNegativeInt(o.pmTopTasks)},
@@ -162,6 +166,16 @@ func oneOf(v string, allowed ...string) error {
 func atLeastOne(n int) error {
 	if n < 1 {
 		return fmt.Errorf("must be at least 1, not %d", n)
+	}
+	return nil
+}
+
+func webConfigFile(path string) error {
+	if path == "" {
+		return nil
+	}
+	if err := web.Validate(path); err != nil {
+		return fmt.Errorf("must be a valid web configuration file: %w", err)
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	promcollectors "github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/exporter-toolkit/web"
 	flag "github.com/spf13/pflag"
 
 	"github.com/oomtrace/oomtrace/event"
@@ -191,7 +192,7 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 	}
 	var ready atomic.Bool
 	if listener != nil {
-		srv := serveMetrics(listener, opts.metricsPath, &ready, log, metrics, status)
+		srv := serveMetrics(listener, opts.metricsPath, opts.webConfig, &ready, log, metrics, status)
 		defer srv.Close()
 	}
 
@@ -342,19 +343,24 @@ func eventWriter(format string, stdout io.Writer) exporter.Sink {
 	return exporter.NewJSON(stdout)
 }
 
-// serveMetrics serves /metrics, /healthz and /readyz on listener until the
-// returned server is closed.
-func serveMetrics(listener net.Listener, path string, ready *atomic.Bool, log *slog.Logger, collectors ...prometheus.Collector) *http.Server {
+// serveMetrics serves /metrics, /healthz and /readyz on listener, with the
+// TLS and basic authentication of webConfig (exporter-toolkit's; empty:
+// plain HTTP), until the returned server is closed.
+func serveMetrics(listener net.Listener, path, webConfig string, ready *atomic.Bool, log *slog.Logger, collectors ...prometheus.Collector) *http.Server {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors...)
 	reg.MustRegister(promcollectors.NewGoCollector(), promcollectors.NewProcessCollector(promcollectors.ProcessCollectorOpts{}))
-	srv := &http.Server{Handler: exporter.Handler(reg, path, ready), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: exporter.Handler(reg, path, ready), ReadHeaderTimeout: 10 * time.Second,
+		// A scraper's failed TLS handshake is the scraper's problem: at
+		// debug level, in the log's format.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	go func() {
-		if err := srv.Serve(listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		err := web.Serve(listener, srv, &web.FlagConfig{WebConfigFile: &webConfig}, log.With("component", "web"))
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("metrics server stopped", "err", err)
 		}
 	}()
-	log.Info("serving metrics", "address", listener.Addr().String(), "path", path)
+	log.Info("serving metrics", "address", listener.Addr().String(), "path", path, "tls_and_auth", webConfig != "")
 	return srv
 }
 
