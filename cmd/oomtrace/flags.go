@@ -40,6 +40,7 @@ type options struct {
 	listenAddr     string
 	metricsPath    string
 	webConfig      string
+	memoryLimit    int64
 	retention      time.Duration
 	procfs         string
 	queueSize      int
@@ -113,6 +114,7 @@ func defineFlags(fs *flag.FlagSet, o *options) {
 	fs.BoolVar(&o.pmMemoryStat, "postmortem.memory-stat", true, "with every kill, the OOM domain's memory by kind (anon, file, shmem, kernel, slab, sock) from its memory.stat, read when the kill is handled")
 	fs.IntVar(&o.pmTopTasks, "postmortem.top-tasks", postmortem.DefaultTopTasks, "with every kill, this many of the OOM domain's processes with the most memory, from /proc; 0: none")
 	fs.DurationVar(&o.corrWindow, "correlation.window", correlate.DefaultWindow, "a kernel OOM kill and a kubelet eviction of one pod this close are linked")
+	fs.Int64Var(&o.memoryLimit, "memory.limit", 0, "the memory limit of oomtrace's container, in bytes: the Go heap is kept below 90% of it (unless GOMEMLIMIT is set); the DaemonSet sets it from its limit; 0: none")
 	fs.DurationVar(&o.retention, "metrics.retention", time.Hour, "drop the series of a pod or container that has not moved for this long; 0 keeps them forever")
 }
 
@@ -135,6 +137,7 @@ func (o *options) validate() error {
 		{"metrics.retention", notNegative(o.retention)},
 		{"container.check-delay", notNegative(o.containerCheck)},
 		{"postmortem.top-tasks", notNegativeInt(o.pmTopTasks)},
+		{"memory.limit", notNegativeInt64(o.memoryLimit)},
 		{"refusal.window", positive(o.refusalWin)},
 		{"cri.retention", positive(o.criRetention)},
 		{"node.sample-interval", positive(o.sampleEvery)},
@@ -176,6 +179,13 @@ func webConfigFile(path string) error {
 	}
 	if err := web.Validate(path); err != nil {
 		return fmt.Errorf("must be a valid web configuration file: %w", err)
+	}
+	return nil
+}
+
+func notNegativeInt64(n int64) error {
+	if n < 0 {
+		return fmt.Errorf("must not be negative, not %d", n)
 	}
 	return nil
 }

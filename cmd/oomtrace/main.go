@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -67,6 +68,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: opts.level}))
+	if limit := heapLimit(opts.memoryLimit); limit > 0 {
+		debug.SetMemoryLimit(limit)
+		log.Info("Go heap kept below 90% of the container's memory limit", "limit", opts.memoryLimit, "gomemlimit", limit)
+	}
 	kubelet, err := kubeletSettings(opts, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "oomtrace: %v\n", err)
@@ -77,6 +82,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// heapLimit is the soft limit of the Go heap for a container limit of
+// containerLimit bytes: 90% of it (the rest: the binary's pages, the
+// stacks, the BPF maps' user-space side). 0 when there is no limit or
+// GOMEMLIMIT says otherwise.
+func heapLimit(containerLimit int64) int64 {
+	if containerLimit <= 0 || os.Getenv("GOMEMLIMIT") != "" {
+		return 0
+	}
+	return containerLimit / 10 * 9
 }
 
 // errOutput ends a run whose output failed; the failure is logged already.

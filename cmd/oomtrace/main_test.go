@@ -144,3 +144,16 @@ func TestEnvironmentTwins(t *testing.T) {
 		t.Errorf("envName = %s", envName("web.listen-address"))
 	}
 }
+
+func TestHeapLimit(t *testing.T) {
+	if got := heapLimit(128 << 20); got != (128<<20)/10*9 {
+		t.Errorf("heapLimit(128Mi) = %d", got)
+	}
+	if got := heapLimit(0); got != 0 {
+		t.Errorf("no limit: %d", got)
+	}
+	t.Setenv("GOMEMLIMIT", "64MiB")
+	if got := heapLimit(128 << 20); got != 0 {
+		t.Errorf("GOMEMLIMIT set: %d, want 0 (the runtime's own)", got)
+	}
+}

@@ -84,8 +84,15 @@ func testDeployed(t *testing.T, c *Cluster, o *Oomtrace, kubepodsLimit int64) {
 	if !ok || th != 300*float64(mi) {
 		t.Errorf("allocatable threshold %v %v, want 300Mi from the kubelet's config", th, ok)
 	}
+	// The agent must outlive a bad node: the kubelet gives a
+	// system-node-critical pod the OOM killer's lowest score short of
+	// immunity, and its heap is kept below its container's limit.
+	if adj := oomtraceScoreAdj(t); adj != -997 {
+		t.Errorf("oomtrace's oom_score_adj %d, want -997 (system-node-critical)", adj)
+	}
 	logs := o.Logs(t)
-	for _, want := range []string{"cluster view synced", "naming containers through CRI", "kubepods=" + filepath.Join(c.Runtime.Memcg.Root, c.CgroupRoot, "kubepods")} {
+	for _, want := range []string{"cluster view synced", "naming containers through CRI", "kubepods=" + filepath.Join(c.Runtime.Memcg.Root, c.CgroupRoot, "kubepods"),
+		"Go heap kept below 90% of the container's memory limit"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("log lacks %q:\n%s", want, tail(logs, 30))
 		}
