@@ -375,6 +375,9 @@ int BPF_PROG(tp_btf_mark_victim, struct task_struct *task, uid_t uid)
 	task_ns_tgid(task, &e->victim_ns_tgid, &e->victim_pidns_level);
 	if (e->victim_ns_tgid)
 		e->victim_fields |= VICTIM_HAS_NS_PID;
+	/* A container's first process has its parent (the runtime's shim)
+	 * outside the container's cgroup, whatever its pid namespace. */
+	e->victim_parent_memcg = task_memcg_id(BPF_CORE_READ(task, group_leader, real_parent));
 	victim_css = task_memcg_css(task);
 	fill_cgroup_path(&e->victim_memcg, BPF_CORE_READ(victim_css, cgroup));
 	finish_event(e);

@@ -116,6 +116,7 @@ struct oom_event {
 	__u8 victim_pidns_level; /* 0: the host's pid namespace */
 	__u8 _pad;
 	__u32 victim_ns_tgid;    /* the victim's process id in its own pid namespace */
+	__u64 victim_parent_memcg; /* kernfs id of the memory cgroup of the victim's parent process; 0: unknown */
 	struct oom_decision decision;
 	struct cgroup_path victim_memcg;
 	struct cgroup_path trigger_memcg;

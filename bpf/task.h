@@ -117,4 +117,14 @@ static __always_inline void task_ns_tgid(struct task_struct *task, __u32 *ns_tgi
 	*level = lvl;
 }
 
+/* The kernfs id of a task's memory cgroup; 0 when it has none. */
+static __always_inline __u64 task_memcg_id(struct task_struct *task)
+{
+	struct cgroup_subsys_state *css = task_memcg_css(task);
+
+	if (!css)
+		return 0;
+	return BPF_CORE_READ(css, cgroup, kn, id);
+}
+
 #endif /* OOMTRACE_TASK_H */

@@ -277,10 +277,16 @@ type Victim struct {
 	// NSPID is the victim's process id in its own pid namespace; null
 	// when it could not be read (the task was gone).
 	NSPID *uint32 `json:"ns_pid"`
-	// Init says the victim was process 1 of a pid namespace other than
-	// the host's: a container's init (or, in a pod that shares its
-	// process namespace, the pod's pause process). Null when unknown.
-	Init          *bool   `json:"init"`
+	// Init says the victim was its container's init: process 1 of a pid
+	// namespace other than the host's, or, in a container, a process
+	// whose parent is outside the container's cgroup (the runtime started
+	// it: the container's first process also where the pod shares one
+	// pid namespace). Null when unknown.
+	Init *bool `json:"init"`
+	// ParentMemcgID is the id of the memory cgroup of the victim's parent
+	// process (0: unknown): a container's first process has its parent,
+	// the runtime, outside the container's cgroup.
+	ParentMemcgID uint64  `json:"parent_memcg_id,omitempty"`
 	OOMScoreAdj   *int32  `json:"oom_score_adj"`
 	RSS           *RSS    `json:"rss_bytes"`      // null on kernels that do not say
 	TotalVMBytes  *uint64 `json:"total_vm_bytes"` // null on kernels that do not say

@@ -104,6 +104,7 @@ func (d *Decoder) oomKill(raw *rawOOMEvent) (event.OOMKill, error) {
 		init := nsPID == 1 && raw.VictimPidnsLevel > 0
 		v.NSPID, v.Init = &nsPID, &init
 	}
+	v.ParentMemcgID = raw.VictimParentMemcg
 	v.Memcg = cgroupFromKernel(raw.VictimMemcg.Id, raw.VictimMemcg.Valid, raw.VictimMemcg.Truncated, raw.VictimMemcg.Len, raw.VictimMemcg.Path[:])
 
 	// Trigger: the task that ran the OOM killer.

@@ -88,20 +88,21 @@ type oomtraceOomEvent struct {
 		OomScoreAdj int32
 		Comm        [16]int8
 	}
-	RssFile          uint64
-	RssAnon          uint64
-	RssSwap          uint64
-	RssShmem         uint64
-	TotalVm          uint64
-	PgtablesBytes    uint64
-	DomainUsagePages uint64
-	DomainLimitPages uint64
-	VictimFields     uint8
-	SigkillSeen      uint8
-	VictimPidnsLevel uint8
-	Pad              uint8
-	VictimNsTgid     uint32
-	Decision         struct {
+	RssFile           uint64
+	RssAnon           uint64
+	RssSwap           uint64
+	RssShmem          uint64
+	TotalVm           uint64
+	PgtablesBytes     uint64
+	DomainUsagePages  uint64
+	DomainLimitPages  uint64
+	VictimFields      uint8
+	SigkillSeen       uint8
+	VictimPidnsLevel  uint8
+	Pad               uint8
+	VictimNsTgid      uint32
+	VictimParentMemcg uint64
+	Decision          struct {
 		_            structs.HostLayout
 		TsBootNs     uint64
 		Totalpages   uint64

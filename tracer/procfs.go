@@ -41,9 +41,32 @@ func (p procfs) completeFromProcfs(ev *event.OOMKill) {
 			}
 		}
 	}
+	if v.ParentMemcgID == 0 {
+		if data, err := os.ReadFile(fmt.Sprintf("%s/%d/stat", p.root, v.TGID)); err == nil {
+			if ppid, ok := parsePPID(data); ok {
+				if cg := p.memcgOfPID(ppid); cg != nil {
+					v.ParentMemcgID = cg.ID
+				}
+			}
+		}
+	}
 	if v.Memcg == nil {
 		v.Memcg = p.memcgOfPID(v.PID)
 	}
+}
+
+// parsePPID returns the parent's pid from /proc/<pid>/stat.
+func parsePPID(data []byte) (uint32, bool) {
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 2 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(f[1], 10, 32)
+	return uint32(n), err == nil && n > 0
 }
 
 // parseNSpid reads the NSpid line of /proc/<pid>/status: the process id in

@@ -64,3 +64,17 @@ func FuzzParseNSpid(f *testing.F) {
 		}
 	})
 }
+
+func TestParsePPID(t *testing.T) {
+	for data, want := range map[string]uint32{
+		"1234 (bash) S 1 1234 1234 34816": 1,
+		"1234 (a) b) R 77 2 3":            77,
+		"1234 (x) S":                      0,
+		"garbage":                         0,
+		"1 (x) S 0 1":                     0,
+	} {
+		if got, ok := parsePPID([]byte(data)); got != want || ok != (want != 0) {
+			t.Errorf("%q: %d %v, want %d", data, got, ok, want)
+		}
+	}
+}

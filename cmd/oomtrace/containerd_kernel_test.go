@@ -66,6 +66,13 @@ func TestContainerdEndToEnd(t *testing.T) {
 					ev.Cause != "kernel_oom_container" || ev.NodeMemory == nil || ev.NodeMemory.MemoryAvailable == nil {
 					t.Errorf("attribution: %s", line)
 				}
+				// These containers share their pod's pid namespace (CRI's
+				// default for a container): the pause process is 1, and the
+				// hog, the container's first process, is its init by its
+				// parent, the shim, outside the container.
+				if ev.Victim.Init == nil || !*ev.Victim.Init || ev.Victim.NSPID == nil || *ev.Victim.NSPID == 1 || ev.Victim.ParentMemcgID == 0 {
+					t.Errorf("init: %s", line)
+				}
 			}
 		case <-timeout:
 			t.Fatalf("no line for the kept kill; logs:\n%s", d.logs.String())

@@ -36,11 +36,27 @@ func (e *Enricher) OOMKill(ctx context.Context, ev *event.OOMKill) {
 	} else {
 		e.Process(ctx, &ev.Trigger, ev.Time.Time)
 	}
+	containerInit(&ev.Victim)
 	kind := cause.Domain(ev)
 	if ev.OOM.Domain == nil {
 		ev.OOM.Domain = &event.Domain{}
 	}
 	ev.OOM.Domain.Kind = kind
+}
+
+// containerInit completes the kernel's word on the victim being its
+// container's init (process 1 of its pid namespace): where the pod shares
+// one pid namespace, the pause process is 1 and a container's first
+// process is not; it is the one whose parent, the runtime's shim, is
+// outside the container's cgroup. (Two look the same and are rare: a
+// worker whose parent died, reparented to the pod's pause, and a process
+// in a sub-cgroup of its container started from another.)
+func containerInit(v *event.Victim) {
+	if v.Container == nil || v.Memcg == nil || v.Memcg.ID == 0 || v.ParentMemcgID == 0 || (v.Init != nil && *v.Init) {
+		return
+	}
+	init := v.ParentMemcgID != v.Memcg.ID
+	v.Init = &init
 }
 
 // CommitRefusal attributes the refused process.

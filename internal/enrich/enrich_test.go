@@ -159,3 +159,36 @@ func TestFilter(t *testing.T) {
 		t.Error("refusal outside the namespace kept")
 	}
 }
+
+// TestContainerInit: where the pod shares one pid namespace, a container's
+// first process is not process 1; its parent outside the container says
+// it is the container's init.
+func TestContainerInit(t *testing.T) {
+	yes, no := true, false
+	ctr := podPath + "/" + redisID
+	cases := []struct {
+		name      string
+		kernel    *bool // what the pid namespace said
+		parent    uint64
+		container bool
+		want      *bool
+	}{
+		{"shared pid namespace, parent is the shim", &no, 7, true, &yes},
+		{"worker: parent in the container", &no, uint64(len(ctr)), true, &no},
+		{"pid 1 of its namespace", &yes, uint64(len(ctr)), true, &yes},
+		{"namespace unknown, parent outside", nil, 7, true, &yes},
+		{"parent unknown", &no, 0, true, &no},
+		{"not in a container", &no, 7, false, &no},
+	}
+	for _, c := range cases {
+		ev := oomKill(ctr, ctr, event.ScopeMemcg)
+		ev.Victim.Init, ev.Victim.ParentMemcgID = c.kernel, c.parent
+		if !c.container {
+			ev.Victim.Memcg.Path = "/system.slice/cron.service"
+		}
+		(&Enricher{}).OOMKill(context.Background(), &ev)
+		if (ev.Victim.Init == nil) != (c.want == nil) || ev.Victim.Init != nil && *ev.Victim.Init != *c.want {
+			t.Errorf("%s: init %v, want %v", c.name, ev.Victim.Init, c.want)
+		}
+	}
+}
