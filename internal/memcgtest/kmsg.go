@@ -53,7 +53,9 @@ func (k *KernelLog) read() error {
 		rec := string(buf[:n])
 		_, text, ok := strings.Cut(strings.SplitN(rec, "\n", 2)[0], ";")
 		if ok {
-			k.lines = append(k.lines, unescapeKmsg(text))
+			// One record may hold many lines: before 6.2 the kernel
+			// printed a cgroup's whole memory.stat with one printk.
+			k.lines = append(k.lines, strings.Split(strings.TrimRight(unescapeKmsg(text), "\n"), "\n")...)
 		}
 	}
 }
