@@ -1,11 +1,8 @@
 package clustertest
 
 import (
-	"bytes"
 	"context"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -185,27 +182,4 @@ func (c *Cluster) waitKubeEvent(t *testing.T, o *Oomtrace, ns, pod, reason strin
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-}
-
-// oomtraceScoreAdj reads the oom_score_adj of the deployed oomtrace's
-// process, found by its command line (the DaemonSet's --kube.events).
-func oomtraceScoreAdj(t *testing.T) int {
-	t.Helper()
-	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, d := range dirs {
-		cmdline, err := os.ReadFile(filepath.Join(d, "cmdline"))
-		if err != nil || !bytes.HasPrefix(cmdline, []byte("/oomtrace\x00")) || !bytes.Contains(cmdline, []byte("--kube.events=true")) {
-			continue
-		}
-		adj, err := os.ReadFile(filepath.Join(d, "oom_score_adj"))
-		if err != nil {
-			continue
-		}
-		n, err := strconv.Atoi(strings.TrimSpace(string(adj)))
-		if err == nil {
-			return n
-		}
-	}
-	t.Fatal("no oomtrace process of the DaemonSet found")
-	return 0
 }
