@@ -96,7 +96,9 @@ func TestPostMortemAgreesWithTheKernel(t *testing.T) {
 	pages := func(column string) uint64 { return uint64(kt.Values[column]) * page }
 	agree := near(ours.RSS.Anon+ours.RSS.File+ours.RSS.Shmem, pages("rss"))
 	if _, split := kt.Values["rss_anon"]; split { // 6.x: by kind too
-		agree = agree && near(ours.RSS.Anon, pages("rss_anon")) && near(ours.RSS.File, pages("rss_file")) && ours.RSS.Shmem == pages("rss_shmem")
+		// (In the qemu guests the test binary runs from the initramfs,
+		// tmpfs: its text pages are shmem, and fault in meanwhile too.)
+		agree = agree && near(ours.RSS.Anon, pages("rss_anon")) && near(ours.RSS.File, pages("rss_file")) && near(ours.RSS.Shmem, pages("rss_shmem"))
 	}
 	if !agree || int64(ours.OOMScoreAdj) != kt.Values["oom_score_adj"] || !strings.HasPrefix(kt.Name, ours.Comm) || ours.RSS.Anon < 16<<20 {
 		t.Errorf("spared task: ours %s, the kernel's %+v", jsonOf(ours), kt)
@@ -126,7 +128,7 @@ func TestPostMortemAgreesWithTheKernel(t *testing.T) {
 	const memSlack = 4 << 20
 	nearMem := func(a, b uint64) bool { return a <= b+memSlack && b <= a+memSlack }
 	if pm.Memory.Anon+memSlack < freed || pm.Memory.Anon > atKill+memSlack ||
-		!nearMem(pm.Memory.File, report.MemcgStats[fileKey]) || pm.Memory.Shmem != report.MemcgStats[shmemKey] {
+		!nearMem(pm.Memory.File, report.MemcgStats[fileKey]) || !nearMem(pm.Memory.Shmem, report.MemcgStats[shmemKey]) {
 		t.Errorf("memory %s; the kernel at the kill: %s %d, %s %d, %s %d; the victim held %d anon",
 			pm.Memory, anonKey, atKill, fileKey, report.MemcgStats[fileKey], shmemKey, report.MemcgStats[shmemKey], victimAnon)
 	}
