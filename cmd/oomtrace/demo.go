@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -67,6 +68,13 @@ func demo(stdout, stderr io.Writer) int {
 	if os.Geteuid() != 0 {
 		return fail("needs root (sudo %s demo), as oomtrace does", os.Args[0])
 	}
+	// Whatever ends the demo, its cgroup goes: a closed stdout is an
+	// error to return, not a SIGPIPE death, and Ctrl-C kills the hog and
+	// returns through the clean-up.
+	signal.Ignore(syscall.SIGPIPE)
+	interrupt := make(chan os.Signal, 1)
+	signal.Notify(interrupt, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(interrupt)
 	exe, err := os.Executable()
 	if err != nil {
 		return fail("%v", err)
@@ -166,6 +174,15 @@ func demo(stdout, stderr io.Writer) int {
 	if err := hog.Start(); err != nil {
 		return fail("start the hog: %v", err)
 	}
+	hogDone := make(chan struct{})
+	defer close(hogDone)
+	go func() {
+		select {
+		case <-interrupt:
+			hog.Process.Kill()
+		case <-hogDone:
+		}
+	}()
 	err = hog.Wait()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) {
