@@ -214,28 +214,8 @@ func (m Memory) Populated(path string) (bool, error) {
 		}
 		return v != 0, nil
 	}
-	populated := false
-	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				return nil // removed while walked
-			}
-			return err
-		}
-		if !d.IsDir() {
-			return nil
-		}
-		procs, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		if len(bytes.TrimSpace(procs)) > 0 {
-			populated = true
-			return filepath.SkipAll
-		}
-		return nil
-	})
-	return populated, err
+	pids, err := m.Procs(path)
+	return len(pids) > 0, err
 }
 
 // Procs lists the processes in the cgroup and below it, each once.
