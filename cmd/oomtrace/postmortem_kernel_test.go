@@ -90,15 +90,18 @@ func TestPostMortemAgreesWithTheKernel(t *testing.T) {
 		t.Fatalf("%d is not among the top tasks %s", idle.PID, jsonOf(pm.TopTasks))
 	}
 	// An idle Go process's memory barely moves between the kill and the
-	// read: a runtime's few pages.
-	const slack = 64 * page
+	// read: a runtime's few pages (up to 47 text pages faulted in were
+	// seen in CI), far below the 16 MiB it holds.
+	const slack = 128 * page
 	near := func(a, b uint64) bool { return a <= b+slack && b <= a+slack }
 	pages := func(column string) uint64 { return uint64(kt.Values[column]) * page }
-	agree := near(ours.RSS.Anon+ours.RSS.File+ours.RSS.Shmem, pages("rss"))
-	if _, split := kt.Values["rss_anon"]; split { // 6.x: by kind too
+	var agree bool
+	if _, split := kt.Values["rss_anon"]; split { // 6.x: by kind, each with its own few pages
 		// (In the qemu guests the test binary runs from the initramfs,
 		// tmpfs: its text pages are shmem, and fault in meanwhile too.)
-		agree = agree && near(ours.RSS.Anon, pages("rss_anon")) && near(ours.RSS.File, pages("rss_file")) && near(ours.RSS.Shmem, pages("rss_shmem"))
+		agree = near(ours.RSS.Anon, pages("rss_anon")) && near(ours.RSS.File, pages("rss_file")) && near(ours.RSS.Shmem, pages("rss_shmem"))
+	} else {
+		agree = near(ours.RSS.Anon+ours.RSS.File+ours.RSS.Shmem, pages("rss"))
 	}
 	if !agree || int64(ours.OOMScoreAdj) != kt.Values["oom_score_adj"] || !strings.HasPrefix(kt.Name, ours.Comm) || ours.RSS.Anon < 16<<20 {
 		t.Errorf("spared task: ours %s, the kernel's %+v", jsonOf(ours), kt)
