@@ -29,9 +29,17 @@
 #include <bpf/bpf_tracing.h>
 
 #include "oomtrace.h"
+#include "control.h"
 #include "task.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/*
+ * Set by the loader: 1 when a signal hook of this generation is attached,
+ * so that a mark_victim without the OOM killer's SIGKILL is an exiting
+ * task granted reserves, not a kill.
+ */
+const volatile __u8 signal_hooked = 0;
 
 /* Decisions older than this are not joined: they belong to an earlier OOM. */
 #define DECISION_MAX_AGE_NS (5ULL * 1000 * 1000 * 1000)
@@ -79,6 +87,19 @@ struct {
 	__type(key, __u32);
 	__type(value, struct kill_signal);
 } kill_signals SEC(".maps");
+
+/*
+ * Only user space touches this: the seqs of records it wrote out while an
+ * earlier record was still held (a kill whose container is being checked),
+ * so they are past the ring buffer's consumer position. A process that
+ * takes over after a crash skips them instead of writing them twice.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u8);
+} written SEC(".maps");
 
 /* Task signals are rare (stopping processes): a small ring buffer. */
 struct {
@@ -199,14 +220,16 @@ static __always_inline void record_decision(struct oom_control *oc, const char *
 SEC("fentry/oom_kill_process")
 int BPF_PROG(fentry_oom_kill_process, struct oom_control *oc, const char *message)
 {
-	record_decision(oc, message, DECISION_HOOK_FENTRY);
+	if (active_control())
+		record_decision(oc, message, DECISION_HOOK_FENTRY);
 	return 0;
 }
 
 SEC("kprobe/oom_kill_process")
 int BPF_KPROBE(kprobe_oom_kill_process, struct oom_control *oc, const char *message)
 {
-	record_decision(oc, message, DECISION_HOOK_KPROBE);
+	if (active_control())
+		record_decision(oc, message, DECISION_HOOK_KPROBE);
 	return 0;
 }
 
@@ -220,8 +243,10 @@ static __always_inline void clear_path_header(struct cgroup_path *p)
  * and path headers, stamp its time and type; the hook fills in the victim.
  * NULL when the ring buffer is full (counted as lost).
  */
-static __always_inline struct oom_event *start_event(void)
+static __always_inline struct oom_event *start_event(struct control *c)
 {
+	/* Taken before the reserve: a lost record leaves a gap in seq. */
+	__u64 seq = __sync_fetch_and_add(&c->next_seq, 1);
 	struct oom_event *e = bpf_ringbuf_reserve(&oom_events, sizeof(*e), 0);
 	if (!e) {
 		count(STAT_OOM_LOST);
@@ -234,6 +259,7 @@ static __always_inline struct oom_event *start_event(void)
 	clear_path_header(&e->domain);
 	e->ts_boot_ns = bpf_ktime_get_boot_ns();
 	e->type = EVENT_OOM_KILL;
+	e->seq = seq;
 	return e;
 }
 
@@ -289,12 +315,14 @@ int BPF_PROG(tp_btf_signal_generate, int sig, struct kernel_siginfo *info, struc
 	unsigned long i = (unsigned long)info;
 	int code = SI_USER;
 
+	if (sig != SIGKILL && sig != SIGTERM)
+		return 0;
+	if (!active_control())
+		return 0;
 	if (sig == SIGKILL && i == SEND_SIG_PRIV) {
 		record_kill_signal(BPF_CORE_READ(task, pid));
 		return 0;
 	}
-	if (sig != SIGKILL && sig != SIGTERM)
-		return 0;
 	if (BPF_CORE_READ(task, pid) != BPF_CORE_READ(task, tgid))
 		return 0;
 	/* SEND_SIG_NOINFO (0) is a user's signal; SEND_SIG_PRIV (1) the kernel's. */
@@ -311,19 +339,21 @@ int tracepoint_signal_generate(struct trace_event_raw_signal_generate *ctx)
 {
 	int sig = BPF_CORE_READ(ctx, sig), code = BPF_CORE_READ(ctx, code);
 
+	if (sig != SIGKILL && sig != SIGTERM)
+		return 0;
+	if (!active_control())
+		return 0;
 	/* SEND_SIG_PRIV is recorded as si_code SI_KERNEL. */
 	if (sig == SIGKILL && code == SI_KERNEL) {
 		record_kill_signal(BPF_CORE_READ(ctx, pid));
 		return 0;
 	}
-	if (sig != SIGKILL && sig != SIGTERM)
-		return 0;
 	emit_task_signal(sig, code, BPF_CORE_READ(ctx, result), NULL, BPF_CORE_READ(ctx, pid), ctx->comm,
 			 SIGNAL_HOOK_TRACEPOINT);
 	return 0;
 }
 
-static __always_inline void finish_event(struct oom_event *e)
+static __always_inline void finish_event(struct control *c, struct oom_event *e)
 {
 	struct task_struct *current = (void *)bpf_get_current_task();
 	struct cgroup_subsys_state *trigger_css = task_memcg_css(current);
@@ -336,6 +366,8 @@ static __always_inline void finish_event(struct oom_event *e)
 	if (ks && ks->sender == key && e->ts_boot_ns - ks->ts_boot_ns < KILL_SIGNAL_MAX_AGE_NS) {
 		e->sigkill_seen = 1;
 		bpf_map_delete_elem(&kill_signals, &victim);
+	} else if (signal_hooked) {
+		__sync_fetch_and_add(&c->exiting, 1);
 	}
 
 	fill_task_info(&e->trigger, current);
@@ -356,14 +388,24 @@ static __always_inline void finish_event(struct oom_event *e)
 		find_domain(e, trigger_css);
 	}
 	count(STAT_OOM_SENT);
-	bpf_ringbuf_submit(e, 0);
+	/*
+	 * User space moves the consumer position only once a kill is written
+	 * out, so the kernel's own rule (wake the reader when it has caught
+	 * up) would not wake it: always wake it. Kills are rare.
+	 */
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 }
 
 SEC("tp_btf/mark_victim")
 int BPF_PROG(tp_btf_mark_victim, struct task_struct *task, uid_t uid)
 {
 	struct cgroup_subsys_state *victim_css;
-	struct oom_event *e = start_event();
+	struct control *c = active_control();
+	struct oom_event *e;
+
+	if (!c)
+		return 0;
+	e = start_event(c);
 	if (!e)
 		return 0;
 
@@ -380,7 +422,7 @@ int BPF_PROG(tp_btf_mark_victim, struct task_struct *task, uid_t uid)
 	e->victim_parent_memcg = task_memcg_id(BPF_CORE_READ(task, group_leader, real_parent));
 	victim_css = task_memcg_css(task);
 	fill_cgroup_path(&e->victim_memcg, BPF_CORE_READ(victim_css, cgroup));
-	finish_event(e);
+	finish_event(c, e);
 	return 0;
 }
 
@@ -388,7 +430,12 @@ SEC("tracepoint/oom/mark_victim")
 int tracepoint_mark_victim(struct trace_event_raw_mark_victim *ctx)
 {
 	struct task_struct *current = (void *)bpf_get_current_task();
-	struct oom_event *e = start_event();
+	struct control *c = active_control();
+	struct oom_event *e;
+
+	if (!c)
+		return 0;
+	e = start_event(c);
 	if (!e)
 		return 0;
 
@@ -428,6 +475,6 @@ int tracepoint_mark_victim(struct trace_event_raw_mark_victim *ctx)
 		struct cgroup_subsys_state *victim_css = task_memcg_css(current);
 		fill_cgroup_path(&e->victim_memcg, BPF_CORE_READ(victim_css, cgroup));
 	}
-	finish_event(e);
+	finish_event(c, e);
 	return 0;
 }

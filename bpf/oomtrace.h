@@ -121,6 +121,7 @@ struct oom_event {
 	struct cgroup_path victim_memcg;
 	struct cgroup_path trigger_memcg;
 	struct cgroup_path domain;
+	__u64 seq; /* control.next_seq when recorded: a gap is a record lost */
 };
 
 /*

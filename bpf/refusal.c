@@ -25,6 +25,7 @@
 #include <bpf/bpf_tracing.h>
 
 #include "oomtrace.h"
+#include "control.h"
 #include "task.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
@@ -107,7 +108,7 @@ static __always_inline void record_exact(long pages, int cap_sys_admin, int ret,
 	struct exact_refusal x = {};
 	__u64 key;
 
-	if (ret == 0)
+	if (ret == 0 || !active_control())
 		return;
 	key = bpf_get_current_pid_tgid();
 	x.ts_boot_ns = bpf_ktime_get_boot_ns();
@@ -271,6 +272,8 @@ static __always_inline int on_exit(struct trace_event_raw_sys_exit *ctx, __u16 s
 	} else if (ret != -ENOMEM) {
 		return 0;
 	}
+	if (!active_control())
+		return 0;
 	read_args(syscall_regs(), args);
 
 	rcount(RSTAT_FAILED);

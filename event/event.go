@@ -45,9 +45,15 @@ const (
 
 // OOMKill is one task killed by the kernel's OOM killer.
 type OOMKill struct {
-	Type    string  `json:"type"`
-	Time    Time    `json:"time"`
-	Node    string  `json:"node"`
+	Type string `json:"type"`
+	Time Time   `json:"time"`
+	Node string `json:"node"`
+	// Seq numbers the kills the hooks recorded on this node, from 0 when
+	// oomtrace first started after boot: pinned programs keep counting
+	// across restarts and upgrades. A gap is a kill recorded but lost
+	// (ring buffer full); the same seq twice is a line written again by a
+	// process that took over from one killed just after writing it.
+	Seq     uint64  `json:"seq"`
 	Hook    string  `json:"hook"`
 	Victim  Victim  `json:"victim"`
 	Trigger Process `json:"trigger"`

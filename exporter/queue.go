@@ -24,6 +24,7 @@ type Queue struct {
 	mu      sync.Mutex
 	err     error
 	onError func(error)
+	onFull  func(event.Event) // see OnFull
 
 	// sending guards ch against Close: writers from timers and other
 	// goroutines may come late, and are then dropped and counted.
@@ -64,6 +65,14 @@ func (q *Queue) loop() {
 	}
 }
 
+// OnFull sets a function that receives every event dropped because the
+// queue was full (not those dropped after a write error or Close: they
+// were not given up on for good). Call it before the first Write.
+func (q *Queue) OnFull(f func(event.Event)) *Queue {
+	q.onFull = f
+	return q
+}
+
 // Write queues ev; it never blocks.
 func (q *Queue) Write(ev event.Event) error {
 	q.sending.RLock()
@@ -76,6 +85,9 @@ func (q *Queue) Write(ev event.Event) error {
 	case q.ch <- ev:
 	default:
 		q.dropped.Add(1)
+		if q.onFull != nil {
+			q.onFull(ev)
+		}
 	}
 	return nil
 }

@@ -55,6 +55,7 @@ func (d *Decoder) oomKill(raw *rawOOMEvent) (event.OOMKill, error) {
 		Type: event.TypeOOMKill,
 		Time: event.Time{Time: wallTime(d.WallTime, raw.TsBootNs)},
 		Node: d.Node,
+		Seq:  raw.Seq,
 	}
 
 	victimHook, ok := victimHookNames[oomtraceVictimHook(raw.VictimHook)]

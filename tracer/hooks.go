@@ -117,8 +117,21 @@ type attacher struct {
 	tried map[string]error // by hook name; Hooks.Tried
 
 	mu    sync.Mutex // guards links and progs: a stop detaches from another goroutine
-	links []link.Link
+	links []namedLink
 	progs []*ebpf.Program
+}
+
+// namedLink is an attached hook and its name.
+type namedLink struct {
+	name string
+	link link.Link
+}
+
+// attached returns the hooks attached now.
+func (a *attacher) attached() []namedLink {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]namedLink(nil), a.links...)
 }
 
 func newAttacher(log *slog.Logger) *attacher {
@@ -221,7 +234,7 @@ func (a *attacher) attachLoaded(prog *ebpf.Program, c candidate) error {
 	}
 	a.mu.Lock()
 	a.progs = append(a.progs, prog)
-	a.links = append(a.links, l)
+	a.links = append(a.links, namedLink{c.name, l})
 	a.mu.Unlock()
 	return nil
 }
@@ -276,13 +289,14 @@ func (a *attacher) detachFrom(n int) {
 	a.links = a.links[:n:n]
 	a.mu.Unlock()
 	for i := len(extra) - 1; i >= 0; i-- {
-		if err := extra[i].Close(); err != nil {
+		if err := extra[i].link.Close(); err != nil {
 			a.log.Warn("detach", "err", err)
 		}
 	}
 }
 
-// detach removes every hook; the programs stay loaded until Close.
+// detach removes every hook (a pinned one only from this process: its pin
+// keeps it attached); the programs stay loaded until Close.
 func (a *attacher) detach() {
 	a.mu.Lock()
 	links := a.links
@@ -290,7 +304,7 @@ func (a *attacher) detach() {
 	a.mu.Unlock()
 	// Reverse order: hooks go before the hooks they depend on.
 	for i := len(links) - 1; i >= 0; i-- {
-		if err := links[i].Close(); err != nil {
+		if err := links[i].link.Close(); err != nil {
 			a.log.Warn("detach hook", "err", err)
 		}
 	}

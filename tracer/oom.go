@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
 
 	"github.com/cilium/ebpf"
@@ -16,28 +17,41 @@ import (
 type oomTracer struct {
 	t       *Tracer
 	maps    oomtraceMaps
-	reader  *ringbuf.Reader
+	kills   *journal        // kills leave the ring buffer once written out
 	signals *ringbuf.Reader // SIGTERMs and SIGKILLs other than the OOM killer's
 	decoder Decoder
 	procfs  procfs
 
 	decoded       atomic.Uint64
 	exitingMarked atomic.Uint64
+
+	mu sync.Mutex // guards the maps below
+	// held: the kills handed out and not yet committed, by seq: where
+	// their records end in the ring buffer.
+	held map[uint64]uint64
+	// written: seqs committed while an earlier kill was held, so still
+	// in the ring buffer (and in the written map for a successor): where
+	// their records end.
+	written map[uint64]uint64
+	// skip: seqs an earlier process wrote out, found in the written map
+	// at start: not handed out again.
+	skip map[uint64]bool
 }
 
-func newOOMTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions) (*oomTracer, error) {
-	o := &oomTracer{t: t, procfs: newProcfs(cfg.ProcfsPath)}
-	spec, err := loadOomtrace()
-	if err != nil {
-		return nil, err
+// newOOMTracer loads spec (sized, its maps pinned or not by opts) as
+// generation gen and attaches its hooks.
+func newOOMTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions, spec *ebpf.CollectionSpec, gen uint64) (*oomTracer, error) {
+	o := &oomTracer{t: t, procfs: newProcfs(cfg.ProcfsPath), held: map[uint64]uint64{}, written: map[uint64]uint64{}, skip: map[uint64]bool{}}
+	if err := setVariables(spec, map[string]any{oomtraceVarGeneration: gen}); err != nil {
+		return nil, fmt.Errorf("configure OOM programs: %w", err)
 	}
-	sizeRingBuffers(spec)
-	spec.Maps[oomtraceMapOomEvents].MaxEntries = uint32(cfg.RingBufferBytes)
 	if err := spec.LoadAndAssign(&o.maps, &opts); err != nil {
 		o.close()
 		return nil, fmt.Errorf("load OOM maps: %w", err)
 	}
 	opts.MapReplacements = map[string]*ebpf.Map{
+		oomtraceMapControl:      o.maps.Control,
+		oomtraceMapWritten:      o.maps.Written,
 		oomtraceMapOomEvents:    o.maps.OomEvents,
 		oomtraceMapStats:        o.maps.Stats,
 		oomtraceMapDecisions:    o.maps.Decisions,
@@ -50,6 +64,9 @@ func newOOMTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions) (*oomTrace
 	t.hooks.Signal = t.att.attachFirst(spec, opts, signalCandidates(cfg.VictimHook))
 	if t.hooks.Signal == "" {
 		t.log.Warn("no signal hook: tasks the OOM killer found exiting will be reported as kills too")
+	} else if err := setVariables(spec, map[string]any{oomtraceVarSignalHooked: uint8(1)}); err != nil {
+		o.close()
+		return nil, fmt.Errorf("configure OOM programs: %w", err)
 	}
 	victimCands := victimCandidates(cfg.VictimHook)
 	t.hooks.Victim = t.att.attachFirst(spec, opts, victimCands)
@@ -58,10 +75,17 @@ func newOOMTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions) (*oomTrace
 		return nil, t.att.noHookError("mark_victim", victimCands)
 	}
 
-	o.reader, err = ringbuf.NewReader(o.maps.OomEvents)
+	var err error
+	o.kills, err = newJournal(o.maps.OomEvents)
 	if err != nil {
 		o.close()
 		return nil, fmt.Errorf("open OOM ring buffer: %w", err)
+	}
+	// What an earlier process wrote out past the consumer position.
+	var seq uint64
+	var one uint8
+	for it := o.maps.Written.Iterate(); it.Next(&seq, &one); {
+		o.skip[seq] = true
 	}
 	o.signals, err = ringbuf.NewReader(o.maps.SignalEvents)
 	if err != nil {
@@ -77,23 +101,93 @@ func newOOMTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions) (*oomTrace
 }
 
 // run reads OOM kill records until the ring buffer is flushed or closed.
+// Each kill handed to handle stays in the ring buffer until commit(seq).
 func (o *oomTracer) run(handle func(event.OOMKill)) error {
-	return readRecords(o.reader, "OOM", func(raw []byte) {
+	var buf []byte
+	for {
+		raw, end, err := o.kills.Read(buf)
+		if isEndOfStream(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read OOM ring buffer: %w", err)
+		}
+		buf = raw
 		ev, sigkillSeen, err := o.decoder.DecodeOOMKill(raw)
 		if err != nil {
 			o.t.decodeError("oom_kill", err)
-			return
+			o.kills.Commit(end)
+			continue
 		}
 		if !sigkillSeen && o.t.hooks.Signal != "" {
 			o.exitingMarked.Add(1)
 			o.t.log.Debug("OOM killer granted reserves to an exiting task; not a kill",
 				"pid", ev.Victim.PID, "tgid", ev.Victim.TGID)
-			return
+			o.kills.Commit(end)
+			continue
+		}
+		o.mu.Lock()
+		skip := o.skip[ev.Seq]
+		if skip {
+			delete(o.skip, ev.Seq)
+		} else {
+			o.held[ev.Seq] = end
+		}
+		o.mu.Unlock()
+		if skip {
+			o.t.log.Debug("kill written out by an earlier oomtrace; skipped", "seq", ev.Seq)
+			o.kills.Commit(end)
+			o.forget(ev.Seq)
+			continue
 		}
 		o.decoded.Add(1)
 		o.procfs.completeFromProcfs(&ev)
 		handle(ev)
-	})
+	}
+}
+
+// commit says the kill seq was written out (or will never be): its record
+// may leave the ring buffer. While an earlier kill is still held it stays,
+// and its seq goes into the written map, for a successor to skip.
+func (o *oomTracer) commit(seq uint64) {
+	o.mu.Lock()
+	end, ok := o.held[seq]
+	delete(o.held, seq)
+	o.mu.Unlock()
+	if !ok {
+		return
+	}
+	if !o.kills.Commit(end) {
+		var one uint8 = 1
+		if err := o.maps.Written.Put(seq, one); err != nil {
+			o.t.log.Warn("cannot record a kill as written: a successor may write it again", "seq", seq, "err", err)
+		}
+		o.mu.Lock()
+		o.written[seq] = end
+		o.mu.Unlock()
+		return
+	}
+	// The consumer position moved: forget what it passed.
+	pos := o.kills.Position()
+	o.mu.Lock()
+	var passed []uint64
+	for s, e := range o.written {
+		if e <= pos {
+			passed = append(passed, s)
+			delete(o.written, s)
+		}
+	}
+	o.mu.Unlock()
+	for _, s := range passed {
+		o.forget(s)
+	}
+}
+
+// forget removes seq from the written map.
+func (o *oomTracer) forget(seq uint64) {
+	if err := o.maps.Written.Delete(seq); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		o.t.log.Warn("cannot clear a written kill", "seq", seq, "err", err)
+	}
 }
 
 // runSignals reads task signal records until the ring buffer is flushed or
@@ -153,8 +247,8 @@ func (o *oomTracer) stats(s *Stats) error {
 
 func (o *oomTracer) close() error {
 	var errs []error
-	if o.reader != nil {
-		errs = append(errs, o.reader.Close())
+	if o.kills != nil {
+		errs = append(errs, o.kills.Close())
 	}
 	if o.signals != nil {
 		errs = append(errs, o.signals.Close())

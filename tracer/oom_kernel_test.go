@@ -42,6 +42,13 @@ func (c *collector) poke() {
 
 func startTracer(t *testing.T, cfg Config) *collector {
 	t.Helper()
+	return startCollector(t, cfg, false)
+}
+
+// startCollector starts a tracer; with deferCommit the test commits kills
+// itself (Tracer.Commit).
+func startCollector(t *testing.T, cfg Config, deferCommit bool) *collector {
+	t.Helper()
 	tr, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -68,6 +75,7 @@ func startTracer(t *testing.T, cfg Config) *collector {
 				c.mu.Unlock()
 				c.poke()
 			},
+			DeferCommit: deferCommit,
 		})
 	}()
 	t.Cleanup(func() {

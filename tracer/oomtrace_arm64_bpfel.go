@@ -13,6 +13,16 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type oomtraceControl struct {
+	_                   structs.HostLayout
+	ActiveGeneration    uint64
+	NextSeq             uint64
+	Exiting             uint64
+	KernelKillsAtCreate uint64
+	CreatedUnixNs       uint64
+	Reserved            [11]uint64
+}
+
 type oomtraceDecisionHook uint32
 
 const (
@@ -145,6 +155,7 @@ type oomtraceOomEvent struct {
 		Pad       [2]uint8
 		Path      [1024]int8
 	}
+	Seq uint64
 }
 
 type oomtraceRssUnit uint32
@@ -222,17 +233,21 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	oomtraceMapControl                   = "control"
 	oomtraceMapDecisions                 = "decisions"
 	oomtraceMapKillSignals               = "kill_signals"
 	oomtraceMapOomEvents                 = "oom_events"
 	oomtraceMapSignalEvents              = "signal_events"
 	oomtraceMapStats                     = "stats"
+	oomtraceMapWritten                   = "written"
 	oomtraceProgFentryOomKillProcess     = "fentry_oom_kill_process"
 	oomtraceProgKprobeOomKillProcess     = "kprobe_oom_kill_process"
 	oomtraceProgTpBtfMarkVictim          = "tp_btf_mark_victim"
 	oomtraceProgTpBtfSignalGenerate      = "tp_btf_signal_generate"
 	oomtraceProgTracepointMarkVictim     = "tracepoint_mark_victim"
 	oomtraceProgTracepointSignalGenerate = "tracepoint_signal_generate"
+	oomtraceVarGeneration                = "generation"
+	oomtraceVarSignalHooked              = "signal_hooked"
 	oomtraceVarUnusedDecisionHook        = "unused_decision_hook"
 	oomtraceVarUnusedDomainSource        = "unused_domain_source"
 	oomtraceVarUnusedEventType           = "unused_event_type"
@@ -298,17 +313,21 @@ type oomtraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type oomtraceMapSpecs struct {
+	Control      *ebpf.MapSpec `ebpf:"control"`
 	Decisions    *ebpf.MapSpec `ebpf:"decisions"`
 	KillSignals  *ebpf.MapSpec `ebpf:"kill_signals"`
 	OomEvents    *ebpf.MapSpec `ebpf:"oom_events"`
 	SignalEvents *ebpf.MapSpec `ebpf:"signal_events"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
+	Written      *ebpf.MapSpec `ebpf:"written"`
 }
 
 // oomtraceVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type oomtraceVariableSpecs struct {
+	Generation         *ebpf.VariableSpec `ebpf:"generation"`
+	SignalHooked       *ebpf.VariableSpec `ebpf:"signal_hooked"`
 	UnusedDecisionHook *ebpf.VariableSpec `ebpf:"unused_decision_hook"`
 	UnusedDomainSource *ebpf.VariableSpec `ebpf:"unused_domain_source"`
 	UnusedEventType    *ebpf.VariableSpec `ebpf:"unused_event_type"`
@@ -340,20 +359,24 @@ func (o *oomtraceObjects) Close() error {
 //
 // It can be passed to loadOomtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type oomtraceMaps struct {
+	Control      *ebpf.Map `ebpf:"control"`
 	Decisions    *ebpf.Map `ebpf:"decisions"`
 	KillSignals  *ebpf.Map `ebpf:"kill_signals"`
 	OomEvents    *ebpf.Map `ebpf:"oom_events"`
 	SignalEvents *ebpf.Map `ebpf:"signal_events"`
 	Stats        *ebpf.Map `ebpf:"stats"`
+	Written      *ebpf.Map `ebpf:"written"`
 }
 
 func (m *oomtraceMaps) Close() error {
 	return _OomtraceClose(
+		m.Control,
 		m.Decisions,
 		m.KillSignals,
 		m.OomEvents,
 		m.SignalEvents,
 		m.Stats,
+		m.Written,
 	)
 }
 
@@ -361,6 +384,8 @@ func (m *oomtraceMaps) Close() error {
 //
 // It can be passed to loadOomtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type oomtraceVariables struct {
+	Generation         *ebpf.Variable `ebpf:"generation"`
+	SignalHooked       *ebpf.Variable `ebpf:"signal_hooked"`
 	UnusedDecisionHook *ebpf.Variable `ebpf:"unused_decision_hook"`
 	UnusedDomainSource *ebpf.Variable `ebpf:"unused_domain_source"`
 	UnusedEventType    *ebpf.Variable `ebpf:"unused_event_type"`

@@ -51,12 +51,10 @@ type refusalTracer struct {
 	pending map[refusalRefusalKey]*refusalState
 }
 
-func newRefusalTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions) (*refusalTracer, error) {
+// newRefusalTracer loads spec (sized, its maps pinned or not by opts) as
+// generation gen and attaches its hooks.
+func newRefusalTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions, spec *ebpf.CollectionSpec, gen uint64) (*refusalTracer, error) {
 	r := &refusalTracer{t: t, window: cfg.RefusalWindow, procfs: cfg.ProcfsPath, pending: map[refusalRefusalKey]*refusalState{}}
-	spec, err := loadRefusal()
-	if err != nil {
-		return nil, err
-	}
 	host, err := readHostMemory(r.procfs)
 	if err != nil {
 		return nil, fmt.Errorf("read commit accounting settings: %w", err)
@@ -66,15 +64,16 @@ func newRefusalTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions) (*refu
 	if err := setVariables(spec, map[string]any{
 		refusalVarRefusalWindowNs: uint64(cfg.RefusalWindow),
 		refusalVarMaxMapCount:     uint32(host.MaxMapCount),
+		refusalVarGeneration:      gen,
 	}); err != nil {
 		return nil, fmt.Errorf("configure refusal programs: %w", err)
 	}
-	sizeRingBuffers(spec)
 	if err := spec.LoadAndAssign(&r.maps, &opts); err != nil {
 		r.close()
 		return nil, fmt.Errorf("load refusal maps: %w", err)
 	}
 	opts.MapReplacements = map[string]*ebpf.Map{
+		refusalMapControl:       r.maps.Control,
 		refusalMapRefusalEvents: r.maps.RefusalEvents,
 		refusalMapRefusalStats:  r.maps.RefusalStats,
 		refusalMapRefusalCounts: r.maps.RefusalCounts,

@@ -13,6 +13,16 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type refusalControl struct {
+	_                   structs.HostLayout
+	ActiveGeneration    uint64
+	NextSeq             uint64
+	Exiting             uint64
+	KernelKillsAtCreate uint64
+	CreatedUnixNs       uint64
+	Reserved            [11]uint64
+}
+
 type refusalExactHook uint32
 
 const (
@@ -132,6 +142,7 @@ type refusalVmEnoughArgs struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	refusalMapControl                  = "control"
 	refusalMapExactRefusals            = "exact_refusals"
 	refusalMapRefusalCounts            = "refusal_counts"
 	refusalMapRefusalEvents            = "refusal_events"
@@ -151,6 +162,7 @@ const (
 	refusalProgSysExitMremap           = "sys_exit_mremap"
 	refusalProgSysExitShmget           = "sys_exit_shmget"
 	refusalProgSysExitVfork            = "sys_exit_vfork"
+	refusalVarGeneration               = "generation"
 	refusalVarMaxMapCount              = "max_map_count"
 	refusalVarRefusalWindowNs          = "refusal_window_ns"
 	refusalVarUnusedExactHook          = "unused_exact_hook"
@@ -224,6 +236,7 @@ type refusalProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type refusalMapSpecs struct {
+	Control       *ebpf.MapSpec `ebpf:"control"`
 	ExactRefusals *ebpf.MapSpec `ebpf:"exact_refusals"`
 	RefusalCounts *ebpf.MapSpec `ebpf:"refusal_counts"`
 	RefusalEvents *ebpf.MapSpec `ebpf:"refusal_events"`
@@ -235,6 +248,7 @@ type refusalMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type refusalVariableSpecs struct {
+	Generation             *ebpf.VariableSpec `ebpf:"generation"`
 	MaxMapCount            *ebpf.VariableSpec `ebpf:"max_map_count"`
 	RefusalWindowNs        *ebpf.VariableSpec `ebpf:"refusal_window_ns"`
 	UnusedExactHook        *ebpf.VariableSpec `ebpf:"unused_exact_hook"`
@@ -266,6 +280,7 @@ func (o *refusalObjects) Close() error {
 //
 // It can be passed to loadRefusalObjects or ebpf.CollectionSpec.LoadAndAssign.
 type refusalMaps struct {
+	Control       *ebpf.Map `ebpf:"control"`
 	ExactRefusals *ebpf.Map `ebpf:"exact_refusals"`
 	RefusalCounts *ebpf.Map `ebpf:"refusal_counts"`
 	RefusalEvents *ebpf.Map `ebpf:"refusal_events"`
@@ -275,6 +290,7 @@ type refusalMaps struct {
 
 func (m *refusalMaps) Close() error {
 	return _RefusalClose(
+		m.Control,
 		m.ExactRefusals,
 		m.RefusalCounts,
 		m.RefusalEvents,
@@ -287,6 +303,7 @@ func (m *refusalMaps) Close() error {
 //
 // It can be passed to loadRefusalObjects or ebpf.CollectionSpec.LoadAndAssign.
 type refusalVariables struct {
+	Generation             *ebpf.Variable `ebpf:"generation"`
 	MaxMapCount            *ebpf.Variable `ebpf:"max_map_count"`
 	RefusalWindowNs        *ebpf.Variable `ebpf:"refusal_window_ns"`
 	UnusedExactHook        *ebpf.Variable `ebpf:"unused_exact_hook"`

@@ -17,6 +17,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/completeness"
 )
 
 // DefaultRingBufferBytes holds about 1,200 OOM kill records: a burst of
@@ -77,6 +78,10 @@ type Config struct {
 	TracefsPath string
 	// ProcfsPath is where the host's procfs is mounted; empty means /proc.
 	ProcfsPath string
+	// PinPath, on a bpffs, keeps the hooks attached and recording into
+	// their ring buffers after the process ends, for the next one to
+	// adopt (DefaultPinPath); empty: everything ends with the process.
+	PinPath string
 	// Node is written into every event.
 	Node string
 	// Logger receives hook selection and diagnostics; nil discards them.
@@ -156,6 +161,11 @@ type Handlers struct {
 	// TaskSignal receives SIGTERMs and SIGKILLs to processes other than
 	// the OOM killer's (needs the signal hook).
 	TaskSignal func(event.TaskSignal)
+	// DeferCommit: each kill stays in the ring buffer after OOMKill
+	// returns, until Tracer.Commit(its seq), so that a successor reads
+	// again what this process had not written out when it died. Without
+	// it a kill leaves the ring buffer when OOMKill returns.
+	DeferCommit bool
 }
 
 // Tracer owns the loaded programs, their links and the ring buffer readers.
@@ -165,7 +175,11 @@ type Tracer struct {
 	oom     *oomTracer
 	refusal *refusalTracer // nil unless Config.Refusals
 
-	att *attacher
+	att     *attacher
+	control *control
+	pin     *pinning // nil: not pinned
+	adopted bool     // the pinned control map was there: an earlier oomtrace ran
+	gen     uint64
 
 	mu           sync.Mutex // guards the counter below
 	decodeErrors uint64
@@ -226,6 +240,19 @@ func New(cfg Config) (*Tracer, error) {
 		return nh
 	}
 
+	oomSpec, err := loadOomtrace()
+	if err != nil {
+		return nil, err
+	}
+	refusalSpec, err := loadRefusal()
+	if err != nil {
+		return nil, err
+	}
+	sizeRingBuffers(oomSpec)
+	sizeRingBuffers(refusalSpec)
+	oomSpec.Maps[oomtraceMapOomEvents].MaxEntries = uint32(cfg.RingBufferBytes)
+	abi := abiOf(oomSpec, refusalSpec)
+
 	att := newAttacher(log)
 	t := &Tracer{log: log, att: att, hooks: Hooks{Tried: att.tried}}
 	ok := false
@@ -234,13 +261,35 @@ func New(cfg Config) (*Tracer, error) {
 			t.Close()
 		}
 	}()
-	var err error
-	if t.oom, err = newOOMTracer(t, cfg, opts); err != nil {
+	controlPath := ""
+	if cfg.PinPath != "" {
+		if t.pin, err = openPinning(cfg.PinPath, log); err != nil {
+			return nil, err
+		}
+		dir, err := t.pin.mapsDir(abi)
+		if err != nil {
+			return nil, err
+		}
+		pinMaps(oomSpec, &opts, dir)
+		pinMaps(refusalSpec, &opts, dir)
+		controlPath = t.pin.controlPath()
+	}
+	t.control, t.adopted, err = openControl(oomSpec.Maps[oomtraceMapControl], controlPath, func() (uint64, error) {
+		return completeness.ReadKernelKills(cfg.ProcfsPath)
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The programs of this load record only once they are the active
+	// generation: until then an earlier oomtrace's pinned ones do.
+	t.gen = t.control.activeGeneration() + 1
+	opts.MapReplacements = map[string]*ebpf.Map{oomtraceMapControl: t.control.m}
+	if t.oom, err = newOOMTracer(t, cfg, opts, oomSpec, t.gen); err != nil {
 		return nil, explain(err)
 	}
 	if cfg.Refusals {
 		before := len(t.att.links)
-		t.refusal, err = newRefusalTracer(t, cfg, opts)
+		t.refusal, err = newRefusalTracer(t, cfg, opts, refusalSpec, t.gen)
 		switch {
 		case err == nil:
 		case cfg.RefusalsOptional && errors.Is(err, ErrNoHook):
@@ -255,13 +304,42 @@ func New(cfg Config) (*Tracer, error) {
 			return nil, explain(err)
 		}
 	}
+	if t.pin != nil {
+		if err := t.pin.pinLinks(t.gen, t.att.attached()); err != nil {
+			return nil, err
+		}
+	}
+	// The switch: from this store on this generation records, and no
+	// other. Then the earlier generation's hooks go.
+	t.control.activate(t.gen)
+	if t.pin != nil {
+		if err := t.pin.retire(t.gen, abi); err != nil {
+			log.Warn("could not remove everything an earlier oomtrace pinned", "err", err)
+		}
+	}
 	ok = true
 	return t, nil
 }
 
+// Generation is this process's generation of programs; 1 for the first
+// oomtrace since boot (or every unpinned one).
+func (t *Tracer) Generation() uint64 { return t.gen }
+
+// Adopted says whether an earlier oomtrace's pinned hooks and maps were
+// found and taken over.
+func (t *Tracer) Adopted() bool { return t.adopted }
+
+// Accounting reads the programs' counts since the control map was made.
+func (t *Tracer) Accounting() Accounting { return t.control.accounting() }
+
+// Commit says the kill seq was written out, or dropped for good: its
+// record may leave the ring buffer. Until then a successor that takes
+// over after this process dies reads it again.
+func (t *Tracer) Commit(seq uint64) { t.oom.commit(seq) }
+
 // flush ends every reader after what is already in its ring buffer.
 func (t *Tracer) flush() {
-	t.oom.reader.Flush()
+	t.oom.kills.Flush()
 	t.oom.signals.Flush()
 	if t.refusal != nil {
 		t.refusal.reader.Flush()
@@ -318,8 +396,11 @@ func (t *Tracer) Run(ctx context.Context, h Handlers) error {
 		OOMKill: func(ev event.OOMKill) {
 			if h.OOMKill != nil {
 				hmu.Lock()
-				defer hmu.Unlock()
 				h.OOMKill(ev)
+				hmu.Unlock()
+			}
+			if !h.DeferCommit {
+				t.Commit(ev.Seq)
 			}
 		},
 		CommitRefusal: func(ev event.CommitRefusal) {
@@ -387,6 +468,10 @@ func (t *Tracer) Close() error {
 			errs = append(errs, t.oom.close())
 		}
 		errs = append(errs, t.att.close())
+		if t.control != nil {
+			errs = append(errs, t.control.close())
+		}
+		errs = append(errs, t.pin.close())
 		t.closeErr = errors.Join(errs...)
 	})
 	return t.closeErr

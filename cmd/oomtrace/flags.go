@@ -29,7 +29,14 @@ type options struct {
 	refusals     bool
 	// refusalsAsked: --refusals or --hook.refusal set by the user (flag
 	// or environment); refusals are then required, not best effort.
-	refusalsAsked  bool
+	refusalsAsked bool
+	pin           bool
+	noPin         bool
+	pinPath       string
+	// pinAsked: --pin or --pin.path set by the user; pinning is then
+	// required, not best effort. pinSet: --pin itself.
+	pinAsked       bool
+	pinSet         bool
 	refusalHook    string
 	refusalWin     time.Duration
 	btfPath        string
@@ -90,6 +97,9 @@ func defineFlags(fs *flag.FlagSet, o *options) {
 	fs.BoolVar(&o.refusals, "refusals", true, "report overcommit refusals (ENOMEM from mmap, brk, mremap, mprotect, fork, clone, shmget, execve); by default skipped with a warning where no hook attaches (no tracefs), set explicitly to make that an error")
 	fs.StringVar(&o.refusalHook, "hook.refusal", tracer.HookAuto, "hook for exact commit refusals on __vm_enough_memory: auto, fexit, kretprobe or none")
 	fs.DurationVar(&o.refusalWin, "refusal.window", tracer.DefaultRefusalWindow, "fold repeated refusals of one process, syscall and reason within this window into one line")
+	fs.BoolVar(&o.pin, "pin", true, "keep the hooks attached and recording while oomtrace is down (pinned under --pin.path): a restart or an upgrade takes them over and reports what they recorded meanwhile; by default skipped with a warning where --pin.path is not on a BPF filesystem, set explicitly to make that an error")
+	fs.BoolVar(&o.noPin, "no-pin", false, "the hooks end with the process (--pin=false)")
+	fs.StringVar(&o.pinPath, "pin.path", tracer.DefaultPinPath, "where the hooks and their maps are pinned, on a BPF filesystem (the host's /sys/fs/bpf in a DaemonSet); oomtrace unpin removes them")
 	fs.StringVar(&o.procfs, "path.procfs", "/proc", "the host's procfs (in a container: the host's /proc mounted, with hostPID)")
 	fs.StringVar(&o.btfPath, "btf.path", defaultBTF, "kernel BTF file")
 	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "node name written into every event (default $NODE_NAME, else the host name)")
@@ -133,6 +143,8 @@ func (o *options) validate() error {
 		{"ringbuf.bytes", tracer.CheckRingBufferBytes(o.ringBuffer)},
 		{"log.level", o.level.UnmarshalText([]byte(o.logLevel))},
 		{"web.telemetry-path", absolutePath(o.metricsPath)},
+		{"pin.path", absolutePath(o.pinPath)},
+		{"no-pin", notBoth(o.noPin, o.pin && o.pinSet, "--pin")},
 		{"web.config.file", webConfigFile(o.webConfig)},
 		{"metrics.retention", notNegative(o.retention)},
 		{"container.check-delay", notNegative(o.containerCheck)},
@@ -164,6 +176,13 @@ func oneOf(v string, allowed ...string) error {
 		return fmt.Errorf("must be %s or %s, not %q", allowed[0], allowed[1], v)
 	}
 	return fmt.Errorf("must be one of %s, not %q", strings.Join(allowed, ", "), v)
+}
+
+func notBoth(a, b bool, other string) error {
+	if a && b {
+		return fmt.Errorf("must not be given with %s", other)
+	}
+	return nil
 }
 
 func atLeastOne(n int) error {
@@ -261,6 +280,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	_, refusalsEnv := os.LookupEnv(envName("refusals"))
 	_, hookEnv := os.LookupEnv(envName("hook.refusal"))
+	_, pinEnv := os.LookupEnv(envName("pin"))
+	_, pinPathEnv := os.LookupEnv(envName("pin.path"))
 	if err := fs.Parse(args); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(stderr, "oomtrace: %v\n", err)
@@ -269,6 +290,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, err
 	}
 	o.refusalsAsked = refusalsEnv || hookEnv || fs.Changed("refusals") || fs.Changed("hook.refusal")
+	o.pinSet = pinEnv || fs.Changed("pin")
+	o.pinAsked = o.pinSet || pinPathEnv || fs.Changed("pin.path")
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "oomtrace: unexpected argument %q\n", fs.Arg(0))
 		fs.Usage()
@@ -277,6 +300,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if err := o.validate(); err != nil {
 		fmt.Fprintf(stderr, "oomtrace: %v\n", err)
 		return o, err
+	}
+	if o.noPin {
+		o.pin = false
 	}
 	return o, nil
 }

@@ -56,6 +56,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 1 && args[0] == "demo" {
 		return demo(stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "unpin" {
+		return unpin(args[1:], stdout, stderr)
+	}
 	opts, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -128,22 +131,21 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 		defer listener.Close()
 	}
 
-	// The kernel's count of kills, before the hooks attach: a kill while
-	// they load is one oomtrace did not see.
-	accountant := newAccountant(opts.procfs, log)
-	t, err := tracer.New(tracerConfig(opts, node, log))
+	tcfg := tracerConfig(opts, node, log)
+	if tcfg.PinPath, err = pinPath(opts, log); err != nil {
+		return err
+	}
+	t, err := tracer.New(tcfg)
 	if err != nil {
 		return err
 	}
 	defer t.Close()
+	accountant := newAccountant(t, opts.procfs, log)
 	unobserved := func() (uint64, uint64, error) {
 		if accountant == nil {
 			return 0, 0, nil
 		}
-		return accountant.Unobserved(func() (completeness.Hooked, error) {
-			s, err := t.Stats()
-			return completeness.Hooked{Sent: s.Sent, Lost: s.Lost, Exiting: s.ExitingMarked}, err
-		})
+		return accountant.Unobserved(func() (uint64, error) { return t.Accounting().Kills(), nil })
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -152,10 +154,18 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 	signal.Ignore(syscall.SIGPIPE)
 	// The ring buffer readers never wait for stdout: a slow or stuck reader
 	// costs dropped (and counted) lines, not a stalled tracer.
-	out := exporter.NewQueue(eventWriter(opts.output, stdout), opts.queueSize, func(err error) {
+	// A kill leaves the kernel's ring buffer once written out, or given
+	// up on for good (a full queue, the filter): what a crash or a stop
+	// leaves unwritten, the next oomtrace reads again.
+	commit := func(ev event.Event) {
+		if kill, ok := ev.(event.OOMKill); ok {
+			t.Commit(kill.Seq)
+		}
+	}
+	out := exporter.NewQueue(committing{eventWriter(opts.output, stdout), commit}, opts.queueSize, func(err error) {
 		log.Error("cannot write events; stopping", "err", err)
 		stop()
-	})
+	}).OnFull(commit)
 
 	enricher := &enrich.Enricher{}
 	runtime, err := criClient(opts, log)
@@ -177,6 +187,7 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 	pipeOpts := pipeline.Options{
 		Enricher: enricher, Sampler: signals, SampleEvery: opts.sampleEvery, CorrelationWindow: opts.corrWindow,
 		Filter: enrich.NewFilter(opts.namespaces, opts.pods), Metrics: metrics, Out: out, QueueSize: opts.queueSize,
+		Discarded: commit,
 	}
 	killStage(&pipeOpts, opts, log)
 	if kube != nil && opts.kubeEvents {
@@ -224,7 +235,8 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 		CommitRefusal: func(ev event.CommitRefusal) { pipe.Write(ev) },
 		// Signals to pods' processes are kept for their evictions; they
 		// are not written out. Recording one never waits.
-		TaskSignal: pipe.Signal,
+		TaskSignal:  pipe.Signal,
+		DeferCommit: true,
 	})
 	ready.Store(false)
 	drain(t, pipe, out, unobserved, log)
@@ -261,16 +273,68 @@ func newStatus(t *tracer.Tracer, pipe *pipeline.Pipeline, out *exporter.Queue, s
 	})
 }
 
-// newAccountant starts counting the kernel's kills; nil (logged) where the
-// kernel does not count them.
-func newAccountant(procfs string, log *slog.Logger) *completeness.Accountant {
-	a, err := completeness.NewAccountant(func() (uint64, error) { return completeness.ReadKernelKills(procfs) })
+// newAccountant counts the kills no hook saw since the hooks started
+// counting (pinned: since oomtrace first started on this boot), and says
+// what it found at start; nil (logged) where the kernel does not count
+// kills.
+func newAccountant(t *tracer.Tracer, procfs string, log *slog.Logger) *completeness.Accountant {
+	acc := t.Accounting()
+	if !acc.KernelCounts {
+		log.Warn("kills the hooks miss are not counted: the kernel does not count OOM kills (oom_kill in vmstat, since 4.13)")
+		return nil
+	}
+	a := completeness.NewAccountant(func() (uint64, error) { return completeness.ReadKernelKills(procfs) }, acc.KernelKillsAtCreate)
+	missed, _, err := a.Unobserved(func() (uint64, error) { return t.Accounting().Kills(), nil })
 	if err != nil {
 		log.Warn("kills the hooks miss are not counted", "err", err)
 		return nil
 	}
-	log.Info("the kernel counted OOM kills since boot; oomtrace counts those it misses from now on (oomtrace_oom_kills_unobserved_total)", "since_boot", a.Start())
+	if t.Adopted() {
+		log.Info("took over the hooks an earlier oomtrace pinned: they recorded while no oomtrace ran, and the kills it did not write out are read now",
+			"generation", t.Generation(), "hooks_since", acc.Created.Format(time.RFC3339), "kills_hooked", acc.Kills(), "unobserved", missed)
+	}
+	log.Info("the kernel's count of OOM kills before the hooks first attached; oomtrace counts every kill no hook sees from then on (oomtrace_oom_kills_unobserved_total)",
+		"before_hooks", a.Start(), "unobserved", missed)
+	if missed > 0 {
+		log.Warn("the kernel killed tasks that no hook saw", "unobserved", missed)
+	}
 	return a
+}
+
+// pinPath is where the tracer pins, "" for nowhere: with --pin (the
+// default) the pin path, if it is on a BPF filesystem (/sys/fs/bpf is
+// mounted if need be); else, unless pinning was asked for explicitly, a
+// warning and nowhere.
+func pinPath(opts options, log *slog.Logger) (string, error) {
+	if !opts.pin {
+		if _, err := os.Stat(opts.pinPath); err == nil {
+			log.Warn("an earlier oomtrace's pinned hooks are still attached and recording, unread; oomtrace unpin removes them", "pin_path", opts.pinPath)
+		}
+		return "", nil
+	}
+	err := tracer.PreparePinPath(opts.pinPath)
+	if err == nil {
+		return opts.pinPath, nil
+	}
+	if opts.pinAsked {
+		return "", fmt.Errorf("--pin: %w", err)
+	}
+	log.Warn("hooks not pinned: what happens while oomtrace is down is not recorded (the kernel's count still shows it)", "reason", err)
+	return "", nil
+}
+
+// committing is the output: it commits every kill it wrote.
+type committing struct {
+	exporter.Sink
+	commit func(event.Event)
+}
+
+func (c committing) Write(ev event.Event) error {
+	if err := c.Sink.Write(ev); err != nil {
+		return err
+	}
+	c.commit(ev)
+	return nil
 }
 
 // killStage sets what the pipeline does with a kill besides attributing

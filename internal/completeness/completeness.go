@@ -26,16 +26,11 @@ func ReadKernelKills(procfs string) (uint64, error) {
 	return n, nil
 }
 
-// Hooked is what the hooks saw since the tracer started.
-type Hooked struct {
-	Sent    uint64 // mark_victim records written to the ring buffer
-	Lost    uint64 // mark_victim records the ring buffer had no room for
-	Exiting uint64 // records of tasks found exiting, not killed (decoded so far)
-}
-
-// Accountant counts the kills the kernel made that no hook saw: since it
-// was created, which is before the hooks attach (a kill while they load
-// counts).
+// Accountant counts the kills the kernel made that no hook saw since a
+// baseline: the kernel's count when the hooks started counting, before
+// the first of them attached (so a kill while they load counts). With
+// pinned hooks that is oomtrace's first start since boot, and the count
+// spans every restart.
 type Accountant struct {
 	read  func() (uint64, error)
 	start uint64
@@ -44,36 +39,31 @@ type Accountant struct {
 	unobserved uint64
 }
 
-// NewAccountant reads the kernel's count now.
-func NewAccountant(read func() (uint64, error)) (*Accountant, error) {
-	start, err := read()
-	if err != nil {
-		return nil, err
-	}
-	return &Accountant{read: read, start: start}, nil
+// NewAccountant counts from start, the kernel's count at the baseline.
+func NewAccountant(read func() (uint64, error), start uint64) *Accountant {
+	return &Accountant{read: read, start: start}
 }
 
-// Start is the kernel's count when the accountant was made: every kill
-// since boot, seen by an earlier oomtrace or not.
+// Start is the kernel's count at the baseline: every kill since boot
+// before it.
 func (a *Accountant) Start() uint64 { return a.start }
 
-// Unobserved returns the kills no hook saw, given what the hooks saw up to
-// now (read after this reads the kernel's count: the hook runs before the
-// kernel counts a kill, so a counted kill is hooked by then), and how much
-// that grew since the last call. It never decreases: hooked records of
-// exiting tasks not decoded yet make the difference smaller for a while.
-func (a *Accountant) Unobserved(hooked func() (Hooked, error)) (total, grew uint64, err error) {
+// Unobserved returns the kills no hook saw, given how many kills the hooks
+// saw since the baseline (recorded or lost: read after this reads the
+// kernel's count, as the hook runs before the kernel counts a kill), and
+// how much that grew since the last call. It never decreases: a kill the
+// hooks are still counting can make the difference smaller for a moment.
+func (a *Accountant) Unobserved(hooked func() (uint64, error)) (total, grew uint64, err error) {
 	kernel, err := a.read()
 	if err != nil {
 		return 0, 0, err
 	}
-	h, err := hooked()
+	seen, err := hooked()
 	if err != nil {
 		return 0, 0, err
 	}
-	seen := h.Sent + h.Lost - min(h.Exiting, h.Sent+h.Lost)
 	var missed uint64
-	if d := kernel - a.start; d > seen {
+	if d := kernel - min(kernel, a.start); d > seen {
 		missed = d - seen
 	}
 	a.mu.Lock()

@@ -49,6 +49,9 @@ type Options struct {
 	PostMortem *postmortem.Reader
 	// QueueSize bounds the events waiting for the stage.
 	QueueSize int
+	// Discarded, if set, receives every event that will never reach Out:
+	// kept out by the filter, or dropped because the queue was full.
+	Discarded func(event.Event)
 }
 
 // Pipeline takes events from the sources (the tracer, the node memory
@@ -62,7 +65,7 @@ type Pipeline struct {
 // New starts a pipeline; ctx bounds the container runtime's lookups.
 func New(ctx context.Context, o Options) *Pipeline {
 	s := &stage{ctx: ctx, enricher: o.Enricher, sampler: o.Sampler, sampleEvery: o.SampleEvery,
-		correlator: correlate.New(o.CorrelationWindow), filter: o.Filter, metrics: o.Metrics, out: o.Out}
+		correlator: correlate.New(o.CorrelationWindow), filter: o.Filter, metrics: o.Metrics, out: o.Out, discarded: o.Discarded}
 	if s.enricher == nil {
 		s.enricher = &enrich.Enricher{}
 	}
@@ -71,7 +74,7 @@ func New(ctx context.Context, o Options) *Pipeline {
 			pending: map[*time.Timer]event.OOMKill{}}
 	}
 	s.kubeEvents, s.postmortem = o.KubeEvents, o.PostMortem
-	return &Pipeline{queue: exporter.NewQueue(s, o.QueueSize, nil), stage: s}
+	return &Pipeline{queue: exporter.NewQueue(s, o.QueueSize, nil).OnFull(o.Discarded), stage: s}
 }
 
 // Write queues an event for the stage; it never blocks (a full queue
@@ -110,6 +113,7 @@ type stage struct {
 	kubeEvents  exporter.Sink // nil: none
 	settler     *settler      // nil: kills are not held
 	postmortem  *postmortem.Reader
+	discarded   func(event.Event) // nil: none
 	filtered    atomic.Uint64
 }
 
@@ -164,6 +168,9 @@ func (s *stage) finishKill(ev event.OOMKill) error {
 func (s *stage) output(ev event.Event, keep bool) error {
 	if !keep {
 		s.filtered.Add(1)
+		if s.discarded != nil {
+			s.discarded(ev)
+		}
 		return nil
 	}
 	return s.out.Write(ev)

@@ -1,0 +1,135 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// control is the programs' control record (bpf/control.h), mapped into
+// memory: user space switches the active generation with one store and
+// reads the counters with atomic loads, while the programs add to them.
+type control struct {
+	m   *ebpf.Map
+	mem []byte
+	rec *oomtraceControl
+}
+
+// Accounting is what the programs of every generation counted since the
+// control map was made: before any hook attached, on the first start of
+// this boot when pinned, at every start when not.
+type Accounting struct {
+	// Created is when the control map was made.
+	Created time.Time
+	// KernelKillsAtCreate is the kernel's count of OOM kills (oom_kill in
+	// /proc/vmstat) then; false KernelCounts where the kernel has none.
+	KernelKillsAtCreate uint64
+	KernelCounts        bool
+	// Marked counts the mark_victim calls the active programs saw; Exiting
+	// those of them that were tasks found exiting, not kills. Marked
+	// minus Exiting is every kill a hook saw, recorded or lost.
+	Marked, Exiting uint64
+}
+
+// Kills is how many kills a hook saw.
+func (a Accounting) Kills() uint64 { return a.Marked - min(a.Exiting, a.Marked) }
+
+// openControl loads the control map pinned at path, or makes one (pinned
+// at path unless path is empty) with the kernel's count of kills now.
+// adopted says whether it was there already.
+func openControl(spec *ebpf.MapSpec, path string, kernelKills func() (uint64, error)) (c *control, adopted bool, err error) {
+	var m *ebpf.Map
+	if path != "" {
+		m, err = ebpf.LoadPinnedMap(path, nil)
+		switch {
+		case err == nil:
+			adopted = true
+			if err := checkControl(m, spec); err != nil {
+				m.Close()
+				return nil, false, fmt.Errorf("pinned %s: %w", path, err)
+			}
+		case errors.Is(err, os.ErrNotExist):
+		default:
+			return nil, false, fmt.Errorf("load pinned %s: %w", path, err)
+		}
+	}
+	if m == nil {
+		if m, err = ebpf.NewMap(spec.Copy()); err != nil {
+			return nil, false, fmt.Errorf("create control map: %w", err)
+		}
+	}
+	if c, err = mapControl(m); err != nil {
+		return nil, false, err
+	}
+	if adopted {
+		return c, true, nil
+	}
+	// Filled in before it is pinned: nobody sees it half made.
+	atomic.StoreUint64(&c.rec.CreatedUnixNs, uint64(time.Now().UnixNano()))
+	if n, err := kernelKills(); err == nil {
+		atomic.StoreUint64(&c.rec.KernelKillsAtCreate, n+1) // 0: the kernel does not count
+	}
+	if path != "" {
+		if err := m.Pin(path); err != nil {
+			c.close()
+			return nil, false, fmt.Errorf("pin control map at %s: %w", path, err)
+		}
+	}
+	return c, false, nil
+}
+
+// mapControl maps the control record of m into memory; on error it
+// closes m.
+func mapControl(m *ebpf.Map) (*control, error) {
+	mem, err := unix.Mmap(m.FD(), 0, os.Getpagesize(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		m.Close()
+		return nil, fmt.Errorf("mmap control map: %w", err)
+	}
+	return &control{m: m, mem: mem, rec: (*oomtraceControl)(unsafe.Pointer(&mem[0]))}, nil
+}
+
+// checkControl tells an oomtrace control map from anything else pinned
+// under its name.
+func checkControl(m *ebpf.Map, spec *ebpf.MapSpec) error {
+	if m.Type() != spec.Type || m.KeySize() != spec.KeySize || m.ValueSize() != spec.ValueSize || m.MaxEntries() != spec.MaxEntries || m.Flags()&unix.BPF_F_MMAPABLE == 0 {
+		return fmt.Errorf("not an oomtrace control map (%s, key %d, value %d bytes, %d entries)", m.Type(), m.KeySize(), m.ValueSize(), m.MaxEntries())
+	}
+	return nil
+}
+
+func (c *control) activeGeneration() uint64 { return atomic.LoadUint64(&c.rec.ActiveGeneration) }
+
+// activate makes gen's programs the ones that record, from this store on.
+func (c *control) activate(gen uint64) { atomic.StoreUint64(&c.rec.ActiveGeneration, gen) }
+
+// nextSeq is the seq the next kill record will have.
+func (c *control) nextSeq() uint64 { return atomic.LoadUint64(&c.rec.NextSeq) }
+
+func (c *control) accounting() Accounting {
+	a := Accounting{
+		Created: time.Unix(0, int64(atomic.LoadUint64(&c.rec.CreatedUnixNs))),
+		Marked:  atomic.LoadUint64(&c.rec.NextSeq),
+		Exiting: atomic.LoadUint64(&c.rec.Exiting),
+	}
+	if n := atomic.LoadUint64(&c.rec.KernelKillsAtCreate); n > 0 {
+		a.KernelKillsAtCreate, a.KernelCounts = n-1, true
+	}
+	return a
+}
+
+func (c *control) close() error {
+	var errs []error
+	if c.mem != nil {
+		errs = append(errs, unix.Munmap(c.mem))
+		c.mem, c.rec = nil, nil
+	}
+	errs = append(errs, c.m.Close())
+	return errors.Join(errs...)
+}

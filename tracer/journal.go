@@ -1,0 +1,299 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+)
+
+// journal reads a BPF ring buffer like ringbuf.Reader, but leaves each
+// record in it until it is committed: the kernel's consumer position moves
+// only past records that were written out. The ring buffer outlives the
+// process when it is pinned, so what a process read but had not written
+// when it died is read again by the next one.
+//
+// The kernel wakes a reader only when the consumer position has caught up
+// with a new record; it lags here while a record is held, so the programs
+// submit with BPF_RB_FORCE_WAKEUP.
+type journal struct {
+	consPage []byte // the consumer position: ours to write
+	dataMap  []byte // the producer position's page, then the data mapped twice
+	consPos  *uint64
+	prodPos  *uint64
+	ring     []byte // the data, mapped twice so that no record wraps
+	mask     uint64
+
+	epfd   int
+	wakeFd int // an eventfd: Flush and Close wake the reader through it
+
+	mu      sync.Mutex // guards everything below, and the consumer position
+	next    uint64     // where the next record to read starts
+	held    []heldRecord
+	flushed bool // after the records there now, end with ringbuf.ErrFlushed
+	closed  bool
+
+	readMu sync.Mutex // one reader at a time; Close waits for it
+}
+
+// heldRecord is a record read and not yet committed, in ring order.
+type heldRecord struct {
+	end  uint64 // the position after it
+	done bool
+}
+
+const (
+	ringbufBusyBit    = 1 << 31
+	ringbufDiscardBit = 1 << 30
+	ringbufHeaderSize = 8
+)
+
+func newJournal(m *ebpf.Map) (*journal, error) {
+	if m.Type() != ebpf.RingBuf {
+		return nil, fmt.Errorf("journal of a %s map: want a ring buffer", m.Type())
+	}
+	size := int(m.MaxEntries())
+	page := os.Getpagesize()
+	j := &journal{epfd: -1, wakeFd: -1, mask: uint64(size - 1)}
+	ok := false
+	defer func() {
+		if !ok {
+			j.release()
+		}
+	}()
+	var err error
+	if j.consPage, err = unix.Mmap(m.FD(), 0, page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
+		return nil, fmt.Errorf("mmap consumer page: %w", err)
+	}
+	if j.dataMap, err = unix.Mmap(m.FD(), int64(page), page+2*size, unix.PROT_READ, unix.MAP_SHARED); err != nil {
+		return nil, fmt.Errorf("mmap data pages: %w", err)
+	}
+	j.consPos = (*uint64)(unsafe.Pointer(&j.consPage[0]))
+	j.prodPos = (*uint64)(unsafe.Pointer(&j.dataMap[0]))
+	j.ring = j.dataMap[page:]
+	j.next = atomic.LoadUint64(j.consPos)
+
+	if j.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("epoll: %w", err)
+	}
+	if j.wakeFd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	// Edge-triggered: the ring buffer polls readable as long as records
+	// are held (past the consumer position); a reader waits for new ones.
+	for _, fd := range []int{m.FD(), j.wakeFd} {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: int32(fd)}
+		if err := unix.EpollCtl(j.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+			return nil, fmt.Errorf("epoll add: %w", err)
+		}
+	}
+	ok = true
+	return j, nil
+}
+
+// Read waits for the next record and copies it into buf (grown as
+// needed). It returns the record and the position after it, for Commit.
+// After Flush it returns the records already written, then
+// ringbuf.ErrFlushed; after Close, ringbuf.ErrClosed.
+func (j *journal) Read(buf []byte) ([]byte, uint64, error) {
+	j.readMu.Lock()
+	defer j.readMu.Unlock()
+	for {
+		j.mu.Lock()
+		if j.closed {
+			j.mu.Unlock()
+			return nil, 0, ringbuf.ErrClosed
+		}
+		rec, end, found, err := j.readLocked(buf)
+		flushed := j.flushed
+		j.mu.Unlock()
+		if err != nil || found {
+			return rec, end, err
+		}
+		if flushed {
+			return nil, 0, ringbuf.ErrFlushed
+		}
+		if err := j.wait(); err != nil {
+			return nil, 0, err
+		}
+	}
+}
+
+// readLocked takes the record at j.next, skipping discarded ones; found
+// is false when there is none (yet).
+func (j *journal) readLocked(buf []byte) ([]byte, uint64, bool, error) {
+	for {
+		prod := atomic.LoadUint64(j.prodPos)
+		if prod == j.next {
+			return nil, 0, false, nil
+		}
+		if prod-j.next < ringbufHeaderSize {
+			return nil, 0, false, fmt.Errorf("ring buffer: header cut short at %d", j.next)
+		}
+		// An atomic load: it orders the data after the kernel's commit.
+		hdr := atomic.LoadUint32((*uint32)(unsafe.Pointer(&j.ring[j.next&j.mask])))
+		if hdr&ringbufBusyBit != 0 {
+			// Reserved, not yet submitted: it will be soon (the program
+			// runs to its end without sleeping), and it wakes us then.
+			return nil, 0, false, nil
+		}
+		n := uint64(hdr &^ (ringbufBusyBit | ringbufDiscardBit))
+		start := j.next + ringbufHeaderSize
+		end := start + (n+7)&^7
+		if end-j.next > prod-j.next {
+			return nil, 0, false, fmt.Errorf("ring buffer: record of %d bytes cut short at %d", n, j.next)
+		}
+		j.next = end
+		j.held = append(j.held, heldRecord{end: end})
+		if hdr&ringbufDiscardBit != 0 {
+			j.commitLocked(end)
+			continue
+		}
+		if uint64(cap(buf)) < n {
+			buf = make([]byte, n)
+		}
+		buf = buf[:n]
+		copy(buf, j.ring[start&j.mask:])
+		return buf, end, true, nil
+	}
+}
+
+// wait blocks until the kernel or Flush or Close wakes the reader.
+func (j *journal) wait() error {
+	events := make([]unix.EpollEvent, 2)
+	for {
+		_, err := unix.EpollWait(j.epfd, events, -1)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("epoll wait: %w", err)
+		}
+		return nil
+	}
+}
+
+// Commit says the record ending at end was written out (or needs no
+// writing): the consumer position moves past it and past every record
+// after it committed already. It reports whether the record left the
+// ring buffer now (false: an earlier record is still held).
+func (j *journal) Commit(end uint64) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return false
+	}
+	return j.commitLocked(end)
+}
+
+func (j *journal) commitLocked(end uint64) bool {
+	for i := range j.held {
+		if j.held[i].end == end {
+			j.held[i].done = true
+			break
+		}
+	}
+	moved := false
+	n := 0
+	for n < len(j.held) && j.held[n].done {
+		moved = moved || j.held[n].end == end
+		n++
+	}
+	if n > 0 {
+		atomic.StoreUint64(j.consPos, j.held[n-1].end)
+		j.held = append(j.held[:0], j.held[n:]...)
+	}
+	return moved
+}
+
+// Position is the kernel's consumer position: every record before it was
+// written out.
+func (j *journal) Position() uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return 0
+	}
+	return atomic.LoadUint64(j.consPos)
+}
+
+// Held is how many records were read and not yet committed.
+func (j *journal) Held() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	n := 0
+	for _, h := range j.held {
+		if !h.done {
+			n++
+		}
+	}
+	return n
+}
+
+// Backlog is how many bytes of records are in the ring buffer past the
+// consumer position.
+func (j *journal) Backlog() uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return 0
+	}
+	return atomic.LoadUint64(j.prodPos) - atomic.LoadUint64(j.consPos)
+}
+
+// Flush makes Read return the records there now, then ringbuf.ErrFlushed.
+func (j *journal) Flush() {
+	j.mu.Lock()
+	j.flushed = true
+	j.mu.Unlock()
+	j.wake()
+}
+
+func (j *journal) wake() {
+	var one [8]byte
+	*(*uint64)(unsafe.Pointer(&one[0])) = 1
+	_, _ = unix.Write(j.wakeFd, one[:])
+}
+
+// Close ends Read with ringbuf.ErrClosed and unmaps the ring buffer;
+// records not committed stay in it.
+func (j *journal) Close() error {
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return nil
+	}
+	j.closed = true
+	j.mu.Unlock()
+	j.wake()
+	j.readMu.Lock() // Read has returned
+	defer j.readMu.Unlock()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.release()
+}
+
+func (j *journal) release() error {
+	var errs []error
+	if j.dataMap != nil {
+		errs = append(errs, unix.Munmap(j.dataMap))
+		j.dataMap = nil
+	}
+	if j.consPage != nil {
+		errs = append(errs, unix.Munmap(j.consPage))
+		j.consPage = nil
+	}
+	for _, fd := range []*int{&j.epfd, &j.wakeFd} {
+		if *fd >= 0 {
+			errs = append(errs, unix.Close(*fd))
+			*fd = -1
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,355 @@
+package tracer
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultPinPath is where oomtrace pins its programs' links and maps.
+const DefaultPinPath = "/sys/fs/bpf/oomtrace"
+
+// Under the pin path:
+//
+//	control          the control map (bpf/control.h): every generation's
+//	maps-<abi>/      the maps of one ABI (record layouts and map sizes):
+//	                 a new process of the same ABI adopts them, backlog
+//	                 and counters included
+//	links-<gen>/     the hooks of one generation, one pin per hook
+const (
+	controlPin       = "control"
+	mapsDirPrefix    = "maps-"
+	linksDirPrefix   = "links-"
+	bpffsMagic       = 0xcafe4a11
+	waitLockLogAfter = time.Second
+)
+
+// pinning is a process's hold on the pin path: a lock that keeps a second
+// oomtrace from reading the same ring buffers, for as long as it runs.
+type pinning struct {
+	path string
+	dir  *os.File // flock()ed
+	log  *slog.Logger
+}
+
+// openPinning makes path on a bpffs and takes its lock, waiting for an
+// oomtrace that holds it (an old pod still stopping) to exit: its hooks
+// record meanwhile, and it leaves what it did not write in the ring buffer.
+func openPinning(path string, log *slog.Logger) (*pinning, error) {
+	if err := checkBPFFS(filepath.Dir(path)); err != nil {
+		return nil, err
+	}
+	if err := os.Mkdir(path, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("pin path: %w", err)
+	}
+	dir, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("pin path: %w", err)
+	}
+	start := time.Now()
+	logged := false
+	for {
+		err := unix.Flock(int(dir.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			dir.Close()
+			return nil, fmt.Errorf("lock pin path %s: %w", path, err)
+		}
+		if !logged && time.Since(start) > waitLockLogAfter {
+			log.Info("waiting for the oomtrace that holds the pin path to stop; the pinned hooks record meanwhile", "pin_path", path)
+			logged = true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return &pinning{path: path, dir: dir, log: log}, nil
+}
+
+// PreparePinPath checks that path's directory is a BPF filesystem. The
+// usual one, /sys/fs/bpf, is mounted if it is not yet (as systemd does at
+// boot); anything else is the user's to mount. The error is a
+// *NotBPFFSError when there is none.
+func PreparePinPath(path string) error {
+	dir := filepath.Dir(path)
+	err := checkBPFFS(dir)
+	var nb *NotBPFFSError
+	if !errors.As(err, &nb) || dir != "/sys/fs/bpf" {
+		return err
+	}
+	if merr := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); merr != nil {
+		return fmt.Errorf("%w (mount: %v)", err, merr)
+	}
+	return checkBPFFS(dir)
+}
+
+// checkBPFFS says whether dir is a bpffs mount, and how to make it one.
+func checkBPFFS(dir string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("pin path: %s: %w", dir, err)
+	}
+	if uint32(st.Type) != bpffsMagic {
+		return &NotBPFFSError{Dir: dir}
+	}
+	return nil
+}
+
+// NotBPFFSError means the pin path is not on a BPF filesystem.
+type NotBPFFSError struct{ Dir string }
+
+func (e *NotBPFFSError) Error() string {
+	return fmt.Sprintf("pin path: %s is not a BPF filesystem (mount -t bpf bpf %s; in a container, mount the host's)", e.Dir, e.Dir)
+}
+
+func (p *pinning) controlPath() string { return filepath.Join(p.path, controlPin) }
+
+func (p *pinning) mapsDir(abi string) (string, error) {
+	dir := filepath.Join(p.path, mapsDirPrefix+abi)
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", fmt.Errorf("pin maps: %w", err)
+	}
+	return dir, nil
+}
+
+// pinMaps has every map of spec but the control map loaded from, or
+// pinned into, dir.
+func pinMaps(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, dir string) {
+	for name, ms := range spec.Maps {
+		if name == controlPin || strings.HasPrefix(name, ".") {
+			continue // .rodata and friends: each load's own
+		}
+		ms.Pinning = ebpf.PinByName
+	}
+	opts.Maps.PinPath = dir
+}
+
+// pinLinks pins the links of generation gen. A link the kernel cannot pin
+// (a perf event attachment on kernels before 5.15) lasts as long as this
+// process: logged, not fatal.
+func (p *pinning) pinLinks(gen uint64, links []namedLink) error {
+	dir := filepath.Join(p.path, linksDirPrefix+strconv.FormatUint(gen, 10))
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("pin links: %w", err)
+	}
+	for _, l := range links {
+		name := pinName(l.name)
+		if err := l.link.Pin(filepath.Join(dir, name)); err != nil {
+			if errors.Is(err, ebpf.ErrNotSupported) {
+				p.log.Warn("hook cannot be pinned: it stops with this process", "hook", l.name, "err", err)
+				continue
+			}
+			return fmt.Errorf("pin %s: %w", l.name, err)
+		}
+	}
+	return nil
+}
+
+// pinName is a hook's name as a pin: bpffs refuses dots in names, and
+// slashes would be directories.
+func pinName(hook string) string { return strings.NewReplacer("/", "-", ".", "-").Replace(hook) }
+
+// retire detaches the hooks of every generation but keep, and removes the
+// maps of every ABI but abi, saying how much of their ring buffers no
+// process will read (records of another layout: this build cannot decode
+// them).
+func (p *pinning) retire(keep uint64, abi string) error {
+	entries, err := os.ReadDir(p.path)
+	if err != nil {
+		return fmt.Errorf("pin path: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		name := e.Name()
+		switch {
+		case strings.HasPrefix(name, linksDirPrefix):
+			gen, err := strconv.ParseUint(strings.TrimPrefix(name, linksDirPrefix), 10, 64)
+			if err == nil && gen == keep {
+				continue
+			}
+			n, err := unpinLinks(filepath.Join(p.path, name))
+			errs = append(errs, err)
+			p.log.Info("detached the hooks of an earlier oomtrace", "generation", name, "hooks", n)
+		case strings.HasPrefix(name, mapsDirPrefix) && name != mapsDirPrefix+abi:
+			dir := filepath.Join(p.path, name)
+			if unread := ringBacklog(filepath.Join(dir, oomtraceMapOomEvents)); unread > 0 {
+				p.log.Warn("an oomtrace of another record layout left kills unread: this build cannot decode them (oomtrace_oom_kills_unobserved_total does not count them: they were hooked)",
+					"maps", name, "unread_bytes", unread, "about_records", unread/uint64(OOMEventSize))
+			}
+			errs = append(errs, removePins(dir))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ringBacklog is how many bytes of records the ring buffer pinned at path
+// holds past its consumer position; 0 if it cannot be read.
+func ringBacklog(path string) uint64 {
+	m, err := ebpf.LoadPinnedMap(path, nil)
+	if err != nil {
+		return 0
+	}
+	defer m.Close()
+	j, err := newJournal(m)
+	if err != nil {
+		return 0
+	}
+	defer j.Close()
+	return j.Backlog()
+}
+
+// unpinLinks detaches every link pinned in dir and removes dir.
+func unpinLinks(dir string) (int, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var errs []error
+	n := 0
+	for _, e := range entries {
+		path := filepath.Join(dir, e.Name())
+		l, err := link.LoadPinnedLink(path, nil)
+		if err != nil {
+			// Not a link (or gone): remove the pin all the same.
+			errs = append(errs, os.Remove(path))
+			continue
+		}
+		errs = append(errs, l.Unpin(), l.Close())
+		n++
+	}
+	errs = append(errs, os.Remove(dir))
+	return n, errors.Join(errs...)
+}
+
+// removePins removes every pin in dir, then dir.
+func removePins(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		errs = append(errs, os.Remove(filepath.Join(dir, e.Name())))
+	}
+	errs = append(errs, os.Remove(dir))
+	return errors.Join(errs...)
+}
+
+func (p *pinning) close() error {
+	if p == nil {
+		return nil
+	}
+	return p.dir.Close() // and the lock with it
+}
+
+// Unpin removes what oomtrace pinned at path: it switches every
+// generation's programs off, detaches their hooks and removes their maps
+// (the kernel frees them with the last reference). For an uninstall; it
+// refuses while an oomtrace runs with path. removed is false when there
+// was nothing at path.
+func Unpin(path string) (removed bool, err error) {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	dir, err := os.Open(path)
+	if err != nil {
+		return false, fmt.Errorf("pin path: %w", err)
+	}
+	defer dir.Close()
+	if err := unix.Flock(int(dir.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return false, fmt.Errorf("an oomtrace is running with pin path %s: stop it first", path)
+		}
+		return false, fmt.Errorf("lock pin path %s: %w", path, err)
+	}
+	spec, err := loadOomtrace()
+	if err != nil {
+		return false, err
+	}
+	if m, err := ebpf.LoadPinnedMap(filepath.Join(path, controlPin), nil); err == nil {
+		if checkControl(m, spec.Maps[oomtraceMapControl]) != nil {
+			m.Close()
+		} else if c, err := mapControl(m); err == nil {
+			c.activate(0) // no generation records from here on
+			c.close()
+		}
+	}
+	entries, err := os.ReadDir(path)
+	if err != nil {
+		return false, fmt.Errorf("pin path: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		sub := filepath.Join(path, e.Name())
+		switch {
+		case strings.HasPrefix(e.Name(), linksDirPrefix):
+			_, err := unpinLinks(sub)
+			errs = append(errs, err)
+		case e.IsDir():
+			errs = append(errs, removePins(sub))
+		default:
+			errs = append(errs, os.Remove(sub))
+		}
+	}
+	errs = append(errs, os.Remove(path))
+	if err := errors.Join(errs...); err != nil {
+		return false, fmt.Errorf("unpin %s: %w", path, err)
+	}
+	return true, nil
+}
+
+// abiOf names what a process must share with the one that pinned a maps
+// directory to adopt it: the record layouts it decodes and every map's
+// shape (ring buffer sizes included).
+func abiOf(specs ...*ebpf.CollectionSpec) string {
+	h := sha256.New()
+	for _, rec := range []any{oomtraceOomEvent{}, oomtraceSignalEvent{}, refusalRefusalEvent{}, refusalRefusalKey{}, refusalRefusalCount{}} {
+		writeLayout(h, reflect.TypeOf(rec))
+	}
+	for _, spec := range specs {
+		names := make([]string, 0, len(spec.Maps))
+		for name := range spec.Maps {
+			if name != controlPin && !strings.HasPrefix(name, ".") {
+				names = append(names, name)
+			}
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			ms := spec.Maps[name]
+			fmt.Fprintf(h, "map %s %s %d %d %d %d\n", name, ms.Type, ms.KeySize, ms.ValueSize, ms.MaxEntries, ms.Flags)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// writeLayout writes the name, offset and type of every field of t, nested.
+func writeLayout(w interface{ Write([]byte) (int, error) }, t reflect.Type) {
+	fmt.Fprintf(w, "%s %d {", t.Name(), t.Size())
+	switch t.Kind() {
+	case reflect.Struct:
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			fmt.Fprintf(w, "%s@%d:", f.Name, f.Offset)
+			writeLayout(w, f.Type)
+		}
+	case reflect.Array:
+		fmt.Fprintf(w, "[%d]", t.Len())
+		writeLayout(w, t.Elem())
+	default:
+		fmt.Fprint(w, t.Kind())
+	}
+	fmt.Fprint(w, "}")
+}
