@@ -109,7 +109,13 @@ func TestEndToEnd(t *testing.T) {
 // port) and waits until its hooks are attached.
 func startDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
-	cmd := oomtrace(t, append(args, "--web.listen-address", "127.0.0.1:0")...)
+	return startDaemonCmd(t, oomtrace(t, append(args, "--web.listen-address", "127.0.0.1:0")...))
+}
+
+// startDaemonCmd runs cmd, an oomtrace with a metrics server, and waits
+// until its hooks are attached.
+func startDaemonCmd(t *testing.T, cmd *exec.Cmd) *daemon {
+	t.Helper()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -428,15 +434,17 @@ func ourPrograms(t *testing.T) []string {
 	}
 }
 
-// TestSIGTERMDuringBurst stops oomtrace while processes are being killed:
-// exit 0, every event it read written out, and none of its BPF programs
-// left in the kernel.
+// TestSIGTERMDuringBurst stops an unpinned oomtrace while processes are
+// being killed: exit 0, every event it read written out, and none of its
+// BPF programs left in the kernel.
 func TestSIGTERMDuringBurst(t *testing.T) {
 	memcgtest.RequirePrivileged(t)
 	if left := ourPrograms(t); len(left) > 0 {
 		t.Skipf("oomtrace programs loaded by something else: %v", left)
 	}
-	cmd := oomtrace(t, "--web.listen-address", "")
+	// Unpinned: the hooks end with the process (pinned ones stay:
+	// TestRestartDrill).
+	cmd := oomtrace(t, "--web.listen-address", "", "--no-pin")
 	var stdout bytes.Buffer
 	var logs syncBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &logs

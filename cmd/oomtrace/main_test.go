@@ -43,6 +43,11 @@ func oomtrace(t *testing.T, args ...string) *exec.Cmd {
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), runMainEnv+"=1")
+	if os.Geteuid() == 0 && os.Getenv(envName("pin.path")) == "" && (len(args) == 0 || args[0] != "demo" && args[0] != "unpin") {
+		// Pinned where nothing of the host's /sys/fs/bpf is touched, and
+		// gone with the test.
+		cmd.Env = append(cmd.Env, envName("pin.path")+"="+memcgtest.PinPath(t))
+	}
 	return cmd
 }
 
