@@ -96,8 +96,9 @@ func demo(stdout, stderr io.Writer) int {
 		return fail("this cgroup v2 host puts this shell in %s, a cgroup with processes, which cannot have a child with a memory limit, and has no systemd-run to make one elsewhere: run the demo from a root shell in the root cgroup", own)
 	}
 
-	// oomtrace itself, as make run starts it.
-	daemon := exec.Command(exe, "--cri.endpoint=none", "--web.listen-address=", "--kubeconfig=none")
+	// oomtrace itself, as make run starts it, but unpinned: the demo
+	// leaves nothing attached.
+	daemon := exec.Command(exe, "--cri.endpoint=none", "--web.listen-address=", "--kubeconfig=none", "--no-pin")
 	daemonOut, err := daemon.StdoutPipe()
 	if err != nil {
 		return fail("%v", err)

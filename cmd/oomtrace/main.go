@@ -240,6 +240,10 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 	})
 	ready.Store(false)
 	drain(t, pipe, out, unobserved, log)
+	if tcfg.PinPath != "" {
+		log.Info("the hooks stay attached and recording, pinned: the next oomtrace takes them over and reports what they recorded (oomtrace unpin removes them)",
+			"pin_path", tcfg.PinPath, "generation", t.Generation())
+	}
 	if err != nil {
 		return err
 	}
