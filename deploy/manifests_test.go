@@ -289,6 +289,11 @@ func TestDaemonSetInvariants(t *testing.T) {
 			t.Errorf("host %s must be mounted read-only (%+v)", host, vm)
 		}
 	}
+	// Pinned hooks survive a restart only in the host's bpffs, writable,
+	// where oomtrace looks by default (--pin.path).
+	if vm, ok := mounts["/sys/fs/bpf"]; !ok || vm.ReadOnly || vm.MountPath != "/sys/fs/bpf" || slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--pin") || a == "--no-pin" }) {
+		t.Errorf("the host's /sys/fs/bpf must be mounted writable at /sys/fs/bpf, the default --pin.path's (%+v)", vm)
+	}
 	if mounts["/proc"].MountPath != "/host/proc" || !slices.Contains(c.Args, "--path.procfs=/host/proc") {
 		t.Error("the host's /proc goes to /host/proc and --path.procfs points there")
 	}

@@ -81,19 +81,29 @@ func openPinning(path string, log *slog.Logger) (*pinning, error) {
 
 // PreparePinPath checks that path's directory is a BPF filesystem. The
 // usual one, /sys/fs/bpf, is mounted if it is not yet (as systemd does at
-// boot); anything else is the user's to mount. The error is a
-// *NotBPFFSError when there is none.
+// boot), but only in the host's mount namespace: one mounted in a
+// container's would end with the container, pins and all. Anything else
+// is the user's to mount. The error is a *NotBPFFSError when there is none.
 func PreparePinPath(path string) error {
 	dir := filepath.Dir(path)
 	err := checkBPFFS(dir)
 	var nb *NotBPFFSError
-	if !errors.As(err, &nb) || dir != "/sys/fs/bpf" {
+	if !errors.As(err, &nb) || dir != "/sys/fs/bpf" || !inInitialMountNamespace() {
 		return err
 	}
 	if merr := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); merr != nil {
 		return fmt.Errorf("%w (mount: %v)", err, merr)
 	}
 	return checkBPFFS(dir)
+}
+
+// inInitialMountNamespace says whether this process shares its mount
+// namespace with PID 1 (the host's, where /proc shows the host's PIDs);
+// false when it cannot tell.
+func inInitialMountNamespace() bool {
+	self, err1 := os.Readlink("/proc/self/ns/mnt")
+	init, err2 := os.Readlink("/proc/1/ns/mnt")
+	return err1 == nil && err2 == nil && self == init
 }
 
 // checkBPFFS says whether dir is a bpffs mount, and how to make it one.
