@@ -24,6 +24,7 @@ func setCString[T ~int8](dst []T, s string) {
 func fixture() rawOOMEvent {
 	var r rawOOMEvent
 	r.TsBootNs = 5_000_000_123
+	r.Seq = 1<<40 + 7 // past 32 bits: the field is read whole
 	r.Type = uint32(oomtraceEventTypeEVENT_OOM_KILL)
 	r.VictimHook = uint8(oomtraceVictimHookVICTIM_HOOK_TP_BTF)
 	r.DomainSource = uint8(oomtraceDomainSourceDOMAIN_MEMCG_AT_LIMIT)
@@ -96,6 +97,7 @@ func TestDecodeTpBtfMemcgKill(t *testing.T) {
 		Type: "oom_kill",
 		Time: event.Time{Time: time.Unix(1_800_000_005, 123)},
 		Node: "node-1",
+		Seq:  1<<40 + 7,
 		Hook: "tp_btf/mark_victim",
 		Victim: event.Victim{
 			Process: event.Process{PID: 4242, TGID: 4242, Comm: "hog", UID: u32(1000), Cgroup2ID: 77,

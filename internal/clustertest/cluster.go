@@ -66,6 +66,7 @@ const (
 // binary under unshare(1) and returns its exit code. Without root it runs
 // the tests as they are (they skip).
 func Main(m *testing.M) int {
+	memcgtest.MaybeRunHog() // the storms' processes
 	if os.Getenv(netnsEnv) == "1" {
 		if err := setupNetwork(); err != nil {
 			fmt.Fprintf(os.Stderr, "clustertest: network namespace: %v\n", err)
@@ -136,6 +137,10 @@ type Cluster struct {
 	KubeletConfig KubeletConfig
 	// CgroupRoot is the kubelet's cgroupRoot, relative to each hierarchy.
 	CgroupRoot string
+	// BPFFS is the node's BPF filesystem for oomtrace's pinned hooks: a
+	// bpffs of the cluster's own (the host's /sys/fs/bpf is not touched),
+	// mounted where the DaemonSet expects the host's.
+	BPFFS string
 
 	bin     string
 	pki     *pki
@@ -203,6 +208,8 @@ func Start(t *testing.T, cfg KubeletConfig, images ...string) *Cluster {
 		}
 		c.mountedTracefs = true
 	}
+	// Registered before the teardown: unmounted after every pod is gone.
+	c.BPFFS = memcgtest.BPFFS(t)
 	// Registered after the runtime's: runs before it (LIFO), so the
 	// kubelet stops before containerd does.
 	t.Cleanup(func() { c.teardown(t) })

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/restmapper"
@@ -43,7 +45,7 @@ type Oomtrace struct {
 // kubectl apply -k does, with two changes a user of this cluster would
 // make: the image (built by make image, imported into the node's
 // containerd) and the node's paths that are not the usual ones here (the
-// kubelet's config, the runtime's /run). It waits for the DaemonSet's pod
+// kubelet's config, the runtime's /run, the BPF filesystem). It waits for the DaemonSet's pod
 // to be Ready.
 func (c *Cluster) Deploy(t *testing.T, dir, image string) *Oomtrace {
 	t.Helper()
@@ -82,7 +84,9 @@ patches:
                 hostPath: {path: %s, type: File}
               - name: run
                 hostPath: {path: %s, type: Directory}
-`, base, deployedImage, name, tag, filepath.Join(c.KubeletDir, "config.yaml"), c.Runtime.RunDir)
+              - name: bpffs
+                hostPath: {path: %s, type: Directory}
+`, base, deployedImage, name, tag, filepath.Join(c.KubeletDir, "config.yaml"), c.Runtime.RunDir, c.BPFFS)
 	if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(kustomization), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -307,4 +311,65 @@ next:
 		}
 	}
 	return 0, false
+}
+
+// RolloutRestart restarts the DaemonSet as kubectl rollout restart does
+// (a new template annotation: the pod is replaced by the rolling update)
+// and waits for the new pod to be Ready.
+func (o *Oomtrace) RolloutRestart(t *testing.T) {
+	t.Helper()
+	old := o.Pod.Name
+	patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restartedAt":%q}}}}}`, time.Now().Format(time.RFC3339))
+	if _, err := o.c.Client.AppsV1().DaemonSets("oomtrace").Patch(context.Background(), "oomtrace", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatalf("rollout restart: %v", err)
+	}
+	o.waitReady(t, old)
+}
+
+// LogFollower is a pod's log streamed as kubectl logs -f does, until its
+// container ends.
+type LogFollower struct {
+	mu    sync.Mutex
+	lines []string
+	done  chan struct{}
+}
+
+// Follow streams the log of pod from its start.
+func (o *Oomtrace) Follow(t *testing.T, pod string) *LogFollower {
+	t.Helper()
+	rc, err := o.c.Client.CoreV1().Pods("oomtrace").GetLogs(pod, &corev1.PodLogOptions{Container: "oomtrace", Follow: true}).Stream(context.Background())
+	if err != nil {
+		t.Fatalf("follow the log of %s: %v", pod, err)
+	}
+	f := &LogFollower{done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		defer rc.Close()
+		sc := bufio.NewScanner(rc)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			f.mu.Lock()
+			f.lines = append(f.lines, sc.Text())
+			f.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { rc.Close() })
+	return f
+}
+
+// Lines is the log so far.
+func (f *LogFollower) Lines() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.lines...)
+}
+
+// Ended says whether the container's log ended within timeout.
+func (f *LogFollower) Ended(timeout time.Duration) bool {
+	select {
+	case <-f.done:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
 }

@@ -7,12 +7,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// PinPath mounts a BPF filesystem of the test's own (every bpffs mount is
-// a separate instance: nothing of the host's /sys/fs/bpf is seen or
-// touched) and returns a pin path in it. The mount goes at the end of the
-// test, and with it every pin in it: hooks pinned there detach once no
-// process holds them.
-func PinPath(t testing.TB) string {
+// BPFFS mounts a BPF filesystem of the test's own (every bpffs mount is a
+// separate instance: nothing of the host's /sys/fs/bpf is seen or
+// touched) and returns where. The mount goes at the end of the test, and
+// with it every pin in it: hooks pinned there detach once no process
+// holds them.
+func BPFFS(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
@@ -25,5 +25,11 @@ func PinPath(t testing.TB) string {
 			t.Errorf("unmount %s: %v", dir, err)
 		}
 	})
-	return filepath.Join(dir, "oomtrace")
+	return dir
+}
+
+// PinPath is a pin path for oomtrace in a BPFFS of the test's own.
+func PinPath(t testing.TB) string {
+	t.Helper()
+	return filepath.Join(BPFFS(t), "oomtrace")
 }
