@@ -239,10 +239,65 @@ static __always_inline __u64 request_bytes(__u16 sc, __u64 args[6], long ret, st
 	return 0;
 }
 
+/*
+ * The body of every syscall exit hook: one program the stubs below tail-call
+ * into, so that the verifier checks it once, not once per syscall (start-up
+ * waits for it). The stub hands over the syscall in failed_syscall.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} refusal_body SEC(".maps");
+
+/* From a stub to the body it tail-calls: the same CPU, without preemption. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} failed_syscall SEC(".maps");
+
 static __always_inline int on_exit(struct trace_event_raw_sys_exit *ctx, __u16 sc)
 {
 	/* A direct (CO-RE relocated) context load: no helper call on the hot path. */
 	long ret = ctx->ret;
+	__u32 zero = 0, *slot;
+
+	/*
+	 * The hot path: every successful call returns here. brk reports
+	 * failure by returning the old break, so it needs its argument: one
+	 * register read, the rest only once the call has failed.
+	 */
+	if (sc == SYSCALL_BRK) {
+		__u64 want;
+
+		if (ret < 0)
+			return 0; /* brk never fails this way */
+		want = read_arg0(syscall_regs());
+		if (want == 0 || want <= (__u64)ret)
+			return 0; /* a query, a shrink, or the growth it asked for */
+	} else if (ret != -ENOMEM) {
+		return 0;
+	}
+	/* Only the active generation's stubs go on (the body is shared). */
+	if (!active_control())
+		return 0;
+	slot = bpf_map_lookup_elem(&failed_syscall, &zero);
+	if (!slot)
+		return 0;
+	*slot = sc;
+	bpf_tail_call(ctx, &refusal_body, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_mmap")
+int sys_exit_refusal(struct trace_event_raw_sys_exit *ctx)
+{
+	long ret = ctx->ret;
+	__u32 zero = 0, *slot;
+	__u16 sc;
 	struct task_struct *task;
 	struct refusal_count *cnt, fresh = {};
 	struct refusal_key key = {};
@@ -256,24 +311,10 @@ static __always_inline int on_exit(struct trace_event_raw_sys_exit *ctx, __u16 s
 	__u8 exact_hook = 0, exact_cap = 0;
 	__s64 exact_pages = 0;
 
-	/*
-	 * The hot path: every successful call returns here. brk reports
-	 * failure by returning the old break, so it needs its argument: one
-	 * register read, the other five only once the call has failed.
-	 */
-	if (sc == SYSCALL_BRK) {
-		__u64 want;
-
-		if (ret < 0)
-			return 0; /* brk never fails this way */
-		want = read_arg0(syscall_regs());
-		if (want == 0 || want <= (__u64)ret)
-			return 0; /* a query, a shrink, or the growth it asked for */
-	} else if (ret != -ENOMEM) {
+	slot = bpf_map_lookup_elem(&failed_syscall, &zero);
+	if (!slot)
 		return 0;
-	}
-	if (!active_control())
-		return 0;
+	sc = *slot;
 	read_args(syscall_regs(), args);
 
 	rcount(RSTAT_FAILED);

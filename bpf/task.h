@@ -19,19 +19,25 @@ static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
  * Names are read with bpf_probe_read_kernel_str: kernfs names live outside
  * the kernfs_node. The leaf-most CGROUP_DEPTH_MAX levels are kept, so the
  * container's own directory survives truncation.
+ *
+ * A global function: the verifier checks it once, on its own, instead of
+ * once per call (its two bounded loops are most of a program's
+ * verification, and start-up waits for it). Hence cg as a number, read
+ * through bpf_probe_read_kernel like every pointer here, and an int result.
  */
-static __noinline void fill_cgroup_path(struct cgroup_path *out, struct cgroup *cg)
+__noinline int fill_cgroup_path_global(struct cgroup_path *out, __u64 cg_addr)
 {
+	struct cgroup *cg = (struct cgroup *)cg_addr;
 	struct kernfs_node *kns[CGROUP_DEPTH_MAX] = {};
 	struct kernfs_node *kn;
 	__u64 n = 0, off = 0;
 	int i;
 
 	if (!out || !cg)
-		return;
+		return 0;
 	kn = BPF_CORE_READ(cg, kn);
 	if (!kn)
-		return;
+		return 0;
 	out->id = BPF_CORE_READ(kn, id);
 	out->valid = 1;
 
@@ -69,6 +75,12 @@ static __noinline void fill_cgroup_path(struct cgroup_path *out, struct cgroup *
 		off = 1;
 	}
 	out->len = off;
+	return 0;
+}
+
+static __always_inline void fill_cgroup_path(struct cgroup_path *out, struct cgroup *cg)
+{
+	fill_cgroup_path_global(out, (__u64)cg);
 }
 
 static __always_inline struct cgroup_subsys_state *task_memcg_css(struct task_struct *task)

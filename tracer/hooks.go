@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -115,6 +116,9 @@ func (a *attacher) noHookError(what string, cands []candidate) error {
 type attacher struct {
 	log   *slog.Logger
 	tried map[string]error // by hook name; Hooks.Tried
+	// noKprobes says why no kprobe can attach on this kernel: kprobe
+	// candidates are then passed over without loading them.
+	noKprobes error
 
 	mu    sync.Mutex // guards links and progs: a stop detaches from another goroutine
 	links []namedLink
@@ -168,6 +172,9 @@ func (a *attacher) attachFirst(spec *ebpf.CollectionSpec, opts ebpf.CollectionOp
 
 // attach loads and attaches one candidate and keeps both.
 func (a *attacher) attach(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, c candidate) error {
+	if a.noKprobes != nil && (strings.HasPrefix(c.name, "kprobe/") || strings.HasPrefix(c.name, "kretprobe/")) {
+		return a.noKprobes
+	}
 	prog, err := loadProgram(spec, opts, c.program)
 	if err != nil {
 		return err
@@ -222,6 +229,14 @@ func loadPrograms(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, names 
 	}
 	coll.Close()
 	return progs, nil
+}
+
+// keep owns a program that is not attached itself (a tail call's target)
+// until close.
+func (a *attacher) keep(prog *ebpf.Program) {
+	a.mu.Lock()
+	a.progs = append(a.progs, prog)
+	a.mu.Unlock()
 }
 
 // attachLoaded attaches a program loaded already and keeps both; on error
@@ -282,17 +297,24 @@ func victimCandidates(choice string) []candidate {
 	return []candidate{tpBtf, tracepoint}
 }
 
-// detachFrom closes the links attached since there were n.
-func (a *attacher) detachFrom(n int) {
-	a.mu.Lock()
-	extra := a.links[n:]
-	a.links = a.links[:n:n]
-	a.mu.Unlock()
-	for i := len(extra) - 1; i >= 0; i-- {
-		if err := extra[i].link.Close(); err != nil {
-			a.log.Warn("detach", "err", err)
-		}
+// kprobePMU is where the kernel offers kprobes as a perf event type.
+const kprobePMU = "/sys/bus/event_source/devices/kprobe/type"
+
+// kprobesUnavailable says why no kprobe can attach, nil when one may: the
+// kernel offers them through the kprobe PMU or tracefs's kprobe_events
+// (CONFIG_KPROBE_EVENTS), and loading a program only to find neither
+// costs the start a verifier pass.
+func kprobesUnavailable(tracefs string) error {
+	if tracefs == "" {
+		tracefs = DefaultTracefs
 	}
+	if _, err := os.Stat(kprobePMU); err == nil {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(tracefs, "kprobe_events")); err == nil {
+		return nil
+	}
+	return fmt.Errorf("no kprobes on this kernel: neither %s nor %s", kprobePMU, filepath.Join(tracefs, "kprobe_events"))
 }
 
 // detach removes every hook (a pinned one only from this process: its pin

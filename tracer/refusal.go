@@ -41,6 +41,7 @@ func syscallName(id uint16) (string, bool) {
 // refusalTracer is the commit refusal half of the tracer.
 type refusalTracer struct {
 	t       *Tracer
+	att     *attacher
 	maps    refusalMaps
 	reader  *ringbuf.Reader
 	decoder refusalDecoder
@@ -52,9 +53,10 @@ type refusalTracer struct {
 }
 
 // newRefusalTracer loads spec (sized, its maps pinned or not by opts) as
-// generation gen and attaches its hooks.
-func newRefusalTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions, spec *ebpf.CollectionSpec, gen uint64) (*refusalTracer, error) {
-	r := &refusalTracer{t: t, window: cfg.RefusalWindow, procfs: cfg.ProcfsPath, pending: map[refusalRefusalKey]*refusalState{}}
+// generation gen and attaches its hooks with att. It sets only the
+// refusal fields of t.hooks: the OOM half loads meanwhile.
+func newRefusalTracer(t *Tracer, att *attacher, cfg Config, opts ebpf.CollectionOptions, spec *ebpf.CollectionSpec, gen uint64) (*refusalTracer, error) {
+	r := &refusalTracer{t: t, att: att, window: cfg.RefusalWindow, procfs: cfg.ProcfsPath, pending: map[refusalRefusalKey]*refusalState{}}
 	host, err := readHostMemory(r.procfs)
 	if err != nil {
 		return nil, fmt.Errorf("read commit accounting settings: %w", err)
@@ -79,8 +81,21 @@ func newRefusalTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions, spec *
 		refusalMapRefusalCounts: r.maps.RefusalCounts,
 		refusalMapExactRefusals: r.maps.ExactRefusals,
 		refusalMapVmEnoughArgs:  r.maps.VmEnoughArgs,
+		refusalMapRefusalBody:   r.maps.RefusalBody,
+		refusalMapFailedSyscall: r.maps.FailedSyscall,
 	}
 
+	// The body every syscall exit hook tail-calls, before any of them.
+	body, err := loadProgram(spec, opts, refusalProgSysExitRefusal)
+	if err != nil {
+		r.close()
+		return nil, &NoHookError{What: "commit refusals", Detail: fmt.Sprintf(": %v", err)}
+	}
+	r.att.keep(body)
+	if err := r.maps.RefusalBody.Put(uint32(0), body); err != nil {
+		r.close()
+		return nil, fmt.Errorf("install the refusal program: %w", err)
+	}
 	// The exact hook first: a refusal it sees must find the exit hook ready.
 	t.hooks.RefusalExact = r.attachExact(spec, opts, cfg.RefusalHook)
 	// All syscall exit programs in one load; one by one only if that fails
@@ -100,12 +115,12 @@ func newRefusalTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions, spec *
 		}}
 		var err error
 		if prog := loaded[sc.program]; prog != nil {
-			err = t.att.attachLoaded(prog, c)
+			err = r.att.attachLoaded(prog, c)
 		} else {
-			err = t.att.attach(spec, opts, c)
+			err = r.att.attach(spec, opts, c)
 		}
 		if err != nil {
-			t.att.tried[c.name] = err
+			r.att.tried[c.name] = err
 			t.log.Info("syscall hook unavailable", "hook", c.name, "reason", err)
 			continue
 		}
@@ -113,7 +128,7 @@ func newRefusalTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions, spec *
 	}
 	if len(t.hooks.RefusalSyscalls) == 0 {
 		r.close()
-		return nil, &NoHookError{What: "commit refusals", Detail: fmt.Sprintf(": %v", t.att.tried[hookSyscallExitPrefix+"mmap"])}
+		return nil, &NoHookError{What: "commit refusals", Detail: fmt.Sprintf(": %v", r.att.tried[hookSyscallExitPrefix+"mmap"])}
 	}
 	t.log.Info("attached syscall exit hooks", "count", len(t.hooks.RefusalSyscalls))
 
@@ -139,7 +154,7 @@ func (r *refusalTracer) attachExact(spec *ebpf.CollectionSpec, opts ebpf.Collect
 		return ""
 	}
 	if choice == HookAuto || choice == "" || choice == HookFexit {
-		if got := t.att.attachFirst(spec, opts, []candidate{{HookFexitVMEnoughMemory, refusalProgFexitVmEnoughMemory, tracing}}); got != "" {
+		if got := r.att.attachFirst(spec, opts, []candidate{{HookFexitVMEnoughMemory, refusalProgFexitVmEnoughMemory, tracing}}); got != "" {
 			return got
 		}
 		if choice == HookFexit {
@@ -149,12 +164,12 @@ func (r *refusalTracer) attachExact(spec *ebpf.CollectionSpec, opts ebpf.Collect
 	entry := candidate{"kprobe/__vm_enough_memory", refusalProgKprobeVmEnoughMemory, func(p *ebpf.Program) (link.Link, error) {
 		return link.Kprobe("__vm_enough_memory", p, nil)
 	}}
-	if err := t.att.attach(spec, opts, entry); err != nil {
-		t.att.tried[HookKretprobeVMEnoughMemory] = err
+	if err := r.att.attach(spec, opts, entry); err != nil {
+		r.att.tried[HookKretprobeVMEnoughMemory] = err
 		t.log.Info("hook unavailable, falling back", "hook", HookKretprobeVMEnoughMemory, "reason", err)
 		return ""
 	}
-	return t.att.attachFirst(spec, opts, []candidate{{HookKretprobeVMEnoughMemory, refusalProgKretprobeVmEnoughMemory, func(p *ebpf.Program) (link.Link, error) {
+	return r.att.attachFirst(spec, opts, []candidate{{HookKretprobeVMEnoughMemory, refusalProgKretprobeVmEnoughMemory, func(p *ebpf.Program) (link.Link, error) {
 		return link.Kretprobe("__vm_enough_memory", p, nil)
 	}}})
 }

@@ -144,6 +144,8 @@ type refusalVmEnoughArgs struct {
 const (
 	refusalMapControl                  = "control"
 	refusalMapExactRefusals            = "exact_refusals"
+	refusalMapFailedSyscall            = "failed_syscall"
+	refusalMapRefusalBody              = "refusal_body"
 	refusalMapRefusalCounts            = "refusal_counts"
 	refusalMapRefusalEvents            = "refusal_events"
 	refusalMapRefusalStats             = "refusal_stats"
@@ -160,6 +162,7 @@ const (
 	refusalProgSysExitMmapEmpty        = "sys_exit_mmap_empty"
 	refusalProgSysExitMprotect         = "sys_exit_mprotect"
 	refusalProgSysExitMremap           = "sys_exit_mremap"
+	refusalProgSysExitRefusal          = "sys_exit_refusal"
 	refusalProgSysExitShmget           = "sys_exit_shmget"
 	refusalProgSysExitVfork            = "sys_exit_vfork"
 	refusalVarGeneration               = "generation"
@@ -228,6 +231,7 @@ type refusalProgramSpecs struct {
 	SysExitMmapEmpty        *ebpf.ProgramSpec `ebpf:"sys_exit_mmap_empty"`
 	SysExitMprotect         *ebpf.ProgramSpec `ebpf:"sys_exit_mprotect"`
 	SysExitMremap           *ebpf.ProgramSpec `ebpf:"sys_exit_mremap"`
+	SysExitRefusal          *ebpf.ProgramSpec `ebpf:"sys_exit_refusal"`
 	SysExitShmget           *ebpf.ProgramSpec `ebpf:"sys_exit_shmget"`
 	SysExitVfork            *ebpf.ProgramSpec `ebpf:"sys_exit_vfork"`
 }
@@ -238,6 +242,8 @@ type refusalProgramSpecs struct {
 type refusalMapSpecs struct {
 	Control       *ebpf.MapSpec `ebpf:"control"`
 	ExactRefusals *ebpf.MapSpec `ebpf:"exact_refusals"`
+	FailedSyscall *ebpf.MapSpec `ebpf:"failed_syscall"`
+	RefusalBody   *ebpf.MapSpec `ebpf:"refusal_body"`
 	RefusalCounts *ebpf.MapSpec `ebpf:"refusal_counts"`
 	RefusalEvents *ebpf.MapSpec `ebpf:"refusal_events"`
 	RefusalStats  *ebpf.MapSpec `ebpf:"refusal_stats"`
@@ -282,6 +288,8 @@ func (o *refusalObjects) Close() error {
 type refusalMaps struct {
 	Control       *ebpf.Map `ebpf:"control"`
 	ExactRefusals *ebpf.Map `ebpf:"exact_refusals"`
+	FailedSyscall *ebpf.Map `ebpf:"failed_syscall"`
+	RefusalBody   *ebpf.Map `ebpf:"refusal_body"`
 	RefusalCounts *ebpf.Map `ebpf:"refusal_counts"`
 	RefusalEvents *ebpf.Map `ebpf:"refusal_events"`
 	RefusalStats  *ebpf.Map `ebpf:"refusal_stats"`
@@ -292,6 +300,8 @@ func (m *refusalMaps) Close() error {
 	return _RefusalClose(
 		m.Control,
 		m.ExactRefusals,
+		m.FailedSyscall,
+		m.RefusalBody,
 		m.RefusalCounts,
 		m.RefusalEvents,
 		m.RefusalStats,
@@ -331,6 +341,7 @@ type refusalPrograms struct {
 	SysExitMmapEmpty        *ebpf.Program `ebpf:"sys_exit_mmap_empty"`
 	SysExitMprotect         *ebpf.Program `ebpf:"sys_exit_mprotect"`
 	SysExitMremap           *ebpf.Program `ebpf:"sys_exit_mremap"`
+	SysExitRefusal          *ebpf.Program `ebpf:"sys_exit_refusal"`
 	SysExitShmget           *ebpf.Program `ebpf:"sys_exit_shmget"`
 	SysExitVfork            *ebpf.Program `ebpf:"sys_exit_vfork"`
 }
@@ -349,6 +360,7 @@ func (p *refusalPrograms) Close() error {
 		p.SysExitMmapEmpty,
 		p.SysExitMprotect,
 		p.SysExitMremap,
+		p.SysExitRefusal,
 		p.SysExitShmget,
 		p.SysExitVfork,
 	)

@@ -175,7 +175,8 @@ type Tracer struct {
 	oom     *oomTracer
 	refusal *refusalTracer // nil unless Config.Refusals
 
-	att     *attacher
+	att     *attacher // the OOM kill hooks
+	ratt    *attacher // the refusal hooks, nil without
 	control *control
 	pin     *pinning // nil: not pinned
 	adopted bool     // the pinned control map was there: an earlier oomtrace ran
@@ -183,6 +184,10 @@ type Tracer struct {
 
 	mu           sync.Mutex // guards the counter below
 	decodeErrors uint64
+
+	// retired is closed once the earlier generations' hooks are gone;
+	// nil when there were none to look for.
+	retired chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -254,6 +259,7 @@ func New(cfg Config) (*Tracer, error) {
 	abi := abiOf(oomSpec, refusalSpec)
 
 	att := newAttacher(log)
+	att.noKprobes = kprobesUnavailable(cfg.TracefsPath)
 	t := &Tracer{log: log, att: att, hooks: Hooks{Tried: att.tried}}
 	ok := false
 	defer func() {
@@ -284,41 +290,85 @@ func New(cfg Config) (*Tracer, error) {
 	// generation: until then an earlier oomtrace's pinned ones do.
 	t.gen = t.control.activeGeneration() + 1
 	opts.MapReplacements = map[string]*ebpf.Map{oomtraceMapControl: t.control.m}
-	if t.oom, err = newOOMTracer(t, cfg, opts, oomSpec, t.gen); err != nil {
-		return nil, explain(err)
-	}
+
+	// Most of the start is the verifier's work: the two halves load on
+	// two goroutines (the kernel verifies on the calling thread), each
+	// with its own attacher.
+	var refusalErr error
+	refusalDone := make(chan struct{})
 	if cfg.Refusals {
-		before := len(t.att.links)
-		t.refusal, err = newRefusalTracer(t, cfg, opts, refusalSpec, t.gen)
-		switch {
-		case err == nil:
-		case cfg.RefusalsOptional && errors.Is(err, ErrNoHook):
-			// The OOM hooks work: go on without refusals, and detach the
-			// exact hook if it attached without its syscall exits.
-			t.att.detachFrom(before)
-			t.hooks.RefusalExact, t.hooks.RefusalSyscalls = "", nil
-			t.hooks.RefusalsOff = err.Error()
-			log.Warn("commit refusals are not watched: no hook attachable; OOM kills are (pass --refusals=true to make this an error)",
-				"reason", explain(err).Error())
-		default:
-			return nil, explain(err)
+		t.ratt = newAttacher(log)
+		t.ratt.noKprobes = att.noKprobes
+		go func() {
+			defer close(refusalDone)
+			t.refusal, refusalErr = newRefusalTracer(t, t.ratt, cfg, opts, refusalSpec, t.gen)
+		}()
+	} else {
+		close(refusalDone)
+	}
+	t.oom, err = newOOMTracer(t, cfg, opts, oomSpec, t.gen)
+	<-refusalDone
+	if t.ratt != nil {
+		for name, why := range t.ratt.tried {
+			t.hooks.Tried[name] = why
 		}
 	}
+	if err != nil {
+		return nil, explain(err)
+	}
+	switch {
+	case refusalErr == nil:
+	case cfg.RefusalsOptional && errors.Is(refusalErr, ErrNoHook):
+		// The OOM hooks work: go on without refusals, and detach the
+		// exact hook if it attached without its syscall exits.
+		t.ratt.detach()
+		t.ratt.close()
+		t.ratt = nil
+		t.hooks.RefusalExact, t.hooks.RefusalSyscalls = "", nil
+		t.hooks.RefusalsOff = refusalErr.Error()
+		log.Warn("commit refusals are not watched: no hook attachable; OOM kills are (pass --refusals=true to make this an error)",
+			"reason", explain(refusalErr).Error())
+	default:
+		return nil, explain(refusalErr)
+	}
 	if t.pin != nil {
-		if err := t.pin.pinLinks(t.gen, t.att.attached()); err != nil {
-			return nil, err
+		for _, a := range t.attachers() {
+			if err := t.pin.pinLinks(t.gen, a.attached()); err != nil {
+				return nil, err
+			}
 		}
 	}
 	// The switch: from this store on this generation records, and no
-	// other. Then the earlier generation's hooks go.
+	// other. The earlier generation's hooks go after the start, on a
+	// goroutine of their own (detaching a tracepoint waits for the
+	// kernel's RCU grace periods): switched off, they record nothing.
 	t.control.activate(t.gen)
 	if t.pin != nil {
-		if err := t.pin.retire(t.gen, abi); err != nil {
-			log.Warn("could not remove everything an earlier oomtrace pinned", "err", err)
-		}
+		t.retired = make(chan struct{})
+		go func() {
+			defer close(t.retired)
+			if err := t.pin.retire(t.gen, abi); err != nil {
+				log.Warn("could not remove everything an earlier oomtrace pinned", "err", err)
+			}
+		}()
 	}
 	ok = true
 	return t, nil
+}
+
+// attachers are the hooks' owners, in the order they are detached.
+func (t *Tracer) attachers() []*attacher {
+	if t.ratt == nil {
+		return []*attacher{t.att}
+	}
+	return []*attacher{t.ratt, t.att}
+}
+
+// detach removes every hook of this process (pinned ones stay attached).
+func (t *Tracer) detach() {
+	for _, a := range t.attachers() {
+		a.detach()
+	}
 }
 
 // Generation is this process's generation of programs; 1 for the first
@@ -424,7 +474,7 @@ func (t *Tracer) Run(ctx context.Context, h Handlers) error {
 	go func() {
 		select {
 		case <-ctx.Done():
-			t.att.detach()
+			t.detach()
 			t.flush()
 		case <-stop:
 		}
@@ -443,7 +493,7 @@ func (t *Tracer) Run(ctx context.Context, h Handlers) error {
 		if err := <-errs; err != nil && first == nil {
 			first = err
 			// One reader failed: stop the others too.
-			t.att.detach()
+			t.detach()
 			t.flush()
 		}
 	}
@@ -459,7 +509,10 @@ func isEndOfStream(err error) bool {
 // call more than once.
 func (t *Tracer) Close() error {
 	t.closeOnce.Do(func() {
-		t.att.detach()
+		t.detach()
+		if t.retired != nil {
+			<-t.retired // it reads the pin path
+		}
 		var errs []error
 		if t.refusal != nil {
 			errs = append(errs, t.refusal.close())
@@ -467,7 +520,9 @@ func (t *Tracer) Close() error {
 		if t.oom != nil {
 			errs = append(errs, t.oom.close())
 		}
-		errs = append(errs, t.att.close())
+		for _, a := range t.attachers() {
+			errs = append(errs, a.close())
+		}
 		if t.control != nil {
 			errs = append(errs, t.control.close())
 		}
