@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -24,20 +25,24 @@ import (
 // submit with BPF_RB_FORCE_WAKEUP.
 type journal struct {
 	consPage []byte // the consumer position: ours to write
-	dataMap  []byte // the producer position's page, then the data mapped twice
+	dataMap  []byte // the producer position's page, then the data
 	consPos  *uint64
 	prodPos  *uint64
-	ring     []byte // the data, mapped twice so that no record wraps
-	mask     uint64
+	// ring is the data, mapped once: a record that wraps is copied in
+	// two parts. (The kernel offers it twice in a row, for readers that
+	// want no wrap; that doubles the process's RSS for nothing here.)
+	ring []byte
+	mask uint64
 
 	epfd   int
 	wakeFd int // an eventfd: Flush and Close wake the reader through it
 
-	mu      sync.Mutex // guards everything below, and the consumer position
-	next    uint64     // where the next record to read starts
-	held    []heldRecord
-	flushed bool // after the records there now, end with ringbuf.ErrFlushed
-	closed  bool
+	mu       sync.Mutex // guards everything below, and the consumer position
+	next     uint64     // where the next record to read starts
+	held     []heldRecord
+	flushed  bool // after the records there now, end with ringbuf.ErrFlushed
+	closed   bool
+	deadline time.Time // zero: none
 
 	readMu sync.Mutex // one reader at a time; Close waits for it
 }
@@ -71,7 +76,7 @@ func newJournal(m *ebpf.Map) (*journal, error) {
 	if j.consPage, err = unix.Mmap(m.FD(), 0, page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
 		return nil, fmt.Errorf("mmap consumer page: %w", err)
 	}
-	if j.dataMap, err = unix.Mmap(m.FD(), int64(page), page+2*size, unix.PROT_READ, unix.MAP_SHARED); err != nil {
+	if j.dataMap, err = unix.Mmap(m.FD(), int64(page), page+size, unix.PROT_READ, unix.MAP_SHARED); err != nil {
 		return nil, fmt.Errorf("mmap data pages: %w", err)
 	}
 	j.consPos = (*uint64)(unsafe.Pointer(&j.consPage[0]))
@@ -159,24 +164,48 @@ func (j *journal) readLocked(buf []byte) ([]byte, uint64, bool, error) {
 			buf = make([]byte, n)
 		}
 		buf = buf[:n]
-		copy(buf, j.ring[start&j.mask:])
+		first := copy(buf, j.ring[start&j.mask:])
+		copy(buf[first:], j.ring) // the wrapped rest, if any
 		return buf, end, true, nil
 	}
 }
 
-// wait blocks until the kernel or Flush or Close wakes the reader.
+// wait blocks until the kernel or Flush or Close wakes the reader, or the
+// deadline passes (os.ErrDeadlineExceeded).
 func (j *journal) wait() error {
 	events := make([]unix.EpollEvent, 2)
 	for {
-		_, err := unix.EpollWait(j.epfd, events, -1)
+		j.mu.Lock()
+		deadline := j.deadline
+		j.mu.Unlock()
+		timeout := -1
+		if !deadline.IsZero() {
+			left := time.Until(deadline)
+			if left <= 0 {
+				return os.ErrDeadlineExceeded
+			}
+			timeout = int((left + time.Millisecond - 1) / time.Millisecond)
+		}
+		n, err := unix.EpollWait(j.epfd, events, timeout)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("epoll wait: %w", err)
 		}
+		if n == 0 {
+			continue // the timeout: the deadline check above says so
+		}
 		return nil
 	}
+}
+
+// SetDeadline makes a Read that finds nothing return os.ErrDeadlineExceeded
+// at t; zero: wait for ever.
+func (j *journal) SetDeadline(t time.Time) {
+	j.mu.Lock()
+	j.deadline = t
+	j.mu.Unlock()
 }
 
 // Commit says the record ending at end was written out (or needs no

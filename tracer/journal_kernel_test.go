@@ -217,6 +217,8 @@ func TestJournalWraps(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer j.Close()
+	ringSize := uint64(os.Getpagesize())
+	wrapped := 0
 	for i := 0; i < 100; i++ {
 		size := 8 * (1 + i%40) // up to 320 bytes: never a multiple of the ring
 		fill := byte('A' + i%26)
@@ -227,6 +229,9 @@ func TestJournalWraps(t *testing.T) {
 				t.Errorf("Read: %v", err)
 				done <- nil
 				return
+			}
+			if start := end - uint64(size); start/ringSize != (end-1)/ringSize {
+				wrapped++ // its data crosses the ring's end
 			}
 			rec = append([]byte(nil), rec...)
 			j.Commit(end)
@@ -248,10 +253,14 @@ func TestJournalWraps(t *testing.T) {
 	if j.Backlog() != 0 {
 		t.Errorf("backlog %d after committing everything", j.Backlog())
 	}
+	if wrapped == 0 {
+		t.Error("no record's data crossed the ring's end: the test proves nothing of wrapping")
+	}
+	t.Logf("%d of 100 records wrapped", wrapped)
 }
 
-// TestJournalFlushAndClose: Flush ends Read after what is there; Close ends
-// a waiting Read.
+// TestJournalFlushAndClose: Flush ends Read after what is there; a deadline
+// ends a Read that finds nothing; Close ends a waiting Read.
 func TestJournalFlushAndClose(t *testing.T) {
 	memcgtest.RequirePrivileged(t)
 	w := newRing(t, uint32(os.Getpagesize()))
@@ -271,6 +280,11 @@ func TestJournalFlushAndClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	readOne(t, k) // a again: never committed
+	k.SetDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, _, err := k.Read(nil); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("nothing to read by the deadline: %v", err)
+	}
+	k.SetDeadline(time.Time{})
 	ended := make(chan error, 1)
 	go func() {
 		_, _, err := k.Read(nil)

@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/oomtrace/oomtrace/event"
 )
@@ -17,8 +16,8 @@ import (
 type oomTracer struct {
 	t       *Tracer
 	maps    oomtraceMaps
-	kills   *journal        // kills leave the ring buffer once written out
-	signals *ringbuf.Reader // SIGTERMs and SIGKILLs other than the OOM killer's
+	kills   *journal // kills leave the ring buffer once written out
+	signals *journal // SIGTERMs and SIGKILLs other than the OOM killer's
 	decoder Decoder
 	procfs  procfs
 
@@ -87,7 +86,7 @@ func newOOMTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions, spec *ebpf
 	for it := o.maps.Written.Iterate(); it.Next(&seq, &one); {
 		o.skip[seq] = true
 	}
-	o.signals, err = ringbuf.NewReader(o.maps.SignalEvents)
+	o.signals, err = newJournal(o.maps.SignalEvents)
 	if err != nil {
 		o.close()
 		return nil, fmt.Errorf("open signal ring buffer: %w", err)
@@ -211,18 +210,21 @@ func (o *oomTracer) runSignals(handle func(event.TaskSignal)) error {
 	})
 }
 
-// readRecords hands each record of r to handle until r is flushed or closed.
-func readRecords(r *ringbuf.Reader, what string, handle func(raw []byte)) error {
-	var rec ringbuf.Record
+// readRecords hands each record of j to handle, and lets it leave the ring
+// buffer then, until j is flushed or closed.
+func readRecords(j *journal, what string, handle func(raw []byte)) error {
+	var buf []byte
 	for {
-		err := r.ReadInto(&rec)
+		raw, end, err := j.Read(buf)
 		if isEndOfStream(err) {
 			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("read %s ring buffer: %w", what, err)
 		}
-		handle(rec.RawSample)
+		buf = raw
+		handle(raw)
+		j.Commit(end)
 	}
 }
 

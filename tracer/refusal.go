@@ -8,7 +8,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 )
 
 // refusalSyscalls lists the watched syscalls: name, enum value, program.
@@ -43,7 +42,7 @@ type refusalTracer struct {
 	t       *Tracer
 	att     *attacher
 	maps    refusalMaps
-	reader  *ringbuf.Reader
+	reader  *journal
 	decoder refusalDecoder
 	window  time.Duration
 	procfs  string
@@ -132,7 +131,7 @@ func newRefusalTracer(t *Tracer, att *attacher, cfg Config, opts ebpf.Collection
 	}
 	t.log.Info("attached syscall exit hooks", "count", len(t.hooks.RefusalSyscalls))
 
-	r.reader, err = ringbuf.NewReader(r.maps.RefusalEvents)
+	r.reader, err = newJournal(r.maps.RefusalEvents)
 	if err != nil {
 		r.close()
 		return nil, fmt.Errorf("open refusal ring buffer: %w", err)

@@ -7,8 +7,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/cilium/ebpf/ringbuf"
-
 	"github.com/oomtrace/oomtrace/event"
 )
 
@@ -29,11 +27,11 @@ type refusalState struct {
 // until the ring buffer is flushed or closed; then it writes every pending
 // repeat count.
 func (r *refusalTracer) run(handle func(event.CommitRefusal)) error {
-	var rec ringbuf.Record
+	var buf []byte
 	defer r.flushAll(handle)
 	for {
 		r.reader.SetDeadline(r.nextDeadline())
-		err := r.reader.ReadInto(&rec)
+		rec, end, err := r.reader.Read(buf)
 		switch {
 		case isEndOfStream(err):
 			return nil
@@ -43,7 +41,10 @@ func (r *refusalTracer) run(handle func(event.CommitRefusal)) error {
 		case err != nil:
 			return fmt.Errorf("read refusal ring buffer: %w", err)
 		}
-		raw, err := r.decoder.decodeRaw(rec.RawSample)
+		buf = rec
+		// Refusals are folded in memory: nothing to keep in the ring.
+		r.reader.Commit(end)
+		raw, err := r.decoder.decodeRaw(rec)
 		if err != nil {
 			r.t.decodeError("commit_refusal", err)
 			continue

@@ -215,7 +215,10 @@ func New(cfg Config) (*Tracer, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock limit: %w", err)
 	}
-	opts := ebpf.CollectionOptions{}
+	// One decoding of the kernel's BTF for every load of this start (the
+	// library decodes it again for each load otherwise), dropped with
+	// the options when New returns.
+	opts := ebpf.CollectionOptions{Cache: btf.NewCache()}
 	if cfg.KernelBTF != "" {
 		kernelTypes, err := btf.LoadSpec(cfg.KernelBTF)
 		if err != nil {

@@ -140,6 +140,10 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 		return err
 	}
 	defer t.Close()
+	// Loading decoded the kernel's BTF and the programs: megabytes of heap
+	// that are garbage now. An agent's idle footprint is what a node pays
+	// for it: give them back at once rather than over minutes.
+	debug.FreeOSMemory()
 	accountant := newAccountant(t, opts.procfs, log)
 	unobserved := func() (uint64, uint64, error) {
 		if accountant == nil {
