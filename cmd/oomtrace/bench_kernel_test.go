@@ -100,6 +100,7 @@ func TestBenchDaemon(t *testing.T) {
 	cpu0, _, _ := procStat(t, pid)
 	time.Sleep(idle)
 	cpu1, idleRSS, _ := procStat(t, pid)
+	idleAnon, idleBinary, idleRings := rssBreakdown(t, pid)
 
 	// Steady kills at the target rate: workers take one token per kill.
 	parent := memcgtest.New(t, nil, 0)
@@ -226,6 +227,7 @@ func TestBenchDaemon(t *testing.T) {
 		}
 	}
 	cpu4, _, hwm2 := procStat(t, pid)
+	unobserved := scrapeCounter(t, d.base+"/metrics", "oomtrace_oom_kills_unobserved_total")
 	d.stop(t)
 
 	var b strings.Builder
@@ -233,6 +235,7 @@ func TestBenchDaemon(t *testing.T) {
 	b.WriteString("| measure | value |\n|---|---:|\n")
 	fmt.Fprintf(&b, "| start to all hooks attached (process start to \"oomtrace started\") | %v |\n", attach.Round(time.Millisecond))
 	fmt.Fprintf(&b, "| idle %v: CPU / RSS | %v / %d KiB |\n", idle, (cpu1 - cpu0).Round(time.Millisecond), idleRSS)
+	fmt.Fprintf(&b, "| idle RSS: anonymous / the binary's pages / ring buffers mapped | %d / %d / %d KiB |\n", idleAnon, idleBinary, idleRings)
 	fmt.Fprintf(&b, "| steady kills: target rate / achieved | %d/s / %.0f/s (%d kills in %v) |\n", rate, float64(started.Load())/elapsed.Seconds(), started.Load(), elapsed.Round(time.Millisecond))
 	fmt.Fprintf(&b, "| reported / killed (cgroup counters), lost, output dropped | %d / %d, %v, %v |\n", reported, killed, lost, dropped)
 	fmt.Fprintf(&b, "| latency kernel timestamp to line read from stdout: p50 / p99 / max | %v / %v / %v |\n", q(0.5), q(0.99), q(1))
@@ -240,8 +243,9 @@ func TestBenchDaemon(t *testing.T) {
 	fmt.Fprintf(&b, "| commit storm: failing mmaps counted / made, lines, time | %d / %d, %d lines, %v |\n", refused, storm, stormLines, stormTime.Round(time.Millisecond))
 	fmt.Fprintf(&b, "| OOM kills during the storm reported / made | %d / %d |\n", stormKillLines, duringStorm)
 	fmt.Fprintf(&b, "| CPU during the storm / peak RSS | %v / %d KiB |\n", (cpu4 - cpu3).Round(time.Millisecond), hwm2)
+	fmt.Fprintf(&b, "| OOM kills no hook saw (oomtrace_oom_kills_unobserved_total) | %v |\n", unobserved)
 	fmt.Println(b.String())
-	if uint64(reported) != killed || lost != 0 || refused != uint64(storm) {
+	if uint64(reported) != killed || lost != 0 || refused != uint64(storm) || unobserved != 0 {
 		t.Errorf("lost events: reported %d of %d kills, ring lost %v, refusals %d of %d", reported, killed, lost, refused, storm)
 	}
 }
