@@ -195,7 +195,7 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 	}
 	killStage(&pipeOpts, opts, log)
 	if kube != nil && opts.kubeEvents {
-		recorder := kubeevents.New(kube.Events, node)
+		recorder := kubeevents.New(kube, node)
 		if err := recorder.Start(ctx); err != nil {
 			return fmt.Errorf("--kube.events: %w", err)
 		}
@@ -213,7 +213,7 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 	go watchUnobserved(ctx, unobserved, log)
 	if kube != nil {
 		log.Info("watching the cluster for this node's evictions and MemoryPressure", "api", kube.Host, "node", node)
-		go clusterview.New(kube.Core, clusterview.Options{Node: node, Logger: log}).Run(ctx, clusterview.Handlers{
+		go clusterview.New(kube, clusterview.Options{Node: node, Logger: log}).Run(ctx, clusterview.Handlers{
 			Eviction:      func(ev event.Eviction) { pipe.Write(ev) },
 			NodeCondition: func(ev event.NodeCondition) { pipe.Write(ev) },
 			KubeletEvent:  metrics.ObserveKubeletEvent,

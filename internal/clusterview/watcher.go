@@ -16,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
-	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
@@ -84,7 +83,7 @@ type Options struct {
 
 // Watcher is the cluster view of one node.
 type Watcher struct {
-	cs   corev1client.CoreV1Interface
+	api  API
 	opts Options
 	h    Handlers
 
@@ -99,9 +98,15 @@ type Watcher struct {
 	apiFailed bool
 }
 
-// New returns a watcher of opts.Node. Only the core API group is used
-// (a whole clientset would link every API group into the binary).
-func New(cs corev1client.CoreV1Interface, opts Options) *Watcher {
+// API lists and watches the core/v1 resources the watcher reads ("pods",
+// "nodes", "events") in all namespaces: a kubeapi.Client.
+type API interface {
+	List(ctx context.Context, resource string, o metav1.ListOptions) (runtime.Object, error)
+	Watch(ctx context.Context, resource string, o metav1.ListOptions) (watch.Interface, error)
+}
+
+// New returns a watcher of opts.Node.
+func New(api API, opts Options) *Watcher {
 	if opts.EventWait == 0 {
 		opts.EventWait = 5 * time.Second
 	}
@@ -114,7 +119,7 @@ func New(cs corev1client.CoreV1Interface, opts Options) *Watcher {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Watcher{cs: cs, opts: opts, emitted: map[types.UID]time.Time{}, pending: map[types.UID]*time.Timer{}}
+	return &Watcher{api: api, opts: opts, emitted: map[types.UID]time.Time{}, pending: map[types.UID]*time.Timer{}}
 }
 
 // Run watches until ctx is done. An API server that is unreachable or
@@ -126,36 +131,17 @@ func (w *Watcher) Run(ctx context.Context, h Handlers) {
 	klog.SetLogger(logr.Discard())
 
 	node := w.opts.Node
-	core := w.cs
-	pods := informer(core, &corev1.Pod{}, "spec.nodeName="+node,
-		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			return core.Pods("").List(ctx, o)
-		},
-		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			return core.Pods("").Watch(ctx, o)
-		})
+	pods := w.informer("pods", &corev1.Pod{}, "spec.nodeName="+node)
 	if err := pods.AddIndexers(cache.Indexers{uidIndex: podUID}); err != nil {
 		w.opts.Logger.Warn("cluster view: pod index", "err", err)
 	}
 	w.pods = pods.GetIndexer()
-	nodes := informer(core, &corev1.Node{}, "metadata.name="+node,
-		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			return core.Nodes().List(ctx, o)
-		},
-		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			return core.Nodes().Watch(ctx, o)
-		})
-	listEvents := func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-		return core.Events("").List(ctx, o)
-	}
-	watchEvents := func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-		return core.Events("").Watch(ctx, o)
-	}
+	nodes := w.informer("nodes", &corev1.Node{}, "metadata.name="+node)
 	// The kubelet's Evicted Events of the whole cluster: an Event's host is
 	// not a selectable field (its source, the component, is), so this
 	// node's are picked out as they arrive.
-	evictedEvents := informer(core, &corev1.Event{}, "reason="+ReasonEvicted+",source="+SourceKubelet, listEvents, watchEvents)
-	nodeEventsInf := informer(core, &corev1.Event{}, "involvedObject.kind=Node,involvedObject.name="+node, listEvents, watchEvents)
+	evictedEvents := w.informer("events", &corev1.Event{}, "reason="+ReasonEvicted+",source="+SourceKubelet)
+	nodeEventsInf := w.informer("events", &corev1.Event{}, "involvedObject.kind=Node,involvedObject.name="+node)
 	all := []cache.SharedIndexInformer{pods, nodes, evictedEvents, nodeEventsInf}
 	for name, inf := range map[string]cache.SharedIndexInformer{"pods": pods, "node": nodes, "eviction events": evictedEvents, "node events": nodeEventsInf} {
 		_ = inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) { w.apiError(name, err) })
@@ -193,22 +179,21 @@ func (w *Watcher) Run(ctx context.Context, h Handlers) {
 	w.mu.Unlock()
 }
 
-// informer lists and watches one kind with a field selector. client is
-// asked whether it supports watch-list streaming (client-go's fakes say no).
-func informer(client any, example runtime.Object, selector string,
-	list func(context.Context, metav1.ListOptions) (runtime.Object, error),
-	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error)) cache.SharedIndexInformer {
+// informer lists and watches one resource with a field selector. The API
+// is asked whether it supports watch-list streaming (client-go's fakes say
+// no).
+func (w *Watcher) informer(resource string, example runtime.Object, selector string) cache.SharedIndexInformer {
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.FieldSelector = selector
-			return list(ctx, o)
+			return w.api.List(ctx, resource, o)
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.FieldSelector = selector
-			return watchFn(ctx, o)
+			return w.api.Watch(ctx, resource, o)
 		},
 	}
-	return cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, client), example, 0, cache.Indexers{})
+	return cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, w.api), example, 0, cache.Indexers{})
 }
 
 func (w *Watcher) apiError(what string, err error) {

@@ -2,6 +2,7 @@ package clusterview
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	k8stesting "k8s.io/client-go/testing"
@@ -88,11 +90,35 @@ func start(t *testing.T, cs *fake.Clientset, eventWait time.Duration, log *syncW
 	return r
 }
 
-// fakeCore is the fake clientset's core client, saying (as the fake
-// clientset does) that it cannot stream watch lists.
-type fakeCore struct{ corev1client.CoreV1Interface }
+// fakeCore is the API over the fake clientset's core client, saying (as the
+// fake clientset does) that it cannot stream watch lists.
+type fakeCore struct{ core corev1client.CoreV1Interface }
 
 func (fakeCore) IsWatchListSemanticsUnSupported() bool { return true }
+
+func (f fakeCore) List(ctx context.Context, resource string, o metav1.ListOptions) (runtime.Object, error) {
+	switch resource {
+	case "pods":
+		return f.core.Pods("").List(ctx, o)
+	case "nodes":
+		return f.core.Nodes().List(ctx, o)
+	case "events":
+		return f.core.Events("").List(ctx, o)
+	}
+	return nil, fmt.Errorf("no list of %q", resource)
+}
+
+func (f fakeCore) Watch(ctx context.Context, resource string, o metav1.ListOptions) (watch.Interface, error) {
+	switch resource {
+	case "pods":
+		return f.core.Pods("").Watch(ctx, o)
+	case "nodes":
+		return f.core.Nodes().Watch(ctx, o)
+	case "events":
+		return f.core.Events("").Watch(ctx, o)
+	}
+	return nil, fmt.Errorf("no watch of %q", resource)
+}
 
 type syncWriter struct {
 	mu sync.Mutex

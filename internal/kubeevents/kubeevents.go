@@ -1,20 +1,22 @@
-// Package kubeevents writes a Kubernetes Event on the pod of every kernel
-// OOM kill, through client-go's events.k8s.io/v1 recorder (repeats of one
-// reason on one pod become a series), so that kubectl describe pod shows
-// the kills the kubelet does not report.
+// Package kubeevents writes a Kubernetes Event (events.k8s.io/v1) on the pod
+// of every kernel OOM kill, so that kubectl describe pod shows the kills the
+// kubelet does not report: from a bounded queue, never waiting for the API,
+// at most a burst of 25 per pod and then one per 5 minutes (as the
+// kubelet's own recorder limits a source), dropping and counting the rest.
 package kubeevents
 
 import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
-	"k8s.io/apimachinery/pkg/runtime"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	eventsv1client "k8s.io/client-go/kubernetes/typed/events/v1"
-	"k8s.io/client-go/tools/events"
 
 	"github.com/oomtrace/oomtrace/event"
 )
@@ -34,25 +36,105 @@ const (
 // Controller is the Events' reporting controller.
 const Controller = "oomtrace"
 
+// Limits of what the recorder sends.
+const (
+	queueSize = 256
+	// perPodBurst Events of one pod at once, then one per perPodEvery.
+	perPodBurst = 25
+	perPodEvery = 5 * time.Minute
+	attempts    = 3
+	// noteMax is the API's limit on an Event's note.
+	noteMax = 1024
+)
+
+// API creates Events: a kubeapi.Client.
+type API interface {
+	CreateEvent(ctx context.Context, ev *eventsv1.Event) (*eventsv1.Event, error)
+}
+
 // Recorder is a sink of OOM kills that writes them as Events.
 type Recorder struct {
-	broadcaster events.EventBroadcaster
-	recorder    events.EventRecorder
+	api   API
+	node  string
+	now   func() time.Time
+	retry time.Duration // first wait after a failed create; doubles
+
+	queue   chan *eventsv1.Event
+	dropped atomic.Uint64
+	sent    atomic.Uint64
+
+	mu     sync.Mutex
+	tokens map[types.UID]*bucket
+	stop   context.CancelFunc
+	done   chan struct{}
 }
 
-// New returns a recorder that writes through client; Start sends.
-func New(client eventsv1client.EventsV1Interface, node string) *Recorder {
-	b := events.NewBroadcaster(&nodeSink{EventSinkImpl: events.EventSinkImpl{Interface: client}, node: node})
-	return &Recorder{broadcaster: b, recorder: b.NewRecorder(runtime.NewScheme(), Controller)}
+// bucket is one pod's allowance of Events.
+type bucket struct {
+	left float64
+	at   time.Time
 }
 
-// Start sends the Events to the API server until ctx is done.
+// New returns a recorder that writes through api, as this node; Start
+// sends.
+func New(api API, node string) *Recorder {
+	return &Recorder{api: api, node: node, now: time.Now, retry: time.Second,
+		queue: make(chan *eventsv1.Event, queueSize), tokens: map[types.UID]*bucket{}}
+}
+
+// Start sends the Events to the API server until ctx is done or Shutdown.
 func (r *Recorder) Start(ctx context.Context) error {
-	return r.broadcaster.StartRecordingToSinkWithContext(ctx)
+	ctx, r.stop = context.WithCancel(ctx)
+	r.done = make(chan struct{})
+	go func() {
+		defer close(r.done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev := <-r.queue:
+				r.send(ctx, ev)
+			}
+		}
+	}()
+	return nil
+}
+
+// send creates ev, trying again a few times on errors (an API server
+// restarting); then it is dropped and counted.
+func (r *Recorder) send(ctx context.Context, ev *eventsv1.Event) {
+	wait := r.retry
+	for i := 0; i < attempts; i++ {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := r.api.CreateEvent(cctx, ev)
+		cancel()
+		if err == nil {
+			r.sent.Add(1)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			r.dropped.Add(1)
+			return
+		case <-time.After(wait):
+			wait *= 2
+		}
+	}
+	r.dropped.Add(1)
 }
 
 // Shutdown stops sending; Events not sent yet are dropped.
-func (r *Recorder) Shutdown() { r.broadcaster.Shutdown() }
+func (r *Recorder) Shutdown() {
+	if r.stop != nil {
+		r.stop()
+		<-r.done
+	}
+}
+
+// Sent and Dropped count the Events created, and those given up on (the
+// queue or the pod's allowance full, or the API failing).
+func (r *Recorder) Sent() uint64    { return r.sent.Load() }
+func (r *Recorder) Dropped() uint64 { return r.dropped.Load() }
 
 // Write records an Event for an OOM kill in a named pod; other events and
 // kills of unnamed pods are ignored. It never waits for the API.
@@ -65,24 +147,62 @@ func (r *Recorder) Write(ev event.Event) error {
 	if pod == nil || pod.Name == "" || pod.Namespace == "" {
 		return nil
 	}
+	if !r.allow(types.UID(pod.UID)) {
+		r.dropped.Add(1)
+		return nil
+	}
 	reason, note := Describe(kill)
-	ref := &corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: pod.Namespace, Name: pod.Name, UID: types.UID(pod.UID)}
-	r.recorder.Eventf(ref, nil, corev1.EventTypeWarning, reason, "Killed", "%s", note)
+	if len(note) > noteMax {
+		note = note[:noteMax]
+	}
+	at := kill.Time.Time
+	if at.IsZero() {
+		at = r.now()
+	}
+	e := &eventsv1.Event{
+		// As client-go names them: the object, and the time in hex.
+		ObjectMeta:          metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", pod.Name, at.UnixNano()), Namespace: pod.Namespace},
+		EventTime:           metav1.NewMicroTime(at),
+		ReportingController: Controller,
+		// The node, not the pod oomtrace runs in: the kills are the node's.
+		ReportingInstance: Controller + "-" + r.node,
+		Action:            "Killed",
+		Reason:            reason,
+		Regarding:         corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: pod.Namespace, Name: pod.Name, UID: types.UID(pod.UID)},
+		Note:              note,
+		Type:              corev1.EventTypeWarning,
+	}
+	select {
+	case r.queue <- e:
+	default:
+		r.dropped.Add(1)
+	}
 	return nil
 }
 
-// nodeSink attributes every Event to this node: the recorder names its
-// instance after the host name, which in a pod is the pod's. (The
-// deprecated source fields must stay empty: events.k8s.io/v1 refuses an
-// Event that sets them.)
-type nodeSink struct {
-	events.EventSinkImpl
-	node string
-}
-
-func (s *nodeSink) Create(ctx context.Context, ev *eventsv1.Event) (*eventsv1.Event, error) {
-	ev.ReportingInstance = Controller + "-" + s.node
-	return s.EventSinkImpl.Create(ctx, ev)
+// allow takes one of the pod's tokens, if it has one left.
+func (r *Recorder) allow(uid types.UID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	b := r.tokens[uid]
+	if b == nil {
+		b = &bucket{left: perPodBurst, at: now}
+		r.tokens[uid] = b
+	}
+	b.left = min(perPodBurst, b.left+now.Sub(b.at).Seconds()/perPodEvery.Seconds())
+	b.at = now
+	// Pods long quiet are full again: forget them.
+	for u, o := range r.tokens {
+		if u != uid && now.Sub(o.at) > perPodBurst*perPodEvery {
+			delete(r.tokens, u)
+		}
+	}
+	if b.left < 1 {
+		return false
+	}
+	b.left--
+	return true
 }
 
 // Describe is the reason and the note of a kill's Event: who was killed,

@@ -1,0 +1,161 @@
+package kubeevents
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+
+	"github.com/oomtrace/oomtrace/event"
+)
+
+// fakeAPI records the Events created; the first fail creates fail.
+type fakeAPI struct {
+	mu      sync.Mutex
+	created []*eventsv1.Event
+	fail    int
+	block   chan struct{} // nil: never blocks
+}
+
+func (f *fakeAPI) CreateEvent(ctx context.Context, ev *eventsv1.Event) (*eventsv1.Event, error) {
+	if f.block != nil {
+		select {
+		case <-f.block:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail > 0 {
+		f.fail--
+		return nil, errors.New("API server restarting")
+	}
+	f.created = append(f.created, ev)
+	return ev, nil
+}
+
+func (f *fakeAPI) events() []*eventsv1.Event {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*eventsv1.Event(nil), f.created...)
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+func podKill(uid string, at time.Time) event.OOMKill {
+	survived := true
+	k := kill(&survived, false)
+	k.Victim.Pod = &event.Pod{Name: "shop-1", Namespace: "shop", UID: uid}
+	k.Time = event.Time{Time: at}
+	return k
+}
+
+// TestRecorderWritesTheEvent: every field the API and kubectl describe
+// read, the node as the reporting instance.
+func TestRecorderWritesTheEvent(t *testing.T) {
+	api := &fakeAPI{}
+	r := New(api, "node-a")
+	r.Start(context.Background())
+	defer r.Shutdown()
+	at := time.Date(2026, 11, 30, 8, 45, 58, 852321268, time.UTC)
+	r.Write(podKill("uid-1", at))
+	r.Write(event.CommitRefusal{}) // not a kill: ignored
+	unnamed := podKill("uid-2", at)
+	unnamed.Victim.Pod = nil
+	r.Write(unnamed) // no pod: ignored
+	waitFor(t, "the Event", func() bool { return len(api.events()) == 1 })
+	e := api.events()[0]
+	wantReason, wantNote := Describe(podKill("uid-1", at))
+	if e.Name != "shop-1.18ecc646cfeb9ff4" || e.Namespace != "shop" || !e.EventTime.Time.Equal(at) ||
+		e.ReportingController != "oomtrace" || e.ReportingInstance != "oomtrace-node-a" || e.Action != "Killed" ||
+		e.Reason != wantReason || e.Note != wantNote || e.Type != corev1.EventTypeWarning ||
+		e.Regarding != (corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: "shop", Name: "shop-1", UID: "uid-1"}) {
+		t.Errorf("Event %+v", e)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if n := len(api.events()); n != 1 || r.Sent() != 1 || r.Dropped() != 0 {
+		t.Errorf("%d created, sent %d, dropped %d; want 1, 1, 0", n, r.Sent(), r.Dropped())
+	}
+}
+
+// TestRecorderLimitsAPod: a burst of 25 Events of one pod, then one per
+// five minutes; another pod has its own allowance.
+func TestRecorderLimitsAPod(t *testing.T) {
+	api := &fakeAPI{}
+	r := New(api, "node-a")
+	now := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
+	r.now = func() time.Time { return now }
+	r.Start(context.Background())
+	defer r.Shutdown()
+	for i := 0; i < 40; i++ {
+		r.Write(podKill("storm", now.Add(time.Duration(i)*time.Millisecond)))
+	}
+	r.Write(podKill("other", now))
+	waitFor(t, "26 Events", func() bool { return len(api.events()) == 26 })
+	if r.Dropped() != 15 {
+		t.Errorf("dropped %d, want 15", r.Dropped())
+	}
+	now = now.Add(4 * time.Minute)
+	r.Write(podKill("storm", now))
+	now = now.Add(time.Minute + time.Second)
+	r.Write(podKill("storm", now))
+	waitFor(t, "27 Events", func() bool { return len(api.events()) == 27 })
+	time.Sleep(20 * time.Millisecond)
+	if n := len(api.events()); n != 27 || r.Dropped() != 16 {
+		t.Errorf("after 5 min: %d created, %d dropped; want 27, 16", n, r.Dropped())
+	}
+}
+
+// TestRecorderRetriesThenDrops: an API that fails twice gets the Event on
+// the third try; one that keeps failing costs a counted drop.
+func TestRecorderRetriesThenDrops(t *testing.T) {
+	api := &fakeAPI{fail: 2}
+	r := New(api, "node-a")
+	r.retry = time.Millisecond
+	r.Start(context.Background())
+	defer r.Shutdown()
+	r.Write(podKill("a", time.Now()))
+	waitFor(t, "the Event", func() bool { return len(api.events()) == 1 })
+	api.mu.Lock()
+	api.fail = attempts
+	api.mu.Unlock()
+	r.Write(podKill("b", time.Now()))
+	waitFor(t, "the drop", func() bool { return r.Dropped() == 1 })
+	if len(api.events()) != 1 || r.Sent() != 1 {
+		t.Errorf("%d created, %d sent", len(api.events()), r.Sent())
+	}
+}
+
+// TestRecorderNeverWaits: with the API stuck, Write returns at once; what
+// the queue cannot hold is dropped and counted; Shutdown returns.
+func TestRecorderNeverWaits(t *testing.T) {
+	api := &fakeAPI{block: make(chan struct{})}
+	r := New(api, "node-a")
+	r.Start(context.Background())
+	start := time.Now()
+	n := queueSize + 10
+	for i := 0; i < n; i++ {
+		r.Write(podKill(string(rune('a'+i%26))+string(rune('a'+i/26)), time.Now()))
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("writes took %v with the API stuck", took)
+	}
+	// One is with the stuck API, queueSize queued: the rest dropped.
+	waitFor(t, "the drops", func() bool { return r.Dropped() >= uint64(n-queueSize-1) })
+	r.Shutdown()
+	if len(api.events()) != 0 {
+		t.Errorf("%d created through a stuck API", len(api.events()))
+	}
+}
