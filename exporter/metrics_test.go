@@ -72,6 +72,7 @@ func newTestStatus() *Status {
 		Stats: func() (PipelineStats, error) {
 			return PipelineStats{OOMKillsLost: 2, CommitRefusalsLost: 0, DecodeErrors: 1}, nil
 		},
+		KubeEvents: func() (uint64, uint64) { return 31, 4 },
 		NodeMemory: func() (event.NodeMemory, bool) {
 			th := uint64(100 << 20)
 			return event.NodeMemory{MemoryAvailable: &event.MemorySignal{AvailableBytes: 3 << 30, ThresholdBytes: &th},

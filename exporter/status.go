@@ -35,6 +35,9 @@ type StatusOptions struct {
 	// NodeMemory reads the node's memory signals at scrape time; nil (or
 	// false) exports none.
 	NodeMemory func() (event.NodeMemory, bool)
+	// KubeEvents reads how many Events were written on pods and how many
+	// given up on; nil (no --kube.events) exports none.
+	KubeEvents func() (sent, dropped uint64)
 }
 
 // Status is what oomtrace reads about itself and the node at scrape time:
@@ -44,7 +47,7 @@ type StatusOptions struct {
 type Status struct {
 	opts StatusOptions
 
-	lostDesc, decodeErrorsDesc, hookDesc, buildDesc, scrapeErrorDesc, droppedDesc, availableDesc, thresholdDesc, unobservedDesc *prometheus.Desc
+	lostDesc, decodeErrorsDesc, hookDesc, buildDesc, scrapeErrorDesc, droppedDesc, availableDesc, thresholdDesc, unobservedDesc, kubeEventsDesc *prometheus.Desc
 }
 
 // NewStatus returns the collector of opts.
@@ -71,7 +74,10 @@ func NewStatus(opts StatusOptions) *Status {
 		droppedDesc: prometheus.NewDesc(namespace+"_output_dropped_total",
 			"Events not written to the output because its reader was too slow or gone; the metrics still count them.", nil, nil),
 		unobservedDesc: prometheus.NewDesc(namespace+"_oom_kills_unobserved_total",
-			"OOM kills the kernel counted (oom_kill in /proc/vmstat) since oomtrace started that no hook saw: kills missed while it loaded, or by hooks that failed. 0 when nothing was missed; alert when it grows.", nil, nil),
+			"OOM kills the kernel counted (oom_kill in /proc/vmstat) that no hook saw, since the hooks first attached (pinned: since oomtrace first started on this boot, across restarts): kills while they first loaded, or missed by hooks that failed. 0 when nothing was missed; alert when it grows.", nil, nil),
+		kubeEventsDesc: prometheus.NewDesc(namespace+"_kube_events_total",
+			"Kubernetes Events written on pods for OOM kills (--kube.events), by result: sent, or dropped (the queue or the pod's allowance full, or the API failing).",
+			[]string{"result"}, nil),
 		scrapeErrorDesc: prometheus.NewDesc(namespace+"_pipeline_stats_up",
 			"Whether the pipeline counters could be read from the kernel at this scrape (1) or not (0).", nil, nil),
 	}
@@ -79,7 +85,7 @@ func NewStatus(opts StatusOptions) *Status {
 
 // Describe implements prometheus.Collector.
 func (s *Status) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{s.lostDesc, s.decodeErrorsDesc, s.hookDesc, s.buildDesc, s.scrapeErrorDesc, s.droppedDesc, s.availableDesc, s.thresholdDesc, s.unobservedDesc} {
+	for _, d := range []*prometheus.Desc{s.lostDesc, s.decodeErrorsDesc, s.hookDesc, s.buildDesc, s.scrapeErrorDesc, s.droppedDesc, s.availableDesc, s.thresholdDesc, s.unobservedDesc, s.kubeEventsDesc} {
 		ch <- d
 	}
 }
@@ -100,6 +106,11 @@ func (s *Status) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 
+	if s.opts.KubeEvents != nil {
+		sent, dropped := s.opts.KubeEvents()
+		ch <- prometheus.MustNewConstMetric(s.kubeEventsDesc, prometheus.CounterValue, float64(sent), "sent")
+		ch <- prometheus.MustNewConstMetric(s.kubeEventsDesc, prometheus.CounterValue, float64(dropped), "dropped")
+	}
 	for _, h := range s.opts.Hooks {
 		ch <- prometheus.MustNewConstMetric(s.hookDesc, prometheus.GaugeValue, 1, h.Event, h.Hook)
 	}

@@ -194,8 +194,9 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 		Discarded: commit,
 	}
 	killStage(&pipeOpts, opts, log)
+	var recorder *kubeevents.Recorder
 	if kube != nil && opts.kubeEvents {
-		recorder := kubeevents.New(kube, node)
+		recorder = kubeevents.New(kube, node)
 		if err := recorder.Start(ctx); err != nil {
 			return fmt.Errorf("--kube.events: %w", err)
 		}
@@ -204,7 +205,7 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 		log.Info("writing an Event on the pod of every OOM kill", "reporting_controller", kubeevents.Controller)
 	}
 	pipe := pipeline.New(ctx, pipeOpts)
-	status := newStatus(t, pipe, out, signals, unobserved)
+	status := newStatus(t, pipe, out, recorder, signals, unobserved)
 
 	// The sources beside the tracer.
 	if signals != nil {
@@ -259,10 +260,15 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 
 // newStatus is what oomtrace says of itself at a scrape: its hooks, its
 // counters and the node's memory signals.
-func newStatus(t *tracer.Tracer, pipe *pipeline.Pipeline, out *exporter.Queue, signals *nodememory.Sampler, unobserved func() (uint64, uint64, error)) *exporter.Status {
+func newStatus(t *tracer.Tracer, pipe *pipeline.Pipeline, out *exporter.Queue, recorder *kubeevents.Recorder, signals *nodememory.Sampler, unobserved func() (uint64, uint64, error)) *exporter.Status {
+	var kubeEvents func() (uint64, uint64)
+	if recorder != nil {
+		kubeEvents = func() (uint64, uint64) { return recorder.Sent(), recorder.Dropped() }
+	}
 	return exporter.NewStatus(exporter.StatusOptions{
-		Version: version,
-		Hooks:   hookInfo(t.Hooks()),
+		KubeEvents: kubeEvents,
+		Version:    version,
+		Hooks:      hookInfo(t.Hooks()),
 		Stats: func() (exporter.PipelineStats, error) {
 			s, err := t.Stats()
 			if err != nil {
