@@ -92,7 +92,7 @@ func defineFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.output, "output", "json", "event format: json (one object per line) or text (one readable line per event)")
 	fs.StringVar(&o.decisionHook, "hook.decision", tracer.HookAuto, "hook for the OOM decision on oom_kill_process: auto, fentry, kprobe or none")
 	fs.StringVar(&o.victimHook, "hook.victim", tracer.HookAuto, "hook for each killed task on mark_victim: auto, tp_btf or tracepoint")
-	fs.IntVar(&o.queueSize, "output.queue", 8192, "events waiting for stdout at most; beyond that, with a slow reader, they are dropped and counted")
+	fs.IntVar(&o.queueSize, "output.queue", 8192, "events waiting for stdout at most; beyond that, with a slow reader, they are dropped and counted (kills wait in the kernel's ring buffer first)")
 	fs.IntVar(&o.ringBuffer, "ringbuf.bytes", tracer.DefaultRingBufferBytes, "size of the OOM event ring buffer in bytes (a power of two)")
 	fs.BoolVar(&o.refusals, "refusals", true, "report overcommit refusals (ENOMEM from mmap, brk, mremap, mprotect, fork, clone, shmget, execve); by default skipped with a warning where no hook attaches (no tracefs), set explicitly to make that an error")
 	fs.StringVar(&o.refusalHook, "hook.refusal", tracer.HookAuto, "hook for exact commit refusals on __vm_enough_memory: auto, fexit, kretprobe or none")

@@ -19,14 +19,17 @@ import (
 // TestOwnMemoryLimit: oomtrace in a memory cgroup of its own with a small
 // limit (--memory.limit says so, as the DaemonSet does), a burst of kills,
 // and nobody reading its stdout meanwhile. It stays below its limit (the
-// kernel never OOM-kills it), and every kill of the burst is either
-// written or counted as dropped: nothing is lost silently.
+// kernel never OOM-kills it): the kills it cannot write wait in the ring
+// buffer, not in its memory, and once that is full the kernel counts them
+// as lost. Every kill of the burst is written or counted: nothing is lost
+// silently. (The counters are the machine's: other processes' kills may
+// be in them too.)
 func TestOwnMemoryLimit(t *testing.T) {
 	memcgtest.RequirePrivileged(t)
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("no Go toolchain to build the hog with (the qemu guests): the host runs this")
 	}
-	const limit = 64 << 20
+	const limit = 48 << 20
 	burst := envInt("OOMTRACE_TEST_OWN_LIMIT_KILLS", 1500)
 	hog := critest.BuildCtrbin(t, t.TempDir())
 	own := memcgtest.New(t, nil, limit)
@@ -94,7 +97,7 @@ func TestOwnMemoryLimit(t *testing.T) {
 		}
 		close(lines)
 	}()
-	dropped := 0.0
+	var dropped, lost float64
 	for deadline := time.Now().Add(60 * time.Second); ; {
 		select {
 		case l := <-lines:
@@ -105,17 +108,19 @@ func TestOwnMemoryLimit(t *testing.T) {
 			continue
 		case <-time.After(2 * time.Second):
 		}
-		dropped = scrapeCounter(t, base+"/metrics", "oomtrace_output_dropped_total") + scrapeCounter(t, base+"/metrics", `oomtrace_events_lost_total{kind="oom_kill"}`)
-		if uint64(reported)+uint64(dropped) >= killed || time.Now().After(deadline) {
+		dropped = scrapeCounter(t, base+"/metrics", "oomtrace_output_dropped_total")
+		lost = scrapeCounter(t, base+"/metrics", `oomtrace_events_lost_total{kind="oom_kill"}`)
+		if uint64(reported)+uint64(dropped+lost) >= killed || time.Now().After(deadline) {
 			break
 		}
 	}
 	if n := own.OOMKills(t); n != 0 {
 		t.Fatalf("oomtrace was OOM-killed in its own cgroup (%d kills); its log:\n%s", n, logs.String())
 	}
-	t.Logf("%d killed: %d written, %v dropped and counted; oomtrace's cgroup peaked at %d MiB of %d", killed, reported, dropped, peak>>20, limit>>20)
-	if uint64(reported)+uint64(dropped) != killed {
-		t.Errorf("%d killed, %d written + %v counted as dropped: some lost silently", killed, reported, dropped)
+	t.Logf("%d killed: %d written, %v lost in the kernel (ring buffer full), %v dropped by the output; oomtrace's cgroup peaked at %d MiB of %d",
+		killed, reported, lost, dropped, peak>>20, limit>>20)
+	if uint64(reported)+uint64(dropped+lost) < killed {
+		t.Errorf("%d killed, %d written + %v lost + %v dropped: some missing silently", killed, reported, lost, dropped)
 	}
 }
 
