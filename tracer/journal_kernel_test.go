@@ -90,6 +90,17 @@ func (w *ringWriter) discard(size int) {
 	})
 }
 
+// open opens a journal on w's ring buffer, closed at the end of the test.
+func (w *ringWriter) open() *journal {
+	w.t.Helper()
+	j, err := newJournal(w.m)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() { j.Close() })
+	return j
+}
+
 func readOne(t *testing.T, j *journal) ([]byte, uint64) {
 	t.Helper()
 	type result struct {
@@ -119,11 +130,7 @@ func readOne(t *testing.T, j *journal) ([]byte, uint64) {
 func TestJournalCommitsInOrder(t *testing.T) {
 	memcgtest.RequirePrivileged(t)
 	w := newRing(t, uint32(os.Getpagesize()))
-	j, err := newJournal(w.m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer j.Close()
+	j := w.open()
 	w.write(8, 'a')
 	w.discard(16) // skipped, and committed with the records around it
 	w.write(16, 'b')
@@ -185,10 +192,7 @@ func TestJournalCommitsInOrder(t *testing.T) {
 func TestJournalReadAgain(t *testing.T) {
 	memcgtest.RequirePrivileged(t)
 	w := newRing(t, uint32(os.Getpagesize()))
-	first, err := newJournal(w.m)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := w.open()
 	w.write(8, 'a')
 	w.write(8, 'b')
 	_, endA := readOne(t, first)
@@ -196,11 +200,7 @@ func TestJournalReadAgain(t *testing.T) {
 	first.Commit(endA)
 	first.Close()
 
-	second, err := newJournal(w.m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer second.Close()
+	second := w.open()
 	if rec, _ := readOne(t, second); !bytes.Equal(rec, bytes.Repeat([]byte("b"), 8)) {
 		t.Errorf("read again %q, want b's record", rec)
 	}
@@ -212,11 +212,7 @@ func TestJournalReadAgain(t *testing.T) {
 func TestJournalWraps(t *testing.T) {
 	memcgtest.RequirePrivileged(t)
 	w := newRing(t, uint32(os.Getpagesize()))
-	j, err := newJournal(w.m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer j.Close()
+	j := w.open()
 	ringSize := uint64(os.Getpagesize())
 	wrapped := 0
 	for i := 0; i < 100; i++ {
@@ -264,10 +260,7 @@ func TestJournalWraps(t *testing.T) {
 func TestJournalFlushAndClose(t *testing.T) {
 	memcgtest.RequirePrivileged(t)
 	w := newRing(t, uint32(os.Getpagesize()))
-	j, err := newJournal(w.m)
-	if err != nil {
-		t.Fatal(err)
-	}
+	j := w.open()
 	w.write(8, 'a')
 	j.Flush()
 	readOne(t, j)
@@ -275,10 +268,7 @@ func TestJournalFlushAndClose(t *testing.T) {
 		t.Errorf("after the flushed records: %v, want ErrFlushed", err)
 	}
 
-	k, err := newJournal(w.m)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := w.open()
 	readOne(t, k) // a again: never committed
 	k.SetDeadline(time.Now().Add(50 * time.Millisecond))
 	if _, _, err := k.Read(nil); !errors.Is(err, os.ErrDeadlineExceeded) {

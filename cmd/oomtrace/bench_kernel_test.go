@@ -130,8 +130,7 @@ func TestBenchDaemon(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range tokens {
-				c := exec.Command(hog, "hog", "32")
-				c.Env = []string{"CTRBIN_CGROUP_PROCS=" + cg.Dir + "/cgroup.procs"}
+				c := hogIn(hog, cg)
 				if err := c.Start(); err != nil {
 					t.Error(err)
 					return
@@ -143,10 +142,7 @@ func TestBenchDaemon(t *testing.T) {
 	}
 	wg.Wait()
 	elapsed := time.Since(begin)
-	var killed uint64
-	for _, cg := range cgs {
-		killed += cg.OOMKills(t)
-	}
+	killed := killedIn(t, cgs)
 	var lat []time.Duration
 	reported := 0
 	collect := func(timeout time.Duration, until func() bool) {
@@ -190,8 +186,7 @@ func TestBenchDaemon(t *testing.T) {
 	stormKills := memcgtest.New(t, parent, 8<<20)
 	const duringStorm = 20
 	for i := 0; i < duringStorm; i++ {
-		c := exec.Command(hog, "hog", "32")
-		c.Env = []string{"CTRBIN_CGROUP_PROCS=" + stormKills.Dir + "/cgroup.procs"}
+		c := hogIn(hog, stormKills)
 		c.Run()
 	}
 	if err := stormCmd.Wait(); err != nil {

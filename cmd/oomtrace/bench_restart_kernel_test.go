@@ -72,13 +72,7 @@ func TestBenchRestart(t *testing.T) {
 	for i := range cgs {
 		cgs[i] = memcgtest.New(t, parent, 8<<20)
 	}
-	killedNow := func() uint64 {
-		var n uint64
-		for _, cg := range cgs {
-			n += cg.OOMKills(t)
-		}
-		return n
-	}
+	killedNow := func() uint64 { return killedIn(t, cgs) }
 	hog := critest.BuildCtrbin(t, t.TempDir())
 
 	first := startDaemon(t, args...)
@@ -109,8 +103,7 @@ func TestBenchRestart(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range tokens {
-				c := exec.Command(hog, "hog", "32")
-				c.Env = []string{"CTRBIN_CGROUP_PROCS=" + cg.Dir + "/cgroup.procs"}
+				c := hogIn(hog, cg)
 				c.Run() // killed: its cgroup counts it
 			}
 		}()

@@ -74,17 +74,13 @@ func TestOwnMemoryLimit(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < per; i++ {
-				c := exec.Command(hog, "hog", "32")
-				c.Env = []string{"CTRBIN_CGROUP_PROCS=" + cg.Dir + "/cgroup.procs"}
+				c := hogIn(hog, cg)
 				c.Run()
 			}
 		}()
 	}
 	wg.Wait()
-	var killed uint64
-	for _, cg := range cgs {
-		killed += cg.OOMKills(t)
-	}
+	killed := killedIn(t, cgs)
 	peak := readUint(t, own.Dir, "memory.max_usage_in_bytes", "memory.peak")
 	// Now read everything it wrote.
 	reported := 0
@@ -122,6 +118,23 @@ func TestOwnMemoryLimit(t *testing.T) {
 	if uint64(reported)+uint64(dropped+lost) < killed {
 		t.Errorf("%d killed, %d written + %v lost + %v dropped: some missing silently", killed, reported, lost, dropped)
 	}
+}
+
+// hogIn is the small static hog (critest.BuildCtrbin), to be OOM-killed
+// in cg: it joins it itself.
+func hogIn(hog string, cg *memcgtest.Cgroup) *exec.Cmd {
+	c := exec.Command(hog, "hog", "32")
+	c.Env = []string{"CTRBIN_CGROUP_PROCS=" + cg.Dir + "/cgroup.procs"}
+	return c
+}
+
+// killedIn is how many OOM kills the kernel counted in cgs.
+func killedIn(t *testing.T, cgs []*memcgtest.Cgroup) uint64 {
+	var n uint64
+	for _, cg := range cgs {
+		n += cg.OOMKills(t)
+	}
+	return n
 }
 
 // readUint reads the first of files in dir that exists, as a number.
