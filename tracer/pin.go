@@ -24,7 +24,8 @@ const DefaultPinPath = "/sys/fs/bpf/oomtrace"
 
 // Under the pin path:
 //
-//	control          the control map (bpf/control.h): every generation's
+//	control          the control map (bpf/control.h), shared by every
+//	                 generation and every ABI
 //	maps-<abi>/      the maps of one ABI (record layouts and map sizes):
 //	                 a new process of the same ABI adopts them, backlog
 //	                 and counters included
