@@ -83,8 +83,12 @@ func newOOMTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions, spec *ebpf
 	// What an earlier process wrote out past the consumer position.
 	var seq uint64
 	var one uint8
-	for it := o.maps.Written.Iterate(); it.Next(&seq, &one); {
+	it := o.maps.Written.Iterate()
+	for it.Next(&seq, &one) {
 		o.skip[seq] = true
+	}
+	if err := it.Err(); err != nil {
+		t.log.Warn("cannot read which kills an earlier oomtrace wrote out: some may be written again", "err", err)
 	}
 	o.signals, err = newJournal(o.maps.SignalEvents)
 	if err != nil {
