@@ -135,10 +135,12 @@ func setupOomtrace(t *testing.T) ([]*ebpf.Program, func()) {
 		t.Fatal(err)
 	}
 	var progs []*ebpf.Program
-	for _, p := range tr.att.progs {
-		info, err := p.Info()
-		if err == nil && info.Name == refusalProgSysExitMmap {
-			progs = append(progs, p)
+	for _, a := range tr.attachers() {
+		for _, p := range a.progs {
+			info, err := p.Info()
+			if err == nil && info.Name == refusalProgSysExitMmap {
+				progs = append(progs, p)
+			}
 		}
 	}
 	if len(progs) != 1 {
