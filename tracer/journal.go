@@ -279,12 +279,17 @@ func (j *journal) Backlog() uint64 {
 // Flush makes Read return the records there now, then ringbuf.ErrFlushed.
 func (j *journal) Flush() {
 	j.mu.Lock()
+	defer j.mu.Unlock()
 	j.flushed = true
-	j.mu.Unlock()
-	j.wake()
+	j.wakeLocked()
 }
 
-func (j *journal) wake() {
+// wakeLocked wakes a waiting Read; j.mu held, so that Close cannot have
+// closed the eventfd meanwhile.
+func (j *journal) wakeLocked() {
+	if j.wakeFd < 0 {
+		return
+	}
 	var one [8]byte
 	*(*uint64)(unsafe.Pointer(&one[0])) = 1
 	_, _ = unix.Write(j.wakeFd, one[:])
@@ -299,8 +304,8 @@ func (j *journal) Close() error {
 		return nil
 	}
 	j.closed = true
+	j.wakeLocked()
 	j.mu.Unlock()
-	j.wake()
 	j.readMu.Lock() // Read has returned
 	defer j.readMu.Unlock()
 	j.mu.Lock()
