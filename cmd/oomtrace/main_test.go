@@ -92,6 +92,11 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--correlation.window", "-1m"}, 2, "--correlation.window must be positive"},
 		{[]string{"--cri.retention", "0"}, 2, "--cri.retention must be positive"},
 		{[]string{"--filter.pod", "ns/"}, 2, "--filter.pod must be NAME or NAMESPACE/NAME"},
+		{[]string{"--pin.path", "bpf/oomtrace"}, 2, `--pin.path must start with /, not "bpf/oomtrace"`},
+		{[]string{"--pin", "--no-pin"}, 2, "--no-pin must not be given with --pin"},
+		{[]string{"unpin", "--pin.path", "rel"}, 2, "--pin.path must start with /"},
+		{[]string{"unpin", "extra"}, 2, `unexpected argument "extra"`},
+		{[]string{"unpin", "--help"}, 0, "Usage: oomtrace unpin"},
 		{[]string{"--help"}, 0, "--hook.victim"},
 	}
 	for _, c := range cases {

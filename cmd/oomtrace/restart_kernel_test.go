@@ -224,6 +224,17 @@ func TestRestartDrill(t *testing.T) {
 	if !strings.Contains(d3.logs.String(), "version=drill-upgrade") || !strings.Contains(d3.logs.String(), "generation=3") {
 		t.Errorf("the upgrade did not take over as generation 3:\n%s", d3.logs.String())
 	}
+
+	// The uninstall: everything pinned goes, once.
+	for _, want := range []string{"removed " + pin, "nothing pinned at " + pin} {
+		out, err := oomtrace(t, "unpin", "--pin.path", pin).CombinedOutput()
+		if code := exitCode(t, err); code != 0 || !strings.Contains(string(out), want) {
+			t.Errorf("oomtrace unpin: exit %d, %q; want 0 and %q", code, out, want)
+		}
+	}
+	if _, err := os.Stat(pin); !os.IsNotExist(err) {
+		t.Errorf("%s after oomtrace unpin: %v", pin, err)
+	}
 }
 
 // grepLine is the first line of logs containing s.
