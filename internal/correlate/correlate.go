@@ -32,12 +32,6 @@ type Correlator struct {
 // signal this long before an eviction's time still belongs to it.
 const signalSlack = 2 * time.Second
 
-// apiTimeSlack: an eviction's time comes from its Event, in whole seconds.
-// A kill later in that second may have come first (the kubelet's decision
-// and the kernel's kill race at the kubepods limit): it is listed, with
-// seconds_before down to -1.
-const apiTimeSlack = time.Second
-
 // maxKillsPerPod bounds memory in a burst: an eviction lists at most this
 // many of the pod's latest kills.
 const maxKillsPerPod = 64
@@ -102,9 +96,15 @@ func (c *Correlator) Signal(ev event.TaskSignal) {
 }
 
 // Eviction lists the kernel OOM kills of the pod in the window before the
-// eviction (and within its second: apiTimeSlack) and the signals its processes got from shortly before it on,
-// and remembers it for kills to come. KernelSignals[i].Container is the
-// container's id: the caller names it.
+// eviction and since (negative seconds_before), and the signals its
+// processes got from shortly before it on, and remembers it for kills to
+// come. Kills since: an eviction is written seconds after the kubelet's
+// decision (its stop is in it), and a container still allocating while it
+// is stopped can be OOM-killed meanwhile; and the eviction's time comes
+// from its Event, in whole seconds, so a kill later in that second may
+// even have come first (the kubelet's pass and the kernel's kill race at
+// the kubepods limit). KernelSignals[i].Container is the container's id:
+// the caller names it.
 func (c *Correlator) Eviction(ev *event.Eviction) {
 	if ev.KernelOOMKills == nil {
 		ev.KernelOOMKills = []event.KillRef{}
@@ -116,7 +116,7 @@ func (c *Correlator) Eviction(ev *event.Eviction) {
 	defer c.mu.Unlock()
 	c.prune(ev.Time.Time)
 	for _, k := range c.kills[ev.Pod.UID] {
-		if d := ev.Time.Sub(k.Time.Time); d > -apiTimeSlack && d <= c.window {
+		if d := ev.Time.Sub(k.Time.Time); d <= c.window {
 			k.SecondsBefore = event.Seconds(d)
 			ev.KernelOOMKills = append(ev.KernelOOMKills, k)
 		}
