@@ -136,7 +136,9 @@ func CheckRingBufferBytes(n int) error {
 	return nil
 }
 
-// Stats are the tracer's counters since it was created.
+// Stats are the tracer's counters: the kernel's since the maps were made
+// (pinned: across restarts, as long as the record layout stays), the
+// decoders' since this tracer was created.
 type Stats struct {
 	Sent         uint64 // OOM kill records the kernel wrote
 	Lost         uint64 // OOM kill records the kernel dropped: the ring buffer was full
