@@ -109,9 +109,6 @@ func (c *control) activeGeneration() uint64 { return atomic.LoadUint64(&c.rec.Ac
 // activate makes gen's programs the ones that record, from this store on.
 func (c *control) activate(gen uint64) { atomic.StoreUint64(&c.rec.ActiveGeneration, gen) }
 
-// nextSeq is the seq the next kill record will have.
-func (c *control) nextSeq() uint64 { return atomic.LoadUint64(&c.rec.NextSeq) }
-
 func (c *control) accounting() Accounting {
 	a := Accounting{
 		Created: time.Unix(0, int64(atomic.LoadUint64(&c.rec.CreatedUnixNs))),

@@ -106,28 +106,17 @@ func newOOMTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions, spec *ebpf
 // run reads OOM kill records until the ring buffer is flushed or closed.
 // Each kill handed to handle stays in the ring buffer until commit(seq).
 func (o *oomTracer) run(handle func(event.OOMKill)) error {
-	var buf []byte
-	for {
-		raw, end, err := o.kills.Read(buf)
-		if isEndOfStream(err) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("read OOM ring buffer: %w", err)
-		}
-		buf = raw
+	return readRecords(o.kills, "OOM", func(raw []byte, end uint64) bool {
 		ev, sigkillSeen, err := o.decoder.DecodeOOMKill(raw)
 		if err != nil {
 			o.t.decodeError("oom_kill", err)
-			o.kills.Commit(end)
-			continue
+			return true
 		}
 		if !sigkillSeen && o.t.hooks.Signal != "" {
 			o.exitingMarked.Add(1)
 			o.t.log.Debug("OOM killer granted reserves to an exiting task; not a kill",
 				"pid", ev.Victim.PID, "tgid", ev.Victim.TGID)
-			o.kills.Commit(end)
-			continue
+			return true
 		}
 		o.mu.Lock()
 		skip := o.skip[ev.Seq]
@@ -139,14 +128,17 @@ func (o *oomTracer) run(handle func(event.OOMKill)) error {
 		o.mu.Unlock()
 		if skip {
 			o.t.log.Debug("kill written out by an earlier oomtrace; skipped", "seq", ev.Seq)
+			// Out of the ring buffer first, then out of the written map: a
+			// crash in between leaves a stale entry, not a line twice.
 			o.kills.Commit(end)
 			o.forget(ev.Seq)
-			continue
+			return false
 		}
 		o.decoded.Add(1)
 		o.procfs.completeFromProcfs(&ev)
 		handle(ev)
-	}
+		return false // until commit(seq)
+	})
 }
 
 // commit says the kill seq was written out (or will never be): its record
@@ -196,14 +188,14 @@ func (o *oomTracer) forget(seq uint64) {
 // runSignals reads task signal records until the ring buffer is flushed or
 // closed. handle may be nil: the records are then read and dropped.
 func (o *oomTracer) runSignals(handle func(event.TaskSignal)) error {
-	return readRecords(o.signals, "signal", func(raw []byte) {
+	return readRecords(o.signals, "signal", func(raw []byte, _ uint64) bool {
 		ev, err := o.decoder.DecodeTaskSignal(raw)
 		if err != nil {
 			o.t.decodeError("task_signal", err)
-			return
+			return true
 		}
 		if handle == nil {
-			return
+			return true
 		}
 		if ev.Target.Memcg == nil {
 			// The classic tracepoint names the target only: it usually
@@ -211,12 +203,14 @@ func (o *oomTracer) runSignals(handle func(event.TaskSignal)) error {
 			ev.Target.Memcg = o.procfs.memcgOfPID(ev.Target.PID)
 		}
 		handle(ev)
+		return true
 	})
 }
 
-// readRecords hands each record of j to handle, and lets it leave the ring
-// buffer then, until j is flushed or closed.
-func readRecords(j *journal, what string, handle func(raw []byte)) error {
+// readRecords hands each record of j, and where it ends, to handle until j
+// is flushed or closed. A record leaves the ring buffer when handle returns
+// true, else when the caller commits its end.
+func readRecords(j *journal, what string, handle func(raw []byte, end uint64) (done bool)) error {
 	var buf []byte
 	for {
 		raw, end, err := j.Read(buf)
@@ -227,8 +221,9 @@ func readRecords(j *journal, what string, handle func(raw []byte)) error {
 			return fmt.Errorf("read %s ring buffer: %w", what, err)
 		}
 		buf = raw
-		handle(raw)
-		j.Commit(end)
+		if handle(raw, end) {
+			j.Commit(end)
+		}
 	}
 }
 
