@@ -80,6 +80,10 @@ func decodeFile(t *testing.T, path string) []any {
 			obj = &rbacv1.ClusterRole{}
 		case "rbac.authorization.k8s.io/v1/ClusterRoleBinding":
 			obj = &rbacv1.ClusterRoleBinding{}
+		case "rbac.authorization.k8s.io/v1/Role":
+			obj = &rbacv1.Role{}
+		case "rbac.authorization.k8s.io/v1/RoleBinding":
+			obj = &rbacv1.RoleBinding{}
 		case "monitoring.coreos.com/v1/PodMonitor":
 			obj = &podMonitor{}
 		case "kustomize.config.k8s.io/v1beta1/Kustomization":
@@ -196,7 +200,7 @@ func TestKustomizeBuilds(t *testing.T) {
 				t.Errorf("%s: DaemonSet privileged=%v", dir, privileged)
 			}
 		}
-		if kinds["DaemonSet"] != 1 || kinds["ClusterRole"] != 1 || kinds["ServiceAccount"] != 1 || kinds["Namespace"] != 1 {
+		if kinds["DaemonSet"] != 1 || kinds["ClusterRole"] != 1 || kinds["Role"] != 1 || kinds["RoleBinding"] != 1 || kinds["ServiceAccount"] != 1 || kinds["Namespace"] != 1 {
 			t.Errorf("%s: kinds %v", dir, kinds)
 		}
 	}
@@ -344,31 +348,48 @@ func TestCapabilitiesVariant(t *testing.T) {
 	}
 }
 
-// TestRBACIsNarrow: read-only on pods, events and nodes; the only write
-// is creating (and patching, for a series) events.k8s.io Events.
+// TestRBACIsNarrow: list and watch on pods and nodes; Events read only in
+// "default" (node Events; pods' Events are tenants'); the only write is
+// creating events.k8s.io Events. No get, no patch: nothing uses them. (The
+// cluster suite runs the agent with exactly this RBAC against a real API
+// server with RBAC authorization.)
 func TestRBACIsNarrow(t *testing.T) {
 	objs := all(t)["base/rbac.yaml"]
-	role := only[*rbacv1.ClusterRole](t, objs)
-	if len(role.Rules) != 2 {
-		t.Fatalf("%d rules", len(role.Rules))
-	}
-	want := []struct{ groups, resources, verbs []string }{
-		{[]string{""}, []string{"events", "nodes", "pods"}, []string{"get", "list", "watch"}},
-		{[]string{"events.k8s.io"}, []string{"events"}, []string{"create", "patch"}},
-	}
-	for i, r := range role.Rules {
-		res, verbs := slices.Clone(r.Resources), slices.Clone(r.Verbs)
-		slices.Sort(res)
-		slices.Sort(verbs)
-		if !slices.Equal(r.APIGroups, want[i].groups) || !slices.Equal(res, want[i].resources) || !slices.Equal(verbs, want[i].verbs) ||
-			len(r.ResourceNames) > 0 || len(r.NonResourceURLs) > 0 {
-			t.Errorf("rule %d %+v: want %v on %v of %q only", i, r, want[i].verbs, want[i].resources, want[i].groups)
+	checkRules := func(what string, rules []rbacv1.PolicyRule, want []struct{ groups, resources, verbs []string }) {
+		if len(rules) != len(want) {
+			t.Fatalf("%s: %d rules, want %d", what, len(rules), len(want))
+		}
+		for i, r := range rules {
+			res, verbs := slices.Clone(r.Resources), slices.Clone(r.Verbs)
+			slices.Sort(res)
+			slices.Sort(verbs)
+			if !slices.Equal(r.APIGroups, want[i].groups) || !slices.Equal(res, want[i].resources) || !slices.Equal(verbs, want[i].verbs) ||
+				len(r.ResourceNames) > 0 || len(r.NonResourceURLs) > 0 {
+				t.Errorf("%s rule %d %+v: want %v on %v of %q only", what, i, r, want[i].verbs, want[i].resources, want[i].groups)
+			}
 		}
 	}
-	b := only[*rbacv1.ClusterRoleBinding](t, objs)
+	role := only[*rbacv1.ClusterRole](t, objs)
+	checkRules("ClusterRole", role.Rules, []struct{ groups, resources, verbs []string }{
+		{[]string{""}, []string{"nodes", "pods"}, []string{"list", "watch"}},
+		{[]string{"events.k8s.io"}, []string{"events"}, []string{"create"}},
+	})
 	sa := only[*corev1.ServiceAccount](t, all(t)["base/serviceaccount.yaml"])
+	b := only[*rbacv1.ClusterRoleBinding](t, objs)
 	if b.RoleRef.Name != role.Name || len(b.Subjects) != 1 || b.Subjects[0].Name != sa.Name || b.Subjects[0].Namespace != sa.Namespace {
 		t.Errorf("binding %+v does not bind %s to %s/%s", b, role.Name, sa.Namespace, sa.Name)
+	}
+	nodeEvents := only[*rbacv1.Role](t, objs)
+	if nodeEvents.Namespace != "default" {
+		t.Errorf("the Role for node Events is in %q, want default (where the kubelet writes them)", nodeEvents.Namespace)
+	}
+	checkRules("Role", nodeEvents.Rules, []struct{ groups, resources, verbs []string }{
+		{[]string{""}, []string{"events"}, []string{"list", "watch"}},
+	})
+	rb := only[*rbacv1.RoleBinding](t, objs)
+	if rb.Namespace != "default" || rb.RoleRef.Kind != "Role" || rb.RoleRef.Name != nodeEvents.Name || len(rb.Subjects) != 1 ||
+		rb.Subjects[0].Name != sa.Name || rb.Subjects[0].Namespace != sa.Namespace {
+		t.Errorf("role binding %+v does not bind %s to %s/%s", rb, nodeEvents.Name, sa.Namespace, sa.Name)
 	}
 }
 
@@ -404,6 +425,12 @@ func TestScrapeTargets(t *testing.T) {
 					continue
 				}
 				if _, ns := o.(*corev1.Namespace); ns {
+					continue
+				}
+				if _, nodeEvents := o.(*rbacv1.Role); nodeEvents && om.GetNamespace() == "default" {
+					continue // node Events are in default (TestRBACIsNarrow)
+				}
+				if _, nodeEvents := o.(*rbacv1.RoleBinding); nodeEvents && om.GetNamespace() == "default" {
 					continue
 				}
 				if om.GetNamespace() != "oomtrace" {

@@ -145,7 +145,9 @@ type Eviction struct {
 	// Priority is the pod's priority; null when the pod was not known.
 	Priority *int32 `json:"priority"`
 	Cause    string `json:"cause"`  // kubelet_eviction
-	Source   string `json:"source"` // what told oomtrace: event (the pod's Evicted Event) or pod_status
+	// Source is what told oomtrace: pod_status, the status the kubelet
+	// wrote on the pod (never an Event: tenants can write those).
+	Source string `json:"source"`
 	// Message is the kubelet's message, as written.
 	Message string `json:"message"`
 	// Parsed from Message: the starved resource, the threshold and what
@@ -154,9 +156,6 @@ type Eviction struct {
 	ThresholdBytes      *int64               `json:"threshold_bytes"`
 	AvailableBytes      *int64               `json:"available_bytes"`
 	OffendingContainers []OffendingContainer `json:"offending_containers"`
-	// Annotations of the kubelet's Evicted Event (offending_containers,
-	// offending_containers_usage, starved_resource); absent without it.
-	Annotations map[string]string `json:"annotations,omitempty"`
 	// NodeMemory is what oomtrace sampled at the eviction's time.
 	NodeMemory *NodeMemory `json:"node_memory,omitempty"`
 	// KernelOOMKills are the kernel's OOM kills in this pod shortly before
@@ -274,7 +273,12 @@ type Pod struct {
 	Name      string            `json:"name"`
 	Namespace string            `json:"namespace"`
 	QoS       string            `json:"qos"` // guaranteed, burstable, besteffort; empty when unknown
-	Labels    map[string]string `json:"labels,omitempty"`
+	// Labels are the pod's, at most MaxLabels of them (the first by key)
+	// and MaxLabelBytes in all: a tenant writes them. Shared, not copied,
+	// between the events of one pod: never modify.
+	Labels map[string]string `json:"labels,omitempty"`
+	// LabelsTruncated says the pod had more labels than Labels holds.
+	LabelsTruncated bool `json:"labels_truncated,omitempty"`
 }
 
 // Victim is the killed task and the memory it held when it was chosen.

@@ -1,7 +1,6 @@
 package exporter
 
 import (
-	"strings"
 	"sync"
 	"time"
 
@@ -119,14 +118,13 @@ func (m *Metrics) eviction(ev event.Eviction) {
 	addTo(m.deaths, [4]string{ev.Pod.Namespace, ev.Pod.Name, offendingContainer(ev), ev.Cause}, 1, m.opts.Now())
 }
 
-// offendingContainer is the first container of the kubelet's message,
-// else of its Event's annotation; empty when it named none.
+// offendingContainer is the first container of the kubelet's message;
+// empty when it named none.
 func offendingContainer(ev event.Eviction) string {
 	if len(ev.OffendingContainers) > 0 {
 		return ev.OffendingContainers[0].Name
 	}
-	first, _, _ := strings.Cut(ev.Annotations["offending_containers"], ",")
-	return first
+	return ""
 }
 
 // memoryPressure counts a threshold crossing.

@@ -53,7 +53,7 @@ func knownSequence(m *Metrics) {
 	m.Write(event.Eviction{Pod: event.Pod{Namespace: "batch", Name: "etl-2"}, Cause: event.CauseKubeletEviction,
 		OffendingContainers: []event.OffendingContainer{{Name: "loader"}, {Name: "sidecar"}}})
 	m.Write(event.Eviction{Pod: event.Pod{Namespace: "batch", Name: "etl-3"}, Cause: event.CauseKubeletEviction,
-		Annotations: map[string]string{"offending_containers": "reader,writer"}})
+		OffendingContainers: []event.OffendingContainer{{Name: "reader"}, {Name: "writer"}}})
 	m.Write(event.Eviction{Pod: event.Pod{Namespace: "batch", Name: "etl-4"}, Cause: event.CauseKubeletEviction})
 	m.Write(event.MemoryPressure{SignalName: "memory.available", MemorySignal: event.MemorySignal{BelowThreshold: true}})
 	m.Write(event.MemoryPressure{SignalName: "memory.available"})

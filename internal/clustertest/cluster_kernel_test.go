@@ -287,7 +287,7 @@ func testAllocatableEviction(t *testing.T, c *Cluster, o *Oomtrace, kubepodsLimi
 	ev := o.WaitEvents(t, "the eviction of etl", time.Minute, func(ev Events) bool { return evictionOf(ev, "etl") != nil })
 	e := evictionOf(ev, "etl")
 	t.Logf("oomtrace: %s", jsonOf(e))
-	if e.Source != clusterview.SourceEvent || e.StarvedResource != "memory" || e.ThresholdBytes == nil || *e.ThresholdBytes != 300*mi ||
+	if e.Source != clusterview.SourcePodStatus || e.StarvedResource != "memory" || e.ThresholdBytes == nil || *e.ThresholdBytes != 300*mi ||
 		*e.AvailableBytes != *kubelet.AvailableBytes || e.Pod.UID != string(p.UID) || e.Pod.QoS != "burstable" {
 		t.Errorf("eviction %s", jsonOf(e))
 	}

@@ -1,6 +1,13 @@
-// Package clusterview watches this node's pods, Events and Node through the
-// API server, and reports the kubelet's evictions and the Node's
-// MemoryPressure transitions as events.
+// Package clusterview watches this node's pods, Node and node Events
+// through the API server, and reports the kubelet's evictions and the
+// Node's MemoryPressure transitions as events.
+//
+// Tenants write Events: any user who may create an Event in a namespace
+// can make one say "reason: Evicted, source: kubelet" about any pod, with a
+// message of a megabyte. So no Event of a pod is read at all: an eviction
+// is what the kubelet wrote in the status of a pod of this node, which
+// tenants cannot write, and every object kept in the caches is trimmed to
+// the fields read here, with bounded strings and labels.
 package clusterview
 
 import (
@@ -34,13 +41,6 @@ const (
 	ReasonOOMKilling           = "OOMKilling"           // node: node-problem-detector saw one
 )
 
-// Annotations the kubelet puts on its Evicted Events.
-const (
-	AnnotationOffendingContainers      = "offending_containers"
-	AnnotationOffendingContainersUsage = "offending_containers_usage"
-	AnnotationStarvedResource          = "starved_resource"
-)
-
 // ReasonTerminationByKubelet is the reason of the DisruptionTarget
 // condition the kubelet sets on a pod it evicts (and on pods it stops for
 // a node shutdown: the message tells them apart).
@@ -50,11 +50,15 @@ const ReasonTerminationByKubelet = "TerminationByKubelet"
 // could not see end; its exit code 137 is made up, not a SIGKILL.
 const ReasonContainerStatusUnknown = "ContainerStatusUnknown"
 
-// Sources of an eviction event.
-const (
-	SourceEvent     = "event"      // the pod's Evicted Event
-	SourcePodStatus = "pod_status" // the pod's status (reason Evicted), no Event seen
-)
+// SourcePodStatus is the source of every eviction event: the status the
+// kubelet wrote on the pod (reason Evicted, or the DisruptionTarget
+// condition).
+const SourcePodStatus = "pod_status"
+
+// NodeEventNamespace is where Events about a Node are written (the
+// kubelet's recorder puts an Event of a cluster-scoped object in
+// "default"); a node Event elsewhere was written by a tenant.
+const NodeEventNamespace = "default"
 
 // Handlers receive what the watcher sees; each may be nil.
 type Handlers struct {
@@ -68,14 +72,11 @@ type Handlers struct {
 // Options configure a Watcher.
 type Options struct {
 	Node string
-	// EventWait is how long an eviction seen in a pod's status waits for
-	// the kubelet's Event, which carries the annotations.
-	EventWait time.Duration
-	// Settle delays an eviction seen in its Event: the kubelet records the
-	// Event and then stops the pod (SIGTERM, SIGKILL after the grace
-	// period, 2 s for a hard eviction, then the sandbox), and the event
-	// should show that. Default 5 s: 3 s missed the sandbox's SIGKILL on a
-	// busy node in the cluster suite.
+	// Settle delays an eviction seen in the pod's status: the kubelet
+	// writes the status and then stops the pod (SIGTERM, SIGKILL after
+	// the grace period, 2 s for a hard eviction, then the sandbox), and
+	// the event should show that. Default 5 s: 3 s missed the sandbox's
+	// SIGKILL on a busy node in the cluster suite.
 	Settle time.Duration
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -99,17 +100,14 @@ type Watcher struct {
 }
 
 // API lists and watches the core/v1 resources the watcher reads ("pods",
-// "nodes", "events") in all namespaces: a kubeapi.Client.
+// "nodes", "events") in one namespace ("": all): a kubeapi.Client.
 type API interface {
-	List(ctx context.Context, resource string, o metav1.ListOptions) (runtime.Object, error)
-	Watch(ctx context.Context, resource string, o metav1.ListOptions) (watch.Interface, error)
+	List(ctx context.Context, namespace, resource string, o metav1.ListOptions) (runtime.Object, error)
+	Watch(ctx context.Context, namespace, resource string, o metav1.ListOptions) (watch.Interface, error)
 }
 
 // New returns a watcher of opts.Node.
 func New(api API, opts Options) *Watcher {
-	if opts.EventWait == 0 {
-		opts.EventWait = 5 * time.Second
-	}
 	if opts.Settle == 0 {
 		opts.Settle = 5 * time.Second
 	}
@@ -131,19 +129,17 @@ func (w *Watcher) Run(ctx context.Context, h Handlers) {
 	klog.SetLogger(logr.Discard())
 
 	node := w.opts.Node
-	pods := w.informer("pods", &corev1.Pod{}, "spec.nodeName="+node)
+	pods := w.informer("", "pods", &corev1.Pod{}, "spec.nodeName="+node, slimPod)
 	if err := pods.AddIndexers(cache.Indexers{uidIndex: podUID}); err != nil {
 		w.opts.Logger.Warn("cluster view: pod index", "err", err)
 	}
 	w.pods = pods.GetIndexer()
-	nodes := w.informer("nodes", &corev1.Node{}, "metadata.name="+node)
-	// The kubelet's Evicted Events of the whole cluster: an Event's host is
-	// not a selectable field (its source, the component, is), so this
-	// node's are picked out as they arrive.
-	evictedEvents := w.informer("events", &corev1.Event{}, "reason="+ReasonEvicted+",source="+SourceKubelet)
-	nodeEventsInf := w.informer("events", &corev1.Event{}, "involvedObject.kind=Node,involvedObject.name="+node)
-	all := []cache.SharedIndexInformer{pods, nodes, evictedEvents, nodeEventsInf}
-	for name, inf := range map[string]cache.SharedIndexInformer{"pods": pods, "node": nodes, "eviction events": evictedEvents, "node events": nodeEventsInf} {
+	nodes := w.informer("", "nodes", &corev1.Node{}, "metadata.name="+node, slimNode)
+	// Events about this Node, where the kubelet writes them: not the
+	// Events of pods (tenants write those), not another namespace's.
+	nodeEventsInf := w.informer(NodeEventNamespace, "events", &corev1.Event{}, "involvedObject.kind=Node,involvedObject.name="+node, slimEvent)
+	all := []cache.SharedIndexInformer{pods, nodes, nodeEventsInf}
+	for name, inf := range map[string]cache.SharedIndexInformer{"pods": pods, "node": nodes, "node events": nodeEventsInf} {
 		_ = inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) { w.apiError(name, err) })
 	}
 	_, _ = pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -154,7 +150,6 @@ func (w *Watcher) Run(ctx context.Context, h Handlers) {
 		AddFunc:    func(obj any) { w.node(obj) },
 		UpdateFunc: func(_, obj any) { w.node(obj) },
 	})
-	_, _ = evictedEvents.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: w.podEvent})
 	_, _ = nodeEventsInf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: w.nodeEvent})
 	var wg sync.WaitGroup
 	for _, inf := range all {
@@ -162,7 +157,7 @@ func (w *Watcher) Run(ctx context.Context, h Handlers) {
 		go func() { defer wg.Done(); inf.RunWithContext(ctx) }()
 	}
 	go func() {
-		if cache.WaitForCacheSync(ctx.Done(), pods.HasSynced, nodes.HasSynced, evictedEvents.HasSynced, nodeEventsInf.HasSynced) {
+		if cache.WaitForCacheSync(ctx.Done(), pods.HasSynced, nodes.HasSynced, nodeEventsInf.HasSynced) {
 			w.mu.Lock()
 			failed := w.apiFailed
 			w.apiFailed = false
@@ -179,21 +174,25 @@ func (w *Watcher) Run(ctx context.Context, h Handlers) {
 	w.mu.Unlock()
 }
 
-// informer lists and watches one resource with a field selector. The API
-// is asked whether it supports watch-list streaming (client-go's fakes say
-// no).
-func (w *Watcher) informer(resource string, example runtime.Object, selector string) cache.SharedIndexInformer {
+// informer lists and watches one resource of a namespace ("": all) with a
+// field selector, and keeps each object as slim makes it. The API is asked
+// whether it supports watch-list streaming (client-go's fakes say no).
+func (w *Watcher) informer(namespace, resource string, example runtime.Object, selector string, slim cache.TransformFunc) cache.SharedIndexInformer {
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.FieldSelector = selector
-			return w.api.List(ctx, resource, o)
+			return w.api.List(ctx, namespace, resource, o)
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.FieldSelector = selector
-			return w.api.Watch(ctx, resource, o)
+			return w.api.Watch(ctx, namespace, resource, o)
 		},
 	}
-	return cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, w.api), example, 0, cache.Indexers{})
+	inf := cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, w.api), example, 0, cache.Indexers{})
+	if err := inf.SetTransform(slim); err != nil {
+		w.opts.Logger.Warn("cluster view: trimming the cache", "resource", resource, "err", err)
+	}
+	return inf
 }
 
 func (w *Watcher) apiError(what string, err error) {
@@ -242,7 +241,11 @@ func (w *Watcher) pod(oldObj, obj any) {
 			return
 		}
 	}
-	at := evictionTime(pod, w.opts.Now())
+	now := w.opts.Now()
+	at := evictionTime(pod, now)
+	if at.After(now) {
+		at = now // a clock ahead of ours: nothing is kept past its time
+	}
 	if oldObj == nil && at.Before(w.start) {
 		return // evicted before oomtrace started
 	}
@@ -251,23 +254,19 @@ func (w *Watcher) pod(oldObj, obj any) {
 	if _, done := w.emitted[pod.UID]; done || w.pending[pod.UID] != nil {
 		return
 	}
-	// Wait a little for the kubelet's Event, which has the annotations.
+	w.forgetOld()
+	w.emitted[pod.UID] = at
+	// Wait for the kubelet's stop of the pod, so that the event shows it.
 	uid := pod.UID
-	w.pending[uid] = time.AfterFunc(w.opts.EventWait, func() {
+	w.pending[uid] = time.AfterFunc(w.opts.Settle, func() {
 		w.mu.Lock()
 		delete(w.pending, uid)
-		if _, done := w.emitted[uid]; done {
-			w.mu.Unlock()
-			return
-		}
-		w.forgetOld()
-		w.emitted[uid] = at
 		w.mu.Unlock()
 		cur := w.podByUID(uid)
 		if cur == nil {
 			cur = pod
 		}
-		w.emit(w.eviction(cur, cur.Namespace, cur.Name, cur.UID, message, at, nil, SourcePodStatus))
+		w.emit(w.eviction(cur, message, at))
 	})
 }
 
@@ -286,53 +285,12 @@ func (w *Watcher) forgetOld() {
 	}
 }
 
-// podEvent sees an Evicted Event.
-func (w *Watcher) podEvent(obj any) {
-	ev, ok := obj.(*corev1.Event)
-	if !ok || ev.Reason != ReasonEvicted || ev.InvolvedObject.Kind != "Pod" {
-		return
-	}
-	uid := ev.InvolvedObject.UID
-	pod := w.podByUID(uid)
-	if pod != nil && pod.Spec.NodeName != w.opts.Node {
-		return
-	}
-	// Field selectors cannot say "on this node" for Events: the source
-	// host or the pod does.
-	if pod == nil && ev.Source.Host != w.opts.Node && ev.ReportingInstance != w.opts.Node {
-		return
-	}
-	at := eventTime(ev)
-	if at.Before(w.start.Add(-time.Second)) {
-		return
-	}
-	w.mu.Lock()
-	if _, done := w.emitted[uid]; done {
-		w.mu.Unlock()
-		return
-	}
-	w.forgetOld()
-	w.emitted[uid] = at
-	if t := w.pending[uid]; t != nil {
-		t.Stop()
-	}
-	w.pending[uid] = time.AfterFunc(w.opts.Settle, func() {
-		w.mu.Lock()
-		delete(w.pending, uid)
-		w.mu.Unlock()
-		// The pod as it is now: its containers' exits, if they ended.
-		cur := w.podByUID(uid)
-		if cur == nil {
-			cur = pod
-		}
-		w.emit(w.eviction(cur, ev.InvolvedObject.Namespace, ev.InvolvedObject.Name, uid, ev.Message, at, ev.Annotations, SourceEvent))
-	})
-	w.mu.Unlock()
-}
-
+// nodeEvent counts an Event about this Node that its kubelet (or
+// node-problem-detector, as the node's host) wrote where such Events go.
 func (w *Watcher) nodeEvent(obj any) {
 	ev, ok := obj.(*corev1.Event)
-	if !ok || ev.InvolvedObject.Kind != "Node" || ev.InvolvedObject.Name != w.opts.Node || eventTime(ev).Before(w.start) {
+	if !ok || ev.Namespace != NodeEventNamespace || ev.InvolvedObject.Kind != "Node" || ev.InvolvedObject.Name != w.opts.Node ||
+		(ev.Source.Host != w.opts.Node && ev.ReportingInstance != w.opts.Node) || eventTime(ev).Before(w.start) {
 		return
 	}
 	switch ev.Reason {
@@ -412,14 +370,13 @@ func (w *Watcher) emit(ev event.Eviction) {
 	}
 }
 
-// eviction builds the event; pod may be nil when it is not (or no longer)
-// in the cache.
-func (w *Watcher) eviction(pod *corev1.Pod, namespace, name string, uid types.UID, message string, at time.Time, annotations map[string]string, source string) event.Eviction {
+// eviction builds the event from the pod as the kubelet left it.
+func (w *Watcher) eviction(pod *corev1.Pod, message string, at time.Time) event.Eviction {
 	msg := evictionmsg.Parse(message)
 	ev := event.Eviction{
 		Type: event.TypeEviction, Time: event.Time{Time: at}, Node: w.opts.Node,
-		Pod:   event.Pod{UID: string(uid), Name: name, Namespace: namespace},
-		Cause: event.CauseKubeletEviction, Source: source, Message: message,
+		Pod:   event.Pod{UID: string(pod.UID), Name: pod.Name, Namespace: pod.Namespace},
+		Cause: event.CauseKubeletEviction, Source: SourcePodStatus, Message: message,
 		StarvedResource: msg.StarvedResource, ThresholdBytes: msg.ThresholdBytes, AvailableBytes: msg.AvailableBytes,
 		OffendingContainers: msg.Containers,
 		KernelOOMKills:      []event.KillRef{},
@@ -428,22 +385,8 @@ func (w *Watcher) eviction(pod *corev1.Pod, namespace, name string, uid types.UI
 	if ev.OffendingContainers == nil {
 		ev.OffendingContainers = []event.OffendingContainer{}
 	}
-	if len(annotations) > 0 {
-		ev.Annotations = map[string]string{}
-		for _, k := range []string{AnnotationOffendingContainers, AnnotationOffendingContainersUsage, AnnotationStarvedResource} {
-			if v, ok := annotations[k]; ok {
-				ev.Annotations[k] = v
-			}
-		}
-		if ev.StarvedResource == "" {
-			ev.StarvedResource = annotations[AnnotationStarvedResource]
-		}
-	}
-	if pod == nil {
-		return ev
-	}
 	ev.Pod.QoS = strings.ToLower(string(pod.Status.QOSClass))
-	ev.Pod.Labels = pod.Labels
+	ev.Pod.Labels, ev.Pod.LabelsTruncated = pod.Labels, pod.Annotations[labelsTruncated] != ""
 	ev.Priority = pod.Spec.Priority
 	for _, cs := range pod.Status.ContainerStatuses {
 		ce := event.ContainerExit{Name: cs.Name, ContainerID: runtimeID(cs.ContainerID)}

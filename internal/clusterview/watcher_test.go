@@ -73,13 +73,13 @@ func (r *recorder) evictionsOf(uid string) []event.Eviction {
 	return out
 }
 
-func start(t *testing.T, cs *fake.Clientset, eventWait time.Duration, log *syncWriter) *recorder {
+func start(t *testing.T, cs *fake.Clientset, log *syncWriter) *recorder {
 	t.Helper()
 	logger := slog.New(slog.DiscardHandler)
 	if log != nil {
 		logger = slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
-	w := New(fakeCore{cs.CoreV1()}, Options{Node: node, EventWait: eventWait, Settle: 50 * time.Millisecond, Logger: logger})
+	w := New(fakeCore{cs.CoreV1()}, Options{Node: node, Settle: 50 * time.Millisecond, Logger: logger})
 	r := &recorder{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -96,26 +96,26 @@ type fakeCore struct{ core corev1client.CoreV1Interface }
 
 func (fakeCore) IsWatchListSemanticsUnSupported() bool { return true }
 
-func (f fakeCore) List(ctx context.Context, resource string, o metav1.ListOptions) (runtime.Object, error) {
+func (f fakeCore) List(ctx context.Context, namespace, resource string, o metav1.ListOptions) (runtime.Object, error) {
 	switch resource {
 	case "pods":
-		return f.core.Pods("").List(ctx, o)
+		return f.core.Pods(namespace).List(ctx, o)
 	case "nodes":
 		return f.core.Nodes().List(ctx, o)
 	case "events":
-		return f.core.Events("").List(ctx, o)
+		return f.core.Events(namespace).List(ctx, o)
 	}
 	return nil, fmt.Errorf("no list of %q", resource)
 }
 
-func (f fakeCore) Watch(ctx context.Context, resource string, o metav1.ListOptions) (watch.Interface, error) {
+func (f fakeCore) Watch(ctx context.Context, namespace, resource string, o metav1.ListOptions) (watch.Interface, error) {
 	switch resource {
 	case "pods":
-		return f.core.Pods("").Watch(ctx, o)
+		return f.core.Pods(namespace).Watch(ctx, o)
 	case "nodes":
 		return f.core.Nodes().Watch(ctx, o)
 	case "events":
-		return f.core.Events("").Watch(ctx, o)
+		return f.core.Events(namespace).Watch(ctx, o)
 	}
 	return nil, fmt.Errorf("no watch of %q", resource)
 }
@@ -168,16 +168,18 @@ func evict(t *testing.T, cs *fake.Clientset, pod *corev1.Pod, at time.Time) {
 	}
 }
 
-// evictedEvent is the Event the kubelet records for an eviction.
-func evictedEvent(t *testing.T, cs *fake.Clientset, pod *corev1.Pod, host string, at time.Time) {
+// forgedEvictedEvent is an Event any user allowed to create Events in the
+// pod's namespace can write: the kubelet's reason, source and host, about a
+// real pod of this node, with a message of msgBytes.
+func forgedEvictedEvent(t *testing.T, cs *fake.Clientset, pod *corev1.Pod, at time.Time, msgBytes int) {
 	t.Helper()
 	ev := &corev1.Event{
-		ObjectMeta: metav1.ObjectMeta{Name: pod.Name + ".17f0c0ffee", Namespace: pod.Namespace, Annotations: map[string]string{
-			AnnotationOffendingContainers: "hog", AnnotationOffendingContainersUsage: "1860192Ki", AnnotationStarvedResource: "memory",
+		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", pod.Name, at.UnixNano()), Namespace: pod.Namespace, Annotations: map[string]string{
+			"offending_containers": "hog", "starved_resource": "memory",
 		}},
 		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, APIVersion: "v1"},
-		Reason:         ReasonEvicted, Message: evictionMsg, Type: corev1.EventTypeWarning,
-		Source:         corev1.EventSource{Component: "kubelet", Host: host},
+		Reason:         ReasonEvicted, Message: evictionMsg + strings.Repeat("x", msgBytes), Type: corev1.EventTypeWarning,
+		Source:         corev1.EventSource{Component: "kubelet", Host: node},
 		FirstTimestamp: metav1.NewTime(at), LastTimestamp: metav1.NewTime(at), Count: 1,
 	}
 	if _, err := cs.CoreV1().Events(pod.Namespace).Create(context.Background(), ev, metav1.CreateOptions{}); err != nil {
@@ -185,11 +187,12 @@ func evictedEvent(t *testing.T, cs *fake.Clientset, pod *corev1.Pod, host string
 	}
 }
 
-func checkEviction(t *testing.T, e event.Eviction, pod *corev1.Pod, source string, withAnnotations bool) {
+func checkEviction(t *testing.T, e event.Eviction, pod *corev1.Pod) {
 	t.Helper()
-	if e.Type != "eviction" || e.Node != node || e.Cause != "kubelet_eviction" || e.Source != source ||
+	if e.Type != "eviction" || e.Node != node || e.Cause != "kubelet_eviction" || e.Source != SourcePodStatus ||
 		e.Pod.UID != string(pod.UID) || e.Pod.Name != pod.Name || e.Pod.Namespace != "shop" || e.Pod.QoS != "burstable" ||
-		e.Priority == nil || *e.Priority != 1000 || e.Message != evictionMsg || e.StarvedResource != "memory" {
+		e.Priority == nil || *e.Priority != 1000 || e.Message != evictionMsg || e.StarvedResource != "memory" ||
+		e.Pod.Labels["app"] != pod.Name || e.Pod.LabelsTruncated {
 		t.Errorf("eviction %+v", e)
 	}
 	if e.ThresholdBytes == nil || *e.ThresholdBytes != 100<<20 || e.AvailableBytes == nil || *e.AvailableBytes != 71068<<10 {
@@ -198,65 +201,110 @@ func checkEviction(t *testing.T, e event.Eviction, pod *corev1.Pod, source strin
 	if len(e.OffendingContainers) != 1 || e.OffendingContainers[0].Name != "hog" || *e.OffendingContainers[0].UsageBytes != 1860192<<10 || *e.OffendingContainers[0].RequestBytes != 64<<20 {
 		t.Errorf("offending containers %+v", e.OffendingContainers)
 	}
-	if withAnnotations != (e.Annotations["offending_containers"] == "hog" && e.Annotations["starved_resource"] == "memory") {
-		t.Errorf("annotations %v (want them: %v)", e.Annotations, withAnnotations)
-	}
 }
 
-func TestEvictionEventFirst(t *testing.T) {
+// TestEviction: the kubelet's status on a pod of this node is an
+// eviction, reported once, after the pod's stop (its container exits).
+func TestEviction(t *testing.T) {
 	cs := fake.NewClientset()
-	r := start(t, cs, time.Second, nil)
-	pod := runningPod("cart", "uid-event-first", node)
+	r := start(t, cs, nil)
+	pod := runningPod("etl", "uid-evicted", node)
 	cs.CoreV1().Pods("shop").Create(context.Background(), pod, metav1.CreateOptions{})
-	r.wait(t, "pod in cache", func() bool { return true })
 	time.Sleep(100 * time.Millisecond)
-	now := time.Now()
-	evictedEvent(t, cs, pod, node, now)
-	r.wait(t, "eviction", func() bool { return len(r.evictions) == 1 })
+	now := time.Now().Truncate(time.Second)
 	evict(t, cs, pod, now)
-	time.Sleep(1500 * time.Millisecond) // past EventWait: the status must not add a second one
-	got := r.evictionsOf("uid-event-first")
+	r.wait(t, "eviction", func() bool { return len(r.evictions) == 1 })
+	// A later status update of the same pod is no second eviction.
+	p, _ := cs.CoreV1().Pods("shop").Get(context.Background(), pod.Name, metav1.GetOptions{})
+	p.Status.Message = evictionMsg + " "
+	cs.CoreV1().Pods("shop").UpdateStatus(context.Background(), p, metav1.UpdateOptions{})
+	time.Sleep(300 * time.Millisecond)
+	got := r.evictionsOf("uid-evicted")
 	if len(got) != 1 {
 		t.Fatalf("%d evictions, want 1: %+v", len(got), got)
 	}
-	checkEviction(t, got[0], pod, SourceEvent, true)
-}
-
-func TestEvictionStatusFirst(t *testing.T) {
-	cs := fake.NewClientset()
-	r := start(t, cs, 2*time.Second, nil)
-	pod := runningPod("etl", "uid-status-first", node)
-	cs.CoreV1().Pods("shop").Create(context.Background(), pod, metav1.CreateOptions{})
-	time.Sleep(100 * time.Millisecond)
-	now := time.Now()
-	evict(t, cs, pod, now)
-	time.Sleep(300 * time.Millisecond) // the Event comes later, within EventWait
-	evictedEvent(t, cs, pod, node, now)
-	r.wait(t, "eviction", func() bool { return len(r.evictions) == 1 })
-	time.Sleep(2500 * time.Millisecond)
-	got := r.evictionsOf("uid-status-first")
-	if len(got) != 1 {
-		t.Fatalf("%d evictions, want 1: %+v", len(got), got)
-	}
-	checkEviction(t, got[0], pod, SourceEvent, true)
-	// The status had been seen: the container exits are the kubelet's kill.
+	checkEviction(t, got[0], pod)
 	if ce := got[0].ContainerExits; len(ce) != 1 || ce[0].ExitCode == nil || *ce[0].ExitCode != 137 || ce[0].Signal != "SIGKILL" || ce[0].ContainerID != "0123abcd" {
 		t.Errorf("container exits %+v", ce)
 	}
-	if d := got[0].Time.Sub(now); d < -time.Second || d > time.Second {
-		t.Errorf("time %v, want the eviction's %v", got[0].Time, now)
+	if !got[0].Time.Equal(now) {
+		t.Errorf("time %v, want the DisruptionTarget condition's %v", got[0].Time, now)
 	}
 }
 
-func TestEvictionWithoutEvent(t *testing.T) {
+// TestForgedEvictedEvents: Events are written by tenants. Forged Evicted
+// Events (the kubelet's reason, source and host, about a real pod of this
+// node, about a pod that never existed, with a message of 256 KiB) are no
+// eviction, and the watcher never even reads them: no pod Event is listed.
+func TestForgedEvictedEvents(t *testing.T) {
 	cs := fake.NewClientset()
-	r := start(t, cs, 200*time.Millisecond, nil)
-	pod := runningPod("api", "uid-no-event", node)
+	r := start(t, cs, nil)
+	real := runningPod("cart", "uid-real", node)
+	cs.CoreV1().Pods("shop").Create(context.Background(), real, metav1.CreateOptions{})
+	time.Sleep(100 * time.Millisecond)
+	for i := range 20 {
+		forgedEvictedEvent(t, cs, real, time.Now(), 256<<10)
+		forgedEvictedEvent(t, cs, runningPod(fmt.Sprintf("ghost-%d", i), fmt.Sprintf("uid-ghost-%d", i), node), time.Now(), 256<<10)
+	}
+	// Then the kubelet really evicts the pod: reported, with the
+	// kubelet's message, not a forger's.
+	evict(t, cs, real, time.Now())
+	r.wait(t, "the real eviction", func() bool { return len(r.evictions) > 0 })
+	time.Sleep(300 * time.Millisecond)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.evictions) != 1 {
+		t.Fatalf("%d evictions, want only the kubelet's: %+v", len(r.evictions), r.evictions)
+	}
+	checkEviction(t, r.evictions[0], real)
+	for _, a := range cs.Actions() {
+		if a.GetResource().Resource == "events" && a.GetNamespace() != NodeEventNamespace && (a.GetVerb() == "list" || a.GetVerb() == "watch") {
+			t.Errorf("%s of events in namespace %q: pod Events are tenants' to write", a.GetVerb(), a.GetNamespace())
+		}
+	}
+}
+
+// TestHugePod: a pod of this node with 5,000 labels, 1 MiB of annotations
+// and a status message of 1 MiB is kept in a few KiB, and its eviction
+// says its labels were cut.
+func TestHugePod(t *testing.T) {
+	pod := runningPod("fat", "uid-fat", node)
+	pod.Annotations = map[string]string{"blob": strings.Repeat("a", 1<<20)}
+	for i := range 5000 {
+		pod.Labels[fmt.Sprintf("label-%04d", i)] = strings.Repeat("v", 60)
+	}
+	slim, err := slimPod(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := slim.(*corev1.Pod)
+	if len(sp.Labels) > event.MaxLabels || sp.Annotations["blob"] != "" || sp.Annotations[labelsTruncated] == "" {
+		t.Errorf("slim pod: %d labels, annotations %d", len(sp.Labels), len(sp.Annotations))
+	}
+	// Transforms may run again on their own output.
+	again, _ := slimPod(sp)
+	if a := again.(*corev1.Pod); len(a.Labels) != len(sp.Labels) || a.Annotations[labelsTruncated] == "" {
+		t.Errorf("slimPod is not idempotent: %d labels, %v", len(a.Labels), a.Annotations)
+	}
+
+	cs := fake.NewClientset()
+	r := start(t, cs, nil)
 	cs.CoreV1().Pods("shop").Create(context.Background(), pod, metav1.CreateOptions{})
 	time.Sleep(100 * time.Millisecond)
-	evict(t, cs, pod, time.Now())
+	p := pod.DeepCopy()
+	p.Status.Phase, p.Status.Reason = corev1.PodFailed, ReasonEvicted
+	p.Status.Message = evictionMsg + strings.Repeat("\x1b[2J\n", 1<<17)
+	if _, err := cs.CoreV1().Pods("shop").UpdateStatus(context.Background(), p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	r.wait(t, "eviction", func() bool { return len(r.evictions) == 1 })
-	checkEviction(t, r.evictionsOf("uid-no-event")[0], pod, SourcePodStatus, false)
+	e := r.evictionsOf("uid-fat")[0]
+	if !e.Pod.LabelsTruncated || len(e.Pod.Labels) != event.MaxLabels || e.Pod.Labels["app"] != "fat" {
+		t.Errorf("labels: %d, truncated %v", len(e.Pod.Labels), e.Pod.LabelsTruncated)
+	}
+	if len(e.Message) > event.MaxMessageBytes || strings.ContainsAny(e.Message, "\x1b\n") || e.StarvedResource != "memory" {
+		t.Errorf("message of %d bytes, control characters kept: %q…", len(e.Message), e.Message[:min(len(e.Message), 200)])
+	}
 }
 
 // TestEvictionSucceeded: every container exited 0 on the eviction's
@@ -265,7 +313,7 @@ func TestEvictionWithoutEvent(t *testing.T) {
 // Event is lost. A node shutdown's DisruptionTarget is not.
 func TestEvictionSucceeded(t *testing.T) {
 	cs := fake.NewClientset()
-	r := start(t, cs, 200*time.Millisecond, nil)
+	r := start(t, cs, nil)
 	for _, tt := range []struct {
 		uid, message string
 	}{{"uid-succeeded", evictionMsg}, {"uid-shutdown", "Pod was terminated in response to imminent node shutdown."}} {
@@ -303,7 +351,7 @@ func TestEvictionSucceeded(t *testing.T) {
 // with a made-up exit code 137, which is no SIGKILL.
 func TestContainerStatusUnknown(t *testing.T) {
 	cs := fake.NewClientset()
-	r := start(t, cs, 200*time.Millisecond, nil)
+	r := start(t, cs, nil)
 	pod := runningPod("lost", "uid-unknown", node)
 	pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "killed"})
 	cs.CoreV1().Pods("shop").Create(context.Background(), pod, metav1.CreateOptions{})
@@ -331,23 +379,40 @@ func TestEvictionsElsewhereAndBefore(t *testing.T) {
 	old.Status.Reason, old.Status.Message = ReasonEvicted, evictionMsg
 	old.Status.Conditions = []corev1.PodCondition{{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue, LastTransitionTime: metav1.NewTime(time.Now().Add(-time.Hour))}}
 	cs := fake.NewClientset(old)
-	r := start(t, cs, 100*time.Millisecond, nil)
-	// Another node's pod and its Event (the fake ignores field selectors,
-	// as a misconfigured proxy could: the watcher checks itself).
+	r := start(t, cs, nil)
+	// Another node's pod (the fake ignores field selectors, as a
+	// misconfigured proxy could: the watcher checks itself).
 	other := runningPod("far", "uid-far", "node-b")
 	cs.CoreV1().Pods("shop").Create(context.Background(), other, metav1.CreateOptions{})
 	time.Sleep(100 * time.Millisecond)
 	evict(t, cs, other, time.Now())
-	evictedEvent(t, cs, other, "node-b", time.Now())
-	// And an Event of this node for a pod the cache no longer has.
-	gone := runningPod("gone", "uid-gone", node)
-	evictedEvent(t, cs, gone, node, time.Now())
-	r.wait(t, "the gone pod's eviction", func() bool { return len(r.evictions) == 1 })
-	time.Sleep(500 * time.Millisecond)
+	// And one of this node's, last, to know when to look.
+	here := runningPod("here", "uid-here", node)
+	cs.CoreV1().Pods("shop").Create(context.Background(), here, metav1.CreateOptions{})
+	time.Sleep(100 * time.Millisecond)
+	evict(t, cs, here, time.Now())
+	r.wait(t, "this node's eviction", func() bool { return len(r.evictions) == 1 })
+	time.Sleep(300 * time.Millisecond)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.evictions) != 1 || r.evictions[0].Pod.UID != "uid-gone" || r.evictions[0].Priority != nil || r.evictions[0].Pod.QoS != "" {
-		t.Errorf("evictions %+v, want only the gone pod's, without pod details", r.evictions)
+	if len(r.evictions) != 1 || r.evictions[0].Pod.UID != "uid-here" {
+		t.Errorf("evictions %+v, want only this node's new one", r.evictions)
+	}
+}
+
+// TestEvictionTimeAhead: a condition time ahead of this clock is taken as
+// now, so that it cannot keep the eviction from being forgotten.
+func TestEvictionTimeAhead(t *testing.T) {
+	cs := fake.NewClientset()
+	r := start(t, cs, nil)
+	pod := runningPod("ahead", "uid-ahead", node)
+	cs.CoreV1().Pods("shop").Create(context.Background(), pod, metav1.CreateOptions{})
+	time.Sleep(100 * time.Millisecond)
+	before := time.Now()
+	evict(t, cs, pod, before.Add(100*24*time.Hour))
+	r.wait(t, "eviction", func() bool { return len(r.evictions) == 1 })
+	if at := r.evictionsOf("uid-ahead")[0].Time; at.Before(before) || at.After(time.Now()) {
+		t.Errorf("time %v, want now", at)
 	}
 }
 
@@ -369,7 +434,7 @@ func nodeWith(status corev1.ConditionStatus, at time.Time) *corev1.Node {
 func TestNodeCondition(t *testing.T) {
 	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
 	cs := fake.NewClientset(nodeWith(corev1.ConditionFalse, t0))
-	r := start(t, cs, time.Second, nil)
+	r := start(t, cs, nil)
 	t1 := t0.Add(50 * time.Minute)
 	cs.CoreV1().Nodes().UpdateStatus(context.Background(), nodeWith(corev1.ConditionTrue, t1), metav1.UpdateOptions{})
 	r.wait(t, "pressure", func() bool { return len(r.conditions) == 1 })
@@ -394,19 +459,30 @@ func TestNodeCondition(t *testing.T) {
 	}
 }
 
+// TestNodeEvents: the node Events counted are the ones about this Node in
+// the default namespace, from this node's host; copies a tenant writes in
+// its own namespace, or from another host, are not.
 func TestNodeEvents(t *testing.T) {
 	cs := fake.NewClientset()
-	r := start(t, cs, time.Second, nil)
-	for _, reason := range []string{ReasonEvictionThresholdMet, "NodeHasSufficientMemory", ReasonSystemOOM} {
-		cs.CoreV1().Events("default").Create(context.Background(), &corev1.Event{
-			ObjectMeta:     metav1.ObjectMeta{Name: node + "." + reason, Namespace: "default"},
+	r := start(t, cs, nil)
+	write := func(ns, reason, host string) {
+		cs.CoreV1().Events(ns).Create(context.Background(), &corev1.Event{
+			ObjectMeta:     metav1.ObjectMeta{Name: node + "." + reason + "." + ns + host, Namespace: ns},
 			InvolvedObject: corev1.ObjectReference{Kind: "Node", Name: node, UID: types.UID(node)},
-			Reason:         reason, Type: corev1.EventTypeWarning, Source: corev1.EventSource{Component: "kubelet", Host: node},
-			LastTimestamp: metav1.Now(),
+			Reason:         reason, Type: corev1.EventTypeWarning, Source: corev1.EventSource{Component: "kubelet", Host: host},
+			LastTimestamp: metav1.Now(), Message: strings.Repeat("m", 64<<10),
 		}, metav1.CreateOptions{})
 	}
+	write("shop", ReasonSystemOOM, node)
+	write("default", ReasonSystemOOM, "node-b")
+	for _, reason := range []string{ReasonEvictionThresholdMet, "NodeHasSufficientMemory", ReasonSystemOOM} {
+		write("default", reason, node)
+	}
 	r.wait(t, "node events", func() bool { return len(r.reasons) == 2 })
-	if r.reasons[0] != ReasonEvictionThresholdMet || r.reasons[1] != ReasonSystemOOM {
+	time.Sleep(200 * time.Millisecond)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.reasons) != 2 || r.reasons[0] != ReasonEvictionThresholdMet || r.reasons[1] != ReasonSystemOOM {
 		t.Errorf("reasons %v", r.reasons)
 	}
 }
@@ -420,7 +496,7 @@ func TestForbidden(t *testing.T) {
 		})
 	}
 	sw := &syncWriter{b: &strings.Builder{}}
-	r := start(t, cs, time.Second, sw)
+	r := start(t, cs, sw)
 	cs.CoreV1().Nodes().UpdateStatus(context.Background(), nodeWith(corev1.ConditionTrue, time.Now()), metav1.UpdateOptions{})
 	r.wait(t, "pressure despite forbidden pods", func() bool { return len(r.conditions) == 1 })
 	time.Sleep(1500 * time.Millisecond) // the informers retry meanwhile
@@ -429,16 +505,16 @@ func TestForbidden(t *testing.T) {
 	}
 }
 
-// TestWatchesNarrowed: what the API server is asked for, by field selector:
-// this node's pods and Node, its node Events, and only the kubelet's
-// Evicted Events (an Event's host is not selectable).
+// TestWatchesNarrowed: what the API server is asked for, by namespace and
+// field selector: this node's pods and Node, and its node Events in the
+// default namespace; no pod Event, anywhere.
 func TestWatchesNarrowed(t *testing.T) {
 	cs := fake.NewClientset()
-	start(t, cs, time.Second, nil)
+	start(t, cs, nil)
 	want := map[string]string{
 		"pods":   "spec.nodeName=" + node,
 		"nodes":  "metadata.name=" + node,
-		"events": "reason=Evicted,source=kubelet",
+		"events": "involvedObject.kind=Node,involvedObject.name=" + node,
 	}
 	seen := map[string]bool{}
 	for _, a := range cs.Actions() {
@@ -451,8 +527,8 @@ func TestWatchesNarrowed(t *testing.T) {
 		if w, ok := want[res]; ok && sel == w {
 			seen[res] = true
 		}
-		if res == "events" && !strings.Contains(sel, "involvedObject.name="+node) && sel != want["events"] {
-			t.Errorf("events listed with %q: neither this node's nor the kubelet's evictions", sel)
+		if res == "events" && (sel != want["events"] || la.GetNamespace() != NodeEventNamespace) {
+			t.Errorf("events listed in %q with %q: not this node's", la.GetNamespace(), sel)
 		}
 	}
 	for res, sel := range want {

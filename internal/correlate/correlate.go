@@ -131,16 +131,19 @@ func (c *Correlator) Eviction(ev *event.Eviction) {
 }
 
 // prune forgets what is older than the window before now, at most once a
-// second.
+// second; and what is more than the window after now: a time far ahead
+// (a clock that jumped, a time a tenant wrote) must neither stay forever
+// nor stop the pruning. Time that goes back prunes at once.
 func (c *Correlator) prune(now time.Time) {
-	if now.Sub(c.pruned) < time.Second {
+	if d := now.Sub(c.pruned); d >= 0 && d < time.Second {
 		return
 	}
 	c.pruned = now
+	stale := func(at time.Time) bool { return now.Sub(at) > c.window || at.Sub(now) > c.window }
 	for uid, ks := range c.kills {
 		keep := ks[:0]
 		for _, k := range ks {
-			if now.Sub(k.Time.Time) <= c.window {
+			if !stale(k.Time.Time) {
 				keep = append(keep, k)
 			}
 		}
@@ -151,12 +154,12 @@ func (c *Correlator) prune(now time.Time) {
 		}
 	}
 	for uid, e := range c.evictions {
-		if now.Sub(e.Time.Time) > c.window {
+		if stale(e.Time.Time) {
 			delete(c.evictions, uid)
 		}
 	}
 	for uid, ss := range c.signals {
-		if now.Sub(ss[len(ss)-1].Time.Time) > c.window+signalSlack {
+		if last := ss[len(ss)-1].Time.Time; now.Sub(last) > c.window+signalSlack || last.Sub(now) > c.window {
 			delete(c.signals, uid)
 		}
 	}

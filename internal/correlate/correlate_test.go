@@ -148,3 +148,23 @@ func TestEvictionSignals(t *testing.T) {
 		t.Errorf("another pod: %+v", other.KernelSignals)
 	}
 }
+
+// TestTimeAhead: an eviction dated far ahead neither stays forever nor
+// stops the pruning of what comes after it.
+func TestTimeAhead(t *testing.T) {
+	c := New(time.Minute)
+	ahead := event.Eviction{Time: event.Time{Time: t0.Add(100 * 24 * time.Hour)}, Pod: event.Pod{UID: "pod-ahead"}}
+	c.Eviction(&ahead)
+	k := kill("pod-a", "app", t0, event.DomainContainer, false)
+	c.OOMKill(&k)
+	k2 := kill("pod-b", "app", t0.Add(10*time.Minute), event.DomainContainer, false)
+	c.OOMKill(&k2)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.evictions["pod-ahead"]; ok {
+		t.Error("the eviction dated 100 days ahead is kept")
+	}
+	if _, ok := c.kills["pod-a"]; ok {
+		t.Error("a kill 10 minutes old, past the 1 minute window, is kept: pruning stopped")
+	}
+}

@@ -1,5 +1,5 @@
 // Package kubeapi is oomtrace's client of the API server: the resources it
-// reads (pods, nodes and core Events, in all namespaces) and the Events it
+// reads (this node's pods, its Node and its node Events) and the Events it
 // writes (events.k8s.io/v1), over REST with a scheme of only their types.
 // client-go's clientset registers every API group's types when the binary
 // starts: about 8 MiB of a node agent's memory for nothing it uses.
@@ -73,24 +73,26 @@ func New(cfg *rest.Config) (*Client, error) {
 	return c, nil
 }
 
-// List lists a core/v1 resource (pods, nodes, events) in all namespaces.
-func (c *Client) List(ctx context.Context, resource string, o metav1.ListOptions) (runtime.Object, error) {
+// List lists a core/v1 resource (pods, nodes, events) in a namespace ("":
+// all, and for nodes).
+func (c *Client) List(ctx context.Context, namespace, resource string, o metav1.ListOptions) (runtime.Object, error) {
 	newList, ok := lists[resource]
 	if !ok {
 		return nil, fmt.Errorf("kubeapi: no list of %q", resource)
 	}
 	into := newList()
-	err := c.core.Get().Resource(resource).VersionedParams(&o, c.params).Do(ctx).Into(into)
+	err := c.core.Get().Namespace(namespace).Resource(resource).VersionedParams(&o, c.params).Do(ctx).Into(into)
 	return into, err
 }
 
-// Watch watches a core/v1 resource (pods, nodes, events) in all namespaces.
-func (c *Client) Watch(ctx context.Context, resource string, o metav1.ListOptions) (watch.Interface, error) {
+// Watch watches a core/v1 resource (pods, nodes, events) in a namespace
+// ("": all, and for nodes).
+func (c *Client) Watch(ctx context.Context, namespace, resource string, o metav1.ListOptions) (watch.Interface, error) {
 	if _, ok := lists[resource]; !ok {
 		return nil, fmt.Errorf("kubeapi: no watch of %q", resource)
 	}
 	o.Watch = true
-	return c.core.Get().Resource(resource).VersionedParams(&o, c.params).Watch(ctx)
+	return c.core.Get().Namespace(namespace).Resource(resource).VersionedParams(&o, c.params).Watch(ctx)
 }
 
 // CreateEvent creates an events.k8s.io/v1 Event in its namespace.

@@ -41,6 +41,8 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(corev1.PodList{TypeMeta: metav1.TypeMeta{Kind: "PodList", APIVersion: "v1"},
 			ListMeta: metav1.ListMeta{ResourceVersion: "7"},
 			Items:    []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", UID: "u-1"}, Spec: corev1.PodSpec{NodeName: "node-a"}}}})
+	case "/api/v1/namespaces/default/events":
+		json.NewEncoder(w).Encode(corev1.EventList{TypeMeta: metav1.TypeMeta{Kind: "EventList", APIVersion: "v1"}})
 	case "/apis/events.k8s.io/v1/namespaces/shop/events":
 		w.WriteHeader(http.StatusCreated)
 		w.Write(body)
@@ -59,7 +61,7 @@ func TestClient(t *testing.T) {
 	}
 	ctx := context.Background()
 
-	obj, err := c.List(ctx, "pods", metav1.ListOptions{FieldSelector: "spec.nodeName=node-a"})
+	obj, err := c.List(ctx, "", "pods", metav1.ListOptions{FieldSelector: "spec.nodeName=node-a"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +70,7 @@ func TestClient(t *testing.T) {
 		t.Fatalf("list: %T %+v", obj, obj)
 	}
 
-	w, err := c.Watch(ctx, "pods", metav1.ListOptions{ResourceVersion: "7"})
+	w, err := c.Watch(ctx, "", "pods", metav1.ListOptions{ResourceVersion: "7"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,6 +78,11 @@ func TestClient(t *testing.T) {
 	w.Stop()
 	if p, ok := ev.Object.(*corev1.Pod); !ok || p.Name != "web" || ev.Type != "ADDED" {
 		t.Fatalf("watch: %+v", ev)
+	}
+
+	// A namespaced list: the node's Events where the kubelet writes them.
+	if _, err := c.List(ctx, "default", "events", metav1.ListOptions{FieldSelector: "involvedObject.name=node-a"}); err != nil {
+		t.Fatal(err)
 	}
 
 	created, err := c.CreateEvent(ctx, &eventsv1.Event{ObjectMeta: metav1.ObjectMeta{Name: "web.1", Namespace: "shop"}, Reason: "OOMKillProcess", Note: "n"})
@@ -91,6 +98,7 @@ func TestClient(t *testing.T) {
 	want := []string{
 		"GET /api/v1/pods?fieldSelector=spec.nodeName%3Dnode-a",
 		"GET /api/v1/pods?resourceVersion=7&watch=true",
+		"GET /api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dnode-a",
 		"POST /apis/events.k8s.io/v1/namespaces/shop/events?",
 	}
 	s.mu.Lock()
@@ -103,7 +111,7 @@ func TestClient(t *testing.T) {
 			t.Errorf("request %d: %q, want %q", i, s.reqs[i], want[i])
 		}
 	}
-	if _, err := c.List(ctx, "secrets", metav1.ListOptions{}); err == nil {
+	if _, err := c.List(ctx, "", "secrets", metav1.ListOptions{}); err == nil {
 		t.Error("a resource oomtrace does not read was listed")
 	}
 }

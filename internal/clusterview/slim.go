@@ -1,0 +1,105 @@
+package clusterview
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/oomtrace/oomtrace/event"
+)
+
+// The informers keep only what this package reads, with tenants' strings
+// bounded: a pod of a megabyte of labels or annotations costs its few
+// hundred bytes here. Each function is idempotent (client-go may call a
+// transform again on what it returned) and passes anything else (a
+// tombstone) through.
+
+// slimPod keeps a pod's identity, bounded labels, node, priority and the
+// status an eviction is read from.
+func slimPod(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	labels, truncated := event.BoundLabels(p.Labels)
+	meta := metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion, Labels: labels}
+	if truncated || p.Annotations[labelsTruncated] != "" {
+		// The pod's own annotations are dropped: this one is ours.
+		meta.Annotations = map[string]string{labelsTruncated: "true"}
+	}
+	out := &corev1.Pod{
+		ObjectMeta: meta,
+		Spec:       corev1.PodSpec{NodeName: p.Spec.NodeName, Priority: p.Spec.Priority},
+		Status: corev1.PodStatus{
+			Phase: p.Status.Phase, Reason: bounded(p.Status.Reason), Message: bounded(p.Status.Message), QOSClass: p.Status.QOSClass,
+		},
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.DisruptionTarget {
+			c.Reason, c.Message = bounded(c.Reason), bounded(c.Message)
+			out.Status.Conditions = append(out.Status.Conditions, c)
+		} else if !c.LastTransitionTime.IsZero() {
+			// Only its time is read (evictionTime).
+			out.Status.Conditions = append(out.Status.Conditions, corev1.PodCondition{Type: c.Type, LastTransitionTime: c.LastTransitionTime})
+		}
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		out.Status.ContainerStatuses = append(out.Status.ContainerStatuses, corev1.ContainerStatus{
+			Name: bounded(cs.Name), ContainerID: bounded(cs.ContainerID),
+			State:                corev1.ContainerState{Terminated: slimTerminated(cs.State.Terminated)},
+			LastTerminationState: corev1.ContainerState{Terminated: slimTerminated(cs.LastTerminationState.Terminated)},
+		})
+	}
+	return out, nil
+}
+
+// labelsTruncated is the one annotation of a slimmed pod: it had more
+// labels than it keeps (the event says so, labels_truncated).
+const labelsTruncated = "oomtrace/labels-truncated"
+
+func slimTerminated(t *corev1.ContainerStateTerminated) *corev1.ContainerStateTerminated {
+	if t == nil {
+		return nil
+	}
+	return &corev1.ContainerStateTerminated{ExitCode: t.ExitCode, Signal: t.Signal, Reason: bounded(t.Reason), ContainerID: bounded(t.ContainerID)}
+}
+
+// slimNode keeps the Node's name and MemoryPressure condition.
+func slimNode(obj any) (any, error) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return obj, nil
+	}
+	out := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion}}
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeMemoryPressure {
+			c.Reason, c.Message = bounded(c.Reason), bounded(c.Message)
+			out.Status.Conditions = append(out.Status.Conditions, c)
+		}
+	}
+	return out, nil
+}
+
+// slimEvent keeps what nodeEvent reads of a node Event: no message.
+func slimEvent(obj any) (any, error) {
+	e, ok := obj.(*corev1.Event)
+	if !ok {
+		return obj, nil
+	}
+	return &corev1.Event{
+		ObjectMeta: metav1.ObjectMeta{Name: e.Name, Namespace: e.Namespace, UID: e.UID, ResourceVersion: e.ResourceVersion,
+			CreationTimestamp: e.CreationTimestamp},
+		InvolvedObject: corev1.ObjectReference{Kind: e.InvolvedObject.Kind, Name: bounded(e.InvolvedObject.Name)},
+		Reason:         bounded(e.Reason),
+		Source:         corev1.EventSource{Component: bounded(e.Source.Component), Host: bounded(e.Source.Host)},
+		ReportingInstance: bounded(e.ReportingInstance),
+		FirstTimestamp:    e.FirstTimestamp, LastTimestamp: e.LastTimestamp, EventTime: e.EventTime,
+	}, nil
+}
+
+// bounded is an API string cut to event.MaxMessageBytes.
+func bounded(s string) string {
+	if len(s) <= event.MaxMessageBytes {
+		return s
+	}
+	return event.BoundText(s, event.MaxMessageBytes)
+}
