@@ -144,7 +144,7 @@ type Eviction struct {
 	Pod  Pod    `json:"pod"`
 	// Priority is the pod's priority; null when the pod was not known.
 	Priority *int32 `json:"priority"`
-	Cause    string `json:"cause"`  // kubelet_eviction
+	Cause    string `json:"cause"` // kubelet_eviction
 	// Source is what told oomtrace: pod_status, the status the kubelet
 	// wrote on the pod (never an Event: tenants can write those).
 	Source string `json:"source"`
@@ -269,10 +269,10 @@ type Container struct {
 // Pod is the Kubernetes pod a task ran in: the uid and QoS class from its
 // cgroup path, the name, namespace and labels from the container runtime.
 type Pod struct {
-	UID       string            `json:"uid"`
-	Name      string            `json:"name"`
-	Namespace string            `json:"namespace"`
-	QoS       string            `json:"qos"` // guaranteed, burstable, besteffort; empty when unknown
+	UID       string `json:"uid"`
+	Name      string `json:"name"`
+	Namespace string `json:"namespace"`
+	QoS       string `json:"qos"` // guaranteed, burstable, besteffort; empty when unknown
 	// Labels are the pod's, at most MaxLabels of them (the first by key)
 	// and MaxLabelBytes in all: a tenant writes them. Shared, not copied,
 	// between the events of one pod: never modify.

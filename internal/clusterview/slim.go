@@ -88,9 +88,9 @@ func slimEvent(obj any) (any, error) {
 	return &corev1.Event{
 		ObjectMeta: metav1.ObjectMeta{Name: e.Name, Namespace: e.Namespace, UID: e.UID, ResourceVersion: e.ResourceVersion,
 			CreationTimestamp: e.CreationTimestamp},
-		InvolvedObject: corev1.ObjectReference{Kind: e.InvolvedObject.Kind, Name: bounded(e.InvolvedObject.Name)},
-		Reason:         bounded(e.Reason),
-		Source:         corev1.EventSource{Component: bounded(e.Source.Component), Host: bounded(e.Source.Host)},
+		InvolvedObject:    corev1.ObjectReference{Kind: e.InvolvedObject.Kind, Name: bounded(e.InvolvedObject.Name)},
+		Reason:            bounded(e.Reason),
+		Source:            corev1.EventSource{Component: bounded(e.Source.Component), Host: bounded(e.Source.Host)},
 		ReportingInstance: bounded(e.ReportingInstance),
 		FirstTimestamp:    e.FirstTimestamp, LastTimestamp: e.LastTimestamp, EventTime: e.EventTime,
 	}, nil
