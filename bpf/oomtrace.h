@@ -12,6 +12,8 @@
 #define CGROUP_PATH_LEN 1024
 #define CGROUP_NAME_LEN 256
 #define CGROUP_DEPTH_MAX 16
+/* Deeper than this, a path is not captured at all (see fill_cgroup_path). */
+#define CGROUP_LEVEL_MAX 64
 #define OOM_MESSAGE_LEN 32
 
 enum event_type {
@@ -67,7 +69,7 @@ struct cgroup_path {
 	__u16 depth;    /* levels below the hierarchy root captured */
 	__u16 len;      /* bytes used in path, without the NUL */
 	__u8 valid;     /* 0: nothing was captured */
-	__u8 truncated; /* deeper than CGROUP_DEPTH_MAX or longer than the buffer */
+	__u8 truncated; /* deeper than CGROUP_DEPTH_MAX or longer than the buffer: the root-most part */
 	__u8 _pad[2];
 	char path[CGROUP_PATH_LEN];
 };

@@ -17,21 +17,29 @@ static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
 /*
  * Write the path of cg relative to its hierarchy root into out, root first.
  * Names are read with bpf_probe_read_kernel_str: kernfs names live outside
- * the kernfs_node. The leaf-most CGROUP_DEPTH_MAX levels are kept, so the
- * container's own directory survives truncation.
+ * the kernfs_node.
+ *
+ * The root-most CGROUP_DEPTH_MAX levels are kept, and the path is cut at
+ * its leaf end when longer than the buffer: what names the pod and the
+ * container sits near the root (kubepods/<qos>/pod<uid>/<container>), and
+ * below a container its tenant may create cgroups (writable cgroups,
+ * sysbox) named as it likes: kept leaf-most, sixteen of them could read
+ * kubepods/.../pod<another pod's uid>/<its container>. A cgroup deeper
+ * than CGROUP_LEVEL_MAX is captured as an empty path, truncated: its
+ * root-most levels are not reached, and nothing is better than a guess.
  *
  * A global function: the verifier checks it once, on its own, instead of
- * once per call (its two bounded loops are most of a program's
- * verification, and start-up waits for it). Hence cg as a number, read
- * through bpf_probe_read_kernel like every pointer here, and an int result.
+ * once per call (its bounded loops are most of a program's verification,
+ * and start-up waits for it). Hence cg as a number, read through
+ * bpf_probe_read_kernel like every pointer here, and an int result.
  */
 __noinline int fill_cgroup_path_global(struct cgroup_path *out, __u64 cg_addr)
 {
 	struct cgroup *cg = (struct cgroup *)cg_addr;
 	struct kernfs_node *kns[CGROUP_DEPTH_MAX] = {};
 	struct kernfs_node *kn;
-	__u64 n = 0, off = 0;
-	int i;
+	__u64 n = 0, off = 0, skip = 0;
+	int i, level;
 
 	if (!out || !cg)
 		return 0;
@@ -41,6 +49,24 @@ __noinline int fill_cgroup_path_global(struct cgroup_path *out, __u64 cg_addr)
 	out->id = BPF_CORE_READ(kn, id);
 	out->valid = 1;
 
+	level = BPF_CORE_READ(cg, level);
+	if (level > CGROUP_LEVEL_MAX) {
+		out->truncated = 1;
+		return 0;
+	}
+	if (level > CGROUP_DEPTH_MAX) {
+		skip = level - CGROUP_DEPTH_MAX;
+		out->truncated = 1;
+	}
+	/* Up past the leaf-most levels that do not fit. */
+	for (i = 0; i < CGROUP_LEVEL_MAX - CGROUP_DEPTH_MAX; i++) {
+		if ((__u64)i >= skip)
+			break;
+		kn = kn_parent(kn);
+		if (!kn)
+			return 0;
+	}
+	/* kns[0] the deepest level kept, kns[n-1] the one below the root. */
 	for (i = 0; i < CGROUP_DEPTH_MAX; i++) {
 		struct kernfs_node *parent = kn_parent(kn);
 		if (!parent)
@@ -49,8 +75,6 @@ __noinline int fill_cgroup_path_global(struct cgroup_path *out, __u64 cg_addr)
 		n++;
 		kn = parent;
 	}
-	if (n == CGROUP_DEPTH_MAX && kn_parent(kn))
-		out->truncated = 1;
 	out->depth = n;
 
 	for (i = CGROUP_DEPTH_MAX - 1; i >= 0; i--) {

@@ -3,6 +3,7 @@ package tracer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"sync"
@@ -637,5 +638,47 @@ func TestCgroupRemovedBeforeRead(t *testing.T) {
 	}
 	if d := got[0].OOM.Domain; d == nil || d.Path != cg.Path {
 		t.Errorf("domain %+v, want %s", d, cg.Path)
+	}
+}
+
+// TestDeepCgroupKeepsRootMostLevels: a kill 12 levels below its domain
+// and more than 16 below the root (a tenant may nest cgroups below its
+// container and name them as it likes) is captured with the path's
+// root-most 16 levels, where the pod and container are named, and marked
+// truncated; the domain, 10 levels down, is whole.
+func TestDeepCgroupKeepsRootMostLevels(t *testing.T) {
+	memcgtest.RequirePrivileged(t)
+	c := startTracer(t, Config{Node: "n"})
+	above := memcgtest.New(t, nil, 0)
+	for i := range 8 {
+		above = memcgtest.NewNamed(t, above, fmt.Sprintf("a%d", i), 0)
+	}
+	domain := memcgtest.NewNamed(t, above, "domain", limit)
+	leaf := domain
+	for i := range 12 {
+		leaf = memcgtest.NewNamed(t, leaf, fmt.Sprintf("kubepods-l%02d", i), 0)
+	}
+	hog := leaf.Start(t, memcgtest.HogOptions{Bytes: hogBytes})
+	hog.WaitKilled(t)
+	evs := c.waitFor(map[int]bool{hog.PID: true}, 10*time.Second)[hog.PID]
+	if len(evs) != 1 {
+		t.Fatalf("events for victim %d: got %d, want 1", hog.PID, len(evs))
+	}
+	ev := evs[0]
+	levels := strings.Split(strings.Trim(leaf.Path, "/"), "/")
+	if len(levels) <= 16 {
+		t.Fatalf("the leaf %s is not deeper than 16 levels", leaf.Path)
+	}
+	want := "/" + strings.Join(levels[:16], "/")
+	m := ev.Victim.Memcg
+	if m == nil || m.Path != want || !m.PathTruncated || m.ID != leaf.ID(t) {
+		t.Errorf("victim.memcg %+v, want the leaf's id %d with the root-most 16 levels %s, truncated", m, leaf.ID(t), want)
+	}
+	if ev.OOM.Domain == nil {
+		t.Fatal("oom.domain missing")
+	}
+	checkCgroup(t, "oom.domain", ev.OOM.Domain.Cgroup, domain)
+	if ev.OOM.Domain.Cgroup.PathTruncated {
+		t.Errorf("the domain's path %s is whole, not truncated", ev.OOM.Domain.Cgroup.Path)
 	}
 }

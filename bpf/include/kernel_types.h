@@ -88,6 +88,7 @@ struct kernfs_node___old {
 
 struct cgroup {
 	struct kernfs_node *kn;
+	int level; /* the root of a hierarchy is 0 */
 };
 
 struct cgroup_subsys_state {

@@ -63,19 +63,32 @@ type Info struct {
 // Parse reads a cgroup path (from any hierarchy: v1, v2 or hybrid; relative
 // to the hierarchy's root, or not). It never fails: what it cannot read is
 // left empty. The kubepods cgroup may sit at any depth (the kubelet's
-// --cgroup-root), with the cgroupfs or the systemd driver.
+// --cgroup-root), with the cgroupfs or the systemd driver. The first pod
+// and container on the path are the ones named: levels below them may be
+// a tenant's, named as it likes.
 func Parse(path string) Info {
 	var info Info
 	prev := ""
+	stop := false
 	for seg := range strings.SplitSeq(path, "/") {
 		if seg == "" || seg == "." {
 			continue
 		}
 		parent := prev
 		prev = seg
-		if info.Level == LevelContainer {
+		if info.Level == LevelContainer || stop {
 			// Below the container: its own sub-cgroups (systemd in a
-			// container, a nested runtime) belong to the same container.
+			// container, a nested runtime, or a tenant's own names)
+			// belong to the same container.
+			continue
+		}
+		if info.Level == LevelPod && info.Kubepods {
+			// A pod's cgroup holds its containers' cgroups and nothing
+			// else the kubelet makes: a container is its direct child,
+			// and what else is below it is not read (a tenant who may
+			// create cgroups there could name them kubepods/.../pod<uid>
+			// of another pod).
+			stop = !parseContainerSegment(seg, &info)
 			continue
 		}
 		if info.Kubepods && info.Level < LevelContainer {

@@ -13,6 +13,9 @@ const (
 	uidEsc = "1b4e28ba_2fa1_11d2_883f_0016d3cca427"
 	// Static pods' uid is the hash of their manifest.
 	staticUID = "6f0b5a1c2d3e4f5a6b7c8d9e0f1a2b3c"
+	// Another pod's, a tenant would like to be taken for.
+	uid2 = "9c0ffee0-2fa1-11d2-883f-0016d3cca427"
+	id2  = "0000000000000000000000000000000000000000000000000000000000000bad"
 )
 
 func TestParse(t *testing.T) {
@@ -27,6 +30,17 @@ func TestParse(t *testing.T) {
 			Info{Level: LevelContainer, Kubepods: true, QoS: QoSBestEffort, PodUID: uid, ContainerID: id}},
 		{"containerd cgroupfs guaranteed", "/kubepods/pod" + uid + "/" + id,
 			Info{Level: LevelContainer, Kubepods: true, QoS: QoSGuaranteed, PodUID: uid, ContainerID: id}},
+		// Hostile nesting: a tenant that may create cgroups below its
+		// container (or, say, a runtime that puts one there) names them
+		// as another pod's. The first pod and container are the ones.
+		{"tenant names kubepods below its container", "/kubepods/burstable/pod" + uid + "/" + id + "/kubepods/besteffort/pod" + uid2 + "/" + id2,
+			Info{Level: LevelContainer, Kubepods: true, QoS: QoSBurstable, PodUID: uid, ContainerID: id}},
+		{"tenant names kubepods below its pod", "/kubepods/burstable/pod" + uid + "/sub/kubepods/pod" + uid2 + "/" + id2,
+			Info{Level: LevelPod, Kubepods: true, QoS: QoSBurstable, PodUID: uid}},
+		{"kubepods right below a pod", "/kubepods/pod" + uid + "/kubepods/pod" + uid2 + "/" + id2,
+			Info{Level: LevelPod, Kubepods: true, QoS: QoSGuaranteed, PodUID: uid}},
+		{"a pod below a pod", "/kubepods/pod" + uid + "/pod" + uid2 + "/" + id2,
+			Info{Level: LevelPod, Kubepods: true, QoS: QoSGuaranteed, PodUID: uid}},
 		// containerd, systemd driver.
 		{"containerd systemd burstable", "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uidEsc + ".slice/cri-containerd-" + id + ".scope",
 			Info{Level: LevelContainer, Kubepods: true, QoS: QoSBurstable, PodUID: uid, ContainerID: id, Runtime: RuntimeContainerd}},

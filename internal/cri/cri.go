@@ -14,8 +14,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/oomtrace/oomtrace/event"
 )
 
 // Labels the kubelet puts on every pod sandbox and container it creates.
@@ -43,7 +47,12 @@ type Container struct {
 	PodUID       string
 	PodName      string
 	PodNamespace string
-	PodLabels    map[string]string // the pod's own labels, without the kubelet's io.kubernetes.*
+	// PodLabels are the pod's own labels, without the kubelet's
+	// io.kubernetes.*, bounded as event.BoundLabels does (a tenant writes
+	// them); shared by the pod's containers and their events: read only.
+	PodLabels map[string]string
+	// PodLabelsTruncated says the pod had more labels than PodLabels.
+	PodLabelsTruncated bool
 }
 
 // Options configure a Client.
@@ -100,6 +109,9 @@ type Client struct {
 	lastGoodList time.Time
 	listed       bool // at least one list succeeded
 	unhealthy    bool // the last call failed (warned once per failure streak)
+	// sandboxesTooLarge: the last list of sandboxes was over
+	// maxMessageBytes (warned once per streak). Under listMu.
+	sandboxesTooLarge bool
 }
 
 type entry struct {
@@ -118,6 +130,9 @@ func DetectEndpoint(runDir string) string {
 	}
 	return ""
 }
+
+// maxMessageBytes is the largest CRI answer read, as the kubelet's.
+const maxMessageBytes = 16 << 20
 
 // New returns a client of the runtime at opts.Endpoint. It does not
 // connect yet: a runtime that starts later is picked up by the next call.
@@ -147,7 +162,10 @@ func New(opts Options) (*Client, error) {
 	if !strings.HasPrefix(target, "unix://") {
 		target = "unix://" + target
 	}
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The kubelet's own limit on CRI messages (16 MiB): a node whose pods
+	// carry a megabyte of labels each lists past gRPC's 4 MiB default.
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes)))
 	if err != nil {
 		return nil, fmt.Errorf("cri endpoint %s: %w", opts.Endpoint, err)
 	}
@@ -245,14 +263,22 @@ func (c *Client) Refresh(ctx context.Context) error {
 		}
 		runtime = strings.ToLower(v.GetRuntimeName())
 	}
-	sandboxes, err := c.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
-	if err != nil {
-		return c.failed(fmt.Errorf("cri list pod sandboxes: %w", err))
+	// The sandboxes carry the pods' labels, which tenants write: a list
+	// too large to read costs the labels, not the names, which the
+	// containers' own labels carry too.
+	sandboxes, sandboxErr := c.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if sandboxErr != nil && status.Code(sandboxErr) != codes.ResourceExhausted {
+		return c.failed(fmt.Errorf("cri list pod sandboxes: %w", sandboxErr))
 	}
 	containers, err := c.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
 	if err != nil {
 		return c.failed(fmt.Errorf("cri list containers: %w", err))
 	}
+	if sandboxErr != nil && !c.sandboxesTooLarge {
+		c.opts.Logger.Warn("container runtime: the pod sandboxes' list is too large to read (their labels); naming containers and pods without labels",
+			"endpoint", c.opts.Endpoint, "err", sandboxErr)
+	}
+	c.sandboxesTooLarge = sandboxErr != nil
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -335,6 +361,7 @@ func sandboxContainer(s *runtimeapi.PodSandbox, runtime string) Container {
 		}
 		pod.PodLabels[k] = v
 	}
+	pod.PodLabels, pod.PodLabelsTruncated = event.BoundLabels(pod.PodLabels)
 	return pod
 }
 
@@ -348,6 +375,8 @@ func containerOf(ctr *runtimeapi.Container, pod Container, runtime string) Conta
 		PodName:      first(l[LabelPodName], pod.PodName),
 		PodNamespace: first(l[LabelPodNamespace], pod.PodNamespace),
 		PodLabels:    pod.PodLabels,
+
+		PodLabelsTruncated: pod.PodLabelsTruncated,
 	}
 }
 

@@ -3,6 +3,7 @@ package cri
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oomtrace/oomtrace/event"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -227,5 +229,65 @@ func TestDetectEndpoint(t *testing.T) {
 	defer l.Close()
 	if got, want := DetectEndpoint(run), filepath.Join(run, "crio/crio.sock"); got != want {
 		t.Errorf("DetectEndpoint = %q, want %q", got, want)
+	}
+}
+
+// hugePods is a runtime with n pods, each with a container and about
+// 1.5 MiB of labels on its sandbox (what the kubelet copies from a pod a
+// tenant made).
+func hugePods(n int) *fakeRuntime {
+	f := &fakeRuntime{}
+	for i := range n {
+		sb := fmt.Sprintf("%062x%02x", 0xab, i)
+		id := fmt.Sprintf("%062x%02x", 0xcd, i)
+		u := fmt.Sprintf("0b1e7bd0-4a5e-4c4b-9f34-7d1f1c2a7e%02x", i)
+		labels := map[string]string{LabelPodName: fmt.Sprintf("fat-%d", i), LabelPodNamespace: "tenant", LabelPodUID: u}
+		for j := range 24000 {
+			labels[fmt.Sprintf("l%05d", j)] = strings.Repeat("v", 60)
+		}
+		f.sandboxes = append(f.sandboxes, &runtimeapi.PodSandbox{Id: sb, Labels: labels,
+			Metadata: &runtimeapi.PodSandboxMetadata{Name: fmt.Sprintf("fat-%d", i), Namespace: "tenant", Uid: u}})
+		f.containers = append(f.containers, &runtimeapi.Container{Id: id, PodSandboxId: sb, Metadata: &runtimeapi.ContainerMetadata{Name: "app"},
+			Labels: map[string]string{LabelContainerName: "app", LabelPodName: fmt.Sprintf("fat-%d", i), LabelPodNamespace: "tenant", LabelPodUID: u}})
+	}
+	return f
+}
+
+// TestHugeLabels: pods with 1.5 MiB of labels each. Four of them list past
+// gRPC's 4 MiB default: every container is still named, with its pod's
+// labels cut to event.MaxLabels. Twelve list past the kubelet's own 16
+// MiB: the containers are named all the same, without labels, and one
+// warning says why.
+func TestHugeLabels(t *testing.T) {
+	for _, tt := range []struct {
+		pods   int
+		labels bool
+	}{{4, true}, {12, false}} {
+		f := hugePods(tt.pods)
+		var log strings.Builder
+		c, err := New(Options{Endpoint: serve(t, f), Logger: slog.New(slog.NewTextHandler(&log, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Refresh(context.Background()); err != nil {
+			t.Fatalf("%d pods: %v", tt.pods, err)
+		}
+		for i, ctr := range f.containers {
+			got, ok := c.cached(ctr.GetId())
+			if !ok || got.Name != "app" || got.PodName != fmt.Sprintf("fat-%d", i) || got.PodNamespace != "tenant" {
+				t.Errorf("%d pods: container %d: %+v %v", tt.pods, i, got, ok)
+				continue
+			}
+			if tt.labels && (len(got.PodLabels) != event.MaxLabels || !got.PodLabelsTruncated) {
+				t.Errorf("%d pods: %d labels (truncated %v), want %d", tt.pods, len(got.PodLabels), got.PodLabelsTruncated, event.MaxLabels)
+			}
+			if !tt.labels && len(got.PodLabels) != 0 {
+				t.Errorf("%d pods: %d labels from a list that was too large", tt.pods, len(got.PodLabels))
+			}
+		}
+		if warned := strings.Contains(log.String(), "too large"); warned == tt.labels {
+			t.Errorf("%d pods: warned %v:\n%s", tt.pods, warned, log.String())
+		}
+		c.Close()
 	}
 }

@@ -5,7 +5,6 @@ package enrich
 
 import (
 	"context"
-	"maps"
 	"time"
 
 	"github.com/oomtrace/oomtrace/event"
@@ -90,6 +89,12 @@ func (e *Enricher) Process(ctx context.Context, p *event.Process, at time.Time) 
 	if ctr.Runtime == "" {
 		ctr.Runtime = rc.Runtime
 	}
+	if p.Pod != nil && p.Pod.UID != rc.PodUID {
+		// The path and the runtime disagree on the pod: keep what the
+		// kernel saw, and name nothing after the runtime (a container id
+		// in a path is a directory name, which may be a tenant's).
+		return
+	}
 	if rc.Sandbox {
 		// The pod's pause process: the pod is known, the container is its
 		// sandbox, which has no name in the pod spec.
@@ -101,17 +106,16 @@ func (e *Enricher) Process(ctx context.Context, p *event.Process, at time.Time) 
 		return
 	}
 	if p.Pod == nil {
+		if info.Kubepods {
+			// Below kubepods without a pod level: not a path the kubelet
+			// makes.
+			return
+		}
 		// A runtime whose cgroup naming does not say the pod: trust CRI.
 		p.Pod = &event.Pod{UID: rc.PodUID}
 	}
-	if p.Pod.UID != rc.PodUID && rc.PodUID != "" {
-		// The path and the runtime disagree: keep what the kernel saw.
-		return
-	}
 	p.Pod.Name, p.Pod.Namespace = rc.PodName, rc.PodNamespace
-	if len(rc.PodLabels) > 0 {
-		p.Pod.Labels = maps.Clone(rc.PodLabels)
-	}
+	p.Pod.Labels, p.Pod.LabelsTruncated = rc.PodLabels, rc.PodLabelsTruncated
 }
 
 // Container names a container id known to the runtime at time at, or
