@@ -48,14 +48,14 @@ type refusalTracer struct {
 	procfs  string
 
 	// The aggregator: only the reader goroutine touches it.
-	pending map[refusalRefusalKey]*refusalState
+	refusalWindow
 }
 
 // newRefusalTracer loads spec (sized, its maps pinned or not by opts) as
 // generation gen and attaches its hooks with att. It sets only the
 // refusal fields of t.hooks: the OOM half loads meanwhile.
 func newRefusalTracer(t *Tracer, att *attacher, cfg Config, opts ebpf.CollectionOptions, spec *ebpf.CollectionSpec, gen uint64) (*refusalTracer, error) {
-	r := &refusalTracer{t: t, att: att, window: cfg.RefusalWindow, procfs: cfg.ProcfsPath, pending: map[refusalRefusalKey]*refusalState{}}
+	r := &refusalTracer{t: t, att: att, window: cfg.RefusalWindow, procfs: cfg.ProcfsPath, refusalWindow: newRefusalWindow()}
 	host, err := readHostMemory(r.procfs)
 	if err != nil {
 		return nil, fmt.Errorf("read commit accounting settings: %w", err)

@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"container/list"
 	"errors"
 	"fmt"
 	"os"
@@ -21,6 +22,34 @@ type refusalState struct {
 	last     event.CommitRefusal // the latest recorded refusal
 	deadline time.Time           // when to write the repeats; zero when none are due
 	seen     time.Time           // last activity, for pruning
+	lru      *list.Element       // in refusalWindow.bySeen
+}
+
+// maxRefusalKeys bounds the aggregator: as many keys as the kernel's
+// refusal_counts holds. Each process has keys of its own, and a tenant can
+// start processes without end: past the bound the key seen longest ago
+// has its repeats written and is forgotten, here and in the kernel.
+const maxRefusalKeys = 16384
+
+// refusalWindow is the aggregator's state: only the reader goroutine
+// touches it. Every record costs O(1): keys in the order they were last
+// seen, and the windows to close in the order they close (every window
+// is as long, so they close in the order they opened).
+type refusalWindow struct {
+	pending map[refusalRefusalKey]*refusalState
+	bySeen  *list.List // of refusalRefusalKey, least recently seen first
+	due     []dueWindow
+	maxKeys int
+}
+
+// dueWindow is a window to close; stale when its key got another since.
+type dueWindow struct {
+	key      refusalRefusalKey
+	deadline time.Time
+}
+
+func newRefusalWindow() refusalWindow {
+	return refusalWindow{pending: map[refusalRefusalKey]*refusalState{}, bySeen: list.New(), maxKeys: maxRefusalKeys}
 }
 
 // run reads refusal records and writes repeats when their window closes,
@@ -58,19 +87,33 @@ func (r *refusalTracer) run(handle func(event.CommitRefusal)) error {
 			r.t.decodeError("commit_refusal", err)
 			continue
 		}
-		key := refusalRefusalKey{Tgid: raw.Process.Tgid, Syscall: raw.Syscall, Class: raw.Class}
-		st := r.pending[key]
-		if st == nil {
-			st = &refusalState{}
-			r.pending[key] = st
-		}
-		ev.Count = delta(raw.Total, st.printed)
-		st.printed = raw.Total
-		st.last = ev
-		st.seen = time.Now()
-		st.deadline = st.seen.Add(r.window)
-		handle(ev)
+		r.fold(handle, refusalRefusalKey{Tgid: raw.Process.Tgid, Syscall: raw.Syscall, Class: raw.Class}, raw.Total, ev, time.Now())
 	}
+}
+
+// fold writes a window's first refusal of key, whose kernel total is
+// total, and opens the window.
+func (r *refusalTracer) fold(handle func(event.CommitRefusal), key refusalRefusalKey, total uint64, ev event.CommitRefusal, now time.Time) {
+	st := r.pending[key]
+	if st == nil {
+		if len(r.pending) >= r.maxKeys {
+			oldest := r.bySeen.Front().Value.(refusalRefusalKey)
+			r.flush(handle, oldest, r.pending[oldest], now)
+			r.forget(oldest)
+		}
+		st = &refusalState{}
+		st.lru = r.bySeen.PushBack(key)
+		r.pending[key] = st
+	} else {
+		r.bySeen.MoveToBack(st.lru)
+	}
+	ev.Count = delta(total, st.printed)
+	st.printed = total
+	st.last = ev
+	st.seen = now
+	st.deadline = now.Add(r.window)
+	r.due = append(r.due, dueWindow{key, st.deadline})
+	handle(ev)
 }
 
 // delta is how many refusals a total stands for beyond what was written.
@@ -84,28 +127,38 @@ func delta(total, printed uint64) uint64 {
 
 // nextDeadline is when the reader must wake up for the next due flush.
 func (r *refusalTracer) nextDeadline() time.Time {
-	var next time.Time
-	for _, st := range r.pending {
-		if !st.deadline.IsZero() && (next.IsZero() || st.deadline.Before(next)) {
-			next = st.deadline
+	for len(r.due) > 0 {
+		d := r.due[0]
+		if st := r.pending[d.key]; st != nil && st.deadline.Equal(d.deadline) {
+			return d.deadline
 		}
+		r.due = r.due[1:] // stale
 	}
-	if next.IsZero() {
-		// Nothing due: wake up now and then to prune idle keys.
-		next = time.Now().Add(time.Minute)
-	}
-	return next
+	// Nothing due: wake up now and then to prune idle keys.
+	return time.Now().Add(time.Minute)
 }
 
-// flushDue writes the repeats of every key whose window has closed.
+// flushDue writes the repeats of every key whose window has closed, and
+// forgets the keys idle for idleKeyTTL.
 func (r *refusalTracer) flushDue(handle func(event.CommitRefusal), now time.Time) {
-	for _, key := range r.sortedKeys() {
-		st := r.pending[key]
-		if !st.deadline.IsZero() && !now.Before(st.deadline) {
-			r.flush(handle, key, st, now)
+	for len(r.due) > 0 && !now.Before(r.due[0].deadline) {
+		d := r.due[0]
+		r.due = r.due[1:]
+		if st := r.pending[d.key]; st != nil && st.deadline.Equal(d.deadline) {
+			r.flush(handle, d.key, st, now)
 		}
-		if st.deadline.IsZero() && now.Sub(st.seen) > idleKeyTTL {
-			r.prune(key, st)
+	}
+	for e := r.bySeen.Front(); e != nil; {
+		key := e.Value.(refusalRefusalKey)
+		st := r.pending[key]
+		if now.Sub(st.seen) <= idleKeyTTL {
+			break
+		}
+		e = e.Next()
+		if !st.deadline.IsZero() || !r.prune(key, st) {
+			// Moved again in the kernel: idle no more.
+			st.seen = now
+			r.bySeen.MoveToBack(st.lru)
 		}
 	}
 }
@@ -160,12 +213,22 @@ func (r *refusalTracer) flush(handle func(event.CommitRefusal), key refusalRefus
 	handle(ev)
 }
 
-// prune forgets an idle key here and in the kernel, unless it moved again.
-func (r *refusalTracer) prune(key refusalRefusalKey, st *refusalState) {
+// prune forgets an idle key here and in the kernel, unless it moved
+// again: then it says false.
+func (r *refusalTracer) prune(key refusalRefusalKey, st *refusalState) bool {
 	var cnt refusalRefusalCount
 	if err := r.maps.RefusalCounts.Lookup(&key, &cnt); err == nil && cnt.Total != st.printed {
-		return
+		return false
 	}
-	r.maps.RefusalCounts.Delete(&key)
-	delete(r.pending, key)
+	r.forget(key)
+	return true
+}
+
+// forget drops key here and in the kernel.
+func (r *refusalTracer) forget(key refusalRefusalKey) {
+	_ = r.maps.RefusalCounts.Delete(&key)
+	if st := r.pending[key]; st != nil {
+		r.bySeen.Remove(st.lru)
+		delete(r.pending, key)
+	}
 }
