@@ -444,10 +444,10 @@ func serveMetrics(listener net.Listener, path, webConfig string, ready *atomic.B
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors...)
 	reg.MustRegister(promcollectors.NewGoCollector(), promcollectors.NewProcessCollector(promcollectors.ProcessCollectorOpts{}))
-	srv := &http.Server{Handler: exporter.Handler(reg, path, ready), ReadHeaderTimeout: 10 * time.Second,
-		// A scraper's failed TLS handshake is the scraper's problem: at
-		// debug level, in the log's format.
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	// A scraper's failed TLS handshake is the scraper's problem: at debug
+	// level, in the log's format.
+	srv := exporter.NewServer(exporter.Handler(reg, path, ready), slog.NewLogLogger(log.Handler(), slog.LevelDebug))
+	listener = exporter.LimitListener(listener, exporter.MaxConnections)
 	go func() {
 		err := web.Serve(listener, srv, &web.FlagConfig{WebConfigFile: &webConfig}, log.With("component", "web"))
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
