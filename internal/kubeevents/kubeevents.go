@@ -45,6 +45,10 @@ const (
 	attempts    = 3
 	// noteMax is the API's limit on an Event's note.
 	noteMax = 1024
+	// nameMax, pathMax: the most of a tenant's name (process, container)
+	// and cgroup path a note quotes.
+	nameMax = 64
+	pathMax = 256
 )
 
 // API creates Events: a kubeapi.Client.
@@ -152,9 +156,7 @@ func (r *Recorder) Write(ev event.Event) error {
 		return nil
 	}
 	reason, note := Describe(kill)
-	if len(note) > noteMax {
-		note = note[:noteMax]
-	}
+	note = event.BoundText(note, noteMax)
 	at := kill.Time.Time
 	if at.IsZero() {
 		at = r.now()
@@ -207,15 +209,17 @@ func (r *Recorder) allow(uid types.UID) bool {
 
 // Describe is the reason and the note of a kill's Event: who was killed,
 // in which container, at which limit, how much it held, and whether the
-// container survived.
+// container survived. What a tenant names (its process, its container,
+// its cgroups) is bounded and stripped of control characters: a note is
+// read in a terminal (kubectl describe).
 func Describe(k event.OOMKill) (reason, note string) {
 	v := k.Victim
 	container := "its container"
 	if v.Container != nil && v.Container.Name != "" {
-		container = "container " + v.Container.Name
+		container = "container " + event.BoundText(v.Container.Name, nameMax)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "Process %s (pid %d", v.Comm, v.TGID)
+	fmt.Fprintf(&b, "Process %s (pid %d", event.BoundText(v.Comm, nameMax), v.TGID)
 	if v.NSPID != nil && *v.NSPID != v.TGID {
 		fmt.Fprintf(&b, ", %d in the container", *v.NSPID)
 	}
@@ -259,7 +263,7 @@ func limitHit(k event.OOMKill) string {
 		return "the node's memory (a system-wide OOM)"
 	default:
 		if d.Cgroup != nil {
-			what = "the memory limit of cgroup " + d.Path
+			what = "the memory limit of cgroup " + event.BoundText(d.Path, pathMax)
 		} else {
 			what = "a cpuset or memory policy"
 		}

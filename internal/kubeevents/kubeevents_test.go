@@ -3,6 +3,7 @@ package kubeevents
 import (
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/oomtrace/oomtrace/event"
 )
@@ -62,4 +63,49 @@ func TestDescribe(t *testing.T) {
 			t.Errorf("%s: %q does not say %q", kind, note, says)
 		}
 	}
+}
+
+// TestHostileNames: a process, container and cgroup named by a tenant
+// with a newline, a terminal escape and invalid UTF-8, and a cgroup path of
+// 4 KiB of multi-byte characters: the note has no control character, is
+// valid UTF-8 and within the API's 1024 bytes.
+func TestHostileNames(t *testing.T) {
+	k := kill(nil, false)
+	k.Victim.Comm = "x\n\x1b[2Jroot\xff"
+	k.Victim.Container.Name = "web\r\nOOMKilled: no"
+	k.OOM.Domain = &event.Domain{Kind: event.DomainOther, Cgroup: &event.Cgroup{Path: "/" + strings.Repeat("é", 2048) + "\x07"}}
+	_, note := Describe(k)
+	checkNote(t, note)
+	if !strings.Contains(note, "x\uFFFD\uFFFD[2Jroot\uFFFD") {
+		t.Errorf("note %q does not show the name with its control bytes replaced", note)
+	}
+}
+
+func checkNote(t *testing.T, note string) {
+	t.Helper()
+	if len(note) > 1024 || !utf8.ValidString(note) {
+		t.Errorf("note of %d bytes, valid UTF-8 %v", len(note), utf8.ValidString(note))
+	}
+	for _, r := range note {
+		if (r < 0x20 && r != '\t') || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			t.Errorf("note %q has control character %U", note, r)
+			break
+		}
+	}
+}
+
+// FuzzDescribe: whatever names a tenant gives its process, container and
+// cgroups, the note is valid UTF-8 without control characters, within the
+// API's limit once bounded as Write bounds it.
+func FuzzDescribe(f *testing.F) {
+	f.Add("gunicorn", "web", "/kubepods/pod/x", uint32(7), true, uint64(64<<20))
+	f.Add("x\n\x1b[2J", "\xff\xfe", strings.Repeat("é", 600), uint32(1), false, uint64(0))
+	f.Fuzz(func(t *testing.T, comm, container, path string, nsPID uint32, survived bool, limit uint64) {
+		k := kill(&survived, nsPID == 1)
+		k.Victim.NSPID = &nsPID
+		k.Victim.Comm, k.Victim.Container.Name = comm, container
+		k.OOM.Domain = &event.Domain{Kind: event.DomainOther, Cgroup: &event.Cgroup{Path: path}, LimitBytes: limit}
+		_, note := Describe(k)
+		checkNote(t, event.BoundText(note, noteMax))
+	})
 }
