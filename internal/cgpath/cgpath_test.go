@@ -169,3 +169,25 @@ func TestContainerPath(t *testing.T) {
 		}
 	}
 }
+
+// FuzzContainerPath: a container's own cgroup is a prefix of the path, at
+// a segment boundary, that Parse reads as a container (not CRI-O's monitor)
+// with the same pod and container as the whole path.
+func FuzzContainerPath(f *testing.F) {
+	f.Add("/kubepods/burstable/pod" + uid + "/" + id + "/init.scope")
+	f.Add("/kubepods/pod" + uid + "/" + id + "/kubepods/pod" + uid2 + "/" + id2)
+	f.Add("/system.slice/docker-" + id + ".scope/x")
+	f.Fuzz(func(t *testing.T, path string) {
+		c := ContainerPath(path)
+		if c == "" {
+			return
+		}
+		if c != path && !strings.HasPrefix(path, c+"/") {
+			t.Fatalf("ContainerPath(%q) = %q: not a prefix at a segment boundary", path, c)
+		}
+		own, whole := Parse(c), Parse(path)
+		if own.Level != LevelContainer || own.Conmon || own.ContainerID != whole.ContainerID || own.PodUID != whole.PodUID {
+			t.Errorf("ContainerPath(%q) = %q: %+v, the whole path %+v", path, c, own, whole)
+		}
+	})
+}

@@ -291,3 +291,39 @@ func TestHugeLabels(t *testing.T) {
 		c.Close()
 	}
 }
+
+// FuzzConvert: whatever the runtime lists (labels come from tenants'
+// pods), a sandbox and its container convert to names with bounded labels,
+// none of the kubelet's own io.kubernetes.* among them, shared by the
+// container, and the pod's identity read from the kubelet's labels first.
+func FuzzConvert(f *testing.F) {
+	f.Add("cart-7d9f", "shop", uid, "redis", "app", "cart", 3)
+	f.Add("", "", "", "", "io.kubernetes.pod.name", "x", 300)
+	f.Fuzz(func(t *testing.T, podName, namespace, podUID, ctrName, key, value string, n int) {
+		n = min(max(n, 0), 300)
+		labels := map[string]string{LabelPodName: podName, LabelPodNamespace: namespace, LabelPodUID: podUID, key: value}
+		for i := range n {
+			labels[fmt.Sprintf("l%d", i)] = value
+		}
+		sb := &runtimeapi.PodSandbox{Id: sandboxID, Labels: labels, Metadata: &runtimeapi.PodSandboxMetadata{Name: "meta-" + podName, Namespace: namespace, Uid: podUID}}
+		pod := sandboxContainer(sb, "containerd")
+		if len(pod.PodLabels) > event.MaxLabels {
+			t.Errorf("%d labels", len(pod.PodLabels))
+		}
+		for k := range pod.PodLabels {
+			if strings.HasPrefix(k, "io.kubernetes.") {
+				t.Errorf("the kubelet's label %q kept", k)
+			}
+		}
+		if pod.PodName != first(labels[LabelPodName], "meta-"+podName) || pod.PodNamespace != first(labels[LabelPodNamespace], namespace) ||
+			pod.PodUID != first(labels[LabelPodUID], podUID) || !pod.Sandbox {
+			t.Errorf("sandbox %+v", pod)
+		}
+		ctr := containerOf(&runtimeapi.Container{Id: ctrID, PodSandboxId: sandboxID, Labels: map[string]string{LabelContainerName: ctrName},
+			Metadata: &runtimeapi.ContainerMetadata{Name: "meta"}}, pod, "containerd")
+		if ctr.PodUID != pod.PodUID || ctr.PodName != pod.PodName || ctr.PodLabelsTruncated != pod.PodLabelsTruncated || len(ctr.PodLabels) != len(pod.PodLabels) ||
+			ctr.Sandbox || (ctrName != "" && ctr.Name != ctrName) || (ctrName == "" && ctr.Name != "meta") {
+			t.Errorf("container %+v of %+v", ctr, pod)
+		}
+	})
+}

@@ -149,6 +149,15 @@ func ReadKubeletConfig(path string) (KubeletConfig, error) {
 	if err != nil {
 		return KubeletConfig{}, fmt.Errorf("kubelet config: %w", err)
 	}
+	kc, err := ParseKubeletConfig(data)
+	if err != nil {
+		return KubeletConfig{}, fmt.Errorf("kubelet config %s: %w", path, err)
+	}
+	return kc, nil
+}
+
+// ParseKubeletConfig is ReadKubeletConfig of a file's content.
+func ParseKubeletConfig(data []byte) (KubeletConfig, error) {
 	var cfg struct {
 		Kind                   string            `json:"kind"`
 		EvictionHard           map[string]string `json:"evictionHard"`
@@ -158,11 +167,12 @@ func ReadKubeletConfig(path string) (KubeletConfig, error) {
 		CgroupsPerQOS          *bool             `json:"cgroupsPerQOS"`
 	}
 	if err := yaml.Unmarshal(data, &cfg); err != nil {
-		return KubeletConfig{}, fmt.Errorf("kubelet config %s: %w", path, err)
+		return KubeletConfig{}, err
 	}
 	if cfg.Kind != "" && cfg.Kind != "KubeletConfiguration" {
-		return KubeletConfig{}, fmt.Errorf("kubelet config %s: kind %q, want KubeletConfiguration", path, cfg.Kind)
+		return KubeletConfig{}, fmt.Errorf("kind %q, want KubeletConfiguration", cfg.Kind)
 	}
+	var err error
 	kc := KubeletConfig{EnforceNodeAllocatable: []string{EnforcePods}}
 	if cfg.EnforceNodeAllocatable != nil {
 		kc.EnforceNodeAllocatable = *cfg.EnforceNodeAllocatable
@@ -173,7 +183,7 @@ func ReadKubeletConfig(path string) (KubeletConfig, error) {
 		kc.Thresholds, err = fromPairs(cfg.EvictionHard, kc.EnforceNodeAllocatable)
 	}
 	if err != nil {
-		return KubeletConfig{}, fmt.Errorf("kubelet config %s: %w", path, err)
+		return KubeletConfig{}, err
 	}
 	if cfg.CgroupsPerQOS == nil || *cfg.CgroupsPerQOS {
 		kc.Kubepods = KubepodsCgroup(cfg.CgroupRoot, cfg.CgroupDriver)

@@ -147,3 +147,27 @@ func FuzzParseEvictionHard(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseKubeletConfig: any file where the kubelet's config should be
+// gives a config or an error, never a panic; a config's kubepods cgroup
+// is absolute or empty, and its thresholds print as the kubelet's syntax
+// that parses back to the same.
+func FuzzParseKubeletConfig(f *testing.F) {
+	f.Add([]byte("kind: KubeletConfiguration\nevictionHard:\n  memory.available: 300Mi\nenforceNodeAllocatable: [pods]\ncgroupRoot: /x\ncgroupDriver: cgroupfs\n"))
+	f.Add([]byte(`{"kind":"KubeletConfiguration","evictionHard":{"memory.available":"5%"},"cgroupDriver":"systemd","cgroupsPerQOS":false}`))
+	f.Add([]byte("evictionHard: {}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		kc, err := ParseKubeletConfig(data)
+		if err != nil {
+			return
+		}
+		if kc.Kubepods != "" && !strings.HasPrefix(kc.Kubepods, "/") {
+			t.Errorf("kubepods %q is not absolute", kc.Kubepods)
+		}
+		if s := kc.Thresholds.String(); s != "" {
+			if again, err := ParseEvictionHard(s, kc.EnforceNodeAllocatable); err != nil || again.String() != s {
+				t.Errorf("thresholds %q parse back as %q, %v", s, again.String(), err)
+			}
+		}
+	})
+}
