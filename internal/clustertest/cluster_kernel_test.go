@@ -42,6 +42,7 @@ func TestCluster(t *testing.T) {
 	ok := t.Run("deployed", func(t *testing.T) { testDeployed(t, c, o, kubepodsLimit) })
 	ok = ok && t.Run("container_limit", func(t *testing.T) { testContainerLimit(t, c, o) })
 	ok = ok && t.Run("worker_process_kill", func(t *testing.T) { testWorkerProcessKill(t, c, o) })
+	ok = ok && t.Run("hostile_tenant", func(t *testing.T) { testHostileTenant(t, c, o) })
 	ok = ok && t.Run("kernel_before_kubelet", func(t *testing.T) { testKernelBeforeKubelet(t, c, o) })
 	ok = ok && t.Run("allocatable_eviction", func(t *testing.T) { testAllocatableEviction(t, c, o, kubepodsLimit) })
 	ok = ok && t.Run("rollout_restart", func(t *testing.T) { testRolloutRestart(t, c, o) })

@@ -1,0 +1,206 @@
+package clustertest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/kubeevents"
+)
+
+// tenantNamespace is the hostile tenant's: it may create pods and Events
+// there, and nothing else anywhere.
+const tenantNamespace = "tenant"
+
+// tenantClient is the API as a tenant user sees it (impersonated, with a
+// Role that grants pods and Events in its own namespace only): what it
+// writes the API server accepts from any such user.
+func (c *Cluster) tenantClient(t *testing.T) kubernetes.Interface {
+	t.Helper()
+	ctx := context.Background()
+	c.Namespace(t, tenantNamespace)
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "tenant", Namespace: tenantNamespace}, Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"pods", "events"}, Verbs: []string{"create", "get", "list", "delete"}},
+		{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create"}},
+	}}
+	if _, err := c.Client.RbacV1().Roles(tenantNamespace).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "tenant", Namespace: tenantNamespace},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "tenant"},
+		Subjects: []rbacv1.Subject{{Kind: "User", APIGroup: "rbac.authorization.k8s.io", Name: "tenant"}}}
+	if _, err := c.Client.RbacV1().RoleBindings(tenantNamespace).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := rest.CopyConfig(c.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "tenant"}
+	tc, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// RBAC takes a moment to see the binding.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := tc.CoreV1().Pods(tenantNamespace).List(ctx, metav1.ListOptions{})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the tenant cannot list its own pods: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, err := tc.CoreV1().Pods("shop").List(ctx, metav1.ListOptions{}); err == nil {
+		t.Fatal("the tenant can read another namespace: the scenario would not be a tenant's")
+	}
+	return tc
+}
+
+// testHostileTenant: what a tenant controls, used against the agent. As a
+// user who may create pods and Events in its own namespace only:
+//   - 60 forged Evicted Events with the kubelet's source and this node's
+//     host, 1 MiB of message each, about its own running pod (a real pod
+//     of this node) and about pods that never existed, and node Events
+//     (SystemOOM) about this node in its namespace;
+//   - a pod with 8,000 labels (about 0.7 MiB) OOM-killed at its limit;
+//   - 1,000 idle connections to the agent's metrics port.
+//
+// The agent reports no eviction and counts no node Event, stays within a
+// few MiB of where it was (it read none of the Events), names the fat
+// pod's kill right with its labels cut, writes its Event on that pod only,
+// and answers a scrape during the flood.
+func testHostileTenant(t *testing.T, c *Cluster, o *Oomtrace) {
+	ctx := context.Background()
+	tc := c.tenantClient(t)
+	rssBefore, _ := Value(o.Metrics(t), "process_resident_memory_bytes", nil)
+	nodeEventsBefore, _ := Value(o.Metrics(t), "oomtrace_kubelet_node_events_total", map[string]string{"reason": "SystemOOM"})
+
+	victim := podSpec(tenantNamespace, "victim", corev1.RestartPolicyAlways, 2, container{name: "app", args: []string{"idle", "8"}})
+	if _, err := tc.CoreV1().Pods(tenantNamespace).Create(ctx, victim, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("the tenant's pod: %v", err)
+	}
+	defer c.deletePod(t, tenantNamespace, "victim")
+	real := c.waitPod(t, tenantNamespace, "victim", "running", time.Minute, running)
+
+	message := "The node was low on resource: memory. Threshold quantity: 100Mi, available: 1Ki. Container app was using 9Gi, request is 0, has larger consumption of memory. " +
+		strings.Repeat("x", 1<<20-200)
+	forged := 0
+	for i := range 60 {
+		ref := corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: tenantNamespace, Name: real.Name, UID: real.UID}
+		if i%2 == 1 {
+			ref.Name, ref.UID = fmt.Sprintf("ghost-%d", i), types.UID(fmt.Sprintf("00000000-0000-0000-0000-%012d", i))
+		}
+		ev := &corev1.Event{
+			ObjectMeta:     metav1.ObjectMeta{Name: fmt.Sprintf("forged.%d", i), Namespace: tenantNamespace, Annotations: map[string]string{"offending_containers": "app"}},
+			InvolvedObject: ref, Reason: "Evicted", Message: message, Type: corev1.EventTypeWarning,
+			Source:         corev1.EventSource{Component: "kubelet", Host: NodeName},
+			FirstTimestamp: metav1.Now(), LastTimestamp: metav1.Now(), Count: 1,
+		}
+		if _, err := tc.CoreV1().Events(tenantNamespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("forged Event %d: %v", i, err)
+		}
+		forged++
+	}
+	for i := range 5 {
+		ev := &corev1.Event{
+			ObjectMeta:     metav1.ObjectMeta{Name: fmt.Sprintf("forged-node.%d", i), Namespace: tenantNamespace},
+			InvolvedObject: corev1.ObjectReference{Kind: "Node", Name: NodeName, UID: types.UID(NodeName)},
+			Reason:         "SystemOOM", Message: "System OOM encountered", Type: corev1.EventTypeWarning,
+			Source:         corev1.EventSource{Component: "kubelet", Host: NodeName},
+			FirstTimestamp: metav1.Now(), LastTimestamp: metav1.Now(), Count: 1,
+		}
+		if _, err := tc.CoreV1().Events(tenantNamespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("forged node Event %d: %v", i, err)
+		}
+	}
+	t.Logf("the API server took %d forged Evicted Events of 1 MiB and 5 forged node Events from the tenant", forged)
+
+	// The fat pod: 8,000 labels, its container OOM-killed at its limit.
+	fat := podSpec(tenantNamespace, "fat", corev1.RestartPolicyNever, 2, container{name: "hog", args: []string{"hog", "200"}, limit: 64 * mi})
+	for i := range 8000 {
+		fat.Labels[fmt.Sprintf("tenant.example/l%05d", i)] = strings.Repeat("v", 63)
+	}
+	if _, err := tc.CoreV1().Pods(tenantNamespace).Create(ctx, fat, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("the fat pod: %v", err)
+	}
+	defer c.deletePod(t, tenantNamespace, "fat")
+
+	// The flood, while the kill happens.
+	var flood []net.Conn
+	defer func() {
+		for _, conn := range flood {
+			conn.Close()
+		}
+	}()
+	for range 1000 {
+		conn, err := net.Dial("tcp", NodeIP+":9808")
+		if err != nil {
+			t.Fatalf("dial the metrics port: %v", err)
+		}
+		flood = append(flood, conn)
+	}
+
+	ev := o.WaitEvents(t, "the fat pod's kill", time.Minute, func(ev Events) bool { return len(killsInPod(ev, "fat")) > 0 })
+	k := killsInPod(ev, "fat")[0]
+	p := k.Victim.Pod
+	if p.Namespace != tenantNamespace || p.Name != "fat" || k.Victim.Container == nil || k.Victim.Container.Name != "hog" ||
+		!p.LabelsTruncated || len(p.Labels) > event.MaxLabels || len(p.Labels) == 0 {
+		t.Errorf("the fat pod's kill: pod %s/%s, container %s, %d labels (truncated %v)", p.Namespace, p.Name, jsonOf(k.Victim.Container), len(p.Labels), p.LabelsTruncated)
+	}
+	// A scrape during the flood (Metrics fails the test if it cannot).
+	fams := o.Metrics(t)
+
+	// Past the agent's settle time for evictions: nothing forged came out.
+	time.Sleep(8 * time.Second)
+	ev = o.Events(t)
+	for _, e := range ev.Evictions {
+		if e.Pod.Namespace == tenantNamespace {
+			t.Errorf("a forged eviction was reported: %s", jsonOf(e))
+		}
+	}
+	fams = o.Metrics(t)
+	for _, pod := range []string{"victim", "ghost-1"} {
+		if n, ok := Value(fams, "oomtrace_container_deaths_total", map[string]string{"pod": pod, "cause": event.CauseKubeletEviction}); ok {
+			t.Errorf("container_deaths_total{pod=%s,kubelet_eviction} = %v: forged", pod, n)
+		}
+	}
+	if n, _ := Value(fams, "oomtrace_kubelet_node_events_total", map[string]string{"reason": "SystemOOM"}); n != nodeEventsBefore {
+		t.Errorf("kubelet_node_events_total{SystemOOM} went from %v to %v: the tenant's node Events were counted", nodeEventsBefore, n)
+	}
+	rssAfter, _ := Value(fams, "process_resident_memory_bytes", nil)
+	t.Logf("oomtrace's RSS: %.1f MiB before, %.1f MiB after %d MiB of forged Events, a pod of 8,000 labels and 1,000 connections",
+		rssBefore/(1<<20), rssAfter/(1<<20), forged)
+	if rssAfter-rssBefore > 16<<20 {
+		t.Errorf("oomtrace's RSS grew by %.1f MiB", (rssAfter-rssBefore)/(1<<20))
+	}
+	// The Events the agent wrote in the tenant's namespace: on the fat pod
+	// only, the one it killed.
+	list, err := c.Client.EventsV1().Events(tenantNamespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fatEvents := 0
+	for _, e := range list.Items {
+		if e.ReportingController != kubeevents.Controller {
+			continue
+		}
+		if e.Regarding.Name != "fat" {
+			t.Errorf("oomtrace wrote an Event on %s, which was not killed: %s", e.Regarding.Name, e.Note)
+		}
+		fatEvents++
+	}
+	if fatEvents == 0 {
+		t.Error("no Event of oomtrace's on the fat pod")
+	}
+}
