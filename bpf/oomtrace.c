@@ -107,6 +107,52 @@ struct {
 	__uint(max_entries, 256 << 10);
 } signal_events SEC(".maps");
 
+/*
+ * A budget of task signal records per target: its memory cgroup (or, on
+ * the classic tracepoint, which does not give the target's task, the
+ * sender). A container that signals its own processes in a loop spends its
+ * own budget, not the ring buffer's room for the kubelet's stops of other
+ * pods: SIGNAL_BUDGET records per SIGNAL_BUDGET_WINDOW_NS, the rest only
+ * counted (STAT_SIGNAL_LIMITED). An eviction stops a pod with a few
+ * signals per container.
+ */
+#define SIGNAL_BUDGET 32
+#define SIGNAL_BUDGET_WINDOW_NS 1000000000ULL
+
+struct signal_budget {
+	__u64 window_start_ns;
+	__u32 spent;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct signal_budget);
+} signal_budgets SEC(".maps");
+
+/* Whether a record for key fits its budget; racing CPUs may overspend a little. */
+static __always_inline bool spend_signal_budget(__u64 key, __u64 now)
+{
+	struct signal_budget *b = bpf_map_lookup_elem(&signal_budgets, &key);
+
+	if (!b) {
+		struct signal_budget fresh = { .window_start_ns = now, .spent = 1 };
+		bpf_map_update_elem(&signal_budgets, &key, &fresh, BPF_ANY);
+		return true;
+	}
+	if (now - b->window_start_ns >= SIGNAL_BUDGET_WINDOW_NS) {
+		b->window_start_ns = now;
+		b->spent = 1;
+		return true;
+	}
+	if (b->spent >= SIGNAL_BUDGET)
+		return false;
+	b->spent++;
+	return true;
+}
+
 #define SIGKILL 9
 #define SIGTERM 15
 #define SI_USER 0
@@ -282,7 +328,12 @@ static __always_inline void emit_task_signal(int sig, int code, int result, stru
 {
 	struct task_struct *current = (void *)bpf_get_current_task();
 	struct signal_event *e;
+	__u64 budget = task ? task_memcg_id(task) : (1ULL << 63) | (bpf_get_current_pid_tgid() >> 32);
 
+	if (!spend_signal_budget(budget, bpf_ktime_get_boot_ns())) {
+		count(STAT_SIGNAL_LIMITED);
+		return;
+	}
 	e = bpf_ringbuf_reserve(&signal_events, sizeof(*e), 0);
 	if (!e) {
 		count(STAT_SIGNAL_LOST);

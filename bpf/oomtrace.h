@@ -61,7 +61,8 @@ enum stat_index {
 	STAT_OOM_LOST = 1,    /* ring buffer reserve failed */
 	STAT_SIGNAL_SENT = 2, /* task signal records */
 	STAT_SIGNAL_LOST = 3, /* task signal ring buffer full */
-	STAT_MAX = 4,
+	STAT_SIGNAL_LIMITED = 4, /* task signals past their target's budget */
+	STAT_MAX = 5,
 };
 
 struct cgroup_path {

@@ -14,6 +14,7 @@ type PipelineStats struct {
 	OOMKillsLost       uint64 // OOM kill records the kernel could not hand over
 	CommitRefusalsLost uint64 // refusal records the kernel could not hand over
 	TaskSignalsLost    uint64 // task signal records the kernel could not hand over
+	TaskSignalsLimited uint64 // task signals past their target's budget, not recorded
 	DecodeErrors       uint64
 	OutputDropped      uint64 // events not written out: the reader was too slow or gone
 	// OOMKillsUnobserved are kills the kernel counted that no hook saw.
@@ -47,13 +48,15 @@ type StatusOptions struct {
 type Status struct {
 	opts StatusOptions
 
-	lostDesc, decodeErrorsDesc, hookDesc, buildDesc, scrapeErrorDesc, droppedDesc, availableDesc, thresholdDesc, unobservedDesc, kubeEventsDesc *prometheus.Desc
+	lostDesc, decodeErrorsDesc, hookDesc, buildDesc, scrapeErrorDesc, droppedDesc, availableDesc, thresholdDesc, unobservedDesc, kubeEventsDesc, limitedDesc *prometheus.Desc
 }
 
 // NewStatus returns the collector of opts.
 func NewStatus(opts StatusOptions) *Status {
 	return &Status{
 		opts: opts,
+		limitedDesc: prometheus.NewDesc(namespace+"_task_signals_limited_total",
+			"SIGTERMs and SIGKILLs not recorded because their target cgroup had used its budget of records.", nil, nil),
 		availableDesc: prometheus.NewDesc(namespace+"_node_memory_available_bytes",
 			"The kubelet's memory signal now: memory.available or allocatableMemory.available, computed the kubelet's way.",
 			[]string{"signal"}, nil),
@@ -85,7 +88,7 @@ func NewStatus(opts StatusOptions) *Status {
 
 // Describe implements prometheus.Collector.
 func (s *Status) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{s.lostDesc, s.decodeErrorsDesc, s.hookDesc, s.buildDesc, s.scrapeErrorDesc, s.droppedDesc, s.availableDesc, s.thresholdDesc, s.unobservedDesc, s.kubeEventsDesc} {
+	for _, d := range []*prometheus.Desc{s.lostDesc, s.decodeErrorsDesc, s.hookDesc, s.buildDesc, s.scrapeErrorDesc, s.droppedDesc, s.availableDesc, s.thresholdDesc, s.unobservedDesc, s.kubeEventsDesc, s.limitedDesc} {
 		ch <- d
 	}
 }
@@ -126,6 +129,7 @@ func (s *Status) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(s.lostDesc, prometheus.CounterValue, float64(st.OOMKillsLost), event.TypeOOMKill)
 		ch <- prometheus.MustNewConstMetric(s.lostDesc, prometheus.CounterValue, float64(st.CommitRefusalsLost), event.TypeCommitRefusal)
 		ch <- prometheus.MustNewConstMetric(s.lostDesc, prometheus.CounterValue, float64(st.TaskSignalsLost), event.TypeTaskSignal)
+		ch <- prometheus.MustNewConstMetric(s.limitedDesc, prometheus.CounterValue, float64(st.TaskSignalsLimited))
 		ch <- prometheus.MustNewConstMetric(s.decodeErrorsDesc, prometheus.CounterValue, float64(st.DecodeErrors))
 		ch <- prometheus.MustNewConstMetric(s.droppedDesc, prometheus.CounterValue, float64(st.OutputDropped))
 		ch <- prometheus.MustNewConstMetric(s.unobservedDesc, prometheus.CounterValue, float64(st.OOMKillsUnobserved))

@@ -241,6 +241,9 @@ func (o *oomTracer) stats(s *Stats) error {
 	if s.SignalsLost, err = sumPerCPU(o.maps.Stats, uint32(oomtraceStatIndexSTAT_SIGNAL_LOST)); err != nil {
 		return err
 	}
+	if s.SignalsLimited, err = sumPerCPU(o.maps.Stats, uint32(oomtraceStatIndexSTAT_SIGNAL_LIMITED)); err != nil {
+		return err
+	}
 	s.Decoded = o.decoded.Load()
 	s.ExitingMarked = o.exitingMarked.Load()
 	return nil

@@ -165,6 +165,13 @@ const (
 	oomtraceRssUnitRSS_UNIT_KIB   oomtraceRssUnit = 1
 )
 
+type oomtraceSignalBudget struct {
+	_             structs.HostLayout
+	WindowStartNs uint64
+	Spent         uint32
+	Pad           uint32
+}
+
 type oomtraceSignalEvent struct {
 	_        structs.HostLayout
 	TsBootNs uint64
@@ -215,11 +222,12 @@ const (
 type oomtraceStatIndex uint32
 
 const (
-	oomtraceStatIndexSTAT_OOM_SENT    oomtraceStatIndex = 0
-	oomtraceStatIndexSTAT_OOM_LOST    oomtraceStatIndex = 1
-	oomtraceStatIndexSTAT_SIGNAL_SENT oomtraceStatIndex = 2
-	oomtraceStatIndexSTAT_SIGNAL_LOST oomtraceStatIndex = 3
-	oomtraceStatIndexSTAT_MAX         oomtraceStatIndex = 4
+	oomtraceStatIndexSTAT_OOM_SENT       oomtraceStatIndex = 0
+	oomtraceStatIndexSTAT_OOM_LOST       oomtraceStatIndex = 1
+	oomtraceStatIndexSTAT_SIGNAL_SENT    oomtraceStatIndex = 2
+	oomtraceStatIndexSTAT_SIGNAL_LOST    oomtraceStatIndex = 3
+	oomtraceStatIndexSTAT_SIGNAL_LIMITED oomtraceStatIndex = 4
+	oomtraceStatIndexSTAT_MAX            oomtraceStatIndex = 5
 )
 
 type oomtraceVictimHook uint32
@@ -237,6 +245,7 @@ const (
 	oomtraceMapDecisions                 = "decisions"
 	oomtraceMapKillSignals               = "kill_signals"
 	oomtraceMapOomEvents                 = "oom_events"
+	oomtraceMapSignalBudgets             = "signal_budgets"
 	oomtraceMapSignalEvents              = "signal_events"
 	oomtraceMapStats                     = "stats"
 	oomtraceMapWritten                   = "written"
@@ -313,13 +322,14 @@ type oomtraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type oomtraceMapSpecs struct {
-	Control      *ebpf.MapSpec `ebpf:"control"`
-	Decisions    *ebpf.MapSpec `ebpf:"decisions"`
-	KillSignals  *ebpf.MapSpec `ebpf:"kill_signals"`
-	OomEvents    *ebpf.MapSpec `ebpf:"oom_events"`
-	SignalEvents *ebpf.MapSpec `ebpf:"signal_events"`
-	Stats        *ebpf.MapSpec `ebpf:"stats"`
-	Written      *ebpf.MapSpec `ebpf:"written"`
+	Control       *ebpf.MapSpec `ebpf:"control"`
+	Decisions     *ebpf.MapSpec `ebpf:"decisions"`
+	KillSignals   *ebpf.MapSpec `ebpf:"kill_signals"`
+	OomEvents     *ebpf.MapSpec `ebpf:"oom_events"`
+	SignalBudgets *ebpf.MapSpec `ebpf:"signal_budgets"`
+	SignalEvents  *ebpf.MapSpec `ebpf:"signal_events"`
+	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	Written       *ebpf.MapSpec `ebpf:"written"`
 }
 
 // oomtraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -359,13 +369,14 @@ func (o *oomtraceObjects) Close() error {
 //
 // It can be passed to loadOomtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type oomtraceMaps struct {
-	Control      *ebpf.Map `ebpf:"control"`
-	Decisions    *ebpf.Map `ebpf:"decisions"`
-	KillSignals  *ebpf.Map `ebpf:"kill_signals"`
-	OomEvents    *ebpf.Map `ebpf:"oom_events"`
-	SignalEvents *ebpf.Map `ebpf:"signal_events"`
-	Stats        *ebpf.Map `ebpf:"stats"`
-	Written      *ebpf.Map `ebpf:"written"`
+	Control       *ebpf.Map `ebpf:"control"`
+	Decisions     *ebpf.Map `ebpf:"decisions"`
+	KillSignals   *ebpf.Map `ebpf:"kill_signals"`
+	OomEvents     *ebpf.Map `ebpf:"oom_events"`
+	SignalBudgets *ebpf.Map `ebpf:"signal_budgets"`
+	SignalEvents  *ebpf.Map `ebpf:"signal_events"`
+	Stats         *ebpf.Map `ebpf:"stats"`
+	Written       *ebpf.Map `ebpf:"written"`
 }
 
 func (m *oomtraceMaps) Close() error {
@@ -374,6 +385,7 @@ func (m *oomtraceMaps) Close() error {
 		m.Decisions,
 		m.KillSignals,
 		m.OomEvents,
+		m.SignalBudgets,
 		m.SignalEvents,
 		m.Stats,
 		m.Written,

@@ -78,3 +78,61 @@ func TestTaskSignals(t *testing.T) {
 		})
 	}
 }
+
+// TestSignalBudget: 200 SIGTERMs in a row to one process of a cgroup (as
+// a container's own kill loop would send) make 32 records, the budget, and
+// the rest are counted as limited; a SIGTERM to a process of another
+// cgroup right after is recorded (tp_btf: the budget is the target
+// cgroup's; the classic tracepoint knows only the sender, whose budget it
+// is there), and a SIGKILL in the next second too.
+func TestSignalBudget(t *testing.T) {
+	memcgtest.RequirePrivileged(t)
+	for _, hook := range []string{HookTpBtf, HookTracepoint} {
+		t.Run(hook, func(t *testing.T) {
+			c := startTracer(t, Config{VictimHook: hook, Node: "n"})
+			cg := memcgtest.New(t, nil, 0)
+			h := cg.Start(t, memcgtest.HogOptions{Bytes: 1 << 20, Idle: true})
+			// Stopped, it keeps its SIGTERM pending: every kill below is
+			// a signal generated, none ends it.
+			if err := syscall.Kill(h.PID, syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			before, _ := c.t.Stats()
+			start := time.Now()
+			for range 200 {
+				if err := syscall.Kill(h.PID, syscall.SIGTERM); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if d := time.Since(start); d > 500*time.Millisecond {
+				t.Skipf("200 kill(2) took %v: not within one budget window", d)
+			}
+			c.waitSignal(t, h.PID, "SIGTERM")
+			var other *memcgtest.Hog
+			if hook == HookTpBtf {
+				other = memcgtest.New(t, nil, 0).Start(t, memcgtest.HogOptions{Bytes: 1 << 20, Idle: true})
+				if err := syscall.Kill(other.PID, syscall.SIGTERM); err != nil {
+					t.Fatal(err)
+				}
+				c.waitSignal(t, other.PID, "SIGTERM")
+			}
+			// The next window has a budget again: the SIGKILL is recorded.
+			time.Sleep(1100 * time.Millisecond)
+			syscall.Kill(h.PID, syscall.SIGKILL)
+			c.waitSignal(t, h.PID, "SIGKILL")
+			after, _ := c.t.Stats()
+			c.mu.Lock()
+			terms := 0
+			for _, ev := range c.signals {
+				if int(ev.Target.PID) == h.PID && ev.Signal == "SIGTERM" {
+					terms++
+				}
+			}
+			c.mu.Unlock()
+			limited := after.SignalsLimited - before.SignalsLimited
+			if terms != 32 || limited != 200-32 {
+				t.Errorf("%d SIGTERM records and %d limited, want 32 and %d", terms, limited, 200-32)
+			}
+		})
+	}
+}

@@ -154,6 +154,9 @@ type Stats struct {
 
 	SignalsSent uint64 // task signal records the kernel wrote
 	SignalsLost uint64 // task signal records the ring buffer had no room for
+	// SignalsLimited are task signals not recorded: their target's cgroup
+	// had had its budget of records (32 a second) already.
+	SignalsLimited uint64
 }
 
 // Handlers receive events. They are never called concurrently.

@@ -275,7 +275,7 @@ func newStatus(t *tracer.Tracer, pipe *pipeline.Pipeline, out *exporter.Queue, r
 				return exporter.PipelineStats{}, err
 			}
 			missed, _, err := unobserved()
-			return exporter.PipelineStats{OOMKillsLost: s.Lost, CommitRefusalsLost: s.RefusalsLost, TaskSignalsLost: s.SignalsLost, DecodeErrors: s.DecodeErrors,
+			return exporter.PipelineStats{OOMKillsLost: s.Lost, CommitRefusalsLost: s.RefusalsLost, TaskSignalsLost: s.SignalsLost, TaskSignalsLimited: s.SignalsLimited, DecodeErrors: s.DecodeErrors,
 				OutputDropped: pipe.Dropped() + out.Dropped(), OOMKillsUnobserved: missed}, err
 		},
 		NodeMemory: func() (event.NodeMemory, bool) {
@@ -382,7 +382,7 @@ func drain(t *tracer.Tracer, pipe *pipeline.Pipeline, out *exporter.Queue, unobs
 	log.Info("oomtrace stopped", "sent", stats.Sent, "lost", stats.Lost,
 		"decoded", stats.Decoded, "decode_errors", stats.DecodeErrors, "exiting", stats.ExitingMarked,
 		"refusals", stats.RefusalsFailed, "refusal_records", stats.RefusalsSent, "refusal_records_lost", stats.RefusalsLost,
-		"signals", stats.SignalsSent, "signals_lost", stats.SignalsLost,
+		"signals", stats.SignalsSent, "signals_lost", stats.SignalsLost, "signals_limited", stats.SignalsLimited,
 		"written", out.Written(), "filtered", pipe.Filtered(), "output_dropped", pipe.Dropped()+out.Dropped())
 	if missed, _, err := unobserved(); err == nil && missed > 0 {
 		log.Warn("the kernel killed tasks that no hook saw while oomtrace ran", "unobserved", missed)

@@ -115,7 +115,9 @@ func testHostileTenant(t *testing.T, c *Cluster, o *Oomtrace) {
 	for i := range 5 {
 		ev := &corev1.Event{
 			ObjectMeta:     metav1.ObjectMeta{Name: fmt.Sprintf("forged-node.%d", i), Namespace: tenantNamespace},
-			InvolvedObject: corev1.ObjectReference{Kind: "Node", Name: NodeName, UID: types.UID(NodeName)},
+			// The API wants an Event's object in the Event's namespace:
+			// the tenant's, which no Node is in.
+			InvolvedObject: corev1.ObjectReference{Kind: "Node", Name: NodeName, UID: types.UID(NodeName), Namespace: tenantNamespace},
 			Reason:         "SystemOOM", Message: "System OOM encountered", Type: corev1.EventTypeWarning,
 			Source:         corev1.EventSource{Component: "kubelet", Host: NodeName},
 			FirstTimestamp: metav1.Now(), LastTimestamp: metav1.Now(), Count: 1,
