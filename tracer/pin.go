@@ -36,6 +36,9 @@ const (
 	linksDirPrefix   = "links-"
 	bpffsMagic       = 0xcafe4a11
 	waitLockLogAfter = time.Second
+	// waitLockMax: an oomtrace that holds the pin path longer is not an
+	// old pod stopping (its grace period is 10 s) but another agent.
+	waitLockMax = 2 * time.Minute
 )
 
 // pinning is a process's hold on the pin path: a lock that keeps a second
@@ -50,15 +53,15 @@ type pinning struct {
 // oomtrace that holds it (an old pod still stopping) to exit: its hooks
 // record meanwhile, and it leaves what it did not write in the ring buffer.
 func openPinning(path string, log *slog.Logger) (*pinning, error) {
-	if err := checkBPFFS(filepath.Dir(path)); err != nil {
+	if err := checkPinFS(path); err != nil {
 		return nil, err
 	}
 	if err := os.Mkdir(path, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("pin path: %w", err)
 	}
-	dir, err := os.Open(path)
+	dir, err := openTrustedDir(path)
 	if err != nil {
-		return nil, fmt.Errorf("pin path: %w", err)
+		return nil, err
 	}
 	start := time.Now()
 	logged := false
@@ -75,9 +78,38 @@ func openPinning(path string, log *slog.Logger) (*pinning, error) {
 			log.Info("waiting for the oomtrace that holds the pin path to stop; the pinned hooks record meanwhile", "pin_path", path)
 			logged = true
 		}
+		if time.Since(start) > waitLockMax {
+			dir.Close()
+			return nil, fmt.Errorf("pin path %s: held by another oomtrace for %v (run one per node, or give each its own --pin.path)", path, waitLockMax)
+		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	return &pinning{path: path, dir: dir, log: log}, nil
+}
+
+// openTrustedDir opens the pin directory, which must be a directory (not
+// a link to one) that only its owner, root or this process's user, can
+// write to: whoever can write there can hand this process maps and
+// programs to adopt.
+func openTrustedDir(path string) (*os.File, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("pin path %s: %w", path, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("pin path %s: %w", path, err)
+	}
+	if uid := uint32(os.Geteuid()); st.Uid != 0 && st.Uid != uid {
+		unix.Close(fd)
+		return nil, fmt.Errorf("pin path %s: owned by uid %d, not root or this process's user: not trusted", path, st.Uid)
+	}
+	if st.Mode&0o022 != 0 {
+		unix.Close(fd)
+		return nil, fmt.Errorf("pin path %s: mode %04o, writable by others: not trusted (chmod go-w, or oomtrace unpin)", path, st.Mode&0o7777)
+	}
+	return os.NewFile(uintptr(fd), path), nil
 }
 
 // PreparePinPath checks that path's directory is a BPF filesystem. The
@@ -87,7 +119,7 @@ func openPinning(path string, log *slog.Logger) (*pinning, error) {
 // is the user's to mount. The error is a *NotBPFFSError when there is none.
 func PreparePinPath(path string) error {
 	dir := filepath.Dir(path)
-	err := checkBPFFS(dir)
+	err := checkPinFS(path)
 	var nb *NotBPFFSError
 	if !errors.As(err, &nb) || dir != "/sys/fs/bpf" || !inInitialMountNamespace() {
 		return err
@@ -105,6 +137,16 @@ func inInitialMountNamespace() bool {
 	self, err1 := os.Readlink("/proc/self/ns/mnt")
 	init, err2 := os.Readlink("/proc/1/ns/mnt")
 	return err1 == nil && err2 == nil && self == init
+}
+
+// checkPinFS says whether the pin path is on a bpffs: the path itself
+// when it exists (a container may have the host's pin directory alone
+// mounted, not the whole of the host's bpffs), else its directory.
+func checkPinFS(path string) error {
+	if _, err := os.Lstat(path); err == nil {
+		return checkBPFFS(path)
+	}
+	return checkBPFFS(filepath.Dir(path))
 }
 
 // checkBPFFS says whether dir is a bpffs mount, and how to make it one.

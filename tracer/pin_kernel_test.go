@@ -242,3 +242,33 @@ func testPinPath(t *testing.T) string {
 	t.Cleanup(func() { Unpin(path) })
 	return path
 }
+
+// TestPinPathNotTrusted: a pin directory that others may write to, or a
+// link in its place, could hand the agent maps and programs to adopt:
+// New refuses it, and says why.
+func TestPinPathNotTrusted(t *testing.T) {
+	memcgtest.RequirePrivileged(t)
+	path := testPinPath(t)
+	if err := os.Mkdir(path, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Config{PinPath: path}); err == nil || !strings.Contains(err.Error(), "not trusted") {
+		t.Errorf("a world-writable pin path: %v", err)
+	}
+	os.Remove(path)
+	other := filepath.Join(filepath.Dir(path), "elsewhere")
+	if err := os.Mkdir(other, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(other)
+	if err := os.Symlink(other, path); err != nil {
+		t.Skipf("no symlinks on bpffs: %v", err)
+	}
+	defer os.Remove(path)
+	if _, err := New(Config{PinPath: path}); err == nil {
+		t.Error("a link in place of the pin path was followed")
+	}
+}

@@ -76,8 +76,8 @@ func (c *Cluster) tenantClient(t *testing.T) kubernetes.Interface {
 //   - a pod with 8,000 labels (about 0.7 MiB) OOM-killed at its limit;
 //   - 1,000 idle connections to the agent's metrics port.
 //
-// The agent reports no eviction and counts no node Event, stays within a
-// few MiB of where it was (it read none of the Events), names the fat
+// The agent reports no eviction and counts no node Event, stays below half
+// its memory limit (it read none of the Events), names the fat
 // pod's kill right with its labels cut, writes its Event on that pod only,
 // and answers a scrape during the flood.
 func testHostileTenant(t *testing.T, c *Cluster, o *Oomtrace) {
@@ -183,8 +183,10 @@ func testHostileTenant(t *testing.T, c *Cluster, o *Oomtrace) {
 	rssAfter, _ := Value(fams, "process_resident_memory_bytes", nil)
 	t.Logf("oomtrace's RSS: %.1f MiB before, %.1f MiB after %d MiB of forged Events, a pod of 8,000 labels and 1,000 connections",
 		rssBefore/(1<<20), rssAfter/(1<<20), forged)
-	if rssAfter-rssBefore > 16<<20 {
-		t.Errorf("oomtrace's RSS grew by %.1f MiB", (rssAfter-rssBefore)/(1<<20))
+	// Half the DaemonSet's limit (128Mi): the 60 Events alone took an
+	// agent that cached them from 36 to 122 MiB.
+	if rssAfter > 64<<20 {
+		t.Errorf("oomtrace's RSS is %.1f MiB, more than half its limit", rssAfter/(1<<20))
 	}
 	// The Events the agent wrote in the tenant's namespace: on the fat pod
 	// only, the one it killed.
