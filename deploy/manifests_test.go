@@ -287,16 +287,30 @@ func TestDaemonSetInvariants(t *testing.T) {
 	for _, vm := range c.VolumeMounts {
 		mounts[volumes[vm.Name]] = vm
 	}
-	for _, host := range []string{"/sys/kernel/btf", "/sys/fs/cgroup", "/proc", "/var/lib/kubelet/config.yaml"} {
+	for _, host := range []string{"/sys/kernel/btf", "/sys/fs/cgroup", "/proc", "/var/lib/kubelet/config.yaml", "/sys/kernel/tracing", "/run/containerd"} {
 		vm, ok := mounts[host]
 		if !ok || !vm.ReadOnly {
 			t.Errorf("host %s must be mounted read-only (%+v)", host, vm)
 		}
 	}
+	// Least privilege: no writable mount but the pin directory, and not
+	// the whole of the host's /run or BPF filesystem.
+	for host, vm := range mounts {
+		if !vm.ReadOnly && host != "/sys/fs/bpf/oomtrace" {
+			t.Errorf("host %s is mounted writable", host)
+		}
+		if host == "/run" || host == "/sys/fs/bpf" {
+			t.Errorf("the whole of the host's %s is mounted", host)
+		}
+	}
+	// The CRI socket is found where --path.run says.
+	if vm := mounts["/run/containerd"]; !slices.Contains(c.Args, "--path.run="+strings.TrimSuffix(vm.MountPath, "/containerd")) {
+		t.Errorf("--path.run must name the directory the host's /run/containerd is mounted in (%s)", vm.MountPath)
+	}
 	// Pinned hooks survive a restart only in the host's bpffs, writable,
-	// where oomtrace looks by default (--pin.path).
-	if vm, ok := mounts["/sys/fs/bpf"]; !ok || vm.ReadOnly || vm.MountPath != "/sys/fs/bpf" || slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--pin") || a == "--no-pin" }) {
-		t.Errorf("the host's /sys/fs/bpf must be mounted writable at /sys/fs/bpf, the default --pin.path's (%+v)", vm)
+	// where oomtrace looks by default (--pin.path): its own directory.
+	if vm, ok := mounts["/sys/fs/bpf/oomtrace"]; !ok || vm.ReadOnly || vm.MountPath != "/sys/fs/bpf/oomtrace" || slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--pin") || a == "--no-pin" }) {
+		t.Errorf("the host's /sys/fs/bpf/oomtrace must be mounted writable at /sys/fs/bpf/oomtrace, the default --pin.path (%+v)", vm)
 	}
 	if mounts["/proc"].MountPath != "/host/proc" || !slices.Contains(c.Args, "--path.procfs=/host/proc") {
 		t.Error("the host's /proc goes to /host/proc and --path.procfs points there")

@@ -357,7 +357,11 @@ func Unpin(path string) (removed bool, err error) {
 			errs = append(errs, os.Remove(sub))
 		}
 	}
-	errs = append(errs, os.Remove(path))
+	// In a container the pin directory may be the mount of the host's:
+	// emptied, it stays.
+	if err := os.Remove(path); err != nil && !errors.Is(err, unix.EBUSY) {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return false, fmt.Errorf("unpin %s: %w", path, err)
 	}

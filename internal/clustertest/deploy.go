@@ -85,8 +85,8 @@ patches:
               - name: run
                 hostPath: {path: %s, type: Directory}
               - name: bpffs
-                hostPath: {path: %s, type: Directory}
-`, base, deployedImage, name, tag, filepath.Join(c.KubeletDir, "config.yaml"), c.Runtime.RunDir, c.BPFFS)
+                hostPath: {path: %s, type: DirectoryOrCreate}
+`, base, deployedImage, name, tag, filepath.Join(c.KubeletDir, "config.yaml"), filepath.Join(c.Runtime.RunDir, "containerd"), filepath.Join(c.BPFFS, "oomtrace"))
 	if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(kustomization), 0o644); err != nil {
 		t.Fatal(err)
 	}
