@@ -34,6 +34,7 @@ type Metrics struct {
 	pressure   map[[2]string]*series // signal, state
 	conditions map[[2]string]*series // condition, status
 	kubelet    map[[1]string]*series // reason
+	expired    time.Time             // when expireDue last ran
 
 	oomKillsDesc, refusalsDesc, deathsDesc, pressureDesc, conditionsDesc, kubeletDesc *prometheus.Desc
 }
@@ -80,6 +81,7 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 // Write counts an event: metrics are a sink like the others, fed every
 // event before any filter.
 func (m *Metrics) Write(ev event.Event) error {
+	m.expireDue()
 	switch ev := ev.(type) {
 	case event.OOMKill:
 		m.oomKill(ev)
@@ -205,6 +207,22 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.kubeletDesc, prometheus.CounterValue, v.value, k[:]...)
 	}
 	m.mu.Unlock()
+}
+
+// expireDue drops expired series on writes too, at most once a minute: a
+// node nobody scrapes must not keep the series of every pod it ever saw
+// (pods' names are tenants' to choose).
+func (m *Metrics) expireDue() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.opts.Now()
+	if d := now.Sub(m.expired); d >= 0 && d < time.Minute {
+		return
+	}
+	m.expired = now
+	expire(m.oomKills, now, m.opts.Retention)
+	expire(m.refusals, now, m.opts.Retention)
+	expire(m.deaths, now, m.opts.Retention)
 }
 
 func expire[K comparable](s map[K]*series, now time.Time, retention time.Duration) {

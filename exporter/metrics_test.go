@@ -3,6 +3,7 @@ package exporter
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net/http/httptest"
 	"os"
@@ -176,5 +177,24 @@ oomtrace_pipeline_stats_up 0
 `
 	if err := testutil.CollectAndCompare(m, strings.NewReader(want), "oomtrace_pipeline_stats_up", "oomtrace_events_lost_total"); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestMetricsExpireUnscraped: on a node nobody scrapes, the series of
+// pods gone for longer than the retention are dropped as new ones come,
+// not kept until a scrape.
+func TestMetricsExpireUnscraped(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	m := newTestMetrics(func() time.Time { return now })
+	for i := range 500 {
+		m.Write(oomKill("tenant", fmt.Sprintf("pod-%d", i), "app", event.DomainContainer))
+		now = now.Add(time.Minute)
+	}
+	m.mu.Lock()
+	n := len(m.oomKills)
+	m.mu.Unlock()
+	// An hour's retention, a new pod a minute: about 60 series.
+	if n > 62 {
+		t.Errorf("%d series kept without a scrape, want those of the last hour", n)
 	}
 }

@@ -214,14 +214,22 @@ func (m Memory) Populated(path string) (bool, error) {
 		}
 		return v != 0, nil
 	}
-	pids, err := m.Procs(path)
+	pids, err := m.Procs(path, 1)
 	return len(pids) > 0, err
 }
 
-// Procs lists the processes in the cgroup and below it, each once.
-func (m Memory) Procs(path string) ([]uint32, error) {
+// MaxCgroupsWalked bounds the walk of a cgroup's subtree: a tenant that may
+// create cgroups below its container can make thousands, and each OOM kill
+// in it would walk them all.
+const MaxCgroupsWalked = 4096
+
+// Procs lists the processes in the cgroup and below it, each once, at most
+// max of them (max <= 0: all) from at most MaxCgroupsWalked cgroups, the
+// cgroup's own first.
+func (m Memory) Procs(path string, max int) ([]uint32, error) {
 	seen := map[uint32]bool{}
 	var pids []uint32
+	walked := 0
 	err := filepath.WalkDir(m.Dir(path), func(p string, d os.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
@@ -232,6 +240,9 @@ func (m Memory) Procs(path string) ([]uint32, error) {
 		if !d.IsDir() {
 			return nil
 		}
+		if walked++; walked > MaxCgroupsWalked || (max > 0 && len(pids) >= max) {
+			return filepath.SkipAll
+		}
 		data, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
@@ -241,7 +252,7 @@ func (m Memory) Procs(path string) ([]uint32, error) {
 		}
 		for _, f := range strings.Fields(string(data)) {
 			n, err := strconv.ParseUint(f, 10, 32)
-			if err == nil && !seen[uint32(n)] {
+			if err == nil && !seen[uint32(n)] && (max <= 0 || len(pids) < max) {
 				seen[uint32(n)] = true
 				pids = append(pids, uint32(n))
 			}

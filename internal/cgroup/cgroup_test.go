@@ -1,6 +1,7 @@
 package cgroup
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -204,5 +205,30 @@ func TestPopulated(t *testing.T) {
 		if got != c.want || (err != nil) != c.wantErr {
 			t.Errorf("v1=%v %s: %v, %v; want %v (error: %v)", c.m.V1, c.path, got, err, c.want, c.wantErr)
 		}
+	}
+}
+
+// TestProcsBounded: a subtree of 5,000 cgroups (a tenant may make them
+// below its container) is walked no further than MaxCgroupsWalked, and a
+// limit on the processes stops the walk at once.
+func TestProcsBounded(t *testing.T) {
+	root := t.TempDir()
+	for i := range 5000 {
+		dir := filepath.Join(root, "ctr", fmt.Sprintf("c%04d", i))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(fmt.Sprintf("%d\n", 1000+i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := Memory{Root: root, V1: true}
+	all, err := m.Procs("/ctr", 0)
+	if err != nil || len(all) >= 5000 || len(all) < MaxCgroupsWalked-1 {
+		t.Errorf("%d processes (%v) from 5,000 cgroups, want those of the first %d walked", len(all), err, MaxCgroupsWalked)
+	}
+	some, err := m.Procs("/ctr", 10)
+	if err != nil || len(some) != 10 {
+		t.Errorf("%d processes (%v), want 10", len(some), err)
 	}
 }

@@ -30,9 +30,6 @@ import (
 	"github.com/oomtrace/oomtrace/internal/evictionmsg"
 )
 
-// SourceKubelet is the component the kubelet's Events name as their source.
-const SourceKubelet = "kubelet"
-
 // Reasons the kubelet (and node-problem-detector) give their Events.
 const (
 	ReasonEvicted              = "Evicted"              // pod: evicted by the kubelet

@@ -119,14 +119,19 @@ func Breakdown(st cgroup.Stat, v1 bool, extra func(name string) (uint64, bool)) 
 	return b
 }
 
+// MaxTasksRead bounds what one kill reads of its domain's processes: each
+// is a few files of /proc, on the pipeline's one goroutine.
+const MaxTasksRead = 4096
+
 // topTasks lists the cgroup's processes with the most memory (resident and
-// swapped), and counts them. "/" is every process of the host.
+// swapped), and counts them (at most MaxTasksRead, from at most
+// cgroup.MaxCgroupsWalked cgroups). "/" is every process of the host.
 func (r *Reader) topTasks(path string) ([]event.TaskMemory, int) {
 	var pids []uint32
 	if path == "/" {
 		pids = allPIDs(r.Procfs)
 	} else {
-		pids, _ = r.Memory.Procs(path)
+		pids, _ = r.Memory.Procs(path, MaxTasksRead)
 	}
 	tasks := make([]event.TaskMemory, 0, len(pids))
 	for _, pid := range pids {
