@@ -17,7 +17,38 @@ import (
 
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/internal/kubeevents"
+	dto "github.com/prometheus/client_model/go"
 )
+
+// hostileComm is what the tenant names its processes: a newline and a
+// terminal escape, for a log or a note read in a terminal.
+const hostileComm = "x\n\x1b[2Jroot"
+
+// refusalProcs is how many processes of the tenant's are refused memory.
+const refusalProcs = 1000
+
+// sum adds the values of every series of fam with these labels.
+func sum(fams map[string]*dto.MetricFamily, fam string, labels map[string]string) int {
+	f, ok := fams[fam]
+	if !ok {
+		return 0
+	}
+	total := 0.0
+next:
+	for _, m := range f.Metric {
+		have := map[string]string{}
+		for _, l := range m.Label {
+			have[l.GetName()] = l.GetValue()
+		}
+		for k, v := range labels {
+			if have[k] != v {
+				continue next
+			}
+		}
+		total += m.GetCounter().GetValue()
+	}
+	return int(total)
+}
 
 // tenantNamespace is the hostile tenant's: it may create pods and Events
 // there, and nothing else anywhere.
@@ -73,13 +104,22 @@ func (c *Cluster) tenantClient(t *testing.T) kubernetes.Interface {
 //     host, 1 MiB of message each, about its own running pod (a real pod
 //     of this node) and about pods that never existed, and node Events
 //     (SystemOOM) about this node in its namespace;
-//   - a pod with 8,000 labels (about 0.7 MiB) OOM-killed at its limit;
+//   - a pod with 8,000 labels (about 0.7 MiB) OOM-killed at its limit, its
+//     process named with a newline and a terminal escape;
+//   - a refusal storm: 1,000 processes one after another, each refused a
+//     mapping once (each a key of its own to aggregate);
 //   - 1,000 idle connections to the agent's metrics port.
+//
+// (Nested cgroups below a container need a runtime that lets a container
+// write its cgroup, which this node's containerd on cgroup v1 does not:
+// tracer.TestDeepCgroupKeepsRootMostLevels covers the kernel's half.)
 //
 // The agent reports no eviction and counts no node Event, stays below half
 // its memory limit (it read none of the Events), names the fat
-// pod's kill right with its labels cut, writes its Event on that pod only,
-// and answers a scrape during the flood.
+// pod's kill right with its labels cut and its name escaped, writes its
+// Event on that pod only with the name stripped of control characters,
+// counts every refusal of the storm under the right pod, and answers a
+// scrape during the flood.
 func testHostileTenant(t *testing.T, c *Cluster, o *Oomtrace) {
 	ctx := context.Background()
 	tc := c.tenantClient(t)
@@ -114,7 +154,7 @@ func testHostileTenant(t *testing.T, c *Cluster, o *Oomtrace) {
 	}
 	for i := range 5 {
 		ev := &corev1.Event{
-			ObjectMeta:     metav1.ObjectMeta{Name: fmt.Sprintf("forged-node.%d", i), Namespace: tenantNamespace},
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("forged-node.%d", i), Namespace: tenantNamespace},
 			// The API wants an Event's object in the Event's namespace:
 			// the tenant's, which no Node is in.
 			InvolvedObject: corev1.ObjectReference{Kind: "Node", Name: NodeName, UID: types.UID(NodeName), Namespace: tenantNamespace},
@@ -128,11 +168,20 @@ func testHostileTenant(t *testing.T, c *Cluster, o *Oomtrace) {
 	}
 	t.Logf("the API server took %d forged Evicted Events of 1 MiB and 5 forged node Events from the tenant", forged)
 
-	// The fat pod: 8,000 labels, its container OOM-killed at its limit.
+	// The fat pod: 8,000 labels, its container OOM-killed at its limit,
+	// its process named with a newline and a terminal escape.
 	fat := podSpec(tenantNamespace, "fat", corev1.RestartPolicyNever, 2, container{name: "hog", args: []string{"hog", "200"}, limit: 64 * mi})
 	for i := range 8000 {
 		fat.Labels[fmt.Sprintf("tenant.example/l%05d", i)] = strings.Repeat("v", 63)
 	}
+	fat.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "CTRBIN_COMM", Value: hostileComm}}
+	// A refusal storm from new processes: each its own key to aggregate.
+	refusers := podSpec(tenantNamespace, "refusers", corev1.RestartPolicyNever, 2, container{name: "storm", args: []string{"refusers", fmt.Sprint(refusalProcs)}})
+	refusers.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "CTRBIN_COMM", Value: hostileComm}}
+	if _, err := tc.CoreV1().Pods(tenantNamespace).Create(ctx, refusers, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("the refusers' pod: %v", err)
+	}
+	defer c.deletePod(t, tenantNamespace, "refusers")
 	if _, err := tc.CoreV1().Pods(tenantNamespace).Create(ctx, fat, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("the fat pod: %v", err)
 	}
@@ -159,6 +208,23 @@ func testHostileTenant(t *testing.T, c *Cluster, o *Oomtrace) {
 	if p.Namespace != tenantNamespace || p.Name != "fat" || k.Victim.Container == nil || k.Victim.Container.Name != "hog" ||
 		!p.LabelsTruncated || len(p.Labels) > event.MaxLabels || len(p.Labels) == 0 {
 		t.Errorf("the fat pod's kill: pod %s/%s, container %s, %d labels (truncated %v)", p.Namespace, p.Name, jsonOf(k.Victim.Container), len(p.Labels), p.LabelsTruncated)
+	}
+	// The JSON says the name as the kernel has it, escaped.
+	if k.Victim.Comm != hostileComm {
+		t.Errorf("victim comm %q, want %q", k.Victim.Comm, hostileComm)
+	}
+	// Every refusal of the storm, each of a process of its own, counted
+	// and named.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		n := sum(o.Metrics(t), "oomtrace_commit_refusals_total", map[string]string{"namespace": tenantNamespace, "pod": "refusers", "container": "storm"})
+		if n == refusalProcs {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("commit_refusals_total{pod=refusers} = %v, want %d", n, refusalProcs)
+		}
+		time.Sleep(time.Second)
 	}
 	// A scrape during the flood (Metrics fails the test if it cannot).
 	fams := o.Metrics(t)
@@ -201,6 +267,9 @@ func testHostileTenant(t *testing.T, c *Cluster, o *Oomtrace) {
 		}
 		if e.Regarding.Name != "fat" {
 			t.Errorf("oomtrace wrote an Event on %s, which was not killed: %s", e.Regarding.Name, e.Note)
+		}
+		if strings.ContainsAny(e.Note, "\n\x1b") || !strings.Contains(e.Note, "Process x\uFFFD\uFFFD[2Jroot (pid") {
+			t.Errorf("Event note %q: the process's name with its control characters", e.Note)
 		}
 		fatEvents++
 	}

@@ -12,9 +12,15 @@
 //	                    run ctrbin MODE ARGS... as a child, say how it
 //	                    ended, and wait on (a container's init whose
 //	                    worker process is the one OOM-killed)
+//	ctrbin refusers N   run N processes one after another, each refused
+//	                    one mapping of a pebibyte (ENOMEM: a commit
+//	                    refusal), then wait
+//	ctrbin refuse       be refused one such mapping, and exit
 //
 // Outside a container (benchmarks) it first joins the cgroup whose
-// cgroup.procs file CTRBIN_CGROUP_PROCS names.
+// cgroup.procs file CTRBIN_CGROUP_PROCS names. With CTRBIN_COMM set, it
+// first names itself that (/proc/self/comm: a tenant's process names are
+// its own to choose, control characters included).
 package main
 
 import (
@@ -50,6 +56,12 @@ func main() {
 			os.Exit(3)
 		}
 	}
+	if comm := os.Getenv("CTRBIN_COMM"); comm != "" {
+		if err := os.WriteFile("/proc/self/comm", []byte(comm), 0); err != nil {
+			fmt.Fprintf(os.Stderr, "ctrbin: name itself: %v\n", err)
+			os.Exit(3)
+		}
+	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	switch os.Args[1] {
@@ -68,6 +80,22 @@ func main() {
 			fmt.Printf("parent: child ended: %v; running on\n", err)
 		}()
 	case "pause":
+	case "refuse":
+		_, err := syscall.Mmap(-1, 0, 1<<50, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS)
+		if err != syscall.ENOMEM {
+			fmt.Fprintf(os.Stderr, "ctrbin: a pebibyte: %v, want ENOMEM\n", err)
+			os.Exit(1)
+		}
+		return
+	case "refusers":
+		n, _ := strconv.Atoi(os.Args[2])
+		refused := 0
+		for range n {
+			if exec.Command(os.Args[0], "refuse").Run() == nil {
+				refused++
+			}
+		}
+		fmt.Printf("refusers: %d of %d processes refused\n", refused, n)
 	case "idle", "hog", "stubborn":
 		if os.Args[1] == "stubborn" {
 			signal.Reset(syscall.SIGTERM)
