@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -476,5 +477,35 @@ func TestReleasePublishesTheImageDeployNames(t *testing.T) {
 		if _, err := os.Stat("../tracer/oomtrace_" + bpf + "_bpfel.o"); err != nil || !strings.Contains(string(wf), "linux/"+arch) {
 			t.Errorf("%s: BPF object %v, in the workflow's platforms: %v", arch, err, strings.Contains(string(wf), "linux/"+arch))
 		}
+	}
+}
+
+// TestReleaseActionsPinned: every action the release workflow runs is
+// pinned by commit (a tag can be moved to other code), and the image it
+// pushes is signed by digest.
+func TestReleaseActionsPinned(t *testing.T) {
+	wf, err := os.ReadFile("../.github/workflows/release.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned := regexp.MustCompile(`^[\w.-]+/[\w.-]+@[0-9a-f]{40} # v[0-9.]+$`)
+	uses := 0
+	for _, line := range strings.Split(string(wf), "\n") {
+		line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "- "))
+		ref, ok := strings.CutPrefix(line, "uses: ")
+		if !ok {
+			continue
+		}
+		uses++
+		if !pinned.MatchString(ref) {
+			t.Errorf("%q: not pinned by commit (owner/repo@<40 hex> # vX.Y.Z)", ref)
+		}
+	}
+	if uses == 0 {
+		t.Error("no action found")
+	}
+	if !strings.Contains(string(wf), `cosign sign --yes "ghcr.io/${{ github.repository_owner }}/oomtrace@${DIGEST}"`) ||
+		!strings.Contains(string(wf), "DIGEST: ${{ steps.image.outputs.digest }}") || !strings.Contains(string(wf), "id-token: write") {
+		t.Error("the pushed image is not signed by its digest")
 	}
 }
