@@ -144,6 +144,11 @@ type Eviction struct {
 	Pod  Pod    `json:"pod"`
 	// Priority is the pod's priority; null when the pod was not known.
 	Priority *int32 `json:"priority"`
+	// TerminationGracePeriodSeconds is the pod's own; null when the pod
+	// was not known. The kubelet's stop began up to this long (at least
+	// 2 s: the kubelet's minimum) before Time, which is when its status
+	// said so (a hard eviction shortens it to that minimum).
+	TerminationGracePeriodSeconds *int64 `json:"termination_grace_period_seconds"`
 	Cause    string `json:"cause"` // kubelet_eviction
 	// Source is what told oomtrace: pod_status, the status the kubelet
 	// wrote on the pod (never an Event: tenants can write those).

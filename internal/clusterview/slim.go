@@ -28,7 +28,7 @@ func slimPod(obj any) (any, error) {
 	}
 	out := &corev1.Pod{
 		ObjectMeta: meta,
-		Spec:       corev1.PodSpec{NodeName: p.Spec.NodeName, Priority: p.Spec.Priority},
+		Spec:       corev1.PodSpec{NodeName: p.Spec.NodeName, Priority: p.Spec.Priority, TerminationGracePeriodSeconds: p.Spec.TerminationGracePeriodSeconds},
 		Status: corev1.PodStatus{
 			Phase: p.Status.Phase, Reason: bounded(p.Status.Reason), Message: bounded(p.Status.Message), QOSClass: p.Status.QOSClass,
 		},

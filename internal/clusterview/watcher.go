@@ -385,6 +385,7 @@ func (w *Watcher) eviction(pod *corev1.Pod, message string, at time.Time) event.
 	ev.Pod.QoS = strings.ToLower(string(pod.Status.QOSClass))
 	ev.Pod.Labels, ev.Pod.LabelsTruncated = pod.Labels, pod.Annotations[labelsTruncated] != ""
 	ev.Priority = pod.Spec.Priority
+	ev.TerminationGracePeriodSeconds = pod.Spec.TerminationGracePeriodSeconds
 	for _, cs := range pod.Status.ContainerStatuses {
 		ce := event.ContainerExit{Name: cs.Name, ContainerID: runtimeID(cs.ContainerID)}
 		t := cs.State.Terminated
@@ -435,7 +436,9 @@ func signalName(sig int32) string {
 }
 
 // evictionTime: the DisruptionTarget condition the kubelet sets, else the
-// pod's last condition change, else now.
+// pod's last condition change, else now. (The kubelet 1.37 writes the
+// condition once the pod's containers have stopped: its stop began up to
+// the grace period before.)
 func evictionTime(pod *corev1.Pod, now time.Time) time.Time {
 	var latest time.Time
 	for _, c := range pod.Status.Conditions {

@@ -32,6 +32,22 @@ type Correlator struct {
 // signal this long before an eviction's time still belongs to it.
 const signalSlack = 2 * time.Second
 
+// minGracePeriod is the kubelet's shortest stop (minimumGracePeriodInSeconds).
+const minGracePeriod = 2 * time.Second
+
+// stopLookback is how long before an eviction's time its stop may have
+// begun: the kubelet writes the eviction in the pod's status once the
+// containers have stopped, so the first signals come up to the pod's grace
+// period (at least the kubelet's minimum) before it, plus the slack of the
+// API's whole seconds.
+func stopLookback(ev *event.Eviction) time.Duration {
+	grace := minGracePeriod
+	if g := ev.TerminationGracePeriodSeconds; g != nil && time.Duration(*g)*time.Second > grace {
+		grace = time.Duration(*g) * time.Second
+	}
+	return grace + signalSlack
+}
+
 // maxKillsPerPod bounds memory in a burst: an eviction lists at most this
 // many of the pod's latest kills.
 const maxKillsPerPod = 64
@@ -97,14 +113,14 @@ func (c *Correlator) Signal(ev event.TaskSignal) {
 
 // Eviction lists the kernel OOM kills of the pod in the window before the
 // eviction and since (negative seconds_before), and the signals its
-// processes got from shortly before it on, and remembers it for kills to
-// come. Kills since: an eviction is written seconds after the kubelet's
-// decision (its stop is in it), and a container still allocating while it
-// is stopped can be OOM-killed meanwhile; and the eviction's time comes
-// from its Event, in whole seconds, so a kill later in that second may
-// even have come first (the kubelet's pass and the kernel's kill race at
-// the kubepods limit). KernelSignals[i].Container is the container's id:
-// the caller names it.
+// processes got from the start of its stop on (stopLookback), and
+// remembers it for kills to come. Kills since: an eviction is written
+// seconds after the kubelet's decision (its stop is in it), and a
+// container still allocating while it is stopped can be OOM-killed
+// meanwhile; and the eviction's time is the pod status's, in whole
+// seconds, so a kill later in that second may even have come first (the
+// kubelet's pass and the kernel's kill race at the kubepods limit).
+// KernelSignals[i].Container is the container's id: the caller names it.
 func (c *Correlator) Eviction(ev *event.Eviction) {
 	if ev.KernelOOMKills == nil {
 		ev.KernelOOMKills = []event.KillRef{}
@@ -122,7 +138,7 @@ func (c *Correlator) Eviction(ev *event.Eviction) {
 		}
 	}
 	for _, s := range c.signals[ev.Pod.UID] {
-		if d := s.Time.Sub(ev.Time.Time); d >= -signalSlack && d <= c.window {
+		if d := s.Time.Sub(ev.Time.Time); d >= -stopLookback(ev) && d <= c.window {
 			s.SecondsAfter = event.Seconds(d)
 			ev.KernelSignals = append(ev.KernelSignals, s)
 		}
@@ -159,7 +175,7 @@ func (c *Correlator) prune(now time.Time) {
 		}
 	}
 	for uid, ss := range c.signals {
-		if last := ss[len(ss)-1].Time.Time; now.Sub(last) > c.window+signalSlack || last.Sub(now) > c.window {
+		if last := ss[len(ss)-1].Time.Time; now.Sub(last) > c.window || last.Sub(now) > c.window {
 			delete(c.signals, uid)
 		}
 	}
