@@ -374,8 +374,8 @@ func containerOf(ctr *runtimeapi.Container, pod Container, runtime string) Conta
 		PodUID:       first(l[LabelPodUID], pod.PodUID),
 		PodName:      first(l[LabelPodName], pod.PodName),
 		PodNamespace: first(l[LabelPodNamespace], pod.PodNamespace),
-		PodLabels:    pod.PodLabels,
-
+		// The sandbox's labels, shared, not copied.
+		PodLabels:          pod.PodLabels,
 		PodLabelsTruncated: pod.PodLabelsTruncated,
 	}
 }
