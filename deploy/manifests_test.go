@@ -472,6 +472,12 @@ func TestReleasePublishesTheImageDeployNames(t *testing.T) {
 		!strings.Contains(string(wf), "ghcr.io/${{ github.repository_owner }}/oomtrace:${{ github.ref_name }}") {
 		t.Error("deploy/base names an image the release workflow does not push")
 	}
+	// A version, never a tag that moves; the workflow refuses to release
+	// another.
+	if tag := regexp.MustCompile(`(?m)^    newTag: (\S+)$`).FindStringSubmatch(string(k)); tag == nil || !regexp.MustCompile(`^v\d+\.\d+\.\d+$`).MatchString(tag[1]) ||
+		strings.Contains(string(wf), "oomtrace:latest") || !strings.Contains(string(wf), `grep -qx "    newTag: ${GITHUB_REF_NAME}" deploy/base/kustomization.yaml`) {
+		t.Errorf("deploy/base must name a release's version (%v), the only one the workflow publishes", tag)
+	}
 	for _, arch := range []string{"amd64", "arm64"} {
 		bpf := map[string]string{"amd64": "x86", "arm64": "arm64"}[arch]
 		if _, err := os.Stat("../tracer/oomtrace_" + bpf + "_bpfel.o"); err != nil || !strings.Contains(string(wf), "linux/"+arch) {
