@@ -149,7 +149,7 @@ type Eviction struct {
 	// 2 s: the kubelet's minimum) before Time, which is when its status
 	// said so (a hard eviction shortens it to that minimum).
 	TerminationGracePeriodSeconds *int64 `json:"termination_grace_period_seconds"`
-	Cause    string `json:"cause"` // kubelet_eviction
+	Cause                         string `json:"cause"` // kubelet_eviction
 	// Source is what told oomtrace: pod_status, the status the kubelet
 	// wrote on the pod (never an Event: tenants can write those).
 	Source string `json:"source"`
