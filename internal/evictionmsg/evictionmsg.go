@@ -18,6 +18,10 @@ var (
 	nodeLowRe   = regexp.MustCompile(`The node was low on resource: ([^.\s]+)\.`)
 	thresholdRe = regexp.MustCompile(`Threshold quantity: ([^,\s]+), available: (\S+?)\.(?:\s|$)`)
 	containerRe = regexp.MustCompile(`Container (\S+) was using (\S+), request is (\S+), has larger consumption of ([^.\s]+)\.`)
+	// quantityRe is a resource quantity of at most 20 digits and a
+	// two-digit exponent: ParseQuantity takes 1e2400999999 and then
+	// computes ten to that power, for minutes.
+	quantityRe = regexp.MustCompile(`^[+-]?[0-9]{1,20}(\.[0-9]{1,20})?([numkMGTPE]|[KMGTPE]i|[eE][+-]?[0-9]{1,2})?$`)
 )
 
 // Message is what a kubelet eviction message says.
@@ -45,6 +49,9 @@ func Parse(msg string) Message {
 }
 
 func quantity(s string) *int64 {
+	if !quantityRe.MatchString(s) {
+		return nil
+	}
 	q, err := resource.ParseQuantity(s)
 	if err != nil {
 		return nil

@@ -31,6 +31,10 @@ func TestParseMessage(t *testing.T) {
 			"The node was low on resource: ephemeral-storage. Threshold quantity: 10%, available: 3Gi. Container prometheus was using 20Ki, request is 0, has larger consumption of ephemeral-storage. ",
 			"ephemeral-storage", nil, p(3 << 30), []string{"prometheus"}, []*int64{p(20 << 10)}, []*int64{p(0)}},
 		{"node condition", "The node had condition: [DiskPressure]. ", "", nil, nil, nil, nil, nil},
+		// ParseQuantity takes the exponent, and Value then computes ten to
+		// its power for minutes: not read.
+		{"huge exponent", "The node was low on resource: memory. Threshold quantity: 1e2400999999, available: 1e3. ",
+			"memory", nil, p(1000), nil, nil, nil},
 		{"empty", "", "", nil, nil, nil, nil, nil},
 	}
 	for _, tt := range tests {
