@@ -286,10 +286,26 @@ func (o *Oomtrace) Metrics(t *testing.T) map[string]*dto.MetricFamily {
 // Value is the value of the series of fam with these labels (a subset),
 // and whether there is one.
 func Value(fams map[string]*dto.MetricFamily, fam string, labels map[string]string) (float64, bool) {
+	for _, m := range Series(fams, fam, labels) {
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue(), true
+		case m.Gauge != nil:
+			return m.Gauge.GetValue(), true
+		case m.Untyped != nil:
+			return m.Untyped.GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+// Series are the series of fam with these labels (a subset).
+func Series(fams map[string]*dto.MetricFamily, fam string, labels map[string]string) []*dto.Metric {
 	f, ok := fams[fam]
 	if !ok {
-		return 0, false
+		return nil
 	}
+	var out []*dto.Metric
 next:
 	for _, m := range f.Metric {
 		have := map[string]string{}
@@ -301,16 +317,9 @@ next:
 				continue next
 			}
 		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue(), true
-		case m.Gauge != nil:
-			return m.Gauge.GetValue(), true
-		case m.Untyped != nil:
-			return m.Untyped.GetValue(), true
-		}
+		out = append(out, m)
 	}
-	return 0, false
+	return out
 }
 
 // RolloutRestart restarts the DaemonSet as kubectl rollout restart does

@@ -27,24 +27,10 @@ const hostileComm = "x\n\x1b[2Jroot"
 // refusalProcs is how many processes of the tenant's are refused memory.
 const refusalProcs = 1000
 
-// sum adds the values of every series of fam with these labels.
+// sum adds the counters of every series of fam with these labels.
 func sum(fams map[string]*dto.MetricFamily, fam string, labels map[string]string) int {
-	f, ok := fams[fam]
-	if !ok {
-		return 0
-	}
 	total := 0.0
-next:
-	for _, m := range f.Metric {
-		have := map[string]string{}
-		for _, l := range m.Label {
-			have[l.GetName()] = l.GetValue()
-		}
-		for k, v := range labels {
-			if have[k] != v {
-				continue next
-			}
-		}
+	for _, m := range Series(fams, fam, labels) {
 		total += m.GetCounter().GetValue()
 	}
 	return int(total)
