@@ -96,10 +96,8 @@ func slimEvent(obj any) (any, error) {
 	}, nil
 }
 
-// bounded is an API string cut to event.MaxMessageBytes.
+// bounded is an API string cut to event.MaxMessageBytes, without control
+// characters.
 func bounded(s string) string {
-	if len(s) <= event.MaxMessageBytes {
-		return s
-	}
 	return event.BoundText(s, event.MaxMessageBytes)
 }
