@@ -84,7 +84,8 @@ test-unit: ## Run the tests as the current user (real-kernel tests skip unless r
 FUZZ_TARGETS := tracer:FuzzDecodeOOMKill tracer:FuzzDecodeRefusal internal/cgroup:FuzzMemoryPath internal/cgroup:FuzzFindMemory \
 	tracer:FuzzParseStat tracer:FuzzParseNSpid internal/kernfile:FuzzParseMeminfo internal/cgpath:FuzzParse \
 	internal/nodememory:FuzzParseEvictionHard internal/evictionmsg:FuzzParse tracer:FuzzDecodeTaskSignal \
-	internal/nodememory:FuzzParseKubeletConfig internal/kubeevents:FuzzDescribe internal/cri:FuzzConvert internal/cgpath:FuzzContainerPath
+	internal/nodememory:FuzzParseKubeletConfig internal/kubeevents:FuzzDescribe internal/cri:FuzzConvert internal/cgpath:FuzzContainerPath \
+	internal/postmortem:FuzzParseStatus
 # Minimizing new inputs of 3.5 KiB stalls the fuzzer and can outlast -fuzztime
 # (then it reports "context deadline exceeded"): one attempt only.
 fuzz: ## Run every fuzz target for FUZZTIME each.

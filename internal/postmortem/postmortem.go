@@ -194,7 +194,7 @@ func allPIDs(procfs string) []uint32 {
 // (kernel threads and zombies have none).
 func ParseStatus(status []byte) (tm event.TaskMemory, ok bool) {
 	var swap uint64
-	found := 0
+	var found uint8 // one bit a line: each of the four, once
 	for line := range bytes.SplitSeq(status, []byte("\n")) {
 		key, value, cut := bytes.Cut(line, []byte(":"))
 		if !cut {
@@ -215,18 +215,17 @@ func ParseStatus(status []byte) (tm event.TaskMemory, ok bool) {
 		if err != nil || unit != "kB" {
 			return event.TaskMemory{}, false
 		}
-		found++
 		switch string(key) {
 		case "RssAnon":
-			tm.RSS.Anon = n << 10
+			tm.RSS.Anon, found = n<<10, found|1
 		case "RssFile":
-			tm.RSS.File = n << 10
+			tm.RSS.File, found = n<<10, found|2
 		case "RssShmem":
-			tm.RSS.Shmem = n << 10
+			tm.RSS.Shmem, found = n<<10, found|4
 		case "VmSwap":
 			swap = n << 10
-			tm.RSS.Swap = &swap
+			tm.RSS.Swap, found = &swap, found|8
 		}
 	}
-	return tm, found == 4
+	return tm, found == 15
 }
