@@ -329,8 +329,9 @@ static __always_inline void emit_task_signal(int sig, int code, int result, stru
 	struct task_struct *current = (void *)bpf_get_current_task();
 	struct signal_event *e;
 	__u64 budget = task ? task_memcg_id(task) : (1ULL << 63) | (bpf_get_current_pid_tgid() >> 32);
+	__u64 now = bpf_ktime_get_boot_ns();
 
-	if (!spend_signal_budget(budget, bpf_ktime_get_boot_ns())) {
+	if (!spend_signal_budget(budget, now)) {
 		count(STAT_SIGNAL_LIMITED);
 		return;
 	}
@@ -341,7 +342,7 @@ static __always_inline void emit_task_signal(int sig, int code, int result, stru
 	}
 	__builtin_memset(e, 0, __builtin_offsetof(struct signal_event, target_memcg));
 	clear_path_header(&e->target_memcg);
-	e->ts_boot_ns = bpf_ktime_get_boot_ns();
+	e->ts_boot_ns = now;
 	e->type = EVENT_TASK_SIGNAL;
 	e->sig = sig;
 	e->code = code;

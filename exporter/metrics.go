@@ -81,7 +81,6 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 // Write counts an event: metrics are a sink like the others, fed every
 // event before any filter.
 func (m *Metrics) Write(ev event.Event) error {
-	m.expireDue()
 	switch ev := ev.(type) {
 	case event.OOMKill:
 		m.oomKill(ev)
@@ -103,12 +102,13 @@ func (m *Metrics) oomKill(ev event.OOMKill) {
 	key := [5]string{ns, pod, ctr, domainKind(ev), initLabel(ev.Victim)}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	addTo(m.oomKills, key, 1, m.opts.Now())
+	now := m.expireDue()
+	addTo(m.oomKills, key, 1, now)
 	// A worker process killed beside its container's init is no death
 	// of the container (the init's own kill, in a group kill, is).
 	worker := ev.Victim.Init != nil && !*ev.Victim.Init
 	if ev.Victim.Pod != nil && ev.Cause != "" && !worker {
-		addTo(m.deaths, [4]string{ns, pod, ctr, ev.Cause}, 1, m.opts.Now())
+		addTo(m.deaths, [4]string{ns, pod, ctr, ev.Cause}, 1, now)
 	}
 }
 
@@ -117,7 +117,7 @@ func (m *Metrics) oomKill(ev event.OOMKill) {
 func (m *Metrics) eviction(ev event.Eviction) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	addTo(m.deaths, [4]string{ev.Pod.Namespace, ev.Pod.Name, offendingContainer(ev), ev.Cause}, 1, m.opts.Now())
+	addTo(m.deaths, [4]string{ev.Pod.Namespace, ev.Pod.Name, offendingContainer(ev), ev.Cause}, 1, m.expireDue())
 }
 
 // offendingContainer is the first container of the kubelet's message;
@@ -160,7 +160,7 @@ func (m *Metrics) commitRefusal(ev event.CommitRefusal) {
 	key := [5]string{ns, pod, ctr, ev.Syscall, ev.Reason}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	addTo(m.refusals, key, float64(ev.Count), m.opts.Now())
+	addTo(m.refusals, key, float64(ev.Count), m.expireDue())
 }
 
 func addTo[K comparable](s map[K]*series, key K, n float64, now time.Time) {
@@ -209,20 +209,20 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Unlock()
 }
 
-// expireDue drops expired series on writes too, at most once a minute: a
-// node nobody scrapes must not keep the series of every pod it ever saw
-// (pods' names are tenants' to choose).
-func (m *Metrics) expireDue() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+// expireDue drops expired series on writes of per-pod series too, at most
+// once a minute, and returns now: a node nobody scrapes must not keep the
+// series of every pod it ever saw (pods' names are tenants' to choose).
+// Call with mu held.
+func (m *Metrics) expireDue() time.Time {
 	now := m.opts.Now()
 	if d := now.Sub(m.expired); d >= 0 && d < time.Minute {
-		return
+		return now
 	}
 	m.expired = now
 	expire(m.oomKills, now, m.opts.Retention)
 	expire(m.refusals, now, m.opts.Retention)
 	expire(m.deaths, now, m.opts.Retention)
+	return now
 }
 
 func expire[K comparable](s map[K]*series, now time.Time, retention time.Duration) {

@@ -89,7 +89,7 @@ type Watcher struct {
 	pods  cache.Indexer
 
 	mu        sync.Mutex
-	emitted   map[types.UID]time.Time // evictions reported, forgotten after an hour
+	emitted   map[types.UID]time.Time // evictions seen, forgotten after an hour
 	pruned    time.Time
 	pending   map[types.UID]*time.Timer
 	condition *corev1.NodeCondition
@@ -248,7 +248,7 @@ func (w *Watcher) pod(oldObj, obj any) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if _, done := w.emitted[pod.UID]; done || w.pending[pod.UID] != nil {
+	if _, done := w.emitted[pod.UID]; done {
 		return
 	}
 	w.forgetOld()
