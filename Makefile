@@ -39,7 +39,7 @@ demo: ## One OOM kill in a 64 MiB cgroup of its own, and the event oomtrace wrot
 	@$(SUDO) ./$(BIN) demo
 
 .PHONY: test
-test: test-host test-cluster test-kernels ## The whole suite: on this kernel, in a real single-node cluster, then inside stock Debian kernels under qemu.
+test: test-host test-cluster test-cluster-v2 test-kernels ## The whole suite: on this kernel, in a real single-node cluster here and on a cgroup v2 node under qemu, then inside stock Debian kernels under qemu.
 
 .PHONY: test-host
 # -p 1: the real-kernel tests of different packages would fill each other's
@@ -60,6 +60,17 @@ test-cluster: test-deps image ## Deploy the DaemonSet into a real single-node cl
 	rm -f $(IMAGE_ARCHIVE) && $(BUILDAH) push -q $(IMAGE) oci-archive:$(IMAGE_ARCHIVE):$(IMAGE) >/dev/null && \
 	$(SUDO) env OOMTRACE_KUBE_BIN=$$kube OOMTRACE_IMAGE=$(IMAGE) OOMTRACE_IMAGE_ARCHIVE=$(CURDIR)/$(IMAGE_ARCHIVE) \
 		$(GO) test -json -count=1 -timeout 30m -v ./internal/clustertest | tee bin/test-cluster.json | $(GO) run ./internal/testsummary -progress -title cluster
+
+.PHONY: test-cluster-v2
+# The same suite on a cgroup v2 node: the control plane, the kubelet,
+# containerd and runc inside a qemu guest with Debian 12's kernel (pure
+# cgroup v2, memory.oom.group on every container). TestCluster only: the
+# harness's own smoke test runs in test-cluster.
+test-cluster-v2: test-deps image ## The cluster suite on a cgroup v2 node: kubelet, containerd and the control plane in a qemu guest (root; installs qemu).
+	@kube=$$(bash internal/clustertest/kube-build.sh $(KUBE_VERSION)) && \
+	rm -f $(IMAGE_ARCHIVE) && $(BUILDAH) push -q $(IMAGE) oci-archive:$(IMAGE_ARCHIVE):$(IMAGE) >/dev/null && \
+	$(SUDO) env OOMTRACE_KUBE_BIN=$$kube OOMTRACE_IMAGE=$(IMAGE) OOMTRACE_IMAGE_ARCHIVE=$(CURDIR)/$(IMAGE_ARCHIVE) TESTRUN=TestCluster \
+		bash internal/kerneltest/run.sh stable cluster
 
 .PHONY: test-deps
 test-deps: ## Install what the privileged tests run (containerd, runc, etcd) when missing (root, Debian).

@@ -20,7 +20,15 @@ struct control {
 	__u64 exiting;           /* of those, tasks found exiting and not killed (the signal hook saw no SIGKILL) */
 	__u64 kernel_kills_at_create; /* /proc/vmstat oom_kill before any hook of this boot attached */
 	__u64 created_unix_ns;   /* when the control map was made */
-	__u64 reserved[11];
+	/*
+	 * Kills the kernel counted (oom_kill) again for a task that is an OOM
+	 * victim already: a group kill's scan meets the task it chose again
+	 * (and, on kernels that scan threads, every thread of every task that
+	 * still has the memory), and kills and counts each; a further mark is
+	 * not a further kill of the process.
+	 */
+	__u64 recounted;
+	__u64 reserved[10];
 };
 
 struct {

@@ -157,6 +157,33 @@ static __always_inline bool spend_signal_budget(__u64 key, __u64 now)
 #define SIGTERM 15
 #define SI_USER 0
 #define SI_KERNEL 0x80
+/*
+ * The group kill a trigger is in the middle of: the kernel kills the
+ * chosen victim, counts oom_group_kill on the group, then kills the rest of
+ * the group, all from the trigger's context in one oom_kill_process.
+ */
+struct group_kill {
+	__u64 group;       /* struct mem_cgroup * of the oom.group cgroup */
+	__u64 decision_ns; /* the decision hook's timestamp; 0 without one */
+	__u64 last_ns;     /* the latest kill of the group */
+	__u64 first_seq;   /* seq of the decision's first kill */
+	__s64 first_kills; /* oom_group_kill read at the first kill; -1: not kept */
+};
+
+/* Keyed by bpf_get_current_pid_tgid() of the trigger. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, struct group_kill);
+} group_kills SEC(".maps");
+
+/*
+ * The kills of one group follow each other in microseconds, each behind
+ * one line to the console, which a serial console makes milliseconds.
+ */
+#define GROUP_KILL_MAX_GAP_NS (1000ULL * 1000 * 1000)
+
 /* include/linux/sched/signal.h: SEND_SIG_PRIV is ((struct kernel_siginfo *)1). */
 #define SEND_SIG_PRIV 1UL
 /* A kill and its mark_victim are microseconds apart, under one spinlock. */
@@ -225,7 +252,7 @@ static __always_inline bool counter_at_limit(struct page_counter *pc)
  * or one of its ancestors (the charge that failed was the trigger's), and it
  * is the nearest one with (almost) no room left.
  */
-static __always_inline void find_domain(struct oom_event *e, struct cgroup_subsys_state *css)
+static __always_inline struct mem_cgroup *find_domain(struct oom_event *e, struct cgroup_subsys_state *css)
 {
 	int i;
 
@@ -238,11 +265,90 @@ static __always_inline void find_domain(struct oom_event *e, struct cgroup_subsy
 			e->domain_usage_pages = BPF_CORE_READ(memcg, memory.usage.counter);
 			e->domain_limit_pages = BPF_CORE_READ(memcg, memory.max);
 			fill_cgroup_path(&e->domain, BPF_CORE_READ(css, cgroup));
-			return;
+			return memcg;
 		}
 		css = BPF_CORE_READ(css, parent);
 	}
 	e->domain_source = DOMAIN_NO_MEMCG_AT_LIMIT;
+	return NULL;
+}
+
+/*
+ * mem_cgroup_get_oom_group(): the highest memcg with memory.oom.group set
+ * from the victim's up to the OOM domain (the root for a system-wide OOM);
+ * none when the victim is not below the domain. Only cgroup v2 has the
+ * file, so on v1 no memcg has the flag.
+ */
+static __always_inline struct mem_cgroup *oom_group_of(struct cgroup_subsys_state *css, struct mem_cgroup *domain)
+{
+	struct mem_cgroup *group = NULL;
+	int i;
+
+	if (!bpf_core_field_exists(((struct mem_cgroup *)0)->oom_group))
+		return NULL;
+	for (i = 0; i < CGROUP_LEVEL_MAX + 1; i++) {
+		struct mem_cgroup *memcg = (void *)css;
+		if (!css || !BPF_CORE_READ(css, parent)) /* the root is never a group */
+			break;
+		if (BPF_CORE_READ(memcg, oom_group))
+			group = memcg;
+		if (memcg == domain)
+			return group;
+		css = BPF_CORE_READ(css, parent);
+	}
+	return domain ? NULL : group;
+}
+
+static __always_inline __s64 group_kill_count(struct mem_cgroup *group)
+{
+	int idx;
+
+	if (!bpf_core_enum_value_exists(enum memcg_memory_event, MEMCG_OOM_GROUP_KILL))
+		return -1;
+	idx = bpf_core_enum_value(enum memcg_memory_event, MEMCG_OOM_GROUP_KILL);
+	if (idx < 0 || idx >= 9)
+		return -1;
+	return BPF_CORE_READ(group, memory_events[idx].counter);
+}
+
+/*
+ * Marks a kill that is part of a group kill with its group and with the
+ * first kill of its decision. With a decision hook, a decision is one
+ * oom_kill_process. Without one, the kills of one decision are the
+ * trigger's kills in the same group with no gap over a second, where the
+ * ones after the first read oom_group_kill one above what the first read
+ * (the kernel counts it between the chosen victim and the rest).
+ */
+static __always_inline void mark_group(struct oom_event *e, struct mem_cgroup *group, __u64 decision_ns)
+{
+	__u64 key = bpf_get_current_pid_tgid();
+	struct group_kill *g = bpf_map_lookup_elem(&group_kills, &key);
+	__s64 kills = group_kill_count(group);
+	bool same = false;
+
+	if (g && g->group == (__u64)group && e->ts_boot_ns - g->last_ns < GROUP_KILL_MAX_GAP_NS) {
+		if (decision_ns)
+			same = g->decision_ns == decision_ns;
+		else
+			same = kills < 0 || kills == g->first_kills + 1;
+	}
+	if (same) {
+		g->last_ns = e->ts_boot_ns;
+		e->group_first_seq = g->first_seq;
+	} else {
+		struct group_kill fresh = {
+			.group = (__u64)group,
+			.decision_ns = decision_ns,
+			.last_ns = e->ts_boot_ns,
+			.first_seq = e->seq,
+			.first_kills = kills,
+		};
+		bpf_map_update_elem(&group_kills, &key, &fresh, BPF_ANY);
+		e->group_first_seq = e->seq;
+	}
+	e->group_id = BPF_CORE_READ(group, css.cgroup, kn, id);
+	e->group_level = BPF_CORE_READ(group, css.cgroup, level);
+	e->group_kills = kills;
 }
 
 static __always_inline void record_decision(struct oom_control *oc, const char *message, __u8 hook)
@@ -300,6 +406,7 @@ static __always_inline struct oom_event *start_event(struct control *c)
 	}
 	/* Path bytes past len are never read: zero only the fixed part. */
 	__builtin_memset(e, 0, __builtin_offsetof(struct oom_event, victim_memcg));
+	__builtin_memset(&e->group_id, 0, sizeof(*e) - __builtin_offsetof(struct oom_event, group_id));
 	clear_path_header(&e->victim_memcg);
 	clear_path_header(&e->trigger_memcg);
 	clear_path_header(&e->domain);
@@ -307,6 +414,31 @@ static __always_inline struct oom_event *start_event(struct control *c)
 	e->type = EVENT_OOM_KILL;
 	e->seq = seq;
 	return e;
+}
+
+#define PF_EXITING 0x00000004
+
+/*
+ * The OOM killer's SIGKILL to a process that is an OOM victim already
+ * (signal->oom_mm is set by the mark that follows a first kill), sent by
+ * a trigger in the middle of a group kill: the group's scan met the task
+ * it chose again (or, on kernels that scan threads, another thread of a
+ * task it killed), and the kernel killed and counted it again. A mark that
+ * follows (another thread than the one marked first) finds no kill signal
+ * recorded: it is not reported as a kill. A dying container init's
+ * SIGKILLs to its namespace (the same SEND_SIG_PRIV) come from an exiting
+ * task, which never runs the OOM killer.
+ */
+static __always_inline bool oom_recount(struct task_struct *task)
+{
+	struct task_struct *current = (void *)bpf_get_current_task();
+	__u64 key = bpf_get_current_pid_tgid();
+	struct group_kill *g;
+
+	if (!BPF_CORE_READ(task, signal, oom_mm) || (BPF_CORE_READ(current, flags) & PF_EXITING))
+		return false;
+	g = bpf_map_lookup_elem(&group_kills, &key);
+	return g && bpf_ktime_get_boot_ns() - g->last_ns < GROUP_KILL_MAX_GAP_NS;
 }
 
 static __always_inline void record_kill_signal(__u32 target)
@@ -365,14 +497,19 @@ int BPF_PROG(tp_btf_signal_generate, int sig, struct kernel_siginfo *info, struc
 	     int group, int result)
 {
 	unsigned long i = (unsigned long)info;
+	struct control *c;
 	int code = SI_USER;
 
 	if (sig != SIGKILL && sig != SIGTERM)
 		return 0;
-	if (!active_control())
+	c = active_control();
+	if (!c)
 		return 0;
 	if (sig == SIGKILL && i == SEND_SIG_PRIV) {
-		record_kill_signal(BPF_CORE_READ(task, pid));
+		if (oom_recount(task))
+			__sync_fetch_and_add(&c->recounted, 1);
+		else
+			record_kill_signal(BPF_CORE_READ(task, pid));
 		return 0;
 	}
 	if (BPF_CORE_READ(task, pid) != BPF_CORE_READ(task, tgid))
@@ -405,7 +542,8 @@ int tracepoint_signal_generate(struct trace_event_raw_signal_generate *ctx)
 	return 0;
 }
 
-static __always_inline void finish_event(struct control *c, struct oom_event *e)
+/* victim_css: the victim's memory cgroup, NULL when the hook cannot tell. */
+static __always_inline void finish_event(struct control *c, struct oom_event *e, struct cgroup_subsys_state *victim_css)
 {
 	struct task_struct *current = (void *)bpf_get_current_task();
 	struct cgroup_subsys_state *trigger_css = task_memcg_css(current);
@@ -413,6 +551,8 @@ static __always_inline void finish_event(struct control *c, struct oom_event *e)
 	__u32 victim = e->victim.pid;
 	struct decision_value *dv;
 	struct kill_signal *ks;
+	struct mem_cgroup *domain;
+	__u64 decision_ns = 0;
 
 	ks = bpf_map_lookup_elem(&kill_signals, &victim);
 	if (ks && ks->sender == key && e->ts_boot_ns - ks->ts_boot_ns < KILL_SIGNAL_MAX_AGE_NS) {
@@ -430,14 +570,20 @@ static __always_inline void finish_event(struct control *c, struct oom_event *e)
 		e->decision = dv->d;
 		e->has_decision = 1;
 		e->domain_source = DOMAIN_OOM_CONTROL;
-		if (dv->memcg) {
-			struct mem_cgroup *memcg = (void *)dv->memcg;
-			e->domain_usage_pages = BPF_CORE_READ(memcg, memory.usage.counter);
-			e->domain_limit_pages = BPF_CORE_READ(memcg, memory.max);
-			fill_cgroup_path(&e->domain, BPF_CORE_READ(memcg, css.cgroup));
+		domain = (void *)dv->memcg;
+		decision_ns = dv->d.ts_boot_ns;
+		if (domain) {
+			e->domain_usage_pages = BPF_CORE_READ(domain, memory.usage.counter);
+			e->domain_limit_pages = BPF_CORE_READ(domain, memory.max);
+			fill_cgroup_path(&e->domain, BPF_CORE_READ(domain, css.cgroup));
 		}
 	} else {
-		find_domain(e, trigger_css);
+		domain = find_domain(e, trigger_css);
+	}
+	if (victim_css) {
+		struct mem_cgroup *group = oom_group_of(victim_css, domain);
+		if (group)
+			mark_group(e, group, decision_ns);
 	}
 	count(STAT_OOM_SENT);
 	/*
@@ -474,7 +620,7 @@ int BPF_PROG(tp_btf_mark_victim, struct task_struct *task, uid_t uid)
 	e->victim_parent_memcg = task_memcg_id(BPF_CORE_READ(task, group_leader, real_parent));
 	victim_css = task_memcg_css(task);
 	fill_cgroup_path(&e->victim_memcg, BPF_CORE_READ(victim_css, cgroup));
-	finish_event(c, e);
+	finish_event(c, e, victim_css);
 	return 0;
 }
 
@@ -482,6 +628,7 @@ SEC("tracepoint/oom/mark_victim")
 int tracepoint_mark_victim(struct trace_event_raw_mark_victim *ctx)
 {
 	struct task_struct *current = (void *)bpf_get_current_task();
+	struct cgroup_subsys_state *victim_css = NULL;
 	struct control *c = active_control();
 	struct oom_event *e;
 
@@ -524,9 +671,9 @@ int tracepoint_mark_victim(struct trace_event_raw_mark_victim *ctx)
 		e->victim.pid = pid;
 		e->victim_fields |= VICTIM_HAS_IDENTITY;
 		fill_victim_mm(e, current);
-		struct cgroup_subsys_state *victim_css = task_memcg_css(current);
+		victim_css = task_memcg_css(current);
 		fill_cgroup_path(&e->victim_memcg, BPF_CORE_READ(victim_css, cgroup));
 	}
-	finish_event(c, e);
+	finish_event(c, e, victim_css);
 	return 0;
 }

@@ -125,6 +125,16 @@ struct oom_event {
 	struct cgroup_path trigger_memcg;
 	struct cgroup_path domain;
 	__u64 seq; /* control.next_seq when recorded: a gap is a record lost */
+	/*
+	 * memory.oom.group: the cgroup the kernel kills whole for this
+	 * decision (the highest ancestor of the victim's memcg with oom.group
+	 * set, up to the OOM domain), 0 when the kill is a single one.
+	 */
+	__u64 group_id;        /* its kernfs id */
+	__u64 group_first_seq; /* seq of the decision's first kill: shared by all its kills */
+	__s64 group_kills;     /* its memory.events oom_group_kill when recorded; -1: not kept here */
+	__u16 group_level;     /* its level below the hierarchy root */
+	__u8 _pad2[6];
 };
 
 /*

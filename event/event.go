@@ -331,6 +331,31 @@ type OOM struct {
 	ScopeSource string    `json:"scope_source"`
 	Domain      *Domain   `json:"domain,omitempty"` // the memcg whose limit was hit
 	Decision    *Decision `json:"decision,omitempty"`
+	// Group is the memory.oom.group kill this kill is part of: one OOM
+	// decision that killed every process of a cgroup (the kubelet sets
+	// oom.group on every container on cgroup v2). Absent for a single kill.
+	Group *GroupKill `json:"group,omitempty"`
+}
+
+// GroupKill is one OOM decision that killed a whole cgroup: the kernel
+// kills the task it chose, then every other process of the cgroup with
+// memory.oom.group=1 (but those with oom_score_adj -1000).
+type GroupKill struct {
+	// Cgroup is the cgroup killed whole: the highest one with oom.group
+	// set between the victim's and the OOM domain. Its path is the
+	// victim's cgroup path cut at its level (empty and truncated when the
+	// victim's path was cut above it).
+	Cgroup Cgroup `json:"cgroup"`
+	// DecisionSeq is the seq of the decision's first kill (the task the
+	// kernel chose): every kill of the one decision carries it.
+	DecisionSeq uint64 `json:"decision_seq"`
+	// Chosen says this kill is the task the kernel chose; the others were
+	// killed for being in the group.
+	Chosen bool `json:"chosen"`
+	// GroupKills is the cgroup's memory.events oom_group_kill when the kill
+	// was recorded (one per decision, counted after the chosen task's
+	// kill); null on kernels before 5.17, which do not count it.
+	GroupKills *uint64 `json:"oom_group_kill,omitempty"`
 }
 
 // Kinds of OOM domain: which limit an OOM kill hit.
@@ -437,6 +462,13 @@ type MemorySignal struct {
 	WorkingSetBytes uint64  `json:"working_set_bytes"` // usage minus inactive file pages
 	ThresholdBytes  *uint64 `json:"threshold_bytes"`   // the hard eviction threshold; null when none
 	BelowThreshold  bool    `json:"below_threshold"`   // available < threshold: the kubelet would act
+	// SoftThresholdBytes is the soft eviction threshold (evictionSoft) and
+	// SoftGracePeriod how long the signal must stay below it before the
+	// kubelet evicts (evictionSoftGracePeriod, a Go duration); absent when
+	// the kubelet has none for this signal.
+	SoftThresholdBytes *uint64 `json:"soft_threshold_bytes,omitempty"`
+	SoftGracePeriod    string  `json:"soft_grace_period,omitempty"`
+	BelowSoftThreshold bool    `json:"below_soft_threshold,omitempty"` // available < the soft threshold
 }
 
 // MemoryPressure is a kubelet memory signal crossing its hard eviction

@@ -28,7 +28,7 @@ type Metrics struct {
 	opts MetricsOptions
 
 	mu         sync.Mutex
-	oomKills   map[[5]string]*series // namespace, pod, container, domain, init
+	oomKills   map[[6]string]*series // namespace, pod, container, domain, init, group
 	refusals   map[[5]string]*series
 	deaths     map[[4]string]*series // namespace, pod, container, cause
 	pressure   map[[2]string]*series // signal, state
@@ -51,7 +51,7 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 	}
 	return &Metrics{
 		opts:       opts,
-		oomKills:   map[[5]string]*series{},
+		oomKills:   map[[6]string]*series{},
 		refusals:   map[[5]string]*series{},
 		deaths:     map[[4]string]*series{},
 		pressure:   map[[2]string]*series{},
@@ -70,8 +70,8 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 			"The kubelet's (and node-problem-detector's) node Events: EvictionThresholdMet, SystemOOM, OOMKilling.",
 			[]string{"reason"}, nil),
 		oomKillsDesc: prometheus.NewDesc(namespace+"_oom_kills_total",
-			"Tasks killed by the kernel OOM killer, by the victim's pod and container, by the limit that was hit (domain: container, pod, allocatable, system or other) and by whether the victim was its container's init (init: true, false, unknown; a kill with init=false in a container is one the kubelet does not report when the container runs on).",
-			[]string{"namespace", "pod", "container", "domain", "init"}, nil),
+			"Tasks killed by the kernel OOM killer, by the victim's pod and container, by the limit that was hit (domain: container, pod, allocatable, system or other), by whether the victim was its container's init (init: true, false, unknown; a kill with init=false in a container is one the kubelet does not report when the container runs on) and by its part in a memory.oom.group kill (group: chosen, the task the kernel chose; member, killed for being in its group; none, a single kill).",
+			[]string{"namespace", "pod", "container", "domain", "init", "group"}, nil),
 		refusalsDesc: prometheus.NewDesc(namespace+"_commit_refusals_total",
 			"Memory requests the kernel refused at allocation time, by pod, container, syscall and reason.",
 			[]string{"namespace", "pod", "container", "syscall", "reason"}, nil),
@@ -99,7 +99,7 @@ func (m *Metrics) Write(ev event.Event) error {
 // oomKill counts one killed task.
 func (m *Metrics) oomKill(ev event.OOMKill) {
 	ns, pod, ctr := podLabels(ev.Victim.Process)
-	key := [5]string{ns, pod, ctr, domainKind(ev), initLabel(ev.Victim)}
+	key := [6]string{ns, pod, ctr, domainKind(ev), initLabel(ev.Victim), groupLabel(ev.OOM.Group)}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.expireDue()
@@ -110,6 +110,17 @@ func (m *Metrics) oomKill(ev event.OOMKill) {
 	if ev.Victim.Pod != nil && ev.Cause != "" && !worker {
 		addTo(m.deaths, [4]string{ns, pod, ctr, ev.Cause}, 1, now)
 	}
+}
+
+// groupLabel is a kill's part in a memory.oom.group kill.
+func groupLabel(g *event.GroupKill) string {
+	switch {
+	case g == nil:
+		return "none"
+	case g.Chosen:
+		return "chosen"
+	}
+	return "member"
 }
 
 // eviction counts a kubelet eviction, once per pod, under the container

@@ -47,6 +47,14 @@ func knownSequence(m *Metrics) {
 	m.Write(initKill)
 	m.Write(workerKill)
 	m.Write(workerKill)
+	// A memory.oom.group kill on cgroup v2: the worker the kernel chose,
+	// and the init killed with it.
+	chosen, member := oomKill("shop", "api-1", "app", event.DomainPod), oomKill("shop", "api-1", "app", event.DomainPod)
+	chosen.Victim.Init, member.Victim.Init = &no, &yes
+	chosen.OOM.Group = &event.GroupKill{DecisionSeq: 7, Chosen: true}
+	member.OOM.Group = &event.GroupKill{DecisionSeq: 7}
+	m.Write(chosen)
+	m.Write(member)
 	inPod := event.Process{Pod: &event.Pod{Namespace: "shop", Name: "cart-7d9f"}, Container: &event.Container{Name: "redis"}}
 	m.Write(event.CommitRefusal{Process: inPod, Syscall: "mmap", Reason: "commit", Count: 1})
 	m.Write(event.CommitRefusal{Process: inPod, Syscall: "mmap", Reason: "commit", Count: 99999, Repeated: true})
@@ -159,10 +167,10 @@ func TestMetricsRetention(t *testing.T) {
 	// A series that moves again starts from its new count, not from zero
 	// plus a gap: it was dropped, so it is new.
 	m.Write(oomKill("shop", "cart-7d9f", "redis", event.DomainContainer))
-	want := `# HELP oomtrace_oom_kills_total Tasks killed by the kernel OOM killer, by the victim's pod and container, by the limit that was hit (domain: container, pod, allocatable, system or other) and by whether the victim was its container's init (init: true, false, unknown; a kill with init=false in a container is one the kubelet does not report when the container runs on).
+	want := `# HELP oomtrace_oom_kills_total Tasks killed by the kernel OOM killer, by the victim's pod and container, by the limit that was hit (domain: container, pod, allocatable, system or other), by whether the victim was its container's init (init: true, false, unknown; a kill with init=false in a container is one the kubelet does not report when the container runs on) and by its part in a memory.oom.group kill (group: chosen, the task the kernel chose; member, killed for being in its group; none, a single kill).
 # TYPE oomtrace_oom_kills_total counter
-oomtrace_oom_kills_total{container="redis",domain="allocatable",init="unknown",namespace="shop",pod="cart-7d9f"} 1
-oomtrace_oom_kills_total{container="redis",domain="container",init="unknown",namespace="shop",pod="cart-7d9f"} 1
+oomtrace_oom_kills_total{container="redis",domain="allocatable",group="none",init="unknown",namespace="shop",pod="cart-7d9f"} 1
+oomtrace_oom_kills_total{container="redis",domain="container",group="none",init="unknown",namespace="shop",pod="cart-7d9f"} 1
 `
 	if err := testutil.CollectAndCompare(m, strings.NewReader(want), "oomtrace_oom_kills_total"); err != nil {
 		t.Error(err)

@@ -99,6 +99,12 @@ func (t *Text) oomKill(ev event.OOMKill) error {
 			fmt.Fprintf(&b, " domain_cgroup=%s limit=%s", strconv.Quote(d.Path), bytesIEC(d.LimitBytes))
 		}
 	}
+	if g := ev.OOM.Group; g != nil {
+		fmt.Fprintf(&b, " group=%s group_decision=%d", strconv.Quote(g.Cgroup.Path), g.DecisionSeq)
+		if g.Chosen {
+			b.WriteString(" chosen")
+		}
+	}
 	fmt.Fprintf(&b, " hook=%s\n", ev.Hook)
 	if _, err := t.w.WriteString(b.String()); err != nil {
 		return fmt.Errorf("write oom_kill: %w", err)

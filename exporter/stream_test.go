@@ -117,11 +117,13 @@ func TestTextFields(t *testing.T) {
 	ev := sample("hog", "/user.slice/a b")
 	yes, no := true, false
 	ev.Victim.Init, ev.ContainerSurvived = &yes, &no
+	ev.OOM.Group = &event.GroupKill{Cgroup: event.Cgroup{ID: 9, Path: "/user.slice/a b"}, DecisionSeq: 41, Chosen: true}
 	if err := NewText(&buf).Write(ev); err != nil {
 		t.Fatal(err)
 	}
 	line := buf.String()
-	for _, want := range []string{` victim=1/"hog" cgroup="/user.slice/a b" `, " init ", " container_survived=false "} {
+	for _, want := range []string{` victim=1/"hog" cgroup="/user.slice/a b" `, " init ", " container_survived=false ",
+		` group="/user.slice/a b" group_decision=41 chosen `} {
 		if !strings.Contains(line, want) {
 			t.Errorf("%q lacks %q", line, want)
 		}

@@ -35,10 +35,21 @@ type Accounting struct {
 	// those of them that were tasks found exiting, not kills. Marked
 	// minus Exiting is every kill a hook saw, recorded or lost.
 	Marked, Exiting uint64
+	// Recounted counts the kills the kernel counted again for a task that
+	// was an OOM victim already: a group kill's scan meets the task it
+	// chose again (on kernels that scan threads, every thread that still
+	// has the task's memory), kills and counts it again; oomtrace reports
+	// the process once.
+	Recounted uint64
 }
 
 // Kills is how many kills a hook saw.
 func (a Accounting) Kills() uint64 { return a.Marked - min(a.Exiting, a.Marked) }
+
+// KernelCounted is how many of the kernel's oom_kill counts the hooks
+// account for: every kill they saw, and the further counts of a task in a
+// group kill.
+func (a Accounting) KernelCounted() uint64 { return a.Kills() + a.Recounted }
 
 // openControl loads the control map pinned at path, or makes one (pinned
 // at path unless path is empty) with the kernel's count of kills now.
@@ -111,9 +122,10 @@ func (c *control) activate(gen uint64) { atomic.StoreUint64(&c.rec.ActiveGenerat
 
 func (c *control) accounting() Accounting {
 	a := Accounting{
-		Created: time.Unix(0, int64(atomic.LoadUint64(&c.rec.CreatedUnixNs))),
-		Marked:  atomic.LoadUint64(&c.rec.NextSeq),
-		Exiting: atomic.LoadUint64(&c.rec.Exiting),
+		Created:   time.Unix(0, int64(atomic.LoadUint64(&c.rec.CreatedUnixNs))),
+		Marked:    atomic.LoadUint64(&c.rec.NextSeq),
+		Exiting:   atomic.LoadUint64(&c.rec.Exiting),
+		Recounted: atomic.LoadUint64(&c.rec.Recounted),
 	}
 	if n := atomic.LoadUint64(&c.rec.KernelKillsAtCreate); n > 0 {
 		a.KernelKillsAtCreate, a.KernelCounts = n-1, true

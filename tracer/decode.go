@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -151,7 +152,44 @@ func (d *Decoder) oomKill(raw *rawOOMEvent) (event.OOMKill, error) {
 	default:
 		return event.OOMKill{}, fmt.Errorf("oom event: unknown domain source %d", raw.DomainSource)
 	}
+	if raw.GroupId != 0 {
+		o.Group = groupKill(raw, v.Memcg)
+	}
 	return ev, nil
+}
+
+// groupKill is the record's memory.oom.group kill. The kernel records the
+// group's id and level; its path is the victim's cut at that level (the
+// group is an ancestor of the victim's cgroup, or that cgroup itself).
+func groupKill(raw *rawOOMEvent, victim *event.Cgroup) *event.GroupKill {
+	g := &event.GroupKill{
+		Cgroup:      event.Cgroup{ID: raw.GroupId, Source: event.CgroupFromKernel},
+		DecisionSeq: raw.GroupFirstSeq,
+		Chosen:      raw.GroupFirstSeq == raw.Seq,
+	}
+	if raw.GroupKills >= 0 {
+		n := uint64(raw.GroupKills)
+		g.GroupKills = &n
+	}
+	g.Cgroup.Path, g.Cgroup.PathTruncated = cgroupPrefix(victim, int(raw.GroupLevel))
+	return g
+}
+
+// cgroupPrefix is the path of the ancestor of c at level (0: the root),
+// and whether it is unknown because c's path was cut above that level.
+func cgroupPrefix(c *event.Cgroup, level int) (string, bool) {
+	if c == nil {
+		return "", true
+	}
+	if level == 0 {
+		return "/", false
+	}
+	parts := strings.Split(strings.TrimPrefix(c.Path, "/"), "/")
+	// A truncated path may end in part of a name.
+	if c.Path == "/" || c.Path == "" || len(parts) < level || (c.PathTruncated && len(parts) == level) {
+		return "", true
+	}
+	return "/" + strings.Join(parts[:level], "/"), false
 }
 
 // rawSignalEvent is the C struct signal_event.

@@ -286,3 +286,56 @@ func FuzzDecodeOOMKill(f *testing.F) {
 		assertValidJSON(t, ev)
 	})
 }
+
+// TestDecodeGroupKill: a member of a memory.oom.group kill; its group is the
+// victim's container cgroup (level 4 of /a/b/pod-x/ctr) or an ancestor.
+func TestDecodeGroupKill(t *testing.T) {
+	for _, tc := range []struct {
+		level     uint16
+		kills     int64
+		firstSeq  uint64
+		path      string
+		truncated bool
+		chosen    bool
+	}{
+		{level: 4, kills: 3, firstSeq: 1<<40 + 5, path: "/a/b/pod-x/ctr"},
+		{level: 3, kills: 0, firstSeq: 1<<40 + 7, path: "/a/b/pod-x", chosen: true},
+		{level: 0, kills: -1, firstSeq: 1<<40 + 6, path: "/"},
+		// Above the victim's own path: nothing to cut, unknown.
+		{level: 5, kills: 1, firstSeq: 1<<40 + 6, path: "", truncated: true},
+	} {
+		r := fixture()
+		r.GroupId, r.GroupLevel, r.GroupKills, r.GroupFirstSeq = 3300, tc.level, tc.kills, tc.firstSeq
+		ev, _, err := testDecoder.DecodeOOMKill(encode(t, r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := ev.OOM.Group
+		if g == nil {
+			t.Fatalf("level %d: no group", tc.level)
+		}
+		if g.Cgroup.ID != 3300 || g.Cgroup.Path != tc.path || g.Cgroup.PathTruncated != tc.truncated || g.Cgroup.Source != "kernel" ||
+			g.DecisionSeq != tc.firstSeq || g.Chosen != tc.chosen {
+			t.Errorf("level %d: group %+v, want path %q truncated %v decision %d chosen %v", tc.level, g, tc.path, tc.truncated, tc.firstSeq, tc.chosen)
+		}
+		if (tc.kills < 0) != (g.GroupKills == nil) || (g.GroupKills != nil && *g.GroupKills != uint64(tc.kills)) {
+			t.Errorf("level %d: oom_group_kill %v, want %d", tc.level, g.GroupKills, tc.kills)
+		}
+	}
+	// A truncated victim path that ends at the group's level may end in
+	// part of the group's name.
+	r := fixture()
+	r.VictimMemcg.Truncated = 1
+	r.GroupId, r.GroupLevel, r.GroupFirstSeq = 3401, 4, r.Seq
+	ev, _, err := testDecoder.DecodeOOMKill(encode(t, r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := ev.OOM.Group; g == nil || g.Cgroup.Path != "" || !g.Cgroup.PathTruncated {
+		t.Errorf("group of a truncated victim path: %+v", g)
+	}
+	// Not a group kill: no group.
+	if ev, _, _ := testDecoder.DecodeOOMKill(encode(t, fixture())); ev.OOM.Group != nil {
+		t.Errorf("single kill has group %+v", ev.OOM.Group)
+	}
+}

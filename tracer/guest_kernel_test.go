@@ -69,18 +69,28 @@ func TestGuestGlobalOOM(t *testing.T) {
 }
 
 // TestGuestOOMGroup kills a whole cgroup v2 memory.oom.group: one event per
-// killed task, each with the same decision.
+// killed task, all of one group kill (the group's cgroup, the first kill's
+// seq, one chosen task), with the decision hook and without it; the
+// kernel's counters agree: one oom_group_kill, and the oom_kill count the
+// hooks account for, the chosen task's second count included.
 func TestGuestOOMGroup(t *testing.T) {
 	memcgtest.RequirePrivileged(t)
 	requireGuest(t)
-	c := startTracer(t, Config{Node: "guest"})
-	if c.t.Hooks().Decision == "" {
-		t.Fatal("no decision hook: the shared decision context cannot be checked")
+	for _, hook := range []string{HookAuto, HookNone} {
+		t.Run("decision_"+hook, func(t *testing.T) { testGuestOOMGroup(t, hook) })
+	}
+}
+
+func testGuestOOMGroup(t *testing.T, decisionHook string) {
+	c := startTracer(t, Config{Node: "guest", DecisionHook: decisionHook})
+	if (c.t.Hooks().Decision == "") != (decisionHook == HookNone) {
+		t.Fatalf("decision hook %q with --hook.decision=%s", c.t.Hooks().Decision, decisionHook)
 	}
 	cg := memcgtest.New(t, nil, limit)
 	if err := os.WriteFile(cg.Dir+"/memory.oom.group", []byte("1"), 0); err != nil {
 		t.Fatalf("memory.oom.group: %v", err)
 	}
+	before := c.t.Accounting()
 	idle1 := cg.Start(t, memcgtest.HogOptions{Bytes: 2 << 20, Idle: true})
 	idle2 := cg.Start(t, memcgtest.HogOptions{Bytes: 2 << 20, Idle: true})
 	alloc := cg.Start(t, memcgtest.HogOptions{Bytes: hogBytes})
@@ -88,15 +98,45 @@ func TestGuestOOMGroup(t *testing.T) {
 		h.WaitKilled(t)
 	}
 	got := c.waitFor(map[int]bool{idle1.PID: true, idle2.PID: true, alloc.PID: true}, 30*time.Second)
+	after := c.t.Accounting()
 	c.stop(t)
 	var first *event.Decision
-	n := 0
+	decisions := map[uint64]bool{}
+	n, chosen := 0, 0
 	for _, ev := range c.events {
 		if ev.Victim.Memcg == nil || ev.Victim.Memcg.Path != cg.Path {
 			continue
 		}
 		n++
+		g := ev.OOM.Group
+		t.Logf("kill of %d (%s): group %+v", ev.Victim.TGID, ev.Victim.Comm, g)
+		if g == nil {
+			t.Errorf("event for %d has no group", ev.Victim.TGID)
+			continue
+		}
+		if g.Cgroup.ID != ev.Victim.Memcg.ID || g.Cgroup.Path != cg.Path || g.Cgroup.PathTruncated {
+			t.Errorf("group cgroup %+v, want %s (id %d)", g.Cgroup, cg.Path, ev.Victim.Memcg.ID)
+		}
+		decisions[g.DecisionSeq] = true
+		if g.Chosen {
+			chosen++
+			if g.DecisionSeq != ev.Seq {
+				t.Errorf("chosen kill: seq %d, decision_seq %d", ev.Seq, g.DecisionSeq)
+			}
+		}
+		// The chosen task reads the group's oom_group_kill before the
+		// kernel counts the decision, the rest after.
+		want := uint64(1)
+		if g.Chosen {
+			want = 0
+		}
+		if g.GroupKills == nil || *g.GroupKills != want {
+			t.Errorf("kill of %d: oom_group_kill %v, want %d", ev.Victim.TGID, g.GroupKills, want)
+		}
 		d := ev.OOM.Decision
+		if decisionHook == HookNone {
+			continue
+		}
 		if d == nil {
 			t.Errorf("event for %d/%d has no decision", ev.Victim.TGID, ev.Victim.PID)
 			continue
@@ -112,13 +152,21 @@ func TestGuestOOMGroup(t *testing.T) {
 			t.Errorf("no event for group member %d", h.PID)
 		}
 	}
-	// The counter can be higher: a group kill counts every thread it
-	// visits, and a thread already marked is not marked (reported) again.
-	kills := cg.OOMKills(t)
-	if n < 3 || uint64(n) > kills {
-		t.Errorf("%d events in the group's cgroup, its oom_kill counter says %d", n, kills)
+	if len(decisions) != 1 || chosen != 1 {
+		t.Errorf("%d decisions, %d chosen; want one decision, one chosen", len(decisions), chosen)
 	}
-	t.Logf("%d tasks reported killed as a group; oom_kill counter %d", n, kills)
+	if events := cg.MemoryEvents(t); events["oom_group_kill"] != 1 {
+		t.Errorf("memory.events %v: want oom_group_kill 1", events)
+	}
+	// The kernel counts the chosen task again when the group's scan meets
+	// it; the hooks count that too, so the kernel's oom_kill is exactly
+	// the kills reported plus the second counts.
+	kills := cg.OOMKills(t)
+	recounted := after.Recounted - before.Recounted
+	if uint64(n)+recounted != kills {
+		t.Errorf("%d events in the group's cgroup and %d counted again, its oom_kill counter says %d", n, recounted, kills)
+	}
+	t.Logf("%d tasks reported killed as a group, %d counted again; oom_kill counter %d", n, recounted, kills)
 }
 
 // TestGuestExactAgreesWithFallback runs each refusal once with the exact

@@ -20,7 +20,8 @@ type oomtraceControl struct {
 	Exiting             uint64
 	KernelKillsAtCreate uint64
 	CreatedUnixNs       uint64
-	Reserved            [11]uint64
+	Recounted           uint64
+	Reserved            [10]uint64
 }
 
 type oomtraceDecisionHook uint32
@@ -65,6 +66,15 @@ const (
 	oomtraceEventTypeEVENT_COMMIT_REFUSAL oomtraceEventType = 2
 	oomtraceEventTypeEVENT_TASK_SIGNAL    oomtraceEventType = 3
 )
+
+type oomtraceGroupKill struct {
+	_          structs.HostLayout
+	Group      uint64
+	DecisionNs uint64
+	LastNs     uint64
+	FirstSeq   uint64
+	FirstKills int64
+}
 
 type oomtraceKillSignal struct {
 	_        structs.HostLayout
@@ -155,7 +165,12 @@ type oomtraceOomEvent struct {
 		Pad       [2]uint8
 		Path      [1024]int8
 	}
-	Seq uint64
+	Seq           uint64
+	GroupId       uint64
+	GroupFirstSeq uint64
+	GroupKills    int64
+	GroupLevel    uint16
+	Pad2          [6]uint8
 }
 
 type oomtraceRssUnit uint32
@@ -243,6 +258,7 @@ const (
 const (
 	oomtraceMapControl                   = "control"
 	oomtraceMapDecisions                 = "decisions"
+	oomtraceMapGroupKills                = "group_kills"
 	oomtraceMapKillSignals               = "kill_signals"
 	oomtraceMapOomEvents                 = "oom_events"
 	oomtraceMapSignalBudgets             = "signal_budgets"
@@ -324,6 +340,7 @@ type oomtraceProgramSpecs struct {
 type oomtraceMapSpecs struct {
 	Control       *ebpf.MapSpec `ebpf:"control"`
 	Decisions     *ebpf.MapSpec `ebpf:"decisions"`
+	GroupKills    *ebpf.MapSpec `ebpf:"group_kills"`
 	KillSignals   *ebpf.MapSpec `ebpf:"kill_signals"`
 	OomEvents     *ebpf.MapSpec `ebpf:"oom_events"`
 	SignalBudgets *ebpf.MapSpec `ebpf:"signal_budgets"`
@@ -371,6 +388,7 @@ func (o *oomtraceObjects) Close() error {
 type oomtraceMaps struct {
 	Control       *ebpf.Map `ebpf:"control"`
 	Decisions     *ebpf.Map `ebpf:"decisions"`
+	GroupKills    *ebpf.Map `ebpf:"group_kills"`
 	KillSignals   *ebpf.Map `ebpf:"kill_signals"`
 	OomEvents     *ebpf.Map `ebpf:"oom_events"`
 	SignalBudgets *ebpf.Map `ebpf:"signal_budgets"`
@@ -383,6 +401,7 @@ func (m *oomtraceMaps) Close() error {
 	return _OomtraceClose(
 		m.Control,
 		m.Decisions,
+		m.GroupKills,
 		m.KillSignals,
 		m.OomEvents,
 		m.SignalBudgets,

@@ -20,7 +20,8 @@ type refusalControl struct {
 	Exiting             uint64
 	KernelKillsAtCreate uint64
 	CreatedUnixNs       uint64
-	Reserved            [11]uint64
+	Recounted           uint64
+	Reserved            [10]uint64
 }
 
 type refusalExactHook uint32

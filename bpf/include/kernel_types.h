@@ -118,6 +118,13 @@ struct mem_cgroup {
 	struct cgroup_subsys_state css;
 	struct page_counter memory;
 	struct page_counter memsw;
+	bool oom_group; /* memory.oom.group (cgroup v2, 4.19+) */
+	atomic_long_t memory_events[9]; /* indexed by enum memcg_memory_event */
+};
+
+/* MEMCG_OOM_GROUP_KILL since 5.17: read it only where it exists. */
+enum memcg_memory_event {
+	MEMCG_OOM_GROUP_KILL = 5,
 };
 
 struct percpu_counter {
@@ -153,6 +160,7 @@ struct rlimit {
 struct signal_struct {
 	short oom_score_adj;
 	struct rlimit rlim[16];
+	struct mm_struct *oom_mm; /* set once the process was an OOM victim */
 };
 
 /* 6.3+: a u64 bit mask; before, u32 cap[2]: the same 8 bytes either way. */
@@ -179,6 +187,7 @@ struct pid {
 };
 
 struct task_struct {
+	unsigned int flags; /* PF_* */
 	pid_t pid;
 	pid_t tgid;
 	char comm[16];

@@ -59,6 +59,7 @@ type options struct {
 	evictionHard   string
 	enforceAlloc   []string
 	kubeletCfg     string
+	kubeletCfgDir  string
 	kubepods       string
 	sampleEvery    time.Duration
 	kubeconfig     string
@@ -116,6 +117,7 @@ func defineFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.evictionHard, "eviction-hard", nodememory.DefaultEvictionHard, "the kubelet's hard eviction thresholds, in its --eviction-hard syntax (memory signals are used; percentages allowed)")
 	fs.StringSliceVar(&o.enforceAlloc, "enforce-node-allocatable", []string{nodememory.EnforcePods}, "the kubelet's --enforce-node-allocatable: with pods in it, the memory.available threshold applies to allocatableMemory.available too; none: no allocatable threshold")
 	fs.StringVar(&o.kubeletCfg, "kubelet.config", "", "read evictionHard, enforceNodeAllocatable and the kubepods cgroup (cgroupRoot, cgroupDriver) from this KubeletConfiguration file instead of the flags; a file that is not there is a warning and the flags apply")
+	fs.StringVar(&o.kubeletCfgDir, "kubelet.config-dir", "", "the kubelet's --config-dir: its *.conf drop-in files, merged over --kubelet.config in lexical order as the kubelet does (a directory that is not there has none)")
 	fs.StringVar(&o.kubepods, "kubepods-cgroup", "", "the kubepods cgroup in the memory hierarchy, for allocatableMemory.available; empty: from --kubelet.config, else /kubepods.slice or /kubepods")
 	fs.DurationVar(&o.sampleEvery, "node.sample-interval", time.Second, "read the node's memory signals this often (and at every kernel event)")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for the cluster view (evictions, MemoryPressure); empty: in-cluster when running in a pod, else none; none: off")
@@ -314,7 +316,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 // every node, and only some kubelets (kubeadm's) keep their config there.
 func kubeletSettings(opts options, log *slog.Logger) (nodememory.KubeletConfig, error) {
 	if opts.kubeletCfg != "" {
-		kc, err := nodememory.ReadKubeletConfig(opts.kubeletCfg)
+		kc, err := nodememory.ReadKubeletConfig(opts.kubeletCfg, opts.kubeletCfgDir)
 		if err == nil {
 			return kc, nil
 		}

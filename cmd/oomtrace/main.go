@@ -149,7 +149,7 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 		if accountant == nil {
 			return 0, 0, nil
 		}
-		return accountant.Unobserved(func() (uint64, error) { return t.Accounting().Kills(), nil })
+		return accountant.Unobserved(func() (uint64, error) { return t.Accounting().KernelCounted(), nil })
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -298,7 +298,7 @@ func newAccountant(t *tracer.Tracer, procfs string, log *slog.Logger) *completen
 		return nil
 	}
 	a := completeness.NewAccountant(func() (uint64, error) { return completeness.ReadKernelKills(procfs) }, acc.KernelKillsAtCreate)
-	missed, _, err := a.Unobserved(func() (uint64, error) { return t.Accounting().Kills(), nil })
+	missed, _, err := a.Unobserved(func() (uint64, error) { return t.Accounting().KernelCounted(), nil })
 	if err != nil {
 		log.Warn("kills the hooks miss are not counted", "err", err)
 		return nil
@@ -485,8 +485,8 @@ func nodeSignals(opts options, kubelet nodememory.KubeletConfig, node string, lo
 	if src.Kubepods != "" {
 		kubepodsDir = src.Dir(src.Kubepods)
 	}
-	s := nodememory.NewSampler(src, th, nodememory.SamplerOptions{Node: node, Logger: log})
-	attrs := []any{"thresholds", th.String(), "enforce_node_allocatable", strings.Join(kubelet.EnforceNodeAllocatable, ","),
+	s := nodememory.NewSampler(src, th, nodememory.SamplerOptions{Node: node, Logger: log, Soft: kubelet.Soft, SoftGrace: kubelet.SoftGrace})
+	attrs := []any{"thresholds", th.String(), "soft_thresholds", kubelet.Soft.String(), "enforce_node_allocatable", strings.Join(kubelet.EnforceNodeAllocatable, ","),
 		"memory_hierarchy", src.Root, "kubepods", kubepodsDir, "memory_available", nm.MemoryAvailable.AvailableBytes}
 	if a := nm.AllocatableMemoryAvailable; a != nil {
 		attrs = append(attrs, "allocatable_memory_available", a.AvailableBytes)

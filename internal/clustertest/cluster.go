@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -110,6 +111,25 @@ func setupNetwork() error {
 	return nil
 }
 
+// SlowdownEnv is how many times slower than this machine's host the
+// cluster runs (the qemu guests emulate the CPU): every wait for the
+// cluster or for oomtrace is that many times longer. It lets a slow machine
+// finish; it never makes a check weaker.
+const SlowdownEnv = "OOMTRACE_SLOWDOWN"
+
+// Slowdown is SlowdownEnv: 1 unless set higher.
+func Slowdown() int {
+	if n, err := strconv.Atoi(os.Getenv(SlowdownEnv)); err == nil && n > 1 {
+		return n
+	}
+	return 1
+}
+
+// Patience is timeout on this machine: times SlowdownEnv.
+func Patience(timeout time.Duration) time.Duration {
+	return timeout * time.Duration(Slowdown())
+}
+
 // KubeletConfig is what a scenario sets in the kubelet's configuration.
 type KubeletConfig struct {
 	// EvictionHard are the hard eviction thresholds (memory.available
@@ -122,6 +142,13 @@ type KubeletConfig struct {
 	SystemReservedMemory int64
 	// PressureTransition is evictionPressureTransitionPeriod (default 30s).
 	PressureTransition time.Duration
+	// EvictionSoft are soft thresholds, each with its grace period in
+	// EvictionSoftGracePeriod.
+	EvictionSoft            map[string]string
+	EvictionSoftGracePeriod map[string]string
+	// SingleProcessOOMKill: on cgroup v2 the kubelet sets memory.oom.group
+	// on every container unless this is set (on v1 it is always so).
+	SingleProcessOOMKill bool
 }
 
 // Cluster is a running single-node cluster.
@@ -348,6 +375,9 @@ func (c *Cluster) StartKubelet(t *testing.T, cfg KubeletConfig) {
 	if cfg.SystemReservedMemory > 0 {
 		kc["systemReserved"] = map[string]string{"memory": fmt.Sprint(cfg.SystemReservedMemory)}
 	}
+	if cfg.SingleProcessOOMKill {
+		kc["singleProcessOOMKill"] = true
+	}
 	data, err := yaml.Marshal(kc)
 	if err != nil {
 		t.Fatal(err)
@@ -355,9 +385,31 @@ func (c *Cluster) StartKubelet(t *testing.T, cfg KubeletConfig) {
 	if err := os.WriteFile(filepath.Join(c.KubeletDir, "config.yaml"), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Soft thresholds come from a drop-in file (--config-dir), which the
+	// kubelet merges over the main file: oomtrace must read both.
+	// The directory stays (a pod mounts it): only its file changes.
+	soft := filepath.Join(c.KubeletConfigDir(), "50-soft.conf")
+	if err := os.MkdirAll(c.KubeletConfigDir(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(soft); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	if cfg.EvictionSoft != nil {
+		dropin, err := yaml.Marshal(map[string]any{
+			"apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
+			"evictionSoft": cfg.EvictionSoft, "evictionSoftGracePeriod": cfg.EvictionSoftGracePeriod,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(soft, dropin, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	c.KubeletConfig = cfg
 	c.start(t, "kubelet", filepath.Join(c.bin, "kubelet"),
-		"--config="+filepath.Join(c.KubeletDir, "config.yaml"),
+		"--config="+filepath.Join(c.KubeletDir, "config.yaml"), "--config-dir="+c.KubeletConfigDir(),
 		"--kubeconfig="+c.pki.path("kubelet.kubeconfig"),
 		"--root-dir="+c.KubeletDir, "--hostname-override="+NodeName, "--node-ip="+NodeIP,
 		"--housekeeping-interval=2s")
@@ -376,6 +428,10 @@ func (c *Cluster) StartKubelet(t *testing.T, cfg KubeletConfig) {
 		return err
 	})
 }
+
+// KubeletConfigDir is the kubelet's --config-dir: drop-in files merged
+// over KubeletDir/config.yaml.
+func (c *Cluster) KubeletConfigDir() string { return filepath.Join(c.KubeletDir, "config.d") }
 
 // StopKubelet stops the kubelet, if it runs.
 func (c *Cluster) StopKubelet(t *testing.T) {
@@ -474,10 +530,13 @@ func (c *Cluster) stop(t *testing.T, name string) {
 // last and the component's log.
 func (c *Cluster) waitFor(t *testing.T, what string, timeout time.Duration, ready func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	start := time.Now()
+	timeout = Patience(timeout)
+	deadline := start.Add(timeout)
 	for {
 		err := ready()
 		if err == nil {
+			t.Logf("%s ready in %v", what, time.Since(start).Round(time.Millisecond))
 			return
 		}
 		if cmd := c.procs[what]; cmd != nil && cmd.ProcessState != nil {

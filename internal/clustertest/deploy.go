@@ -86,7 +86,21 @@ patches:
                 hostPath: {path: %s, type: Directory}
               - name: bpffs
                 hostPath: {path: %s, type: DirectoryOrCreate}
-`, base, deployedImage, name, tag, filepath.Join(c.KubeletDir, "config.yaml"), filepath.Join(c.Runtime.RunDir, "containerd"), filepath.Join(c.BPFFS, "oomtrace"))
+  # The kubelet's drop-in directory (--config-dir), as an operator whose
+  # kubelet has one adds it.
+  - target: {kind: DaemonSet, name: oomtrace}
+    patch: |
+      - op: add
+        path: /spec/template/spec/volumes/-
+        value: {name: kubelet-config-dir, hostPath: {path: %s, type: Directory}}
+      - op: add
+        path: /spec/template/spec/containers/0/volumeMounts/-
+        value: {name: kubelet-config-dir, mountPath: /host/var/lib/kubelet/config.d, readOnly: true}
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --kubelet.config-dir=/host/var/lib/kubelet/config.d
+`, base, deployedImage, name, tag, filepath.Join(c.KubeletDir, "config.yaml"), filepath.Join(c.Runtime.RunDir, "containerd"), filepath.Join(c.BPFFS, "oomtrace"),
+		c.KubeletConfigDir())
 	if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(kustomization), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -126,6 +140,25 @@ patches:
 	return o
 }
 
+// Restarts is how many times the kubelet restarted oomtrace's container
+// in its current pod (a failed liveness probe, a crash, its own OOM kill).
+func (o *Oomtrace) Restarts(t *testing.T) int32 {
+	t.Helper()
+	p, err := o.c.Client.CoreV1().Pods(o.Pod.Namespace).Get(context.Background(), o.Pod.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("oomtrace's pod: %v", err)
+	}
+	var n int32
+	for _, cs := range p.Status.ContainerStatuses {
+		n += cs.RestartCount
+		if cs.LastTerminationState.Terminated != nil {
+			last := cs.LastTerminationState.Terminated
+			t.Logf("oomtrace's container last ended: %s, exit %d at %s", last.Reason, last.ExitCode, last.FinishedAt)
+		}
+	}
+	return n
+}
+
 // Restart deletes the DaemonSet's pod, as a node reboot or a kubectl
 // delete would, and waits for its replacement to be Ready: it reads the
 // kubelet's configuration again.
@@ -142,7 +175,7 @@ func (o *Oomtrace) Restart(t *testing.T) {
 func (o *Oomtrace) waitReady(t *testing.T, not string) {
 	t.Helper()
 	ctx := context.Background()
-	deadline := time.Now().Add(3 * time.Minute)
+	deadline := time.Now().Add(Patience(3 * time.Minute))
 	var last *corev1.Pod
 	for {
 		pods, err := o.c.Client.CoreV1().Pods("oomtrace").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=oomtrace"})
@@ -251,6 +284,7 @@ func appendDecoded[T any](to []T, line []byte) ([]T, error) {
 // WaitEvents polls the pod's log until done says the events are there.
 func (o *Oomtrace) WaitEvents(t *testing.T, what string, timeout time.Duration, done func(Events) bool) Events {
 	t.Helper()
+	timeout = Patience(timeout)
 	deadline := time.Now().Add(timeout)
 	for {
 		ev := o.Events(t)
@@ -258,7 +292,7 @@ func (o *Oomtrace) WaitEvents(t *testing.T, what string, timeout time.Duration, 
 			return ev
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("oomtrace did not report %s in %v; its log:\n%s", what, timeout, tail(o.Logs(t), 60))
+			t.Fatalf("oomtrace did not report %s in %v; its log but commit refusals:\n%s", what, timeout, tail(withoutRefusals(o.Logs(t)), 60))
 		}
 		time.Sleep(time.Second)
 	}
@@ -378,7 +412,22 @@ func (f *LogFollower) Ended(timeout time.Duration) bool {
 	select {
 	case <-f.done:
 		return true
-	case <-time.After(timeout):
+	case <-time.After(Patience(timeout)):
 		return false
 	}
+}
+
+// withoutRefusals is a log without its commit_refusal lines, which a storm
+// makes most of it, and how many there were.
+func withoutRefusals(log string) string {
+	var kept []string
+	n := 0
+	for _, l := range strings.Split(log, "\n") {
+		if strings.HasPrefix(l, `{"type":"commit_refusal"`) {
+			n++
+			continue
+		}
+		kept = append(kept, l)
+	}
+	return strings.Join(kept, "\n") + fmt.Sprintf("\n(and %d commit_refusal lines)", n)
 }

@@ -27,7 +27,7 @@ func TestHarnessRunsPods(t *testing.T) {
 	if _, err := c.Client.CoreV1().Pods("shop").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(Patience(60 * time.Second))
 	for {
 		p, err := c.Client.CoreV1().Pods("shop").Get(ctx, "idle", metav1.GetOptions{})
 		if err == nil && p.Status.Phase == corev1.PodRunning {

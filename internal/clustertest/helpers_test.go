@@ -95,6 +95,7 @@ func (c *Cluster) createPod(t *testing.T, p *corev1.Pod) *corev1.Pod {
 // waitPod polls a pod until ok says so.
 func (c *Cluster) waitPod(t *testing.T, ns, name, what string, timeout time.Duration, ok func(*corev1.Pod) bool) *corev1.Pod {
 	t.Helper()
+	timeout = Patience(timeout)
 	deadline := time.Now().Add(timeout)
 	for {
 		p, err := c.Client.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
@@ -136,7 +137,7 @@ func (c *Cluster) deletePod(t *testing.T, ns, name string) {
 
 func (c *Cluster) waitGone(t *testing.T, ns, name string) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(Patience(60 * time.Second))
 	for {
 		_, err := c.Client.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
 		if err != nil && strings.Contains(err.Error(), "not found") {
@@ -170,7 +171,7 @@ func within(a, b int64, frac float64) bool {
 // waitKubeEvent waits for an events.k8s.io Event with reason on the pod.
 func (c *Cluster) waitKubeEvent(t *testing.T, o *Oomtrace, ns, pod, reason string) eventsv1.Event {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(Patience(30 * time.Second))
 	for {
 		list, err := c.Client.EventsV1().Events(ns).List(context.Background(), metav1.ListOptions{
 			FieldSelector: "regarding.name=" + pod + ",reason=" + reason})

@@ -67,7 +67,7 @@ func (c *Cluster) tenantClient(t *testing.T) kubernetes.Interface {
 		t.Fatal(err)
 	}
 	// RBAC takes a moment to see the binding.
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(Patience(30 * time.Second))
 	for {
 		_, err := tc.CoreV1().Pods(tenantNamespace).List(ctx, metav1.ListOptions{})
 		if err == nil {
@@ -109,6 +109,12 @@ func (c *Cluster) tenantClient(t *testing.T) kubernetes.Interface {
 func testHostileTenant(t *testing.T, c *Cluster, o *Oomtrace) {
 	ctx := context.Background()
 	tc := c.tenantClient(t)
+	restarts := o.Restarts(t)
+	defer func() {
+		if n := o.Restarts(t); n != restarts {
+			t.Errorf("oomtrace's container restarted %d times during the tenant's attack", n-restarts)
+		}
+	}()
 	rssBefore, _ := Value(o.Metrics(t), "process_resident_memory_bytes", nil)
 	nodeEventsBefore, _ := Value(o.Metrics(t), "oomtrace_kubelet_node_events_total", map[string]string{"reason": "SystemOOM"})
 
@@ -201,7 +207,7 @@ func testHostileTenant(t *testing.T, c *Cluster, o *Oomtrace) {
 	}
 	// Every refusal of the storm, each of a process of its own, counted
 	// and named.
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.Now().Add(Patience(time.Minute))
 	for {
 		n := sum(o.Metrics(t), "oomtrace_commit_refusals_total", map[string]string{"namespace": tenantNamespace, "pod": "refusers", "container": "storm"})
 		if n == refusalProcs {
@@ -216,7 +222,7 @@ func testHostileTenant(t *testing.T, c *Cluster, o *Oomtrace) {
 	fams := o.Metrics(t)
 
 	// Past the agent's settle time for evictions: nothing forged came out.
-	time.Sleep(8 * time.Second)
+	time.Sleep(Patience(8 * time.Second))
 	ev = o.Events(t)
 	for _, e := range ev.Evictions {
 		if e.Pod.Namespace == tenantNamespace {

@@ -56,7 +56,7 @@ func testRolloutRestart(t *testing.T, c *Cluster, o *Oomtrace) {
 	}()
 	count := func() int { mu.Lock(); defer mu.Unlock(); return len(killed) }
 	waitKills := func(n int) {
-		for deadline := time.Now().Add(time.Minute); count() < n; time.Sleep(100 * time.Millisecond) {
+		for deadline := time.Now().Add(Patience(time.Minute)); count() < n; time.Sleep(100 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				t.Fatalf("the storm killed %d of %d in a minute", count(), n)
 			}
@@ -76,7 +76,7 @@ func testRolloutRestart(t *testing.T, c *Cluster, o *Oomtrace) {
 	}
 	old := killedBy(oldLog.Lines())
 	var missing []int
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Second) {
+	for deadline := time.Now().Add(Patience(30 * time.Second)); ; time.Sleep(time.Second) {
 		now := killedBy(newLog.Lines())
 		missing = missing[:0]
 		twice := 0

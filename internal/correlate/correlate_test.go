@@ -124,7 +124,7 @@ func TestEvictionSignals(t *testing.T) {
 			Sender: event.Process{PID: 99, TGID: 99, Comm: "runc"}}
 	}
 	inPod := "/kubepods/burstable/pod" + uid + "/" + ctr
-	c.Signal(sig("SIGTERM", t0.Add(-10*time.Second), inPod))                    // too early for a 2 s grace: unrelated
+	c.Signal(sig("SIGTERM", t0.Add(-15*time.Second), inPod))                    // too early for a 2 s grace and the slack: unrelated
 	c.Signal(sig("SIGTERM", t0.Add(500*time.Millisecond), inPod))               // the kubelet's stop
 	c.Signal(sig("SIGKILL", t0.Add(2500*time.Millisecond), inPod))              // and its kill after the grace period
 	c.Signal(sig("SIGKILL", t0.Add(time.Second), "/system.slice/cron.service")) // not a pod
@@ -172,8 +172,9 @@ func TestTimeAhead(t *testing.T) {
 // TestEvictionSignalsBeforeTheStatus: the kubelet writes the eviction in
 // the pod's status once its containers have stopped, its grace period
 // after the SIGTERM: the signals from that long before (at least the
-// kubelet's 2 s minimum, plus the API's whole second) are the eviction's,
-// earlier ones not.
+// kubelet's 2 s minimum, plus the slack of the API's whole seconds and of
+// a busy kubelet's status write, 10 s) are the eviction's, earlier ones
+// not.
 func TestEvictionSignalsBeforeTheStatus(t *testing.T) {
 	const uid = "0b1e7bd0-4a5e-4c4b-9f34-7d1f1c2a7e10"
 	path := "/kubepods/burstable/pod" + uid + "/aaaa000000000000000000000000000000000000000000000000000000000001"
@@ -183,8 +184,8 @@ func TestEvictionSignalsBeforeTheStatus(t *testing.T) {
 		before []time.Duration // signals this long before the status's time
 		want   int
 	}{
-		{nil, []time.Duration{3900 * time.Millisecond, 4100 * time.Millisecond}, 1},
-		{&thirty, []time.Duration{31 * time.Second, 33 * time.Second}, 1},
+		{nil, []time.Duration{11900 * time.Millisecond, 12100 * time.Millisecond}, 1},
+		{&thirty, []time.Duration{39 * time.Second, 41 * time.Second}, 1},
 	} {
 		c := New(time.Minute)
 		for _, b := range tt.before {

@@ -268,9 +268,19 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 	}
 }
 
+// CtrbinEnv names a ctrbin built beforehand, for machines without a Go
+// toolchain (the qemu guests): BuildCtrbin returns it instead of building.
+const CtrbinEnv = "OOMTRACE_CTRBIN"
+
 // BuildCtrbin builds ctrbin, the test image's static program, into dir and
 // returns its path.
 func BuildCtrbin(t testing.TB, dir string) string {
+	if prebuilt := os.Getenv(CtrbinEnv); prebuilt != "" {
+		if _, err := os.Stat(prebuilt); err != nil {
+			t.Fatalf("%s: %v", CtrbinEnv, err)
+		}
+		return prebuilt
+	}
 	bin := filepath.Join(dir, "ctrbin")
 	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
 	build := exec.Command(gobin, "build", "-trimpath", "-o", bin, "github.com/oomtrace/oomtrace/internal/critest/ctrbin")

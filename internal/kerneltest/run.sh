@@ -4,28 +4,41 @@
 # cgroup v2, where the richest hooks attach. Fails unless the guest's test
 # exit code comes back 0; a hang or a crash is a failure, with the serial log.
 #
-#   internal/kerneltest/run.sh [stable|backports]
+#   internal/kerneltest/run.sh [stable|backports] [kernel|cluster]
 #                 the kernel line: Debian 12's own cloud kernel, or the newer
 #                 one from bookworm-backports (read through a private apt
-#                 state, the host's sources are left alone)
+#                 state, the host's sources are left alone); and the suite:
+#                 the tracer's and the daemon's tests (kernel), or the
+#                 real-cluster suite on a cgroup v2 node (cluster: the
+#                 kubelet, containerd, runc and the control plane in the
+#                 guest; needs OOMTRACE_KUBE_BIN, OOMTRACE_IMAGE and
+#                 OOMTRACE_IMAGE_ARCHIVE as make test-cluster sets them)
 #   KERNEL_META   meta-package naming the kernel line (linux-image-cloud-amd64)
 #   TESTRUN       -test.run filter for the guest (all tests)
-#   GUEST_TIMEOUT seconds before the guest counts as hung (1500)
+#   GUEST_TIMEOUT seconds before the guest counts as hung (1500; cluster 3600)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 LINE=${1:-stable}
+SUITE=${2:-kernel}
 META=${KERNEL_META:-linux-image-cloud-amd64}
 CACHE=${OOMTRACE_KERNEL_CACHE:-$PWD/.cache/kernels}
-TIMEOUT=${GUEST_TIMEOUT:-1500}
+TIMEOUT=${GUEST_TIMEOUT:-$([ "$SUITE" = cluster ] && echo 3600 || echo 1500)}
 # Without CMPXCHG16B: this qemu's TCG mis-emulates the gs-relative
 # cmpxchg16b that SLUB uses since 6.8, and such kernels die of a double
 # fault within seconds. Without the feature they take the plain path.
 CPU=${GUEST_CPU:-qemu64,-cx16}
 # One host thread for all vCPUs: multi-threaded TCG lets a vCPU run kernel
 # text that another is live-patching (static keys via int3, which enabling
-# syscall tracepoints does), and 6.12 guests then die of an int3 Oops.
-ACCEL=${GUEST_ACCEL:-tcg,thread=single}
+# syscall tracepoints does), and 6.12 guests then die of an int3 Oops. The
+# cluster suite (a control plane, a kubelet, containerd: CPU-bound under
+# emulation) runs on the stable line with one host thread per vCPU, which
+# 6.1 survives, in half the time.
+if [ "$SUITE" = cluster ] && [ "$LINE" = stable ]; then
+	ACCEL=${GUEST_ACCEL:-tcg,thread=multi}
+else
+	ACCEL=${GUEST_ACCEL:-tcg,thread=single}
+fi
 export PATH="/usr/local/go/bin:$PATH"
 
 if ! command -v qemu-system-x86_64 >/dev/null || [ ! -x /bin/busybox ] || ! command -v cpio >/dev/null; then
@@ -61,15 +74,26 @@ if [ -z "$pkg" ] || [ "$LINE" = backports ]; then
 fi
 [ -n "$pkg" ] || { echo "cannot resolve $META to a kernel package" >&2; exit 1; }
 kernel="$CACHE/$pkg/vmlinuz"
-if [ ! -f "$kernel" ]; then
+# The modules the cluster suite loads (containerd's overlayfs snapshotter),
+# kept beside the kernel, uncompressed for busybox's insmod.
+modules=(kernel/fs/overlayfs/overlay.ko)
+if [ ! -f "$kernel" ] || [ ! -f "$CACHE/$pkg/modules/overlay.ko" ]; then
 	dl=$(mktemp -d)
 	(cd "$dl" && apt-get "${apt_opts[@]}" download -qq "$pkg")
 	dpkg-deb -x "$dl"/*.deb "$dl/x"
-	mkdir -p "$CACHE/$pkg"
+	mkdir -p "$CACHE/$pkg/modules"
+	for m in "${modules[@]}"; do
+		src=$(ls "$dl"/x/lib/modules/*/"$m"* | head -1)
+		case "$src" in
+		*.xz) xz -dc "$src" ;;
+		*.zst) zstd -dcq "$src" ;;
+		*) cat "$src" ;;
+		esac >"$CACHE/$pkg/modules/$(basename "$m")"
+	done
 	cp "$dl"/x/boot/vmlinuz-* "$kernel.tmp" && mv "$kernel.tmp" "$kernel"
 	rm -rf "$dl"
 fi
-echo "guest kernel: $pkg"
+echo "guest kernel: $pkg, suite: $SUITE"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -78,21 +102,38 @@ mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,tests}
 cp /bin/busybox "$root/bin/busybox"
 cp internal/kerneltest/init "$root/init"
 chmod +x "$root/init"
-# Static test binaries: the guest has no libc.
-CGO_ENABLED=0 go test -c -o "$root/tests/tracer.test" ./tracer
-CGO_ENABLED=0 go test -c -o "$root/tests/oomtrace.test" ./cmd/oomtrace
-(cd "$root" && find . | cpio -o -H newc 2>/dev/null | gzip -1) >"$work/initrd.gz"
+mem=3072
+case "$SUITE" in
+kernel)
+	# Static test binaries: the guest has no libc.
+	CGO_ENABLED=0 go test -c -o "$root/tests/tracer.test" ./tracer
+	CGO_ENABLED=0 go test -c -o "$root/tests/oomtrace.test" ./cmd/oomtrace
+	;;
+cluster)
+	bash internal/kerneltest/cluster-root.sh "$root" "$CACHE/$pkg/modules"
+	# The control plane, the kubelet and the scenarios' pods (1.5 GiB at
+	# most at once) beside the image in memory.
+	mem=8192
+	;;
+*)
+	echo "unknown suite $SUITE: kernel or cluster" >&2
+	exit 2
+	;;
+esac
+# Uncompressed: the cluster's binaries are hundreds of MiB, and inflating
+# them under emulation costs more than reading them.
+(cd "$root" && find . | cpio -o -H newc 2>/dev/null) >"$work/initrd"
 
 # Words of the command line the kernel does not know reach /init as
 # environment variables (no dots); oomtrace.guest=1 marks the guest for the
 # tests that must never run on a host (a global OOM).
-log="$PWD/bin/kerneltest-$LINE.log"
+log="$PWD/bin/kerneltest-$LINE-$SUITE.log"
 mkdir -p bin
 set +e
-timeout "$TIMEOUT" qemu-system-x86_64 -accel "$ACCEL" -cpu "$CPU" -m 3072 -smp 2 -nodefaults -display none -no-reboot \
+timeout "$TIMEOUT" qemu-system-x86_64 -accel "$ACCEL" -cpu "$CPU" -m "$mem" -smp 2 -nodefaults -display none -no-reboot \
 	-serial stdio -serial "file:$work/result" \
-	-kernel "$kernel" -initrd "$work/initrd.gz" \
-	-append "console=ttyS0 panic=-1 quiet oomtrace.guest=1 TESTRUN=${TESTRUN:-.}" \
+	-kernel "$kernel" -initrd "$work/initrd" \
+	-append "console=ttyS0 panic=-1 quiet oomtrace.guest=1 SUITE=$SUITE TESTRUN=${TESTRUN:-.} TESTTIMEOUT=$((TIMEOUT / 60 - 2))m" \
 	</dev/null >"$work/serial.log" 2>&1 &
 qemu_pid=$!
 # Progress while the guest runs (minutes under emulation): each test

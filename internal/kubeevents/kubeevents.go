@@ -43,6 +43,11 @@ const (
 	perPodBurst = 25
 	perPodEvery = 5 * time.Minute
 	attempts    = 3
+	// groupWait: the kills of one group kill follow each other within
+	// milliseconds; its Event waits this long for them.
+	groupWait = time.Second
+	// groupsMax bounds the group kills waiting at once.
+	groupsMax = 1024
 	// noteMax is the API's limit on an Event's note.
 	noteMax = 1024
 	// nameMax, pathMax: the most of a tenant's name (process, container)
@@ -69,8 +74,20 @@ type Recorder struct {
 
 	mu     sync.Mutex
 	tokens map[types.UID]*bucket
+	// groups are the group kills whose Event waits for the rest of the
+	// group's kills, by decision seq.
+	groups map[uint64]*pendingGroup
 	stop   context.CancelFunc
 	done   chan struct{}
+}
+
+// pendingGroup is the Event of a memory.oom.group kill, held for groupWait
+// after its first kill so that it counts the whole group: one Event per
+// decision, not one per process.
+type pendingGroup struct {
+	kill  event.OOMKill // the task the kernel chose; until it comes, the first kill seen
+	kills int
+	due   time.Time
 }
 
 // bucket is one pod's allowance of Events.
@@ -83,7 +100,7 @@ type bucket struct {
 // sends.
 func New(api API, node string) *Recorder {
 	return &Recorder{api: api, node: node, now: time.Now, retry: time.Second,
-		queue: make(chan *eventsv1.Event, queueSize), tokens: map[types.UID]*bucket{}}
+		queue: make(chan *eventsv1.Event, queueSize), tokens: map[types.UID]*bucket{}, groups: map[uint64]*pendingGroup{}}
 }
 
 // Start sends the Events to the API server until ctx is done or Shutdown.
@@ -92,16 +109,39 @@ func (r *Recorder) Start(ctx context.Context) error {
 	r.done = make(chan struct{})
 	go func() {
 		defer close(r.done)
+		tick := time.NewTicker(groupWait / 4)
+		defer tick.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case ev := <-r.queue:
 				r.send(ctx, ev)
+			case <-tick.C:
+				r.flushGroups(false)
 			}
 		}
 	}()
 	return nil
+}
+
+// flushGroups queues the Events of the group kills that waited long
+// enough (all of them with all).
+func (r *Recorder) flushGroups(all bool) {
+	now := r.now()
+	r.mu.Lock()
+	var ready []*pendingGroup
+	for seq, g := range r.groups {
+		if all || !now.Before(g.due) {
+			ready = append(ready, g)
+			delete(r.groups, seq)
+		}
+	}
+	r.mu.Unlock()
+	for _, g := range ready {
+		reason, note := DescribeGroup(g.kill, g.kills)
+		r.enqueue(r.newEvent(g.kill, reason, note))
+	}
 }
 
 // send creates ev, trying again a few times on errors (an API server
@@ -133,6 +173,10 @@ func (r *Recorder) Shutdown() {
 		r.stop()
 		<-r.done
 	}
+	r.mu.Lock()
+	r.dropped.Add(uint64(len(r.groups)))
+	clear(r.groups)
+	r.mu.Unlock()
 }
 
 // Sent and Dropped count the Events created, and those given up on (the
@@ -151,17 +195,58 @@ func (r *Recorder) Write(ev event.Event) error {
 	if pod == nil || pod.Name == "" || pod.Namespace == "" {
 		return nil
 	}
+	if g := kill.OOM.Group; g != nil {
+		r.mu.Lock()
+		pending := r.groups[g.DecisionSeq]
+		if pending != nil {
+			pending.kills++
+			// Kills may come out of order (a container's kill waits for
+			// its check): the Event describes the task the kernel chose.
+			if g.Chosen {
+				pending.kill = kill
+			}
+			r.mu.Unlock()
+			return nil
+		}
+		r.mu.Unlock()
+	}
 	if !r.allow(types.UID(pod.UID)) {
 		r.dropped.Add(1)
 		return nil
 	}
+	if g := kill.OOM.Group; g != nil {
+		r.mu.Lock()
+		if len(r.groups) >= groupsMax {
+			r.mu.Unlock()
+			r.dropped.Add(1)
+			return nil
+		}
+		r.groups[g.DecisionSeq] = &pendingGroup{kill: kill, kills: 1, due: r.now().Add(groupWait)}
+		r.mu.Unlock()
+		return nil
+	}
 	reason, note := Describe(kill)
+	r.enqueue(r.newEvent(kill, reason, note))
+	return nil
+}
+
+func (r *Recorder) enqueue(e *eventsv1.Event) {
+	select {
+	case r.queue <- e:
+	default:
+		r.dropped.Add(1)
+	}
+}
+
+// newEvent is the Event of kill in its pod.
+func (r *Recorder) newEvent(kill event.OOMKill, reason, note string) *eventsv1.Event {
+	pod := kill.Victim.Pod
 	note = event.BoundText(note, noteMax)
 	at := kill.Time.Time
 	if at.IsZero() {
 		at = r.now()
 	}
-	e := &eventsv1.Event{
+	return &eventsv1.Event{
 		// As client-go names them: the object, and the time in hex.
 		ObjectMeta:          metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", pod.Name, at.UnixNano()), Namespace: pod.Namespace},
 		EventTime:           metav1.NewMicroTime(at),
@@ -174,12 +259,6 @@ func (r *Recorder) Write(ev event.Event) error {
 		Note:              note,
 		Type:              corev1.EventTypeWarning,
 	}
-	select {
-	case r.queue <- e:
-	default:
-		r.dropped.Add(1)
-	}
-	return nil
 }
 
 // allow takes one of the pod's tokens, if it has one left.
@@ -243,6 +322,26 @@ func Describe(k event.OOMKill) (reason, note string) {
 		b.WriteString(".")
 	}
 	return reason, b.String()
+}
+
+// DescribeGroup is the reason and note of a memory.oom.group kill's one
+// Event: the first kill (the task the kernel chose) as Describe says it,
+// and how many processes the decision killed with it.
+func DescribeGroup(first event.OOMKill, kills int) (reason, note string) {
+	reason, note = Describe(first)
+	g := first.OOM.Group
+	where := "its cgroup"
+	if g != nil && g.Cgroup.Path != "" {
+		where = "cgroup " + event.BoundText(g.Cgroup.Path, pathMax)
+	}
+	if v := first.Victim; v.Container != nil && v.Container.Name != "" && v.Memcg != nil && g != nil && g.Cgroup.ID == v.Memcg.ID {
+		where = "container " + event.BoundText(v.Container.Name, nameMax)
+	}
+	processes := "process"
+	if kills != 1 {
+		processes = "processes"
+	}
+	return reason, fmt.Sprintf("%s One decision of the kernel (memory.oom.group of %s) killed %d %s.", note, where, kills, processes)
 }
 
 // limitHit names the limit of the kill's OOM domain.

@@ -3,6 +3,7 @@ package kubeevents
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -157,5 +158,66 @@ func TestRecorderNeverWaits(t *testing.T) {
 	r.Shutdown()
 	if len(api.events()) != 0 {
 		t.Errorf("%d created through a stuck API", len(api.events()))
+	}
+}
+
+// TestRecorderOneEventPerGroupKill: the kills of one memory.oom.group
+// decision make one Event, written once the group is complete and saying
+// how many processes it killed; another decision makes its own.
+func TestRecorderOneEventPerGroupKill(t *testing.T) {
+	api := &fakeAPI{}
+	r := New(api, "node-a")
+	now := time.Date(2026, 12, 2, 8, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	r.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	r.Start(context.Background())
+	defer r.Shutdown()
+
+	group := func(seq, decision uint64) event.OOMKill {
+		k := podKill("uid-1", now)
+		survived := false
+		k.ContainerSurvived = &survived
+		k.Seq = seq
+		k.Victim.TGID = uint32(seq)
+		k.Victim.Memcg = &event.Cgroup{ID: 42, Path: "/kubepods/pod-1/ctr"}
+		k.OOM.Group = &event.GroupKill{Cgroup: event.Cgroup{ID: 42, Path: "/kubepods/pod-1/ctr"}, DecisionSeq: decision, Chosen: seq == decision}
+		return k
+	}
+	// Out of order: the chosen task's kill (seq 10) comes second.
+	for _, seq := range []uint64{11, 10, 12} {
+		r.Write(group(seq, 10))
+	}
+	r.Write(group(13, 13))
+	time.Sleep(50 * time.Millisecond)
+	if n := len(api.events()); n != 0 {
+		t.Fatalf("%d Events before the groups waited %v", n, groupWait)
+	}
+	advance(groupWait)
+	waitFor(t, "two Events", func() bool { return len(api.events()) == 2 })
+	time.Sleep(20 * time.Millisecond)
+	notes := map[string]bool{}
+	for _, e := range api.events() {
+		notes[e.Note] = true
+		if e.Reason != ReasonContainer {
+			t.Errorf("reason %s, want %s", e.Reason, ReasonContainer)
+		}
+	}
+	for n := range notes {
+		if strings.Contains(n, "killed 3 processes") && !strings.Contains(n, "(pid 10,") {
+			t.Errorf("the group's Event does not describe the chosen task (pid 10): %q", n)
+		}
+	}
+	for _, want := range []string{"killed 3 processes", "killed 1 process"} {
+		found := false
+		for n := range notes {
+			found = found || strings.Contains(n, "One decision of the kernel (memory.oom.group of container web) "+want+".")
+		}
+		if !found {
+			t.Errorf("no Event note says %q: %v", want, notes)
+		}
+	}
+	if len(api.events()) != 2 || r.Sent() != 2 || r.Dropped() != 0 {
+		t.Errorf("%d created, sent %d, dropped %d; want 2, 2, 0", len(api.events()), r.Sent(), r.Dropped())
 	}
 }

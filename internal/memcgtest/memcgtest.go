@@ -185,6 +185,25 @@ func (c *Cgroup) ID(t testing.TB) uint64 {
 	return st.Ino
 }
 
+// MemoryEvents is the cgroup's memory.events (cgroup v2): oom,
+// oom_kill, oom_group_kill and the rest, by name.
+func (c *Cgroup) MemoryEvents(t testing.TB) map[string]uint64 {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(c.Dir, "memory.events"))
+	if err != nil {
+		t.Fatalf("read memory.events: %v", err)
+	}
+	out := map[string]uint64{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, " "); ok {
+			if n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err == nil {
+				out[k] = n
+			}
+		}
+	}
+	return out
+}
+
 // OOMKills reads the cgroup's own oom_kill counter.
 func (c *Cgroup) OOMKills(t testing.TB) uint64 {
 	t.Helper()

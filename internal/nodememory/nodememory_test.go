@@ -349,3 +349,29 @@ func TestSamplerStartsBelow(t *testing.T) {
 		t.Fatalf("start below: %+v", got)
 	}
 }
+
+// TestSamplerSoftThreshold: each sample says the soft threshold and its
+// grace period beside the hard one, and whether the signal is below it.
+func TestSamplerSoftThreshold(t *testing.T) {
+	src := v1Tree(t, 8*gi-10*mi, 0, 8*gi-50*mi, 0, strconv.FormatInt(8*gi, 10)) // allocatable: 50 MiB available
+	soft := mustThresholds(t, "memory.available<1Gi,allocatableMemory.available<100Mi")
+	s := NewSampler(src, mustThresholds(t, "memory.available<10Mi"), SamplerOptions{
+		Soft: soft, SoftGrace: map[string]time.Duration{MemoryAvailable: time.Minute, AllocatableMemoryAvailable: 90 * time.Second}})
+	nm, ok := s.sample(true)
+	if !ok {
+		t.Fatal("no sample")
+	}
+	a := nm.AllocatableMemoryAvailable
+	if a == nil || a.SoftThresholdBytes == nil || *a.SoftThresholdBytes != uint64(100*mi) || a.SoftGracePeriod != "1m30s" || !a.BelowSoftThreshold || a.BelowThreshold {
+		t.Errorf("allocatable %+v, want soft 100Mi for 1m30s, below it, not below the hard one", a)
+	}
+	m := nm.MemoryAvailable
+	if m == nil || m.SoftThresholdBytes == nil || *m.SoftThresholdBytes != uint64(gi) || m.SoftGracePeriod != "1m0s" || m.BelowSoftThreshold != (m.AvailableBytes < gi) {
+		t.Errorf("memory.available %+v, want soft 1Gi for 1m0s", m)
+	}
+	// Without soft thresholds: none said.
+	nm, _ = NewSampler(src, mustThresholds(t, DefaultEvictionHard), SamplerOptions{}).sample(true)
+	if nm.MemoryAvailable.SoftThresholdBytes != nil || nm.MemoryAvailable.SoftGracePeriod != "" {
+		t.Errorf("soft threshold without one: %+v", nm.MemoryAvailable)
+	}
+}

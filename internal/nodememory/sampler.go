@@ -27,6 +27,10 @@ type SamplerOptions struct {
 	NearMargin   uint64
 	Logger       *slog.Logger
 	Now          func() time.Time
+	// Soft are the kubelet's soft thresholds and SoftGrace their grace
+	// periods, said in each sample beside the hard ones.
+	Soft      Thresholds
+	SoftGrace map[string]time.Duration
 }
 
 // Sampler reads the signals on an interval and on demand, remembers them
@@ -129,6 +133,10 @@ func (s *Sampler) sample(fresh bool) (event.NodeMemory, bool) {
 	s.mu.Unlock()
 
 	nm, err := s.src.Read(s.th, now)
+	if err == nil {
+		addSoft(nm.MemoryAvailable, s.opts.Soft[MemoryAvailable], s.opts.SoftGrace)
+		addSoft(nm.AllocatableMemoryAvailable, s.opts.Soft[AllocatableMemoryAvailable], s.opts.SoftGrace)
+	}
 
 	s.mu.Lock()
 	if err != nil {
@@ -226,4 +234,15 @@ func distance(a, b time.Time) time.Duration {
 		return d
 	}
 	return b.Sub(a)
+}
+
+// addSoft sets sig's soft threshold t (zero: none) and its grace period.
+func addSoft(sig *event.MemorySignal, t Threshold, grace map[string]time.Duration) {
+	if sig == nil || t.Signal == "" {
+		return
+	}
+	b := t.Of(sig.CapacityBytes)
+	sig.SoftThresholdBytes = &b
+	sig.SoftGracePeriod = grace[t.Signal].String()
+	sig.BelowSoftThreshold = sig.AvailableBytes < int64(b)
 }

@@ -4,13 +4,19 @@
 package nodememory
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/yaml"
@@ -132,7 +138,13 @@ func (th Thresholds) String() string {
 
 // KubeletConfig is what oomtrace takes from a KubeletConfiguration file.
 type KubeletConfig struct {
+	// Thresholds are the hard thresholds (evictionHard).
 	Thresholds Thresholds
+	// Soft are the soft thresholds (evictionSoft), each with its grace
+	// period in SoftGrace: the kubelet evicts once its signal has stayed
+	// below for that long.
+	Soft      Thresholds
+	SoftGrace map[string]time.Duration
 	// EnforceNodeAllocatable as the kubelet applies it (default [pods]).
 	EnforceNodeAllocatable []string
 	// Kubepods is the kubepods cgroup that the kubelet's cgroupRoot and
@@ -141,54 +153,201 @@ type KubeletConfig struct {
 	Kubepods string
 }
 
-// ReadKubeletConfig reads evictionHard, enforceNodeAllocatable, cgroupRoot,
-// cgroupDriver and cgroupsPerQOS from a KubeletConfiguration file (YAML or
-// JSON), with the kubelet's defaults for what it does not set.
-func ReadKubeletConfig(path string) (KubeletConfig, error) {
-	data, err := os.ReadFile(path)
+// dropinsMax bounds the drop-in files read, and fileMax each file: a
+// kubelet's are a few small files.
+const (
+	dropinsMax = 256
+	fileMax    = 1 << 20
+)
+
+// ReadKubeletConfig reads the kubelet's configuration the way the kubelet
+// builds it (cmd/kubelet/app/server.go): the file at path, its evictionHard
+// defaulted (absent: the kubelet's default; present with
+// mergeDefaultEvictionSettings: the default fills the signals it omits),
+// then, when dropinDir is not empty, every *.conf file below it in lexical
+// order as a JSON merge patch over it (the kubelet's --config-dir). Of it,
+// oomtrace takes evictionHard, evictionSoft and evictionSoftGracePeriod,
+// enforceNodeAllocatable, cgroupRoot, cgroupDriver and cgroupsPerQOS.
+func ReadKubeletConfig(path, dropinDir string) (KubeletConfig, error) {
+	data, err := readBounded(path)
 	if err != nil {
 		return KubeletConfig{}, fmt.Errorf("kubelet config: %w", err)
 	}
-	kc, err := ParseKubeletConfig(data)
+	var dropins [][]byte
+	if dropinDir != "" {
+		dropins, err = readDropins(dropinDir)
+		if err != nil {
+			return KubeletConfig{}, fmt.Errorf("kubelet config drop-ins: %w", err)
+		}
+	}
+	kc, err := ParseKubeletConfig(data, dropins...)
 	if err != nil {
 		return KubeletConfig{}, fmt.Errorf("kubelet config %s: %w", path, err)
 	}
 	return kc, nil
 }
 
-// ParseKubeletConfig is ReadKubeletConfig of a file's content.
-func ParseKubeletConfig(data []byte) (KubeletConfig, error) {
-	var cfg struct {
-		Kind                   string            `json:"kind"`
-		EvictionHard           map[string]string `json:"evictionHard"`
-		EnforceNodeAllocatable *[]string         `json:"enforceNodeAllocatable"`
-		CgroupRoot             string            `json:"cgroupRoot"`
-		CgroupDriver           string            `json:"cgroupDriver"`
-		CgroupsPerQOS          *bool             `json:"cgroupsPerQOS"`
+func readBounded(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
 	}
-	if err := yaml.Unmarshal(data, &cfg); err != nil {
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, fileMax+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > fileMax {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, fileMax)
+	}
+	return data, nil
+}
+
+// readDropins reads the *.conf files below dir in lexical order, as the
+// kubelet walks them. A directory that is not there has none.
+func readDropins(dir string) ([][]byte, error) {
+	var out [][]byte
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p == dir && errors.Is(err, fs.ErrNotExist) {
+				return fs.SkipAll
+			}
+			return err
+		}
+		if d.IsDir() || filepath.Ext(d.Name()) != ".conf" {
+			return nil
+		}
+		if len(out) == dropinsMax {
+			return fmt.Errorf("%s: more than %d drop-in files", dir, dropinsMax)
+		}
+		data, err := readBounded(p)
+		if err != nil {
+			return err
+		}
+		out = append(out, data)
+		return nil
+	})
+	return out, err
+}
+
+// ParseKubeletConfig is ReadKubeletConfig of the main file's content and
+// its drop-ins' contents, in order.
+func ParseKubeletConfig(data []byte, dropins ...[]byte) (KubeletConfig, error) {
+	base, err := configObject(data)
+	if err != nil {
 		return KubeletConfig{}, err
 	}
-	if cfg.Kind != "" && cfg.Kind != "KubeletConfiguration" {
-		return KubeletConfig{}, fmt.Errorf("kind %q, want KubeletConfiguration", cfg.Kind)
+	if kind, _ := base["kind"].(string); kind != "" && kind != "KubeletConfiguration" {
+		return KubeletConfig{}, fmt.Errorf("kind %q, want KubeletConfiguration", kind)
 	}
-	var err error
+	// The kubelet defaults evictionHard on the main file only, before the
+	// drop-ins: a drop-in's evictionHard merges into the result.
+	switch hard, ok := base["evictionHard"].(map[string]any); {
+	case base["evictionHard"] == nil:
+		base["evictionHard"] = map[string]any{MemoryAvailable: defaultMemoryAvailable}
+	case ok && base["mergeDefaultEvictionSettings"] == true:
+		if _, set := hard[MemoryAvailable]; !set {
+			hard[MemoryAvailable] = defaultMemoryAvailable
+		}
+	}
+	merged := any(base)
+	for i, d := range dropins {
+		patch, err := configObject(d)
+		if err != nil {
+			return KubeletConfig{}, fmt.Errorf("drop-in %d: %w", i+1, err)
+		}
+		if patch["apiVersion"] == nil || patch["kind"] == nil {
+			return KubeletConfig{}, fmt.Errorf("drop-in %d: no apiVersion or kind (the kubelet refuses it)", i+1)
+		}
+		merged = mergePatch(merged, patch)
+	}
+	js, err := json.Marshal(merged)
+	if err != nil {
+		return KubeletConfig{}, err
+	}
+	var cfg struct {
+		EvictionHard            map[string]string `json:"evictionHard"`
+		EvictionSoft            map[string]string `json:"evictionSoft"`
+		EvictionSoftGracePeriod map[string]string `json:"evictionSoftGracePeriod"`
+		EnforceNodeAllocatable  *[]string         `json:"enforceNodeAllocatable"`
+		CgroupRoot              string            `json:"cgroupRoot"`
+		CgroupDriver            string            `json:"cgroupDriver"`
+		CgroupsPerQOS           *bool             `json:"cgroupsPerQOS"`
+	}
+	if err := json.Unmarshal(js, &cfg); err != nil {
+		return KubeletConfig{}, err
+	}
 	kc := KubeletConfig{EnforceNodeAllocatable: []string{EnforcePods}}
 	if cfg.EnforceNodeAllocatable != nil {
 		kc.EnforceNodeAllocatable = *cfg.EnforceNodeAllocatable
 	}
-	if cfg.EvictionHard == nil {
-		kc.Thresholds, err = ParseEvictionHard(DefaultEvictionHard, kc.EnforceNodeAllocatable)
-	} else {
-		kc.Thresholds, err = fromPairs(cfg.EvictionHard, kc.EnforceNodeAllocatable)
-	}
-	if err != nil {
+	if kc.Thresholds, err = fromPairs(cfg.EvictionHard, kc.EnforceNodeAllocatable); err != nil {
 		return KubeletConfig{}, err
+	}
+	// Soft thresholds apply to their own signal only: the kubelet copies
+	// hard ones to allocatableMemory.available, not soft ones.
+	if kc.Soft, err = fromPairs(cfg.EvictionSoft, nil); err != nil {
+		return KubeletConfig{}, fmt.Errorf("evictionSoft: %w", err)
+	}
+	if len(kc.Soft) > 0 {
+		kc.SoftGrace = map[string]time.Duration{}
+	}
+	for signal := range kc.Soft {
+		g, ok := cfg.EvictionSoftGracePeriod[signal]
+		if !ok {
+			return KubeletConfig{}, fmt.Errorf("evictionSoft %s has no evictionSoftGracePeriod (the kubelet refuses it)", signal)
+		}
+		d, err := time.ParseDuration(g)
+		if err != nil || d < 0 {
+			return KubeletConfig{}, fmt.Errorf("evictionSoftGracePeriod %s: %q is not a duration", signal, g)
+		}
+		kc.SoftGrace[signal] = d
 	}
 	if cfg.CgroupsPerQOS == nil || *cfg.CgroupsPerQOS {
 		kc.Kubepods = KubepodsCgroup(cfg.CgroupRoot, cfg.CgroupDriver)
 	}
 	return kc, nil
+}
+
+// defaultMemoryAvailable is DefaultEvictionHard's quantity.
+const defaultMemoryAvailable = "100Mi"
+
+// configObject is a YAML or JSON configuration file as a JSON object.
+func configObject(data []byte) (map[string]any, error) {
+	js, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return nil, err
+	}
+	var obj map[string]any
+	if err := json.Unmarshal(js, &obj); err != nil {
+		return nil, fmt.Errorf("not an object: %w", err)
+	}
+	if obj == nil {
+		obj = map[string]any{}
+	}
+	return obj, nil
+}
+
+// mergePatch applies a JSON merge patch (RFC 7386), as the kubelet does
+// with each drop-in: objects merge member by member, null removes, any
+// other value replaces.
+func mergePatch(target, patch any) any {
+	p, ok := patch.(map[string]any)
+	if !ok {
+		return patch
+	}
+	t, ok := target.(map[string]any)
+	if !ok {
+		t = map[string]any{}
+	}
+	for k, v := range p {
+		if v == nil {
+			delete(t, k)
+			continue
+		}
+		t[k] = mergePatch(t[k], v)
+	}
+	return t
 }
 
 // KubepodsCgroup is the kubepods cgroup for a kubelet cgroupRoot and
