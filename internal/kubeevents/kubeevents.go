@@ -118,7 +118,7 @@ func (r *Recorder) Start(ctx context.Context) error {
 			case ev := <-r.queue:
 				r.send(ctx, ev)
 			case <-tick.C:
-				r.flushGroups(false)
+				r.flushGroups()
 			}
 		}
 	}()
@@ -126,13 +126,13 @@ func (r *Recorder) Start(ctx context.Context) error {
 }
 
 // flushGroups queues the Events of the group kills that waited long
-// enough (all of them with all).
-func (r *Recorder) flushGroups(all bool) {
+// enough.
+func (r *Recorder) flushGroups() {
 	now := r.now()
 	r.mu.Lock()
 	var ready []*pendingGroup
 	for seq, g := range r.groups {
-		if all || !now.Before(g.due) {
+		if !now.Before(g.due) {
 			ready = append(ready, g)
 			delete(r.groups, seq)
 		}
@@ -195,20 +195,8 @@ func (r *Recorder) Write(ev event.Event) error {
 	if pod == nil || pod.Name == "" || pod.Namespace == "" {
 		return nil
 	}
-	if g := kill.OOM.Group; g != nil {
-		r.mu.Lock()
-		pending := r.groups[g.DecisionSeq]
-		if pending != nil {
-			pending.kills++
-			// Kills may come out of order (a container's kill waits for
-			// its check): the Event describes the task the kernel chose.
-			if g.Chosen {
-				pending.kill = kill
-			}
-			r.mu.Unlock()
-			return nil
-		}
-		r.mu.Unlock()
+	if g := kill.OOM.Group; g != nil && r.joinGroup(kill, g) {
+		return nil
 	}
 	if !r.allow(types.UID(pod.UID)) {
 		r.dropped.Add(1)
@@ -216,18 +204,42 @@ func (r *Recorder) Write(ev event.Event) error {
 	}
 	if g := kill.OOM.Group; g != nil {
 		r.mu.Lock()
+		defer r.mu.Unlock()
+		if pending := r.groups[g.DecisionSeq]; pending != nil {
+			pending.add(kill, g) // came meanwhile
+			return nil
+		}
 		if len(r.groups) >= groupsMax {
-			r.mu.Unlock()
 			r.dropped.Add(1)
 			return nil
 		}
 		r.groups[g.DecisionSeq] = &pendingGroup{kill: kill, kills: 1, due: r.now().Add(groupWait)}
-		r.mu.Unlock()
 		return nil
 	}
 	reason, note := Describe(kill)
 	r.enqueue(r.newEvent(kill, reason, note))
 	return nil
+}
+
+// joinGroup counts kill in its group's pending Event, if there is one.
+func (r *Recorder) joinGroup(kill event.OOMKill, g *event.GroupKill) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	pending := r.groups[g.DecisionSeq]
+	if pending == nil {
+		return false
+	}
+	pending.add(kill, g)
+	return true
+}
+
+// add counts kill in the group. Kills may come out of order (a container's
+// kill waits for its check): the Event describes the task the kernel chose.
+func (p *pendingGroup) add(kill event.OOMKill, g *event.GroupKill) {
+	p.kills++
+	if g.Chosen {
+		p.kill = kill
+	}
 }
 
 func (r *Recorder) enqueue(e *eventsv1.Event) {

@@ -375,3 +375,34 @@ func TestSamplerSoftThreshold(t *testing.T) {
 		t.Errorf("soft threshold without one: %+v", nm.MemoryAvailable)
 	}
 }
+
+// TestSamplerDecidedSoft: a soft eviction's decision is shown by the sample
+// below the soft threshold, not by a nearer one after the pod let go; a
+// sample below the hard threshold comes first.
+func TestSamplerDecidedSoft(t *testing.T) {
+	src := v1Tree(t, 2*gi, 0, 1*gi, 0, strconv.FormatInt(4*gi, 10))
+	now := time.Unix(2000, 0)
+	s := NewSampler(src, mustThresholds(t, "memory.available<100Mi"), SamplerOptions{Now: func() time.Time { return now },
+		Soft: mustThresholds(t, "memory.available<1Gi"), SoftGrace: map[string]time.Duration{MemoryAvailable: 10 * time.Second}})
+	setRoot := func(usage int64) { write(t, src.Root, "memory.usage_in_bytes", strconv.FormatInt(usage, 10)) }
+	setRoot(7*gi + 512*mi) // below the soft threshold, above the hard one
+	now = time.Unix(1995, 0)
+	s.sample(true)
+	setRoot(1 * gi)
+	now = time.Unix(2000, 0)
+	s.sample(true) // the pod has stopped: above both
+	nm, ok := s.Decided(time.Unix(2000, 0), 10*time.Second, time.Second)
+	if !ok || !nm.Time.Equal(time.Unix(1995, 0)) || !nm.MemoryAvailable.BelowSoftThreshold || nm.MemoryAvailable.BelowThreshold {
+		t.Errorf("Decided(2000) = %v %+v, want the sample at 1995, below the soft threshold", ok, nm.MemoryAvailable)
+	}
+	setRoot(8*gi - 50*mi) // below the hard threshold too
+	now = time.Unix(1993, 0)
+	s.history = nil
+	s.sample(true)
+	now = time.Unix(1995, 0)
+	setRoot(7*gi + 512*mi)
+	s.sample(true)
+	if nm, _ := s.Decided(time.Unix(1996, 0), 10*time.Second, time.Second); !nm.Time.Equal(time.Unix(1993, 0)) {
+		t.Errorf("Decided(1996) = %+v, want the sample at 1993, below the hard threshold", nm)
+	}
+}

@@ -214,11 +214,13 @@ func (s *Sampler) Decided(t time.Time, before, after time.Duration) (event.NodeM
 	s.mu.Lock()
 	from := sort.Search(len(s.history), func(i int) bool { return !s.history[i].Time.Before(t.Add(-before)) })
 	to := sort.Search(len(s.history), func(i int) bool { return s.history[i].Time.After(t.Add(after)) })
-	best, bestBelow := -1, false
+	// A sample below a hard threshold shows a hard eviction's decision,
+	// one below a soft threshold a soft eviction's; else the nearest.
+	best, bestRank := -1, 0
 	for i := from; i < to; i++ {
-		below := s.history[i].AnyBelow()
-		if best < 0 || below && !bestBelow || below == bestBelow && distance(s.history[i].Time.Time, t) < distance(s.history[best].Time.Time, t) {
-			best, bestBelow = i, below
+		rank := belowRank(s.history[i])
+		if best < 0 || rank > bestRank || rank == bestRank && distance(s.history[i].Time.Time, t) < distance(s.history[best].Time.Time, t) {
+			best, bestRank = i, rank
 		}
 	}
 	if best >= 0 {
@@ -227,6 +229,19 @@ func (s *Sampler) Decided(t time.Time, before, after time.Duration) (event.NodeM
 	}
 	s.mu.Unlock()
 	return s.At(t)
+}
+
+// belowRank is 2 when a signal of nm is below its hard threshold, 1 when
+// one is below its soft threshold, else 0.
+func belowRank(nm event.NodeMemory) int {
+	switch {
+	case nm.AnyBelow():
+		return 2
+	case nm.MemoryAvailable != nil && nm.MemoryAvailable.BelowSoftThreshold,
+		nm.AllocatableMemoryAvailable != nil && nm.AllocatableMemoryAvailable.BelowSoftThreshold:
+		return 1
+	}
+	return 0
 }
 
 func distance(a, b time.Time) time.Duration {
