@@ -696,7 +696,17 @@ func testMemoryAvailableEviction(t *testing.T, c *Cluster, o *Oomtrace, threshol
 	c.waitStats(t, "shop", "neighbour")
 	p, msg := c.evictHog(t, "bulk")
 	defer c.deletePod(t, "shop", "bulk")
-	if p.Status.Phase != corev1.PodSucceeded || p.Status.Reason != "" {
+	// The loader exits 0 on SIGTERM, within the hard eviction's 2 s grace
+	// period where the CPU is real. Under emulation, handing back 1.5 GiB
+	// takes longer: the kubelet's SIGKILL 2 s after its SIGTERM ends it,
+	// and the pod fails Evicted. Each case is checked as it happened.
+	killed := p.Status.Phase == corev1.PodFailed && Slowdown() > 1
+	if killed {
+		t.Logf("under emulation the loader did not exit within the 2 s grace period: the kubelet killed it")
+		if p.Status.Reason != "Evicted" {
+			t.Errorf("API: phase %s reason %q, want Failed Evicted", p.Status.Phase, p.Status.Reason)
+		}
+	} else if p.Status.Phase != corev1.PodSucceeded || p.Status.Reason != "" {
 		t.Errorf("API: phase %s reason %q; the kubelet 1.37 leaves a pod whose containers exit 0 Succeeded without reason", p.Status.Phase, p.Status.Reason)
 	}
 	if n := c.waitPod(t, "shop", "neighbour", "running", 5*time.Second, func(p *corev1.Pod) bool { return true }); n.Status.Phase != corev1.PodRunning {
@@ -708,27 +718,33 @@ func testMemoryAvailableEviction(t *testing.T, c *Cluster, o *Oomtrace, threshol
 	if e.ThresholdBytes == nil || *e.ThresholdBytes != threshold || kmsg.AvailableBytes == nil || *e.AvailableBytes != *kmsg.AvailableBytes {
 		t.Errorf("eviction %s, want threshold %d", jsonOf(e), threshold)
 	}
+	// The kubelet's stats and oomtrace's sample are not read at the same
+	// instant: 3% apart at most, twice that under emulation.
+	tolerance := 0.03 * float64(min(Slowdown(), 2))
 	if nm := e.NodeMemory; nm == nil || nm.MemoryAvailable == nil || !nm.MemoryAvailable.BelowThreshold ||
-		!within(nm.MemoryAvailable.AvailableBytes, *kmsg.AvailableBytes, 0.03) {
-		t.Errorf("memory.available at the eviction %s, kubelet said %d: want below, within 3%%", jsonOf(e.NodeMemory), *kmsg.AvailableBytes)
+		!within(nm.MemoryAvailable.AvailableBytes, *kmsg.AvailableBytes, tolerance) {
+		t.Errorf("memory.available at the eviction %s, kubelet said %d: want below, within %.0f%%", jsonOf(e.NodeMemory), *kmsg.AvailableBytes, 100*tolerance)
 	}
 	for _, ce := range e.ContainerExits {
-		if ce.Name == "loader" && (ce.ExitCode == nil || *ce.ExitCode != 0 || ce.Signal != "") {
+		if ce.Name == "loader" && !killed && (ce.ExitCode == nil || *ce.ExitCode != 0 || ce.Signal != "") {
 			t.Errorf("loader's exit %+v, want 0 on SIGTERM", ce)
 		}
 	}
-	// The kernel saw the kubelet's SIGTERM to the loader, and no SIGKILL.
-	terms := 0
+	// The kernel saw the kubelet's SIGTERM to the loader, and no SIGKILL
+	// (under emulation, if the kubelet had to, its SIGKILL after the grace
+	// period).
+	var loader []string
 	for _, sr := range e.KernelSignals {
 		if sr.Container == "loader" {
-			if sr.Signal != "SIGTERM" {
-				t.Errorf("loader got %s", sr.Signal)
-			}
-			terms++
+			loader = append(loader, sr.Signal)
 		}
 	}
-	if terms != 1 {
-		t.Errorf("kernel signals %s: want one SIGTERM to loader", jsonOf(e.KernelSignals))
+	want := []string{"SIGTERM"}
+	if killed {
+		want = []string{"SIGTERM", "SIGKILL"}
+	}
+	if !slices.Equal(loader, want) {
+		t.Errorf("kernel signals %s: want %v to loader", jsonOf(e.KernelSignals), want)
 	}
 	fams := o.Metrics(t)
 	if n, _ := Value(fams, "oomtrace_container_deaths_total", map[string]string{"pod": "bulk", "container": "loader", "cause": event.CauseKubeletEviction}); n != 1 {
