@@ -834,7 +834,7 @@ func testNotEnforced(t *testing.T, c *Cluster, o *Oomtrace) {
 	nm := k.NodeMemory
 	if nm == nil || nm.AllocatableMemoryAvailable == nil || nm.AllocatableMemoryAvailable.ThresholdBytes != nil || nm.AllocatableMemoryAvailable.BelowThreshold ||
 		nm.MemoryAvailable == nil || *nm.MemoryAvailable.ThresholdBytes != uint64(100*mi) {
-		t.Errorf("node memory %s: want no allocatable threshold, memory.available<100Mi", jsonOf(nm))
+		t.Errorf("node memory %s: want no allocatable threshold, memory.available<100Mi; oomtrace's log:\n%s", jsonOf(nm), tail(withoutRefusals(o.Logs(t)), 40))
 	}
 	if _, cause := singleContainerLimit(c); k.Victim.Container == nil || k.Victim.Container.Name != "redis" || k.Cause != cause {
 		t.Errorf("kill %s, want redis, %s", jsonOf(k), cause)
