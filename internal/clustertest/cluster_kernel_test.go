@@ -17,6 +17,7 @@ import (
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/internal/clusterview"
 	"github.com/oomtrace/oomtrace/internal/evictionmsg"
+	"github.com/oomtrace/oomtrace/internal/kernfile"
 	"github.com/oomtrace/oomtrace/internal/kubeevents"
 	"github.com/oomtrace/oomtrace/internal/memcgtest"
 )
@@ -265,22 +266,14 @@ func testGroupKill(t *testing.T, c *Cluster, o *Oomtrace) {
 	}
 }
 
-// readMemoryEvents parses a cgroup v2 memory.events file.
+// readMemoryEvents reads a cgroup v2 memory.events file.
 func readMemoryEvents(t *testing.T, path string) map[string]uint64 {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatalf("read %s: %v", path, err)
 	}
-	out := map[string]uint64{}
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		var k string
-		var v uint64
-		if _, err := fmt.Sscan(line, &k, &v); err == nil {
-			out[k] = v
-		}
-	}
-	return out
+	return kernfile.ParseKeyValues(b)
 }
 
 // testDeployed: the pod serves metrics, found the node's signals where the

@@ -109,16 +109,12 @@ func (r *Recorder) Start(ctx context.Context) error {
 	r.done = make(chan struct{})
 	go func() {
 		defer close(r.done)
-		tick := time.NewTicker(groupWait / 4)
-		defer tick.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case ev := <-r.queue:
 				r.send(ctx, ev)
-			case <-tick.C:
-				r.flushGroups()
 			}
 		}
 	}()
@@ -126,7 +122,8 @@ func (r *Recorder) Start(ctx context.Context) error {
 }
 
 // flushGroups queues the Events of the group kills that waited long
-// enough.
+// enough, and comes back for the others: a timer runs only while a group
+// kill waits, so an idle agent is never woken for them.
 func (r *Recorder) flushGroups() {
 	now := r.now()
 	r.mu.Lock()
@@ -136,6 +133,9 @@ func (r *Recorder) flushGroups() {
 			ready = append(ready, g)
 			delete(r.groups, seq)
 		}
+	}
+	if len(r.groups) > 0 {
+		time.AfterFunc(groupWait/4, r.flushGroups)
 	}
 	r.mu.Unlock()
 	for _, g := range ready {
@@ -212,6 +212,9 @@ func (r *Recorder) Write(ev event.Event) error {
 		if len(r.groups) >= groupsMax {
 			r.dropped.Add(1)
 			return nil
+		}
+		if len(r.groups) == 0 {
+			time.AfterFunc(groupWait, r.flushGroups)
 		}
 		r.groups[g.DecisionSeq] = &pendingGroup{kill: kill, kills: 1, due: r.now().Add(groupWait)}
 		return nil

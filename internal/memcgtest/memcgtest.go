@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oomtrace/oomtrace/internal/kernfile"
+
 	"github.com/oomtrace/oomtrace/internal/cgroup"
 )
 
@@ -193,15 +195,7 @@ func (c *Cgroup) MemoryEvents(t testing.TB) map[string]uint64 {
 	if err != nil {
 		t.Fatalf("read memory.events: %v", err)
 	}
-	out := map[string]uint64{}
-	for _, line := range strings.Split(string(data), "\n") {
-		if k, v, ok := strings.Cut(line, " "); ok {
-			if n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err == nil {
-				out[k] = n
-			}
-		}
-	}
-	return out
+	return kernfile.ParseKeyValues(data)
 }
 
 // OOMKills reads the cgroup's own oom_kill counter.

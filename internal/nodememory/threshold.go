@@ -29,7 +29,10 @@ const (
 )
 
 // DefaultEvictionHard is the kubelet's default for memory.
-const DefaultEvictionHard = "memory.available<100Mi"
+const DefaultEvictionHard = MemoryAvailable + "<" + defaultMemoryAvailable
+
+// defaultMemoryAvailable is the quantity of DefaultEvictionHard.
+const defaultMemoryAvailable = "100Mi"
 
 // Threshold is one hard eviction threshold: an absolute quantity or a
 // percentage of the signal's capacity.
@@ -308,9 +311,6 @@ func ParseKubeletConfig(data []byte, dropins ...[]byte) (KubeletConfig, error) {
 	}
 	return kc, nil
 }
-
-// defaultMemoryAvailable is DefaultEvictionHard's quantity.
-const defaultMemoryAvailable = "100Mi"
 
 // configObject is a YAML or JSON configuration file as a JSON object.
 func configObject(data []byte) (map[string]any, error) {
