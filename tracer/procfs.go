@@ -102,6 +102,15 @@ func (p procfs) memcgOfPID(pid uint32) *event.Cgroup {
 	if !ok || !alive(p.root, pid) {
 		return nil
 	}
+	if p.memory != nil {
+		// In a cgroup namespace of our own (a non-privileged container
+		// on v2), /proc names cgroups relative to its root.
+		abs, ok := p.memory.Resolve(path)
+		if !ok {
+			return nil
+		}
+		path = abs
+	}
 	cg := &event.Cgroup{Path: path, Source: event.CgroupFromProcfs}
 	if p.memory != nil && p.memory.V1 == v1 {
 		cg.ID, _ = p.memory.ID(path)

@@ -88,6 +88,9 @@ func demo(stdout, stderr io.Writer) int {
 		return fail("%v", err)
 	}
 	own, _, ok := cgroup.MemoryPath(self)
+	if ok {
+		own, ok = mem.Resolve(own)
+	}
 	if !ok {
 		return fail("/proc/self/cgroup names no memory cgroup")
 	}

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,32 +26,79 @@ var ErrNoMemoryHierarchy = errors.New("no memory cgroup hierarchy mounted")
 const unlimited = 1 << 62
 
 // Memory is the mounted memory hierarchy. Its methods take a cgroup's path
-// in the hierarchy ("/kubepods/burstable"), as the kernel and
-// /proc/<pid>/cgroup name it.
+// in the hierarchy ("/kubepods/burstable"), as the kernel names it.
 type Memory struct {
 	Root string // mount point: /sys/fs/cgroup/memory (v1) or /sys/fs/cgroup
 	V1   bool
+	// NSRoot is where this process's cgroup namespace is rooted, when it
+	// is not the host's: /proc/<pid>/cgroup then names cgroups relative
+	// to it ("/../../burstable/pod1/c2"), and Resolve makes them whole.
+	// A non-privileged container on cgroup v2 has a namespace of its own
+	// (containerd and CRI-O make one), its root the container's cgroup.
+	// Empty in the host's namespace, or when nsDepth > 0 and the root
+	// could not be found.
+	NSRoot string
+	// nsDepth is how far below the hierarchy's root NSRoot is (the "/.."
+	// steps of the mount's root in mountinfo); 0 in the host's namespace.
+	nsDepth int
 }
 
 // FindMemory finds the memory hierarchy in <procfs>/self/mountinfo: the
 // v1 memory controller's mount if there is one (v1 or hybrid hosts), else
 // the unified hierarchy's that has the memory controller. In a container
 // with the host's cgroups mounted, the mount points are the container's.
+// Only a mount of the hierarchy's root will do: a container's own view of
+// its cgroup namespace, mounted where the host's would be, names nothing
+// outside the container.
 func FindMemory(procfs string) (Memory, error) {
 	data, err := os.ReadFile(filepath.Join(procfs, "self/mountinfo"))
 	if err != nil {
 		return Memory{}, err
 	}
-	return findMemory(data, func(root string) []byte {
-		c, _ := os.ReadFile(filepath.Join(root, "cgroup.controllers"))
-		return c
-	})
+	m, err := findMemory(data, osProbe)
+	if err != nil || m.nsDepth == 0 {
+		return m, err
+	}
+	self, err := os.ReadFile(filepath.Join(procfs, "self/cgroup"))
+	if err != nil {
+		return m, nil // NSRoot unknown: Resolve refuses namespace paths
+	}
+	if own, v1, ok := MemoryPath(self); ok && v1 == m.V1 {
+		m.NSRoot, _ = findNSRoot(m.Root, m.nsDepth, own, os.Getpid())
+	}
+	return m, nil
 }
 
-// findMemory is FindMemory on the contents of a mountinfo file;
-// controllers reads a unified mount's cgroup.controllers.
-func findMemory(mountinfo []byte, controllers func(root string) []byte) (Memory, error) {
-	var unified string
+// mountProbe reads what findMemory needs of a mounted hierarchy.
+type mountProbe struct {
+	controllers func(dir string) []byte        // a unified mount's cgroup.controllers
+	isRoot      func(dir string, v1 bool) bool // whether dir is its hierarchy's root cgroup
+}
+
+var osProbe = mountProbe{
+	controllers: func(dir string) []byte {
+		c, _ := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+		return c
+	},
+	// Only the root has cgroup.sane_behavior in v1; every cgroup but
+	// the root has cgroup.type in v2 (4.14 and later).
+	isRoot: func(dir string, v1 bool) bool {
+		if v1 {
+			_, err := os.Stat(filepath.Join(dir, "cgroup.sane_behavior"))
+			return err == nil
+		}
+		if _, err := os.Stat(filepath.Join(dir, "cgroup.procs")); err != nil {
+			return false
+		}
+		_, err := os.Stat(filepath.Join(dir, "cgroup.type"))
+		return errors.Is(err, os.ErrNotExist)
+	},
+}
+
+// findMemory is FindMemory on the contents of a mountinfo file.
+func findMemory(mountinfo []byte, probe mountProbe) (Memory, error) {
+	var unified *Memory
+	var nsView string
 	sc := bufio.NewScanner(bytes.NewReader(mountinfo))
 	for sc.Scan() {
 		// id parent major:minor root mountpoint options ... - fstype source superoptions
@@ -58,24 +107,122 @@ func findMemory(mountinfo []byte, controllers func(root string) []byte) (Memory,
 			continue
 		}
 		f, pf := strings.Fields(pre), strings.Fields(post)
-		if len(f) < 5 || len(pf) < 3 || f[3] != "/" {
+		if len(f) < 5 || len(pf) < 3 {
 			continue
 		}
+		// The mount's root is shown relative to this process's cgroup
+		// namespace: "/" is the namespace's root, "/../.." two levels
+		// above it; anything else is a sub-tree, which names only part
+		// of the hierarchy.
+		depth, whole := upLevels(f[3])
+		if !whole {
+			continue
+		}
+		dir := unescape(f[4])
+		var v1 bool
 		switch pf[0] {
 		case "cgroup":
-			if hasWord(strings.ReplaceAll(pf[2], ",", " "), "memory") {
-				return Memory{Root: unescape(f[4]), V1: true}, nil
+			if !hasWord(strings.ReplaceAll(pf[2], ",", " "), "memory") {
+				continue
 			}
+			v1 = true
 		case "cgroup2":
-			if root := unescape(f[4]); unified == "" && hasWord(string(controllers(root)), "memory") {
-				unified = root
+			if unified != nil || !hasWord(string(probe.controllers(dir)), "memory") {
+				continue
 			}
+		default:
+			continue
+		}
+		if !probe.isRoot(dir, v1) {
+			nsView = dir
+			continue
+		}
+		m := Memory{Root: dir, V1: v1, nsDepth: depth}
+		if v1 {
+			return m, nil
+		}
+		unified = &m
+	}
+	if unified != nil {
+		return *unified, nil
+	}
+	if nsView != "" {
+		return Memory{}, fmt.Errorf("%w: %s is this cgroup namespace's view, not the hierarchy's root (mount the host's /sys/fs/cgroup)", ErrNoMemoryHierarchy, nsView)
+	}
+	return Memory{}, ErrNoMemoryHierarchy
+}
+
+// upLevels reads a cgroup mount's root as mountinfo shows it: "/" is 0,
+// "/.." 1, "/../.." 2; whole is false for any other path.
+func upLevels(root string) (n int, whole bool) {
+	switch root {
+	case "/":
+		return 0, true
+	case "":
+		return 0, false
+	}
+	for rest := root; rest != ""; n++ {
+		var ok bool
+		if rest, ok = strings.CutPrefix(rest, "/.."); !ok {
+			return 0, false
 		}
 	}
-	if unified == "" {
-		return Memory{}, ErrNoMemoryHierarchy
+	return n, true
+}
+
+// maxNSSearch bounds the search for the namespace's root: the cgroups at
+// each level down to it are read, and a node has a few per container.
+const maxNSSearch = 1 << 16
+
+// findNSRoot finds this process's cgroup namespace root: the cgroup depth
+// levels below the hierarchy's root (mounted at root) whose descendant
+// self (this process's cgroup, relative to the namespace) holds pid.
+func findNSRoot(root string, depth int, self string, pid int) (string, error) {
+	level := []string{"/"}
+	seen := 0
+	for range depth {
+		var next []string
+		for _, c := range level {
+			entries, err := os.ReadDir(filepath.Join(root, c))
+			if err != nil {
+				continue // removed meanwhile
+			}
+			for _, e := range entries {
+				if !e.IsDir() {
+					continue
+				}
+				if seen++; seen > maxNSSearch {
+					return "", fmt.Errorf("cgroup namespace root: more than %d cgroups searched below %s", maxNSSearch, root)
+				}
+				next = append(next, path.Join(c, e.Name()))
+			}
+		}
+		level = next
 	}
-	return Memory{Root: unified}, nil
+	want := strconv.Itoa(pid)
+	for _, c := range level {
+		data, err := os.ReadFile(filepath.Join(root, c, self, "cgroup.procs"))
+		if err != nil {
+			continue
+		}
+		if slices.Contains(strings.Fields(string(data)), want) {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("cgroup namespace root: no cgroup %d levels below %s holds this process (%d) at %s", depth, root, pid, self)
+}
+
+// Resolve makes a path as /proc/<pid>/cgroup names it, relative to this
+// process's cgroup namespace, a path in the hierarchy; false when the
+// namespace's root is not known.
+func (m Memory) Resolve(nsPath string) (string, bool) {
+	if m.nsDepth == 0 {
+		return nsPath, true
+	}
+	if m.NSRoot == "" {
+		return "", false
+	}
+	return path.Join(m.NSRoot, nsPath), true
 }
 
 // unescape undoes mountinfo's octal escapes of space, tab, newline and
@@ -110,7 +257,9 @@ func hasWord(list, word string) bool {
 // MemoryPath is the memory cgroup's path in the contents of a
 // /proc/<pid>/cgroup file: the v1 memory controller's line if there is one
 // (v1 or hybrid hosts), else the unified hierarchy's "0::" line. v1 says
-// which hierarchy the path belongs to.
+// which hierarchy the path belongs to. The path is relative to the
+// reader's cgroup namespace: Memory.Resolve makes it a path in the
+// hierarchy.
 func MemoryPath(procCgroup []byte) (path string, v1 bool, ok bool) {
 	var unified string
 	var haveUnified bool

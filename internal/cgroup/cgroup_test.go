@@ -1,6 +1,7 @@
 package cgroup
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -62,14 +63,33 @@ const (
 	containerMountinfo = `50 40 0:35 /kubepods/pod1 /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
 51 40 0:35 / /host/sys/fs/cgroup/my\040memory rw - cgroup cgroup rw,memory
 `
+	// A non-privileged container on cgroup v2 has a cgroup namespace of
+	// its own, rooted at its cgroup four levels down: its view of that
+	// (root "/", not the hierarchy's root) and the host's hierarchy
+	// bind-mounted (root four levels above the namespace's).
+	nsMountinfo = `612 600 0:30 / /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup rw,nsdelegate
+640 600 0:30 /../../../.. /host/sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw,nsdelegate
+`
+	// The same on this hybrid host, as unshare -C in a child of its own
+	// memory cgroup shows it.
+	nsHybridMountinfo = `34 33 0:29 /../.. /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw,nsdelegate
+35 31 0:32 /../../../.. /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+`
+	// Only the namespace's view: nothing outside the container.
+	nsViewOnlyMountinfo = `612 600 0:30 / /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup rw,nsdelegate
+`
 )
 
 func TestFindMemory(t *testing.T) {
-	withMemory := func(string) []byte { return []byte("cpuset cpu io memory pids\n") }
-	without := func(string) []byte { return []byte("cpuset cpu pids\n") }
+	isRoot := func(string, bool) bool { return true }
+	withMemory := mountProbe{func(string) []byte { return []byte("cpuset cpu io memory pids\n") }, isRoot}
+	without := mountProbe{func(string) []byte { return []byte("cpuset cpu pids\n") }, isRoot}
+	// In the v2 namespace cases, the namespace's own view is the mount
+	// at /sys/fs/cgroup.
+	nsView := func(dir string, _ bool) bool { return dir != "/sys/fs/cgroup" }
 	cases := []struct {
 		name, mountinfo string
-		controllers     func(string) []byte
+		probe           mountProbe
 		want            Memory
 		err             error
 	}{
@@ -78,12 +98,59 @@ func TestFindMemory(t *testing.T) {
 		{"v2 without the memory controller", v2Mountinfo, without, Memory{}, ErrNoMemoryHierarchy},
 		{"v1, memory with cpu", combinedMountinfo, without, Memory{Root: "/sys/fs/cgroup/cpu,memory", V1: true}, nil},
 		{"container: sub-tree mount skipped, escapes undone", containerMountinfo, without, Memory{Root: "/host/sys/fs/cgroup/my memory", V1: true}, nil},
+		{"v2 cgroup namespace: the host's root, four levels up", nsMountinfo, mountProbe{withMemory.controllers, nsView}, Memory{Root: "/host/sys/fs/cgroup", nsDepth: 4}, nil},
+		{"hybrid cgroup namespace", nsHybridMountinfo, without, Memory{Root: "/sys/fs/cgroup/memory", V1: true, nsDepth: 4}, nil},
 		{"nothing", "garbage\n\n - \n", withMemory, Memory{}, ErrNoMemoryHierarchy},
 	}
 	for _, c := range cases {
-		got, err := findMemory([]byte(c.mountinfo), c.controllers)
+		got, err := findMemory([]byte(c.mountinfo), c.probe)
 		if got != c.want || err != c.err {
 			t.Errorf("%s: %+v, %v; want %+v, %v", c.name, got, err, c.want, c.err)
+		}
+	}
+	// The namespace's view alone is refused, and the error says why.
+	_, err := findMemory([]byte(nsViewOnlyMountinfo), mountProbe{withMemory.controllers, nsView})
+	if !errors.Is(err, ErrNoMemoryHierarchy) || !strings.Contains(err.Error(), "namespace's view") {
+		t.Errorf("namespace view only: %v", err)
+	}
+}
+
+func TestUpLevels(t *testing.T) {
+	cases := []struct {
+		root  string
+		n     int
+		whole bool
+	}{
+		{"/", 0, true}, {"/..", 1, true}, {"/../../../..", 4, true},
+		{"/kubepods", 0, false}, {"/../kubepods", 0, false}, {"/...", 0, false}, {"", 0, false}, {"/../", 0, false},
+	}
+	for _, c := range cases {
+		if n, whole := upLevels(c.root); n != c.n || whole != c.whole {
+			t.Errorf("upLevels(%q) = %d, %v; want %d, %v", c.root, n, whole, c.n, c.whole)
+		}
+	}
+}
+
+func TestResolve(t *testing.T) {
+	host := Memory{Root: "/sys/fs/cgroup"}
+	ns := Memory{Root: "/sys/fs/cgroup", nsDepth: 4, NSRoot: "/kubepods/besteffort/pod1/c1"}
+	unknown := Memory{Root: "/sys/fs/cgroup", nsDepth: 4}
+	cases := []struct {
+		m        Memory
+		in, want string
+		ok       bool
+	}{
+		{host, "/kubepods/pod2/c2", "/kubepods/pod2/c2", true},
+		{ns, "/", "/kubepods/besteffort/pod1/c1", true},
+		{ns, "/../../../burstable/pod2/c2", "/kubepods/burstable/pod2/c2", true},
+		{ns, "/../../../..", "/", true},
+		// More steps up than there are levels stays at the root.
+		{ns, "/../../../../../../x", "/x", true},
+		{unknown, "/../../../burstable/pod2/c2", "", false},
+	}
+	for _, c := range cases {
+		if got, ok := c.m.Resolve(c.in); got != c.want || ok != c.ok {
+			t.Errorf("%+v.Resolve(%q) = %q, %v; want %q, %v", c.m, c.in, got, ok, c.want, c.ok)
 		}
 	}
 }
@@ -91,10 +158,12 @@ func TestFindMemory(t *testing.T) {
 func FuzzFindMemory(f *testing.F) {
 	f.Add([]byte(hybridMountinfo))
 	f.Add([]byte(containerMountinfo))
+	f.Add([]byte(nsMountinfo))
+	f.Add([]byte(nsHybridMountinfo))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		m, err := findMemory(data, func(string) []byte { return []byte("memory") })
-		if err == nil && m.Root == "" {
-			t.Fatal("no error and no root")
+		m, err := findMemory(data, mountProbe{func(string) []byte { return []byte("memory") }, func(string, bool) bool { return true }})
+		if err == nil && (m.Root == "" || m.nsDepth < 0) {
+			t.Fatalf("no error and %+v", m)
 		}
 	})
 }

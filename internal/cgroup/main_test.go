@@ -9,6 +9,7 @@ import (
 
 func TestMain(m *testing.M) {
 	memcgtest.MaybeRunHog()
+	maybeProbeNamespace()
 	memcgtest.Announce("internal/cgroup")
 	os.Exit(m.Run())
 }

@@ -832,6 +832,11 @@ func testNotEnforced(t *testing.T, c *Cluster, o *Oomtrace) {
 	if _, cause := singleContainerLimit(c); k.Victim.Container == nil || k.Victim.Container.Name != "redis" || k.Cause != cause {
 		t.Errorf("kill %s, want redis, %s", jsonOf(k), cause)
 	}
+	// What is read from the host's cgroups, also in a cgroup namespace of
+	// the agent's own (a non-privileged container's on v2).
+	if k.PostMortem == nil || k.PostMortem.Memory == nil || k.ContainerSurvived == nil {
+		t.Errorf("kill %s: want a post-mortem with memory and container_survived", jsonOf(k))
+	}
 	// The kubelet left the node's tunables alone (checked again at teardown).
 	if v, _ := os.ReadFile("/proc/sys/vm/overcommit_memory"); strings.TrimSpace(string(v)) != c.sysctls["vm.overcommit_memory"] {
 		t.Errorf("vm.overcommit_memory is %s", v)

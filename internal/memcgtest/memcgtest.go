@@ -81,6 +81,9 @@ func Detect() (Hierarchy, error) {
 		return Hierarchy{}, err
 	}
 	self, v1, ok := cgroup.MemoryPath(data)
+	if ok && v1 == m.V1 {
+		self, ok = m.Resolve(self)
+	}
 	if !ok || v1 != m.V1 {
 		return Hierarchy{}, fmt.Errorf("/proc/self/cgroup names no cgroup in the memory hierarchy at %s", m.Root)
 	}
