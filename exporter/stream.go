@@ -11,12 +11,6 @@ import (
 	"github.com/oomtrace/oomtrace/event"
 )
 
-// Sink takes events out of the process: a stream, a queue in front of
-// one, the metrics.
-type Sink interface {
-	Write(event.Event) error
-}
-
 // JSON writes one JSON object per line. encoding/json keeps every line valid
 // JSON whatever bytes the kernel handed over: control characters are
 // escaped and invalid UTF-8 becomes U+FFFD.

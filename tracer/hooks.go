@@ -85,6 +85,40 @@ type Hooks struct {
 	Tried map[string]error
 }
 
+// HookUse is one kind of kernel event and the hook that observes it.
+type HookUse struct {
+	Event string // oom_decision, oom_victim, oom_kill_signal, commit_refusal_exact, commit_refusal
+	Hook  string // the hook, or "none"
+}
+
+// Uses lists the hooks in use by the event each observes (the metric
+// oomtrace_hook_info): commit_refusal once per syscall exit hook, or once
+// as "none" when refusals were asked for but are not watched.
+func (h Hooks) Uses() []HookUse {
+	uses := []HookUse{
+		{"oom_decision", orNone(h.Decision)},
+		{"oom_victim", h.Victim},
+		{"oom_kill_signal", orNone(h.Signal)},
+	}
+	if h.RefusalsOff != "" {
+		uses = append(uses, HookUse{"commit_refusal", "none"})
+	}
+	if len(h.RefusalSyscalls) > 0 {
+		uses = append(uses, HookUse{"commit_refusal_exact", orNone(h.RefusalExact)})
+		for _, s := range h.RefusalSyscalls {
+			uses = append(uses, HookUse{"commit_refusal", s})
+		}
+	}
+	return uses
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
 // ErrNoHook means no hook of a required kind could be attached.
 var ErrNoHook = errors.New("no hook attachable")
 

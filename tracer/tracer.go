@@ -81,7 +81,12 @@ type Config struct {
 	// PinPath, on a bpffs, keeps the hooks attached and recording into
 	// their ring buffers after the process ends, for the next one to
 	// adopt (DefaultPinPath); empty: everything ends with the process.
+	// /sys/fs/bpf is mounted if need be (PreparePinPath).
 	PinPath string
+	// PinOptional: when PinPath is not on a BPF filesystem, run unpinned
+	// with one warning instead of failing. For pinning on by default
+	// rather than asked for.
+	PinOptional bool
 	// Node is written into every event.
 	Node string
 	// Logger receives hook selection and diagnostics; nil discards them.
@@ -183,7 +188,10 @@ type Tracer struct {
 	att     *attacher // the OOM kill hooks
 	ratt    *attacher // the refusal hooks, nil without
 	control *control
-	pin     *pinning // nil: not pinned
+	// accountant counts the kills no hook saw; nil where the kernel does
+	// not count kills.
+	accountant *completeness.Accountant
+	pin        *pinning // nil: not pinned
 	adopted bool     // the pinned control map was there: an earlier oomtrace ran
 	gen     uint64
 
@@ -216,6 +224,15 @@ func New(cfg Config) (*Tracer, error) {
 	}
 	if cfg.ProcfsPath == "" {
 		cfg.ProcfsPath = "/proc"
+	}
+	if cfg.PinPath != "" {
+		if err := PreparePinPath(cfg.PinPath); err != nil {
+			if !cfg.PinOptional {
+				return nil, fmt.Errorf("pin: %w", err)
+			}
+			log.Warn("hooks not pinned: what happens while oomtrace is down is not recorded (the kernel's count still shows it)", "reason", err)
+			cfg.PinPath = ""
+		}
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock limit: %w", err)
@@ -360,6 +377,7 @@ func New(cfg Config) (*Tracer, error) {
 			}
 		}()
 	}
+	t.startAccounting(cfg.ProcfsPath)
 	ok = true
 	return t, nil
 }
@@ -386,6 +404,14 @@ func (t *Tracer) Generation() uint64 { return t.gen }
 // Adopted says whether an earlier oomtrace's pinned hooks and maps were
 // found and taken over.
 func (t *Tracer) Adopted() bool { return t.adopted }
+
+// PinPath is where the hooks are pinned; empty when they are not.
+func (t *Tracer) PinPath() string {
+	if t.pin == nil {
+		return ""
+	}
+	return t.pin.path
+}
 
 // Accounting reads the programs' counts since the control map was made.
 func (t *Tracer) Accounting() Accounting { return t.control.accounting() }
@@ -488,6 +514,7 @@ func (t *Tracer) Run(ctx context.Context, h Handlers) error {
 		}
 	}()
 
+	go t.watchUnobserved(ctx)
 	errs := make(chan error, 3)
 	go func() { errs <- t.oom.run(serial.OOMKill) }()
 	go func() { errs <- t.oom.runSignals(serial.TaskSignal) }()

@@ -1,7 +1,7 @@
 // Package cause classifies a kernel OOM kill in one place: which limit
 // it hit (the kind of its OOM domain, from cgroup paths) and what that
 // makes of the death (its cause, with the node's memory signals at the
-// kill). Enrichment sets the first, correlation the second.
+// kill).
 package cause
 
 import (
@@ -10,6 +10,17 @@ import (
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/internal/cgpath"
 )
+
+// Classify sets the kill's domain kind and its cause; the kill's names
+// and the node's memory signals must be in already.
+func Classify(ev *event.OOMKill) {
+	kind := Domain(ev)
+	if ev.OOM.Domain == nil {
+		ev.OOM.Domain = &event.Domain{}
+	}
+	ev.OOM.Domain.Kind = kind
+	ev.Cause = Of(ev)
+}
 
 // Domain says which limit an OOM kill hit, from the OOM domain's cgroup
 // path against the victim's: its container's, its pod's, the node's

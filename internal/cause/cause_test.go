@@ -119,3 +119,18 @@ func TestOfAtTheKubepodsLimit(t *testing.T) {
 		t.Errorf("usage half the limit: %s", got)
 	}
 }
+
+// Classify sets both the domain's kind and the cause; a global OOM gains a
+// domain that says so, and nothing else.
+func TestClassify(t *testing.T) {
+	ev := oomKill(podPath+"/"+redisID, podPath, event.ScopeMemcg)
+	Classify(&ev)
+	if ev.OOM.Domain.Kind != event.DomainPod || ev.Cause != event.CauseOOMPod {
+		t.Errorf("pod limit: kind %q cause %q", ev.OOM.Domain.Kind, ev.Cause)
+	}
+	ev = oomKill(podPath+"/"+redisID, "", event.ScopeGlobal)
+	Classify(&ev)
+	if d := ev.OOM.Domain; d == nil || *d != (event.Domain{Kind: event.DomainSystem}) || ev.Cause != event.CauseOOMSystem {
+		t.Errorf("global: domain %+v cause %q", d, ev.Cause)
+	}
+}

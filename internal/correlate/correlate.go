@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/internal/cause"
 	"github.com/oomtrace/oomtrace/internal/cgpath"
 )
 
@@ -65,10 +64,9 @@ func New(window time.Duration) *Correlator {
 		signals: map[string][]event.SignalRef{}}
 }
 
-// OOMKill sets the kill's cause, points it to an eviction of its pod in the
-// window before it, and remembers it for an eviction to come.
+// OOMKill points the kill (classified already) to an eviction of its pod
+// in the window before it, and remembers it for an eviction to come.
 func (c *Correlator) OOMKill(ev *event.OOMKill) {
-	ev.Cause = cause.Of(ev)
 	pod := ev.Victim.Pod
 	if pod == nil || pod.UID == "" {
 		return

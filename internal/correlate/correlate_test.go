@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/cause"
 )
 
 var t0 = time.Unix(1_800_000_000, 0)
@@ -15,6 +16,7 @@ func kill(uid, container string, at time.Time, kind string, pressure bool) event
 	ev := event.OOMKill{Type: event.TypeOOMKill, Time: event.Time{Time: at}, OOM: event.OOM{Domain: &event.Domain{Kind: kind}},
 		NodeMemory: &event.NodeMemory{MemoryAvailable: sig(false), AllocatableMemoryAvailable: sig(pressure)}}
 	ev.Victim.PID, ev.Victim.Comm = 4242, "java"
+	ev.Cause = cause.Of(&ev) // as the pipeline classifies it first
 	if uid != "" {
 		ev.Victim.Pod = &event.Pod{UID: uid, Name: "p", Namespace: "ns"}
 		ev.Victim.Container = &event.Container{ID: "c", Name: container}
@@ -87,7 +89,7 @@ func TestEvictionThenKill(t *testing.T) {
 	if late.Eviction != nil {
 		t.Errorf("late kill linked to the eviction: %+v", late.Eviction)
 	}
-	// A host process has no pod: classified, not linked.
+	// A host process has no pod: not linked.
 	host := kill("", "", t0.Add(time.Second), event.DomainSystem, false)
 	c.OOMKill(&host)
 	if host.Cause != event.CauseOOMSystem || host.Eviction != nil {

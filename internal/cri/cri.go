@@ -388,3 +388,36 @@ func first(s ...string) string {
 	}
 	return ""
 }
+
+// Open returns a client of the runtime at endpoint: "none" for none, ""
+// for the first of DefaultSockets below runDir. It returns nil, and says
+// why in the log, when there is no runtime to use: events then carry what
+// their cgroup paths say. An endpoint given but absent is kept and tried
+// again (the runtime may start later).
+func Open(endpoint, runDir string, opts Options) (*Client, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	switch endpoint {
+	case "none":
+		return nil, nil
+	case "":
+		if endpoint = DetectEndpoint(runDir); endpoint == "" {
+			log.Info("no container runtime socket found; containers and pods from cgroup paths only, without names",
+				"run_dir", runDir, "tried", strings.Join(DefaultSockets, ","))
+			return nil, nil
+		}
+	default:
+		if _, err := os.Stat(strings.TrimPrefix(endpoint, "unix://")); err != nil {
+			log.Warn("container runtime socket not there (yet); names will follow when it is", "endpoint", endpoint, "err", errors.Unwrap(err))
+		}
+	}
+	opts.Endpoint = endpoint
+	c, err := New(opts)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("naming containers through CRI", "endpoint", endpoint)
+	return c, nil
+}

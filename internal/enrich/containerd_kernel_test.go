@@ -11,6 +11,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/cause"
 	"github.com/oomtrace/oomtrace/internal/correlate"
 	"github.com/oomtrace/oomtrace/internal/cri"
 	"github.com/oomtrace/oomtrace/internal/critest"
@@ -110,6 +111,7 @@ func TestContainerd(t *testing.T) {
 		id := pod.StartContainer(t, critest.ContainerOptions{Name: "redis", Args: []string{"hog", "400"}, MemoryLimit: 64 << 20, OOMScoreAdj: 900})
 		ev := nextKill(t, ch, id)
 		e.OOMKill(ctx, &ev)
+		cause.Classify(&ev) // the domain kind from the real paths, as the pipeline classifies it
 		checkContainer(t, "victim", ev.Victim.Container, id, "redis")
 		checkPod(t, "victim", ev.Victim.Pod, pod, "burstable")
 		if ev.Victim.Pod.Labels["app"] != "cart" {
@@ -127,6 +129,7 @@ func TestContainerd(t *testing.T) {
 		id := pod.StartContainer(t, critest.ContainerOptions{Name: "worker", Args: []string{"hog", "400"}})
 		ev := nextKill(t, ch, id)
 		e.OOMKill(ctx, &ev)
+		cause.Classify(&ev)
 		checkContainer(t, "victim", ev.Victim.Container, id, "worker")
 		checkPod(t, "victim", ev.Victim.Pod, pod, "guaranteed")
 		if d := ev.OOM.Domain; d == nil || d.Kind != event.DomainPod || d.Cgroup == nil || d.Path != pod.CgroupParent {
@@ -145,6 +148,7 @@ func TestContainerd(t *testing.T) {
 		hog := pod.StartContainer(t, critest.ContainerOptions{Name: "app", Args: []string{"hog", "400"}})
 		ev := nextKill(t, ch, idle)
 		e.OOMKill(ctx, &ev)
+		cause.Classify(&ev)
 		checkContainer(t, "victim", ev.Victim.Container, idle, "sidecar")
 		checkContainer(t, "trigger", ev.Trigger.Container, hog, "app")
 		checkPod(t, "victim", ev.Victim.Pod, pod, "burstable")
@@ -177,6 +181,7 @@ func TestContainerd(t *testing.T) {
 			t.Fatal("container cgroup still exists after removal")
 		}
 		e.OOMKill(ctx, &ev)
+		cause.Classify(&ev)
 		checkContainer(t, "victim", ev.Victim.Container, id, "once")
 		checkPod(t, "victim", ev.Victim.Pod, pod, "burstable")
 		if ev.OOM.Domain == nil || ev.OOM.Domain.Kind != event.DomainContainer {
@@ -215,6 +220,7 @@ func TestContainerdDead(t *testing.T) {
 	e := &Enricher{Resolver: client}
 	ev := nextKill(t, ch, id)
 	e.OOMKill(context.Background(), &ev)
+	cause.Classify(&ev)
 	want := &event.Container{ID: id}
 	if c := ev.Victim.Container; c == nil || *c != *want {
 		t.Errorf("victim.container = %+v, want %+v", c, want)

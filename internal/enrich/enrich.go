@@ -1,6 +1,5 @@
 // Package enrich names the container, pod and systemd unit of every process
-// in an event, says which kind of limit an OOM kill hit, and filters events
-// by namespace and pod.
+// in an event.
 package enrich
 
 import (
@@ -8,7 +7,6 @@ import (
 	"time"
 
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/internal/cause"
 	"github.com/oomtrace/oomtrace/internal/cgpath"
 	"github.com/oomtrace/oomtrace/internal/cri"
 )
@@ -26,7 +24,7 @@ type Enricher struct {
 	Resolver Resolver
 }
 
-// OOMKill attributes the victim and the trigger and sets the domain's kind.
+// OOMKill attributes the victim and the trigger.
 func (e *Enricher) OOMKill(ctx context.Context, ev *event.OOMKill) {
 	e.Process(ctx, &ev.Victim.Process, ev.Time.Time)
 	if v, tr := ev.Victim.Memcg, ev.Trigger.Memcg; v != nil && tr != nil && v.ID == tr.ID && v.Path == tr.Path {
@@ -36,11 +34,6 @@ func (e *Enricher) OOMKill(ctx context.Context, ev *event.OOMKill) {
 		e.Process(ctx, &ev.Trigger, ev.Time.Time)
 	}
 	containerInit(&ev.Victim)
-	kind := cause.Domain(ev)
-	if ev.OOM.Domain == nil {
-		ev.OOM.Domain = &event.Domain{}
-	}
-	ev.OOM.Domain.Kind = kind
 }
 
 // containerInit completes the kernel's word on the victim being its
@@ -134,57 +127,3 @@ func (e *Enricher) Container(ctx context.Context, id string, at time.Time) (name
 	}
 	return c.Name, false
 }
-
-// Filter keeps events of the given namespaces and pods; empty keeps all.
-type Filter struct {
-	Namespaces map[string]bool
-	// Pods holds "name" (any namespace) or "namespace/name".
-	Pods map[string]bool
-}
-
-// NewFilter builds a Filter from flag values.
-func NewFilter(namespaces, pods []string) Filter {
-	f := Filter{}
-	for _, n := range namespaces {
-		if f.Namespaces == nil {
-			f.Namespaces = map[string]bool{}
-		}
-		f.Namespaces[n] = true
-	}
-	for _, p := range pods {
-		if f.Pods == nil {
-			f.Pods = map[string]bool{}
-		}
-		f.Pods[p] = true
-	}
-	return f
-}
-
-// Empty is true when the filter keeps everything.
-func (f Filter) Empty() bool { return len(f.Namespaces) == 0 && len(f.Pods) == 0 }
-
-// Process reports whether p passes: its pod is in one of the namespaces
-// (when any are given) and is one of the pods (when any are given).
-func (f Filter) Process(p event.Process) bool {
-	if f.Empty() {
-		return true
-	}
-	if p.Pod == nil {
-		return false
-	}
-	if len(f.Namespaces) > 0 && !f.Namespaces[p.Pod.Namespace] {
-		return false
-	}
-	if len(f.Pods) > 0 && !f.Pods[p.Pod.Name] && !f.Pods[p.Pod.Namespace+"/"+p.Pod.Name] {
-		return false
-	}
-	return true
-}
-
-// OOMKill keeps a kill whose victim or trigger passes.
-func (f Filter) OOMKill(ev event.OOMKill) bool {
-	return f.Process(ev.Victim.Process) || f.Process(ev.Trigger)
-}
-
-// CommitRefusal keeps a refusal whose process passes.
-func (f Filter) CommitRefusal(ev event.CommitRefusal) bool { return f.Process(ev.Process) }

@@ -113,52 +113,8 @@ func TestOOMKill(t *testing.T) {
 	ev := oomKill(podPath+"/"+sideID, podPath, event.ScopeMemcg)
 	ev.Trigger = proc(11, podPath+"/"+redisID)
 	(&Enricher{Resolver: runtime}).OOMKill(context.Background(), &ev)
-	if ev.Victim.Container.Name != "sidecar" || ev.Trigger.Container.Name != "redis" || ev.OOM.Domain.Kind != event.DomainPod {
-		t.Errorf("victim %+v trigger %+v domain %+v", ev.Victim.Container, ev.Trigger.Container, ev.OOM.Domain)
-	}
-	// A global OOM gains a domain that says so, and nothing else.
-	ev = oomKill(podPath+"/"+sideID, "", event.ScopeGlobal)
-	(&Enricher{}).OOMKill(context.Background(), &ev)
-	if got := jsonOf(t, ev.OOM.Domain); got != `{"kind":"system"}` {
-		t.Errorf("global domain %s", got)
-	}
-}
-
-func TestFilter(t *testing.T) {
-	in := func(ns, name string) event.Process {
-		return event.Process{Pod: &event.Pod{Namespace: ns, Name: name}}
-	}
-	host := event.Process{}
-	cases := []struct {
-		name       string
-		namespaces []string
-		pods       []string
-		p          event.Process
-		want       bool
-	}{
-		{"no filter, host", nil, nil, host, true},
-		{"no filter, pod", nil, nil, in("shop", "cart"), true},
-		{"namespace match", []string{"shop", "web"}, nil, in("web", "x"), true},
-		{"namespace miss", []string{"shop"}, nil, in("web", "x"), false},
-		{"namespace, host process", []string{"shop"}, nil, host, false},
-		{"pod by name", nil, []string{"cart"}, in("shop", "cart"), true},
-		{"pod by namespace/name", nil, []string{"shop/cart"}, in("shop", "cart"), true},
-		{"pod in other namespace", nil, []string{"web/cart"}, in("shop", "cart"), false},
-		{"namespace and pod", []string{"shop"}, []string{"cart"}, in("shop", "cart"), true},
-		{"namespace but not pod", []string{"shop"}, []string{"cart"}, in("shop", "db"), false},
-	}
-	for _, c := range cases {
-		if got := NewFilter(c.namespaces, c.pods).Process(c.p); got != c.want {
-			t.Errorf("%s: %v, want %v", c.name, got, c.want)
-		}
-	}
-	f := NewFilter([]string{"shop"}, nil)
-	ev := event.OOMKill{Victim: event.Victim{Process: in("web", "a")}, Trigger: in("shop", "b")}
-	if !f.OOMKill(ev) {
-		t.Error("a kill triggered from a kept namespace must be kept")
-	}
-	if f.CommitRefusal(event.CommitRefusal{Process: in("web", "a")}) {
-		t.Error("refusal outside the namespace kept")
+	if ev.Victim.Container.Name != "sidecar" || ev.Trigger.Container.Name != "redis" {
+		t.Errorf("victim %+v trigger %+v", ev.Victim.Container, ev.Trigger.Container)
 	}
 }
 

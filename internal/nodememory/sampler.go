@@ -2,8 +2,10 @@ package nodememory
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -260,4 +262,44 @@ func addSoft(sig *event.MemorySignal, t Threshold, grace map[string]time.Duratio
 	sig.SoftThresholdBytes = &b
 	sig.SoftGracePeriod = grace[t.Signal].String()
 	sig.BelowSoftThreshold = sig.AvailableBytes < int64(b)
+}
+
+// Open finds the node's memory signals (the memory hierarchy below procfs,
+// the kubepods cgroup: kubepods if not empty, else the kubelet's, else the
+// default ones), reads them once to check and log them, and returns their
+// sampler.
+func Open(procfs, kubepods string, kubelet KubeletConfig, o SamplerOptions) (*Sampler, error) {
+	src, err := Detect(procfs, kubepods)
+	if err != nil {
+		return nil, err
+	}
+	if kubepods == "" && kubelet.Kubepods != "" {
+		// What the kubelet's config says, if it is there; else what
+		// Detect found (an empty config names the default root).
+		if fromConfig, err := Detect(procfs, kubelet.Kubepods); err == nil {
+			src = fromConfig
+		}
+	}
+	th := kubelet.Thresholds
+	// Outside the sampler: its first sample (in Start, once there is
+	// somewhere to send it) reports a signal already below.
+	nm, err := src.Read(th, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("read below %s: %w", src.Root, err)
+	}
+	o.Soft, o.SoftGrace = kubelet.Soft, kubelet.SoftGrace
+	s := NewSampler(src, th, o)
+	if o.Logger != nil {
+		kubepodsDir := ""
+		if src.Kubepods != "" {
+			kubepodsDir = src.Dir(src.Kubepods)
+		}
+		attrs := []any{"thresholds", th.String(), "soft_thresholds", kubelet.Soft.String(), "enforce_node_allocatable", strings.Join(kubelet.EnforceNodeAllocatable, ","),
+			"memory_hierarchy", src.Root, "kubepods", kubepodsDir, "memory_available", nm.MemoryAvailable.AvailableBytes}
+		if a := nm.AllocatableMemoryAvailable; a != nil {
+			attrs = append(attrs, "allocatable_memory_available", a.AvailableBytes)
+		}
+		o.Logger.Info("node memory signals", attrs...)
+	}
+	return s, nil
 }

@@ -1,8 +1,10 @@
-// Package pipeline is the stage between the tracer and the sinks: it names
-// the containers and pods of every event, adds the node's memory signals,
-// correlates kernel kills with kubelet evictions, counts every event in the
-// metrics, reads what a kill's domain held and whether a killed process's
-// container survived, and passes on to the output what the filter keeps.
+// Package pipeline is the stage between the tracer and the outputs: it
+// names the containers and pods of every event, adds the node's memory
+// signals, classifies and correlates kernel kills with kubelet evictions,
+// reads what a kill's domain held and whether a killed process's container
+// survived, counts every event in the metrics, and writes out what the
+// filter keeps. It owns a kill's whole way out: its inbox, its outbox, and
+// the one acknowledgement that lets the kernel's record of it go.
 package pipeline
 
 import (
@@ -11,12 +13,18 @@ import (
 	"time"
 
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/exporter"
+	"github.com/oomtrace/oomtrace/internal/cause"
 	"github.com/oomtrace/oomtrace/internal/correlate"
 	"github.com/oomtrace/oomtrace/internal/enrich"
 	"github.com/oomtrace/oomtrace/internal/nodememory"
 	"github.com/oomtrace/oomtrace/internal/postmortem"
 )
+
+// Sink takes events out of the process: JSON lines or text on a stream,
+// the metrics, the API's Events.
+type Sink interface {
+	Write(event.Event) error
+}
 
 // Options configure a Pipeline.
 type Options struct {
@@ -30,14 +38,19 @@ type Options struct {
 	// CorrelationWindow: a kill and an eviction of one pod this close
 	// point to each other (0: correlate.DefaultWindow).
 	CorrelationWindow time.Duration
-	Filter            enrich.Filter
-	// Metrics receives every event, before the filter; Out what the
-	// filter keeps.
-	Metrics exporter.Sink
-	Out     exporter.Sink
-	// KubeEvents receives every OOM kill once settled, before the filter
-	// (it writes them to the API on their pods); nil: none.
-	KubeEvents exporter.Sink
+	Filter            Filter
+	// Metrics receives every event, before the filter, and must not
+	// block.
+	Metrics Sink
+	// Out receives what the filter keeps, from a queue of its own: it
+	// may block (a slow reader of stdout) without stalling the stage.
+	Out Sink
+	// OutFailed, if set, is called once with Out's first error; nothing
+	// is written after it.
+	OutFailed func(error)
+	// KubeEvents receives every OOM kill in a pod once settled, before
+	// the filter (it writes them to the API on their pods); nil: none.
+	KubeEvents Sink
 	// ContainerCheckDelay holds the kills of containers' processes this
 	// long, then ContainerAlive says whether the container (its cgroup
 	// path in the memory hierarchy) survived. 0 or a nil ContainerAlive:
@@ -47,25 +60,31 @@ type Options struct {
 	// PostMortem reads what a kill's domain held, first thing when the
 	// kill comes in; nil: none.
 	PostMortem *postmortem.Reader
-	// QueueSize bounds the events waiting for the stage.
+	// QueueSize bounds the events waiting for the stage, and those
+	// waiting for Out.
 	QueueSize int
-	// Discarded, if set, receives every event that will never reach Out:
-	// kept out by the filter, or dropped because the queue was full.
-	Discarded func(event.Event)
+	// Ack, if set, receives each kill's sequence number once, when the
+	// pipeline is done with the kill for good: written to Out, kept out
+	// by the filter, or dropped from a full queue. A kill Out failed to
+	// write, or that a stop gave up on, is not acknowledged: it stays in
+	// the kernel's record for the next oomtrace.
+	Ack func(seq uint64)
 }
 
 // Pipeline takes events from the sources (the tracer, the node memory
-// sampler, the cluster view) without ever making them wait, and runs them
-// through the stage on a goroutine of its own.
+// sampler, the cluster view) without ever making them wait, runs them
+// through the stage on a goroutine of its own, and writes them out from
+// another.
 type Pipeline struct {
-	queue *exporter.Queue
-	stage *stage
+	inbox  *queue
+	outbox *queue
+	stage  *stage
 }
 
 // New starts a pipeline; ctx bounds the container runtime's lookups.
 func New(ctx context.Context, o Options) *Pipeline {
 	s := &stage{ctx: ctx, enricher: o.Enricher, sampler: o.Sampler, sampleEvery: o.SampleEvery,
-		correlator: correlate.New(o.CorrelationWindow), filter: o.Filter, metrics: o.Metrics, out: o.Out, discarded: o.Discarded}
+		correlator: correlate.New(o.CorrelationWindow), filter: o.Filter, metrics: o.Metrics, ack: o.Ack}
 	if s.enricher == nil {
 		s.enricher = &enrich.Enricher{}
 	}
@@ -74,46 +93,56 @@ func New(ctx context.Context, o Options) *Pipeline {
 			pending: map[*time.Timer]event.OOMKill{}}
 	}
 	s.kubeEvents, s.postmortem = o.KubeEvents, o.PostMortem
-	return &Pipeline{queue: exporter.NewQueue(s, o.QueueSize, nil).OnFull(o.Discarded), stage: s}
+	outbox := newQueue(acking{o.Out, s.acknowledge}, o.QueueSize, o.OutFailed).OnFull(s.acknowledge)
+	s.out = outbox
+	return &Pipeline{inbox: newQueue(s, o.QueueSize, nil).OnFull(s.acknowledge), outbox: outbox, stage: s}
 }
 
 // Write queues an event for the stage; it never blocks (a full queue
 // drops the event and counts it).
-func (p *Pipeline) Write(ev event.Event) error { return p.queue.Write(ev) }
+func (p *Pipeline) Write(ev event.Event) error { return p.inbox.Write(ev) }
 
 // Signal remembers a SIGTERM or SIGKILL to a pod's process for the pod's
 // eviction; it never waits (safe in the ring buffer reader).
 func (p *Pipeline) Signal(ev event.TaskSignal) { p.stage.correlator.Signal(ev) }
 
 // Close stops taking events and waits up to timeout for the queued ones to
-// go through, then settles the kills still held; false when it gave up on
-// some.
+// go through the stage, settles the kills still held, and waits up to
+// timeout again for the output; false when it gave up on some.
 func (p *Pipeline) Close(timeout time.Duration) bool {
-	ok := p.queue.Close(timeout)
+	ok := p.inbox.Close(timeout)
 	p.stage.settler.close()
-	return ok
+	return p.outbox.Close(timeout) && ok
 }
 
-// Dropped is how many events never went through the stage.
-func (p *Pipeline) Dropped() uint64 { return p.queue.Dropped() }
+// Dropped is how many events were never written out: a queue was full,
+// the output had failed, or a stop gave up on them.
+func (p *Pipeline) Dropped() uint64 { return p.inbox.Dropped() + p.outbox.Dropped() }
+
+// Written is how many events were written out.
+func (p *Pipeline) Written() uint64 { return p.outbox.Written() }
 
 // Filtered is how many events the filter kept from the output.
 func (p *Pipeline) Filtered() uint64 { return p.stage.filtered.Load() }
 
-// stage attributes, correlates, counts and filters one event at a time.
+// OutErr is the output's first error, if any.
+func (p *Pipeline) OutErr() error { return p.outbox.Err() }
+
+// stage attributes, classifies, correlates, counts and filters one event
+// at a time.
 type stage struct {
 	ctx         context.Context
 	enricher    *enrich.Enricher
 	sampler     *nodememory.Sampler // nil when the node's signals cannot be read
 	sampleEvery time.Duration
 	correlator  *correlate.Correlator
-	filter      enrich.Filter
-	metrics     exporter.Sink
-	out         exporter.Sink
-	kubeEvents  exporter.Sink // nil: none
-	settler     *settler      // nil: kills are not held
+	filter      Filter
+	metrics     Sink
+	out         Sink
+	kubeEvents  Sink     // nil: none
+	settler     *settler // nil: kills are not held
 	postmortem  *postmortem.Reader
-	discarded   func(event.Event) // nil: none
+	ack         func(seq uint64) // nil: none
 	filtered    atomic.Uint64
 }
 
@@ -126,6 +155,7 @@ func (s *stage) Write(ev event.Event) error {
 		ev.PostMortem = s.postmortem.Read(&ev)
 		s.enricher.OOMKill(s.ctx, &ev)
 		ev.NodeMemory = s.nodeMemory()
+		cause.Classify(&ev)
 		s.correlator.OOMKill(&ev)
 		s.count(ev)
 		if s.settler.hold(ev) {
@@ -168,12 +198,31 @@ func (s *stage) finishKill(ev event.OOMKill) error {
 func (s *stage) output(ev event.Event, keep bool) error {
 	if !keep {
 		s.filtered.Add(1)
-		if s.discarded != nil {
-			s.discarded(ev)
-		}
+		s.acknowledge(ev)
 		return nil
 	}
 	return s.out.Write(ev)
+}
+
+// acknowledge tells the kernel's side that a kill is done with.
+func (s *stage) acknowledge(ev event.Event) {
+	if kill, ok := ev.(event.OOMKill); ok && s.ack != nil {
+		s.ack(kill.Seq)
+	}
+}
+
+// acking is the output: it acknowledges every kill it wrote.
+type acking struct {
+	Sink
+	ack func(event.Event)
+}
+
+func (a acking) Write(ev event.Event) error {
+	if err := a.Sink.Write(ev); err != nil {
+		return err
+	}
+	a.ack(ev)
+	return nil
 }
 
 func (s *stage) nodeMemory() *event.NodeMemory {

@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -55,7 +57,7 @@ func allocatableKill(at time.Time) event.OOMKill {
 
 func newStage(out *written, namespaces []string) *stage {
 	return &stage{ctx: context.Background(), enricher: &enrich.Enricher{}, correlator: correlate.New(time.Minute),
-		filter: enrich.NewFilter(namespaces, nil), metrics: exporter.NewMetrics(exporter.MetricsOptions{}), out: out}
+		filter: NewFilter(namespaces, nil), metrics: exporter.NewMetrics(exporter.MetricsOptions{}), out: out}
 }
 
 // The kernel kill first, the kubelet's eviction of the pod after it: the
@@ -96,7 +98,7 @@ func TestStageEvictionThenKill(t *testing.T) {
 	if len(out.kills) != 0 || a.filtered.Load() != 2 {
 		t.Fatalf("kills %+v filtered %d", out.kills, a.filtered.Load())
 	}
-	a.filter = enrich.NewFilter(nil, nil)
+	a.filter = NewFilter(nil, nil)
 	a.Write(allocatableKill(t0.Add(2 * time.Second)))
 	if len(out.kills) != 1 || out.kills[0].Eviction == nil || out.kills[0].Eviction.SecondsBefore != 2 || out.kills[0].Eviction.Message != "m" {
 		t.Fatalf("kill after eviction %+v", out.kills)
@@ -162,7 +164,7 @@ func TestStageKernelSignalsNamed(t *testing.T) {
 func TestPipelineQueuesAndDrains(t *testing.T) {
 	out := &written{}
 	metrics := &written{}
-	p := New(context.Background(), Options{Filter: enrich.NewFilter([]string{"shop"}, nil), Metrics: metrics, Out: out, QueueSize: 16, CorrelationWindow: time.Minute})
+	p := New(context.Background(), Options{Filter: NewFilter([]string{"shop"}, nil), Metrics: metrics, Out: out, QueueSize: 16, CorrelationWindow: time.Minute})
 	t0 := time.Now()
 	p.Signal(event.TaskSignal{Time: event.Time{Time: t0.Add(time.Second)}, Signal: "SIGTERM",
 		Target: event.Process{PID: 9, Memcg: &event.Cgroup{Path: "/kubepods/burstable/pod" + podUID + "/" + ctrID}}})
@@ -184,5 +186,111 @@ func TestPipelineQueuesAndDrains(t *testing.T) {
 	}
 	if p.Write(event.NodeCondition{}); p.Dropped() != 1 {
 		t.Errorf("a write after Close: dropped %d, want 1", p.Dropped())
+	}
+}
+
+// acks records the acknowledged kills' sequence numbers.
+type acks struct {
+	mu   sync.Mutex
+	seqs map[uint64]int
+}
+
+func (a *acks) ack(seq uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.seqs == nil {
+		a.seqs = map[uint64]int{}
+	}
+	a.seqs[seq]++
+}
+
+func (a *acks) count(seq uint64) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.seqs[seq]
+}
+
+// gate blocks the output until opened, then fails every write with err
+// (nil: succeeds).
+type gate struct {
+	open chan struct{}
+	err  error
+}
+
+func (g *gate) Write(event.Event) error {
+	<-g.open
+	return g.err
+}
+
+// Every kill is acknowledged exactly once, whatever becomes of it: written
+// out, kept out by the filter, or dropped from a full queue; never one the
+// output failed to write.
+func TestAckOncePerKill(t *testing.T) {
+	kill := func(seq uint64, ns string) event.OOMKill {
+		ev := allocatableKill(time.Now())
+		ev.Seq = seq
+		if ns != "" {
+			// A host process: the namespace filter keeps it out.
+			ev.Victim.Memcg.Path, ev.Trigger.Memcg.Path = "/system.slice/"+ns+".service", "/system.slice/"+ns+".service"
+		}
+		return ev
+	}
+	var a acks
+	g := &gate{open: make(chan struct{})}
+	// Everything goes out (no filter), through a queue of 2 whose writer
+	// is stuck: 1 in the writer, 2 queued, the rest dropped.
+	p := New(context.Background(), Options{Out: g, QueueSize: 2, Ack: a.ack})
+	p.Write(kill(1, ""))
+	waitFor(t, func() bool { return p.outbox.inflight.Load() })
+	p.Write(kill(2, ""))
+	p.Write(kill(3, ""))
+	waitFor(t, func() bool { return p.outbox.pending() == 3 })
+	p.Write(kill(4, ""))
+	// Dropped from the full output queue: acknowledged at once.
+	waitFor(t, func() bool { return a.count(4) == 1 })
+	if p.Dropped() != 1 {
+		t.Errorf("dropped %d, want 1", p.Dropped())
+	}
+	for seq := uint64(1); seq <= 3; seq++ {
+		if a.count(seq) != 0 {
+			t.Errorf("kill %d acknowledged before it was written", seq)
+		}
+	}
+	close(g.open)
+	if !p.Close(5 * time.Second) {
+		t.Fatal("pipeline did not drain")
+	}
+	for seq := uint64(1); seq <= 4; seq++ {
+		if a.count(seq) != 1 {
+			t.Errorf("kill %d acknowledged %d times, want 1", seq, a.count(seq))
+		}
+	}
+
+	// Filtered kills are acknowledged; kills the output failed on are not.
+	var b acks
+	failing := &gate{open: make(chan struct{}), err: errors.New("broken pipe")}
+	close(failing.open)
+	failed := make(chan error, 1)
+	p = New(context.Background(), Options{Out: failing, QueueSize: 8, Ack: b.ack, Filter: NewFilter([]string{"shop"}, nil),
+		OutFailed: func(err error) { failed <- err }})
+	p.Write(kill(1, "cron"))
+	p.Write(event.Eviction{Type: event.TypeEviction, Pod: event.Pod{UID: podUID, Name: "cart", Namespace: "shop"}})
+	<-failed
+	// A kill after the failure: unnamed (no runtime), the filter would
+	// keep it out, so it goes to the stage's output by hand.
+	p.stage.out.Write(kill(2, ""))
+	p.Close(5 * time.Second)
+	if b.count(1) != 1 || b.count(2) != 0 || p.OutErr() == nil || p.Filtered() != 1 {
+		t.Errorf("filtered kill acknowledged %d times (want 1), failed kill %d (want 0); out error %v, filtered %d",
+			b.count(1), b.count(2), p.OutErr(), p.Filtered())
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
 	}
 }

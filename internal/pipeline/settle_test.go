@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/exporter"
 )
 
 // lockedKills records the kills that reach a sink, from any goroutine.
@@ -113,15 +112,13 @@ func TestContainerSurvived(t *testing.T) {
 // A stop does not wait out the check delay, and loses no held kill.
 func TestCloseSettlesHeldKills(t *testing.T) {
 	out := &lockedKills{}
-	q := exporter.NewQueue(out, 16, nil)
-	p := New(context.Background(), Options{Out: q, QueueSize: 16, ContainerCheckDelay: time.Hour,
+	p := New(context.Background(), Options{Out: out, QueueSize: 16, ContainerCheckDelay: time.Hour,
 		ContainerAlive: func(string) (bool, error) { return true, nil }})
 	for range 3 {
 		p.Write(allocatableKill(time.Now()))
 	}
 	start := time.Now()
 	p.Close(time.Second)
-	q.Close(time.Second)
 	if n := len(out.get()); n != 3 || time.Since(start) > 10*time.Second {
 		t.Fatalf("%d kills out after %v, want 3 at once", n, time.Since(start))
 	}

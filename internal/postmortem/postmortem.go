@@ -33,6 +33,15 @@ type Reader struct {
 	Now func() time.Time
 }
 
+// Open returns a reader of the memory hierarchy found below procfs.
+func Open(procfs string, memoryStat bool, topTasks int) (*Reader, error) {
+	m, err := cgroup.FindMemory(procfs)
+	if err != nil {
+		return nil, err
+	}
+	return &Reader{Memory: m, Procfs: procfs, MemoryStat: memoryStat, TopTasks: topTasks}, nil
+}
+
 // Enabled says whether the reader reads anything.
 func (r *Reader) Enabled() bool { return r != nil && (r.MemoryStat || r.TopTasks > 0) }
 

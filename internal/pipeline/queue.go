@@ -1,4 +1,4 @@
-package exporter
+package pipeline
 
 import (
 	"sync"
@@ -8,12 +8,12 @@ import (
 	"github.com/oomtrace/oomtrace/event"
 )
 
-// Queue puts a bounded queue between the tracer and a Sink that may block
+// queue puts a bounded queue between the tracer and a Sink that may block
 // (a slow or stuck reader of stdout). Writing to it never blocks: when the
 // queue is full the event is dropped and counted, so the ring buffer reader
 // keeps draining the kernel and memory stays bounded. After the first write
 // error (stdout closed) events are dropped and counted too.
-type Queue struct {
+type queue struct {
 	w        Sink
 	ch       chan event.Event
 	done     chan struct{}
@@ -32,16 +32,16 @@ type Queue struct {
 	closed  bool
 }
 
-// NewQueue starts writing to w from a queue of size events. onError, if
+// newQueue starts writing to w from a queue of size events. onError, if
 // not nil, is called once, from the writing goroutine, with the first write
 // error.
-func NewQueue(w Sink, size int, onError func(error)) *Queue {
-	q := &Queue{w: w, ch: make(chan event.Event, size), done: make(chan struct{}), onError: onError}
+func newQueue(w Sink, size int, onError func(error)) *queue {
+	q := &queue{w: w, ch: make(chan event.Event, size), done: make(chan struct{}), onError: onError}
 	go q.loop()
 	return q
 }
 
-func (q *Queue) loop() {
+func (q *queue) loop() {
 	defer close(q.done)
 	for item := range q.ch {
 		if q.Err() != nil {
@@ -68,13 +68,13 @@ func (q *Queue) loop() {
 // OnFull sets a function that receives every event dropped because the
 // queue was full (not those dropped after a write error or Close: they
 // were not given up on for good). Call it before the first Write.
-func (q *Queue) OnFull(f func(event.Event)) *Queue {
+func (q *queue) OnFull(f func(event.Event)) *queue {
 	q.onFull = f
 	return q
 }
 
 // Write queues ev; it never blocks.
-func (q *Queue) Write(ev event.Event) error {
+func (q *queue) Write(ev event.Event) error {
 	q.sending.RLock()
 	defer q.sending.RUnlock()
 	if q.closed {
@@ -93,24 +93,33 @@ func (q *Queue) Write(ev event.Event) error {
 }
 
 // Err is the first write error, if any.
-func (q *Queue) Err() error {
+func (q *queue) Err() error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.err
 }
 
+// pending is how many events are queued or being written.
+func (q *queue) pending() int {
+	n := len(q.ch)
+	if q.inflight.Load() {
+		n++
+	}
+	return n
+}
+
 // Dropped is how many events were not written: the queue was full, the
 // writer had failed, or Close gave up on them.
-func (q *Queue) Dropped() uint64 { return q.dropped.Load() }
+func (q *queue) Dropped() uint64 { return q.dropped.Load() }
 
 // Written is how many events were written.
-func (q *Queue) Written() uint64 { return q.written.Load() }
+func (q *queue) Written() uint64 { return q.written.Load() }
 
 // Close stops taking events and waits up to timeout for the queued ones to
 // be written. It reports whether everything was written; what is still
 // queued at the timeout is counted as dropped, and so is anything written
 // after Close.
-func (q *Queue) Close(timeout time.Duration) bool {
+func (q *queue) Close(timeout time.Duration) bool {
 	q.sending.Lock()
 	if !q.closed {
 		q.closed = true

@@ -1,4 +1,4 @@
-package exporter
+package pipeline
 
 import (
 	"errors"
@@ -34,7 +34,7 @@ func (g *gateWriter) Write(event.Event) error { return g.write() }
 
 func TestQueueNeverBlocksAndCountsDrops(t *testing.T) {
 	g := &gateWriter{gate: make(chan struct{})}
-	q := NewQueue(g, 4, nil)
+	q := newQueue(g, 4, nil)
 	const events = 100
 	done := make(chan struct{})
 	go func() {
@@ -63,7 +63,7 @@ func TestQueueNeverBlocksAndCountsDrops(t *testing.T) {
 func TestQueueCloseGivesUpOnStuckWriter(t *testing.T) {
 	g := &gateWriter{gate: make(chan struct{})}
 	defer close(g.gate)
-	q := NewQueue(g, 8, nil)
+	q := newQueue(g, 8, nil)
 	for i := 0; i < 5; i++ {
 		q.Write(event.CommitRefusal{})
 	}
@@ -84,7 +84,7 @@ func TestQueueWriteErrorDropsTheRest(t *testing.T) {
 	g := &gateWriter{gate: make(chan struct{}), err: errors.New("broken pipe")}
 	close(g.gate)
 	var reported []error
-	q := NewQueue(g, 16, func(err error) { reported = append(reported, err) })
+	q := newQueue(g, 16, func(err error) { reported = append(reported, err) })
 	for i := 0; i < 10; i++ {
 		q.Write(event.OOMKill{})
 	}
@@ -117,7 +117,7 @@ func (k *kindWriter) Write(ev event.Event) error {
 
 func TestQueueRoutesEveryKindInOrder(t *testing.T) {
 	k := &kindWriter{}
-	q := NewQueue(k, 16, nil)
+	q := newQueue(k, 16, nil)
 	q.Write(event.Eviction{})
 	q.Write(event.OOMKill{})
 	q.Write(event.NodeCondition{})
@@ -134,7 +134,7 @@ func TestQueueRoutesEveryKindInOrder(t *testing.T) {
 
 func TestQueueWriteAfterClose(t *testing.T) {
 	k := &kindWriter{}
-	q := NewQueue(k, 4, nil)
+	q := newQueue(k, 4, nil)
 	q.Write(event.OOMKill{})
 	q.Close(time.Second)
 	// A timer's event arriving after shutdown: dropped and counted, no panic.

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync/atomic"
+
+	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/exporter"
+	"github.com/oomtrace/oomtrace/internal/clusterview"
+	"github.com/oomtrace/oomtrace/internal/enrich"
+	"github.com/oomtrace/oomtrace/internal/kubeevents"
+	"github.com/oomtrace/oomtrace/internal/pipeline"
+	"github.com/oomtrace/oomtrace/internal/postmortem"
+	"github.com/oomtrace/oomtrace/tracer"
+)
+
+// preflight checks what would fail late, before anything is loaded, and
+// opens the metrics port and the API's client.
+func (d *agent) preflight() (net.Listener, error) {
+	if err := checkPrivileges(); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(d.opts.btfPath); err != nil {
+		return nil, fmt.Errorf("kernel BTF not found at %s (needs CONFIG_DEBUG_INFO_BTF=y or --btf.path): %w", d.opts.btfPath, errors.Unwrap(err))
+	}
+	if d.node = d.opts.nodeName; d.node == "" {
+		d.node, _ = os.Hostname()
+	}
+	var err error
+	if d.kube, err = kubeClient(d.opts.kubeconfig); err != nil {
+		return nil, err
+	}
+	if d.opts.listenAddr == "" {
+		return nil, nil
+	}
+	listener, err := net.Listen("tcp", d.opts.listenAddr)
+	if err != nil {
+		return nil, fmt.Errorf("--web.listen-address: %w", err)
+	}
+	return listener, nil
+}
+
+// startKubeEvents starts the writer of Events on pods, with --kube.events.
+func (d *agent) startKubeEvents(ctx context.Context) error {
+	if !d.opts.kubeEvents {
+		return nil
+	}
+	if d.kube == nil {
+		d.log.Warn("--kube.events: no API server configured; no Events are written")
+		return nil
+	}
+	r := kubeevents.New(d.kube, d.node)
+	if err := r.Start(ctx); err != nil {
+		return fmt.Errorf("--kube.events: %w", err)
+	}
+	d.recorder = r
+	d.log.Info("writing an Event on the pod of every OOM kill", "reporting_controller", kubeevents.Controller)
+	return nil
+}
+
+// pipelineOptions: every source writes into the pipeline, which never
+// makes it wait; the metrics count every event, out gets what the filter
+// keeps, and a kill leaves the kernel's ring buffer once the pipeline is
+// done with it.
+func (d *agent) pipelineOptions(out pipeline.Sink, stop func()) pipeline.Options {
+	o := pipeline.Options{
+		Enricher: &enrich.Enricher{}, Sampler: d.signals, SampleEvery: d.opts.sampleEvery, CorrelationWindow: d.opts.corrWindow,
+		Filter: pipeline.NewFilter(d.opts.namespaces, d.opts.pods), Metrics: d.metrics, Out: out, QueueSize: d.opts.queueSize,
+		OutFailed: func(err error) {
+			d.log.Error("cannot write events; stopping", "err", err)
+			stop()
+		},
+		// What a crash or a stop leaves unwritten, the next oomtrace reads
+		// again.
+		Ack: d.tracer.Commit,
+	}
+	if d.runtime != nil {
+		o.Enricher.Resolver = d.runtime
+	}
+	if d.recorder != nil {
+		o.KubeEvents = d.recorder
+	}
+	pm, err := postmortem.Open(d.opts.procfs, d.opts.pmMemoryStat, d.opts.pmTopTasks)
+	if err != nil {
+		d.log.Warn("no memory cgroup hierarchy: no post-mortems, and whether a killed process's container survived is not checked", "err", err)
+		return o
+	}
+	o.PostMortem = pm
+	if d.opts.containerCheck > 0 {
+		o.ContainerCheckDelay, o.ContainerAlive = d.opts.containerCheck, pm.Memory.Populated
+	}
+	return o
+}
+
+// startSources starts the sources beside the tracer: the node's memory
+// signals and the cluster's view of this node.
+func (d *agent) startSources(ctx context.Context) {
+	if d.signals != nil {
+		d.signals.Start(ctx, d.opts.sampleEvery, func(mp event.MemoryPressure) { d.pipe.Write(mp) })
+	}
+	if d.kube == nil {
+		d.log.Info("standalone: no API server configured; kernel events and node signals only")
+		return
+	}
+	d.log.Info("watching the cluster for this node's evictions and MemoryPressure", "api", d.kube.Host, "node", d.node)
+	go clusterview.New(d.kube, clusterview.Options{Node: d.node, Logger: d.log}).Run(ctx, clusterview.Handlers{
+		Eviction:      func(ev event.Eviction) { d.pipe.Write(ev) },
+		NodeCondition: func(ev event.NodeCondition) { d.pipe.Write(ev) },
+		KubeletEvent:  d.metrics.ObserveKubeletEvent,
+	})
+}
+
+// trace runs the tracer into the pipeline until ctx is done, then drains
+// the pipeline and says what was done.
+func (d *agent) trace(ctx context.Context, ready *atomic.Bool) error {
+	hooks := d.tracer.Hooks()
+	// The hooks are attached: events are being recorded from here on.
+	ready.Store(true)
+	none := func(hook string) string { return cmp.Or(hook, "none") }
+	d.log.Info("oomtrace started", "version", version, "node", d.node,
+		"decision_hook", none(hooks.Decision), "victim_hook", hooks.Victim, "signal_hook", none(hooks.Signal),
+		"refusal_hook", none(hooks.RefusalExact), "refusal_syscalls", len(hooks.RefusalSyscalls))
+	err := d.tracer.Run(ctx, tracer.Handlers{
+		OOMKill:       func(ev event.OOMKill) { d.pipe.Write(ev) },
+		CommitRefusal: func(ev event.CommitRefusal) { d.pipe.Write(ev) },
+		// Signals to pods' processes are kept for their evictions; they
+		// are not written out. Recording one never waits.
+		TaskSignal:  d.pipe.Signal,
+		DeferCommit: true,
+	})
+	ready.Store(false)
+	d.drain()
+	if p := d.tracer.PinPath(); p != "" {
+		d.log.Info("the hooks stay attached and recording, pinned: the next oomtrace takes them over and reports what they recorded (oomtrace unpin removes them)",
+			"pin_path", p, "generation", d.tracer.Generation())
+	}
+	if err != nil {
+		return err
+	}
+	if d.pipe.OutErr() != nil {
+		return errOutput
+	}
+	return nil
+}
+
+// drain ends a run: the pipeline writes out what it still holds (waiting
+// at most outputDrainTimeout for its stage, then for the output), and the
+// counters are logged.
+func (d *agent) drain() {
+	if !d.pipe.Close(outputDrainTimeout) {
+		d.log.Warn("pipeline or output still busy; giving up on the queued events", "timeout", outputDrainTimeout)
+	}
+	stats, err := d.tracer.Stats()
+	if err != nil {
+		return
+	}
+	d.log.Info("oomtrace stopped", "sent", stats.Sent, "lost", stats.Lost,
+		"decoded", stats.Decoded, "decode_errors", stats.DecodeErrors, "exiting", stats.ExitingMarked,
+		"refusals", stats.RefusalsFailed, "refusal_records", stats.RefusalsSent, "refusal_records_lost", stats.RefusalsLost,
+		"signals", stats.SignalsSent, "signals_lost", stats.SignalsLost, "signals_limited", stats.SignalsLimited,
+		"written", d.pipe.Written(), "filtered", d.pipe.Filtered(), "output_dropped", d.pipe.Dropped())
+	if missed, _, err := d.tracer.Unobserved(); err == nil && missed > 0 {
+		d.log.Warn("the kernel killed tasks that no hook saw while oomtrace ran", "unobserved", missed)
+	}
+}
+
+// status is what oomtrace says of itself at a scrape: its hooks, its
+// counters and the node's memory signals.
+func (d *agent) status() *exporter.Status {
+	o := exporter.StatusOptions{Version: version}
+	for _, u := range d.tracer.Hooks().Uses() {
+		o.Hooks = append(o.Hooks, exporter.Hook(u))
+	}
+	if r := d.recorder; r != nil {
+		o.KubeEvents = func() (uint64, uint64) { return r.Sent(), r.Dropped() }
+	}
+	if s := d.signals; s != nil {
+		o.NodeMemory = s.Sample
+	}
+	o.Stats = func() (exporter.PipelineStats, error) {
+		s, err := d.tracer.Stats()
+		if err != nil {
+			return exporter.PipelineStats{}, err
+		}
+		missed, _, err := d.tracer.Unobserved()
+		return exporter.PipelineStats{OOMKillsLost: s.Lost, CommitRefusalsLost: s.RefusalsLost, TaskSignalsLost: s.SignalsLost, TaskSignalsLimited: s.SignalsLimited, DecodeErrors: s.DecodeErrors,
+			OutputDropped: d.pipe.Dropped(), OOMKillsUnobserved: missed}, err
+	}
+	return exporter.NewStatus(o)
+}
