@@ -46,7 +46,7 @@ test: test-host test-cluster test-kernels test-cluster-v2 ## The whole suite: on
 # ring buffers with their kills.
 test-host: test-deps ## Run the tests on this machine's kernel; as root they include real OOM kills and a real containerd. Every test's output: bin/test-host.json.
 	@mkdir -p bin
-	$(SUDO) $(GO) test -json -count=1 -p 1 $$($(GO) list ./... | grep -v /internal/clustertest) | tee bin/test-host.json | $(GO) run ./internal/testsummary -title "host, $$(uname -r)"
+	$(SUDO) $(GO) test -json -count=1 -p 1 $$($(GO) list ./... | grep -v /internal/harness/clustertest) | tee bin/test-host.json | $(GO) run ./internal/harness/testsummary -title "host, $$(uname -r)"
 
 .PHONY: test-cluster
 # The Kubernetes version of the cluster suite (kube-apiserver, kubelet,
@@ -56,10 +56,10 @@ KUBE_VERSION ?= v1.37.2
 IMAGE_ARCHIVE := bin/oomtrace-image.tar
 test-cluster: test-deps image ## Deploy the DaemonSet into a real single-node cluster (etcd, API server, kubelet, containerd) and check it against the kubelet (root).
 	@echo "kube binaries $(KUBE_VERSION): built once from the Go module proxy (about 15 minutes cold), then cached"
-	@kube=$$(bash internal/clustertest/kube-build.sh $(KUBE_VERSION)) && \
+	@kube=$$(bash internal/harness/clustertest/kube-build.sh $(KUBE_VERSION)) && \
 	rm -f $(IMAGE_ARCHIVE) && $(BUILDAH) push -q $(IMAGE) oci-archive:$(IMAGE_ARCHIVE):$(IMAGE) >/dev/null && \
 	$(SUDO) env OOMTRACE_KUBE_BIN=$$kube OOMTRACE_IMAGE=$(IMAGE) OOMTRACE_IMAGE_ARCHIVE=$(CURDIR)/$(IMAGE_ARCHIVE) \
-		$(GO) test -json -count=1 -timeout 30m -v ./internal/clustertest | tee bin/test-cluster.json | $(GO) run ./internal/testsummary -progress -title cluster
+		$(GO) test -json -count=1 -timeout 30m -v ./internal/harness/clustertest | tee bin/test-cluster.json | $(GO) run ./internal/harness/testsummary -progress -title cluster
 
 .PHONY: test-cluster-v2
 # The same suite on a cgroup v2 node: the control plane, the kubelet,
@@ -67,10 +67,10 @@ test-cluster: test-deps image ## Deploy the DaemonSet into a real single-node cl
 # cgroup v2, memory.oom.group on every container). TestCluster only: the
 # harness's own smoke test runs in test-cluster.
 test-cluster-v2: test-deps image ## The cluster suite on a cgroup v2 node: kubelet, containerd and the control plane in a qemu guest (root; installs qemu).
-	@kube=$$(bash internal/clustertest/kube-build.sh $(KUBE_VERSION)) && \
+	@kube=$$(bash internal/harness/clustertest/kube-build.sh $(KUBE_VERSION)) && \
 	rm -f $(IMAGE_ARCHIVE) && $(BUILDAH) push -q $(IMAGE) oci-archive:$(IMAGE_ARCHIVE):$(IMAGE) >/dev/null && \
 	$(SUDO) env OOMTRACE_KUBE_BIN=$$kube OOMTRACE_IMAGE=$(IMAGE) OOMTRACE_IMAGE_ARCHIVE=$(CURDIR)/$(IMAGE_ARCHIVE) TESTRUN=TestCluster \
-		bash internal/kerneltest/run.sh stable cluster
+		bash internal/harness/kerneltest/run.sh stable cluster
 
 .PHONY: test-deps
 test-deps: ## Install what the privileged tests run (containerd, runc, etcd) when missing (root, Debian).
@@ -83,8 +83,8 @@ test-deps: ## Install what the privileged tests run (containerd, runc, etcd) whe
 
 .PHONY: test-kernels
 test-kernels: ## Boot stock Debian kernels (kprobes, fentry, cgroup v2) under qemu and run the privileged tests there (root; installs qemu).
-	$(SUDO) bash internal/kerneltest/run.sh stable
-	$(SUDO) bash internal/kerneltest/run.sh backports
+	$(SUDO) bash internal/harness/kerneltest/run.sh stable
+	$(SUDO) bash internal/harness/kerneltest/run.sh backports
 
 .PHONY: test-unit
 test-unit: ## Run the tests as the current user (real-kernel tests skip unless root).
@@ -94,8 +94,8 @@ test-unit: ## Run the tests as the current user (real-kernel tests skip unless r
 # package:target
 FUZZ_TARGETS := tracer:FuzzDecodeOOMKill tracer:FuzzDecodeRefusal internal/cgroup:FuzzMemoryPath internal/cgroup:FuzzFindMemory \
 	tracer:FuzzParseStat tracer:FuzzParseNSpid internal/kernfile:FuzzParseMeminfo internal/cgpath:FuzzParse \
-	internal/nodememory:FuzzParseEvictionHard internal/evictionmsg:FuzzParse tracer:FuzzDecodeTaskSignal \
-	internal/nodememory:FuzzParseKubeletConfig internal/kubeevents:FuzzDescribe internal/cri:FuzzConvert internal/cgpath:FuzzContainerPath \
+	internal/nodememory:FuzzParseEvictionHard internal/kube/evictionmsg:FuzzParse tracer:FuzzDecodeTaskSignal \
+	internal/nodememory:FuzzParseKubeletConfig exporter/kubeevents:FuzzDescribe internal/cri:FuzzConvert internal/cgpath:FuzzContainerPath \
 	internal/postmortem:FuzzParseStatus
 # Minimizing new inputs of 3.5 KiB stalls the fuzzer and can outlast -fuzztime
 # (then it reports "context deadline exceeded"): one attempt only.

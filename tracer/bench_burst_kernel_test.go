@@ -12,9 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/internal/benchinfo"
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/benchinfo"
+	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 )
 
 // TestBenchBurst measures a burst of real OOM kills: events reported
@@ -23,11 +25,11 @@ import (
 // timestamp to the event handler, and the tracer's footprint. It prints a
 // markdown table. OOMTRACE_BENCH_KILLS sets the burst sizes (1000,10000).
 func TestBenchBurst(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	if os.Getenv(benchEnv) != "1" {
 		t.Skip("benchmark: run with make bench")
 	}
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	sizes := []int{1000, 10000}
 	if v := os.Getenv("OOMTRACE_BENCH_KILLS"); v != "" {
 		sizes = nil

@@ -13,11 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
-	"github.com/oomtrace/oomtrace/internal/benchinfo"
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/benchinfo"
 )
 
 // benchEnv turns on TestBenchHotPath: `make bench` sets it.
@@ -43,11 +44,11 @@ type hotPathMode struct {
 // sys_exit_mmap (the floor), oomtrace, and a bpftrace enter/exit join, in
 // one run, interleaved, median of several rounds. It prints a markdown table.
 func TestBenchHotPath(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	if os.Getenv(benchEnv) != "1" {
 		t.Skip("benchmark: run with make bench")
 	}
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	const calls, rounds = 200000, 7
 	restore := setSysctl(t, "/proc/sys/kernel/bpf_stats_enabled", "0")
 	defer restore()

@@ -7,8 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 )
 
 // requireGuest skips unless this is the throwaway test kernel booted by
@@ -21,13 +23,13 @@ func requireGuest(t *testing.T) {
 	if err != nil || !strings.Contains(" "+string(cmdline)+" ", " oomtrace.guest=1 ") || os.Getenv("OOMTRACE_GUEST") != "1" {
 		t.Skip("runs only in the test guest (kerneltest/run.sh)")
 	}
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 }
 
 // TestGuestGlobalOOM exhausts the guest's memory with no cgroup limit: the
 // kill is reported with scope global and the hog as the victim.
 func TestGuestGlobalOOM(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	requireGuest(t)
 	c := startTracer(t, Config{Node: "guest"})
 	// Keep this process out of the kernel's choice.
@@ -74,7 +76,7 @@ func TestGuestGlobalOOM(t *testing.T) {
 // kernel's counters agree: one oom_group_kill, and the oom_kill count the
 // hooks account for, the chosen task's second count included.
 func TestGuestOOMGroup(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	requireGuest(t)
 	for _, hook := range []string{HookAuto, HookNone} {
 		t.Run("decision_"+hook, func(t *testing.T) { testGuestOOMGroup(t, hook) })
@@ -179,7 +181,7 @@ func testGuestOOMGroup(t *testing.T, decisionHook string) {
 // hook and once with the fallback classifier and compares the reasons, so
 // the fallback's accuracy is measured on real refusals.
 func TestGuestExactAgreesWithFallback(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	requireGuest(t)
 	type result struct{ reason, by string }
 	cases := []struct {

@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/ringbuf"
-
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
 )
 
 // ringWriter writes records into a real ring buffer through a socket
@@ -128,7 +128,7 @@ func readOne(t *testing.T, j *journal) ([]byte, uint64) {
 // TestJournalCommitsInOrder: records leave the ring buffer in ring order,
 // each once committed; one committed early waits for those before it.
 func TestJournalCommitsInOrder(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	w := newRing(t, uint32(os.Getpagesize()))
 	j := w.open()
 	w.write(8, 'a')
@@ -190,7 +190,7 @@ func TestJournalCommitsInOrder(t *testing.T) {
 // TestJournalReadAgain: what one reader did not commit, the next reader of
 // the same ring buffer reads again.
 func TestJournalReadAgain(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	w := newRing(t, uint32(os.Getpagesize()))
 	first := w.open()
 	w.write(8, 'a')
@@ -210,7 +210,7 @@ func TestJournalReadAgain(t *testing.T) {
 // across many wrap-arounds, come out whole; and a writer wakes a waiting
 // reader.
 func TestJournalWraps(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	w := newRing(t, uint32(os.Getpagesize()))
 	j := w.open()
 	ringSize := uint64(os.Getpagesize())
@@ -258,7 +258,7 @@ func TestJournalWraps(t *testing.T) {
 // TestJournalFlushAndClose: Flush ends Read after what is there; a deadline
 // ends a Read that finds nothing; Close ends a waiting Read.
 func TestJournalFlushAndClose(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	w := newRing(t, uint32(os.Getpagesize()))
 	j := w.open()
 	w.write(8, 'a')

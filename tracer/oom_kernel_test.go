@@ -10,10 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	"github.com/cilium/ebpf"
 
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 )
 
 // expectHooksEnv names the hooks the tracer must choose on its own on the
@@ -135,7 +137,7 @@ func intPtr(i int) *int { return &i }
 // TestOOMKillFields kills a process at its memcg limit and checks every
 // field of its event, once for each victim hook this kernel can attach.
 func TestOOMKillFields(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	for _, hook := range []string{HookTpBtf, HookTracepoint} {
 		t.Run(hook, func(t *testing.T) {
 			c := startTracer(t, Config{VictimHook: hook, Node: "test-node"})
@@ -150,7 +152,7 @@ func TestOOMKillFields(t *testing.T) {
 
 // TestOOMKillAutoHooks checks the hooks the tracer picks by itself.
 func TestOOMKillAutoHooks(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	c := startTracer(t, Config{Node: "test-node"})
 	hooks := c.t.Hooks()
 	decision := hooks.Decision
@@ -307,7 +309,7 @@ func exeComm(t *testing.T) string {
 // TestOOMDomainIsParent limits the parent cgroup only: the victim's memcg is
 // the child, the OOM domain the parent.
 func TestOOMDomainIsParent(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	c := startTracer(t, Config{Node: "n"})
 	parent := memcgtest.New(t, nil, limit)
 	child := memcgtest.New(t, parent, 0)
@@ -334,7 +336,7 @@ func TestOOMDomainIsParent(t *testing.T) {
 // classic tracepoint reads the namespace pid from procfs, racing the
 // victim's exit: there it may be unknown, but never wrong).
 func TestOOMKillNamespaceInit(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	cases := []struct {
 		name     string
 		ns       int
@@ -382,7 +384,7 @@ func TestOOMKillNamespaceInit(t *testing.T) {
 // TestOOMKillOtherVictim: the trigger allocates, an idle process with the
 // highest oom_score_adj in the same cgroup is killed instead.
 func TestOOMKillOtherVictim(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	for _, hook := range []string{HookTpBtf, HookTracepoint} {
 		t.Run(hook, func(t *testing.T) {
 			c := startTracer(t, Config{VictimHook: hook, Node: "n"})
@@ -426,7 +428,7 @@ func TestOOMKillOtherVictim(t *testing.T) {
 // TestOOMBurst kills well over 100 processes in a few seconds; every one
 // must be reported and nothing lost.
 func TestOOMBurst(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	for _, hook := range []string{HookTpBtf, HookTracepoint} {
 		t.Run(hook, func(t *testing.T) { testOOMBurst(t, hook) })
 	}
@@ -509,7 +511,7 @@ func testOOMBurst(t *testing.T, hook string) {
 // TestKprobeVariantsLoad loads the kprobe and kretprobe programs through the
 // verifier even where kprobes cannot attach, so their code is checked here.
 func TestKprobeVariantsLoad(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	specs := map[string]func() (*ebpf.CollectionSpec, error){
 		oomtraceProgKprobeOomKillProcess:   loadOomtrace,
 		refusalProgKprobeVmEnoughMemory:    loadRefusal,
@@ -534,7 +536,7 @@ func TestKprobeVariantsLoad(t *testing.T) {
 
 // TestCloseTwice: Close is idempotent.
 func TestCloseTwice(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	tr, err := New(Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -551,7 +553,7 @@ func TestCloseTwice(t *testing.T) {
 // reads it: the first kill is kept, the others are counted as lost, and what
 // was kept is still delivered.
 func TestRingBufferFullCountsLosses(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	tr, err := New(Config{RingBufferBytes: 4096})
 	if err != nil {
 		t.Fatal(err)
@@ -605,7 +607,7 @@ func TestRingBufferFullCountsLosses(t *testing.T) {
 // tracer reads the event (as runc removes a container's right after the
 // kill); the event still names it, because the kernel captured the path.
 func TestCgroupRemovedBeforeRead(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	tr, err := New(Config{Node: "n"})
 	if err != nil {
 		t.Fatal(err)
@@ -647,7 +649,7 @@ func TestCgroupRemovedBeforeRead(t *testing.T) {
 // root-most 16 levels, where the pod and container are named, and marked
 // truncated; the domain, 10 levels down, is whole.
 func TestDeepCgroupKeepsRootMostLevels(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	c := startTracer(t, Config{Node: "n"})
 	above := memcgtest.New(t, nil, 0)
 	for i := range 8 {

@@ -9,10 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	"github.com/cilium/ebpf"
 
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 )
 
 // killOne OOM-kills one process in cg and returns its pid.
@@ -51,7 +53,7 @@ func stopAndClose(t *testing.T, c *collector) []event.OOMKill {
 // hooks and reported by the next tracer, which adopts them; seq numbers
 // run on across the restart; the earlier generation's hooks go.
 func TestPinnedRestart(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	path := testPinPath(t)
 	cg := memcgtest.New(t, nil, limit)
 
@@ -118,7 +120,7 @@ func TestPinnedRestart(t *testing.T) {
 // path, then switches generations): each is reported exactly once, by
 // one of the two.
 func TestHandOverWithoutGap(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	path := testPinPath(t)
 	cg := memcgtest.New(t, nil, limit)
 	first := startTracer(t, Config{PinPath: path})
@@ -195,7 +197,7 @@ func TestHandOverWithoutGap(t *testing.T) {
 // tracer ends is read again by the next one; a kill committed while an
 // earlier one was still held is not.
 func TestUncommittedReadAgain(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	path := testPinPath(t)
 	cg := memcgtest.New(t, nil, limit)
 
@@ -247,7 +249,7 @@ func testPinPath(t *testing.T) string {
 // link in its place, could hand the agent maps and programs to adopt:
 // New refuses it, and says why.
 func TestPinPathNotTrusted(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	path := testPinPath(t)
 	if err := os.Mkdir(path, 0o777); err != nil {
 		t.Fatal(err)

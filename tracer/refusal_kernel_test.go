@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 )
 
 // expectRefusalHookEnv names the exact refusal hook the tracer must choose
@@ -41,7 +43,7 @@ func (c *collector) waitRefusals(tgid int, want int, timeout time.Duration) []ev
 }
 
 func TestRefusalMode0HugeMmap(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	c := startTracer(t, Config{Refusals: true, Node: "n"})
 	t.Logf("refusal hooks: exact=%q syscalls=%v", c.t.Hooks().RefusalExact, c.t.Hooks().RefusalSyscalls)
 	if want, ok := os.LookupEnv(expectRefusalHookEnv); ok && c.t.Hooks().RefusalExact != want {
@@ -64,7 +66,7 @@ func TestRefusalMode0HugeMmap(t *testing.T) {
 }
 
 func TestRefusalRlimitAS(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	c := startTracer(t, Config{Refusals: true, Node: "n"})
 	cmd, out, _ := refuser(t, "rlimit_as", 256<<20)
 	if got := readLine(t, out); got != "ENOMEM" {
@@ -88,7 +90,7 @@ func TestRefusalRlimitAS(t *testing.T) {
 // tells it by comparing the mm's map_count with the setting oomtrace
 // wrote into its constants at load.
 func TestRefusalMapCount(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	c := startTracer(t, Config{Refusals: true, Node: "n"})
 	host, err := readHostMemory("/proc")
 	if err != nil {
@@ -116,7 +118,7 @@ func TestRefusalMapCount(t *testing.T) {
 }
 
 func TestRefusalSuccessfulCallsAreSilent(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	c := startTracer(t, Config{Refusals: true, Node: "n"})
 	before, _ := c.t.Stats()
 	cmd, out, _ := refuser(t, "succeed", 20000)
@@ -135,7 +137,7 @@ func TestRefusalSuccessfulCallsAreSilent(t *testing.T) {
 // TestRefusalStorm: 100k failing mmaps give a few lines whose counts add up
 // exactly, and an OOM kill during the storm is still reported.
 func TestRefusalStorm(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	// 100k refusals take about 0.15 s here; more make sure the OOM kill
 	// falls inside the storm.
 	const storm = 500000
@@ -215,7 +217,7 @@ func setOvercommit(t *testing.T, mode string) (restore func()) {
 // TestRefusalMode2 switches to strict accounting for a moment: a process
 // holding most of the headroom then fails a mapping, a brk and a fork.
 func TestRefusalMode2(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	c := startTracer(t, Config{Refusals: true, Node: "n"})
 	host, err := readHostMemory("/proc")
 	if err != nil {

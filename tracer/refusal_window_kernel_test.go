@@ -4,10 +4,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	"github.com/cilium/ebpf"
 
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
 )
 
 // TestRefusalWindowBounded: a refusal from each of many new processes (one
@@ -16,7 +17,7 @@ import (
 // no refusal is left uncounted, and a window closes in O(1). The kernel's
 // counts are a real BPF map, as the programs keep them.
 func TestRefusalWindowBounded(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	counts, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 8, ValueSize: 16, MaxEntries: 1 << 16})
 	if err != nil {
 		t.Fatal(err)

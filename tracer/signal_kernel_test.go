@@ -5,8 +5,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 )
 
 // waitSignal waits for a task signal to pid.
@@ -34,7 +36,7 @@ func (c *collector) waitSignal(t *testing.T, pid int, sig string) event.TaskSign
 // a cgroup of its own, on both signal hooks: sender, target, hook, and on
 // tp_btf the target's cgroup captured in the kernel.
 func TestTaskSignals(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	for _, hook := range []string{HookTpBtf, HookTracepoint} {
 		t.Run(hook, func(t *testing.T) {
 			c := startTracer(t, Config{VictimHook: hook, Node: "n"})
@@ -86,7 +88,7 @@ func TestTaskSignals(t *testing.T) {
 // cgroup's; the classic tracepoint knows only the sender, whose budget it
 // is there), and a SIGKILL in the next second too.
 func TestSignalBudget(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	for _, hook := range []string{HookTpBtf, HookTracepoint} {
 		t.Run(hook, func(t *testing.T) {
 			c := startTracer(t, Config{VictimHook: hook, Node: "n"})

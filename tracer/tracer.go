@@ -192,8 +192,8 @@ type Tracer struct {
 	// not count kills.
 	accountant *completeness.Accountant
 	pin        *pinning // nil: not pinned
-	adopted bool     // the pinned control map was there: an earlier oomtrace ran
-	gen     uint64
+	adopted    bool     // the pinned control map was there: an earlier oomtrace ran
+	gen        uint64
 
 	mu           sync.Mutex // guards the counter below
 	decodeErrors uint64

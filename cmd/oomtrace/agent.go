@@ -11,9 +11,9 @@ import (
 
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/exporter"
-	"github.com/oomtrace/oomtrace/internal/clusterview"
+	"github.com/oomtrace/oomtrace/exporter/kubeevents"
 	"github.com/oomtrace/oomtrace/internal/enrich"
-	"github.com/oomtrace/oomtrace/internal/kubeevents"
+	"github.com/oomtrace/oomtrace/internal/kube/clusterview"
 	"github.com/oomtrace/oomtrace/internal/pipeline"
 	"github.com/oomtrace/oomtrace/internal/postmortem"
 	"github.com/oomtrace/oomtrace/tracer"

@@ -15,10 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/internal/benchinfo"
-	"github.com/oomtrace/oomtrace/internal/critest"
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/benchinfo"
+	"github.com/oomtrace/oomtrace/internal/harness/critest"
+	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 )
 
 // The daemon benchmark (make bench): the real binary, its stdout read as a
@@ -74,11 +76,11 @@ type stamped struct {
 }
 
 func TestBenchDaemon(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	if os.Getenv("OOMTRACE_BENCH") != "1" {
 		t.Skip("benchmark: run with make bench")
 	}
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	idle := time.Duration(envInt("OOMTRACE_BENCH_IDLE", 60)) * time.Second
 	rate := envInt("OOMTRACE_BENCH_RATE", 1000)
 	steady := envInt("OOMTRACE_BENCH_STEADY", 5000)

@@ -11,9 +11,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oomtrace/oomtrace/internal/benchinfo"
-	"github.com/oomtrace/oomtrace/internal/critest"
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
+	"github.com/oomtrace/oomtrace/internal/harness/benchinfo"
+	"github.com/oomtrace/oomtrace/internal/harness/critest"
+	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 )
 
 // rssBreakdown splits a process's resident memory as smaps does: its
@@ -56,7 +58,7 @@ func rssBreakdown(t *testing.T, pid int) (anon, binary, rings int) {
 // has stopped): how many were killed, how many reported, twice, lost or
 // unobserved, and how long the hand-overs took.
 func TestBenchRestart(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	if os.Getenv("OOMTRACE_BENCH") != "1" {
 		t.Skip("benchmark: run with make bench")
 	}

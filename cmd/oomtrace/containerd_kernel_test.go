@@ -6,16 +6,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/internal/critest"
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/critest"
 )
 
 // TestContainerdEndToEnd runs the binary against a real containerd: kills in
 // two pods, one namespace kept by --filter.namespace. The kept kill is
 // written with its pod and container; both are counted with their labels.
 func TestContainerdEndToEnd(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	rt := critest.Start(t)
 	d := startDaemon(t, "--cri.endpoint", rt.Socket, "--filter.namespace", "shop", "--refusals=false", "--kubeconfig", "none")
 	if !strings.Contains(d.logs.String(), "naming containers through CRI") {

@@ -8,15 +8,17 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 )
 
 // TestDemo runs oomtrace demo as a new user would: it exits 0 after
 // printing the event of the kill it caused, in a cgroup of its own that it
 // removes (cgroup v1 here, v2 in the qemu guests).
 func TestDemo(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	cmd := oomtrace(t, "demo")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

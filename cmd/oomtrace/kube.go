@@ -7,7 +7,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/oomtrace/oomtrace/internal/kubeapi"
+	"github.com/oomtrace/oomtrace/internal/kube/kubeapi"
 )
 
 // kubeClient returns a client of the API server: from kubeconfig, else the

@@ -23,9 +23,9 @@ import (
 	flag "github.com/spf13/pflag"
 
 	"github.com/oomtrace/oomtrace/exporter"
+	"github.com/oomtrace/oomtrace/exporter/kubeevents"
 	"github.com/oomtrace/oomtrace/internal/cri"
-	"github.com/oomtrace/oomtrace/internal/kubeapi"
-	"github.com/oomtrace/oomtrace/internal/kubeevents"
+	"github.com/oomtrace/oomtrace/internal/kube/kubeapi"
 	"github.com/oomtrace/oomtrace/internal/nodememory"
 	"github.com/oomtrace/oomtrace/internal/pipeline"
 	"github.com/oomtrace/oomtrace/tracer"

@@ -18,11 +18,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 )
 
 // daemon is oomtrace running as a child process.
@@ -45,7 +47,7 @@ type syncBuffer struct {
 }
 
 func TestMissingBTF(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	var stderr bytes.Buffer
 	code := run([]string{"--btf.path", "/nonexistent/vmlinux"}, io.Discard, &stderr)
 	if code != 1 || !strings.Contains(stderr.String(), "kernel BTF not found at /nonexistent/vmlinux") {
@@ -59,7 +61,7 @@ func TestMissingBTF(t *testing.T) {
 // TestUnprivileged runs oomtrace as nobody: one line naming the missing
 // capabilities, exit 1.
 func TestUnprivileged(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	// The test binary's own directory is private to root: copy it out.
 	dir, err := os.MkdirTemp("", "oomtrace-unpriv-")
 	if err != nil {
@@ -99,7 +101,7 @@ func TestUnprivileged(t *testing.T) {
 // TestEndToEnd runs the binary, OOM-kills a process in a cgroup of the
 // test's own, reads its JSON line, and stops oomtrace with SIGTERM.
 func TestEndToEnd(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	for _, output := range []string{"json", "text"} {
 		t.Run(output, func(t *testing.T) { testEndToEnd(t, output) })
 	}
@@ -293,7 +295,7 @@ func scrapeCounter(t *testing.T, url, series string) float64 {
 }
 
 func TestPortInUse(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -309,7 +311,7 @@ func TestPortInUse(t *testing.T) {
 // TestStuckReader: nobody reads stdout. oomtrace keeps tracing, drops and
 // counts what it cannot write, and still stops promptly on SIGTERM.
 func TestStuckReader(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -438,7 +440,7 @@ func ourPrograms(t *testing.T) []string {
 // being killed: exit 0, every event it read written out, and none of its
 // BPF programs left in the kernel.
 func TestSIGTERMDuringBurst(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	// An earlier test's pinned hooks go when its BPF filesystem does: its
 	// last reference dropped after the test, and a dozen tracepoints to
 	// detach take the kernel a second here.

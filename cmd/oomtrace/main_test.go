@@ -11,7 +11,9 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
+	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 )
 
 const runMainEnv = "OOMTRACE_TEST_RUN_MAIN"
@@ -30,7 +32,7 @@ func TestMain(m *testing.M) {
 		main()
 		return
 	}
-	memcgtest.Announce("cmd/oomtrace")
+	testenv.Announce("cmd/oomtrace")
 	os.Exit(m.Run())
 }
 

@@ -11,9 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/internal/critest"
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/critest"
+	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 )
 
 // TestOwnMemoryLimit: oomtrace in a memory cgroup of its own with a small
@@ -25,7 +27,7 @@ import (
 // silently. (The counters are the machine's: other processes' kills may
 // be in them too.)
 func TestOwnMemoryLimit(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("no Go toolchain to build the hog with (the qemu guests): the host runs this")
 	}

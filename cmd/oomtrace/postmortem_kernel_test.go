@@ -6,8 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 )
 
 // waitKill reads oomtrace's output until the kill of pid.
@@ -46,7 +48,7 @@ func (d *daemon) waitKill(t *testing.T, pid int, timeout time.Duration) event.OO
 // read after the kill, is the kernel's "Memory cgroup stats" at the kill,
 // with or without what the victim held (freed meanwhile, or not yet).
 func TestPostMortemAgreesWithTheKernel(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	d := startDaemon(t, "--cri.endpoint", "none", "--postmortem.top-tasks", "5")
 	klog := memcgtest.OpenKernelLog(t)
 	cg := memcgtest.New(t, nil, 64<<20)

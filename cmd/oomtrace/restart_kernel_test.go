@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 )
 
 // storm OOM-kills processes one after another in a cgroup of the test's
@@ -120,7 +122,7 @@ func buildUpgrade(t *testing.T) string {
 // line written twice only with its seq (killed between writing a line and
 // committing it), and the kernel's count agrees: no kill unobserved.
 func TestRestartDrill(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	upgrade := buildUpgrade(t)
 	pin := memcgtest.PinPath(t)
 	args := []string{"--pin.path", pin, "--cri.endpoint", "none", "--kubeconfig", "none", "--refusals=false", "--container.check-delay", "0"}

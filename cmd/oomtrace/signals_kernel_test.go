@@ -6,8 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 )
 
 // TestNodeSignalsStandalone runs the binary without any API server, with a
@@ -15,7 +17,7 @@ import (
 // are exported, a real allocation there crosses the allocatable threshold
 // and its release crosses back, and a real kill carries both signals.
 func TestNodeSignalsStandalone(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	const limit = 512 << 20
 	kubepods := memcgtest.New(t, nil, limit)
 	d := startDaemon(t, "--cri.endpoint", "none", "--kubeconfig", "none", "--refusals=false",

@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
+	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 )
 
 // containerCgroup makes a cgroup tree the way the kubelet and containerd
@@ -29,7 +31,7 @@ func containerCgroup(t *testing.T, id string, limit int64) *memcgtest.Cgroup {
 // of the cgroup for one decision, the init among them: one event each,
 // and the container ends.
 func TestContainerSurvived(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	d := startDaemon(t, "--cri.endpoint", "none", "--container.check-delay", "500ms")
 	worst := 1000
 	cases := []struct {

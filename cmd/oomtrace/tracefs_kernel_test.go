@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 )
 
 // withoutTracefs runs this binary as oomtrace in a mount namespace of its
@@ -17,7 +17,7 @@ import (
 // to mount one (as in a container that mounts the host's BTF only).
 func withoutTracefs(t *testing.T, args ...string) *exec.Cmd {
 	t.Helper()
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	if _, err := exec.LookPath("unshare"); err != nil {
 		t.Skip("unshare (util-linux) not installed")
 	}
@@ -44,7 +44,7 @@ exec "$EXE" "$@"`
 // says so in one warning and in oomtrace_hook_info; with --refusals=false
 // it runs and says nothing.
 func TestTracefsAbsent(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	cmd := withoutTracefs(t, "--web.listen-address=", "--cri.endpoint=none", "--kubeconfig=none", "--refusals=true")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

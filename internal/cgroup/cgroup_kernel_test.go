@@ -3,14 +3,16 @@ package cgroup_test
 import (
 	"testing"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	"github.com/oomtrace/oomtrace/internal/cgroup"
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 )
 
 // TestPopulatedThisHost: a real memory cgroup with a process in a child of
 // it is populated; once the process is killed, it is not.
 func TestPopulatedThisHost(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	m, err := cgroup.FindMemory("/proc")
 	if err != nil {
 		t.Fatal(err)

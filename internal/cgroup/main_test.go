@@ -4,12 +4,14 @@ import (
 	"os"
 	"testing"
 
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
+	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 )
 
 func TestMain(m *testing.M) {
 	memcgtest.MaybeRunHog()
 	maybeProbeNamespace()
-	memcgtest.Announce("internal/cgroup")
+	testenv.Announce("internal/cgroup")
 	os.Exit(m.Run())
 }

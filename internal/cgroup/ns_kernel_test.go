@@ -11,8 +11,10 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	"github.com/oomtrace/oomtrace/internal/cgroup"
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 )
 
 // The namespace probe: a process that joins a cgroup, unshares its cgroup
@@ -87,7 +89,7 @@ func maybeProbeNamespace() {
 // hierarchy, finds the namespace's root, and Resolve turns this test's
 // own cgroup, as the namespace sees it, back into its path on the host.
 func TestFindMemoryInCgroupNamespace(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	host, err := cgroup.FindMemory("/proc")
 	if err != nil {
 		t.Fatal(err)

@@ -3,14 +3,16 @@ package completeness_test
 import (
 	"testing"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	"github.com/oomtrace/oomtrace/internal/completeness"
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 )
 
 // TestKillWithoutHooks: a real kill while nothing watches is unobserved.
 // (Other processes of the machine may be killed meanwhile: at least one.)
 func TestKillWithoutHooks(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	read := func() (uint64, error) { return completeness.ReadKernelKills("/proc") }
 	start, err := read()
 	if err != nil {

@@ -4,11 +4,13 @@ import (
 	"os"
 	"testing"
 
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
+	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 )
 
 func TestMain(m *testing.M) {
 	memcgtest.MaybeRunHog()
-	memcgtest.Announce("internal/completeness")
+	testenv.Announce("internal/completeness")
 	os.Exit(m.Run())
 }

@@ -1,5 +1,5 @@
 // Package correlate matches the kernel's OOM kills with the kubelet's
-// evictions of the same pod and classifies each container death.
+// evictions of the same pod, both ways.
 package correlate
 
 import (

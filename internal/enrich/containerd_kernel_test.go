@@ -8,14 +8,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/internal/cause"
 	"github.com/oomtrace/oomtrace/internal/correlate"
 	"github.com/oomtrace/oomtrace/internal/cri"
-	"github.com/oomtrace/oomtrace/internal/critest"
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/critest"
 	"github.com/oomtrace/oomtrace/tracer"
 )
 
@@ -95,7 +96,7 @@ func checkOOMKilled(t *testing.T, rt *critest.Runtime, id string) {
 // TestContainerd attributes real OOM kills in pods run by a real containerd
 // over CRI, labeled the way the kubelet labels them.
 func TestContainerd(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	rt := critest.Start(t)
 	ch := kills(t, rt.CgroupRoot)
 	client, err := cri.New(cri.Options{Endpoint: rt.Socket, MinListInterval: time.Nanosecond})
@@ -203,7 +204,7 @@ func TestContainerd(t *testing.T) {
 // live on under their shims). The event still carries everything the
 // cgroup path says, one warning is logged, nothing fails.
 func TestContainerdDead(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	rt := critest.Start(t)
 	ch := kills(t, rt.CgroupRoot)
 	pod := rt.RunPod(t, critest.PodOptions{Name: "late-1", Namespace: "batch", QoS: "besteffort"})
@@ -257,7 +258,7 @@ func waitRunning(t *testing.T, rt *critest.Runtime, id string) {
 // view of it reaches the pod's eviction: the runtime's SIGTERM, ignored, and
 // its SIGKILL after the grace period, attributed to the container.
 func TestContainerdStopSignals(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	rt := critest.Start(t)
 	correlator := correlate.New(time.Minute)
 	tr, err := tracer.New(tracer.Config{})

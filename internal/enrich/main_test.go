@@ -4,10 +4,10 @@ import (
 	"os"
 	"testing"
 
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 )
 
 func TestMain(m *testing.M) {
-	memcgtest.Announce("internal/enrich")
+	testenv.Announce("internal/enrich")
 	os.Exit(m.Run())
 }

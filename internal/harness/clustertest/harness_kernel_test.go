@@ -5,16 +5,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
 )
 
 // TestHarnessRunsPods: the cluster alone (no image needed) runs a pod the
 // kubelet got from the API server.
 func TestHarnessRunsPods(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	c := Start(t, KubeletConfig{})
 	c.Namespace(t, "shop")
 	ctx := context.Background()

@@ -26,43 +26,6 @@ import (
 	"github.com/oomtrace/oomtrace/internal/cgroup"
 )
 
-// Announce tells a person running the privileged tests as root what they
-// do to this machine, once per test binary, before any of them runs. It
-// writes to the terminal: go test shows a passing package's output only
-// with -v, and a warning that only -v shows comes too late. Without a
-// terminal (CI) it says nothing.
-func Announce(pkg string) {
-	if os.Geteuid() != 0 || os.Getenv(hogEnvProcs) != "" {
-		return
-	}
-	tty, err := os.OpenFile("/dev/tty", os.O_WRONLY, 0)
-	if err != nil {
-		return
-	}
-	defer tty.Close()
-	fmt.Fprintf(tty, "%s: running as root: the privileged tests (*_kernel_test.go) load BPF programs and OOM-kill their own "+
-		"test processes in memory cgroups they create below this process's own, each limited before anything runs in it; "+
-		"nothing outside them is killed. Run as a normal user to skip them.\n", pkg)
-}
-
-// RequireEnv makes privileged tests fail instead of skip when set to 1:
-// CI sets it so that a missing privilege cannot turn the suite green.
-const RequireEnv = "OOMTRACE_REQUIRE_PRIVILEGED"
-
-// RequirePrivileged skips (or, under RequireEnv, fails) a test that needs
-// root. Every test of a *_kernel_test.go file starts with it, and only
-// those do: the privileged tests are the ones in those files.
-func RequirePrivileged(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv(RequireEnv) == "1" {
-		t.Fatalf("privileged test needs root (%s=1)", RequireEnv)
-	}
-	t.Skip("privileged test: needs root")
-}
-
 // Hierarchy is the memory cgroup hierarchy of this host.
 type Hierarchy struct {
 	Root string // mount point, e.g. /sys/fs/cgroup/memory or /sys/fs/cgroup

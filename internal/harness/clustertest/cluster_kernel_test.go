@@ -11,15 +11,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/internal/clusterview"
-	"github.com/oomtrace/oomtrace/internal/evictionmsg"
+	"github.com/oomtrace/oomtrace/exporter/kubeevents"
 	"github.com/oomtrace/oomtrace/internal/kernfile"
-	"github.com/oomtrace/oomtrace/internal/kubeevents"
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/kube/clusterview"
+	"github.com/oomtrace/oomtrace/internal/kube/evictionmsg"
 )
 
 // TestCluster runs oomtrace's DaemonSet from deploy/ in a real single-node
@@ -28,7 +29,7 @@ import (
 // restarted with another configuration between phases, as an operator
 // would, and oomtrace's pod is restarted to read it.
 func TestCluster(t *testing.T) {
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	image, archive := imageUnderTest(t)
 	total := memTotal(t)
 	// Phase 1: the kubelet enforces node allocatable with a kubepods
@@ -40,7 +41,7 @@ func TestCluster(t *testing.T) {
 		SystemReservedMemory: total - kubepodsLimit,
 	}, archive)
 	c.Namespace(t, "shop")
-	o := c.Deploy(t, "../../deploy", image)
+	o := c.Deploy(t, "../../../deploy", image)
 	t.Logf("oomtrace's pod %s is Ready", o.Pod.Name)
 	ok := t.Run("deployed", func(t *testing.T) { testDeployed(t, c, o, kubepodsLimit) })
 	ok = ok && t.Run("container_limit", func(t *testing.T) { testContainerLimit(t, c, o) })
@@ -91,7 +92,7 @@ func TestCluster(t *testing.T) {
 		EvictionSoftGracePeriod: map[string]string{"memory.available": softGrace.String()},
 		SingleProcessOOMKill:    !c.Runtime.Memcg.V1})
 	old := o.Pod.Name
-	o = c.Deploy(t, "../../deploy/capabilities", image)
+	o = c.Deploy(t, "../../../deploy/capabilities", image)
 	if o.Pod.Name == old {
 		o.Restart(t)
 	}

@@ -12,7 +12,7 @@ import (
 
 // TestPrivilegedTestsAreVisible keeps the privileged tests where a reader
 // looks for them: every test and benchmark of a *_kernel_test.go file
-// starts with memcgtest.RequirePrivileged, and no other test file calls
+// starts with testenv.RequirePrivileged, and no other test file calls
 // it, or makes memory cgroups or a containerd (which need root).
 func TestPrivilegedTestsAreVisible(t *testing.T) {
 	root := filepath.Join("..", "..")
@@ -44,7 +44,7 @@ func TestPrivilegedTestsAreVisible(t *testing.T) {
 			isTest := fn.Recv == nil && fn.Name.Name != "TestMain" &&
 				(strings.HasPrefix(fn.Name.Name, "Test") || strings.HasPrefix(fn.Name.Name, "Benchmark"))
 			if kernel && isTest && !startsWithRequirePrivileged(fn) {
-				t.Errorf("%s: %s does not start with memcgtest.RequirePrivileged", path, fn.Name.Name)
+				t.Errorf("%s: %s does not start with testenv.RequirePrivileged", path, fn.Name.Name)
 			}
 			if !kernel {
 				ast.Inspect(fn.Body, func(n ast.Node) bool {
@@ -73,7 +73,7 @@ func startsWithRequirePrivileged(fn *ast.FuncDecl) bool {
 	if !ok {
 		return false
 	}
-	return privilegedCall(stmt.X) == "memcgtest.RequirePrivileged"
+	return privilegedCall(stmt.X) == "testenv.RequirePrivileged"
 }
 
 // privilegedCall names a call that needs root, or returns "".
@@ -92,7 +92,7 @@ func privilegedCall(n ast.Node) string {
 	}
 	name := pkg.Name + "." + sel.Sel.Name
 	switch name {
-	case "memcgtest.RequirePrivileged", "memcgtest.New", "critest.Start":
+	case "testenv.RequirePrivileged", "memcgtest.New", "critest.Start":
 		return name
 	}
 	return ""

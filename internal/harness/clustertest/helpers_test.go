@@ -7,14 +7,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/oomtrace/oomtrace/internal/critest"
+	"github.com/oomtrace/oomtrace/internal/harness/critest"
 	"github.com/oomtrace/oomtrace/internal/kernfile"
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
 )
 
 const mi = int64(1) << 20
@@ -27,7 +28,7 @@ func imageUnderTest(t *testing.T) (name, archive string) {
 	name, archive = os.Getenv(ImageEnv), os.Getenv(ImageArchiveEnv)
 	if name == "" || archive == "" {
 		msg := ImageEnv + " and " + ImageArchiveEnv + " are not set (make test-cluster builds the image and sets them)"
-		if os.Getenv(memcgtest.RequireEnv) == "1" {
+		if os.Getenv(testenv.RequireEnv) == "1" {
 			t.Fatal(msg)
 		}
 		t.Skip(msg)

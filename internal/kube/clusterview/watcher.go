@@ -27,7 +27,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/internal/evictionmsg"
+	"github.com/oomtrace/oomtrace/internal/kube/evictionmsg"
 )
 
 // Reasons the kubelet (and node-problem-detector) give their Events.

@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -31,8 +33,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 
-	"github.com/oomtrace/oomtrace/internal/critest"
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/critest"
+	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 )
 
 // The cluster's addresses, all inside the test's network namespace.
@@ -78,7 +80,7 @@ func Main(m *testing.M) int {
 	if os.Geteuid() != 0 {
 		return m.Run()
 	}
-	memcgtest.Announce("internal/clustertest (a single-node Kubernetes below this process's cgroup, in a network namespace of its own)")
+	testenv.Announce("internal/harness/clustertest (a single-node Kubernetes below this process's cgroup, in a network namespace of its own)")
 	self, err := os.Executable()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "clustertest: %v\n", err)
@@ -190,7 +192,7 @@ func isTracefs(dir string) bool {
 // under OOMTRACE_REQUIRE_PRIVILEGED=1.
 func Start(t *testing.T, cfg KubeletConfig, images ...string) *Cluster {
 	t.Helper()
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	bin := os.Getenv(BinEnv)
 	missing := ""
 	if bin == "" {
@@ -209,7 +211,7 @@ func Start(t *testing.T, cfg KubeletConfig, images ...string) *Cluster {
 		missing = "not in the tests' network namespace: call clustertest.Main from TestMain"
 	}
 	if missing != "" {
-		if os.Getenv(memcgtest.RequireEnv) == "1" {
+		if os.Getenv(testenv.RequireEnv) == "1" {
 			t.Fatal(missing)
 		}
 		t.Skip(missing)

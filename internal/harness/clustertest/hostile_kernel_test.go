@@ -16,7 +16,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/internal/kubeevents"
+	"github.com/oomtrace/oomtrace/exporter/kubeevents"
 	dto "github.com/prometheus/client_model/go"
 )
 

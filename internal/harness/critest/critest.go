@@ -23,11 +23,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/oomtrace/oomtrace/internal/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 )
 
 // Image is the test image's name: one static program, ctrbin.
@@ -85,7 +87,7 @@ func Start(t *testing.T) *Runtime {
 // StartWith is Start with options.
 func StartWith(t *testing.T, o Options) *Runtime {
 	t.Helper()
-	memcgtest.RequirePrivileged(t)
+	testenv.RequirePrivileged(t)
 	if os.Getenv("OOMTRACE_GUEST") == "1" {
 		// The qemu guests test the kernel hooks on other kernels; the
 		// host suite runs (and requires) the real runtime.
@@ -93,7 +95,7 @@ func StartWith(t *testing.T, o Options) *Runtime {
 	}
 	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "runc", "ctr"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			if os.Getenv(memcgtest.RequireEnv) == "1" {
+			if os.Getenv(testenv.RequireEnv) == "1" {
 				t.Fatalf("%s not installed (make test-deps installs it)", bin)
 			}
 			t.Skipf("%s not installed (make test-deps installs it)", bin)
@@ -283,7 +285,7 @@ func BuildCtrbin(t testing.TB, dir string) string {
 	}
 	bin := filepath.Join(dir, "ctrbin")
 	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	build := exec.Command(gobin, "build", "-trimpath", "-o", bin, "github.com/oomtrace/oomtrace/internal/critest/ctrbin")
+	build := exec.Command(gobin, "build", "-trimpath", "-o", bin, "github.com/oomtrace/oomtrace/internal/harness/critest/ctrbin")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build ctrbin: %v\n%s", err, out)

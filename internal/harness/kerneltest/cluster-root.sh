@@ -5,19 +5,19 @@
 # test image's program, deploy/ where the tests find it, and the kernel
 # modules containerd needs. run.sh calls it for its cluster suite.
 #
-#   internal/kerneltest/cluster-root.sh ROOT MODULES
+#   internal/harness/kerneltest/cluster-root.sh ROOT MODULES
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../../.."
 root=$1 modules=$2
 
 for v in OOMTRACE_KUBE_BIN OOMTRACE_IMAGE OOMTRACE_IMAGE_ARCHIVE; do
 	[ -n "${!v:-}" ] || { echo "cluster-root: $v is not set (make test-cluster sets it)" >&2; exit 2; }
 done
 
-mkdir -p "$root"/{kube,cluster,lib/modules,etc,var/log,src/internal/clustertest}
+mkdir -p "$root"/{kube,cluster,lib/modules,etc,var/log,src/internal/harness/clustertest}
 # Static: the cluster suite, and ctrbin (the guest has no Go to build it).
-CGO_ENABLED=0 go test -c -o "$root/tests/clustertest.test" ./internal/clustertest
-CGO_ENABLED=0 go build -trimpath -o "$root/cluster/ctrbin" ./internal/critest/ctrbin
+CGO_ENABLED=0 go test -c -o "$root/tests/clustertest.test" ./internal/harness/clustertest
+CGO_ENABLED=0 go build -trimpath -o "$root/cluster/ctrbin" ./internal/harness/critest/ctrbin
 for b in kube-apiserver kubelet kube-controller-manager kube-scheduler; do
 	cp "$OOMTRACE_KUBE_BIN/$b" "$root/kube/"
 done

@@ -4,7 +4,7 @@
 // "N passed, N failed, N skipped" followed by the name and reason of each
 // skipped test. It exits 1 when anything failed.
 //
-//	go test -json ./... | go run ./internal/testsummary [-title NAME]
+//	go test -json ./... | go run ./internal/harness/testsummary [-title NAME]
 package main
 
 import (

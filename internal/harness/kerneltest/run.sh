@@ -4,7 +4,7 @@
 # cgroup v2, where the richest hooks attach. Fails unless the guest's test
 # exit code comes back 0; a hang or a crash is a failure, with the serial log.
 #
-#   internal/kerneltest/run.sh [stable|backports] [kernel|cluster]
+#   internal/harness/kerneltest/run.sh [stable|backports] [kernel|cluster]
 #                 the kernel line: Debian 12's own cloud kernel, or the newer
 #                 one from bookworm-backports (read through a private apt
 #                 state, the host's sources are left alone); and the suite:
@@ -17,7 +17,7 @@
 #   TESTRUN       -test.run filter for the guest (all tests)
 #   GUEST_TIMEOUT seconds before the guest counts as hung (1500; cluster 3600)
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../../.."
 
 LINE=${1:-stable}
 SUITE=${2:-kernel}
@@ -100,7 +100,7 @@ trap 'rm -rf "$work"' EXIT
 root="$work/root"
 mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,tests}
 cp /bin/busybox "$root/bin/busybox"
-cp internal/kerneltest/init "$root/init"
+cp internal/harness/kerneltest/init "$root/init"
 chmod +x "$root/init"
 mem=3072
 case "$SUITE" in
@@ -110,7 +110,7 @@ kernel)
 	CGO_ENABLED=0 go test -c -o "$root/tests/oomtrace.test" ./cmd/oomtrace
 	;;
 cluster)
-	bash internal/kerneltest/cluster-root.sh "$root" "$CACHE/$pkg/modules"
+	bash internal/harness/kerneltest/cluster-root.sh "$root" "$CACHE/$pkg/modules"
 	# The control plane, the kubelet and the scenarios' pods (1.5 GiB at
 	# most at once) beside the image in memory.
 	mem=8192
@@ -155,7 +155,7 @@ for out in "$work"/*.test.out; do
 	[ -e "$out" ] || continue
 	name=$(basename "$out" .test.out)
 	go tool test2json -t -p "guest/$name" <"$out"
-done | go run ./internal/testsummary -title "guest $pkg"
+done | go run ./internal/harness/testsummary -title "guest $pkg"
 summary=$?
 set -e
 echo "full guest log: $log"
