@@ -119,7 +119,7 @@ func setupEmpty(t *testing.T) ([]*ebpf.Program, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prog, err := loadProgram(spec, ebpf.CollectionOptions{}, refusalProgSysExitMmapEmpty)
+	prog, err := newAttacher(nil, nil).loadProgram(spec, ebpf.CollectionOptions{}, refusalProgSysExitMmapEmpty)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -148,8 +149,9 @@ func (a *attacher) noHookError(what string, cands []candidate) error {
 // made until detach and close. It records why each hook it passed over
 // failed.
 type attacher struct {
-	log   *slog.Logger
-	tried map[string]error // by hook name; Hooks.Tried
+	log         *slog.Logger
+	verifierLog io.Writer        // nil: none
+	tried       map[string]error // by hook name; Hooks.Tried
 	// noKprobes says why no kprobe can attach on this kernel: kprobe
 	// candidates are then passed over without loading them.
 	noKprobes error
@@ -172,8 +174,8 @@ func (a *attacher) attached() []namedLink {
 	return append([]namedLink(nil), a.links...)
 }
 
-func newAttacher(log *slog.Logger) *attacher {
-	return &attacher{log: log, tried: map[string]error{}}
+func newAttacher(log *slog.Logger, verifierLog io.Writer) *attacher {
+	return &attacher{log: log, verifierLog: verifierLog, tried: map[string]error{}}
 }
 
 // candidate is one way to hook an event.
@@ -209,7 +211,7 @@ func (a *attacher) attach(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions
 	if a.noKprobes != nil && (strings.HasPrefix(c.name, "kprobe/") || strings.HasPrefix(c.name, "kretprobe/")) {
 		return a.noKprobes
 	}
-	prog, err := loadProgram(spec, opts, c.program)
+	prog, err := a.loadProgram(spec, opts, c.program)
 	if err != nil {
 		return err
 	}
@@ -217,8 +219,8 @@ func (a *attacher) attach(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions
 }
 
 // loadProgram loads one program of the collection with the shared maps.
-func loadProgram(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, name string) (*ebpf.Program, error) {
-	progs, err := loadPrograms(spec, opts, []string{name})
+func (a *attacher) loadProgram(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, name string) (*ebpf.Program, error) {
+	progs, err := a.loadPrograms(spec, opts, []string{name})
 	if err != nil {
 		return nil, err
 	}
@@ -228,7 +230,7 @@ func loadProgram(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, name st
 // loadPrograms loads several programs of the collection in one go, with the
 // shared maps: one collection instead of one per program saves most of the
 // load time of the many syscall hooks.
-func loadPrograms(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, names []string) (map[string]*ebpf.Program, error) {
+func (a *attacher) loadPrograms(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, names []string) (map[string]*ebpf.Program, error) {
 	one := spec.Copy()
 	one.Programs = map[string]*ebpf.ProgramSpec{}
 	for _, name := range names {
@@ -249,10 +251,10 @@ func loadPrograms(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, names 
 		}
 	}
 	if err != nil {
-		if os.Getenv("OOMTRACE_VERIFIER_LOG") != "" {
+		if a.verifierLog != nil {
 			var ve *ebpf.VerifierError
 			if errors.As(err, &ve) {
-				fmt.Fprintf(os.Stderr, "%+v\n", ve)
+				fmt.Fprintf(a.verifierLog, "%+v\n", ve)
 			}
 		}
 		return nil, fmt.Errorf("load: %w", err)

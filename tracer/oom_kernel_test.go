@@ -52,6 +52,9 @@ func startTracer(t *testing.T, cfg Config) *collector {
 // itself (Tracer.Commit).
 func startCollector(t *testing.T, cfg Config, deferCommit bool) *collector {
 	t.Helper()
+	if os.Getenv(VerifierLogEnv) != "" {
+		cfg.VerifierLog = os.Stderr
+	}
 	tr, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -522,7 +525,7 @@ func TestKprobeVariantsLoad(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		prog, err := loadProgram(spec, ebpf.CollectionOptions{}, name)
+		prog, err := newAttacher(nil, nil).loadProgram(spec, ebpf.CollectionOptions{}, name)
 		if err != nil {
 			var ve *ebpf.VerifierError
 			if errors.As(err, &ve) {

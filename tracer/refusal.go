@@ -85,7 +85,7 @@ func newRefusalTracer(t *Tracer, att *attacher, cfg Config, opts ebpf.Collection
 	}
 
 	// The body every syscall exit hook tail-calls, before any of them.
-	body, err := loadProgram(spec, opts, refusalProgSysExitRefusal)
+	body, err := r.att.loadProgram(spec, opts, refusalProgSysExitRefusal)
 	if err != nil {
 		r.close()
 		return nil, &NoHookError{What: "commit refusals", Detail: fmt.Sprintf(": %v", err)}
@@ -103,7 +103,7 @@ func newRefusalTracer(t *Tracer, att *attacher, cfg Config, opts ebpf.Collection
 	for _, sc := range refusalSyscalls {
 		names = append(names, sc.program)
 	}
-	loaded, err := loadPrograms(spec, opts, names)
+	loaded, err := r.att.loadPrograms(spec, opts, names)
 	if err != nil {
 		t.log.Info("loading the syscall exit programs together failed, loading one by one", "reason", err)
 		loaded = nil

@@ -45,6 +45,10 @@ func sizeRingBuffers(spec *ebpf.CollectionSpec) {
 	}
 }
 
+// VerifierLogEnv, set to anything, makes the binary and the tests print
+// the whole verifier log of a program the kernel refuses (Config.VerifierLog).
+const VerifierLogEnv = "OOMTRACE_VERIFIER_LOG"
+
 // DefaultRefusalWindow is how long repeats of a refusal are folded into one line.
 const DefaultRefusalWindow = time.Second
 
@@ -89,6 +93,9 @@ type Config struct {
 	PinOptional bool
 	// Node is written into every event.
 	Node string
+	// VerifierLog receives the whole verifier log of a program the kernel
+	// refuses; nil: only the error's summary.
+	VerifierLog io.Writer
 	// Logger receives hook selection and diagnostics; nil discards them.
 	Logger *slog.Logger
 }
@@ -283,7 +290,7 @@ func New(cfg Config) (*Tracer, error) {
 	oomSpec.Maps[oomtraceMapOomEvents].MaxEntries = uint32(cfg.RingBufferBytes)
 	abi := abiOf(oomSpec, refusalSpec)
 
-	att := newAttacher(log)
+	att := newAttacher(log, cfg.VerifierLog)
 	att.noKprobes = kprobesUnavailable(cfg.TracefsPath)
 	t := &Tracer{log: log, att: att, hooks: Hooks{Tried: att.tried}}
 	ok := false
@@ -322,7 +329,7 @@ func New(cfg Config) (*Tracer, error) {
 	var refusalErr error
 	refusalDone := make(chan struct{})
 	if cfg.Refusals {
-		t.ratt = newAttacher(log)
+		t.ratt = newAttacher(log, cfg.VerifierLog)
 		t.ratt.noKprobes = att.noKprobes
 		go func() {
 			defer close(refusalDone)

@@ -191,12 +191,22 @@ func tracerConfig(opts options, node string, log *slog.Logger) tracer.Config {
 		ProcfsPath:       opts.procfs,
 		KernelBTF:        btfPath,
 		PinPath:          pinPath,
+		VerifierLog:      verifierLog(),
 		// Pinning on by default must not stop oomtrace where there is no
 		// BPF filesystem: it warns and goes on, unless asked for.
 		PinOptional: !opts.pinAsked,
 		Node:        node,
 		Logger:      log,
 	}
+}
+
+// verifierLog is where a refused program's verifier log goes: stderr
+// when asked for (tracer.VerifierLogEnv).
+func verifierLog() io.Writer {
+	if os.Getenv(tracer.VerifierLogEnv) == "" {
+		return nil
+	}
+	return os.Stderr
 }
 
 // eventWriter is the output of --output (validated already).
