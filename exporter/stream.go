@@ -217,16 +217,21 @@ func shortID(id string) string {
 	return id
 }
 
-// bytesIEC formats n in the largest binary unit that keeps it >= 1.
-func bytesIEC(n uint64) string {
+// Bytes formats n in the largest binary unit that keeps it at least 1,
+// with one decimal: "64.0 MiB", "3.0 GiB", "512 B". Every output says
+// sizes this way (the text lines without the space).
+func Bytes(n uint64) string {
 	const unit = 1024
 	if n < unit {
-		return strconv.FormatUint(n, 10) + "B"
+		return strconv.FormatUint(n, 10) + " B"
 	}
 	div, exp := uint64(unit), 0
 	for m := n / unit; m >= unit && exp < 5; m /= unit {
 		div *= unit
 		exp++
 	}
-	return strconv.FormatFloat(float64(n)/float64(div), 'f', 1, 64) + string("KMGTPE"[exp]) + "iB"
+	return strconv.FormatFloat(float64(n)/float64(div), 'f', 1, 64) + " " + string("KMGTPE"[exp]) + "iB"
 }
+
+// bytesIEC is Bytes as one token of a key=value line: "64.0MiB".
+func bytesIEC(n uint64) string { return strings.Replace(Bytes(n), " ", "", 1) }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/internal/cgroup"
+	"github.com/oomtrace/oomtrace/internal/kernfile"
 )
 
 // procfs reads what the kernel could not capture from the host's procfs.
@@ -73,12 +74,11 @@ func parsePPID(data []byte) (uint32, bool) {
 // each pid namespace from the host's down, the innermost last. level is
 // the innermost namespace's depth (0: the host's).
 func parseNSpid(status []byte) (nsPID uint32, level int, ok bool) {
-	for line := range bytes.SplitSeq(status, []byte("\n")) {
-		rest, found := bytes.CutPrefix(line, []byte("NSpid:"))
-		if !found {
+	for name, value := range kernfile.StatusFields(status) {
+		if string(name) != "NSpid" {
 			continue
 		}
-		f := strings.Fields(string(rest))
+		f := strings.Fields(string(value))
 		if len(f) == 0 {
 			return 0, 0, false
 		}

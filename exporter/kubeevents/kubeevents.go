@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/exporter"
 )
 
 // Reasons of the Events.
@@ -323,7 +324,7 @@ func Describe(k event.OOMKill) (reason, note string) {
 	}
 	fmt.Fprintf(&b, " was OOM-killed in %s at %s", container, limitHit(k))
 	if v.RSS != nil {
-		fmt.Fprintf(&b, "; it held %s (anon %s, file %s, shmem %s)", size(v.RSS.Anon+v.RSS.File+v.RSS.Shmem), size(v.RSS.Anon), size(v.RSS.File), size(v.RSS.Shmem))
+		fmt.Fprintf(&b, "; it held %s (anon %s, file %s, shmem %s)", exporter.Bytes(v.RSS.Anon+v.RSS.File+v.RSS.Shmem), exporter.Bytes(v.RSS.Anon), exporter.Bytes(v.RSS.File), exporter.Bytes(v.RSS.Shmem))
 	}
 	switch {
 	case k.ContainerSurvived != nil && *k.ContainerSurvived:
@@ -383,21 +384,9 @@ func limitHit(k event.OOMKill) string {
 		}
 	}
 	if d.LimitBytes > 0 {
-		what += " of " + size(d.LimitBytes)
+		what += " of " + exporter.Bytes(d.LimitBytes)
 	}
 	return what
-}
-
-func size(b uint64) string {
-	switch {
-	case b >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
-	case b >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
-	case b >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", b)
 }
 
 func upper(s string) string {

@@ -6,6 +6,8 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"iter"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -72,4 +74,29 @@ func ReadUint(path string) (uint64, error) {
 		return 0, fmt.Errorf("%s: %w", path, err)
 	}
 	return v, nil
+}
+
+// StatusFields yields the fields of a /proc/<pid>/status file in order:
+// each line's name (before the first ':') and value (after it, trimmed of
+// white space). Lines without ':' are skipped. Nothing is copied: the
+// slices point into data.
+func StatusFields(data []byte) iter.Seq2[[]byte, []byte] {
+	return func(yield func([]byte, []byte) bool) {
+		for line := range bytes.SplitSeq(data, []byte("\n")) {
+			name, value, ok := bytes.Cut(line, []byte(":"))
+			if ok && !yield(name, bytes.TrimSpace(value)) {
+				return
+			}
+		}
+	}
+}
+
+// StatusBytes reads a status value in kB ("1234 kB") as bytes.
+func StatusBytes(value []byte) (uint64, bool) {
+	kb, unit, _ := bytes.Cut(value, []byte(" "))
+	n, err := strconv.ParseUint(string(kb), 10, 64)
+	if err != nil || string(unit) != "kB" || n > math.MaxUint64>>10 {
+		return 0, false
+	}
+	return n << 10, true
 }

@@ -67,3 +67,30 @@ func TestReadUint(t *testing.T) {
 		t.Error("max read as a number")
 	}
 }
+
+func TestStatusFields(t *testing.T) {
+	status := "Name:\tkube-apiserver\nUmask:\t0022\nNSpid:\t4242\t7\nbroken line\nVmSwap:\t       0 kB\nRssAnon:\t  123 kB\n"
+	got := map[string]string{}
+	for name, value := range StatusFields([]byte(status)) {
+		got[string(name)] = string(value)
+	}
+	want := map[string]string{"Name": "kube-apiserver", "Umask": "0022", "NSpid": "4242\t7", "VmSwap": "0 kB", "RssAnon": "123 kB"}
+	if len(got) != len(want) {
+		t.Fatalf("fields %q, want %q", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+	for in, want := range map[string]uint64{"123 kB": 123 << 10, "0 kB": 0} {
+		if n, ok := StatusBytes([]byte(in)); !ok || n != want {
+			t.Errorf("StatusBytes(%q) = %d, %v; want %d", in, n, ok, want)
+		}
+	}
+	for _, in := range []string{"123", "123 MB", "kB", "-1 kB", "18446744073709551615 kB"} {
+		if n, ok := StatusBytes([]byte(in)); ok {
+			t.Errorf("StatusBytes(%q) = %d, want refused", in, n)
+		}
+	}
+}

@@ -5,7 +5,6 @@
 package postmortem
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -148,7 +147,7 @@ func (r *Reader) topTasks(path string) ([]event.TaskMemory, int) {
 		if err != nil {
 			continue // exited meanwhile
 		}
-		tm, ok := ParseStatus(status)
+		tm, ok := parseStatus(status)
 		if !ok {
 			continue // a kernel thread, or a zombie: no memory
 		}
@@ -198,43 +197,46 @@ func allPIDs(procfs string) []uint32 {
 	return pids
 }
 
-// ParseStatus reads a process's name and memory from /proc/<pid>/status:
+// parseStatus reads a process's name and memory from /proc/<pid>/status:
 // RssAnon, RssFile, RssShmem and VmSwap (kB). ok is false without them
 // (kernel threads and zombies have none).
-func ParseStatus(status []byte) (tm event.TaskMemory, ok bool) {
+func parseStatus(status []byte) (tm event.TaskMemory, ok bool) {
 	var swap uint64
 	var found uint8 // one bit a line: each of the four, once
-	for line := range bytes.SplitSeq(status, []byte("\n")) {
-		key, value, cut := bytes.Cut(line, []byte(":"))
-		if !cut {
-			continue
-		}
-		v := strings.TrimSpace(string(value))
-		switch string(key) {
+	for name, value := range kernfile.StatusFields(status) {
+		var bit uint8
+		switch string(name) {
 		case "Name":
 			// The name is escaped the way the kernel prints it (\n, \\).
-			tm.Comm = v
+			tm.Comm = string(value)
 			continue
-		case "RssAnon", "RssFile", "RssShmem", "VmSwap":
+		case "RssAnon":
+			bit = 1
+		case "RssFile":
+			bit = 2
+		case "RssShmem":
+			bit = 4
+		case "VmSwap":
+			bit = 8
 		default:
 			continue
 		}
-		kb, unit, _ := strings.Cut(v, " ")
-		n, err := strconv.ParseUint(kb, 10, 64)
-		if err != nil || unit != "kB" {
+		n, ok := kernfile.StatusBytes(value)
+		if !ok {
 			return event.TaskMemory{}, false
 		}
-		switch string(key) {
-		case "RssAnon":
-			tm.RSS.Anon, found = n<<10, found|1
-		case "RssFile":
-			tm.RSS.File, found = n<<10, found|2
-		case "RssShmem":
-			tm.RSS.Shmem, found = n<<10, found|4
-		case "VmSwap":
-			swap = n << 10
-			tm.RSS.Swap, found = &swap, found|8
+		switch bit {
+		case 1:
+			tm.RSS.Anon = n
+		case 2:
+			tm.RSS.File = n
+		case 4:
+			tm.RSS.Shmem = n
+		case 8:
+			swap = n
+			tm.RSS.Swap = &swap
 		}
+		found |= bit
 	}
 	return tm, found == 15
 }

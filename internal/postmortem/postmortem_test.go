@@ -57,15 +57,15 @@ Threads:	1
 `
 
 func TestParseStatus(t *testing.T) {
-	tm, ok := ParseStatus([]byte(statusFixture))
+	tm, ok := parseStatus([]byte(statusFixture))
 	if !ok || tm.Comm != "gunicorn" || tm.RSS.Anon != 61000<<10 || tm.RSS.File != 1900<<10 || tm.RSS.Shmem != 100<<10 || tm.RSS.Swap == nil || *tm.RSS.Swap != 12<<10 {
 		t.Errorf("%s %v", tm, ok)
 	}
 	// A kernel thread has no memory lines.
-	if _, ok := ParseStatus([]byte("Name:\tkworker/0:1\nState:\tI (idle)\n")); ok {
+	if _, ok := parseStatus([]byte("Name:\tkworker/0:1\nState:\tI (idle)\n")); ok {
 		t.Error("a kernel thread has memory")
 	}
-	if _, ok := ParseStatus([]byte("Name:\tx\nRssAnon:\tlots kB\nRssFile:\t1 kB\nRssShmem:\t1 kB\nVmSwap:\t1 kB\n")); ok {
+	if _, ok := parseStatus([]byte("Name:\tx\nRssAnon:\tlots kB\nRssFile:\t1 kB\nRssShmem:\t1 kB\nVmSwap:\t1 kB\n")); ok {
 		t.Error("garbage read")
 	}
 }
@@ -73,7 +73,7 @@ func TestParseStatus(t *testing.T) {
 func FuzzParseStatus(f *testing.F) {
 	f.Add([]byte(statusFixture))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if tm, ok := ParseStatus(data); ok && tm.RSS.Swap == nil {
+		if tm, ok := parseStatus(data); ok && tm.RSS.Swap == nil {
 			t.Fatal("ok without swap")
 		}
 	})
