@@ -14,12 +14,15 @@ import (
 
 // oomTracer is the OOM kill half of the tracer.
 type oomTracer struct {
-	t       *Tracer
-	maps    oomtraceMaps
-	kills   *journal // kills leave the ring buffer once written out
-	signals *journal // SIGTERMs and SIGKILLs other than the OOM killer's
-	decoder Decoder
-	procfs  procfs
+	diag *diag
+	// signalHooked: the signal hook attached, so a mark_victim without its
+	// SIGKILL is an exiting task, not a kill.
+	signalHooked bool
+	maps         oomtraceMaps
+	kills        *journal // kills leave the ring buffer once written out
+	signals      *journal // SIGTERMs and SIGKILLs other than the OOM killer's
+	decoder      Decoder
+	procfs       procfs
 
 	decoded       atomic.Uint64
 	exitingMarked atomic.Uint64
@@ -37,16 +40,20 @@ type oomTracer struct {
 	skip map[uint64]bool
 }
 
+// oomHooks are the OOM half's hooks (Hooks' fields of the same names).
+type oomHooks struct{ decision, signal, victim string }
+
 // newOOMTracer loads spec (sized, its maps pinned or not by opts) as
-// generation gen and attaches its hooks.
-func newOOMTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions, spec *ebpf.CollectionSpec, gen uint64) (*oomTracer, error) {
-	o := &oomTracer{t: t, procfs: newProcfs(cfg.ProcfsPath), held: map[uint64]uint64{}, written: map[uint64]uint64{}, skip: map[uint64]bool{}}
+// generation gen and attaches its hooks with att.
+func newOOMTracer(att *attacher, d *diag, cfg Config, opts ebpf.CollectionOptions, spec *ebpf.CollectionSpec, gen uint64) (*oomTracer, oomHooks, error) {
+	var hooks oomHooks
+	o := &oomTracer{diag: d, procfs: newProcfs(cfg.ProcfsPath), held: map[uint64]uint64{}, written: map[uint64]uint64{}, skip: map[uint64]bool{}}
 	if err := setVariables(spec, map[string]any{oomtraceVarGeneration: gen}); err != nil {
-		return nil, fmt.Errorf("configure OOM programs: %w", err)
+		return nil, hooks, fmt.Errorf("configure OOM programs: %w", err)
 	}
 	if err := spec.LoadAndAssign(&o.maps, &opts); err != nil {
 		o.close()
-		return nil, fmt.Errorf("load OOM maps: %w", err)
+		return nil, hooks, fmt.Errorf("load OOM maps: %w", err)
 	}
 	opts.MapReplacements = map[string]*ebpf.Map{
 		oomtraceMapControl:      o.maps.Control,
@@ -58,27 +65,27 @@ func newOOMTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions, spec *ebpf
 		oomtraceMapSignalEvents: o.maps.SignalEvents,
 	}
 
-	t.hooks.Decision = t.att.attachFirst(spec, opts, decisionCandidates(cfg.DecisionHook))
+	hooks.decision = att.attachFirst(spec, opts, decisionCandidates(cfg.DecisionHook))
 	// Before the victim hook, so that no kill is seen without its signal.
-	t.hooks.Signal = t.att.attachFirst(spec, opts, signalCandidates(cfg.VictimHook))
-	if t.hooks.Signal == "" {
-		t.log.Warn("no signal hook: tasks the OOM killer found exiting will be reported as kills too")
+	hooks.signal = att.attachFirst(spec, opts, signalCandidates(cfg.VictimHook))
+	if hooks.signal == "" {
+		d.log.Warn("no signal hook: tasks the OOM killer found exiting will be reported as kills too")
 	} else if err := setVariables(spec, map[string]any{oomtraceVarSignalHooked: uint8(1)}); err != nil {
 		o.close()
-		return nil, fmt.Errorf("configure OOM programs: %w", err)
+		return nil, hooks, fmt.Errorf("configure OOM programs: %w", err)
 	}
 	victimCands := victimCandidates(cfg.VictimHook)
-	t.hooks.Victim = t.att.attachFirst(spec, opts, victimCands)
-	if t.hooks.Victim == "" {
+	hooks.victim = att.attachFirst(spec, opts, victimCands)
+	if hooks.victim == "" {
 		o.close()
-		return nil, t.att.noHookError("mark_victim", victimCands)
+		return nil, hooks, att.noHookError("mark_victim", victimCands)
 	}
 
 	var err error
 	o.kills, err = newJournal(o.maps.OomEvents)
 	if err != nil {
 		o.close()
-		return nil, fmt.Errorf("open OOM ring buffer: %w", err)
+		return nil, hooks, fmt.Errorf("open OOM ring buffer: %w", err)
 	}
 	// What an earlier process wrote out past the consumer position.
 	var seq uint64
@@ -88,19 +95,20 @@ func newOOMTracer(t *Tracer, cfg Config, opts ebpf.CollectionOptions, spec *ebpf
 		o.skip[seq] = true
 	}
 	if err := it.Err(); err != nil {
-		t.log.Warn("cannot read which kills an earlier oomtrace wrote out: some may be written again", "err", err)
+		d.log.Warn("cannot read which kills an earlier oomtrace wrote out: some may be written again", "err", err)
 	}
 	o.signals, err = newJournal(o.maps.SignalEvents)
 	if err != nil {
 		o.close()
-		return nil, fmt.Errorf("open signal ring buffer: %w", err)
+		return nil, hooks, fmt.Errorf("open signal ring buffer: %w", err)
 	}
 	o.decoder = Decoder{
 		Node:     cfg.Node,
 		PageSize: uint64(os.Getpagesize()),
 		WallTime: bootToWall,
 	}
-	return o, nil
+	o.signalHooked = hooks.signal != ""
+	return o, hooks, nil
 }
 
 // run reads OOM kill records until the ring buffer is flushed or closed.
@@ -109,12 +117,12 @@ func (o *oomTracer) run(handle func(event.OOMKill)) error {
 	return readRecords(o.kills, "OOM", func(raw []byte, end uint64) bool {
 		ev, sigkillSeen, err := o.decoder.DecodeOOMKill(raw)
 		if err != nil {
-			o.t.decodeError("oom_kill", err)
+			o.diag.decodeError("oom_kill", err)
 			return true
 		}
-		if !sigkillSeen && o.t.hooks.Signal != "" {
+		if !sigkillSeen && o.signalHooked {
 			o.exitingMarked.Add(1)
-			o.t.log.Debug("OOM killer granted reserves to an exiting task; not a kill",
+			o.diag.log.Debug("OOM killer granted reserves to an exiting task; not a kill",
 				"pid", ev.Victim.PID, "tgid", ev.Victim.TGID)
 			return true
 		}
@@ -127,7 +135,7 @@ func (o *oomTracer) run(handle func(event.OOMKill)) error {
 		}
 		o.mu.Unlock()
 		if skip {
-			o.t.log.Debug("kill written out by an earlier oomtrace; skipped", "seq", ev.Seq)
+			o.diag.log.Debug("kill written out by an earlier oomtrace; skipped", "seq", ev.Seq)
 			// Out of the ring buffer first, then out of the written map: a
 			// crash in between leaves a stale entry, not a line twice.
 			o.kills.Commit(end)
@@ -155,7 +163,7 @@ func (o *oomTracer) commit(seq uint64) {
 	if !o.kills.Commit(end) {
 		var one uint8 = 1
 		if err := o.maps.Written.Put(seq, one); err != nil {
-			o.t.log.Warn("cannot record a kill as written: a successor may write it again", "seq", seq, "err", err)
+			o.diag.log.Warn("cannot record a kill as written: a successor may write it again", "seq", seq, "err", err)
 		}
 		o.mu.Lock()
 		o.written[seq] = end
@@ -181,7 +189,7 @@ func (o *oomTracer) commit(seq uint64) {
 // forget removes seq from the written map.
 func (o *oomTracer) forget(seq uint64) {
 	if err := o.maps.Written.Delete(seq); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		o.t.log.Warn("cannot clear a written kill", "seq", seq, "err", err)
+		o.diag.log.Warn("cannot clear a written kill", "seq", seq, "err", err)
 	}
 }
 
@@ -191,7 +199,7 @@ func (o *oomTracer) runSignals(handle func(event.TaskSignal)) error {
 	return readRecords(o.signals, "signal", func(raw []byte, _ uint64) bool {
 		ev, err := o.decoder.DecodeTaskSignal(raw)
 		if err != nil {
-			o.t.decodeError("task_signal", err)
+			o.diag.decodeError("task_signal", err)
 			return true
 		}
 		if handle == nil {

@@ -39,7 +39,7 @@ func syscallName(id uint16) (string, bool) {
 
 // refusalTracer is the commit refusal half of the tracer.
 type refusalTracer struct {
-	t       *Tracer
+	diag    *diag
 	att     *attacher
 	maps    refusalMaps
 	reader  *journal
@@ -51,14 +51,22 @@ type refusalTracer struct {
 	refusalWindow
 }
 
+// refusalHooks are the refusal half's hooks (Hooks.RefusalExact and
+// RefusalSyscalls).
+type refusalHooks struct {
+	exact    string
+	syscalls []string
+}
+
 // newRefusalTracer loads spec (sized, its maps pinned or not by opts) as
-// generation gen and attaches its hooks with att. It sets only the
-// refusal fields of t.hooks: the OOM half loads meanwhile.
-func newRefusalTracer(t *Tracer, att *attacher, cfg Config, opts ebpf.CollectionOptions, spec *ebpf.CollectionSpec, gen uint64) (*refusalTracer, error) {
-	r := &refusalTracer{t: t, att: att, window: cfg.RefusalWindow, procfs: cfg.ProcfsPath, refusalWindow: newRefusalWindow()}
+// generation gen and attaches its hooks with att (the OOM half loads
+// meanwhile, with its own).
+func newRefusalTracer(att *attacher, d *diag, cfg Config, opts ebpf.CollectionOptions, spec *ebpf.CollectionSpec, gen uint64) (*refusalTracer, refusalHooks, error) {
+	var hooks refusalHooks
+	r := &refusalTracer{diag: d, att: att, window: cfg.RefusalWindow, procfs: cfg.ProcfsPath, refusalWindow: newRefusalWindow()}
 	host, err := readHostMemory(r.procfs)
 	if err != nil {
-		return nil, fmt.Errorf("read commit accounting settings: %w", err)
+		return nil, hooks, fmt.Errorf("read commit accounting settings: %w", err)
 	}
 	// Constants of the programs, set in the spec before anything loads:
 	// every copy of it that loads below carries them.
@@ -67,11 +75,11 @@ func newRefusalTracer(t *Tracer, att *attacher, cfg Config, opts ebpf.Collection
 		refusalVarMaxMapCount:     uint32(host.MaxMapCount),
 		refusalVarGeneration:      gen,
 	}); err != nil {
-		return nil, fmt.Errorf("configure refusal programs: %w", err)
+		return nil, hooks, fmt.Errorf("configure refusal programs: %w", err)
 	}
 	if err := spec.LoadAndAssign(&r.maps, &opts); err != nil {
 		r.close()
-		return nil, fmt.Errorf("load refusal maps: %w", err)
+		return nil, hooks, fmt.Errorf("load refusal maps: %w", err)
 	}
 	opts.MapReplacements = map[string]*ebpf.Map{
 		refusalMapControl:       r.maps.Control,
@@ -88,15 +96,15 @@ func newRefusalTracer(t *Tracer, att *attacher, cfg Config, opts ebpf.Collection
 	body, err := r.att.loadProgram(spec, opts, refusalProgSysExitRefusal)
 	if err != nil {
 		r.close()
-		return nil, &NoHookError{What: "commit refusals", Detail: fmt.Sprintf(": %v", err)}
+		return nil, hooks, &NoHookError{What: "commit refusals", Detail: fmt.Sprintf(": %v", err)}
 	}
 	r.att.keep(body)
 	if err := r.maps.RefusalBody.Put(uint32(0), body); err != nil {
 		r.close()
-		return nil, fmt.Errorf("install the refusal program: %w", err)
+		return nil, hooks, fmt.Errorf("install the refusal program: %w", err)
 	}
 	// The exact hook first: a refusal it sees must find the exit hook ready.
-	t.hooks.RefusalExact = r.attachExact(spec, opts, cfg.RefusalHook)
+	hooks.exact = r.attachExact(spec, opts, cfg.RefusalHook)
 	// All syscall exit programs in one load; one by one only if that fails
 	// (a syscall's tracepoint may be missing: fork and vfork on arm64).
 	var names []string
@@ -105,7 +113,7 @@ func newRefusalTracer(t *Tracer, att *attacher, cfg Config, opts ebpf.Collection
 	}
 	loaded, err := r.att.loadPrograms(spec, opts, names)
 	if err != nil {
-		t.log.Info("loading the syscall exit programs together failed, loading one by one", "reason", err)
+		d.log.Info("loading the syscall exit programs together failed, loading one by one", "reason", err)
 		loaded = nil
 	}
 	for _, sc := range refusalSyscalls {
@@ -120,35 +128,34 @@ func newRefusalTracer(t *Tracer, att *attacher, cfg Config, opts ebpf.Collection
 		}
 		if err != nil {
 			r.att.tried[c.name] = err
-			t.log.Info("syscall hook unavailable", "hook", c.name, "reason", err)
+			d.log.Info("syscall hook unavailable", "hook", c.name, "reason", err)
 			continue
 		}
-		t.hooks.RefusalSyscalls = append(t.hooks.RefusalSyscalls, c.name)
+		hooks.syscalls = append(hooks.syscalls, c.name)
 	}
-	if len(t.hooks.RefusalSyscalls) == 0 {
+	if len(hooks.syscalls) == 0 {
 		r.close()
-		return nil, &NoHookError{What: "commit refusals", Detail: fmt.Sprintf(": %v", r.att.tried[hookSyscallExitPrefix+"mmap"])}
+		return nil, hooks, &NoHookError{What: "commit refusals", Detail: fmt.Sprintf(": %v", r.att.tried[hookSyscallExitPrefix+"mmap"])}
 	}
-	t.log.Info("attached syscall exit hooks", "count", len(t.hooks.RefusalSyscalls))
+	d.log.Info("attached syscall exit hooks", "count", len(hooks.syscalls))
 
 	r.reader, err = newJournal(r.maps.RefusalEvents)
 	if err != nil {
 		r.close()
-		return nil, fmt.Errorf("open refusal ring buffer: %w", err)
+		return nil, hooks, fmt.Errorf("open refusal ring buffer: %w", err)
 	}
 	r.decoder = refusalDecoder{
 		Node:         cfg.Node,
 		PageSize:     uint64(os.Getpagesize()),
 		WallTime:     bootToWall,
 		AddressSpace: addressSpaceSize(),
-		ExactHooked:  t.hooks.RefusalExact != "",
+		ExactHooked:  hooks.exact != "",
 	}
-	return r, nil
+	return r, hooks, nil
 }
 
 // attachExact attaches fexit, else kprobe+kretprobe, on __vm_enough_memory.
 func (r *refusalTracer) attachExact(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, choice string) string {
-	t := r.t
 	if choice == HookNone {
 		return ""
 	}
@@ -165,7 +172,7 @@ func (r *refusalTracer) attachExact(spec *ebpf.CollectionSpec, opts ebpf.Collect
 	}}
 	if err := r.att.attach(spec, opts, entry); err != nil {
 		r.att.tried[HookKretprobeVMEnoughMemory] = err
-		t.log.Info("hook unavailable, falling back", "hook", HookKretprobeVMEnoughMemory, "reason", err)
+		r.diag.log.Info("hook unavailable, falling back", "hook", HookKretprobeVMEnoughMemory, "reason", err)
 		return ""
 	}
 	return r.att.attachFirst(spec, opts, []candidate{{HookKretprobeVMEnoughMemory, refusalProgKretprobeVmEnoughMemory, func(p *ebpf.Program) (link.Link, error) {

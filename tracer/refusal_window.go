@@ -75,16 +75,16 @@ func (r *refusalTracer) run(handle func(event.CommitRefusal)) error {
 		r.reader.Commit(end)
 		raw, err := r.decoder.decodeRaw(rec)
 		if err != nil {
-			r.t.decodeError("commit_refusal", err)
+			r.diag.decodeError("commit_refusal", err)
 			continue
 		}
 		host, err := readHostMemory(r.procfs)
 		if err != nil {
-			r.t.log.Warn("read commit accounting settings", "err", err)
+			r.diag.log.Warn("read commit accounting settings", "err", err)
 		}
 		ev, err := r.decoder.event(&raw, host)
 		if err != nil {
-			r.t.decodeError("commit_refusal", err)
+			r.diag.decodeError("commit_refusal", err)
 			continue
 		}
 		r.fold(handle, refusalRefusalKey{Tgid: raw.Process.Tgid, Syscall: raw.Syscall, Class: raw.Class}, raw.Total, ev, time.Now())

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -202,8 +203,7 @@ type Tracer struct {
 	adopted    bool     // the pinned control map was there: an earlier oomtrace ran
 	gen        uint64
 
-	mu           sync.Mutex // guards the counter below
-	decodeErrors uint64
+	diag *diag // the log and the decode errors, shared with both halves
 
 	// retired is closed once the earlier generations' hooks are gone;
 	// nil when there were none to look for.
@@ -292,7 +292,7 @@ func New(cfg Config) (*Tracer, error) {
 
 	att := newAttacher(log, cfg.VerifierLog)
 	att.noKprobes = kprobesUnavailable(cfg.TracefsPath)
-	t := &Tracer{log: log, att: att, hooks: Hooks{Tried: att.tried}}
+	t := &Tracer{log: log, diag: &diag{log: log}, att: att, hooks: Hooks{Tried: att.tried}}
 	ok := false
 	defer func() {
 		if !ok {
@@ -333,12 +333,16 @@ func New(cfg Config) (*Tracer, error) {
 		t.ratt.noKprobes = att.noKprobes
 		go func() {
 			defer close(refusalDone)
-			t.refusal, refusalErr = newRefusalTracer(t, t.ratt, cfg, opts, refusalSpec, t.gen)
+			var hooks refusalHooks
+			t.refusal, hooks, refusalErr = newRefusalTracer(t.ratt, t.diag, cfg, opts, refusalSpec, t.gen)
+			t.hooks.RefusalExact, t.hooks.RefusalSyscalls = hooks.exact, hooks.syscalls
 		}()
 	} else {
 		close(refusalDone)
 	}
-	t.oom, err = newOOMTracer(t, cfg, opts, oomSpec, t.gen)
+	var hooks oomHooks
+	t.oom, hooks, err = newOOMTracer(t.att, t.diag, cfg, opts, oomSpec, t.gen)
+	t.hooks.Decision, t.hooks.Signal, t.hooks.Victim = hooks.decision, hooks.signal, hooks.victim
 	<-refusalDone
 	if t.ratt != nil {
 		for name, why := range t.ratt.tried {
@@ -451,9 +455,7 @@ func (t *Tracer) Stats() (Stats, error) {
 			return Stats{}, err
 		}
 	}
-	t.mu.Lock()
-	s.DecodeErrors = t.decodeErrors
-	t.mu.Unlock()
+	s.DecodeErrors = t.diag.decodeErrors.Load()
 	return s, nil
 }
 
@@ -470,11 +472,16 @@ func sumPerCPU(m *ebpf.Map, idx uint32) (uint64, error) {
 	return sum, nil
 }
 
-func (t *Tracer) decodeError(kind string, err error) {
-	t.mu.Lock()
-	t.decodeErrors++
-	t.mu.Unlock()
-	t.log.Warn("dropping undecodable record", "kind", kind, "err", err)
+// diag is what both halves of the tracer report through: the log and the
+// count of records that could not be decoded.
+type diag struct {
+	log          *slog.Logger
+	decodeErrors atomic.Uint64
+}
+
+func (d *diag) decodeError(kind string, err error) {
+	d.decodeErrors.Add(1)
+	d.log.Warn("dropping undecodable record", "kind", kind, "err", err)
 }
 
 // Run reads events and passes them to h until ctx is done. It then detaches
