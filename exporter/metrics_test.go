@@ -167,7 +167,7 @@ func TestMetricsRetention(t *testing.T) {
 	// A series that moves again starts from its new count, not from zero
 	// plus a gap: it was dropped, so it is new.
 	m.Write(oomKill("shop", "cart-7d9f", "redis", event.DomainContainer))
-	want := `# HELP oomtrace_oom_kills_total Tasks killed by the kernel OOM killer, by the victim's pod and container, by the limit that was hit (domain: container, pod, allocatable, system or other), by whether the victim was its container's init (init: true, false, unknown; a kill with init=false in a container is one the kubelet does not report when the container runs on) and by its part in a memory.oom.group kill (group: chosen, the task the kernel chose; member, killed for being in its group; none, a single kill).
+	want := `# HELP oomtrace_oom_kills_total Tasks killed by the kernel OOM killer, by the victim's pod and container, the limit hit, init or not, and part in a group kill; see the README.
 # TYPE oomtrace_oom_kills_total counter
 oomtrace_oom_kills_total{container="redis",domain="allocatable",group="none",init="unknown",namespace="shop",pod="cart-7d9f"} 1
 oomtrace_oom_kills_total{container="redis",domain="container",group="none",init="unknown",namespace="shop",pod="cart-7d9f"} 1

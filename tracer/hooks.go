@@ -290,6 +290,26 @@ func (a *attacher) attachLoaded(prog *ebpf.Program, c candidate) error {
 	return nil
 }
 
+// The exact refusal hook's candidates: fexit on __vm_enough_memory, else
+// a kprobe (the arguments) with a kretprobe (the result).
+var (
+	fexitVMEnoughMemory  = candidate{HookFexitVMEnoughMemory, refusalProgFexitVmEnoughMemory, tracing}
+	kprobeVMEnoughMemory = candidate{"kprobe/__vm_enough_memory", refusalProgKprobeVmEnoughMemory, func(p *ebpf.Program) (link.Link, error) {
+		return link.Kprobe("__vm_enough_memory", p, nil)
+	}}
+	kretprobeVMEnoughMemory = candidate{HookKretprobeVMEnoughMemory, refusalProgKretprobeVmEnoughMemory, func(p *ebpf.Program) (link.Link, error) {
+		return link.Kretprobe("__vm_enough_memory", p, nil)
+	}}
+)
+
+// syscallExitCandidate is the refusal hook on the exit of the syscall
+// name: its tracepoint, with program.
+func syscallExitCandidate(name, program string) candidate {
+	return candidate{hookSyscallExitPrefix + name, program, func(p *ebpf.Program) (link.Link, error) {
+		return link.Tracepoint("syscalls", "sys_exit_"+name, p, nil)
+	}}
+}
+
 func decisionCandidates(choice string) []candidate {
 	fentry := candidate{HookFentryOOMKillProcess, oomtraceProgFentryOomKillProcess, tracing}
 	kprobe := candidate{HookKprobeOOMKillProcess, oomtraceProgKprobeOomKillProcess, func(p *ebpf.Program) (link.Link, error) {

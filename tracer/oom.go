@@ -236,25 +236,16 @@ func readRecords(j *journal, what string, handle func(raw []byte, end uint64) (d
 }
 
 func (o *oomTracer) stats(s *Stats) error {
-	var err error
-	if s.Sent, err = sumPerCPU(o.maps.Stats, uint32(oomtraceStatIndexSTAT_OOM_SENT)); err != nil {
-		return err
-	}
-	if s.Lost, err = sumPerCPU(o.maps.Stats, uint32(oomtraceStatIndexSTAT_OOM_LOST)); err != nil {
-		return err
-	}
-	if s.SignalsSent, err = sumPerCPU(o.maps.Stats, uint32(oomtraceStatIndexSTAT_SIGNAL_SENT)); err != nil {
-		return err
-	}
-	if s.SignalsLost, err = sumPerCPU(o.maps.Stats, uint32(oomtraceStatIndexSTAT_SIGNAL_LOST)); err != nil {
-		return err
-	}
-	if s.SignalsLimited, err = sumPerCPU(o.maps.Stats, uint32(oomtraceStatIndexSTAT_SIGNAL_LIMITED)); err != nil {
-		return err
-	}
+	err := readPerCPU(o.maps.Stats, []perCPUStat{
+		{uint32(oomtraceStatIndexSTAT_OOM_SENT), &s.Sent},
+		{uint32(oomtraceStatIndexSTAT_OOM_LOST), &s.Lost},
+		{uint32(oomtraceStatIndexSTAT_SIGNAL_SENT), &s.SignalsSent},
+		{uint32(oomtraceStatIndexSTAT_SIGNAL_LOST), &s.SignalsLost},
+		{uint32(oomtraceStatIndexSTAT_SIGNAL_LIMITED), &s.SignalsLimited},
+	})
 	s.Decoded = o.decoded.Load()
 	s.ExitingMarked = o.exitingMarked.Load()
-	return nil
+	return err
 }
 
 func (o *oomTracer) close() error {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 )
 
 // refusalSyscalls lists the watched syscalls: name, enum value, program.
@@ -117,9 +116,7 @@ func newRefusalTracer(att *attacher, d *diag, cfg Config, opts ebpf.CollectionOp
 		loaded = nil
 	}
 	for _, sc := range refusalSyscalls {
-		c := candidate{hookSyscallExitPrefix + sc.name, sc.program, func(p *ebpf.Program) (link.Link, error) {
-			return link.Tracepoint("syscalls", "sys_exit_"+sc.name, p, nil)
-		}}
+		c := syscallExitCandidate(sc.name, sc.program)
 		var err error
 		if prog := loaded[sc.program]; prog != nil {
 			err = r.att.attachLoaded(prog, c)
@@ -160,38 +157,27 @@ func (r *refusalTracer) attachExact(spec *ebpf.CollectionSpec, opts ebpf.Collect
 		return ""
 	}
 	if choice == HookAuto || choice == "" || choice == HookFexit {
-		if got := r.att.attachFirst(spec, opts, []candidate{{HookFexitVMEnoughMemory, refusalProgFexitVmEnoughMemory, tracing}}); got != "" {
+		if got := r.att.attachFirst(spec, opts, []candidate{fexitVMEnoughMemory}); got != "" {
 			return got
 		}
 		if choice == HookFexit {
 			return ""
 		}
 	}
-	entry := candidate{"kprobe/__vm_enough_memory", refusalProgKprobeVmEnoughMemory, func(p *ebpf.Program) (link.Link, error) {
-		return link.Kprobe("__vm_enough_memory", p, nil)
-	}}
-	if err := r.att.attach(spec, opts, entry); err != nil {
+	if err := r.att.attach(spec, opts, kprobeVMEnoughMemory); err != nil {
 		r.att.tried[HookKretprobeVMEnoughMemory] = err
 		r.diag.log.Info("hook unavailable, falling back", "hook", HookKretprobeVMEnoughMemory, "reason", err)
 		return ""
 	}
-	return r.att.attachFirst(spec, opts, []candidate{{HookKretprobeVMEnoughMemory, refusalProgKretprobeVmEnoughMemory, func(p *ebpf.Program) (link.Link, error) {
-		return link.Kretprobe("__vm_enough_memory", p, nil)
-	}}})
+	return r.att.attachFirst(spec, opts, []candidate{kretprobeVMEnoughMemory})
 }
 
 func (r *refusalTracer) stats(s *Stats) error {
-	var err error
-	if s.RefusalsFailed, err = sumPerCPU(r.maps.RefusalStats, uint32(refusalRefusalStatIndexRSTAT_FAILED)); err != nil {
-		return err
-	}
-	if s.RefusalsSent, err = sumPerCPU(r.maps.RefusalStats, uint32(refusalRefusalStatIndexRSTAT_SENT)); err != nil {
-		return err
-	}
-	if s.RefusalsLost, err = sumPerCPU(r.maps.RefusalStats, uint32(refusalRefusalStatIndexRSTAT_LOST)); err != nil {
-		return err
-	}
-	return nil
+	return readPerCPU(r.maps.RefusalStats, []perCPUStat{
+		{uint32(refusalRefusalStatIndexRSTAT_FAILED), &s.RefusalsFailed},
+		{uint32(refusalRefusalStatIndexRSTAT_SENT), &s.RefusalsSent},
+		{uint32(refusalRefusalStatIndexRSTAT_LOST), &s.RefusalsLost},
+	})
 }
 
 func (r *refusalTracer) close() error {

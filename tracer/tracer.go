@@ -216,8 +216,49 @@ type Tracer struct {
 // New loads the programs, attaches the richest hooks available and opens
 // the ring buffers. On error everything set up so far is undone.
 func New(cfg Config) (*Tracer, error) {
-	if err := cfg.Validate(); err != nil {
+	cfg, log, err := cfg.prepared()
+	if err != nil {
 		return nil, err
+	}
+	opts, err := collectionOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	explain := tracefsExplainer(cfg, log)
+	oomSpec, refusalSpec, err := loadSpecs(cfg)
+	if err != nil {
+		return nil, err
+	}
+	abi := abiOf(oomSpec, refusalSpec)
+
+	att := newAttacher(log, cfg.VerifierLog)
+	att.noKprobes = kprobesUnavailable(cfg.TracefsPath)
+	t := &Tracer{log: log, diag: &diag{log: log}, att: att, hooks: Hooks{Tried: att.tried}}
+	ok := false
+	defer func() {
+		if !ok {
+			t.Close()
+		}
+	}()
+	if err := t.openState(cfg, abi, &opts, oomSpec, refusalSpec); err != nil {
+		return nil, err
+	}
+	if err := t.loadHalves(cfg, opts, oomSpec, refusalSpec, explain); err != nil {
+		return nil, err
+	}
+	if err := t.switchOver(abi); err != nil {
+		return nil, err
+	}
+	t.startAccounting(cfg.ProcfsPath)
+	ok = true
+	return t, nil
+}
+
+// prepared is cfg checked, with its defaults filled in and its pin path
+// made ready (or dropped, when optional and impossible), and its logger.
+func (cfg Config) prepared() (Config, *slog.Logger, error) {
+	if err := cfg.Validate(); err != nil {
+		return cfg, nil, err
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -235,14 +276,19 @@ func New(cfg Config) (*Tracer, error) {
 	if cfg.PinPath != "" {
 		if err := PreparePinPath(cfg.PinPath); err != nil {
 			if !cfg.PinOptional {
-				return nil, fmt.Errorf("pin: %w", err)
+				return cfg, nil, fmt.Errorf("pin: %w", err)
 			}
 			log.Warn("hooks not pinned: what happens while oomtrace is down is not recorded (the kernel's count still shows it)", "reason", err)
 			cfg.PinPath = ""
 		}
 	}
+	return cfg, log, nil
+}
+
+// collectionOptions are the options every load of this start shares.
+func collectionOptions(cfg Config) (ebpf.CollectionOptions, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("remove memlock limit: %w", err)
+		return ebpf.CollectionOptions{}, fmt.Errorf("remove memlock limit: %w", err)
 	}
 	// One decoding of the kernel's BTF for every load of this start (the
 	// library decodes it again for each load otherwise), dropped with
@@ -251,20 +297,24 @@ func New(cfg Config) (*Tracer, error) {
 	if cfg.KernelBTF != "" {
 		kernelTypes, err := btf.LoadSpec(cfg.KernelBTF)
 		if err != nil {
-			return nil, fmt.Errorf("load kernel BTF %s: %w", cfg.KernelBTF, err)
+			return opts, fmt.Errorf("load kernel BTF %s: %w", cfg.KernelBTF, err)
 		}
 		opts.Programs.KernelTypes = kernelTypes
 	}
-	// kprobes and classic tracepoints are found through tracefs, and the
-	// library looks for it only once: mount it before the first attempt.
+	return opts, nil
+}
+
+// tracefsExplainer mounts tracefs if need be (kprobes and classic
+// tracepoints are found through it, and the library looks for it only
+// once: before the first attempt) and returns what explains a missing
+// hook: without tracefs it is tracefs's fault, and the one line the user
+// sees says so and how to fix it (the per-hook reasons are in the log).
+func tracefsExplainer(cfg Config, log *slog.Logger) func(error) error {
 	tracefsErr := ensureTracefs(cfg.TracefsPath)
 	if tracefsErr != nil {
 		log.Warn("tracefs unavailable: kprobe and tracepoint hooks will fail", "err", tracefsErr)
 	}
-	// Without tracefs a missing hook is tracefs's fault: say so, and how
-	// to fix it, in the one line the user sees (the per-hook reasons are
-	// in the log).
-	explain := func(err error) error {
+	return func(err error) error {
 		var nh *NoHookError
 		if tracefsErr == nil || !errors.As(err, &nh) {
 			return err
@@ -276,61 +326,64 @@ func New(cfg Config) (*Tracer, error) {
 		nh.Detail = fmt.Sprintf(" without tracefs (%v); %s", tracefsErr, hint)
 		return nh
 	}
+}
 
-	oomSpec, err := loadOomtrace()
-	if err != nil {
-		return nil, err
+// loadSpecs reads both halves' programs and maps, sized by cfg.
+func loadSpecs(cfg Config) (oomSpec, refusalSpec *ebpf.CollectionSpec, err error) {
+	if oomSpec, err = loadOomtrace(); err != nil {
+		return nil, nil, err
 	}
-	refusalSpec, err := loadRefusal()
-	if err != nil {
-		return nil, err
+	if refusalSpec, err = loadRefusal(); err != nil {
+		return nil, nil, err
 	}
 	sizeRingBuffers(oomSpec)
 	sizeRingBuffers(refusalSpec)
 	oomSpec.Maps[oomtraceMapOomEvents].MaxEntries = uint32(cfg.RingBufferBytes)
-	abi := abiOf(oomSpec, refusalSpec)
+	return oomSpec, refusalSpec, nil
+}
 
-	att := newAttacher(log, cfg.VerifierLog)
-	att.noKprobes = kprobesUnavailable(cfg.TracefsPath)
-	t := &Tracer{log: log, diag: &diag{log: log}, att: att, hooks: Hooks{Tried: att.tried}}
-	ok := false
-	defer func() {
-		if !ok {
-			t.Close()
-		}
-	}()
+// openState takes the pin directory (when pinning) and the control map:
+// an earlier oomtrace's, pinned, or a new one; this load's generation is
+// the next.
+func (t *Tracer) openState(cfg Config, abi string, opts *ebpf.CollectionOptions, oomSpec, refusalSpec *ebpf.CollectionSpec) error {
 	controlPath := ""
 	if cfg.PinPath != "" {
-		if t.pin, err = openPinning(cfg.PinPath, log); err != nil {
-			return nil, err
+		var err error
+		if t.pin, err = openPinning(cfg.PinPath, t.log); err != nil {
+			return err
 		}
 		dir, err := t.pin.mapsDir(abi)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		pinMaps(oomSpec, &opts, dir)
-		pinMaps(refusalSpec, &opts, dir)
+		pinMaps(oomSpec, opts, dir)
+		pinMaps(refusalSpec, opts, dir)
 		controlPath = t.pin.controlPath()
 	}
+	var err error
 	t.control, t.adopted, err = openControl(oomSpec.Maps[oomtraceMapControl], controlPath, func() (uint64, error) {
 		return completeness.ReadKernelKills(cfg.ProcfsPath)
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	// The programs of this load record only once they are the active
 	// generation: until then an earlier oomtrace's pinned ones do.
 	t.gen = t.control.activeGeneration() + 1
 	opts.MapReplacements = map[string]*ebpf.Map{oomtraceMapControl: t.control.m}
+	return nil
+}
 
-	// Most of the start is the verifier's work: the two halves load on
-	// two goroutines (the kernel verifies on the calling thread), each
-	// with its own attacher.
+// loadHalves loads and attaches the OOM half and, with cfg.Refusals, the
+// refusal half. Most of the start is the verifier's work: the two load
+// on two goroutines (the kernel verifies on the calling thread), each
+// with its own attacher.
+func (t *Tracer) loadHalves(cfg Config, opts ebpf.CollectionOptions, oomSpec, refusalSpec *ebpf.CollectionSpec, explain func(error) error) error {
 	var refusalErr error
 	refusalDone := make(chan struct{})
 	if cfg.Refusals {
-		t.ratt = newAttacher(log, cfg.VerifierLog)
-		t.ratt.noKprobes = att.noKprobes
+		t.ratt = newAttacher(t.log, cfg.VerifierLog)
+		t.ratt.noKprobes = t.att.noKprobes
 		go func() {
 			defer close(refusalDone)
 			var hooks refusalHooks
@@ -341,6 +394,7 @@ func New(cfg Config) (*Tracer, error) {
 		close(refusalDone)
 	}
 	var hooks oomHooks
+	var err error
 	t.oom, hooks, err = newOOMTracer(t.att, t.diag, cfg, opts, oomSpec, t.gen)
 	t.hooks.Decision, t.hooks.Signal, t.hooks.Victim = hooks.decision, hooks.signal, hooks.victim
 	<-refusalDone
@@ -350,7 +404,7 @@ func New(cfg Config) (*Tracer, error) {
 		}
 	}
 	if err != nil {
-		return nil, explain(err)
+		return explain(err)
 	}
 	switch {
 	case refusalErr == nil:
@@ -362,35 +416,38 @@ func New(cfg Config) (*Tracer, error) {
 		t.ratt = nil
 		t.hooks.RefusalExact, t.hooks.RefusalSyscalls = "", nil
 		t.hooks.RefusalsOff = refusalErr.Error()
-		log.Warn("commit refusals are not watched: no hook attachable; OOM kills are (pass --refusals=true to make this an error)",
+		t.log.Warn("commit refusals are not watched: no hook attachable; OOM kills are (pass --refusals=true to make this an error)",
 			"reason", explain(refusalErr).Error())
 	default:
-		return nil, explain(refusalErr)
+		return explain(refusalErr)
 	}
+	return nil
+}
+
+// switchOver pins this load's hooks (when pinning) and makes its
+// generation the one that records: from that store on it records, and no
+// other. The earlier generation's hooks go after the start, on a
+// goroutine of their own (detaching a tracepoint waits for the kernel's
+// RCU grace periods): switched off, they record nothing.
+func (t *Tracer) switchOver(abi string) error {
 	if t.pin != nil {
 		for _, a := range t.attachers() {
 			if err := t.pin.pinLinks(t.gen, a.attached()); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
-	// The switch: from this store on this generation records, and no
-	// other. The earlier generation's hooks go after the start, on a
-	// goroutine of their own (detaching a tracepoint waits for the
-	// kernel's RCU grace periods): switched off, they record nothing.
 	t.control.activate(t.gen)
 	if t.pin != nil {
 		t.retired = make(chan struct{})
 		go func() {
 			defer close(t.retired)
 			if err := t.pin.retire(t.gen, abi); err != nil {
-				log.Warn("could not remove everything an earlier oomtrace pinned", "err", err)
+				t.log.Warn("could not remove everything an earlier oomtrace pinned", "err", err)
 			}
 		}()
 	}
-	t.startAccounting(cfg.ProcfsPath)
-	ok = true
-	return t, nil
+	return nil
 }
 
 // attachers are the hooks' owners, in the order they are detached.
@@ -457,6 +514,25 @@ func (t *Tracer) Stats() (Stats, error) {
 	}
 	s.DecodeErrors = t.diag.decodeErrors.Load()
 	return s, nil
+}
+
+// perCPUStat is a slot of a per-CPU array of counters and where its sum
+// goes.
+type perCPUStat struct {
+	index uint32
+	sum   *uint64
+}
+
+// readPerCPU sums each slot of the table of m into its Stats field.
+func readPerCPU(m *ebpf.Map, table []perCPUStat) error {
+	for _, st := range table {
+		v, err := sumPerCPU(m, st.index)
+		if err != nil {
+			return err
+		}
+		*st.sum = v
+	}
+	return nil
 }
 
 // sumPerCPU reads one slot of a per-CPU array of counters.

@@ -140,7 +140,7 @@ func (r *Recorder) flushGroups() {
 	}
 	r.mu.Unlock()
 	for _, g := range ready {
-		reason, note := DescribeGroup(g.kill, g.kills)
+		reason, note := describeGroup(g.kill, g.kills)
 		r.enqueue(r.newEvent(g.kill, reason, note))
 	}
 }
@@ -340,10 +340,10 @@ func Describe(k event.OOMKill) (reason, note string) {
 	return reason, b.String()
 }
 
-// DescribeGroup is the reason and note of a memory.oom.group kill's one
+// describeGroup is the reason and note of a memory.oom.group kill's one
 // Event: the first kill (the task the kernel chose) as Describe says it,
 // and how many processes the decision killed with it.
-func DescribeGroup(first event.OOMKill, kills int) (reason, note string) {
+func describeGroup(first event.OOMKill, kills int) (reason, note string) {
 	reason, note = Describe(first)
 	g := first.OOM.Group
 	where := "its cgroup"

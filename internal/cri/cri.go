@@ -30,9 +30,9 @@ const (
 	LabelContainerName = "io.kubernetes.container.name"
 )
 
-// DefaultSockets are the sockets tried, in order, below the host's /run
+// defaultSockets are the sockets tried, in order, below the host's /run
 // when no endpoint is given: containerd, k3s's containerd, CRI-O.
-var DefaultSockets = []string{
+var defaultSockets = []string{
 	"containerd/containerd.sock",
 	"k3s/containerd/containerd.sock",
 	"crio/crio.sock",
@@ -119,10 +119,10 @@ type entry struct {
 	goneSince time.Time // zero while the runtime lists it
 }
 
-// DetectEndpoint returns the first of DefaultSockets below runDir (the
+// detectEndpoint returns the first of defaultSockets below runDir (the
 // host's /run, where /var/run points too) that is a socket, or "".
-func DetectEndpoint(runDir string) string {
-	for _, name := range DefaultSockets {
+func detectEndpoint(runDir string) string {
+	for _, name := range defaultSockets {
 		p := filepath.Join(runDir, name)
 		if fi, err := os.Stat(p); err == nil && fi.Mode()&os.ModeSocket != 0 {
 			return p
@@ -335,8 +335,8 @@ func (c *Client) failed(err error) error {
 	return err
 }
 
-// Cached is how many containers and sandboxes the cache holds.
-func (c *Client) Cached() int {
+// cacheSize is how many containers and sandboxes the cache holds.
+func (c *Client) cacheSize() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.cache)
@@ -390,7 +390,7 @@ func first(s ...string) string {
 }
 
 // Open returns a client of the runtime at endpoint: "none" for none, ""
-// for the first of DefaultSockets below runDir. It returns nil, and says
+// for the first of defaultSockets below runDir. It returns nil, and says
 // why in the log, when there is no runtime to use: events then carry what
 // their cgroup paths say. An endpoint given but absent is kept and tried
 // again (the runtime may start later).
@@ -403,9 +403,9 @@ func Open(endpoint, runDir string, opts Options) (*Client, error) {
 	case "none":
 		return nil, nil
 	case "":
-		if endpoint = DetectEndpoint(runDir); endpoint == "" {
+		if endpoint = detectEndpoint(runDir); endpoint == "" {
 			log.Info("no container runtime socket found; containers and pods from cgroup paths only, without names",
-				"run_dir", runDir, "tried", strings.Join(DefaultSockets, ","))
+				"run_dir", runDir, "tried", strings.Join(defaultSockets, ","))
 			return nil, nil
 		}
 	default:

@@ -165,7 +165,7 @@ func TestLookup(t *testing.T) {
 	if _, ok := c.Lookup(ctx, ctrID, t0); ok {
 		t.Error("still resolved after the retention")
 	}
-	if n := c.Cached(); n != 0 {
+	if n := c.cacheSize(); n != 0 {
 		t.Errorf("%d entries cached after the retention, want 0", n)
 	}
 }
@@ -215,7 +215,7 @@ func TestNoRuntime(t *testing.T) {
 
 func TestDetectEndpoint(t *testing.T) {
 	run := t.TempDir()
-	if got := DetectEndpoint(run); got != "" {
+	if got := detectEndpoint(run); got != "" {
 		t.Errorf("empty run dir: %q", got)
 	}
 	// A regular file where a socket should be is not a runtime.
@@ -227,8 +227,8 @@ func TestDetectEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if got, want := DetectEndpoint(run), filepath.Join(run, "crio/crio.sock"); got != want {
-		t.Errorf("DetectEndpoint = %q, want %q", got, want)
+	if got, want := detectEndpoint(run), filepath.Join(run, "crio/crio.sock"); got != want {
+		t.Errorf("detectEndpoint = %q, want %q", got, want)
 	}
 }
 

@@ -81,16 +81,16 @@ func (r *Reader) breakdown(path string) (*event.MemoryBreakdown, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Breakdown(st, r.Memory.V1, func(name string) (uint64, bool) {
+	return breakdownOf(st, r.Memory.V1, func(name string) (uint64, bool) {
 		v, err := kernfile.ReadUint(filepath.Join(r.Memory.Dir(path), name))
 		return v, err == nil
 	}), nil
 }
 
-// Breakdown turns a memory.stat into a breakdown. v1's counters of the
+// breakdownOf turns a memory.stat into a breakdown. v1's counters of the
 // cgroup and its children are the total_ ones, and its kernel memory is
 // in other files (memory.kmem.*), which extra reads.
-func Breakdown(st cgroup.Stat, v1 bool, extra func(name string) (uint64, bool)) *event.MemoryBreakdown {
+func breakdownOf(st cgroup.Stat, v1 bool, extra func(name string) (uint64, bool)) *event.MemoryBreakdown {
 	ptr := func(v uint64, ok bool) *uint64 {
 		if !ok {
 			return nil
@@ -127,19 +127,19 @@ func Breakdown(st cgroup.Stat, v1 bool, extra func(name string) (uint64, bool)) 
 	return b
 }
 
-// MaxTasksRead bounds what one kill reads of its domain's processes: each
+// maxTasksRead bounds what one kill reads of its domain's processes: each
 // is a few files of /proc, on the pipeline's one goroutine.
-const MaxTasksRead = 4096
+const maxTasksRead = 4096
 
 // topTasks lists the cgroup's processes with the most memory (resident and
-// swapped), and counts them (at most MaxTasksRead, from at most
+// swapped), and counts them (at most maxTasksRead, from at most
 // cgroup.MaxCgroupsWalked cgroups). "/" is every process of the host.
 func (r *Reader) topTasks(path string) ([]event.TaskMemory, int) {
 	var pids []uint32
 	if path == "/" {
 		pids = allPIDs(r.Procfs)
 	} else {
-		pids, _ = r.Memory.Procs(path, MaxTasksRead)
+		pids, _ = r.Memory.Procs(path, maxTasksRead)
 	}
 	tasks := make([]event.TaskMemory, 0, len(pids))
 	for _, pid := range pids {

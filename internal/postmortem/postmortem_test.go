@@ -25,18 +25,18 @@ func statFile(t *testing.T, name string) cgroup.Stat {
 // root memory.stat: v1 counts the children in total_ counters, and its
 // kernel memory is in memory.kmem.*.
 func TestBreakdown(t *testing.T) {
-	b := Breakdown(statFile(t, "v2-memory.stat"), false, nil)
+	b := breakdownOf(statFile(t, "v2-memory.stat"), false, nil)
 	if b.Anon != 66584576 || b.File != 1482752 || b.Shmem != 1048576 || b.Kernel == nil || *b.Kernel != 1232896 ||
 		b.Slab == nil || *b.Slab != 950272 || b.Sock == nil || *b.Sock != 4096 || b.Source != "memory.stat" {
 		t.Errorf("v2: %s", b)
 	}
 	st := statFile(t, "v2-memory.stat")
 	delete(st, "kernel") // before 5.18: the parts
-	if b := Breakdown(st, false, nil); b.Kernel == nil || *b.Kernel != 81920+200704+950272 {
+	if b := breakdownOf(st, false, nil); b.Kernel == nil || *b.Kernel != 81920+200704+950272 {
 		t.Errorf("v2 without kernel: %s", b)
 	}
 	kmem := map[string]uint64{"memory.kmem.usage_in_bytes": 123 << 12}
-	b = Breakdown(statFile(t, "v1-memory.stat"), true, func(name string) (uint64, bool) { v, ok := kmem[name]; return v, ok })
+	b = breakdownOf(statFile(t, "v1-memory.stat"), true, func(name string) (uint64, bool) { v, ok := kmem[name]; return v, ok })
 	st = statFile(t, "v1-memory.stat")
 	if b.Anon != st["total_rss"] || b.File != st["total_cache"] || b.Shmem != st["total_shmem"] || b.Anon == st["rss"] ||
 		b.Kernel == nil || *b.Kernel != 123<<12 || b.Sock != nil || b.Slab != nil || b.Source != "memory.stat (total_*), memory.kmem.usage_in_bytes" {
