@@ -13,12 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oomtrace/oomtrace/internal/harness/testenv"
-
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/oomtrace/oomtrace/internal/harness/benchinfo"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 )
 
 // benchEnv turns on TestBenchHotPath: `make bench` sets it.

@@ -7,10 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oomtrace/oomtrace/internal/harness/testenv"
-
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 )
 
 // requireGuest skips unless this is the throwaway test kernel booted by

@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oomtrace/oomtrace/internal/harness/testenv"
-
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 )
 
 // ringWriter writes records into a real ring buffer through a socket

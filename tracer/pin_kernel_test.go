@@ -9,12 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oomtrace/oomtrace/internal/harness/testenv"
-
 	"github.com/cilium/ebpf"
 
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 )
 
 // killOne OOM-kills one process in cg and returns its pid.

@@ -8,10 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oomtrace/oomtrace/internal/harness/testenv"
-
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 )
 
 // expectRefusalHookEnv names the exact refusal hook the tracer must choose

@@ -4,11 +4,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oomtrace/oomtrace/internal/harness/testenv"
-
 	"github.com/cilium/ebpf"
 
 	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 )
 
 // TestRefusalWindowBounded: a refusal from each of many new processes (one

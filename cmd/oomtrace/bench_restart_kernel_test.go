@@ -11,11 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oomtrace/oomtrace/internal/harness/testenv"
-
 	"github.com/oomtrace/oomtrace/internal/harness/benchinfo"
 	"github.com/oomtrace/oomtrace/internal/harness/critest"
 	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 )
 
 // rssBreakdown splits a process's resident memory as smaps does: its

@@ -6,10 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oomtrace/oomtrace/internal/harness/testenv"
-
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/internal/harness/critest"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 )
 
 // TestContainerdEndToEnd runs the binary against a real containerd: kills in

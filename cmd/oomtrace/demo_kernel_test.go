@@ -8,10 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/oomtrace/oomtrace/internal/harness/testenv"
-
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 )
 
 // TestDemo runs oomtrace demo as a new user would: it exits 0 after

@@ -11,9 +11,8 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/oomtrace/oomtrace/internal/harness/testenv"
-
 	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 )
 
 const runMainEnv = "OOMTRACE_TEST_RUN_MAIN"

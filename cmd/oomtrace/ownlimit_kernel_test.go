@@ -11,11 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oomtrace/oomtrace/internal/harness/testenv"
-
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/internal/harness/critest"
 	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 )
 
 // TestOwnMemoryLimit: oomtrace in a memory cgroup of its own with a small

@@ -3,10 +3,9 @@ package cgroup_test
 import (
 	"testing"
 
-	"github.com/oomtrace/oomtrace/internal/harness/testenv"
-
 	"github.com/oomtrace/oomtrace/internal/cgroup"
 	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 )
 
 // TestPopulatedThisHost: a real memory cgroup with a process in a child of

@@ -11,10 +11,9 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/oomtrace/oomtrace/internal/harness/testenv"
-
 	"github.com/oomtrace/oomtrace/internal/cgroup"
 	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 )
 
 // The namespace probe: a process that joins a cgroup, unshares its cgroup

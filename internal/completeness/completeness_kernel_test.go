@@ -3,10 +3,9 @@ package completeness_test
 import (
 	"testing"
 
-	"github.com/oomtrace/oomtrace/internal/harness/testenv"
-
 	"github.com/oomtrace/oomtrace/internal/completeness"
 	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 )
 
 // TestKillWithoutHooks: a real kill while nothing watches is unobserved.

@@ -4,9 +4,8 @@ import (
 	"os"
 	"testing"
 
-	"github.com/oomtrace/oomtrace/internal/harness/testenv"
-
 	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 )
 
 func TestMain(m *testing.M) {

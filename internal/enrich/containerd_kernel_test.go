@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oomtrace/oomtrace/internal/harness/testenv"
-
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/oomtrace/oomtrace/event"
@@ -17,6 +15,7 @@ import (
 	"github.com/oomtrace/oomtrace/internal/correlate"
 	"github.com/oomtrace/oomtrace/internal/cri"
 	"github.com/oomtrace/oomtrace/internal/harness/critest"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 	"github.com/oomtrace/oomtrace/tracer"
 )
 

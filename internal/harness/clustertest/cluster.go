@@ -23,8 +23,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oomtrace/oomtrace/internal/harness/testenv"
-
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -35,6 +33,7 @@ import (
 
 	"github.com/oomtrace/oomtrace/internal/harness/critest"
 	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 )
 
 // The cluster's addresses, all inside the test's network namespace.

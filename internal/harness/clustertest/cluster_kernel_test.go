@@ -11,13 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oomtrace/oomtrace/internal/harness/testenv"
-
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/exporter/kubeevents"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 	"github.com/oomtrace/oomtrace/internal/kernfile"
 	"github.com/oomtrace/oomtrace/internal/kube/clusterview"
 	"github.com/oomtrace/oomtrace/internal/kube/evictionmsg"

@@ -5,10 +5,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oomtrace/oomtrace/internal/harness/testenv"
-
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 )
 
 // TestHarnessRunsPods: the cluster alone (no image needed) runs a pod the

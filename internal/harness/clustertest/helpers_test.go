@@ -7,14 +7,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oomtrace/oomtrace/internal/harness/testenv"
-
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/oomtrace/oomtrace/internal/harness/critest"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 	"github.com/oomtrace/oomtrace/internal/kernfile"
 )
 

@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -22,6 +21,7 @@ import (
 	"time"
 
 	"github.com/oomtrace/oomtrace/internal/kernfile"
+	"github.com/oomtrace/oomtrace/internal/memhog"
 
 	"github.com/oomtrace/oomtrace/internal/cgroup"
 )
@@ -94,54 +94,24 @@ func create(t testing.TB, parent *Cgroup, name string, limit int64) *Cgroup {
 		}
 		base = Cgroup{H: h, Path: h.Self, Dir: filepath.Join(h.Root, h.Self)}
 	}
-	if !base.H.V1 {
-		enableMemoryController(t, base.Dir)
-	}
 	cg := &Cgroup{H: base.H, Path: filepath.Join(base.Path, name), Dir: filepath.Join(base.Dir, name)}
-	if err := os.Mkdir(cg.Dir, 0o755); err != nil {
-		t.Fatalf("create cgroup: %v", err)
+	if err := cg.memory().Create(cg.Path, limit); err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() { cg.remove(t) })
-	if limit > 0 {
-		cg.SetLimit(t, limit)
-	}
-	if base.H.V1 {
-		// Without swap accounting limits memsw is absent; with it, keep
-		// the kill a pure memory-limit kill.
-		cg.write(t, "memory.swappiness", "0", true)
-	} else {
-		cg.write(t, "memory.swap.max", "0", true)
-	}
 	return cg
-}
-
-func enableMemoryController(t testing.TB, dir string) {
-	data, err := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
-	if err == nil && slices.Contains(strings.Fields(string(data)), "memory") {
-		return
-	}
-	if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+memory"), 0); err != nil {
-		t.Fatalf("enable the memory controller below %s: %v", dir, err)
-	}
 }
 
 // SetLimit sets the memory limit in bytes.
 func (c *Cgroup) SetLimit(t testing.TB, limit int64) {
 	t.Helper()
-	file := "memory.max"
-	if c.H.V1 {
-		file = "memory.limit_in_bytes"
+	if err := c.memory().SetLimit(c.Path, limit); err != nil {
+		t.Fatal(err)
 	}
-	c.write(t, file, strconv.FormatInt(limit, 10), false)
 }
 
-func (c *Cgroup) write(t testing.TB, file, value string, optional bool) {
-	t.Helper()
-	err := os.WriteFile(filepath.Join(c.Dir, file), []byte(value), 0)
-	if err != nil && !(optional && errors.Is(err, os.ErrNotExist)) {
-		t.Fatalf("write %s=%s: %v", file, value, err)
-	}
-}
+// memory is the hierarchy the cgroup is in.
+func (c *Cgroup) memory() cgroup.Memory { return cgroup.Memory{Root: c.H.Root, V1: c.H.V1} }
 
 // ID is the cgroup id: the inode of its directory.
 func (c *Cgroup) ID(t testing.TB) uint64 {
@@ -192,27 +162,9 @@ func (c *Cgroup) OOMKills(t testing.TB) uint64 {
 func (c *Cgroup) Remove(t testing.TB) { c.remove(t) }
 
 func (c *Cgroup) remove(t testing.TB) {
-	// Processes still in it (a failed test) are killed first: the cgroup
-	// is ours, and so are they.
-	for i := 0; i < 50; i++ {
-		data, _ := os.ReadFile(filepath.Join(c.Dir, "cgroup.procs"))
-		pids := strings.Fields(string(data))
-		for _, p := range pids {
-			if pid, err := strconv.Atoi(p); err == nil {
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-		err := os.Remove(c.Dir)
-		if err == nil || errors.Is(err, os.ErrNotExist) {
-			return
-		}
-		if !errors.Is(err, syscall.EBUSY) {
-			t.Errorf("remove cgroup %s: %v", c.Dir, err)
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := c.memory().Remove(c.Path); err != nil {
+		t.Error(err)
 	}
-	t.Errorf("remove cgroup %s: still busy", c.Dir)
 }
 
 // Hog environment: a test binary started with these runs Hog instead of tests.
@@ -245,8 +197,8 @@ func MaybeRunHog() {
 	if os.Getenv(hogEnvUnderInit) == "1" {
 		runInit(procs)
 	}
-	if err := os.WriteFile(procs, []byte("0"), 0); err != nil {
-		fmt.Fprintf(os.Stderr, "hog: join cgroup: %v\n", err)
+	if err := memhog.Join(procs); err != nil {
+		fmt.Fprintf(os.Stderr, "hog: %v\n", err)
 		os.Exit(3)
 	}
 	if adj := os.Getenv(hogEnvAdj); adj != "" {
@@ -267,7 +219,7 @@ func MaybeRunHog() {
 	if os.Getenv(hogEnvIdle) == "1" {
 		// Hold a little memory and wait to be killed by another's OOM.
 		n, _ := strconv.Atoi(os.Getenv(hogEnvBytes))
-		keep := touch(n)
+		keep := memhog.Touch(n)
 		for {
 			time.Sleep(time.Hour)
 			_ = keep[0]
@@ -277,7 +229,7 @@ func MaybeRunHog() {
 	if ms, _ := strconv.Atoi(os.Getenv(hogEnvHoldMs)); ms > 0 {
 		time.Sleep(time.Duration(ms) * time.Millisecond)
 	}
-	keep := touch(n)
+	keep := memhog.Touch(n)
 	// Still alive: the limit was not reached.
 	fmt.Fprintf(os.Stderr, "hog: allocated %d bytes without being killed (%d)\n", n, keep[0])
 	os.Exit(4)
@@ -311,32 +263,6 @@ func runInit(procs string) {
 	for { // not select{}: the runtime would call that a deadlock and exit
 		time.Sleep(time.Hour)
 	}
-}
-
-var sink [][]byte
-
-// touch allocates n bytes in 16 MiB chunks and writes every page: one huge
-// allocation could be refused outright (commit accounting) instead of being
-// charged page by page until the OOM killer acts.
-func touch(n int) []byte {
-	const chunk = 16 << 20
-	var first []byte
-	for n > 0 {
-		size := min(n, chunk)
-		b := make([]byte, size)
-		for i := 0; i < len(b); i += 4096 {
-			b[i] = 1
-		}
-		sink = append(sink, b)
-		if first == nil {
-			first = b
-		}
-		n -= size
-	}
-	if first == nil {
-		first = []byte{0}
-	}
-	return first
 }
 
 // HogOptions describe one memory hog.
