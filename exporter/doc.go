@@ -1,6 +1,7 @@
-// Package exporter takes events out of the process. Every output has one
-// method, Write, over the closed set of event types (the pipeline's Sink):
-// JSON lines or text on a stream, and Metrics, the Prometheus counters of
-// every event. Status reports oomtrace's own state at scrape time, and
-// Handler serves both over HTTP.
+// Package exporter counts events for Prometheus and serves oomtrace's
+// metrics: Metrics, the counters of every event, is an output like the
+// others (one method, Write, over the closed set of event types: the
+// pipeline's Sink); Status reports oomtrace's own state at scrape time,
+// and Handler serves both over HTTP. The lines on stdout are
+// exporter/stream's, the Events on pods exporter/kubeevents'.
 package exporter

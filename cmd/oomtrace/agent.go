@@ -126,8 +126,8 @@ func (d *agent) trace(ctx context.Context, ready *atomic.Bool) error {
 		"decision_hook", none(hooks.Decision), "victim_hook", hooks.Victim, "signal_hook", none(hooks.Signal),
 		"refusal_hook", none(hooks.RefusalExact), "refusal_syscalls", len(hooks.RefusalSyscalls))
 	err := d.tracer.Run(ctx, tracer.Handlers{
-		OOMKill:       func(ev event.OOMKill) { d.pipe.Write(ev) },
-		CommitRefusal: func(ev event.CommitRefusal) { d.pipe.Write(ev) },
+		OOMKill:       d.pipe.OOMKill,
+		CommitRefusal: d.pipe.CommitRefusal,
 		// Signals to pods' processes are kept for their evictions; they
 		// are not written out. Recording one never waits.
 		TaskSignal:  d.pipe.Signal,

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/exporter"
+	"github.com/oomtrace/oomtrace/exporter/stream"
 	"github.com/oomtrace/oomtrace/internal/cgroup"
 	"github.com/oomtrace/oomtrace/internal/memhog"
 )
@@ -249,7 +249,7 @@ func showKill(stdout io.Writer, kills <-chan demoKill, pid uint32) error {
 				continue
 			}
 			fmt.Fprintf(stdout, "oomtrace reported the kill, as the JSON line it writes:\n%s\nand as text (--output text):\n", k.line)
-			exporter.NewText(stdout).Write(k.ev)
+			stream.NewText(stdout).Write(k.ev)
 			fmt.Fprintf(stdout, "\nOn a cgroup v2 host the same by hand: %s (while make run shows the event)\n", demoManual)
 			return nil
 		case <-timeout:

@@ -24,6 +24,7 @@ import (
 
 	"github.com/oomtrace/oomtrace/exporter"
 	"github.com/oomtrace/oomtrace/exporter/kubeevents"
+	"github.com/oomtrace/oomtrace/exporter/stream"
 	"github.com/oomtrace/oomtrace/internal/cri"
 	"github.com/oomtrace/oomtrace/internal/kube/kubeapi"
 	"github.com/oomtrace/oomtrace/internal/nodememory"
@@ -212,9 +213,9 @@ func verifierLog() io.Writer {
 // eventWriter is the output of --output (validated already).
 func eventWriter(format string, stdout io.Writer) pipeline.Sink {
 	if format == "text" {
-		return exporter.NewText(stdout)
+		return stream.NewText(stdout)
 	}
-	return exporter.NewJSON(stdout)
+	return stream.NewJSON(stdout)
 }
 
 // serveMetrics serves /metrics, /healthz and /readyz on listener, with the

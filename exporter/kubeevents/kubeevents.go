@@ -19,7 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/oomtrace/oomtrace/event"
-	"github.com/oomtrace/oomtrace/exporter"
+	"github.com/oomtrace/oomtrace/exporter/stream"
 )
 
 // Reasons of the Events.
@@ -324,7 +324,7 @@ func Describe(k event.OOMKill) (reason, note string) {
 	}
 	fmt.Fprintf(&b, " was OOM-killed in %s at %s", container, limitHit(k))
 	if v.RSS != nil {
-		fmt.Fprintf(&b, "; it held %s (anon %s, file %s, shmem %s)", exporter.Bytes(v.RSS.Anon+v.RSS.File+v.RSS.Shmem), exporter.Bytes(v.RSS.Anon), exporter.Bytes(v.RSS.File), exporter.Bytes(v.RSS.Shmem))
+		fmt.Fprintf(&b, "; it held %s (anon %s, file %s, shmem %s)", stream.Bytes(v.RSS.Anon+v.RSS.File+v.RSS.Shmem), stream.Bytes(v.RSS.Anon), stream.Bytes(v.RSS.File), stream.Bytes(v.RSS.Shmem))
 	}
 	switch {
 	case k.ContainerSurvived != nil && *k.ContainerSurvived:
@@ -384,7 +384,7 @@ func limitHit(k event.OOMKill) string {
 		}
 	}
 	if d.LimitBytes > 0 {
-		what += " of " + exporter.Bytes(d.LimitBytes)
+		what += " of " + stream.Bytes(d.LimitBytes)
 	}
 	return what
 }

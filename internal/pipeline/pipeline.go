@@ -102,6 +102,12 @@ func New(ctx context.Context, o Options) *Pipeline {
 // drops the event and counts it).
 func (p *Pipeline) Write(ev event.Event) error { return p.inbox.Write(ev) }
 
+// OOMKill queues a kill from the tracer; it never blocks.
+func (p *Pipeline) OOMKill(ev event.OOMKill) { p.inbox.Write(ev) }
+
+// CommitRefusal queues a refusal from the tracer; it never blocks.
+func (p *Pipeline) CommitRefusal(ev event.CommitRefusal) { p.inbox.Write(ev) }
+
 // Signal remembers a SIGTERM or SIGKILL to a pod's process for the pod's
 // eviction; it never waits (safe in the ring buffer reader).
 func (p *Pipeline) Signal(ev event.TaskSignal) { p.stage.correlator.Signal(ev) }

@@ -1,4 +1,7 @@
-package exporter
+// Package stream writes events as lines on a stream: one JSON object per
+// line, or one readable line of text; and says sizes the way every output
+// does (Bytes).
+package stream
 
 import (
 	"bufio"
