@@ -107,11 +107,14 @@ fuzz: ## Run every fuzz target for FUZZTIME each.
 	done
 
 .PHONY: bench
-# BENCH_KILLS: the OOM burst sizes.
+# BENCH_KILLS: the OOM burst sizes. BENCH_RUN: which benchmarks
+# (TestBenchPerKill alone: the per-kill cost beside bpftrace; set
+# OOMTRACE_BENCH_PROFILE=FILE for the daemon's CPU profile of it).
 BENCH_KILLS ?= 1000,10000
+BENCH_RUN ?= ^TestBench
 bench: ## Hot-path cost vs an empty program and bpftrace; OOM bursts: losses, latency, footprint (root; installs bpftrace).
 	@command -v bpftrace >/dev/null || { apt-get update -qq && apt-get install -y -qq bpftrace >/dev/null; }
-	@$(SUDO) env OOMTRACE_BENCH=1 OOMTRACE_BENCH_KILLS=$(BENCH_KILLS) $(GO) test -count=1 -timeout 3h -p 1 -run '^TestBench' -v ./tracer ./cmd/oomtrace | grep -v -e '^=== RUN' -e 'round [0-9]*:'
+	@$(SUDO) env OOMTRACE_BENCH=1 OOMTRACE_BENCH_KILLS=$(BENCH_KILLS) $(GO) test -count=1 -timeout 3h -p 1 -run '$(BENCH_RUN)' -v ./tracer ./cmd/oomtrace | grep -v -e '^=== RUN' -e 'round [0-9]*:'
 
 .PHONY: generate
 generate: ## Rebuild the BPF objects and their Go bindings (needs clang, llvm, libbpf-dev).

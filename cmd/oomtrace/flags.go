@@ -48,6 +48,7 @@ type options struct {
 	metricsPath    string
 	webConfig      string
 	memoryLimit    int64
+	cpuProfile     string
 	retention      time.Duration
 	procfs         string
 	queueSize      int
@@ -126,6 +127,7 @@ func defineFlags(fs *flag.FlagSet, o *options) {
 	fs.BoolVar(&o.pmMemoryStat, "postmortem.memory-stat", true, "with every kill, the OOM domain's memory by kind")
 	fs.IntVar(&o.pmTopTasks, "postmortem.top-tasks", postmortem.DefaultTopTasks, "with every kill, this many of the OOM domain's largest processes; 0: none")
 	fs.DurationVar(&o.corrWindow, "correlation.window", correlate.DefaultWindow, "a kernel OOM kill and a kubelet eviction of one pod this close are linked")
+	fs.StringVar(&o.cpuProfile, "debug.cpu-profile", "", "write a Go CPU profile of the whole run to this file (for make bench); empty: none")
 	fs.Int64Var(&o.memoryLimit, "memory.limit", 0, "oomtrace's container memory limit in bytes, the Go heap kept below 90% of it; 0: none")
 	fs.DurationVar(&o.retention, "metrics.retention", time.Hour, "drop the series of a pod or container that has not moved for this long; 0 keeps them forever")
 }

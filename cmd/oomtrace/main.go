@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -75,11 +76,35 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "oomtrace: %v\n", err)
 		return 2
 	}
+	if opts.cpuProfile != "" {
+		stop, err := startCPUProfile(opts.cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "oomtrace: --debug.cpu-profile: %v\n", err)
+			return 2
+		}
+		defer stop()
+	}
 	if err := serve(opts, kubelet, log, stdout); err != nil {
 		fmt.Fprintf(stderr, "oomtrace: %v\n", err)
 		return 1
 	}
 	return 0
+}
+
+// startCPUProfile profiles the run into path until the returned stop.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 // heapLimit is the soft limit of the Go heap for a container limit of
