@@ -94,7 +94,9 @@ func TestBenchPerKill(t *testing.T) {
 	bt.stop()
 	d.stop(t)
 
-	perKill := func(a, b time.Duration) time.Duration { return ((b - a) / time.Duration(len(pids))).Round(time.Microsecond) }
+	perKill := func(a, b time.Duration) time.Duration {
+		return ((b - a) / time.Duration(len(pids))).Round(time.Microsecond)
+	}
 	pd, pb := perKill(cpuD0, cpuD1), perKill(cpuB0, cpuB1)
 	qd, qb := percentiles(daemonLat), percentiles(bpftraceLat)
 	var b strings.Builder
