@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"math/rand/v2"
+	"reflect"
 	"testing"
 	"time"
 	"unsafe"
@@ -338,4 +340,46 @@ func TestDecodeGroupKill(t *testing.T) {
 	if ev, _, _ := testDecoder.DecodeOOMKill(encode(t, fixture())); ev.OOM.Group != nil {
 		t.Errorf("single kill has group %+v", ev.OOM.Group)
 	}
+}
+
+// TestDecodeRecordIsBinaryDecode: the copy that decodes records gives what
+// encoding/binary's field-by-field decoding gives, for every raw record
+// type, on random bytes: the generated structs' layout is the C one.
+func TestDecodeRecordIsBinaryDecode(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 200 {
+		checkDecodeRecord[rawOOMEvent](t, rng)
+		checkDecodeRecord[rawSignalEvent](t, rng)
+		checkDecodeRecord[rawRefusal](t, rng)
+	}
+}
+
+func checkDecodeRecord[T rawOOMEvent | rawSignalEvent | rawRefusal](t *testing.T, rng *rand.Rand) {
+	t.Helper()
+	var want, got T
+	record := make([]byte, unsafe.Sizeof(want)+8) // a tail is ignored
+	for i := range record {
+		record[i] = byte(rng.Uint32())
+	}
+	if _, err := binary.Decode(record[:unsafe.Sizeof(want)], binary.NativeEndian, &want); err != nil {
+		t.Fatal(err)
+	}
+	decodeRecord(&got, record)
+	// Padding is skipped by binary.Decode and copied by decodeRecord:
+	// compare what both see, the fields.
+	if !reflect.DeepEqual(fieldsOf(want), fieldsOf(got)) {
+		t.Fatalf("%T: decodeRecord %+v, binary.Decode %+v", want, got, want)
+	}
+}
+
+// fieldsOf is v's named fields (blank padding left out).
+func fieldsOf(v any) []any {
+	rv := reflect.ValueOf(v)
+	var out []any
+	for i := range rv.NumField() {
+		if rv.Type().Field(i).Name != "_" {
+			out = append(out, rv.Field(i).Interface())
+		}
+	}
+	return out
 }

@@ -3,7 +3,6 @@ package tracer
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 
@@ -35,7 +34,7 @@ func newProcfs(root string) procfs {
 func (p procfs) completeFromProcfs(ev *event.OOMKill) {
 	v := &ev.Victim
 	if v.NSPID == nil {
-		if data, err := os.ReadFile(fmt.Sprintf("%s/%d/status", p.root, v.TGID)); err == nil {
+		if data, err := kernfile.ReadFile(fmt.Sprintf("%s/%d/status", p.root, v.TGID)); err == nil {
 			if nsPID, level, ok := parseNSpid(data); ok && alive(p.root, v.TGID) {
 				init := nsPID == 1 && level > 0
 				v.NSPID, v.Init = &nsPID, &init
@@ -43,7 +42,7 @@ func (p procfs) completeFromProcfs(ev *event.OOMKill) {
 		}
 	}
 	if v.ParentMemcgID == 0 {
-		if data, err := os.ReadFile(fmt.Sprintf("%s/%d/stat", p.root, v.TGID)); err == nil {
+		if data, err := kernfile.ReadFile(fmt.Sprintf("%s/%d/stat", p.root, v.TGID)); err == nil {
 			if ppid, ok := parsePPID(data); ok {
 				if cg := p.memcgOfPID(ppid); cg != nil {
 					v.ParentMemcgID = cg.ID
@@ -94,7 +93,7 @@ func parseNSpid(status []byte) (nsPID uint32, level int, ok bool) {
 // memcgOfPID reads a live task's memory cgroup from procfs; nil when the
 // task is gone (an exited task reads as being in the root cgroup).
 func (p procfs) memcgOfPID(pid uint32) *event.Cgroup {
-	data, err := os.ReadFile(fmt.Sprintf("%s/%d/cgroup", p.root, pid))
+	data, err := kernfile.ReadFile(fmt.Sprintf("%s/%d/cgroup", p.root, pid))
 	if err != nil {
 		return nil
 	}
@@ -123,7 +122,7 @@ func (p procfs) memcgOfPID(pid uint32) *event.Cgroup {
 // then reads as being in the root cgroup; so this must be checked after the
 // cgroup file was read.
 func alive(procRoot string, pid uint32) bool {
-	data, err := os.ReadFile(fmt.Sprintf("%s/%d/stat", procRoot, pid))
+	data, err := kernfile.ReadFile(fmt.Sprintf("%s/%d/stat", procRoot, pid))
 	if err != nil {
 		return false
 	}

@@ -29,9 +29,7 @@ func (d *refusalDecoder) decodeRaw(record []byte) (rawRefusal, error) {
 	if len(record) < RefusalEventSize {
 		return raw, fmt.Errorf("refusal event: %w: %d of %d bytes", ErrShortRecord, len(record), RefusalEventSize)
 	}
-	if _, err := binary.Decode(record[:RefusalEventSize], binary.NativeEndian, &raw); err != nil {
-		return raw, fmt.Errorf("refusal event: %w", err)
-	}
+	decodeRecord(&raw, record)
 	if raw.Type != uint32(oomtraceEventTypeEVENT_COMMIT_REFUSAL) {
 		return raw, fmt.Errorf("refusal event: unexpected type %d", raw.Type)
 	}

@@ -305,7 +305,7 @@ func (m Memory) ID(path string) (uint64, bool) {
 
 // Stat reads the cgroup's memory.stat.
 func (m Memory) Stat(path string) (Stat, error) {
-	data, err := os.ReadFile(filepath.Join(m.Dir(path), "memory.stat"))
+	data, err := kernfile.ReadFile(filepath.Join(m.Dir(path), "memory.stat"))
 	if err != nil {
 		return nil, err
 	}
@@ -329,7 +329,7 @@ func (m Memory) Limit(path string) (uint64, bool) {
 	if m.V1 {
 		name = "memory.limit_in_bytes"
 	}
-	b, err := os.ReadFile(filepath.Join(m.Dir(path), name))
+	b, err := kernfile.ReadFile(filepath.Join(m.Dir(path), name))
 	if err != nil {
 		return 0, false
 	}
@@ -350,7 +350,7 @@ func (m Memory) Limit(path string) (uint64, bool) {
 func (m Memory) Populated(path string) (bool, error) {
 	dir := m.Dir(path)
 	if !m.V1 {
-		data, err := os.ReadFile(filepath.Join(dir, "cgroup.events"))
+		data, err := kernfile.ReadFile(filepath.Join(dir, "cgroup.events"))
 		if errors.Is(err, os.ErrNotExist) {
 			return false, nil
 		}
@@ -374,41 +374,38 @@ const MaxCgroupsWalked = 4096
 
 // Procs lists the processes in the cgroup and below it, each once, at most
 // max of them (max <= 0: all) from at most MaxCgroupsWalked cgroups, the
-// cgroup's own first.
+// cgroup's own first, then its descendants depth first in directory order.
+// A cgroup removed meanwhile is skipped.
 func (m Memory) Procs(path string, max int) ([]uint32, error) {
 	seen := map[uint32]bool{}
 	var pids []uint32
-	walked := 0
-	err := filepath.WalkDir(m.Dir(path), func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				return nil
-			}
-			return err
+	stack := []string{m.Dir(path)}
+	for walked := 0; len(stack) > 0; walked++ {
+		if walked >= MaxCgroupsWalked || (max > 0 && len(pids) >= max) {
+			break
 		}
-		if !d.IsDir() {
-			return nil
+		dir := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		data, err := kernfile.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return pids, err
 		}
-		if walked++; walked > MaxCgroupsWalked || (max > 0 && len(pids) >= max) {
-			return filepath.SkipAll
-		}
-		data, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				return nil
-			}
-			return err
-		}
-		for _, f := range strings.Fields(string(data)) {
+		for f := range strings.FieldsSeq(string(data)) {
 			n, err := strconv.ParseUint(f, 10, 32)
 			if err == nil && !seen[uint32(n)] && (max <= 0 || len(pids) < max) {
 				seen[uint32(n)] = true
 				pids = append(pids, uint32(n))
 			}
 		}
-		return nil
-	})
-	return pids, err
+		children, err := kernfile.Subdirs(dir)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return pids, err
+		}
+		for i := len(children) - 1; i >= 0; i-- {
+			stack = append(stack, filepath.Join(dir, children[i]))
+		}
+	}
+	return pids, nil
 }
 
 // Stat is a memory.stat file: counter name to value.

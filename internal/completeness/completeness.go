@@ -5,7 +5,6 @@ package completeness
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 
@@ -15,7 +14,7 @@ import (
 // ReadKernelKills reads how many tasks the kernel's OOM killer has killed
 // since boot.
 func ReadKernelKills(procfs string) (uint64, error) {
-	data, err := os.ReadFile(filepath.Join(procfs, "vmstat"))
+	data, err := kernfile.ReadFile(filepath.Join(procfs, "vmstat"))
 	if err != nil {
 		return 0, err
 	}

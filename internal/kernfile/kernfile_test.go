@@ -1,8 +1,10 @@
 package kernfile
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -93,4 +95,40 @@ func TestStatusFields(t *testing.T) {
 			t.Errorf("StatusBytes(%q) = %d, want refused", in, n)
 		}
 	}
+}
+
+// TestSubdirs: the directories of a real directory, not its files, "."
+// or "..".
+func TestSubdirs(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{"a", "pod 1", "c"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Subdirs(dir)
+	slices.Sort(got)
+	if err != nil || !slices.Equal(got, []string{"a", "c", "pod 1"}) {
+		t.Errorf("Subdirs = %q, %v", got, err)
+	}
+	if _, err := Subdirs(filepath.Join(dir, "gone")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a missing directory: %v", err)
+	}
+}
+
+// FuzzAppendDirs: any bytes as getdents records, no panic, and only names
+// of records that fit.
+func FuzzAppendDirs(f *testing.F) {
+	f.Add([]byte{})
+	f.Add(make([]byte, 24))
+	f.Fuzz(func(t *testing.T, buf []byte) {
+		for _, name := range appendDirs(nil, buf) {
+			if len(name) >= len(buf) {
+				t.Fatalf("name %q longer than its record", name)
+			}
+		}
+	})
 }

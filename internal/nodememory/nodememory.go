@@ -142,7 +142,7 @@ func (s Source) workingSet(path string, root bool) (uint64, error) {
 
 // readMemTotal reads MemTotal from meminfo, in bytes.
 func readMemTotal(path string) (uint64, error) {
-	data, err := os.ReadFile(path)
+	data, err := kernfile.ReadFile(path)
 	if err != nil {
 		return 0, err
 	}

@@ -16,8 +16,8 @@ import (
 // SamplerOptions configure a Sampler.
 type SamplerOptions struct {
 	Node string
-	// MaxAge: a Sample younger than this is reused (a burst of events
-	// shares one read of the cgroup files).
+	// MaxAge: a Sample younger than this is reused (events close together
+	// share one read of the cgroup files). 0: DefaultMaxAge.
 	MaxAge time.Duration
 	// History keeps this long of samples for At and Decided.
 	History time.Duration
@@ -34,6 +34,14 @@ type SamplerOptions struct {
 	Soft      Thresholds
 	SoftGrace map[string]time.Duration
 }
+
+// DefaultMaxAge is how old a sample an event may take: the fast
+// interval's, which is how fresh the sampler keeps the signals near their
+// thresholds anyway. A read of the signals is a few cgroup files (about
+// 0.1-0.2 ms of CPU); a crash loop or a group kill makes hundreds of
+// events a second, and they need no read of their own. The kubelet's own
+// signals are 10 s apart.
+const DefaultMaxAge = 100 * time.Millisecond
 
 // Sampler reads the signals on an interval and on demand, remembers them
 // for a while, and reports threshold crossings. Safe for concurrent use.
@@ -57,7 +65,7 @@ type Sampler struct {
 // NewSampler returns a sampler of src against th.
 func NewSampler(src Source, th Thresholds, opts SamplerOptions) *Sampler {
 	if opts.MaxAge == 0 {
-		opts.MaxAge = 10 * time.Millisecond
+		opts.MaxAge = DefaultMaxAge
 	}
 	if opts.History == 0 {
 		opts.History = 10 * time.Minute

@@ -30,6 +30,11 @@ type Reader struct {
 	TopTasks   int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+
+	// The last group kill's post-mortem: every kill of one decision
+	// shares it (Read is called from one goroutine).
+	lastDecision uint64
+	lastGroup    *event.PostMortem
 }
 
 // Open returns a reader of the memory hierarchy found below procfs.
@@ -64,15 +69,40 @@ func (r *Reader) Read(k *event.OOMKill) *event.PostMortem {
 	if r.Now != nil {
 		now = r.Now
 	}
+	// The kills of one memory.oom.group decision come one after another
+	// and their domain is the same: one read serves them all.
+	g := k.OOM.Group
+	if g != nil && r.lastGroup != nil && g.DecisionSeq == r.lastDecision && r.lastGroup.Cgroup == path {
+		shared := *r.lastGroup
+		return &shared
+	}
 	pm := &event.PostMortem{Time: event.Time{Time: now()}, Cgroup: path, TopTasks: []event.TaskMemory{}}
 	if r.MemoryStat {
 		pm.Memory, _ = r.breakdown(path)
 	}
 	if r.TopTasks > 0 {
-		pm.TopTasks, pm.Tasks = r.topTasks(path)
+		pm.TopTasks, pm.Tasks = r.topTasks(path, r.dying(k))
 		pm.TasksSource = "procfs"
 	}
+	if g != nil {
+		r.lastDecision, r.lastGroup = g.DecisionSeq, pm
+	}
 	return pm
+}
+
+// dying are the tasks the kill's decision is killing: the victim, and
+// with memory.oom.group every task of the group's cgroup. Their memory is
+// on its way out, and reading /proc of a task in the middle of its exit
+// costs far more than of any other.
+func (r *Reader) dying(k *event.OOMKill) map[uint32]bool {
+	dying := map[uint32]bool{k.Victim.TGID: true}
+	if g := k.OOM.Group; g != nil && g.Cgroup.Path != "" && !g.Cgroup.PathTruncated {
+		pids, _ := r.Memory.Procs(g.Cgroup.Path, maxTasksRead)
+		for _, pid := range pids {
+			dying[pid] = true
+		}
+	}
+	return dying
 }
 
 // breakdown reads the cgroup's memory by kind.
@@ -133,8 +163,9 @@ const maxTasksRead = 4096
 
 // topTasks lists the cgroup's processes with the most memory (resident and
 // swapped), and counts them (at most maxTasksRead, from at most
-// cgroup.MaxCgroupsWalked cgroups). "/" is every process of the host.
-func (r *Reader) topTasks(path string) ([]event.TaskMemory, int) {
+// cgroup.MaxCgroupsWalked cgroups), those dying left out. "/" is every
+// process of the host.
+func (r *Reader) topTasks(path string, dying map[uint32]bool) ([]event.TaskMemory, int) {
 	var pids []uint32
 	if path == "/" {
 		pids = allPIDs(r.Procfs)
@@ -143,7 +174,10 @@ func (r *Reader) topTasks(path string) ([]event.TaskMemory, int) {
 	}
 	tasks := make([]event.TaskMemory, 0, len(pids))
 	for _, pid := range pids {
-		status, err := os.ReadFile(fmt.Sprintf("%s/%d/status", r.Procfs, pid))
+		if dying[pid] {
+			continue
+		}
+		status, err := kernfile.ReadFile(fmt.Sprintf("%s/%d/status", r.Procfs, pid))
 		if err != nil {
 			continue // exited meanwhile
 		}
@@ -152,7 +186,7 @@ func (r *Reader) topTasks(path string) ([]event.TaskMemory, int) {
 			continue // a kernel thread, or a zombie: no memory
 		}
 		tm.PID = pid
-		if adj, err := os.ReadFile(fmt.Sprintf("%s/%d/oom_score_adj", r.Procfs, pid)); err == nil {
+		if adj, err := kernfile.ReadFile(fmt.Sprintf("%s/%d/oom_score_adj", r.Procfs, pid)); err == nil {
 			if v, err := strconv.ParseInt(strings.TrimSpace(string(adj)), 10, 32); err == nil {
 				tm.OOMScoreAdj = int32(v)
 			}
