@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"runtime"
+	"runtime/debug"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -46,7 +47,8 @@ type StatusOptions struct {
 // Unlike Metrics it is no sink: it is built last, from the parts it reads,
 // and registered beside Metrics.
 type Status struct {
-	opts StatusOptions
+	opts     StatusOptions
+	revision string // the VCS revision built, "unknown" when not recorded
 
 	lostDesc, decodeErrorsDesc, hookDesc, buildDesc, scrapeErrorDesc, droppedDesc, availableDesc, thresholdDesc, unobservedDesc, kubeEventsDesc, limitedDesc *prometheus.Desc
 }
@@ -54,7 +56,8 @@ type Status struct {
 // NewStatus returns the collector of opts.
 func NewStatus(opts StatusOptions) *Status {
 	return &Status{
-		opts: opts,
+		opts:     opts,
+		revision: buildRevision(),
 		limitedDesc: prometheus.NewDesc(namespace+"_task_signals_limited_total",
 			"SIGTERMs and SIGKILLs not recorded because their target cgroup had used its budget of records.", nil, nil),
 		availableDesc: prometheus.NewDesc(namespace+"_node_memory_available_bytes",
@@ -72,8 +75,8 @@ func NewStatus(opts StatusOptions) *Status {
 			"The kernel hook in use for each kind of observation; the value is always 1.",
 			[]string{"event", "hook"}, nil),
 		buildDesc: prometheus.NewDesc(namespace+"_build_info",
-			"A metric with a constant value of 1 labeled by the version of oomtrace and the Go version it was built with.",
-			[]string{"version", "goversion"}, nil),
+			"A metric with a constant value of 1 labeled by the version, revision and architecture of oomtrace and the Go version it was built with.",
+			[]string{"version", "revision", "goversion", "goarch"}, nil),
 		droppedDesc: prometheus.NewDesc(namespace+"_output_dropped_total",
 			"Events not written to the output because its reader was too slow or gone; the metrics still count them.", nil, nil),
 		unobservedDesc: prometheus.NewDesc(namespace+"_oom_kills_unobserved_total",
@@ -117,7 +120,7 @@ func (s *Status) Collect(ch chan<- prometheus.Metric) {
 	for _, h := range s.opts.Hooks {
 		ch <- prometheus.MustNewConstMetric(s.hookDesc, prometheus.GaugeValue, 1, h.Event, h.Hook)
 	}
-	ch <- prometheus.MustNewConstMetric(s.buildDesc, prometheus.GaugeValue, 1, s.opts.Version, runtime.Version())
+	ch <- prometheus.MustNewConstMetric(s.buildDesc, prometheus.GaugeValue, 1, s.opts.Version, s.revision, runtime.Version(), runtime.GOARCH)
 	if s.opts.Stats == nil {
 		return
 	}
@@ -135,4 +138,26 @@ func (s *Status) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(s.unobservedDesc, prometheus.CounterValue, float64(st.OOMKillsUnobserved))
 	}
 	ch <- prometheus.MustNewConstMetric(s.scrapeErrorDesc, prometheus.GaugeValue, up)
+}
+
+// buildRevision is the VCS revision the binary was built from (Go records
+// it when building in a checkout), "-dirty" appended for a modified tree.
+func buildRevision() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	rev, dirty := "unknown", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if dirty && rev != "unknown" {
+		rev += "-dirty"
+	}
+	return rev
 }

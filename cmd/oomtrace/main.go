@@ -66,7 +66,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "oomtrace", version)
 		return 0
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: opts.level}))
+	log := newLogger(opts, stderr)
 	if limit := heapLimit(opts.memoryLimit); limit > 0 {
 		debug.SetMemoryLimit(limit)
 		log.Info("Go heap kept below 90% of the container's memory limit", "limit", opts.memoryLimit, "gomemlimit", limit)
@@ -89,6 +89,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// newLogger is the log of --log.level and --log.format on stderr.
+func newLogger(opts options, stderr io.Writer) *slog.Logger {
+	ho := &slog.HandlerOptions{Level: opts.level}
+	if opts.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(stderr, ho))
+	}
+	return slog.New(slog.NewTextHandler(stderr, ho))
 }
 
 // startCPUProfile profiles the run into path until the returned stop.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"os"
@@ -82,6 +83,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--output.queue", "0"}, 2, "--output.queue must be at least 1"},
 		{[]string{"--ringbuf.bytes", "1000"}, 2, "power of two"},
 		{[]string{"--log.level", "loud"}, 2, "--log.level"},
+		{[]string{"--log.format", "xml"}, 2, "--log.format must be text or json"},
 		{[]string{"extra"}, 2, `unexpected argument "extra"`},
 		{[]string{"--web.telemetry-path", "metrics"}, 2, "must start with /"},
 		{[]string{"--metrics.retention", "-1s"}, 2, "must not be negative"},
@@ -121,6 +123,21 @@ func TestKubeletConfigMissing(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "/nonexistent/config.yaml") {
 		t.Errorf("no warning naming the path: %s", logs.String())
+	}
+}
+
+// TestLogFormatJSON: --log.format json makes every log line one JSON
+// object a shipper can read, with the level and the attributes as keys.
+func TestLogFormatJSON(t *testing.T) {
+	var stderr bytes.Buffer
+	log := newLogger(options{logFormat: "json"}, &stderr)
+	log.Info("oomtrace started", "node", "n1", "hooks", 3)
+	var line map[string]any
+	if err := json.Unmarshal(stderr.Bytes(), &line); err != nil {
+		t.Fatalf("%q: %v", stderr.String(), err)
+	}
+	if line["msg"] != "oomtrace started" || line["level"] != "INFO" || line["node"] != "n1" || line["hooks"] != 3.0 {
+		t.Errorf("log line %v", line)
 	}
 }
 

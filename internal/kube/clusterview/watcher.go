@@ -122,8 +122,10 @@ func New(api API, opts Options) *Watcher {
 func (w *Watcher) Run(ctx context.Context, h Handlers) {
 	w.h = h
 	w.start = w.opts.Now()
-	// client-go logs every failed list through klog: oomtrace says it once.
-	klog.SetLogger(logr.Discard())
+	// client-go logs every failed list (and the API's warnings) through
+	// klog: oomtrace says a failure once, at warn; client-go's own lines
+	// go to its log at debug, for when that is not enough.
+	klog.SetLogger(logr.FromSlogHandler(atDebug{w.opts.Logger.Handler()}))
 
 	node := w.opts.Node
 	pods := w.informer("", "pods", &corev1.Pod{}, "spec.nodeName="+node, slimPod)
@@ -467,3 +469,21 @@ func eventTime(ev *corev1.Event) time.Time {
 	}
 	return ev.CreationTimestamp.Time
 }
+
+// atDebug is a log handler that says everything at debug level.
+type atDebug struct{ slog.Handler }
+
+func (h atDebug) Enabled(ctx context.Context, _ slog.Level) bool {
+	return h.Handler.Enabled(ctx, slog.LevelDebug)
+}
+
+func (h atDebug) Handle(ctx context.Context, r slog.Record) error {
+	r.Level = slog.LevelDebug
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h atDebug) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return atDebug{h.Handler.WithAttrs(attrs)}
+}
+
+func (h atDebug) WithGroup(name string) slog.Handler { return atDebug{h.Handler.WithGroup(name)} }

@@ -1,6 +1,7 @@
 package clusterview
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -535,5 +536,21 @@ func TestWatchesNarrowed(t *testing.T) {
 		if !seen[res] {
 			t.Errorf("no list of %s with field selector %q", res, sel)
 		}
+	}
+}
+
+// TestClientGoLogAtDebug: client-go's own lines (klog) reach oomtrace's log
+// at debug level, whatever level client-go gave them, and not above.
+func TestClientGoLogAtDebug(t *testing.T) {
+	var buf bytes.Buffer
+	h := atDebug{slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})}
+	slog.New(h).Error("Failed to watch", "err", "forbidden")
+	if !strings.Contains(buf.String(), `"level":"DEBUG"`) || !strings.Contains(buf.String(), "Failed to watch") {
+		t.Errorf("client-go's error: %s", buf.String())
+	}
+	buf.Reset()
+	quiet := atDebug{slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})}
+	if quiet.Enabled(context.Background(), slog.LevelError) {
+		t.Error("client-go's lines shown at info level")
 	}
 }
