@@ -87,11 +87,15 @@ type PostMortem struct {
 	// Memory is the domain's memory by kind; null when not read.
 	Memory *MemoryBreakdown `json:"memory_bytes"`
 	// TopTasks are the domain's processes with the most resident memory
-	// (and swap), most first; at most --postmortem.top-tasks of them.
+	// (and swap), most first; at most --postmortem.top-tasks of them. The
+	// tasks the kill's decision is killing (the victim; with
+	// memory.oom.group, the group's) are left out.
 	TopTasks []TaskMemory `json:"top_tasks"`
 	// TasksSource says where TopTasks were read: "procfs".
 	TasksSource string `json:"tasks_source,omitempty"`
-	// Tasks is how many processes the domain had when read.
+	// Tasks is how many processes the domain had when read, besides those
+	// the kill's decision is killing. The kills of one memory.oom.group
+	// decision share one post-mortem.
 	Tasks int `json:"tasks"`
 }
 
