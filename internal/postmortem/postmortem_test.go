@@ -140,3 +140,40 @@ func TestRead(t *testing.T) {
 		t.Errorf("off: %s", pm)
 	}
 }
+
+// TestReadLeavesOutTheDying: the victim is not among the tasks, and a
+// memory.oom.group kill leaves out its whole group; the kills of one
+// decision share the first one's read.
+func TestReadLeavesOutTheDying(t *testing.T) {
+	r := fakeHost(t, false)
+	domain := &event.Domain{Cgroup: &event.Cgroup{Path: "/pod"}}
+	k := event.OOMKill{Victim: event.Victim{Process: event.Process{TGID: 11}}, OOM: event.OOM{Scope: event.ScopeMemcg, Domain: domain}}
+	if pm := r.Read(&k); pm.Tasks != 1 || len(pm.TopTasks) != 1 || pm.TopTasks[0].PID != 10 {
+		t.Errorf("victim 11: tasks %s, want 10 only", pm)
+	}
+	// The group /pod/ctr (process 10) is killed whole for one decision.
+	group := &event.GroupKill{Cgroup: event.Cgroup{Path: "/pod/ctr"}, DecisionSeq: 7, Chosen: true}
+	k = event.OOMKill{Victim: event.Victim{Process: event.Process{TGID: 10}}, OOM: event.OOM{Scope: event.ScopeMemcg, Domain: domain, Group: group}}
+	first := r.Read(&k)
+	if first.Tasks != 1 || first.TopTasks[0].PID != 11 {
+		t.Errorf("group kill: tasks %s, want 11 only", first)
+	}
+	// The next kill of the decision: the same post-mortem, not read again
+	// (the domain's memory.stat changed meanwhile).
+	if err := os.WriteFile(filepath.Join(r.Memory.Root, "pod", "memory.stat"), []byte("anon 1\nfile 1\nshmem 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	member := *group
+	member.Chosen = false
+	k.OOM.Group, k.Victim.TGID = &member, 12
+	if again := r.Read(&k); again.Memory.Anon != first.Memory.Anon || again.Tasks != first.Tasks || again == first {
+		t.Errorf("member of the decision: %s, want a copy of %s", again, first)
+	}
+	// Another decision reads again.
+	other := member
+	other.DecisionSeq = 9
+	k.OOM.Group = &other
+	if pm := r.Read(&k); pm.Memory.Anon != 1 {
+		t.Errorf("another decision: %s, want a new read", pm)
+	}
+}
