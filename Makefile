@@ -39,7 +39,13 @@ demo: ## One OOM kill in a 64 MiB cgroup of its own, and the event oomtrace wrot
 	@$(SUDO) ./$(BIN) demo
 
 .PHONY: test
-test: test-host test-cluster test-kernels test-cluster-v2 ## The whole suite: on this kernel, in a real single-node cluster (cgroup v1), inside stock Debian kernels under qemu, then the cluster suite again on a cgroup v2 node under qemu.
+test: test-host test-rules test-cluster test-kernels test-cluster-v2 ## The whole suite: on this kernel, in a real single-node cluster (cgroup v1), inside stock Debian kernels under qemu, then the cluster suite again on a cgroup v2 node under qemu.
+
+.PHONY: test-rules
+# promtool from the Go module proxy, built once into the module cache.
+PROMTOOL_VERSION ?= v0.316.0
+test-rules: ## Unit-test the shipped alerts with promtool (deploy/monitoring/rules), the first kill in a new container included.
+	@cd deploy/monitoring/rules && $(GO) run github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION) test rules oomtrace.rules.test.yaml
 
 .PHONY: test-host
 # -p 1: the real-kernel tests of different packages would fill each other's

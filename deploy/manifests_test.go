@@ -87,6 +87,8 @@ func decodeFile(t *testing.T, path string) []any {
 			obj = &rbacv1.RoleBinding{}
 		case "monitoring.coreos.com/v1/PodMonitor":
 			obj = &podMonitor{}
+		case "monitoring.coreos.com/v1/PrometheusRule":
+			obj = &prometheusRule{}
 		case "kustomize.config.k8s.io/v1beta1/Kustomization":
 			obj = &kustomization{}
 		default:

@@ -42,6 +42,10 @@ type Metrics struct {
 type series struct {
 	value   float64
 	updated time.Time
+	// created is when the series was born, at its first event: exposed as
+	// the counter's created timestamp, from which Prometheus can know that
+	// a series first seen at 1 went up from 0 (increase() cannot).
+	created time.Time
 }
 
 // NewMetrics returns an empty set of counters.
@@ -177,7 +181,7 @@ func (m *Metrics) commitRefusal(ev event.CommitRefusal) {
 func addTo[K comparable](s map[K]*series, key K, n float64, now time.Time) {
 	v := s[key]
 	if v == nil {
-		v = &series{}
+		v = &series{created: now}
 		s[key] = v
 	}
 	v.value += n
@@ -198,26 +202,31 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	expire(m.oomKills, now, m.opts.Retention)
 	expire(m.refusals, now, m.opts.Retention)
 	for k, v := range m.oomKills {
-		ch <- prometheus.MustNewConstMetric(m.oomKillsDesc, prometheus.CounterValue, v.value, k[:]...)
+		ch <- counter(m.oomKillsDesc, v, k[:])
 	}
 	for k, v := range m.refusals {
-		ch <- prometheus.MustNewConstMetric(m.refusalsDesc, prometheus.CounterValue, v.value, k[:]...)
+		ch <- counter(m.refusalsDesc, v, k[:])
 	}
 	expire(m.deaths, now, m.opts.Retention)
 	for k, v := range m.deaths {
-		ch <- prometheus.MustNewConstMetric(m.deathsDesc, prometheus.CounterValue, v.value, k[:]...)
+		ch <- counter(m.deathsDesc, v, k[:])
 	}
 	// Node-level series are few and bounded: never expired.
 	for k, v := range m.pressure {
-		ch <- prometheus.MustNewConstMetric(m.pressureDesc, prometheus.CounterValue, v.value, k[:]...)
+		ch <- counter(m.pressureDesc, v, k[:])
 	}
 	for k, v := range m.conditions {
-		ch <- prometheus.MustNewConstMetric(m.conditionsDesc, prometheus.CounterValue, v.value, k[:]...)
+		ch <- counter(m.conditionsDesc, v, k[:])
 	}
 	for k, v := range m.kubelet {
-		ch <- prometheus.MustNewConstMetric(m.kubeletDesc, prometheus.CounterValue, v.value, k[:]...)
+		ch <- counter(m.kubeletDesc, v, k[:])
 	}
 	m.mu.Unlock()
+}
+
+// counter is a series as a counter with its created timestamp.
+func counter(d *prometheus.Desc, v *series, labels []string) prometheus.Metric {
+	return prometheus.MustNewConstMetricWithCreatedTimestamp(d, prometheus.CounterValue, v.value, v.created, labels...)
 }
 
 // expireDue drops expired series on writes of per-pod series too, at most

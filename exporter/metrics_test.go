@@ -178,6 +178,47 @@ oomtrace_oom_kills_total{container="redis",domain="container",group="none",init=
 	}
 }
 
+// TestMetricsCreatedTimestamp: a per-pod series carries when it was born
+// (its first event), and one dropped and born again its new birth: the
+// created timestamp from which Prometheus knows a first sample of 1 rose
+// from 0.
+func TestMetricsCreatedTimestamp(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	now := t0
+	m := newTestMetrics(func() time.Time { return now })
+	m.Write(oomKill("shop", "cart-7d9f", "redis", event.DomainContainer))
+	now = now.Add(time.Minute)
+	m.Write(oomKill("shop", "cart-7d9f", "redis", event.DomainContainer))
+	created := func() time.Time {
+		t.Helper()
+		reg := prometheus.NewPedanticRegistry()
+		reg.MustRegister(m)
+		fams, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range fams {
+			if f.GetName() == "oomtrace_oom_kills_total" && len(f.Metric) == 1 {
+				c := f.Metric[0].GetCounter()
+				if c.GetValue() < 1 || c.CreatedTimestamp == nil {
+					t.Fatalf("counter %v", c)
+				}
+				return c.CreatedTimestamp.AsTime()
+			}
+		}
+		t.Fatal("no oomtrace_oom_kills_total")
+		return time.Time{}
+	}
+	if got := created(); !got.Equal(t0) {
+		t.Errorf("created %v, want the first kill's %v", got, t0)
+	}
+	now = now.Add(2 * time.Hour) // past the retention: dropped at the next write
+	m.Write(oomKill("shop", "cart-7d9f", "redis", event.DomainContainer))
+	if got := created(); !got.Equal(now) {
+		t.Errorf("created %v after a new birth, want %v", got, now)
+	}
+}
+
 func TestStatusStatsFailure(t *testing.T) {
 	m := NewStatus(StatusOptions{Stats: func() (PipelineStats, error) { return PipelineStats{}, errors.New("no map") }})
 	want := `# HELP oomtrace_pipeline_stats_up Whether the pipeline counters could be read from the kernel at this scrape (1) or not (0).

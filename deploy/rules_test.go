@@ -1,0 +1,136 @@
+package deploy
+
+import (
+	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/oomtrace/oomtrace/exporter"
+)
+
+// ruleGroups is a Prometheus rules file's content, decoded strictly.
+type ruleGroups struct {
+	Groups []struct {
+		Name  string `json:"name"`
+		Rules []struct {
+			Alert       string            `json:"alert"`
+			Expr        string            `json:"expr"`
+			For         string            `json:"for,omitempty"`
+			Labels      map[string]string `json:"labels"`
+			Annotations map[string]string `json:"annotations"`
+		} `json:"rules"`
+	} `json:"groups"`
+}
+
+// prometheusRule is the part of monitoring.coreos.com/v1 PrometheusRule
+// we write.
+type prometheusRule struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              ruleGroups `json:"spec"`
+}
+
+func rulesFile(t *testing.T) ruleGroups {
+	t.Helper()
+	data, err := os.ReadFile("monitoring/rules/oomtrace.rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rg ruleGroups
+	if err := strictDecode(data, &rg); err != nil {
+		t.Fatalf("rules file: %v", err)
+	}
+	return rg
+}
+
+// TestPrometheusRuleIsTheRulesFile: the PrometheusRule ships the groups
+// promtool tests, not a copy that drifted.
+func TestPrometheusRuleIsTheRulesFile(t *testing.T) {
+	pr := only[*prometheusRule](t, all(t)["monitoring/prometheusrule.yaml"])
+	if pr.Namespace != "oomtrace" || pr.Labels["app.kubernetes.io/name"] != "oomtrace" {
+		t.Errorf("PrometheusRule %s/%s labels %v", pr.Namespace, pr.Name, pr.Labels)
+	}
+	if rg := rulesFile(t); !reflect.DeepEqual(pr.Spec, rg) {
+		t.Errorf("the PrometheusRule's groups differ from monitoring/rules/oomtrace.rules.yaml:\n%+v\n%+v", pr.Spec, rg)
+	}
+}
+
+// servedSeries are the metrics oomtrace serves and their labels, from the
+// exporter's own descriptions.
+func servedSeries(t *testing.T) map[string][]string {
+	t.Helper()
+	ch := make(chan *prometheus.Desc, 64)
+	go func() {
+		exporter.NewMetrics(exporter.MetricsOptions{}).Describe(ch)
+		exporter.NewStatus(exporter.StatusOptions{}).Describe(ch)
+		close(ch)
+	}()
+	// Desc has no accessors; its String is stable: fqName: "...", ...
+	// variableLabels: {a,b}.
+	name := regexp.MustCompile(`fqName: "([^"]+)"`)
+	labels := regexp.MustCompile(`variableLabels: \{([^}]*)\}`)
+	served := map[string][]string{}
+	for d := range ch {
+		s := d.String()
+		n := name.FindStringSubmatch(s)
+		if n == nil {
+			t.Fatalf("cannot read %s", s)
+		}
+		var ls []string
+		if l := labels.FindStringSubmatch(s); l != nil && l[1] != "" {
+			ls = strings.Split(l[1], ",")
+		}
+		served[n[1]] = ls
+	}
+	return served
+}
+
+// TestRulesUseServedSeries: every oomtrace metric an alert reads is one
+// oomtrace serves, and every label it matches or groups by is one of the
+// metric's (or a scrape target's: instance, job).
+func TestRulesUseServedSeries(t *testing.T) {
+	served := servedSeries(t)
+	if len(served) < 10 {
+		t.Fatalf("only %d metrics described: %v", len(served), served)
+	}
+	metric := regexp.MustCompile(`\b(oomtrace_[a-z_]+)(\{[^}]*\})?`)
+	matcher := regexp.MustCompile(`([a-z_]+)\s*(=~|!~|!=|=)`)
+	by := regexp.MustCompile(`by \(([^)]*)\)`)
+	for _, g := range rulesFile(t).Groups {
+		for _, r := range g.Rules {
+			uses := map[string]bool{}
+			for _, m := range metric.FindAllStringSubmatch(r.Expr, -1) {
+				labels, ok := served[m[1]]
+				if !ok {
+					t.Errorf("%s: %s is not a metric oomtrace serves", r.Alert, m[1])
+					continue
+				}
+				uses[m[1]] = true
+				for _, lm := range matcher.FindAllStringSubmatch(m[2], -1) {
+					if !slices.Contains(labels, lm[1]) {
+						t.Errorf("%s: %s has no label %s (it has %v)", r.Alert, m[1], lm[1], labels)
+					}
+				}
+			}
+			for _, b := range by.FindAllStringSubmatch(r.Expr, -1) {
+				for _, l := range strings.Split(b[1], ",") {
+					l = strings.TrimSpace(l)
+					found := l == "instance" || l == "job"
+					for m := range uses {
+						found = found || slices.Contains(served[m], l)
+					}
+					if !found {
+						t.Errorf("%s: groups by %s, which none of %v has", r.Alert, l, uses)
+					}
+				}
+			}
+		}
+	}
+}
