@@ -44,8 +44,11 @@ test: test-host test-rules test-cluster test-kernels test-cluster-v2 ## The whol
 .PHONY: test-rules
 # promtool from the Go module proxy, built once into the module cache.
 PROMTOOL_VERSION ?= v0.316.0
-test-rules: ## Unit-test the shipped alerts with promtool (deploy/monitoring/rules), the first kill in a new container included.
+test-rules: ## Unit-test the shipped alerts with promtool (deploy/monitoring/rules), the first kill in a new container included; parse every query of the dashboard.
+	@mkdir -p bin
 	@cd deploy/monitoring/rules && $(GO) run github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION) test rules oomtrace.rules.test.yaml
+	@cd deploy/monitoring && $(GO) run dashboard_rules.go > $(CURDIR)/bin/dashboard.rules.yaml && \
+		$(GO) run github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION) check rules $(CURDIR)/bin/dashboard.rules.yaml
 
 .PHONY: test-host
 # -p 1: the real-kernel tests of different packages would fill each other's
