@@ -288,6 +288,24 @@ type Pod struct {
 	Labels map[string]string `json:"labels,omitempty"`
 	// LabelsTruncated says the pod had more labels than Labels holds.
 	LabelsTruncated bool `json:"labels_truncated,omitempty"`
+	// Owner is the workload the pod belongs to, from its controller owner
+	// reference (a ReplicaSet's Deployment where the pod-template-hash
+	// says so); nil without the cluster view, or for a pod of none.
+	Owner *PodOwner `json:"owner,omitempty"`
+}
+
+// PodOwner is a pod's workload: kind and name, in the pod's namespace.
+type PodOwner struct {
+	Kind string `json:"kind"` // Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, Node (a static pod)...
+	Name string `json:"name"`
+}
+
+// String is "Kind/name", as a metric label says it.
+func (o *PodOwner) String() string {
+	if o == nil {
+		return ""
+	}
+	return o.Kind + "/" + o.Name
 }
 
 // Victim is the killed task and the memory it held when it was chosen.

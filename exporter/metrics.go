@@ -28,9 +28,9 @@ type Metrics struct {
 	opts MetricsOptions
 
 	mu         sync.Mutex
-	oomKills   map[[6]string]*series // namespace, pod, container, domain, init, group
+	oomKills   map[[7]string]*series // namespace, pod, container, domain, init, group, owner
 	refusals   map[[5]string]*series
-	deaths     map[[4]string]*series // namespace, pod, container, cause
+	deaths     map[[5]string]*series // namespace, pod, container, cause, owner
 	pressure   map[[2]string]*series // signal, state
 	conditions map[[2]string]*series // condition, status
 	kubelet    map[[1]string]*series // reason
@@ -55,15 +55,15 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 	}
 	return &Metrics{
 		opts:       opts,
-		oomKills:   map[[6]string]*series{},
+		oomKills:   map[[7]string]*series{},
 		refusals:   map[[5]string]*series{},
-		deaths:     map[[4]string]*series{},
+		deaths:     map[[5]string]*series{},
 		pressure:   map[[2]string]*series{},
 		conditions: map[[2]string]*series{},
 		kubelet:    map[[1]string]*series{},
 		deathsDesc: prometheus.NewDesc(namespace+"_container_deaths_total",
 			"Deaths of pods' containers (the kernel's kills of their init, the kubelet's evictions) by cause; see the README.",
-			[]string{"namespace", "pod", "container", "cause"}, nil),
+			[]string{"namespace", "pod", "container", "cause", "owner"}, nil),
 		pressureDesc: prometheus.NewDesc(namespace+"_memory_pressure_transitions_total",
 			"Kubelet memory signals crossing their hard eviction threshold, as oomtrace sampled them; state below or above.",
 			[]string{"signal", "state"}, nil),
@@ -75,7 +75,7 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 			[]string{"reason"}, nil),
 		oomKillsDesc: prometheus.NewDesc(namespace+"_oom_kills_total",
 			"Tasks killed by the kernel OOM killer, by the victim's pod and container, the limit hit, init or not, and part in a group kill; see the README.",
-			[]string{"namespace", "pod", "container", "domain", "init", "group"}, nil),
+			[]string{"namespace", "pod", "container", "domain", "init", "group", "owner"}, nil),
 		refusalsDesc: prometheus.NewDesc(namespace+"_commit_refusals_total",
 			"Memory requests the kernel refused at allocation time, by pod, container, syscall and reason.",
 			[]string{"namespace", "pod", "container", "syscall", "reason"}, nil),
@@ -103,7 +103,8 @@ func (m *Metrics) Write(ev event.Event) error {
 // oomKill counts one killed task.
 func (m *Metrics) oomKill(ev event.OOMKill) {
 	ns, pod, ctr := podLabels(ev.Victim.Process)
-	key := [6]string{ns, pod, ctr, domainKind(ev), initLabel(ev.Victim), groupLabel(ev.OOM.Group)}
+	owner := ownerLabel(ev.Victim.Pod)
+	key := [7]string{ns, pod, ctr, domainKind(ev), initLabel(ev.Victim), groupLabel(ev.OOM.Group), owner}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.expireDue()
@@ -112,7 +113,7 @@ func (m *Metrics) oomKill(ev event.OOMKill) {
 	// of the container (the init's own kill, in a group kill, is).
 	worker := ev.Victim.Init != nil && !*ev.Victim.Init
 	if ev.Victim.Pod != nil && ev.Cause != "" && !worker {
-		addTo(m.deaths, [4]string{ns, pod, ctr, ev.Cause}, 1, now)
+		addTo(m.deaths, [5]string{ns, pod, ctr, ev.Cause, owner}, 1, now)
 	}
 }
 
@@ -132,7 +133,15 @@ func groupLabel(g *event.GroupKill) string {
 func (m *Metrics) eviction(ev event.Eviction) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	addTo(m.deaths, [4]string{ev.Pod.Namespace, ev.Pod.Name, offendingContainer(ev), ev.Cause}, 1, m.expireDue())
+	addTo(m.deaths, [5]string{ev.Pod.Namespace, ev.Pod.Name, offendingContainer(ev), ev.Cause, ownerLabel(&ev.Pod)}, 1, m.expireDue())
+}
+
+// ownerLabel is the pod's workload, "Deployment/web"; empty when unknown.
+func ownerLabel(p *event.Pod) string {
+	if p == nil {
+		return ""
+	}
+	return p.Owner.String()
 }
 
 // offendingContainer is the first container of the kubelet's message;

@@ -44,6 +44,9 @@ func knownSequence(m *Metrics) {
 	yes, no := true, false
 	initKill, workerKill := oomKill("shop", "web-5c8d", "gunicorn", event.DomainContainer), oomKill("shop", "web-5c8d", "gunicorn", event.DomainContainer)
 	initKill.Victim.Init, workerKill.Victim.Init = &yes, &no
+	// web-5c8d belongs to the Deployment web (from the cluster view).
+	initKill.Victim.Pod.Owner = &event.PodOwner{Kind: "Deployment", Name: "web"}
+	workerKill.Victim.Pod.Owner = initKill.Victim.Pod.Owner
 	m.Write(initKill)
 	m.Write(workerKill)
 	m.Write(workerKill)
@@ -170,8 +173,8 @@ func TestMetricsRetention(t *testing.T) {
 	m.Write(oomKill("shop", "cart-7d9f", "redis", event.DomainContainer))
 	want := `# HELP oomtrace_oom_kills_total Tasks killed by the kernel OOM killer, by the victim's pod and container, the limit hit, init or not, and part in a group kill; see the README.
 # TYPE oomtrace_oom_kills_total counter
-oomtrace_oom_kills_total{container="redis",domain="allocatable",group="none",init="unknown",namespace="shop",pod="cart-7d9f"} 1
-oomtrace_oom_kills_total{container="redis",domain="container",group="none",init="unknown",namespace="shop",pod="cart-7d9f"} 1
+oomtrace_oom_kills_total{container="redis",domain="allocatable",group="none",init="unknown",namespace="shop",owner="",pod="cart-7d9f"} 1
+oomtrace_oom_kills_total{container="redis",domain="container",group="none",init="unknown",namespace="shop",owner="",pod="cart-7d9f"} 1
 `
 	if err := testutil.CollectAndCompare(m, strings.NewReader(want), "oomtrace_oom_kills_total"); err != nil {
 		t.Error(err)

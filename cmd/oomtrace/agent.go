@@ -85,6 +85,9 @@ func (d *agent) pipelineOptions(out pipeline.Sink, stop func()) pipeline.Options
 	if d.recorder != nil {
 		o.KubeEvents = d.recorder
 	}
+	if d.view != nil {
+		o.Owners = d.view.Owner
+	}
 	pm, err := postmortem.Open(d.opts.procfs, d.opts.pmMemoryStat, d.opts.pmTopTasks)
 	if err != nil {
 		d.log.Warn("no memory cgroup hierarchy: no post-mortems, and whether a killed process's container survived is not checked", "err", err)
@@ -108,7 +111,7 @@ func (d *agent) startSources(ctx context.Context) {
 		return
 	}
 	d.log.Info("watching the cluster for this node's evictions and MemoryPressure", "api", d.kube.Host, "node", d.node)
-	go clusterview.New(d.kube, clusterview.Options{Node: d.node, Logger: d.log}).Run(ctx, clusterview.Handlers{
+	go d.view.Run(ctx, clusterview.Handlers{
 		Eviction:      func(ev event.Eviction) { d.pipe.Write(ev) },
 		NodeCondition: func(ev event.NodeCondition) { d.pipe.Write(ev) },
 		KubeletEvent:  d.metrics.ObserveKubeletEvent,

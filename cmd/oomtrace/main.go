@@ -27,6 +27,7 @@ import (
 	"github.com/oomtrace/oomtrace/exporter/kubeevents"
 	"github.com/oomtrace/oomtrace/exporter/stream"
 	"github.com/oomtrace/oomtrace/internal/cri"
+	"github.com/oomtrace/oomtrace/internal/kube/clusterview"
 	"github.com/oomtrace/oomtrace/internal/kube/kubeapi"
 	"github.com/oomtrace/oomtrace/internal/nodememory"
 	"github.com/oomtrace/oomtrace/internal/pipeline"
@@ -136,7 +137,8 @@ type agent struct {
 	opts     options
 	log      *slog.Logger
 	node     string
-	kube     *kubeapi.Client // nil: standalone
+	kube     *kubeapi.Client      // nil: standalone
+	view     *clusterview.Watcher // nil: standalone
 	tracer   *tracer.Tracer
 	runtime  *cri.Client         // nil: names from cgroup paths only
 	signals  *nodememory.Sampler // nil: the node's signals cannot be read
@@ -188,6 +190,9 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 	}
 	if d.recorder != nil {
 		defer d.recorder.Shutdown()
+	}
+	if d.kube != nil {
+		d.view = clusterview.New(d.kube, clusterview.Options{Node: d.node, Logger: log})
 	}
 	d.metrics = exporter.NewMetrics(exporter.MetricsOptions{Retention: opts.retention})
 	d.pipe = pipeline.New(ctx, d.pipelineOptions(eventWriter(opts.output, stdout), stop))

@@ -98,7 +98,7 @@ func TestWebConfig(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(body)
 	}
-	if code, body := get("prometheus", "s3cret"); code != 200 || !strings.Contains(body, `oomtrace_build_info{goversion=`) {
+	if code, body := get("prometheus", "s3cret"); code != 200 || !strings.Contains(body, `oomtrace_build_info{goarch=`) {
 		t.Errorf("scrape with the right password: %d\n%s", code, body)
 	}
 	for _, c := range [][2]string{{"prometheus", "wrong"}, {"", ""}, {"other", "s3cret"}} {

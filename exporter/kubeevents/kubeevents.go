@@ -322,7 +322,11 @@ func Describe(k event.OOMKill) (reason, note string) {
 	if v.Init != nil && *v.Init {
 		b.WriteString(", the container's init,")
 	}
-	fmt.Fprintf(&b, " was OOM-killed in %s at %s", container, limitHit(k))
+	in := container
+	if v.Pod != nil && v.Pod.Owner != nil {
+		in += fmt.Sprintf(" (%s %s)", event.BoundText(v.Pod.Owner.Kind, nameMax), event.BoundText(v.Pod.Owner.Name, nameMax))
+	}
+	fmt.Fprintf(&b, " was OOM-killed in %s at %s", in, limitHit(k))
 	if v.RSS != nil {
 		fmt.Fprintf(&b, "; it held %s (anon %s, file %s, shmem %s)", stream.Bytes(v.RSS.Anon+v.RSS.File+v.RSS.Shmem), stream.Bytes(v.RSS.Anon), stream.Bytes(v.RSS.File), stream.Bytes(v.RSS.Shmem))
 	}

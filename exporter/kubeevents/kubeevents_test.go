@@ -51,6 +51,12 @@ func TestDescribe(t *testing.T) {
 			t.Errorf("%s: note of %d bytes; the API takes at most 1024", c.name, len(note))
 		}
 	}
+	// The pod's workload, when the cluster view knows it.
+	owned := kill(&yes, false)
+	owned.Victim.Pod = &event.Pod{UID: "u", Name: "web-5c8d", Namespace: "shop", Owner: &event.PodOwner{Kind: "Deployment", Name: "web"}}
+	if _, note := Describe(owned); !strings.Contains(note, "was OOM-killed in container web (Deployment web) at") {
+		t.Errorf("owned: %q does not name the Deployment", note)
+	}
 	// Other limits, said plainly.
 	k := kill(&yes, false)
 	for kind, says := range map[string]string{

@@ -142,6 +142,9 @@ func writeProcess(b *strings.Builder, p event.Process) {
 	case p.Memcg != nil:
 		fmt.Fprintf(b, " cgroup=%s", strconv.Quote(p.Memcg.Path))
 	}
+	if p.Pod != nil && p.Pod.Owner != nil {
+		fmt.Fprintf(b, " owner=%s", word(p.Pod.Owner.String()))
+	}
 }
 
 func (t *Text) line(kind, s string) error {

@@ -130,6 +130,20 @@ func TestTextFields(t *testing.T) {
 	}
 }
 
+// TestTextOwner: a pod's workload, when known, follows its process.
+func TestTextOwner(t *testing.T) {
+	var buf bytes.Buffer
+	ev := sample("redis", "/kubepods/pod1/c1")
+	ev.Victim.Pod = &event.Pod{UID: "u", Namespace: "shop", Name: "cart-7d9f", Owner: &event.PodOwner{Kind: "Deployment", Name: "cart"}}
+	ev.Victim.Container = &event.Container{ID: "c1", Name: "redis"}
+	if err := NewText(&buf).Write(ev); err != nil {
+		t.Fatal(err)
+	}
+	if want := ` victim=1/"redis" pod=shop/cart-7d9f container=redis owner=Deployment/cart `; !strings.Contains(buf.String(), want) {
+		t.Errorf("%q lacks %q", buf.String(), want)
+	}
+}
+
 func TestBytesIEC(t *testing.T) {
 	for n, want := range map[uint64]string{0: "0B", 1023: "1023B", 1024: "1.0KiB", 64 << 20: "64.0MiB", 3 << 30: "3.0GiB"} {
 		if got := bytesIEC(n); got != want {

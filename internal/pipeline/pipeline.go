@@ -63,6 +63,9 @@ type Options struct {
 	// QueueSize bounds the events waiting for the stage, and those
 	// waiting for Out.
 	QueueSize int
+	// Owners, if set, names the workload of a pod by uid (the cluster
+	// view's pod cache); nil: no owners.
+	Owners func(uid string) *event.PodOwner
 	// Ack, if set, receives each kill's sequence number once, when the
 	// pipeline is done with the kill for good: written to Out, kept out
 	// by the filter, or dropped from a full queue. A kill Out failed to
@@ -84,7 +87,7 @@ type Pipeline struct {
 // New starts a pipeline; ctx bounds the container runtime's lookups.
 func New(ctx context.Context, o Options) *Pipeline {
 	s := &stage{ctx: ctx, enricher: o.Enricher, sampler: o.Sampler, sampleEvery: o.SampleEvery,
-		correlator: correlate.New(o.CorrelationWindow), filter: o.Filter, metrics: o.Metrics, ack: o.Ack}
+		correlator: correlate.New(o.CorrelationWindow), filter: o.Filter, metrics: o.Metrics, ack: o.Ack, owners: o.Owners}
 	if s.enricher == nil {
 		s.enricher = &enrich.Enricher{}
 	}
@@ -148,7 +151,8 @@ type stage struct {
 	kubeEvents  Sink     // nil: none
 	settler     *settler // nil: kills are not held
 	postmortem  *postmortem.Reader
-	ack         func(seq uint64) // nil: none
+	ack         func(seq uint64)                 // nil: none
+	owners      func(uid string) *event.PodOwner // nil: none
 	filtered    atomic.Uint64
 }
 
@@ -160,6 +164,8 @@ func (s *stage) Write(ev event.Event) error {
 		// domain's memory moves on after the kill.
 		ev.PostMortem = s.postmortem.Read(&ev)
 		s.enricher.OOMKill(s.ctx, &ev)
+		s.owner(ev.Victim.Pod)
+		s.owner(ev.Trigger.Pod)
 		ev.NodeMemory = s.nodeMemory()
 		cause.Classify(&ev)
 		s.correlator.OOMKill(&ev)
@@ -170,6 +176,7 @@ func (s *stage) Write(ev event.Event) error {
 		return s.finishKill(ev)
 	case event.CommitRefusal:
 		s.enricher.CommitRefusal(s.ctx, &ev)
+		s.owner(ev.Process.Pod)
 		ev.NodeMemory = s.nodeMemory()
 		return s.pass(ev, s.filter.CommitRefusal(ev))
 	case event.Eviction:
@@ -229,6 +236,13 @@ func (a acking) Write(ev event.Event) error {
 	}
 	a.ack(ev)
 	return nil
+}
+
+// owner names the workload of pod, if known.
+func (s *stage) owner(pod *event.Pod) {
+	if pod != nil && pod.Owner == nil && pod.UID != "" && s.owners != nil {
+		pod.Owner = s.owners(pod.UID)
+	}
 }
 
 func (s *stage) nodeMemory() *event.NodeMemory {

@@ -294,3 +294,19 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 }
+
+// The cluster view names a killed process's workload, by its pod's uid.
+func TestStageOwners(t *testing.T) {
+	out := &written{}
+	s := newStage(out, nil)
+	s.owners = func(uid string) *event.PodOwner {
+		if uid == podUID {
+			return &event.PodOwner{Kind: "Deployment", Name: "cart"}
+		}
+		return nil
+	}
+	s.Write(allocatableKill(time.Now()))
+	if len(out.kills) != 1 || out.kills[0].Victim.Pod.Owner.String() != "Deployment/cart" || out.kills[0].Trigger.Pod.Owner.String() != "Deployment/cart" {
+		t.Fatalf("kill %+v", out.kills)
+	}
+}

@@ -316,7 +316,13 @@ func testDeployed(t *testing.T, c *Cluster, o *Oomtrace, kubepodsLimit int64) {
 // OOMKilled and restarts it; oomtrace names the pod and container, and the
 // killed container's id is the one the API says was OOMKilled.
 func testContainerLimit(t *testing.T, c *Cluster, o *Oomtrace) {
-	c.createPod(t, podSpec("shop", "cart", corev1.RestartPolicyAlways, 30, container{name: "redis", args: []string{"hog", "200"}, limit: 64 * mi}))
+	// As a Deployment's pod: its ReplicaSet owns it (no controller runs
+	// them here: the reference is written as the ReplicaSet would).
+	cart := podSpec("shop", "cart", corev1.RestartPolicyAlways, 30, container{name: "redis", args: []string{"hog", "200"}, limit: 64 * mi})
+	cart.Labels["pod-template-hash"] = "7d9f5c6b8"
+	cart.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "cart-7d9f5c6b8",
+		UID: "00000000-0000-4000-8000-00000000c0de", Controller: new(true)}}
+	c.createPod(t, cart)
 	defer c.deletePod(t, "shop", "cart")
 	p := c.waitPod(t, "shop", "cart", "restarted after an OOM kill", 2*time.Minute, func(p *corev1.Pod) bool {
 		cs := p.Status.ContainerStatuses
@@ -342,17 +348,20 @@ func testContainerLimit(t *testing.T, c *Cluster, o *Oomtrace) {
 	if k.OOM.Domain.LimitBytes != uint64(64*mi) {
 		t.Errorf("domain limit %d, want 64 MiB", k.OOM.Domain.LimitBytes)
 	}
+	if v.Pod == nil || v.Pod.Owner.String() != "Deployment/cart" {
+		t.Errorf("pod %s: want the owner Deployment/cart", jsonOf(v.Pod))
+	}
 	// The hog is the container's init: the kill ended the container, as
 	// the API says, and the Event on the pod says so too.
 	if v.Init == nil || !*v.Init || v.NSPID == nil || *v.NSPID != 1 || k.ContainerSurvived == nil || *k.ContainerSurvived {
 		t.Errorf("init %s ns_pid %s container_survived %s, want the init (1), not survived", jsonOf(v.Init), jsonOf(v.NSPID), jsonOf(k.ContainerSurvived))
 	}
 	e := c.waitKubeEvent(t, o, "shop", "cart", kubeevents.ReasonContainer)
-	if !strings.Contains(e.Note, "the container's init") || !strings.Contains(e.Note, "The kill ended container redis.") {
+	if !strings.Contains(e.Note, "the container's init") || !strings.Contains(e.Note, "The kill ended container redis.") || !strings.Contains(e.Note, "(Deployment cart)") {
 		t.Errorf("Event note %q", e.Note)
 	}
 	fams := o.Metrics(t)
-	if n, _ := Value(fams, "oomtrace_container_deaths_total", map[string]string{"pod": "cart", "container": "redis", "cause": wantCause}); n < 1 {
+	if n, _ := Value(fams, "oomtrace_container_deaths_total", map[string]string{"pod": "cart", "container": "redis", "cause": wantCause, "owner": "Deployment/cart"}); n < 1 {
 		t.Errorf("container_deaths_total{cart,redis} = %v", n)
 	}
 	if n, _ := Value(fams, "oomtrace_oom_kills_total", map[string]string{"pod": "cart", "container": "redis", "init": "true"}); n < 1 {

@@ -22,6 +22,10 @@ func slimPod(obj any) (any, error) {
 	}
 	labels, truncated := event.BoundLabels(p.Labels)
 	meta := metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion, Labels: labels}
+	if ref := metav1.GetControllerOf(p); ref != nil {
+		// Only the controller's kind and name are read (Owner).
+		meta.OwnerReferences = []metav1.OwnerReference{{Kind: bounded(ref.Kind), Name: bounded(ref.Name), Controller: ref.Controller}}
+	}
 	if truncated || p.Annotations[labelsTruncated] != "" {
 		// The pod's own annotations are dropped: this one is ours.
 		meta.Annotations = map[string]string{labelsTruncated: "true"}

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -86,7 +87,9 @@ type Watcher struct {
 	h    Handlers
 
 	start time.Time
-	pods  cache.Indexer
+	// podCache is the pod informer's cache, set once Run made it; read on
+	// other goroutines too (Owner).
+	podCache atomic.Pointer[cache.Indexer]
 
 	mu        sync.Mutex
 	emitted   map[types.UID]time.Time // evictions seen, forgotten after an hour
@@ -132,7 +135,8 @@ func (w *Watcher) Run(ctx context.Context, h Handlers) {
 	if err := pods.AddIndexers(cache.Indexers{uidIndex: podUID}); err != nil {
 		w.opts.Logger.Warn("cluster view: pod index", "err", err)
 	}
-	w.pods = pods.GetIndexer()
+	idx := pods.GetIndexer()
+	w.podCache.Store(&idx)
 	nodes := w.informer("", "nodes", &corev1.Node{}, "metadata.name="+node, slimNode)
 	// Events about this Node, where the kubelet writes them: not the
 	// Events of pods (tenants write those), not another namespace's.
@@ -338,10 +342,13 @@ func (w *Watcher) node(obj any) {
 }
 
 func (w *Watcher) podByUID(uid types.UID) *corev1.Pod {
-	if w.pods == nil {
+	// Read through podCache: Owner is called from other goroutines, and
+	// the cache is set once Run has made it.
+	pods := w.podCache.Load()
+	if pods == nil {
 		return nil
 	}
-	objs, err := w.pods.ByIndex(uidIndex, string(uid))
+	objs, err := (*pods).ByIndex(uidIndex, string(uid))
 	if err != nil {
 		return nil
 	}
@@ -351,6 +358,34 @@ func (w *Watcher) podByUID(uid types.UID) *corev1.Pod {
 		}
 	}
 	return nil
+}
+
+// Owner is the workload of the pod uid on this node, as its controller
+// owner reference names it: a ReplicaSet whose name is its pod's
+// pod-template-hash after a Deployment's is that Deployment. nil when the
+// pod is not known (yet) or has no controller. The owner reference and
+// the label are the pod's creator's to write: the owner names the pod's
+// own workload as its creator says, never another pod.
+func (w *Watcher) Owner(uid string) *event.PodOwner {
+	p := w.podByUID(types.UID(uid))
+	if p == nil {
+		return nil
+	}
+	return ownerOf(p)
+}
+
+func ownerOf(p *corev1.Pod) *event.PodOwner {
+	ref := metav1.GetControllerOf(p)
+	if ref == nil {
+		return nil
+	}
+	o := &event.PodOwner{Kind: ref.Kind, Name: ref.Name}
+	if hash := p.Labels["pod-template-hash"]; ref.Kind == "ReplicaSet" && hash != "" {
+		if d, ok := strings.CutSuffix(ref.Name, "-"+hash); ok && d != "" {
+			o.Kind, o.Name = "Deployment", d
+		}
+	}
+	return o
 }
 
 // uidIndex indexes the pod cache by pod uid.
@@ -386,6 +421,7 @@ func (w *Watcher) eviction(pod *corev1.Pod, message string, at time.Time) event.
 	}
 	ev.Pod.QoS = strings.ToLower(string(pod.Status.QOSClass))
 	ev.Pod.Labels, ev.Pod.LabelsTruncated = pod.Labels, pod.Annotations[labelsTruncated] != ""
+	ev.Pod.Owner = ownerOf(pod)
 	ev.Priority = pod.Spec.Priority
 	ev.TerminationGracePeriodSeconds = pod.Spec.TerminationGracePeriodSeconds
 	for _, cs := range pod.Status.ContainerStatuses {

@@ -554,3 +554,44 @@ func TestClientGoLogAtDebug(t *testing.T) {
 		t.Error("client-go's lines shown at info level")
 	}
 }
+
+// TestOwnerOf: a pod's workload from its controller owner reference; a
+// ReplicaSet named after its pods' pod-template-hash is its Deployment's.
+func TestOwnerOf(t *testing.T) {
+	yes := true
+	pod := func(kind, name, hash string, controller *bool) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: map[string]string{}}}
+		if hash != "" {
+			p.Labels["pod-template-hash"] = hash
+		}
+		if kind != "" {
+			p.OwnerReferences = []metav1.OwnerReference{{Kind: kind, Name: name, Controller: controller}}
+		}
+		return p
+	}
+	cases := []struct {
+		name string
+		p    *corev1.Pod
+		want string
+	}{
+		{"deployment", pod("ReplicaSet", "web-5c8d7f9b6d", "5c8d7f9b6d", &yes), "Deployment/web"},
+		{"bare replicaset", pod("ReplicaSet", "web", "", &yes), "ReplicaSet/web"},
+		{"hash that is not the name's", pod("ReplicaSet", "web-5c8d7f9b6d", "aaaa", &yes), "ReplicaSet/web-5c8d7f9b6d"},
+		{"hash that is the whole name", pod("ReplicaSet", "-abc", "abc", &yes), "ReplicaSet/-abc"},
+		{"statefulset", pod("StatefulSet", "db", "", &yes), "StatefulSet/db"},
+		{"static pod", pod("Node", "node-1", "", &yes), "Node/node-1"},
+		{"not a controller", pod("ConfigMap", "x", "", nil), ""},
+		{"no owner", pod("", "", "", nil), ""},
+	}
+	for _, c := range cases {
+		if got := ownerOf(c.p).String(); got != c.want {
+			t.Errorf("%s: %q, want %q", c.name, got, c.want)
+		}
+	}
+	// The slimmed pod keeps the controller reference, bounded.
+	long := pod("ReplicaSet", strings.Repeat("x", 1<<20), "", &yes)
+	slim, _ := slimPod(long)
+	if refs := slim.(*corev1.Pod).OwnerReferences; len(refs) != 1 || len(refs[0].Name) > event.MaxMessageBytes || refs[0].Kind != "ReplicaSet" {
+		t.Errorf("slim pod's owner references: %d, name of %d bytes", len(refs), len(refs[0].Name))
+	}
+}
