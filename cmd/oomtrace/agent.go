@@ -5,13 +5,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	promcollectors "github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/exporter"
 	"github.com/oomtrace/oomtrace/exporter/kubeevents"
+	"github.com/oomtrace/oomtrace/exporter/stream"
 	"github.com/oomtrace/oomtrace/internal/enrich"
 	"github.com/oomtrace/oomtrace/internal/kube/clusterview"
 	"github.com/oomtrace/oomtrace/internal/pipeline"
@@ -195,4 +203,77 @@ func (d *agent) status() *exporter.Status {
 			OutputDropped: d.pipe.Dropped(), OOMKillsUnobserved: missed}, err
 	}
 	return exporter.NewStatus(o)
+}
+
+// tracerConfig is the tracer's part of the options.
+func tracerConfig(opts options, node string, log *slog.Logger) tracer.Config {
+	btfPath := opts.btfPath
+	if btfPath == defaultBTF {
+		btfPath = "" // the library finds the running kernel's BTF itself
+	}
+	pinPath := opts.pinPath
+	if !opts.pin {
+		pinPath = ""
+		if _, err := os.Stat(opts.pinPath); err == nil {
+			log.Warn("an earlier oomtrace's pinned hooks are still attached and recording, unread; oomtrace unpin removes them", "pin_path", opts.pinPath)
+		}
+	}
+	return tracer.Config{
+		DecisionHook:    opts.decisionHook,
+		VictimHook:      opts.victimHook,
+		RingBufferBytes: opts.ringBuffer,
+		Refusals:        opts.refusals,
+		// On by default, refusals must not cost the OOM kills: without a
+		// hook for them (no tracefs) oomtrace warns and goes on.
+		RefusalsOptional: !opts.refusalsAsked,
+		RefusalHook:      opts.refusalHook,
+		RefusalWindow:    opts.refusalWin,
+		ProcfsPath:       opts.procfs,
+		KernelBTF:        btfPath,
+		PinPath:          pinPath,
+		VerifierLog:      verifierLog(),
+		// Pinning on by default must not stop oomtrace where there is no
+		// BPF filesystem: it warns and goes on, unless asked for.
+		PinOptional: !opts.pinAsked,
+		Node:        node,
+		Logger:      log,
+	}
+}
+
+// verifierLog is where a refused program's verifier log goes: stderr
+// when asked for (tracer.VerifierLogEnv).
+func verifierLog() io.Writer {
+	if os.Getenv(tracer.VerifierLogEnv) == "" {
+		return nil
+	}
+	return os.Stderr
+}
+
+// eventWriter is the output of --output (validated already).
+func eventWriter(format string, stdout io.Writer) pipeline.Sink {
+	if format == "text" {
+		return stream.NewText(stdout)
+	}
+	return stream.NewJSON(stdout)
+}
+
+// serveMetrics serves /metrics, /healthz and /readyz on listener, with the
+// TLS and basic authentication of webConfig (exporter-toolkit's; empty:
+// plain HTTP), until the returned server is closed.
+func serveMetrics(listener net.Listener, path, webConfig string, ready *atomic.Bool, log *slog.Logger, collectors ...prometheus.Collector) *http.Server {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors...)
+	reg.MustRegister(promcollectors.NewGoCollector(), promcollectors.NewProcessCollector(promcollectors.ProcessCollectorOpts{}))
+	// A scraper's failed TLS handshake is the scraper's problem: at debug
+	// level, in the log's format.
+	srv := exporter.NewServer(exporter.Handler(reg, path, ready), slog.NewLogLogger(log.Handler(), slog.LevelDebug))
+	listener = exporter.LimitListener(listener, exporter.MaxConnections)
+	go func() {
+		err := web.Serve(listener, srv, &web.FlagConfig{WebConfigFile: &webConfig}, log.With("component", "web"))
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	log.Info("serving metrics", "address", listener.Addr().String(), "path", path, "tls_and_auth", webConfig != "")
+	return srv
 }
