@@ -398,7 +398,7 @@ func TestRBACIsNarrow(t *testing.T) {
 	role := only[*rbacv1.ClusterRole](t, objs)
 	checkRules("ClusterRole", role.Rules, []struct{ groups, resources, verbs []string }{
 		{[]string{""}, []string{"nodes", "pods"}, []string{"list", "watch"}},
-		{[]string{"events.k8s.io"}, []string{"events"}, []string{"create"}},
+		{[]string{"events.k8s.io"}, []string{"events"}, []string{"create", "patch"}},
 	})
 	sa := only[*corev1.ServiceAccount](t, all(t)["base/serviceaccount.yaml"])
 	b := only[*rbacv1.ClusterRoleBinding](t, objs)

@@ -1,8 +1,11 @@
 // Package kubeevents writes a Kubernetes Event (events.k8s.io/v1) on the pod
 // of every kernel OOM kill, so that kubectl describe pod shows the kills the
-// kubelet does not report: from a bounded queue, never waiting for the API,
-// at most a burst of 25 per pod and then one per 5 minutes (as the
-// kubelet's own recorder limits a source), dropping and counting the rest.
+// kubelet does not report: from a bounded queue, never waiting for the API.
+// Kills of one kind in one container that repeat become one Event with a
+// series (count, last observed), as the API intends, its count patched at
+// most every 30 s; new Events are at most a burst of 25 per pod and then
+// one per 5 minutes (as the kubelet's own recorder limits a source), the
+// rest dropped and counted.
 package kubeevents
 
 import (
@@ -57,9 +60,10 @@ const (
 	pathMax = 256
 )
 
-// API creates Events: a kubeapi.Client.
+// API creates Events and patches their series: a kubeapi.Client.
 type API interface {
 	CreateEvent(ctx context.Context, ev *eventsv1.Event) (*eventsv1.Event, error)
+	PatchEvent(ctx context.Context, namespace, name string, patch []byte) (*eventsv1.Event, error)
 }
 
 // Recorder is a sink of OOM kills that writes them as Events.
@@ -68,8 +72,10 @@ type Recorder struct {
 	node  string
 	now   func() time.Time
 	retry time.Duration // first wait after a failed create; doubles
+	// seriesEvery: a series' count is patched at most this often.
+	seriesEvery time.Duration
 
-	queue   chan *eventsv1.Event
+	queue   chan op
 	dropped atomic.Uint64
 	sent    atomic.Uint64
 
@@ -78,6 +84,8 @@ type Recorder struct {
 	// groups are the group kills whose Event waits for the rest of the
 	// group's kills, by decision seq.
 	groups map[uint64]*pendingGroup
+	// series are the Events that repeats of their kill count in.
+	series map[seriesKey]*series
 	stop   context.CancelFunc
 	done   chan struct{}
 }
@@ -100,8 +108,8 @@ type bucket struct {
 // New returns a recorder that writes through api, as this node; Start
 // sends.
 func New(api API, node string) *Recorder {
-	return &Recorder{api: api, node: node, now: time.Now, retry: time.Second,
-		queue: make(chan *eventsv1.Event, queueSize), tokens: map[types.UID]*bucket{}, groups: map[uint64]*pendingGroup{}}
+	return &Recorder{api: api, node: node, now: time.Now, retry: time.Second, seriesEvery: seriesEvery,
+		queue: make(chan op, queueSize), tokens: map[types.UID]*bucket{}, groups: map[uint64]*pendingGroup{}, series: map[seriesKey]*series{}}
 }
 
 // Start sends the Events to the API server until ctx is done or Shutdown.
@@ -114,8 +122,12 @@ func (r *Recorder) Start(ctx context.Context) error {
 			select {
 			case <-ctx.Done():
 				return
-			case ev := <-r.queue:
-				r.send(ctx, ev)
+			case o := <-r.queue:
+				if o.patch != nil {
+					r.patch(ctx, o.patch)
+				} else {
+					r.send(ctx, o.create, o.series)
+				}
 			}
 		}
 	}()
@@ -141,13 +153,14 @@ func (r *Recorder) flushGroups() {
 	r.mu.Unlock()
 	for _, g := range ready {
 		reason, note := describeGroup(g.kill, g.kills)
-		r.enqueue(r.newEvent(g.kill, reason, note))
+		r.enqueue(op{create: r.newEvent(g.kill, reason, note)})
 	}
 }
 
 // send creates ev, trying again a few times on errors (an API server
-// restarting); then it is dropped and counted.
-func (r *Recorder) send(ctx context.Context, ev *eventsv1.Event) {
+// restarting), never on the API's refusal of the Event itself; then it is
+// dropped and counted. s, if not nil, is the series ev starts.
+func (r *Recorder) send(ctx context.Context, ev *eventsv1.Event, s *series) {
 	wait := r.retry
 	for i := 0; i < attempts; i++ {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -155,17 +168,23 @@ func (r *Recorder) send(ctx context.Context, ev *eventsv1.Event) {
 		cancel()
 		if err == nil {
 			r.sent.Add(1)
+			r.created(s, ev)
 			return
+		}
+		if permanent(err) {
+			break
 		}
 		select {
 		case <-ctx.Done():
 			r.dropped.Add(1)
+			r.endSeries(s)
 			return
 		case <-time.After(wait):
 			wait *= 2
 		}
 	}
 	r.dropped.Add(1)
+	r.endSeries(s)
 }
 
 // Shutdown stops sending; Events not sent yet are dropped.
@@ -180,8 +199,9 @@ func (r *Recorder) Shutdown() {
 	r.mu.Unlock()
 }
 
-// Sent and Dropped count the Events created, and those given up on (the
-// queue or the pod's allowance full, or the API failing).
+// Sent and Dropped count the Events created or their series updated, and
+// those given up on (the queue or the pod's allowance full, or the API
+// failing or refusing).
 func (r *Recorder) Sent() uint64    { return r.sent.Load() }
 func (r *Recorder) Dropped() uint64 { return r.dropped.Load() }
 
@@ -197,6 +217,9 @@ func (r *Recorder) Write(ev event.Event) error {
 		return nil
 	}
 	if g := kill.OOM.Group; g != nil && r.joinGroup(kill, g) {
+		return nil
+	}
+	if kill.OOM.Group == nil && r.repeat(kill) {
 		return nil
 	}
 	if !r.allow(types.UID(pod.UID)) {
@@ -221,7 +244,8 @@ func (r *Recorder) Write(ev event.Event) error {
 		return nil
 	}
 	reason, note := Describe(kill)
-	r.enqueue(r.newEvent(kill, reason, note))
+	e := r.newEvent(kill, reason, note)
+	r.enqueue(op{create: e, series: r.startSeries(kill, reason, e)})
 	return nil
 }
 
@@ -246,9 +270,9 @@ func (p *pendingGroup) add(kill event.OOMKill, g *event.GroupKill) {
 	}
 }
 
-func (r *Recorder) enqueue(e *eventsv1.Event) {
+func (r *Recorder) enqueue(o op) {
 	select {
-	case r.queue <- e:
+	case r.queue <- o:
 	default:
 		r.dropped.Add(1)
 	}
@@ -268,7 +292,7 @@ func (r *Recorder) newEvent(kill event.OOMKill, reason, note string) *eventsv1.E
 		EventTime:           metav1.NewMicroTime(at),
 		ReportingController: Controller,
 		// The node, not the pod oomtrace runs in: the kills are the node's.
-		ReportingInstance: Controller + "-" + r.node,
+		ReportingInstance: reportingInstance(r.node),
 		Action:            "Killed",
 		Reason:            reason,
 		Regarding:         corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: pod.Namespace, Name: pod.Name, UID: types.UID(pod.UID)},

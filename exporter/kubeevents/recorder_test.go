@@ -3,6 +3,7 @@ package kubeevents
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -14,12 +15,34 @@ import (
 	"github.com/oomtrace/oomtrace/event"
 )
 
-// fakeAPI records the Events created; the first fail creates fail.
+// fakeAPI records the Events created and the patches; the first fail
+// creates fail (with failErr, or a transient error).
 type fakeAPI struct {
 	mu      sync.Mutex
 	created []*eventsv1.Event
+	patches []patchCall
 	fail    int
+	failErr error
+	calls   int
 	block   chan struct{} // nil: never blocks
+}
+
+type patchCall struct {
+	namespace, name string
+	body            string
+}
+
+func (f *fakeAPI) PatchEvent(ctx context.Context, namespace, name string, patch []byte) (*eventsv1.Event, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.patches = append(f.patches, patchCall{namespace, name, string(patch)})
+	return &eventsv1.Event{}, nil
+}
+
+func (f *fakeAPI) patched() []patchCall {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]patchCall(nil), f.patches...)
 }
 
 func (f *fakeAPI) CreateEvent(ctx context.Context, ev *eventsv1.Event) (*eventsv1.Event, error) {
@@ -32,8 +55,12 @@ func (f *fakeAPI) CreateEvent(ctx context.Context, ev *eventsv1.Event) (*eventsv
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.calls++
 	if f.fail > 0 {
 		f.fail--
+		if f.failErr != nil {
+			return nil, f.failErr
+		}
 		return nil, errors.New("API server restarting")
 	}
 	f.created = append(f.created, ev)
@@ -91,8 +118,9 @@ func TestRecorderWritesTheEvent(t *testing.T) {
 	}
 }
 
-// TestRecorderLimitsAPod: a burst of 25 Events of one pod, then one per
-// five minutes; another pod has its own allowance.
+// TestRecorderLimitsAPod: a burst of 25 new Events of one pod, then one
+// per five minutes; another pod has its own allowance. (Kills in 40
+// containers: the repeats of one container count in one Event's series.)
 func TestRecorderLimitsAPod(t *testing.T) {
 	api := &fakeAPI{}
 	r := New(api, "node-a")
@@ -100,8 +128,13 @@ func TestRecorderLimitsAPod(t *testing.T) {
 	r.now = func() time.Time { return now }
 	r.Start(context.Background())
 	defer r.Shutdown()
+	inContainer := func(uid string, i int, at time.Time) event.OOMKill {
+		k := podKill(uid, at)
+		k.Victim.Container.Name = fmt.Sprintf("c%d", i)
+		return k
+	}
 	for i := 0; i < 40; i++ {
-		r.Write(podKill("storm", now.Add(time.Duration(i)*time.Millisecond)))
+		r.Write(inContainer("storm", i, now.Add(time.Duration(i)*time.Millisecond)))
 	}
 	r.Write(podKill("other", now))
 	waitFor(t, "26 Events", func() bool { return len(api.events()) == 26 })
@@ -109,9 +142,9 @@ func TestRecorderLimitsAPod(t *testing.T) {
 		t.Errorf("dropped %d, want 15", r.Dropped())
 	}
 	now = now.Add(4 * time.Minute)
-	r.Write(podKill("storm", now))
+	r.Write(inContainer("storm", 100, now))
 	now = now.Add(time.Minute + time.Second)
-	r.Write(podKill("storm", now))
+	r.Write(inContainer("storm", 101, now))
 	waitFor(t, "27 Events", func() bool { return len(api.events()) == 27 })
 	time.Sleep(20 * time.Millisecond)
 	if n := len(api.events()); n != 27 || r.Dropped() != 16 {

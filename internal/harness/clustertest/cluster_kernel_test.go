@@ -374,11 +374,12 @@ func testContainerLimit(t *testing.T, c *Cluster, o *Oomtrace) {
 // restart, no OOMKilled); oomtrace reports the kill, says the container
 // survived, and writes an Event on the pod that kubectl describe shows.
 func testWorkerProcessKill(t *testing.T, c *Cluster, o *Oomtrace) {
-	c.createPod(t, podSpec("shop", "web", corev1.RestartPolicyAlways, 2, container{name: "app", args: []string{"parent", "hog", "200"}, limit: 64 * mi}))
+	// A supervisor whose worker is OOM-killed twice: two kills, one Event.
+	c.createPod(t, podSpec("shop", "web", corev1.RestartPolicyAlways, 2, container{name: "app", args: []string{"respawn", "2", "hog", "200"}, limit: 64 * mi}))
 	defer c.deletePod(t, "shop", "web")
-	ev := o.WaitEvents(t, "the worker's kill in web", time.Minute, func(ev Events) bool {
+	ev := o.WaitEvents(t, "the worker's two kills in web", 2*time.Minute, func(ev Events) bool {
 		ks := killsInPod(ev, "web")
-		return len(ks) > 0 && ks[0].ContainerSurvived != nil
+		return len(ks) >= 2 && ks[0].ContainerSurvived != nil && ks[1].ContainerSurvived != nil
 	})
 	k := killsInPod(ev, "web")[0]
 	v := k.Victim
@@ -396,8 +397,10 @@ func testWorkerProcessKill(t *testing.T, c *Cluster, o *Oomtrace) {
 	if cs.RestartCount != 0 || cs.LastTerminationState.Terminated != nil || cs.State.Running == nil || containerID(cs.ContainerID) != v.Container.ID {
 		t.Errorf("API: %s, want the same container running, never restarted", jsonOf(cs))
 	}
-	e := c.waitKubeEvent(t, o, "shop", "web", kubeevents.ReasonProcess)
-	t.Logf("Event: %s %s from %s: %s", e.Type, e.Reason, e.ReportingInstance, e.Note)
+	// The repeat counts in the first kill's Event: its series, patched
+	// within 30 s (kubectl describe: OOMKillProcess (x2 over ...)).
+	e := c.waitKubeEventSeries(t, o, "shop", "web", kubeevents.ReasonProcess, 2)
+	t.Logf("Event: %s %s from %s, series %s: %s", e.Type, e.Reason, e.ReportingInstance, jsonOf(e.Series), e.Note)
 	if e.Type != corev1.EventTypeWarning || e.ReportingController != kubeevents.Controller || e.ReportingInstance != kubeevents.Controller+"-"+NodeName ||
 		e.Regarding.UID != p.UID || !strings.Contains(e.Note, fmt.Sprintf("pid %d", v.TGID)) || !strings.Contains(e.Note, "runs on: the kubelet does not report this kill") {
 		t.Errorf("Event %s", jsonOf(e))

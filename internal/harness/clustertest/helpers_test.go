@@ -169,6 +169,27 @@ func within(a, b int64, frac float64) bool {
 }
 
 // waitKubeEvent waits for an events.k8s.io Event with reason on the pod.
+// waitKubeEventSeries waits until the pod has one Event of reason whose
+// series counts count kills, and fails if it has more than one.
+func (c *Cluster) waitKubeEventSeries(t *testing.T, o *Oomtrace, ns, pod, reason string, count int32) eventsv1.Event {
+	t.Helper()
+	deadline := time.Now().Add(Patience(90 * time.Second))
+	for {
+		list, err := c.Client.EventsV1().Events(ns).List(context.Background(), metav1.ListOptions{
+			FieldSelector: "regarding.name=" + pod + ",reason=" + reason})
+		if err == nil && len(list.Items) > 1 {
+			t.Fatalf("%d Events %s on pod %s/%s, want one with a series: %s", len(list.Items), reason, ns, pod, jsonOf(list.Items))
+		}
+		if err == nil && len(list.Items) == 1 && list.Items[0].Series != nil && list.Items[0].Series.Count >= count {
+			return list.Items[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no Event %s on pod %s/%s with a series of %d (%v: %s); oomtrace's log:\n%s", reason, ns, pod, count, err, jsonOf(list), tail(o.Logs(t), 20))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
 func (c *Cluster) waitKubeEvent(t *testing.T, o *Oomtrace, ns, pod, reason string) eventsv1.Event {
 	t.Helper()
 	deadline := time.Now().Add(Patience(30 * time.Second))

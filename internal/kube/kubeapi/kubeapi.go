@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 )
@@ -93,6 +94,14 @@ func (c *Client) Watch(ctx context.Context, namespace, resource string, o metav1
 	}
 	o.Watch = true
 	return c.core.Get().Namespace(namespace).Resource(resource).VersionedParams(&o, c.params).Watch(ctx)
+}
+
+// PatchEvent applies a JSON merge patch to the events.k8s.io/v1 Event
+// namespace/name.
+func (c *Client) PatchEvent(ctx context.Context, namespace, name string, patch []byte) (*eventsv1.Event, error) {
+	out := &eventsv1.Event{}
+	err := c.events.Patch(types.MergePatchType).Namespace(namespace).Resource("events").Name(name).Body(patch).Do(ctx).Into(out)
+	return out, err
 }
 
 // CreateEvent creates an events.k8s.io/v1 Event in its namespace.

@@ -46,6 +46,12 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/apis/events.k8s.io/v1/namespaces/shop/events":
 		w.WriteHeader(http.StatusCreated)
 		w.Write(body)
+	case "/apis/events.k8s.io/v1/namespaces/shop/events/web.1":
+		if r.Header.Get("Content-Type") != "application/merge-patch+json" {
+			http.Error(w, "not a merge patch: "+r.Header.Get("Content-Type"), http.StatusUnsupportedMediaType)
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": map[string]any{"name": "web.1"}, "series": map[string]any{"count": 2}})
 	default:
 		http.NotFound(w, r)
 	}
@@ -95,11 +101,17 @@ func TestClient(t *testing.T) {
 		t.Errorf("posted %s", s.body)
 	}
 
+	patched, err := c.PatchEvent(ctx, "shop", "web.1", []byte(`{"series":{"count":2,"lastObservedTime":"2026-12-02T08:00:00.000000Z"}}`))
+	if err != nil || patched.Series == nil || patched.Series.Count != 2 || string(s.body) != `{"series":{"count":2,"lastObservedTime":"2026-12-02T08:00:00.000000Z"}}` {
+		t.Fatalf("patch: %+v %v, sent %s", patched, err, s.body)
+	}
+
 	want := []string{
 		"GET /api/v1/pods?fieldSelector=spec.nodeName%3Dnode-a",
 		"GET /api/v1/pods?resourceVersion=7&watch=true",
 		"GET /api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dnode-a",
 		"POST /apis/events.k8s.io/v1/namespaces/shop/events?",
+		"PATCH /apis/events.k8s.io/v1/namespaces/shop/events/web.1?",
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -12,6 +12,10 @@
 //	                    run ctrbin MODE ARGS... as a child, say how it
 //	                    ended, and wait on (a container's init whose
 //	                    worker process is the one OOM-killed)
+//	ctrbin respawn N MODE ARGS...
+//	                    as parent, but start the child again each time
+//	                    it dies, N times in all (a supervisor whose
+//	                    worker is OOM-killed again and again)
 //	ctrbin refusers N   run N processes one after another, each refused
 //	                    one mapping of a pebibyte (ENOMEM: a commit
 //	                    refusal), then wait
@@ -78,6 +82,24 @@ func main() {
 		go func() {
 			err := child.Wait()
 			fmt.Printf("parent: child ended: %v; running on\n", err)
+		}()
+	case "respawn":
+		// A supervisor: starts its child again each time it dies, N
+		// times in all, then runs on.
+		n, _ := strconv.Atoi(os.Args[2])
+		go func() {
+			for i := 1; i <= n; i++ {
+				child := exec.Command(os.Args[0], os.Args[3:]...)
+				child.Stdout, child.Stderr = os.Stdout, os.Stderr
+				if err := child.Start(); err != nil {
+					fmt.Fprintf(os.Stderr, "ctrbin: start child: %v\n", err)
+					os.Exit(3)
+				}
+				fmt.Printf("respawn: child %d of %d, pid %d\n", i, n, child.Process.Pid)
+				err := child.Wait()
+				fmt.Printf("respawn: child ended: %v\n", err)
+			}
+			fmt.Println("respawn: done; running on")
 		}()
 	case "pause":
 	case "refuse":
