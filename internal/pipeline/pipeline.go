@@ -92,8 +92,7 @@ func New(ctx context.Context, o Options) *Pipeline {
 		s.enricher = &enrich.Enricher{}
 	}
 	if o.ContainerCheckDelay > 0 && o.ContainerAlive != nil {
-		s.settler = &settler{delay: o.ContainerCheckDelay, alive: o.ContainerAlive, done: func(ev event.OOMKill) { s.finishKill(ev) },
-			pending: map[*time.Timer]event.OOMKill{}}
+		s.settler = &settler{delay: o.ContainerCheckDelay, alive: o.ContainerAlive, done: func(ev event.OOMKill) { s.finishKill(ev) }}
 	}
 	s.kubeEvents, s.postmortem = o.KubeEvents, o.PostMortem
 	outbox := newQueue(acking{o.Out, s.acknowledge}, o.QueueSize, o.OutFailed).OnFull(s.acknowledge)

@@ -128,3 +128,23 @@ func TestCloseSettlesHeldKills(t *testing.T) {
 		}
 	}
 }
+
+// The held kills come out in the order they came in (the kills of one
+// memory.oom.group decision: the chosen task first), however close.
+func TestSettlerKeepsOrder(t *testing.T) {
+	out := &lockedKills{}
+	p := New(context.Background(), Options{Out: out, QueueSize: 256, ContainerCheckDelay: 20 * time.Millisecond,
+		ContainerAlive: func(string) (bool, error) { return false, nil }})
+	for i := range 100 {
+		k := allocatableKill(time.Now())
+		k.Seq = uint64(i + 1)
+		p.Write(k)
+	}
+	got := out.wait(t, 100)
+	for i, k := range got {
+		if k.Seq != uint64(i+1) || k.ContainerSurvived == nil {
+			t.Fatalf("kill %d out as %d (survived %v): the order changed", k.Seq, i+1, k.ContainerSurvived)
+		}
+	}
+	p.Close(time.Second)
+}
