@@ -21,18 +21,26 @@ type clock struct {
 func (c *clock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
-// TestSeries: the repeats of a kill in one container are one Event whose
-// series counts them, patched once for all the repeats that came within
-// the patch interval; past the series window a new Event starts.
-func TestSeries(t *testing.T) {
+// startWithEvent starts a recorder on a settable clock, its series patched
+// every 50 ms, and has it write the Event of a first kill in pod uid-1.
+func startWithEvent(t *testing.T) (*fakeAPI, *Recorder, *clock) {
+	t.Helper()
 	api := &fakeAPI{}
 	r := New(api, "node-a")
 	c := &clock{t: time.Date(2026, 12, 2, 8, 0, 0, 0, time.UTC)}
 	r.now, r.seriesEvery = c.now, 50*time.Millisecond
 	r.Start(context.Background())
-	defer r.Shutdown()
+	t.Cleanup(r.Shutdown)
 	r.Write(podKill("uid-1", c.now()))
 	waitFor(t, "the Event", func() bool { return len(api.events()) == 1 })
+	return api, r, c
+}
+
+// TestSeries: the repeats of a kill in one container are one Event whose
+// series counts them, patched once for all the repeats that came within
+// the patch interval; past the series window a new Event starts.
+func TestSeries(t *testing.T) {
+	api, r, c := startWithEvent(t)
 	for range 4 {
 		c.add(time.Second)
 		r.Write(podKill("uid-1", c.now()))
@@ -68,14 +76,7 @@ func TestSeries(t *testing.T) {
 // not silenced after the burst of 25 new Events: its repeats go on
 // counting in its series.
 func TestSeriesOutlivesTheBurst(t *testing.T) {
-	api := &fakeAPI{}
-	r := New(api, "node-a")
-	c := &clock{t: time.Date(2026, 12, 2, 8, 0, 0, 0, time.UTC)}
-	r.now, r.seriesEvery = c.now, 50*time.Millisecond
-	r.Start(context.Background())
-	defer r.Shutdown()
-	r.Write(podKill("uid-1", c.now()))
-	waitFor(t, "the Event", func() bool { return len(api.events()) == 1 })
+	api, r, c := startWithEvent(t)
 	for range 300 {
 		r.Write(podKill("uid-1", c.now()))
 	}
