@@ -717,8 +717,10 @@ func testMemoryAvailableEviction(t *testing.T, c *Cluster, o *Oomtrace, threshol
 		t.Errorf("eviction %s, want threshold %d", jsonOf(e), threshold)
 	}
 	// The kubelet's stats and oomtrace's sample are not read at the same
-	// instant: 3% apart at most, twice that under emulation.
-	tolerance := 0.03 * float64(min(Slowdown(), 2))
+	// instant, and the loader is still allocating: 3% apart at most, the
+	// slowdown times that under emulation, where the loader allocates that
+	// much slower (seen: 6.2% at a slowdown of 3).
+	tolerance := 0.03 * float64(Slowdown())
 	if nm := e.NodeMemory; nm == nil || nm.MemoryAvailable == nil || !nm.MemoryAvailable.BelowThreshold ||
 		!within(nm.MemoryAvailable.AvailableBytes, *kmsg.AvailableBytes, tolerance) {
 		t.Errorf("memory.available at the eviction %s, kubelet said %d: want below, within %.0f%%", jsonOf(e.NodeMemory), *kmsg.AvailableBytes, 100*tolerance)
