@@ -354,18 +354,27 @@ func Describe(k event.OOMKill) (reason, note string) {
 	if v.RSS != nil {
 		fmt.Fprintf(&b, "; it held %s (anon %s, file %s, shmem %s)", stream.Bytes(v.RSS.Anon+v.RSS.File+v.RSS.Shmem), stream.Bytes(v.RSS.Anon), stream.Bytes(v.RSS.File), stream.Bytes(v.RSS.Shmem))
 	}
-	switch {
-	case k.ContainerSurvived != nil && *k.ContainerSurvived:
-		reason = ReasonProcess
+	reason = reasonOf(k)
+	switch reason {
+	case ReasonProcess:
 		fmt.Fprintf(&b, ". %s runs on: the kubelet does not report this kill.", upper(container))
-	case k.ContainerSurvived != nil:
-		reason = ReasonContainer
+	case ReasonContainer:
 		fmt.Fprintf(&b, ". The kill ended %s.", container)
 	default:
-		reason = ReasonUnknown
 		b.WriteString(".")
 	}
 	return reason, b.String()
+}
+
+// reasonOf is the reason of a kill's Event: whether its container ran on.
+func reasonOf(k event.OOMKill) string {
+	switch {
+	case k.ContainerSurvived != nil && *k.ContainerSurvived:
+		return ReasonProcess
+	case k.ContainerSurvived != nil:
+		return ReasonContainer
+	}
+	return ReasonUnknown
 }
 
 // describeGroup is the reason and note of a memory.oom.group kill's one

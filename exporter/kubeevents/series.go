@@ -85,8 +85,8 @@ func keyOf(kill event.OOMKill, reason string) (seriesKey, bool) {
 // repeat counts kill in the series of its kind, if there is a recent one;
 // false when the kill needs an Event of its own.
 func (r *Recorder) repeat(kill event.OOMKill) bool {
-	reason, _ := Describe(kill)
-	k, ok := keyOf(kill, reason)
+	// The reason alone, not the note: a repeat writes no text.
+	k, ok := keyOf(kill, reasonOf(kill))
 	if !ok {
 		return false
 	}
