@@ -94,15 +94,19 @@ func (r *Reader) Read(k *event.OOMKill) *event.PostMortem {
 // with memory.oom.group every task of the group's cgroup. Their memory is
 // on its way out, and reading /proc of a task in the middle of its exit
 // costs far more than of any other.
-func (r *Reader) dying(k *event.OOMKill) map[uint32]bool {
-	dying := map[uint32]bool{k.Victim.TGID: true}
-	if g := k.OOM.Group; g != nil && g.Cgroup.Path != "" && !g.Cgroup.PathTruncated {
-		pids, _ := r.Memory.Procs(g.Cgroup.Path, maxTasksRead)
-		for _, pid := range pids {
-			dying[pid] = true
-		}
+func (r *Reader) dying(k *event.OOMKill) func(pid uint32) bool {
+	victim := k.Victim.TGID
+	g := k.OOM.Group
+	if g == nil || g.Cgroup.Path == "" || g.Cgroup.PathTruncated {
+		// Most kills: the victim alone, no set to build.
+		return func(pid uint32) bool { return pid == victim }
 	}
-	return dying
+	pids, _ := r.Memory.Procs(g.Cgroup.Path, maxTasksRead)
+	group := make(map[uint32]bool, len(pids))
+	for _, pid := range pids {
+		group[pid] = true
+	}
+	return func(pid uint32) bool { return pid == victim || group[pid] }
 }
 
 // breakdown reads the cgroup's memory by kind.
@@ -165,7 +169,7 @@ const maxTasksRead = 4096
 // swapped), and counts them (at most maxTasksRead, from at most
 // cgroup.MaxCgroupsWalked cgroups), those dying left out. "/" is every
 // process of the host.
-func (r *Reader) topTasks(path string, dying map[uint32]bool) ([]event.TaskMemory, int) {
+func (r *Reader) topTasks(path string, dying func(pid uint32) bool) ([]event.TaskMemory, int) {
 	var pids []uint32
 	if path == "/" {
 		pids = allPIDs(r.Procfs)
@@ -174,7 +178,7 @@ func (r *Reader) topTasks(path string, dying map[uint32]bool) ([]event.TaskMemor
 	}
 	tasks := make([]event.TaskMemory, 0, len(pids))
 	for _, pid := range pids {
-		if dying[pid] {
+		if dying(pid) {
 			continue
 		}
 		status, err := kernfile.ReadFile(fmt.Sprintf("%s/%d/status", r.Procfs, pid))
