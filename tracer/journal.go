@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -34,15 +35,22 @@ type journal struct {
 	ring []byte
 	mask uint64
 
+	// epfd watches the ring buffer and wakeFd; Go's netpoller watches
+	// epfd (epoll nests), so a reader waits parked like a socket read,
+	// not in a blocking syscall that holds a thread: a kill then wakes
+	// the netpoller's thread, which runs the reader itself, instead of a
+	// thread of its own that must win a P back and wake sysmon (measured
+	// at a third of a kill's CPU with GOMAXPROCS=2).
 	epfd   int
-	wakeFd int // an eventfd: Flush and Close wake the reader through it
+	poll   *os.File        // epfd, registered with the netpoller; nil after release
+	pollRC syscall.RawConn // poll's, for its Read
+	wakeFd int             // an eventfd: Flush and Close wake the reader through it
 
 	mu       sync.Mutex // guards everything below, and the consumer position
 	next     uint64     // where the next record to read starts
 	held     []heldRecord
 	flushed  bool // after the records there now, end with ringbuf.ErrFlushed
 	closed   bool
-	deadline time.Time // zero: none
 
 	readMu sync.Mutex // one reader at a time; Close waits for it
 }
@@ -97,6 +105,14 @@ func newJournal(m *ebpf.Map) (*journal, error) {
 		if err := unix.EpollCtl(j.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 			return nil, fmt.Errorf("epoll add: %w", err)
 		}
+	}
+	// Non-blocking, so that os.NewFile hands it to the netpoller.
+	if err := unix.SetNonblock(j.epfd, true); err != nil {
+		return nil, fmt.Errorf("epoll nonblocking: %w", err)
+	}
+	j.poll = os.NewFile(uintptr(j.epfd), "ringbuf-epoll")
+	if j.pollRC, err = j.poll.SyscallConn(); err != nil {
+		return nil, fmt.Errorf("epoll raw conn: %w", err)
 	}
 	ok = true
 	return j, nil
@@ -171,41 +187,37 @@ func (j *journal) readLocked(buf []byte) ([]byte, uint64, bool, error) {
 }
 
 // wait blocks until the kernel or Flush or Close wakes the reader, or the
-// deadline passes (os.ErrDeadlineExceeded).
+// deadline passes (os.ErrDeadlineExceeded). It takes the ready events off
+// epfd without blocking and otherwise parks in the netpoller.
 func (j *journal) wait() error {
-	events := make([]unix.EpollEvent, 2)
-	for {
-		j.mu.Lock()
-		deadline := j.deadline
-		j.mu.Unlock()
-		timeout := -1
-		if !deadline.IsZero() {
-			left := time.Until(deadline)
-			if left <= 0 {
-				return os.ErrDeadlineExceeded
+	var events [2]unix.EpollEvent
+	var waitErr error
+	err := j.pollRC.Read(func(fd uintptr) bool {
+		for {
+			n, err := unix.EpollWait(int(fd), events[:], 0)
+			if errors.Is(err, unix.EINTR) {
+				continue
 			}
-			timeout = int((left + time.Millisecond - 1) / time.Millisecond)
+			if err != nil {
+				waitErr = fmt.Errorf("epoll wait: %w", err)
+			}
+			return err != nil || n > 0 // false: nothing yet, park
 		}
-		n, err := unix.EpollWait(j.epfd, events, timeout)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("epoll wait: %w", err)
-		}
-		if n == 0 {
-			continue // the timeout: the deadline check above says so
-		}
-		return nil
+	})
+	if err != nil {
+		return err // os.ErrDeadlineExceeded, or os.ErrClosed
 	}
+	return waitErr
 }
 
 // SetDeadline makes a Read that finds nothing return os.ErrDeadlineExceeded
 // at t; zero: wait for ever.
 func (j *journal) SetDeadline(t time.Time) {
 	j.mu.Lock()
-	j.deadline = t
-	j.mu.Unlock()
+	defer j.mu.Unlock()
+	if j.poll != nil {
+		_ = j.poll.SetReadDeadline(t)
+	}
 }
 
 // Commit says the record ending at end was written out (or needs no
@@ -322,6 +334,10 @@ func (j *journal) release() error {
 	if j.consPage != nil {
 		errs = append(errs, unix.Munmap(j.consPage))
 		j.consPage = nil
+	}
+	if j.poll != nil {
+		errs = append(errs, j.poll.Close()) // closes epfd
+		j.poll, j.epfd = nil, -1
 	}
 	for _, fd := range []*int{&j.epfd, &j.wakeFd} {
 		if *fd >= 0 {

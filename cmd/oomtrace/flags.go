@@ -49,6 +49,10 @@ type options struct {
 	metricsPath    string
 	webConfig      string
 	memoryLimit    int64
+	// maxProcs is --runtime.gomaxprocs; maxProcsAsked: set by the user,
+	// or GOMAXPROCS in the environment (which then wins over the default).
+	maxProcs      int
+	maxProcsAsked bool
 	cpuProfile     string
 	retention      time.Duration
 	procfs         string
@@ -131,6 +135,7 @@ func defineFlags(fs *flag.FlagSet, o *options) {
 	fs.DurationVar(&o.corrWindow, "correlation.window", correlate.DefaultWindow, "a kernel OOM kill and a kubelet eviction of one pod this close are linked")
 	fs.StringVar(&o.cpuProfile, "debug.cpu-profile", "", "write a Go CPU profile of the whole run to this file (for make bench); empty: none")
 	fs.Int64Var(&o.memoryLimit, "memory.limit", 0, "oomtrace's container memory limit in bytes, the Go heap kept below 90% of it; 0: none")
+	fs.IntVar(&o.maxProcs, "runtime.gomaxprocs", 1, "CPUs the Go runtime runs oomtrace's code on at once (GOMAXPROCS); 0: Go's choice (the CPUs, or the container's CPU limit)")
 	fs.DurationVar(&o.retention, "metrics.retention", time.Hour, "drop the series of a pod or container that has not moved for this long; 0 keeps them forever")
 }
 
@@ -157,6 +162,7 @@ func (o *options) validate() error {
 		{"container.check-delay", notNegative(o.containerCheck)},
 		{"postmortem.top-tasks", notNegativeInt(o.pmTopTasks)},
 		{"memory.limit", notNegativeInt64(o.memoryLimit)},
+		{"runtime.gomaxprocs", notNegativeInt(o.maxProcs)},
 		{"refusal.window", positive(o.refusalWin)},
 		{"cri.retention", positive(o.criRetention)},
 		{"node.sample-interval", positive(o.sampleEvery)},
@@ -289,6 +295,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	_, hookEnv := os.LookupEnv(envName("hook.refusal"))
 	_, pinEnv := os.LookupEnv(envName("pin"))
 	_, pinPathEnv := os.LookupEnv(envName("pin.path"))
+	_, maxProcsEnv := os.LookupEnv(envName("runtime.gomaxprocs"))
 	if err := fs.Parse(args); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(stderr, "oomtrace: %v\n", err)
@@ -299,6 +306,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	o.refusalsAsked = refusalsEnv || hookEnv || fs.Changed("refusals") || fs.Changed("hook.refusal")
 	o.pinSet = pinEnv || fs.Changed("pin")
 	o.pinAsked = o.pinSet || pinPathEnv || fs.Changed("pin.path")
+	o.maxProcsAsked = maxProcsEnv || fs.Changed("runtime.gomaxprocs")
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "oomtrace: unexpected argument %q\n", fs.Arg(0))
 		fs.Usage()

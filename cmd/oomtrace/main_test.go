@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -184,4 +185,57 @@ func TestHeapLimit(t *testing.T) {
 	if got := heapLimit(128 << 20); got != 0 {
 		t.Errorf("GOMEMLIMIT set: %d, want 0 (the runtime's own)", got)
 	}
+}
+
+// TestMaxProcs: GOMAXPROCS is 1 by default, the flag's value when set,
+// Go's own choice for 0, and left alone when GOMAXPROCS is in the
+// environment and the flag is not set.
+func TestMaxProcs(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	log := slog.New(slog.DiscardHandler)
+	set := func(env string, args ...string) int {
+		t.Helper()
+		if env != "" {
+			t.Setenv("GOMAXPROCS", env)
+		} else {
+			os.Unsetenv("GOMAXPROCS")
+		}
+		runtime.GOMAXPROCS(7)
+		o, err := parseFlags(args, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		setMaxProcs(o, log)
+		return runtime.GOMAXPROCS(0)
+	}
+	t.Setenv("GOMAXPROCS", "") // restored at the end
+	if got := set(""); got != 1 {
+		t.Errorf("default: GOMAXPROCS %d, want 1", got)
+	}
+	if got := set("", "--runtime.gomaxprocs", "3"); got != 3 {
+		t.Errorf("--runtime.gomaxprocs 3: %d", got)
+	}
+	if got := set("5"); got != 7 {
+		t.Errorf("GOMAXPROCS=5 in the environment, no flag: %d, want it untouched (7)", got)
+	}
+	if got := set("5", "--runtime.gomaxprocs", "2"); got != 2 {
+		t.Errorf("GOMAXPROCS=5 and the flag 2: %d, want 2", got)
+	}
+	runtime.GOMAXPROCS(7)
+	os.Unsetenv("GOMAXPROCS")
+	if got, want := set("", "--runtime.gomaxprocs", "0"), defaultMaxProcs(); got != want {
+		t.Errorf("--runtime.gomaxprocs 0: %d, want Go's default %d", got, want)
+	}
+	var stderr bytes.Buffer
+	if code := run([]string{"--runtime.gomaxprocs", "-1"}, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), "--runtime.gomaxprocs") {
+		t.Errorf("--runtime.gomaxprocs -1: exit %d, %q", code, stderr.String())
+	}
+}
+
+// defaultMaxProcs is what Go chooses by itself.
+func defaultMaxProcs() int {
+	prev := runtime.GOMAXPROCS(0)
+	defer runtime.GOMAXPROCS(prev)
+	runtime.SetDefaultGOMAXPROCS()
+	return runtime.GOMAXPROCS(0)
 }

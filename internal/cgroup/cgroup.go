@@ -41,6 +41,11 @@ type Memory struct {
 	// nsDepth is how far below the hierarchy's root NSRoot is (the "/.."
 	// steps of the mount's root in mountinfo); 0 in the host's namespace.
 	nsDepth int
+	// Files, if set, keeps the cgroup files read last open (Stat, Read,
+	// ReadUint): a hot path reading the same cgroups again (every kill of a
+	// crash-looping worker, every kill of one group) skips the open and
+	// close that cost twice the read. nil: every read opens the file.
+	Files *kernfile.OpenFiles
 }
 
 // FindMemory finds the memory hierarchy in <procfs>/self/mountinfo: the
@@ -303,9 +308,20 @@ func (m Memory) ID(path string) (uint64, bool) {
 	return st.Ino, true
 }
 
+// Read reads the file name of the cgroup at path (through Files).
+func (m Memory) Read(path, name string) ([]byte, error) {
+	return m.Files.ReadFile(filepath.Join(m.Dir(path), name))
+}
+
+// ReadUint reads the file name of the cgroup at path that holds one
+// number (through Files).
+func (m Memory) ReadUint(path, name string) (uint64, error) {
+	return m.Files.ReadUint(filepath.Join(m.Dir(path), name))
+}
+
 // Stat reads the cgroup's memory.stat.
 func (m Memory) Stat(path string) (Stat, error) {
-	data, err := kernfile.ReadFile(filepath.Join(m.Dir(path), "memory.stat"))
+	data, err := m.Read(path, "memory.stat")
 	if err != nil {
 		return nil, err
 	}
@@ -386,6 +402,9 @@ func (m Memory) Procs(path string, max int) ([]uint32, error) {
 		}
 		dir := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
+		// Not through Files: cgroup.procs pages through a task iterator
+		// that a read from offset 0 does not restart (a kept file reads
+		// one step behind).
 		data, err := kernfile.ReadFile(filepath.Join(dir, "cgroup.procs"))
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return pids, err

@@ -132,3 +132,56 @@ func FuzzAppendDirs(f *testing.F) {
 		}
 	})
 }
+
+// TestOpenFilesKeepsTheLastRead: at most max files stay open, the least
+// recently read closed first; a kept file is read from its start each
+// time; a file that cannot be opened is an error, and nil reads afresh.
+func TestOpenFilesKeepsTheLastRead(t *testing.T) {
+	dir := t.TempDir()
+	path := func(name string) string { return filepath.Join(dir, name) }
+	for _, name := range []string{"a", "b", "c"} {
+		if err := os.WriteFile(path(name), []byte(name+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o := NewOpenFiles(2)
+	defer o.Close()
+	read := func(name, want string) {
+		t.Helper()
+		got, err := o.ReadFile(path(name))
+		if err != nil || string(got) != want {
+			t.Fatalf("read %s: %q, %v; want %q", name, got, err, want)
+		}
+	}
+	read("a", "a\n")
+	read("b", "b\n")
+	read("a", "a\n") // a is now the most recent
+	read("c", "c\n") // b goes
+	if o.Len() != 2 {
+		t.Fatalf("%d open, want 2", o.Len())
+	}
+	if _, kept := o.files[path("b")]; kept {
+		t.Error("b kept; it was the least recently read")
+	}
+	// The same file, rewritten in place (as the kernel prints anew): the
+	// kept descriptor reads the new text from its start.
+	if err := os.WriteFile(path("a"), []byte("a, longer now\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	read("a", "a, longer now\n")
+	if _, err := o.ReadFile(path("missing")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+	if v, err := o.ReadUint(path("a")); err == nil {
+		t.Errorf("ReadUint of text: %d", v)
+	}
+	var none *OpenFiles
+	if got, err := none.ReadFile(path("c")); err != nil || string(got) != "c\n" {
+		t.Errorf("nil OpenFiles: %q, %v", got, err)
+	}
+	o.Close()
+	if o.Len() != 0 {
+		t.Errorf("%d open after Close", o.Len())
+	}
+	read("b", "b\n")
+}

@@ -7,7 +7,6 @@ package postmortem
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -37,12 +36,22 @@ type Reader struct {
 	lastGroup    *event.PostMortem
 }
 
-// Open returns a reader of the memory hierarchy found below procfs.
+// openCgroupFiles is how many cgroup files a reader keeps open: the four
+// of a domain without children (memory.stat, cgroup.procs, and on v1
+// memory.kmem.usage_in_bytes and memory.kmem.tcp.usage_in_bytes) for the
+// last 16 domains, or a larger domain's files.
+const openCgroupFiles = 64
+
+// Open returns a reader of the memory hierarchy found below procfs. It
+// keeps the cgroup files it read last open (cgroup.Memory.Files): kills
+// come again and again in the same domains (a crash-looping worker, a
+// group), and their files are then read with one syscall each.
 func Open(procfs string, memoryStat bool, topTasks int) (*Reader, error) {
 	m, err := cgroup.FindMemory(procfs)
 	if err != nil {
 		return nil, err
 	}
+	m.Files = kernfile.NewOpenFiles(openCgroupFiles)
 	return &Reader{Memory: m, Procfs: procfs, MemoryStat: memoryStat, TopTasks: topTasks}, nil
 }
 
@@ -116,7 +125,7 @@ func (r *Reader) breakdown(path string) (*event.MemoryBreakdown, error) {
 		return nil, err
 	}
 	return breakdownOf(st, r.Memory.V1, func(name string) (uint64, bool) {
-		v, err := kernfile.ReadUint(filepath.Join(r.Memory.Dir(path), name))
+		v, err := r.Memory.ReadUint(path, name)
 		return v, err == nil
 	}), nil
 }
