@@ -46,11 +46,11 @@ type journal struct {
 	pollRC syscall.RawConn // poll's, for its Read
 	wakeFd int             // an eventfd: Flush and Close wake the reader through it
 
-	mu       sync.Mutex // guards everything below, and the consumer position
-	next     uint64     // where the next record to read starts
-	held     []heldRecord
-	flushed  bool // after the records there now, end with ringbuf.ErrFlushed
-	closed   bool
+	mu      sync.Mutex // guards everything below, and the consumer position
+	next    uint64     // where the next record to read starts
+	held    []heldRecord
+	flushed bool // after the records there now, end with ringbuf.ErrFlushed
+	closed  bool
 
 	readMu sync.Mutex // one reader at a time; Close waits for it
 }

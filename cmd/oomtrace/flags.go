@@ -35,24 +35,24 @@ type options struct {
 	pinPath       string
 	// pinAsked: --pin or --pin.path set by the user; pinning is then
 	// required, not best effort. pinSet: --pin itself.
-	pinAsked       bool
-	pinSet         bool
-	refusalHook    string
-	refusalWin     time.Duration
-	btfPath        string
-	nodeName       string
-	logLevel       string
-	logFormat      string
-	level          slog.Level // logLevel, parsed by validate
-	showVersion    bool
-	listenAddr     string
-	metricsPath    string
-	webConfig      string
-	memoryLimit    int64
+	pinAsked    bool
+	pinSet      bool
+	refusalHook string
+	refusalWin  time.Duration
+	btfPath     string
+	nodeName    string
+	logLevel    string
+	logFormat   string
+	level       slog.Level // logLevel, parsed by validate
+	showVersion bool
+	listenAddr  string
+	metricsPath string
+	webConfig   string
+	memoryLimit int64
 	// maxProcs is --runtime.gomaxprocs; maxProcsAsked: set by the user,
 	// or GOMAXPROCS in the environment (which then wins over the default).
-	maxProcs      int
-	maxProcsAsked bool
+	maxProcs       int
+	maxProcsAsked  bool
 	cpuProfile     string
 	retention      time.Duration
 	procfs         string
