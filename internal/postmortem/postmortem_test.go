@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
@@ -175,5 +176,26 @@ func TestReadLeavesOutTheDying(t *testing.T) {
 	k.OOM.Group = &other
 	if pm := r.Read(&k); pm.Memory.Anon != 1 {
 		t.Errorf("another decision: %s, want a new read", pm)
+	}
+}
+
+// TestBreakdownStatKeepsWhatBreakdownReads: the counters breakdownStat
+// keeps make the same breakdown as the whole file's, on v1 and v2.
+func TestBreakdownStatKeepsWhatBreakdownReads(t *testing.T) {
+	for _, c := range []struct {
+		file string
+		v1   bool
+	}{{"v1-memory.stat", true}, {"v2-memory.stat", false}} {
+		data, err := os.ReadFile(filepath.Join("testdata", c.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		whole, kept := breakdownOf(statFile(t, c.file), c.v1, nil), breakdownOf(breakdownStat(data), c.v1, nil)
+		if !reflect.DeepEqual(whole, kept) {
+			t.Errorf("%s: from the counters kept %+v, from all %+v", c.file, kept, whole)
+		}
+		if len(breakdownStat(data)) >= len(statFile(t, c.file)) {
+			t.Errorf("%s: kept every counter", c.file)
+		}
 	}
 }
