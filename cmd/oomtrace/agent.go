@@ -63,11 +63,14 @@ func (d *agent) startKubeEvents(ctx context.Context) error {
 		return nil
 	}
 	r := kubeevents.New(d.kube, d.node)
+	if !d.opts.kubeEventsEnded {
+		r.LeaveEndedContainersToKubelet()
+	}
 	if err := r.Start(ctx); err != nil {
 		return fmt.Errorf("--kube.events: %w", err)
 	}
 	d.recorder = r
-	d.log.Info("writing an Event on the pod of every OOM kill", "reporting_controller", kubeevents.Controller)
+	d.log.Info("writing an Event on the pod of every OOM kill", "reporting_controller", kubeevents.Controller, "container_kills", d.opts.kubeEventsEnded)
 	return nil
 }
 

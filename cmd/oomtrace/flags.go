@@ -51,29 +51,30 @@ type options struct {
 	memoryLimit int64
 	// maxProcs is --runtime.gomaxprocs; maxProcsAsked: set by the user,
 	// or GOMAXPROCS in the environment (which then wins over the default).
-	maxProcs       int
-	maxProcsAsked  bool
-	cpuProfile     string
-	retention      time.Duration
-	procfs         string
-	queueSize      int
-	criEndpoint    string
-	runDir         string
-	criRetention   time.Duration
-	namespaces     []string
-	pods           []string
-	evictionHard   string
-	enforceAlloc   []string
-	kubeletCfg     string
-	kubeletCfgDir  string
-	kubepods       string
-	sampleEvery    time.Duration
-	kubeconfig     string
-	corrWindow     time.Duration
-	kubeEvents     bool
-	containerCheck time.Duration
-	pmMemoryStat   bool
-	pmTopTasks     int
+	maxProcs        int
+	maxProcsAsked   bool
+	cpuProfile      string
+	retention       time.Duration
+	procfs          string
+	queueSize       int
+	criEndpoint     string
+	runDir          string
+	criRetention    time.Duration
+	namespaces      []string
+	pods            []string
+	evictionHard    string
+	enforceAlloc    []string
+	kubeletCfg      string
+	kubeletCfgDir   string
+	kubepods        string
+	sampleEvery     time.Duration
+	kubeconfig      string
+	corrWindow      time.Duration
+	kubeEventsEnded bool
+	kubeEvents      bool
+	containerCheck  time.Duration
+	pmMemoryStat    bool
+	pmTopTasks      int
 }
 
 const defaultBTF = "/sys/kernel/btf/vmlinux"
@@ -129,6 +130,7 @@ func defineFlags(fs *flag.FlagSet, o *options) {
 	fs.DurationVar(&o.sampleEvery, "node.sample-interval", time.Second, "read the node's memory signals this often (and at every kernel event)")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for the cluster view; empty: in-cluster in a pod, else none; none: off")
 	fs.BoolVar(&o.kubeEvents, "kube.events", false, "write a Warning Event on the pod of every kernel OOM kill")
+	fs.BoolVar(&o.kubeEventsEnded, "kube.events.container-kills", true, "with --kube.events, an Event also for a kill that ended its container (OOMKillContainer); false leaves those to the kubelet (its OOMKilled status, and its own OOM Event once it writes one: kubernetes#136092)")
 	fs.DurationVar(&o.containerCheck, "container.check-delay", 2*time.Second, "hold a container's kill this long, then say whether the container survived it; 0: no check")
 	fs.BoolVar(&o.pmMemoryStat, "postmortem.memory-stat", true, "with every kill, the OOM domain's memory by kind")
 	fs.IntVar(&o.pmTopTasks, "postmortem.top-tasks", postmortem.DefaultTopTasks, "with every kill, this many of the OOM domain's largest processes; 0: none")

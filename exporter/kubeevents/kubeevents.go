@@ -75,6 +75,11 @@ type Recorder struct {
 	// seriesEvery: a series' count is patched at most this often.
 	seriesEvery time.Duration
 
+	// leaveEnded: no Event for a kill that ended its container (see
+	// LeaveEndedContainersToKubelet); left counts them.
+	leaveEnded bool
+	left       atomic.Uint64
+
 	queue   chan op
 	dropped atomic.Uint64
 	sent    atomic.Uint64
@@ -111,6 +116,17 @@ func New(api API, node string) *Recorder {
 	return &Recorder{api: api, node: node, now: time.Now, retry: time.Second, seriesEvery: seriesEvery,
 		queue: make(chan op, queueSize), tokens: map[types.UID]*bucket{}, groups: map[uint64]*pendingGroup{}, series: map[seriesKey]*series{}}
 }
+
+// LeaveEndedContainersToKubelet makes the recorder write no Event for a
+// kill that ended its container (OOMKillContainer): the kubelet reports
+// those as the container's OOMKilled, and may write an OOM Event of its
+// own (kubernetes#136092). The kills only oomtrace sees, of a process the
+// container outlived (OOMKillProcess), and those whose outcome could not
+// be told (OOMKill), are still written. Call it before Start.
+func (r *Recorder) LeaveEndedContainersToKubelet() { r.leaveEnded = true }
+
+// Left is how many kills LeaveEndedContainersToKubelet left to the kubelet.
+func (r *Recorder) Left() uint64 { return r.left.Load() }
 
 // Start sends the Events to the API server until ctx is done or Shutdown.
 func (r *Recorder) Start(ctx context.Context) error {
@@ -214,6 +230,10 @@ func (r *Recorder) Write(ev event.Event) error {
 	}
 	pod := kill.Victim.Pod
 	if pod == nil || pod.Name == "" || pod.Namespace == "" {
+		return nil
+	}
+	if r.leaveEnded && reasonOf(kill) == ReasonContainer {
+		r.left.Add(1)
 		return nil
 	}
 	if g := kill.OOM.Group; g != nil && r.joinGroup(kill, g) {

@@ -254,3 +254,47 @@ func TestRecorderOneEventPerGroupKill(t *testing.T) {
 		t.Errorf("%d created, sent %d, dropped %d; want 2, 2, 0", len(api.events()), r.Sent(), r.Dropped())
 	}
 }
+
+// TestRecorderLeavesEndedContainersToKubelet: with the option, a kill that
+// ended its container (single or a group's) makes no Event; one its
+// container survived, and one whose outcome is unknown, still do.
+func TestRecorderLeavesEndedContainersToKubelet(t *testing.T) {
+	api := &fakeAPI{}
+	r := New(api, "node-a")
+	r.LeaveEndedContainersToKubelet()
+	r.Start(context.Background())
+	defer r.Shutdown()
+	at := time.Now()
+	ended, unknown, ran := podKill("uid-ended", at), podKill("uid-unknown", at), podKill("uid-ran", at)
+	no := false
+	ended.ContainerSurvived = &no
+	unknown.ContainerSurvived = nil
+	group := podKill("uid-group", at)
+	group.ContainerSurvived = &no
+	group.OOM.Group = &event.GroupKill{DecisionSeq: 7}
+	for _, k := range []event.OOMKill{ended, unknown, ran, group} {
+		r.Write(k)
+	}
+	waitFor(t, "two Events", func() bool { return len(api.events()) == 2 })
+	time.Sleep(groupWait + 50*time.Millisecond) // a group's Event would have come by now
+	got := map[string]string{}
+	for _, e := range api.events() {
+		got[string(e.Regarding.UID)] = e.Reason
+	}
+	if len(got) != 2 || got["uid-unknown"] != ReasonUnknown || got["uid-ran"] != ReasonProcess {
+		t.Errorf("Events by pod: %v; want uid-unknown %s and uid-ran %s only", got, ReasonUnknown, ReasonProcess)
+	}
+	if r.Left() != 2 || r.Dropped() != 0 {
+		t.Errorf("left %d, dropped %d; want 2, 0", r.Left(), r.Dropped())
+	}
+	// Without the option the same kill that ended its container is written.
+	api2 := &fakeAPI{}
+	r2 := New(api2, "node-a")
+	r2.Start(context.Background())
+	defer r2.Shutdown()
+	r2.Write(ended)
+	waitFor(t, "the Event", func() bool { return len(api2.events()) == 1 })
+	if e := api2.events()[0]; e.Reason != ReasonContainer {
+		t.Errorf("reason %s, want %s", e.Reason, ReasonContainer)
+	}
+}
