@@ -39,7 +39,7 @@ demo: ## One OOM kill in a 64 MiB cgroup of its own, and the event oomtrace wrot
 	@$(SUDO) ./$(BIN) demo
 
 .PHONY: test
-test: test-host test-rules test-cluster test-kernels test-cluster-v2 ## The whole suite: on this kernel, in a real single-node cluster (cgroup v1), inside stock Debian kernels under qemu, then the cluster suite again on a cgroup v2 node under qemu.
+test: test-host test-rules test-helm test-cluster test-kernels test-cluster-v2 ## The whole suite: on this kernel, the alerts and the Helm chart, in a real single-node cluster (cgroup v1), inside stock Debian kernels under qemu, then the cluster suite again on a cgroup v2 node under qemu.
 
 .PHONY: test-rules
 # promtool from the Go module proxy, built once into the module cache.
@@ -49,6 +49,20 @@ test-rules: ## Unit-test the shipped alerts with promtool (deploy/monitoring/rul
 	@cd deploy/monitoring/rules && $(GO) run github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION) test rules oomtrace.rules.test.yaml
 	@cd deploy/monitoring && $(GO) run dashboard_rules.go > $(CURDIR)/bin/dashboard.rules.yaml && \
 		$(GO) run github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION) check rules $(CURDIR)/bin/dashboard.rules.yaml
+
+.PHONY: test-helm chart-files
+# helm from the Go module proxy, built once (about 2 minutes) into bin/.
+HELM_VERSION ?= v4.3.2
+test-helm: ## Lint the Helm chart (deploy/helm/oomtrace) and check it renders what kubectl apply -k renders, for each variant and the monitoring objects.
+	@mkdir -p bin
+	@test -x bin/helm && bin/helm version --template '{{.Version}}' 2>/dev/null | grep -q '^$(basename $(HELM_VERSION))' || GOBIN=$(CURDIR)/bin $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+	@bin/helm lint --strict deploy/helm/oomtrace
+	@OOMTRACE_HELM=$(CURDIR)/bin/helm $(GO) test -count=1 -run '^TestHelm' -v ./deploy/ > bin/test-helm.out; rc=$$?; grep -v '^=== RUN' bin/test-helm.out; exit $$rc
+
+# The chart carries copies of the alerts and the dashboard (Helm reads no
+# file outside a chart); test-helm fails when they drift.
+chart-files: ## Copy the alerts and the dashboard into the Helm chart.
+	@cp deploy/monitoring/rules/oomtrace.rules.yaml deploy/monitoring/dashboard.json deploy/helm/oomtrace/files/
 
 .PHONY: test-host
 # -p 1: the real-kernel tests of different packages would fill each other's

@@ -1,0 +1,244 @@
+package deploy
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+)
+
+// chartDir is the Helm chart.
+const chartDir = "helm/oomtrace"
+
+// helmOnlyLabels are the labels the chart adds to every object's
+// metadata, as Helm charts do; selectors and the pod template have the
+// kustomize base's alone.
+var helmOnlyLabels = []string{"app.kubernetes.io/managed-by", "helm.sh/chart"}
+
+// helmBinary is the helm that make test-helm builds (OOMTRACE_HELM).
+func helmBinary(t *testing.T) string {
+	t.Helper()
+	helm := os.Getenv("OOMTRACE_HELM")
+	if helm == "" {
+		t.Skip("needs helm: make test-helm builds it and runs this test")
+	}
+	return helm
+}
+
+// helmTemplate renders the chart into namespace oomtrace with the values
+// set, as helm install would.
+func helmTemplate(t *testing.T, helm string, set ...string) ([]map[string]any, error) {
+	t.Helper()
+	args := []string{"template", "oomtrace", chartDir, "--namespace", "oomtrace"}
+	for _, s := range set {
+		args = append(args, "--set", s)
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(helm, args...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, &helmError{err: err, stderr: stderr.String()}
+	}
+	objs := splitYAML(t, out)
+	for _, o := range objs {
+		if labels, ok := o["metadata"].(map[string]any)["labels"].(map[string]any); ok {
+			for _, l := range helmOnlyLabels {
+				if _, ok := labels[l]; !ok {
+					t.Errorf("%s has no label %s", objectKey(o), l)
+				}
+				delete(labels, l)
+			}
+		}
+	}
+	return objs, nil
+}
+
+type helmError struct {
+	err    error
+	stderr string
+}
+
+func (e *helmError) Error() string { return e.err.Error() + ": " + e.stderr }
+
+// kustomizeObjects renders the kustomize directories as kubectl apply -k
+// does, and adds the plain manifest files.
+func kustomizeObjects(t *testing.T, dirs []string, files []string) []map[string]any {
+	t.Helper()
+	var objs []map[string]any
+	for _, dir := range dirs {
+		res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+		if err != nil {
+			t.Fatalf("kustomize build %s: %v", dir, err)
+		}
+		out, err := res.AsYaml()
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs = append(objs, splitYAML(t, out)...)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs = append(objs, splitYAML(t, data)...)
+	}
+	return objs
+}
+
+// splitYAML decodes a stream of YAML documents into JSON-shaped objects
+// (numbers float64, as on both sides), leaving out empty documents.
+func splitYAML(t *testing.T, data []byte) []map[string]any {
+	t.Helper()
+	var objs []map[string]any
+	for _, doc := range bytes.Split(data, []byte("\n---")) {
+		j, err := yaml.YAMLToJSON(doc)
+		if err != nil {
+			t.Fatalf("%v in:\n%s", err, doc)
+		}
+		var o map[string]any
+		if err := json.Unmarshal(j, &o); err != nil {
+			t.Fatal(err)
+		}
+		if len(o) > 0 {
+			objs = append(objs, o)
+		}
+	}
+	return objs
+}
+
+func objectKey(o map[string]any) string {
+	md, _ := o["metadata"].(map[string]any)
+	return o["kind"].(string) + " " + stringOf(md["namespace"]) + "/" + stringOf(md["name"])
+}
+
+func stringOf(v any) string {
+	s, _ := v.(string)
+	return s
+}
+
+// TestHelmChartRendersTheKustomizeObjects: the chart, with its values
+// for each variant, renders exactly the objects kubectl apply -k renders
+// (Helm's two labels aside): the privileged default, the capabilities
+// variant, and with the monitoring values the PrometheusRule, the
+// dashboard's ConfigMap and the PodMonitor.
+func TestHelmChartRendersTheKustomizeObjects(t *testing.T) {
+	helm := helmBinary(t)
+	for _, c := range []struct {
+		name      string
+		set       []string
+		kustomize []string
+		files     []string
+	}{
+		{"privileged", nil, []string{"."}, nil},
+		{"capabilities", []string{"variant=capabilities"}, []string{"capabilities"}, nil},
+		{"monitoring", []string{"rules.enabled=true", "dashboard.enabled=true", "podMonitor.enabled=true"},
+			[]string{".", "monitoring"}, []string{"podmonitor.yaml"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := helmTemplate(t, helm, c.set...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := kustomizeObjects(t, c.kustomize, c.files)
+			byKey := func(objs []map[string]any) map[string]map[string]any {
+				m := map[string]map[string]any{}
+				for _, o := range objs {
+					if _, dup := m[objectKey(o)]; dup {
+						t.Errorf("%s rendered twice", objectKey(o))
+					}
+					m[objectKey(o)] = o
+				}
+				return m
+			}
+			g, w := byKey(got), byKey(want)
+			var keys []string
+			for k := range w {
+				keys = append(keys, k)
+			}
+			for k := range g {
+				if _, ok := w[k]; !ok {
+					keys = append(keys, k)
+				}
+			}
+			slices.Sort(keys)
+			for _, k := range keys {
+				switch {
+				case g[k] == nil:
+					t.Errorf("%s: kustomize renders it, the chart does not", k)
+				case w[k] == nil:
+					t.Errorf("%s: the chart renders it, kustomize does not", k)
+				case !reflect.DeepEqual(g[k], w[k]):
+					gj, _ := json.MarshalIndent(g[k], "", "  ")
+					wj, _ := json.MarshalIndent(w[k], "", "  ")
+					t.Errorf("%s differs.\nchart:\n%s\nkustomize:\n%s", k, gj, wj)
+				}
+			}
+		})
+	}
+}
+
+// TestHelmChartValues: the flags value becomes arguments in the order of
+// their names, the image tag defaults to the chart's appVersion (the
+// kustomize base's tag), namespace.create=false leaves the Namespace out,
+// and a variant it does not know is an error.
+func TestHelmChartValues(t *testing.T) {
+	helm := helmBinary(t)
+	objs, err := helmTemplate(t, helm, "flags.kube\\.events\\.container-kills=false", "flags.filter\\.namespace=shop",
+		"namespace.create=false", "image.tag=v9.9.9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ds map[string]any
+	for _, o := range objs {
+		if o["kind"] == "Namespace" {
+			t.Error("namespace.create=false rendered the Namespace")
+		}
+		if o["kind"] == "DaemonSet" {
+			ds = o
+		}
+	}
+	if ds == nil {
+		t.Fatal("no DaemonSet")
+	}
+	ctr := ds["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["containers"].([]any)[0].(map[string]any)
+	var args []string
+	for _, a := range ctr["args"].([]any) {
+		args = append(args, a.(string))
+	}
+	if n := len(args); n < 2 || args[n-2] != "--filter.namespace=shop" || args[n-1] != "--kube.events.container-kills=false" {
+		t.Errorf("args %q: want the flags last, by name", args)
+	}
+	if ctr["image"] != "ghcr.io/oomtrace/oomtrace:v9.9.9" {
+		t.Errorf("image %v", ctr["image"])
+	}
+
+	chart, err := os.ReadFile(filepath.Join(chartDir, "Chart.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var meta struct {
+		AppVersion string `json:"appVersion"`
+	}
+	if err := yaml.Unmarshal(chart, &meta); err != nil {
+		t.Fatal(err)
+	}
+	k := only[*kustomization](t, decodeFile(t, "base/kustomization.yaml"))
+	if len(k.Images) != 1 || k.Images[0].NewTag != meta.AppVersion {
+		t.Errorf("Chart.yaml appVersion %s, the kustomize base's image tag %+v", meta.AppVersion, k.Images)
+	}
+
+	if _, err := helmTemplate(t, helm, "variant=root"); err == nil || !strings.Contains(err.Error(), `variant must be privileged or capabilities, not "root"`) {
+		t.Errorf("variant=root: %v", err)
+	}
+}
