@@ -69,7 +69,7 @@ chart-files: ## Copy the alerts and the dashboard into the Helm chart.
 # ring buffers with their kills.
 test-host: test-deps ## Run the tests on this machine's kernel; as root they include real OOM kills and a real containerd. Every test's output: bin/test-host.json.
 	@mkdir -p bin
-	$(SUDO) $(GO) test -json -count=1 -p 1 $$($(GO) list ./... | grep -v /internal/harness/clustertest) | tee bin/test-host.json | $(GO) run ./internal/harness/testsummary -title "host, $$(uname -r)"
+	$(SUDO) $(GO) test -json -count=1 -p 1 $$($(GO) list ./... | grep -v /internal/harness/clustertest) | tee bin/test-host.json | $(GO) run ./internal/harness/testsummary -title "host, $$(uname -r)" -skips internal/harness/testsummary/skips.txt -run host
 
 .PHONY: test-cluster
 # The Kubernetes version of the cluster suite (kube-apiserver, kubelet,
@@ -82,7 +82,7 @@ test-cluster: test-deps image ## Deploy the DaemonSet into a real single-node cl
 	@kube=$$(bash internal/harness/clustertest/kube-build.sh $(KUBE_VERSION)) && \
 	rm -f $(IMAGE_ARCHIVE) && $(BUILDAH) push -q $(IMAGE) oci-archive:$(IMAGE_ARCHIVE):$(IMAGE) >/dev/null && \
 	$(SUDO) env OOMTRACE_KUBE_BIN=$$kube OOMTRACE_IMAGE=$(IMAGE) OOMTRACE_IMAGE_ARCHIVE=$(CURDIR)/$(IMAGE_ARCHIVE) \
-		$(GO) test -json -count=1 -timeout 30m -v ./internal/harness/clustertest | tee bin/test-cluster.json | $(GO) run ./internal/harness/testsummary -progress -title cluster
+		$(GO) test -json -count=1 -timeout 30m -v ./internal/harness/clustertest | tee bin/test-cluster.json | $(GO) run ./internal/harness/testsummary -progress -title cluster -skips internal/harness/testsummary/skips.txt -run cluster
 
 .PHONY: test-cluster-v2
 # The same suite on a cgroup v2 node: the control plane, the kubelet,

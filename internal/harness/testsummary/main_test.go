@@ -60,3 +60,55 @@ func TestSummary(t *testing.T) {
 		}
 	}
 }
+
+// TestUnexpectedSkipFails: with a skips file, a skip it names (run, package,
+// test pattern and a part of the reason all matching) passes, and any other
+// fails the run, named with its reason; a skip expected in another run, or
+// for another reason, is not expected here.
+func TestUnexpectedSkipFails(t *testing.T) {
+	expected, err := parseExpectedSkips(`
+# comment
+host, guest | tracer TestGuest* | runs only in the test guest
+*           | oomtrace TestBench* | benchmark: run with make bench  # trailing comment
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	skipOf := func(pkg, test, reason string) []testEvent {
+		return []testEvent{
+			{Action: "output", Package: pkg, Test: test, Output: "    x_test.go:1: " + reason + "\n"},
+			{Action: "skip", Package: pkg, Test: test},
+		}
+	}
+	for _, c := range []struct {
+		name   string
+		run    string
+		events []testEvent
+		ok     bool
+	}{
+		{"expected", "host", append(skipOf("github.com/oomtrace/oomtrace/tracer", "TestGuestOOMGroup", "runs only in the test guest (kerneltest/run.sh)"),
+			skipOf("guest/oomtrace", "TestBenchDaemon", "benchmark: run with make bench")...), true},
+		{"another run", "cluster", skipOf("github.com/oomtrace/oomtrace/tracer", "TestGuestOOMGroup", "runs only in the test guest"), false},
+		{"another reason", "host", skipOf("github.com/oomtrace/oomtrace/tracer", "TestGuestOOMGroup", "another oomtrace is loaded"), false},
+		{"another test", "host", skipOf("github.com/oomtrace/oomtrace/tracer", "TestSIGTERMDuringBurst", "runs only in the test guest"), false},
+		{"another package", "host", skipOf("github.com/oomtrace/oomtrace/cmd/oomtrace", "TestGuestOOMGroup", "runs only in the test guest"), false},
+	} {
+		var out bytes.Buffer
+		s := newSummary(&out, false)
+		s.expected, s.run = expected, c.run
+		for _, e := range c.events {
+			s.add(e)
+		}
+		if got := s.end(c.run); got != c.ok {
+			t.Errorf("%s: ended well %v, want %v:\n%s", c.name, got, c.ok, out.String())
+		}
+		if !c.ok && !strings.Contains(out.String(), "unexpected skip") {
+			t.Errorf("%s: the unexpected skip is not named:\n%s", c.name, out.String())
+		}
+	}
+	for _, bad := range []string{"host | tracer TestX", "host | tracer | reason", "host | tracer Test[ | reason"} {
+		if _, err := parseExpectedSkips(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
