@@ -4,10 +4,11 @@
 # cgroup v2, where the richest hooks attach. Fails unless the guest's test
 # exit code comes back 0; a hang or a crash is a failure, with the serial log.
 #
-#   internal/harness/kerneltest/run.sh [stable|backports] [kernel|cluster]
-#                 the kernel line: Debian 12's own cloud kernel, or the newer
-#                 one from bookworm-backports (read through a private apt
-#                 state, the host's sources are left alone); and the suite:
+#   internal/harness/kerneltest/run.sh [stable|backports|oldstable] [kernel|cluster]
+#                 the kernel line: Debian 12's own cloud kernel, the newer
+#                 one from bookworm-backports, or Debian 11's 5.10 (the two
+#                 read through a private apt state, the host's sources are
+#                 left alone); and the suite:
 #                 the tracer's and the daemon's tests (kernel), or the
 #                 real-cluster suite on a cgroup v2 node (cluster: the
 #                 kubelet, containerd, runc and the control plane in the
@@ -52,14 +53,21 @@ fi
 apt_opts=()
 case "$LINE" in
 stable) ;;
-backports)
-	state="$CACHE/apt-backports"
+backports | oldstable)
+	state="$CACHE/apt-$LINE"
 	mkdir -p "$state/lists/partial"
-	echo "deb http://deb.debian.org/debian bookworm-backports main" >"$state/sources.list"
+	if [ "$LINE" = backports ]; then
+		echo "deb http://deb.debian.org/debian bookworm-backports main" >"$state/sources.list"
+	else
+		# Debian 11's 5.10, with its security updates: the oldest kernel
+		# line oomtrace is tested on.
+		printf '%s\n' "deb http://deb.debian.org/debian bullseye main" \
+			"deb http://security.debian.org/debian-security bullseye-security main" >"$state/sources.list"
+	fi
 	apt_opts=(-o "Dir::Etc::SourceList=$state/sources.list" -o Dir::Etc::SourceParts=/dev/null -o "Dir::State::Lists=$state/lists")
 	;;
 *)
-	echo "unknown kernel line $LINE: stable or backports" >&2
+	echo "unknown kernel line $LINE: stable, backports or oldstable" >&2
 	exit 2
 	;;
 esac
@@ -68,7 +76,7 @@ esac
 # through the meta-package, and cache what was downloaded.
 resolve() { { apt-cache "${apt_opts[@]}" depends "$META" 2>/dev/null || true; } | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'; }
 pkg=$(resolve)
-if [ -z "$pkg" ] || [ "$LINE" = backports ]; then
+if [ -z "$pkg" ] || [ "$LINE" != stable ]; then
 	apt-get "${apt_opts[@]}" update -qq
 	pkg=$(resolve)
 fi
@@ -155,7 +163,8 @@ for out in "$work"/*.test.out; do
 	[ -e "$out" ] || continue
 	name=$(basename "$out" .test.out)
 	go tool test2json -t -p "guest/$name" <"$out"
-done | go run ./internal/harness/testsummary -title "guest $pkg"
+done | go run ./internal/harness/testsummary -title "guest $pkg" \
+	-skips internal/harness/testsummary/skips.txt -run "$([ "$SUITE" = cluster ] && echo cluster-v2 || echo "guest-$LINE")"
 summary=$?
 set -e
 echo "full guest log: $log"
