@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -249,5 +251,67 @@ func TestMetricsExpireUnscraped(t *testing.T) {
 	// An hour's retention, a new pod a minute: about 60 series.
 	if n > 62 {
 		t.Errorf("%d series kept without a scrape, want those of the last hour", n)
+	}
+}
+
+// TestREADMEDocumentsEveryMetric: the README's metrics table has a row for
+// each metric oomtrace serves (every Desc its collectors describe), with
+// the labels it has, and no row for one it does not serve.
+func TestREADMEDocumentsEveryMetric(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(readme), "\n## Metrics\n")
+	if !ok {
+		t.Fatal("README has no Metrics section")
+	}
+	table, _, _ = strings.Cut(table, "\n## ")
+	rowRe := regexp.MustCompile("(?m)^\\| `(oomtrace_[a-z_]+)` \\|[^|]+\\|([^|]*)\\|")
+	documented := map[string]string{} // name: its labels cell
+	for _, m := range rowRe.FindAllStringSubmatch(table, -1) {
+		documented[m[1]] = m[2]
+	}
+	served := map[string][]string{}
+	descs := make(chan *prometheus.Desc, 64)
+	newTestMetrics(nil).Describe(descs)
+	newTestStatus().Describe(descs)
+	close(descs)
+	descRe := regexp.MustCompile(`fqName: "([^"]+)".*variableLabels: \{([^}]*)\}`)
+	for d := range descs {
+		m := descRe.FindStringSubmatch(d.String())
+		if m == nil {
+			t.Fatalf("cannot read %s", d)
+		}
+		var labels []string
+		for _, l := range strings.Split(m[2], ",") {
+			if l = strings.TrimSpace(l); l != "" {
+				labels = append(labels, l)
+			}
+		}
+		served[m[1]] = labels
+	}
+	// oomtrace_build_info comes from prometheus/common's version collector,
+	// registered beside these.
+	served["oomtrace_build_info"] = []string{"version", "revision", "goversion", "goarch"}
+	for name, labels := range served {
+		cell, ok := documented[name]
+		if !ok {
+			t.Errorf("README's metrics table has no row for %s", name)
+			continue
+		}
+		for _, l := range labels {
+			if !strings.Contains(cell, "`"+l+"`") {
+				t.Errorf("README's row for %s does not name its label %s: %q", name, l, cell)
+			}
+		}
+	}
+	for name := range documented {
+		if _, ok := served[name]; !ok {
+			t.Errorf("README documents %s, which oomtrace does not serve", name)
+		}
+	}
+	if len(served) < 15 {
+		t.Errorf("only %d metrics described: %v", len(served), served)
 	}
 }

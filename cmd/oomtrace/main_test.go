@@ -8,13 +8,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+	flag "github.com/spf13/pflag"
 )
 
 const runMainEnv = "OOMTRACE_TEST_RUN_MAIN"
@@ -142,14 +145,64 @@ func TestLogFormatJSON(t *testing.T) {
 	}
 }
 
+// TestHelpDocumentsEveryFlag: every flag oomtrace defines is in --help
+// and has a row in the README's flags table, and every row there names a
+// flag that exists, with the default the code has where the row gives one
+// plainly.
 func TestHelpDocumentsEveryFlag(t *testing.T) {
 	var stderr bytes.Buffer
 	run([]string{"--help"}, io.Discard, &stderr)
-	for _, f := range []string{"--output", "--hook.decision", "--hook.victim", "--ringbuf.bytes", "--btf.path", "--node-name", "--log.level", "--version",
-		"--refusals", "--hook.refusal", "--path.procfs", "--refusal.window", "--web.listen-address", "--web.telemetry-path", "--metrics.retention"} {
-		if !strings.Contains(stderr.String(), f) {
-			t.Errorf("--help does not mention %s", f)
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(readme), "\n## Flags\n")
+	if !ok {
+		t.Fatal("README has no Flags section")
+	}
+	table, _, _ = strings.Cut(table, "\n## ")
+	rowRe := regexp.MustCompile("(?m)^\\| `--([a-z0-9.-]+)` \\|([^|]*)\\|")
+	rows := map[string]string{} // flag: its default cell
+	for _, m := range rowRe.FindAllStringSubmatch(table, -1) {
+		rows[m[1]] = strings.TrimSpace(m[2])
+	}
+	var o options
+	fs := flag.NewFlagSet("oomtrace", flag.ContinueOnError)
+	defineFlags(fs, &o)
+	n := 0
+	fs.VisitAll(func(f *flag.Flag) {
+		n++
+		if !regexp.MustCompile(`--` + regexp.QuoteMeta(f.Name) + `[ []`).MatchString(stderr.String()) {
+			t.Errorf("--help does not mention --%s", f.Name)
 		}
+		cell, ok := rows[f.Name]
+		if !ok {
+			t.Errorf("README's flags table has no row for --%s", f.Name)
+			return
+		}
+		// A plain default ("`1s`") must be the code's; cells that explain
+		// (auto, the DaemonSet's, $NODE_NAME) are not compared.
+		m := regexp.MustCompile("^`([^`]*)`$").FindStringSubmatch(cell)
+		if m == nil {
+			return
+		}
+		same := m[1] == f.DefValue || f.Value.Type() == "stringSlice" && "["+m[1]+"]" == f.DefValue
+		if f.Value.Type() == "duration" {
+			readmeD, err1 := time.ParseDuration(m[1])
+			codeD, err2 := time.ParseDuration(f.DefValue)
+			same = err1 == nil && err2 == nil && readmeD == codeD
+		}
+		if !same {
+			t.Errorf("README: --%s defaults to %q, the code to %q", f.Name, m[1], f.DefValue)
+		}
+	})
+	for name := range rows {
+		if fs.Lookup(name) == nil {
+			t.Errorf("README documents --%s, which oomtrace does not define", name)
+		}
+	}
+	if n < 40 || len(rows) < n {
+		t.Errorf("%d flags defined, %d rows in the README", n, len(rows))
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -251,12 +252,20 @@ func TestKubeletEventLines(t *testing.T) {
 		if jw.Write(ev) != nil || jw.Write(nc) != nil || jw.Write(mp) != nil {
 			t.Fatal("json write failed")
 		}
+		// Three writes, three lines, each one object of its own type:
+		// hostile text never splits a line or joins two.
 		sc := bufio.NewScanner(&js)
+		var types []string
 		for sc.Scan() {
 			var m map[string]any
 			if err := json.Unmarshal(sc.Bytes(), &m); err != nil || m["type"] == nil {
 				t.Errorf("%q: not a JSON event: %s (%v)", s, sc.Text(), err)
+				continue
 			}
+			types = append(types, m["type"].(string))
+		}
+		if want := []string{event.TypeEviction, event.TypeNodeCondition, event.TypeMemoryPressure}; !slices.Equal(types, want) {
+			t.Errorf("%q: JSON lines of types %v, want %v", s, types, want)
 		}
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"go/parser"
 	"go/token"
 	"io/fs"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -15,7 +17,7 @@ import (
 // starts with testenv.RequirePrivileged, and no other test file calls
 // it, or makes memory cgroups or a containerd (which need root).
 func TestPrivilegedTestsAreVisible(t *testing.T) {
-	root := filepath.Join("..", "..")
+	root := filepath.Join("..", "..", "..")
 	fset := token.NewFileSet()
 	kernelFiles := 0
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
@@ -96,4 +98,60 @@ func privilegedCall(n ast.Node) string {
 		return name
 	}
 	return ""
+}
+
+// TestEveryFuzzTargetRuns: every Fuzz function of the tree is in the
+// Makefile's FUZZ_TARGETS (make fuzz, in CI), as package:name; a target
+// written and never run proves nothing.
+func TestEveryFuzzTargetRuns(t *testing.T) {
+	root := filepath.Join("..", "..", "..")
+	mk, err := os.ReadFile(filepath.Join(root, "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(mk), "FUZZ_TARGETS := ")
+	if !ok {
+		t.Fatal("no FUZZ_TARGETS in the Makefile")
+	}
+	var listed []string
+	for _, line := range strings.Split(rest, "\n") {
+		line = strings.TrimSpace(line)
+		listed = append(listed, strings.Fields(strings.TrimSuffix(line, "\\"))...)
+		if !strings.HasSuffix(line, "\\") {
+			break
+		}
+	}
+	fset := token.NewFileSet()
+	found := 0
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata" || d.Name() == "bin") && path != root {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		f, err := parser.ParseFile(fset, path, nil, 0)
+		if err != nil {
+			return err
+		}
+		pkg, _ := filepath.Rel(root, filepath.Dir(path))
+		for _, decl := range f.Decls {
+			if fn, ok := decl.(*ast.FuncDecl); ok && fn.Recv == nil && strings.HasPrefix(fn.Name.Name, "Fuzz") {
+				found++
+				if target := filepath.ToSlash(pkg) + ":" + fn.Name.Name; !slices.Contains(listed, target) {
+					t.Errorf("%s: %s is not in the Makefile's FUZZ_TARGETS", path, target)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if found == 0 || len(listed) < found {
+		t.Errorf("%d fuzz functions found, %d targets listed: %v", found, len(listed), listed)
+	}
 }
