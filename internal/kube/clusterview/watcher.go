@@ -91,6 +91,10 @@ type Watcher struct {
 	// other goroutines too (Owner).
 	podCache atomic.Pointer[cache.Indexer]
 
+	// synced: the informers listed once (their caches hold what the API
+	// had), readiness for the tests.
+	synced atomic.Bool
+
 	mu        sync.Mutex
 	emitted   map[types.UID]time.Time // evictions seen, forgotten after an hour
 	pruned    time.Time
@@ -119,6 +123,10 @@ func New(api API, opts Options) *Watcher {
 	}
 	return &Watcher{api: api, opts: opts, emitted: map[types.UID]time.Time{}, pending: map[types.UID]*time.Timer{}}
 }
+
+// Synced says whether the watcher's informers have listed once: what
+// changes after it comes as watch events, in order.
+func (w *Watcher) Synced() bool { return w.synced.Load() }
 
 // Run watches until ctx is done. An API server that is unreachable or
 // forbids the watches costs one warning; the informers retry with backoff.
@@ -165,6 +173,7 @@ func (w *Watcher) Run(ctx context.Context, h Handlers) {
 			failed := w.apiFailed
 			w.apiFailed = false
 			w.mu.Unlock()
+			w.synced.Store(true)
 			w.opts.Logger.Info("cluster view synced", "node", node, "recovered", failed)
 		}
 	}()

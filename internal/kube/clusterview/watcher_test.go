@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -76,6 +77,17 @@ func (r *recorder) evictionsOf(uid string) []event.Eviction {
 
 func start(t *testing.T, cs *fake.Clientset, log *syncWriter) *recorder {
 	t.Helper()
+	r, w := startUnsynced(t, cs, log)
+	// The informers list before the test changes anything: from then on
+	// each change comes as a watch event, in order.
+	r.wait(t, "the informers' first list", w.Synced)
+	return r
+}
+
+// startUnsynced starts a watcher and returns at once (its lists may be
+// refused).
+func startUnsynced(t *testing.T, cs *fake.Clientset, log *syncWriter) (*recorder, *Watcher) {
+	t.Helper()
 	logger := slog.New(slog.DiscardHandler)
 	if log != nil {
 		logger = slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -86,9 +98,7 @@ func start(t *testing.T, cs *fake.Clientset, log *syncWriter) *recorder {
 	done := make(chan struct{})
 	go func() { w.Run(ctx, r.handlers()); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	// Let the informers list before the test changes anything.
-	time.Sleep(200 * time.Millisecond)
-	return r
+	return r, w
 }
 
 // fakeCore is the API over the fake clientset's core client, saying (as the
@@ -152,6 +162,24 @@ func runningPod(name, uid, nodeName string) *corev1.Pod {
 }
 
 // evict sets the status the kubelet writes when it evicts a pod.
+// marker evicts a pod of its own and waits for its eviction: every status
+// written before it was handled by then (one informer, events in order;
+// a second eviction of an earlier pod would have been due first).
+func marker(t *testing.T, cs *fake.Clientset, r *recorder) {
+	t.Helper()
+	m := runningPod("marker", "uid-marker", node)
+	cs.CoreV1().Pods("shop").Create(context.Background(), m, metav1.CreateOptions{})
+	evict(t, cs, m, time.Now())
+	r.wait(t, "the marker's eviction", func() bool {
+		for _, e := range r.evictions {
+			if e.Pod.UID == "uid-marker" {
+				return true
+			}
+		}
+		return false
+	})
+}
+
 func evict(t *testing.T, cs *fake.Clientset, pod *corev1.Pod, at time.Time) {
 	t.Helper()
 	p := pod.DeepCopy()
@@ -211,7 +239,6 @@ func TestEviction(t *testing.T) {
 	r := start(t, cs, nil)
 	pod := runningPod("etl", "uid-evicted", node)
 	cs.CoreV1().Pods("shop").Create(context.Background(), pod, metav1.CreateOptions{})
-	time.Sleep(100 * time.Millisecond)
 	now := time.Now().Truncate(time.Second)
 	evict(t, cs, pod, now)
 	r.wait(t, "eviction", func() bool { return len(r.evictions) == 1 })
@@ -219,7 +246,7 @@ func TestEviction(t *testing.T) {
 	p, _ := cs.CoreV1().Pods("shop").Get(context.Background(), pod.Name, metav1.GetOptions{})
 	p.Status.Message = evictionMsg + " "
 	cs.CoreV1().Pods("shop").UpdateStatus(context.Background(), p, metav1.UpdateOptions{})
-	time.Sleep(300 * time.Millisecond)
+	marker(t, cs, r)
 	got := r.evictionsOf("uid-evicted")
 	if len(got) != 1 {
 		t.Fatalf("%d evictions, want 1: %+v", len(got), got)
@@ -242,7 +269,6 @@ func TestForgedEvictedEvents(t *testing.T) {
 	r := start(t, cs, nil)
 	real := runningPod("cart", "uid-real", node)
 	cs.CoreV1().Pods("shop").Create(context.Background(), real, metav1.CreateOptions{})
-	time.Sleep(100 * time.Millisecond)
 	for i := range 20 {
 		forgedEvictedEvent(t, cs, real, time.Now(), 256<<10)
 		forgedEvictedEvent(t, cs, runningPod(fmt.Sprintf("ghost-%d", i), fmt.Sprintf("uid-ghost-%d", i), node), time.Now(), 256<<10)
@@ -291,7 +317,6 @@ func TestHugePod(t *testing.T) {
 	cs := fake.NewClientset()
 	r := start(t, cs, nil)
 	cs.CoreV1().Pods("shop").Create(context.Background(), pod, metav1.CreateOptions{})
-	time.Sleep(100 * time.Millisecond)
 	p := pod.DeepCopy()
 	p.Status.Phase, p.Status.Reason = corev1.PodFailed, ReasonEvicted
 	p.Status.Message = evictionMsg + strings.Repeat("\x1b[2J\n", 1<<17)
@@ -320,7 +345,6 @@ func TestEvictionSucceeded(t *testing.T) {
 	}{{"uid-succeeded", evictionMsg}, {"uid-shutdown", "Pod was terminated in response to imminent node shutdown."}} {
 		pod := runningPod("web-"+tt.uid, tt.uid, node)
 		cs.CoreV1().Pods("shop").Create(context.Background(), pod, metav1.CreateOptions{})
-		time.Sleep(100 * time.Millisecond)
 		p := pod.DeepCopy()
 		p.Status.Phase = corev1.PodSucceeded
 		p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{
@@ -333,8 +357,7 @@ func TestEvictionSucceeded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r.wait(t, "eviction", func() bool { return len(r.evictions) == 1 })
-	time.Sleep(500 * time.Millisecond)
+	marker(t, cs, r)
 	got := r.evictionsOf("uid-succeeded")
 	if len(got) != 1 || len(r.evictionsOf("uid-shutdown")) != 0 {
 		t.Fatalf("evictions %+v, want only the memory eviction's", r.evictions)
@@ -356,7 +379,6 @@ func TestContainerStatusUnknown(t *testing.T) {
 	pod := runningPod("lost", "uid-unknown", node)
 	pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "killed"})
 	cs.CoreV1().Pods("shop").Create(context.Background(), pod, metav1.CreateOptions{})
-	time.Sleep(100 * time.Millisecond)
 	p := pod.DeepCopy()
 	p.Status.Phase, p.Status.Reason, p.Status.Message = corev1.PodFailed, ReasonEvicted, evictionMsg
 	p.Status.ContainerStatuses = []corev1.ContainerStatus{
@@ -385,15 +407,13 @@ func TestEvictionsElsewhereAndBefore(t *testing.T) {
 	// misconfigured proxy could: the watcher checks itself).
 	other := runningPod("far", "uid-far", "node-b")
 	cs.CoreV1().Pods("shop").Create(context.Background(), other, metav1.CreateOptions{})
-	time.Sleep(100 * time.Millisecond)
 	evict(t, cs, other, time.Now())
 	// And one of this node's, last, to know when to look.
 	here := runningPod("here", "uid-here", node)
 	cs.CoreV1().Pods("shop").Create(context.Background(), here, metav1.CreateOptions{})
-	time.Sleep(100 * time.Millisecond)
 	evict(t, cs, here, time.Now())
+	// here's eviction comes after the other pod's status was handled.
 	r.wait(t, "this node's eviction", func() bool { return len(r.evictions) == 1 })
-	time.Sleep(300 * time.Millisecond)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.evictions) != 1 || r.evictions[0].Pod.UID != "uid-here" {
@@ -408,7 +428,6 @@ func TestEvictionTimeAhead(t *testing.T) {
 	r := start(t, cs, nil)
 	pod := runningPod("ahead", "uid-ahead", node)
 	cs.CoreV1().Pods("shop").Create(context.Background(), pod, metav1.CreateOptions{})
-	time.Sleep(100 * time.Millisecond)
 	before := time.Now()
 	evict(t, cs, pod, before.Add(100*24*time.Hour))
 	r.wait(t, "eviction", func() bool { return len(r.evictions) == 1 })
@@ -444,12 +463,16 @@ func TestNodeCondition(t *testing.T) {
 	cs.CoreV1().Nodes().UpdateStatus(context.Background(), nodeWith(corev1.ConditionFalse, t2), metav1.UpdateOptions{})
 	r.wait(t, "relief", func() bool { return len(r.conditions) == 2 })
 	// A status update without a transition says nothing.
+	// A status update without a transition says nothing: the next
+	// transition, written after it, is the third condition reported.
 	cs.CoreV1().Nodes().UpdateStatus(context.Background(), nodeWith(corev1.ConditionFalse, t2), metav1.UpdateOptions{})
-	time.Sleep(200 * time.Millisecond)
+	t3 := t2.Add(time.Minute)
+	cs.CoreV1().Nodes().UpdateStatus(context.Background(), nodeWith(corev1.ConditionTrue, t3), metav1.UpdateOptions{})
+	r.wait(t, "pressure again", func() bool { return len(r.conditions) >= 3 })
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.conditions) != 2 {
-		t.Fatalf("conditions %+v", r.conditions)
+	if len(r.conditions) != 3 || r.conditions[2].Status != "True" || !r.conditions[2].Time.Equal(t3) {
+		t.Fatalf("conditions %+v: want True, False, True (nothing for the update without a transition)", r.conditions)
 	}
 	up, down := r.conditions[0], r.conditions[1]
 	if up.Status != "True" || up.PreviousStatus != "False" || up.Reason != "KubeletHasInsufficientMemory" || *up.SincePreviousSeconds != 3000 || !up.Time.Equal(t1) || up.Type != "node_condition" || up.Condition != "MemoryPressure" {
@@ -479,8 +502,8 @@ func TestNodeEvents(t *testing.T) {
 	for _, reason := range []string{ReasonEvictionThresholdMet, "NodeHasSufficientMemory", ReasonSystemOOM} {
 		write("default", reason, node)
 	}
+	// The last one written is counted: every one before it was handled.
 	r.wait(t, "node events", func() bool { return len(r.reasons) == 2 })
-	time.Sleep(200 * time.Millisecond)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.reasons) != 2 || r.reasons[0] != ReasonEvictionThresholdMet || r.reasons[1] != ReasonSystemOOM {
@@ -490,19 +513,26 @@ func TestNodeEvents(t *testing.T) {
 
 func TestForbidden(t *testing.T) {
 	cs := fake.NewClientset(nodeWith(corev1.ConditionFalse, time.Now().Add(-time.Hour)))
-	// No RBAC for pods and events: the node view still works, one warning.
+	// No RBAC for pods and events: the node view still works, one warning
+	// however many times the informers try again.
+	var refused atomic.Int32
 	for _, res := range []string{"pods", "events"} {
 		cs.PrependReactor("list", res, func(a k8stesting.Action) (bool, runtime.Object, error) {
+			refused.Add(1)
 			return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: a.GetResource().Resource}, "", nil)
 		})
 	}
 	sw := &syncWriter{b: &strings.Builder{}}
-	r := start(t, cs, sw)
+	r, w := startUnsynced(t, cs, sw)
+	// The node's list is allowed: its condition is known before it moves.
+	r.wait(t, "the node's first list", func() bool { w.mu.Lock(); defer w.mu.Unlock(); return w.condition != nil })
 	cs.CoreV1().Nodes().UpdateStatus(context.Background(), nodeWith(corev1.ConditionTrue, time.Now()), metav1.UpdateOptions{})
 	r.wait(t, "pressure despite forbidden pods", func() bool { return len(r.conditions) == 1 })
-	time.Sleep(1500 * time.Millisecond) // the informers retry meanwhile
+	// Each refused informer tries again (client-go's backoff starts at
+	// 800 ms): wait for two more refusals than the first two.
+	r.wait(t, "the informers' retries", func() bool { return refused.Load() >= 4 })
 	if n := strings.Count(sw.String(), "level=WARN"); n != 1 {
-		t.Errorf("%d warnings, want 1:\n%s", n, sw.String())
+		t.Errorf("%d warnings after %d refused lists, want 1:\n%s", n, refused.Load(), sw.String())
 	}
 }
 
