@@ -493,6 +493,7 @@ func testKernelBeforeKubelet(t *testing.T, c *Cluster, o *Oomtrace) {
 // earlier kills, shows the kubelet's stop as the kernel saw it, and the
 // signal it sampled agrees with the kubelet's message.
 func testAllocatableEviction(t *testing.T, c *Cluster, o *Oomtrace, kubepodsLimit int64) {
+	begin := time.Now() // this scenario's events only: ev.Since(begin)
 	c.createPod(t, podSpec("shop", "etl", corev1.RestartPolicyAlways, 2,
 		container{name: "leaky", args: []string{"hog", "200"}, limit: 64 * mi},
 		container{name: "cache", args: []string{"stubborn", "720", "25000"}}))
@@ -566,13 +567,18 @@ func testAllocatableEviction(t *testing.T, c *Cluster, o *Oomtrace, kubepodsLimi
 	if d := kill.SecondsAfter - term.SecondsAfter; d < 1.9 || d > 5 {
 		t.Errorf("SIGKILL %.3f s after SIGTERM, want the 2 s grace period", d)
 	}
+	cacheExit := false
 	for _, ce := range e.ContainerExits {
+		cacheExit = cacheExit || ce.Name == "cache"
 		switch {
 		case ce.Reason == clusterview.ReasonContainerStatusUnknown && ce.Signal != "":
 			t.Errorf("container %s: signal %s for the kubelet's made-up exit code", ce.Name, ce.Signal)
 		case ce.Name == "cache" && ce.Reason != clusterview.ReasonContainerStatusUnknown && ce.Signal != "SIGKILL":
 			t.Errorf("cache's exit %+v, want SIGKILL", ce)
 		}
+	}
+	if !cacheExit {
+		t.Errorf("container_exits %s has no exit of cache, the container the kubelet stopped", jsonOf(e.ContainerExits))
 	}
 	// The node's signal when the kubelet decided: below its threshold, and
 	// what the kubelet said was available within 5% of the capacity.
@@ -589,20 +595,24 @@ func testAllocatableEviction(t *testing.T, c *Cluster, o *Oomtrace, kubepodsLimi
 	}
 	// The crossing was reported no later than the kubelet's second plus
 	// one sampling interval.
+	// (This scenario's crossing: one an earlier scenario left in the log
+	// would be in time too.)
 	var crossing *event.MemoryPressure
-	for i, mp := range ev.Pressure {
+	mine := ev.Since(begin)
+	for i, mp := range mine.Pressure {
 		if mp.SignalName == "allocatableMemory.available" && mp.BelowThreshold && !mp.Time.After(e.Time.Add(2*time.Second)) {
-			crossing = &ev.Pressure[i]
+			crossing = &mine.Pressure[i]
 		}
 	}
 	if crossing == nil {
-		t.Errorf("no memory_pressure crossing of allocatableMemory.available by %v: %s", e.Time.Add(2*time.Second), jsonOf(ev.Pressure))
+		t.Errorf("no memory_pressure crossing of allocatableMemory.available between the scenario's start %v and %v: %s", begin, e.Time.Add(2*time.Second), jsonOf(mine.Pressure))
 	}
 	// MemoryPressure: True, then False once the transition period (30 s)
-	// has passed without a crossing.
+	// has passed without a crossing; both in this scenario.
 	ev = o.WaitEvents(t, "MemoryPressure True then False", 2*time.Minute, func(ev Events) bool {
+		ev = ev.Since(begin)
 		return len(ev.Nodes) >= 2 && ev.Nodes[len(ev.Nodes)-1].Status == "False"
-	})
+	}).Since(begin)
 	up := ev.Nodes[len(ev.Nodes)-2]
 	if up.Status != "True" || up.Condition != "MemoryPressure" {
 		t.Errorf("node conditions %s", jsonOf(ev.Nodes))
@@ -689,6 +699,7 @@ func nodeAvailable(t *testing.T, c *Cluster) int64 {
 // DisruptionTarget condition: both the API's shape and oomtrace's report
 // are checked. The signal agrees with the kubelet's summary and message.
 func testMemoryAvailableEviction(t *testing.T, c *Cluster, o *Oomtrace, threshold int64) {
+	begin := time.Now() // this scenario's node conditions only
 	// oomtrace's memory.available against the kubelet's summary, read
 	// side by side.
 	kubelet := nodeAvailable(t, c)
@@ -765,8 +776,11 @@ func testMemoryAvailableEviction(t *testing.T, c *Cluster, o *Oomtrace, threshol
 	if n, _ := Value(fams, "oomtrace_container_deaths_total", map[string]string{"pod": "bulk", "container": "loader", "cause": event.CauseKubeletEviction}); n != 1 {
 		t.Errorf("container_deaths_total{bulk,loader,kubelet_eviction} = %v, want 1", n)
 	}
-	o.WaitEvents(t, "MemoryPressure back to False", 2*time.Minute, func(ev Events) bool {
-		return len(ev.Nodes) >= 2 && ev.Nodes[len(ev.Nodes)-1].Status == "False"
+	// This eviction's MemoryPressure, True then back to False (an earlier
+	// scenario's would do without this one's).
+	o.WaitEvents(t, "MemoryPressure True, then back to False", 2*time.Minute, func(ev Events) bool {
+		n := ev.Since(begin).Nodes
+		return len(n) >= 2 && n[len(n)-2].Status == "True" && n[len(n)-1].Status == "False"
 	})
 }
 

@@ -275,6 +275,38 @@ func (o *Oomtrace) Events(t *testing.T) Events {
 	return ev
 }
 
+// Since keeps the kills, evictions, pressure crossings and node
+// conditions from from on, so that a scenario's checks read its own
+// events, not what an earlier scenario left in the log. The API's times
+// (a condition's lastTransitionTime, an eviction's) have whole seconds:
+// from is cut to its second. Lines are kept whole.
+func (ev Events) Since(from time.Time) Events {
+	from = from.Truncate(time.Second)
+	keep := func(t event.Time) bool { return !t.Before(from) }
+	out := Events{Lines: ev.Lines}
+	for _, k := range ev.Kills {
+		if keep(k.Time) {
+			out.Kills = append(out.Kills, k)
+		}
+	}
+	for _, e := range ev.Evictions {
+		if keep(e.Time) {
+			out.Evictions = append(out.Evictions, e)
+		}
+	}
+	for _, p := range ev.Pressure {
+		if keep(p.Time) {
+			out.Pressure = append(out.Pressure, p)
+		}
+	}
+	for _, n := range ev.Nodes {
+		if keep(n.Time) {
+			out.Nodes = append(out.Nodes, n)
+		}
+	}
+	return out
+}
+
 func appendDecoded[T any](to []T, line []byte) ([]T, error) {
 	var v T
 	err := json.Unmarshal(line, &v)
