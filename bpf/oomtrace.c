@@ -671,6 +671,11 @@ int tracepoint_mark_victim(struct trace_event_raw_mark_victim *ctx)
 		e->victim.pid = pid;
 		e->victim_fields |= VICTIM_HAS_IDENTITY;
 		fill_victim_mm(e, current);
+		/* As tp_btf does: read in the kernel, not raced from /proc. */
+		task_ns_tgid(current, &e->victim_ns_tgid, &e->victim_pidns_level);
+		if (e->victim_ns_tgid)
+			e->victim_fields |= VICTIM_HAS_NS_PID;
+		e->victim_parent_memcg = task_memcg_id(BPF_CORE_READ(current, group_leader, real_parent));
 		victim_css = task_memcg_css(current);
 		fill_cgroup_path(&e->victim_memcg, BPF_CORE_READ(victim_css, cgroup));
 	}

@@ -178,6 +178,7 @@ const (
 func checkMemcgKill(t *testing.T, c *collector, hooks Hooks) {
 	t.Helper()
 	cg := memcgtest.New(t, nil, limit)
+	klog := memcgtest.OpenKernelLog(t)
 	start := time.Now()
 	hog := cg.Start(t, memcgtest.HogOptions{Bytes: hogBytes, OOMScoreAdj: intPtr(789)})
 	hog.WaitKilled(t)
@@ -261,6 +262,27 @@ func checkMemcgKill(t *testing.T, c *collector, hooks Hooks) {
 	if hooks.Victim == HookTpBtfMarkVictim && (rss.Swap == nil || *rss.Swap != 0) {
 		t.Errorf("victim.rss_bytes.swap = %v, want 0 (swap is off for the test cgroup)", rss.Swap)
 	}
+	// The kernel's own "Killed process" line (never rate-limited) is the
+	// oracle of every figure it has: the hog is its own trigger, in the
+	// kernel charging memory from the mark to the line, so nothing moves
+	// in between and the figures are equal, not close.
+	kp := klog.WaitKilledProcess(t, hog.PID, 10*time.Second)
+	for _, f := range []struct {
+		name      string
+		got, want uint64
+	}{
+		{"victim.total_vm_bytes", deref(ev.Victim.TotalVMBytes), kp.TotalVM << 10},
+		{"victim.rss_bytes.anon", rss.Anon, kp.AnonRSS << 10},
+		{"victim.rss_bytes.file", rss.File, kp.FileRSS << 10},
+		{"victim.rss_bytes.shmem", rss.Shmem, kp.ShmemRSS << 10},
+		{"victim.pgtables_bytes", deref(ev.Victim.PgtablesBytes), kp.Pgtables << 10},
+		{"victim.uid", uint64(deref(ev.Victim.UID)), uint64(kp.UID)},
+		{"victim.oom_score_adj", uint64(deref(ev.Victim.OOMScoreAdj)), uint64(kp.OOMScoreAdj)},
+	} {
+		if f.got != f.want {
+			t.Errorf("%s = %d, the kernel's \"Killed process\" line says %d: %+v", f.name, f.got, f.want, kp)
+		}
+	}
 	if v := cg.OOMKills(t); v != 1 {
 		t.Errorf("cgroup oom_kill counter = %d, want 1", v)
 	}
@@ -334,9 +356,7 @@ func TestOOMDomainIsParent(t *testing.T) {
 
 // TestOOMKillNamespaceInit: a victim that is process 1 of its own pid
 // namespace is a container's init; one below another init is not, and a
-// process of the host's namespace neither. With each victim hook (the
-// classic tracepoint reads the namespace pid from procfs, racing the
-// victim's exit: there it may be unknown, but never wrong).
+// process of the host's namespace neither. With each victim hook.
 func TestOOMKillNamespaceInit(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	cases := []struct {
@@ -360,13 +380,10 @@ func TestOOMKillNamespaceInit(t *testing.T) {
 					if len(evs) != 1 {
 						t.Fatalf("events for victim %d: got %d, want 1", hog.PID, len(evs))
 					}
+					// The hog is its own trigger: both hooks read its
+					// namespace pid in the kernel (the classic tracepoint
+					// from current), never from /proc after the fact.
 					v := evs[0].Victim
-					if hook == HookTracepoint && v.NSPID == nil && v.Init == nil {
-						// Read from procfs after the event: the victim may be
-						// gone by then (documented: null when unknown).
-						t.Logf("victim %d gone before its status was read", hog.PID)
-						return
-					}
 					want := tc.nsPID
 					switch {
 					case want == 0:
@@ -387,44 +404,78 @@ func TestOOMKillNamespaceInit(t *testing.T) {
 // highest oom_score_adj in the same cgroup is killed instead.
 func TestOOMKillOtherVictim(t *testing.T) {
 	testenv.RequirePrivileged(t)
+	h, err := memcgtest.Detect()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, hook := range []string{HookTpBtf, HookTracepoint} {
 		t.Run(hook, func(t *testing.T) {
 			c := startTracer(t, Config{VictimHook: hook, Node: "n"})
-			cg := memcgtest.New(t, nil, limit)
-			idle := cg.Start(t, memcgtest.HogOptions{Bytes: 4 << 20, Idle: true, OOMScoreAdj: intPtr(1000)})
-			// The allocator is protected, so the idle one is chosen
-			// first; then the allocator is killed too.
-			alloc := cg.Start(t, memcgtest.HogOptions{Bytes: hogBytes, OOMScoreAdj: intPtr(0)})
-			idle.WaitKilled(t)
-			alloc.WaitKilled(t)
-			got := c.waitFor(map[int]bool{idle.PID: true, alloc.PID: true}, 10*time.Second)
-			if len(got[idle.PID]) != 1 {
-				t.Fatalf("events for idle victim %d: %d, want 1", idle.PID, len(got[idle.PID]))
+			// The classic tracepoint runs in the trigger's context and
+			// cannot see another task's memcg: it is read from /proc. On
+			// v2 /proc names it until the victim is reaped, which this
+			// test does only once the events are in: known, every time
+			// (the guests run this). On v1 an exiting task reads as in
+			// the root cgroup (proc_cgroup_show), and the read races the
+			// victim's exit, which it loses about 19 times in 20 here:
+			// there it must be unknown or right, never wrong. (No
+			// freezer holds an OOM victim back: mark_oom_victim thaws
+			// it.)
+			if hook == HookTpBtf || !h.V1 {
+				if !otherVictim(t, c, hook) {
+					t.Errorf("victim.memcg unknown (cgroup v1: %v)", h.V1)
+				}
+				return
 			}
-			ev := got[idle.PID][0]
-			if ev.Trigger.TGID != uint32(alloc.PID) {
-				t.Errorf("trigger.tgid = %d, want the allocating process %d", ev.Trigger.TGID, alloc.PID)
+			known := 0
+			for range 5 {
+				if otherVictim(t, c, hook) {
+					known++
+				}
 			}
-			if deref(ev.Victim.OOMScoreAdj) != 1000 {
-				t.Errorf("victim.oom_score_adj = %v, want 1000", deref(ev.Victim.OOMScoreAdj))
-			}
-			checkCgroup(t, "trigger.memcg", ev.Trigger.Memcg, cg)
-			switch {
-			case hook == HookTpBtf:
-				checkCgroup(t, "victim.memcg", ev.Victim.Memcg, cg)
-			case ev.Victim.Memcg == nil:
-				// The classic tracepoint runs in the trigger's context
-				// and cannot see another task's memcg; /proc is read
-				// instead, and the victim may already be gone.
-				t.Logf("victim.memcg unknown (victim exited before /proc was read)")
-			case ev.Victim.Memcg.Path != cg.Path || ev.Victim.Memcg.Source != event.CgroupFromProcfs:
-				t.Errorf("victim.memcg = %+v, want path %q from procfs", ev.Victim.Memcg, cg.Path)
-			}
-			if ev.Victim.Comm != exeComm(t) {
-				t.Errorf("victim.comm = %q", ev.Victim.Comm)
-			}
+			t.Logf("cgroup v1: victim.memcg known (and right) in %d of 5 tries, unknown in the others", known)
 		})
 	}
+}
+
+// otherVictim: the trigger allocates, an idle process with the highest
+// oom_score_adj in the same cgroup is killed instead. It reports whether
+// the victim's memcg was known (checked right when it was).
+func otherVictim(t *testing.T, c *collector, hook string) bool {
+	t.Helper()
+	cg := memcgtest.New(t, nil, limit)
+	idle := cg.Start(t, memcgtest.HogOptions{Bytes: 4 << 20, Idle: true, OOMScoreAdj: intPtr(1000)})
+	// The allocator is protected, so the idle one is chosen first; then
+	// the allocator is killed too.
+	alloc := cg.Start(t, memcgtest.HogOptions{Bytes: hogBytes, OOMScoreAdj: intPtr(0)})
+	// Both are reaped only once their events are in.
+	got := c.waitFor(map[int]bool{idle.PID: true, alloc.PID: true}, 10*time.Second)
+	idle.WaitKilled(t)
+	alloc.WaitKilled(t)
+	defer cg.Remove(t)
+	if len(got[idle.PID]) != 1 {
+		t.Fatalf("events for idle victim %d: %d, want 1", idle.PID, len(got[idle.PID]))
+	}
+	ev := got[idle.PID][0]
+	if ev.Trigger.TGID != uint32(alloc.PID) {
+		t.Errorf("trigger.tgid = %d, want the allocating process %d", ev.Trigger.TGID, alloc.PID)
+	}
+	if deref(ev.Victim.OOMScoreAdj) != 1000 {
+		t.Errorf("victim.oom_score_adj = %v, want 1000", deref(ev.Victim.OOMScoreAdj))
+	}
+	checkCgroup(t, "trigger.memcg", ev.Trigger.Memcg, cg)
+	if ev.Victim.Comm != exeComm(t) {
+		t.Errorf("victim.comm = %q", ev.Victim.Comm)
+	}
+	switch {
+	case hook == HookTpBtf:
+		checkCgroup(t, "victim.memcg", ev.Victim.Memcg, cg)
+	case ev.Victim.Memcg == nil:
+		return false
+	case ev.Victim.Memcg.Path != cg.Path || ev.Victim.Memcg.Source != event.CgroupFromProcfs:
+		t.Errorf("victim.memcg = %+v, want path %q from procfs", ev.Victim.Memcg, cg.Path)
+	}
+	return true
 }
 
 // TestOOMBurst kills well over 100 processes in a few seconds; every one
@@ -508,6 +559,72 @@ func testOOMBurst(t *testing.T, hook string) {
 		t.Errorf("%d decode errors", after.DecodeErrors)
 	}
 	t.Logf("stats: %+v (exiting tasks granted reserves are not kills)", after)
+}
+
+// TestOOMBurstThousand: 1,000 OOM kills, six at a time, each in a cgroup
+// of its own, with the hooks the tracer picks: every kill the cgroups
+// counted is reported once, nothing is lost, nothing fails to decode (the
+// README's "nothing lost" in make test, not only in make bench). Events
+// are matched to the burst by cgroup. In the qemu guests, where a process
+// starts a hundred times slower, 200.
+func TestOOMBurstThousand(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	n := 1000
+	if os.Getenv("OOMTRACE_GUEST") == "1" {
+		n = 200
+	}
+	c := startTracer(t, Config{Node: "n"})
+	before, err := c.t.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := memcgtest.New(t, nil, 0)
+	start := time.Now()
+	kills := burst(t, parent, n)
+	t.Logf("%d processes started, the cgroups counted %d kills, in %v", n, kills, time.Since(start))
+	ours := func() map[string]int {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		byCgroup := map[string]int{}
+		for _, ev := range c.events {
+			if m := ev.Victim.Memcg; m != nil && strings.HasPrefix(m.Path, parent.Path+"/") {
+				byCgroup[m.Path]++
+			}
+		}
+		return byCgroup
+	}
+	count := func(m map[string]int) (total int) {
+		for _, k := range m {
+			total += k
+		}
+		return total
+	}
+	for deadline := time.Now().Add(60 * time.Second); uint64(count(ours())) < kills && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.stop(t)
+	after, err := c.t.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := ours()
+	if kills < uint64(n) {
+		t.Errorf("the cgroups counted %d kills of %d hogs", kills, n)
+	}
+	if uint64(count(got)) != kills {
+		t.Errorf("reported %d kills in the burst's cgroups, the cgroups counted %d", count(got), kills)
+	}
+	for path, k := range got {
+		if k != 1 {
+			t.Errorf("%s: %d kills reported, its one hog was killed once", path, k)
+		}
+	}
+	if lost := after.Lost - before.Lost; lost != 0 {
+		t.Errorf("lost %d records", lost)
+	}
+	if d := after.DecodeErrors - before.DecodeErrors; d != 0 {
+		t.Errorf("%d decode errors", d)
+	}
 }
 
 // TestKprobeVariantsLoad loads the kprobe and kretprobe programs through the

@@ -51,7 +51,11 @@ func (p procfs) completeFromProcfs(ev *event.OOMKill) {
 		}
 	}
 	if v.Memcg == nil {
-		v.Memcg = p.memcgOfPID(v.PID)
+		domain := ""
+		if d := ev.OOM.Domain; d != nil && d.Cgroup != nil && !d.PathTruncated {
+			domain = d.Path
+		}
+		v.Memcg = p.victimMemcg(v.PID, v.Comm, domain)
 	}
 }
 
@@ -93,12 +97,35 @@ func parseNSpid(status []byte) (nsPID uint32, level int, ok bool) {
 // memcgOfPID reads a live task's memory cgroup from procfs; nil when the
 // task is gone (an exited task reads as being in the root cgroup).
 func (p procfs) memcgOfPID(pid uint32) *event.Cgroup {
+	return p.memcgOf(pid, func(string) bool { return false })
+}
+
+// victimMemcg reads a killed task's memory cgroup from procfs. The victim
+// is exiting, or soon: on cgroup v1 an exiting task reads as in the root
+// cgroup (proc_cgroup_show prints "/" for it), so only a task that has
+// not begun to exit will do. On v2 /proc names its cgroup until it is
+// reaped, and an exiting task is taken for the victim when it has the
+// victim's name, or (the name unknown: the classic tracepoint before
+// 6.9) when the cgroup is within the kill's OOM domain: a pid reused
+// meanwhile would have to match that too.
+func (p procfs) victimMemcg(pid uint32, comm, domain string) *event.Cgroup {
+	return p.memcgOf(pid, func(path string) bool {
+		if comm != "" {
+			return named(p.root, pid, comm)
+		}
+		return domain != "" && (domain == "/" || path == domain || strings.HasPrefix(path, domain+"/"))
+	})
+}
+
+// memcgOf reads pid's memory cgroup: a task that has not begun to exit,
+// or on v2 an exiting one that isVictim says is the one meant.
+func (p procfs) memcgOf(pid uint32, isVictim func(path string) bool) *event.Cgroup {
 	data, err := kernfile.ReadFile(fmt.Sprintf("%s/%d/cgroup", p.root, pid))
 	if err != nil {
 		return nil
 	}
 	path, v1, ok := cgroup.MemoryPath(data)
-	if !ok || !alive(p.root, pid) {
+	if !ok {
 		return nil
 	}
 	if p.memory != nil {
@@ -110,11 +137,20 @@ func (p procfs) memcgOfPID(pid uint32) *event.Cgroup {
 		}
 		path = abs
 	}
+	if !alive(p.root, pid) && (v1 || !isVictim(path)) {
+		return nil
+	}
 	cg := &event.Cgroup{Path: path, Source: event.CgroupFromProcfs}
 	if p.memory != nil && p.memory.V1 == v1 {
 		cg.ID, _ = p.memory.ID(path)
 	}
 	return cg
+}
+
+// named reports whether pid's name (/proc/<pid>/comm) is comm.
+func named(procRoot string, pid uint32, comm string) bool {
+	data, err := kernfile.ReadFile(fmt.Sprintf("%s/%d/comm", procRoot, pid))
+	return err == nil && strings.TrimSuffix(string(data), "\n") == comm
 }
 
 // alive reports whether pid is a task that has not begun to exit. An exiting

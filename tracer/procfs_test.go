@@ -1,7 +1,11 @@
 package tracer
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
+
+	"github.com/oomtrace/oomtrace/event"
 )
 
 func TestParseStat(t *testing.T) {
@@ -75,6 +79,60 @@ func TestParsePPID(t *testing.T) {
 	} {
 		if got, ok := parsePPID([]byte(data)); got != want || ok != (want != 0) {
 			t.Errorf("%q: %d %v, want %d", data, got, ok, want)
+		}
+	}
+}
+
+// TestVictimMemcg: an exiting victim's cgroup is read from /proc on cgroup
+// v2 (which names it until the task is reaped) when its name, or without
+// one the OOM domain, says it is the victim; never on v1, where an exiting
+// task reads as in the root cgroup; a live task always.
+func TestVictimMemcg(t *testing.T) {
+	root := t.TempDir()
+	write := func(pid, cgroupFile, state, comm string) {
+		dir := filepath.Join(root, pid)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, data := range map[string]string{
+			"cgroup": cgroupFile,
+			"stat":   pid + " (" + comm + ") " + state + " 1 2 3 4 5 4194560 0",
+			"comm":   comm + "\n",
+		} {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	const v2 = "0::/kubepods/pod1/ctr\n"
+	const v1 = "4:memory:/kubepods/pod1/ctr\n0::/\n"
+	write("10", v2, "Z", "worker") // v2, reaped not yet
+	write("11", v1, "Z", "worker") // v1, exiting
+	write("12", v1, "S", "worker") // v1, alive
+	p := procfs{root: root}
+	for _, c := range []struct {
+		name         string
+		pid          uint32
+		comm, domain string
+		want         string
+	}{
+		{"v2 exiting, its name", 10, "worker", "", "/kubepods/pod1/ctr"},
+		{"v2 exiting, another name", 10, "other", "/kubepods", ""},
+		{"v2 exiting, no name, within the domain", 10, "", "/kubepods/pod1", "/kubepods/pod1/ctr"},
+		{"v2 exiting, no name, the domain itself", 10, "", "/kubepods/pod1/ctr", "/kubepods/pod1/ctr"},
+		{"v2 exiting, no name, outside the domain", 10, "", "/kubepods/pod2", ""},
+		{"v2 exiting, no name, a sibling's prefix", 10, "", "/kubepods/pod1/ct", ""},
+		{"v2 exiting, nothing to tell it by", 10, "", "", ""},
+		{"v1 exiting", 11, "worker", "/kubepods", ""},
+		{"v1 alive", 12, "", "", "/kubepods/pod1/ctr"},
+		{"gone", 13, "worker", "/", ""},
+	} {
+		got := p.victimMemcg(c.pid, c.comm, c.domain)
+		switch {
+		case c.want == "" && got != nil:
+			t.Errorf("%s: %+v, want unknown", c.name, got)
+		case c.want != "" && (got == nil || got.Path != c.want || got.Source != event.CgroupFromProcfs):
+			t.Errorf("%s: %+v, want %s from procfs", c.name, got, c.want)
 		}
 	}
 }

@@ -189,3 +189,52 @@ func (r OOMReport) String() string {
 	}
 	return b.String()
 }
+
+// KilledProcess is the kernel's "Killed process" line of one kill, which it
+// never rate-limits: the victim's memory as the OOM killer saw it (kB),
+// its uid and oom_score_adj.
+type KilledProcess struct {
+	PID                                 uint32
+	Comm                                string
+	TotalVM, AnonRSS, FileRSS, ShmemRSS uint64 // kB
+	UID                                 uint32
+	Pgtables                            uint64 // kB
+	OOMScoreAdj                         int32
+}
+
+// killedLineRe is the line of mm/oom_kill.c's __oom_kill_process, the same
+// since 5.x ("%s: Killed process %d (%s) total-vm:%lukB, anon-rss:%lukB,
+// file-rss:%lukB, shmem-rss:%lukB, UID:%u pgtables:%lukB oom_score_adj:%hd").
+var killedLineRe = regexp.MustCompile(`Killed process (\d+) \((.*)\) total-vm:(\d+)kB, anon-rss:(\d+)kB, file-rss:(\d+)kB, shmem-rss:(\d+)kB, UID:(\d+) pgtables:(\d+)kB oom_score_adj:(-?\d+)`)
+
+// ParseKilledProcess reads a "Killed process" line.
+func ParseKilledProcess(line string) (KilledProcess, bool) {
+	m := killedLineRe.FindStringSubmatch(line)
+	if m == nil {
+		return KilledProcess{}, false
+	}
+	n := func(s string) uint64 { v, _ := strconv.ParseUint(s, 10, 64); return v }
+	adj, _ := strconv.ParseInt(m[9], 10, 32)
+	return KilledProcess{PID: uint32(n(m[1])), Comm: m[2], TotalVM: n(m[3]), AnonRSS: n(m[4]), FileRSS: n(m[5]),
+		ShmemRSS: n(m[6]), UID: uint32(n(m[7])), Pgtables: n(m[8]), OOMScoreAdj: int32(adj)}, true
+}
+
+// WaitKilledProcess waits for the kernel's "Killed process" line of pid.
+func (k *KernelLog) WaitKilledProcess(t testing.TB, pid int, timeout time.Duration) KilledProcess {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if err := k.read(); err != nil {
+			t.Fatalf("read the kernel log: %v", err)
+		}
+		for _, line := range k.lines {
+			if kp, ok := ParseKilledProcess(line); ok && kp.PID == uint32(pid) {
+				return kp
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no \"Killed process %d\" line in the kernel log in %v", pid, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
