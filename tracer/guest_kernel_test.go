@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"syscall"
@@ -183,22 +184,67 @@ func TestGuestExactAgreesWithFallback(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	requireGuest(t)
 	type result struct{ reason, by string }
+	nothing := func() {}
+	// simple refuses with a refuser mode whose one line is "ENOMEM".
+	simple := func(mode string, arg uint64) func(t *testing.T) (int, func()) {
+		return func(t *testing.T) (int, func()) {
+			cmd, out, _ := refuser(t, mode, arg)
+			if got := readLine(t, out); got != "ENOMEM" {
+				t.Fatalf("refuser %s: %s", mode, got)
+			}
+			return cmd.Process.Pid, nothing
+		}
+	}
+	// Every reason the README lists, each made for real.
 	cases := []struct {
 		name string
-		run  func(t *testing.T) int // makes the refusal, returns the process
+		// run makes the refusal and returns the process, and what undoes
+		// the setting it needed, once the refusal is classified.
+		run func(t *testing.T) (int, func())
 	}{
-		{"mode0 huge mmap", func(t *testing.T) int {
+		{"mode0 huge mmap", func(t *testing.T) (int, func()) {
 			if _, err := syscall.Mmap(-1, 0, 1<<45, mmapProtRW, mmapPrivAnon); err != syscall.ENOMEM {
 				t.Fatalf("mmap: %v", err)
 			}
-			return os.Getpid()
+			return os.Getpid(), nothing
 		}},
-		{"rlimit_as", func(t *testing.T) int {
-			cmd, out, _ := refuser(t, "rlimit_as", 256<<20)
-			if got := readLine(t, out); got != "ENOMEM" {
-				t.Fatalf("refuser: %s", got)
+		{"rlimit_as", simple("rlimit_as", 256<<20)},
+		{"rlimit_data", simple("rlimit_data", 256<<20)},
+		{"map_count", func(t *testing.T) (int, func()) {
+			cmd, out, _ := refuser(t, "map_count", 0)
+			if got := readLine(t, out); !strings.HasSuffix(got, " ENOMEM") {
+				t.Fatalf("refuser map_count: %s", got)
 			}
-			return cmd.Process.Pid
+			return cmd.Process.Pid, nothing
+		}},
+		{"mode2 commit", func(t *testing.T) (int, func()) {
+			// As TestRefusalMode2: most of the headroom held, then mode 2
+			// until the refusals are classified (the fallback reads the
+			// mode when it classifies).
+			var restoreRatio func()
+			if commitHeadroom(t) < 1<<30 {
+				restoreRatio = setSysctlBriefly(t, overcommitRatioPath, "100")
+			}
+			headroom := commitHeadroom(t)
+			if headroom < 1<<30 {
+				t.Fatalf("%d bytes of commit headroom with all of the guest's RAM", headroom)
+			}
+			cmd, out, in := refuser(t, "mode2", uint64(headroom)*6/10)
+			if got := readLine(t, out); got != "ready ok" {
+				t.Fatalf("refuser mode2: %q", got)
+			}
+			restoreMode := setOvercommit(t, "2")
+			fmt.Fprintln(in, "go")
+			if got := readLine(t, out); !strings.HasPrefix(got, "ENOMEM") {
+				restoreMode()
+				t.Fatalf("refuser in mode 2: %q, want the mmap refused first", got)
+			}
+			return cmd.Process.Pid, func() {
+				restoreMode()
+				if restoreRatio != nil {
+					restoreRatio()
+				}
+			}
 		}},
 	}
 	for _, tc := range cases {
@@ -209,11 +255,13 @@ func TestGuestExactAgreesWithFallback(t *testing.T) {
 				if hook == HookAuto && c.t.Hooks().RefusalExact == "" {
 					t.Fatal("no exact refusal hook attached in the guest")
 				}
-				pid := tc.run(t)
+				pid, done := tc.run(t)
 				got := c.waitRefusals(pid, 1, 10*time.Second)
+				done()
 				c.stop(t)
-				if len(got) != 1 {
-					t.Fatalf("%s: %d refusals", hook, len(got))
+				// One refusal, but in mode 2: the mmap's, a brk's, a fork's.
+				if len(got) == 0 || len(got) != 1 && tc.name != "mode2 commit" {
+					t.Fatalf("%s: %d refusals: %+v", hook, len(got), got)
 				}
 				results = append(results, result{got[0].Reason, got[0].ClassifiedBy})
 			}

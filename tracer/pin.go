@@ -31,11 +31,10 @@ const DefaultPinPath = "/sys/fs/bpf/oomtrace"
 //	                 and counters included
 //	links-<gen>/     the hooks of one generation, one pin per hook
 const (
-	controlPin       = "control"
-	mapsDirPrefix    = "maps-"
-	linksDirPrefix   = "links-"
-	bpffsMagic       = 0xcafe4a11
-	waitLockLogAfter = time.Second
+	controlPin     = "control"
+	mapsDirPrefix  = "maps-"
+	linksDirPrefix = "links-"
+	bpffsMagic     = 0xcafe4a11
 	// waitLockMax: an oomtrace that holds the pin path longer is not an
 	// old pod stopping (its grace period is 10 s) but another agent.
 	waitLockMax = 2 * time.Minute
@@ -74,7 +73,7 @@ func openPinning(path string, log *slog.Logger) (*pinning, error) {
 			dir.Close()
 			return nil, fmt.Errorf("lock pin path %s: %w", path, err)
 		}
-		if !logged && time.Since(start) > waitLockLogAfter {
+		if !logged {
 			log.Info("waiting for the oomtrace that holds the pin path to stop; the pinned hooks record meanwhile", "pin_path", path)
 			logged = true
 		}

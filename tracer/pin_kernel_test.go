@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -145,9 +146,24 @@ func TestHandOverWithoutGap(t *testing.T) {
 	}()
 	time.Sleep(300 * time.Millisecond)
 
+	// The second starts while the first runs, and says it waits for the
+	// pin path: only then does the first stop (the overlap of a rolling
+	// update, not one tracer after the other).
 	secondReady := make(chan *collector)
-	go func() { secondReady <- startTracer(t, Config{PinPath: path}) }()
-	time.Sleep(300 * time.Millisecond) // the second waits for the lock
+	var secondLog syncLog
+	go func() {
+		secondReady <- startTracer(t, Config{PinPath: path, Logger: slog.New(slog.NewTextHandler(&secondLog, nil))})
+	}()
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(secondLog.String(), "waiting for the oomtrace that holds the pin path"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the second tracer never waited for the first:\n%s", secondLog.String())
+		}
+	}
+	select {
+	case <-secondReady:
+		t.Fatal("the second tracer started while the first held the pin path")
+	default:
+	}
 	firstEvents := stopAndClose(t, first)
 	second := <-secondReady
 	time.Sleep(300 * time.Millisecond)
@@ -272,4 +288,22 @@ func TestPinPathNotTrusted(t *testing.T) {
 	if _, err := New(Config{PinPath: path}); err == nil {
 		t.Error("a link in place of the pin path was followed")
 	}
+}
+
+// syncLog is a log written by one goroutine and read by another.
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -42,9 +43,21 @@ func maybeRunRefuser() {
 			return
 		}
 		fmt.Fprintln(out, rawMmap(arg))
+	case "rlimit_data":
+		// Room for the private writable memory mapped now plus 64 MiB,
+		// then ask for arg bytes of it.
+		data := statusBytes("VmData:")
+		lim := syscall.Rlimit{Cur: data + 64<<20, Max: data + 64<<20}
+		if err := syscall.Setrlimit(syscall.RLIMIT_DATA, &lim); err != nil {
+			fmt.Fprintln(out, "setrlimit:", err)
+			return
+		}
+		fmt.Fprintln(out, rawMmap(arg))
 	case "storm":
-		// On "go", arg failing mmaps as fast as possible; then the count
-		// of ENOMEMs and the storm's start and end (Unix nanoseconds).
+		// On "go", failing mmaps as fast as possible, saying "started"
+		// after the first, until "stop" has come and at least arg were
+		// made; then the count of ENOMEMs and the storm's start and end
+		// (Unix nanoseconds).
 		fmt.Fprintln(out, "ready")
 		out.Flush()
 		in := bufio.NewReader(os.Stdin)
@@ -52,11 +65,25 @@ func maybeRunRefuser() {
 		if strings.TrimSpace(line) != "go" {
 			return
 		}
+		var stop atomic.Bool
+		go func() {
+			for {
+				line, err := in.ReadString('\n')
+				if err != nil || strings.TrimSpace(line) == "stop" {
+					stop.Store(true)
+					return
+				}
+			}
+		}()
 		start := time.Now()
 		enomem := 0
-		for i := uint64(0); i < arg; i++ {
+		for i := uint64(0); i < arg || !stop.Load(); i++ {
 			if rawMmap(refuserHugeMap) == "ENOMEM" {
 				enomem++
+			}
+			if i == 0 {
+				fmt.Fprintln(out, "started")
+				out.Flush()
 			}
 		}
 		fmt.Fprintln(out, enomem, start.UnixNano(), time.Now().UnixNano())
@@ -163,10 +190,13 @@ func errnoName(e syscall.Errno) string {
 	return "errno" + strconv.Itoa(int(e))
 }
 
-func vmSizeBytes() uint64 {
+func vmSizeBytes() uint64 { return statusBytes("VmSize:") }
+
+// statusBytes is a kB field of this process's /proc/self/status, in bytes.
+func statusBytes(field string) uint64 {
 	data, _ := os.ReadFile("/proc/self/status")
 	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmSize:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			return kb * 1024
 		}

@@ -151,13 +151,23 @@ func TestRestartDrill(t *testing.T) {
 	t.Logf("second: %s", grepLine(second.logs.String(), "took over"))
 	waitKills(s, s.count()+10)
 
-	// The upgrade starts while the second runs, and waits for it.
+	// The upgrade starts while the second runs, and waits for it: the
+	// second is stopped only once the upgrade says it waits (the overlap
+	// of a rolling update, not one process after the other).
 	third := make(chan *daemon, 1)
+	thirdLogs := &syncBuffer{}
 	go func() {
 		cmd := exec.Command(upgrade, append(args, "--web.listen-address", "127.0.0.1:0")...)
-		third <- startDaemonCmd(t, cmd)
+		third <- startDaemonCmdLogs(t, cmd, thirdLogs)
 	}()
-	time.Sleep(time.Second)
+	for deadline := time.Now().Add(startTimeout); !strings.Contains(thirdLogs.String(), "waiting for the oomtrace that holds the pin path"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the upgrade never waited for the second to stop:\n%s", thirdLogs.String())
+		}
+	}
+	if strings.Contains(thirdLogs.String(), "oomtrace started") {
+		t.Fatalf("the upgrade started while the second held the pin path:\n%s", thirdLogs.String())
+	}
 	second.cmd.Process.Signal(syscall.SIGTERM)
 	<-secondKills.done
 	if code := exitCode(t, second.cmd.Wait()); code != 0 {
