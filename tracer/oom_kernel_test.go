@@ -263,24 +263,29 @@ func checkMemcgKill(t *testing.T, c *collector, hooks Hooks) {
 		t.Errorf("victim.rss_bytes.swap = %v, want 0 (swap is off for the test cgroup)", rss.Swap)
 	}
 	// The kernel's own "Killed process" line (never rate-limited) is the
-	// oracle of every figure it has: the hog is its own trigger, in the
-	// kernel charging memory from the mark to the line, so nothing moves
-	// in between and the figures are equal, not close.
+	// oracle of every figure it has. It reads the victim's counters a
+	// moment after the hook did (mark_victim, then the line), while the
+	// victim's other threads may still fault pages in: the memory figures
+	// agree within 512 KiB (seen: equal on 6.18, 28 KiB of anon and 64 KiB
+	// of shmem apart on 6.1, whose per-thread counters sync in batches of
+	// 64 pages); the uid and oom_score_adj exactly.
 	kp := klog.WaitKilledProcess(t, hog.PID, 10*time.Second)
+	const slack = 512 << 10
 	for _, f := range []struct {
 		name      string
 		got, want uint64
+		slack     uint64
 	}{
-		{"victim.total_vm_bytes", deref(ev.Victim.TotalVMBytes), kp.TotalVM << 10},
-		{"victim.rss_bytes.anon", rss.Anon, kp.AnonRSS << 10},
-		{"victim.rss_bytes.file", rss.File, kp.FileRSS << 10},
-		{"victim.rss_bytes.shmem", rss.Shmem, kp.ShmemRSS << 10},
-		{"victim.pgtables_bytes", deref(ev.Victim.PgtablesBytes), kp.Pgtables << 10},
-		{"victim.uid", uint64(deref(ev.Victim.UID)), uint64(kp.UID)},
-		{"victim.oom_score_adj", uint64(deref(ev.Victim.OOMScoreAdj)), uint64(kp.OOMScoreAdj)},
+		{"victim.total_vm_bytes", deref(ev.Victim.TotalVMBytes), kp.TotalVM << 10, slack},
+		{"victim.rss_bytes.anon", rss.Anon, kp.AnonRSS << 10, slack},
+		{"victim.rss_bytes.file", rss.File, kp.FileRSS << 10, slack},
+		{"victim.rss_bytes.shmem", rss.Shmem, kp.ShmemRSS << 10, slack},
+		{"victim.pgtables_bytes", deref(ev.Victim.PgtablesBytes), kp.Pgtables << 10, slack},
+		{"victim.uid", uint64(deref(ev.Victim.UID)), uint64(kp.UID), 0},
+		{"victim.oom_score_adj", uint64(deref(ev.Victim.OOMScoreAdj)), uint64(kp.OOMScoreAdj), 0},
 	} {
-		if f.got != f.want {
-			t.Errorf("%s = %d, the kernel's \"Killed process\" line says %d: %+v", f.name, f.got, f.want, kp)
+		if d := max(f.got, f.want) - min(f.got, f.want); d > f.slack {
+			t.Errorf("%s = %d, the kernel's \"Killed process\" line says %d (%d apart, more than %d): %+v", f.name, f.got, f.want, d, f.slack, kp)
 		}
 	}
 	if v := cg.OOMKills(t); v != 1 {

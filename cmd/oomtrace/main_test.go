@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -153,6 +154,9 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 	var stderr bytes.Buffer
 	run([]string{"--help"}, io.Discard, &stderr)
 	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if errors.Is(err, os.ErrNotExist) && os.Getenv("OOMTRACE_GUEST") == "1" {
+		t.Skip("the README is the source tree's, not in the qemu guest: the host runs this")
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
