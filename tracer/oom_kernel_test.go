@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
@@ -806,5 +807,21 @@ func TestDeepCgroupKeepsRootMostLevels(t *testing.T) {
 	checkCgroup(t, "oom.domain", ev.OOM.Domain.Cgroup, domain)
 	if ev.OOM.Domain.Cgroup.PathTruncated {
 		t.Errorf("the domain's path %s is whole, not truncated", ev.OOM.Domain.Cgroup.Path)
+	}
+}
+
+// TestAtomicFetchProbe: the probe says what the kernel's version says
+// (BPF_FETCH came in 5.12): yes here and in the 6.x guests, no on 5.10.
+func TestAtomicFetchProbe(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	var major, minor int
+	fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor)
+	want := major > 5 || major == 5 && minor >= 12
+	if err := probeAtomicFetch(); (err == nil) != want {
+		t.Errorf("kernel %d.%d: atomic fetch-and-add probe %v, want it taken: %v", major, minor, err, want)
 	}
 }
