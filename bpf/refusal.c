@@ -164,10 +164,32 @@ int BPF_KRETPROBE(kretprobe_vm_enough_memory, int ret)
 	return 0;
 }
 
+/*
+ * Whether bpf_task_pt_regs (5.15) and bpf_get_current_task_btf (5.11) are
+ * there: set by the loader, which probes for them. The verifier drops the
+ * branch this kernel does not take.
+ */
+const volatile __u8 have_task_pt_regs = 1;
+
+/* THREAD_SIZE of x86_64 and arm64 (4 KiB pages, no KASAN). */
+#define KERNEL_STACK_SIZE (16 * 1024)
+
 /* The registers saved at syscall entry: the arguments are still there at exit. */
 static __always_inline struct pt_regs *syscall_regs(void)
 {
-	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	struct task_struct *task;
+	void *stack;
+
+	if (have_task_pt_regs)
+		return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	/*
+	 * Before 5.15: where task_pt_regs() finds them, at the top of the
+	 * task's kernel stack (x86_64 and arm64 keep no padding above them).
+	 * Read through bpf_probe_read_kernel like every pointer here.
+	 */
+	task = (struct task_struct *)bpf_get_current_task();
+	stack = BPF_CORE_READ(task, stack);
+	return (struct pt_regs *)(stack + KERNEL_STACK_SIZE - bpf_core_type_size(struct pt_regs));
 }
 
 /* The first argument alone: what brk's hot path needs to decide. */

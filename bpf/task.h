@@ -32,8 +32,15 @@ static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
  * once per call (its bounded loops are most of a program's verification,
  * and start-up waits for it). Hence cg as a number, read through
  * bpf_probe_read_kernel like every pointer here, and an int result.
+ * Before 5.12 the verifier takes no pointer argument of a global function
+ * ("Arg#0 type PTR ... is not supported yet"): the objects built with
+ * OOMTRACE_NO_GLOBAL_FUNCS (bpf2go's *Inline, loaded there) inline it.
  */
+#ifdef OOMTRACE_NO_GLOBAL_FUNCS
+static __always_inline int fill_cgroup_path_global(struct cgroup_path *out, __u64 cg_addr)
+#else
 __noinline int fill_cgroup_path_global(struct cgroup_path *out, __u64 cg_addr)
+#endif
 {
 	struct cgroup *cg = (struct cgroup *)cg_addr;
 	struct kernfs_node *kns[CGROUP_DEPTH_MAX] = {};

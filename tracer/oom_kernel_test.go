@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
@@ -814,14 +813,37 @@ func TestDeepCgroupKeepsRootMostLevels(t *testing.T) {
 // (BPF_FETCH came in 5.12): yes here and in the 6.x guests, no on 5.10.
 func TestAtomicFetchProbe(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		t.Fatal(err)
+	major, minor, ok := kernelVersion()
+	if !ok {
+		t.Fatal("no kernel version")
 	}
-	var major, minor int
-	fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor)
 	want := major > 5 || major == 5 && minor >= 12
 	if err := probeAtomicFetch(); (err == nil) != want {
 		t.Errorf("kernel %d.%d: atomic fetch-and-add probe %v, want it taken: %v", major, minor, err, want)
+	}
+}
+
+// TestOldKernelPaths runs what a kernel before 5.12 loads on this one: the
+// *Inline objects, the seq without atomic fetch, a refusal's arguments
+// from the top of the kernel stack. A kill and a refusal come out as the
+// richer paths make them.
+func TestOldKernelPaths(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	saved := []func() bool{haveAtomicFetch, haveTaskPtRegs, globalFuncPointerArgs}
+	haveAtomicFetch, haveTaskPtRegs, globalFuncPointerArgs = func() bool { return false }, func() bool { return false }, func() bool { return false }
+	t.Cleanup(func() { haveAtomicFetch, haveTaskPtRegs, globalFuncPointerArgs = saved[0], saved[1], saved[2] })
+
+	c := startTracer(t, Config{Refusals: true, Node: "test-node"})
+	checkMemcgKill(t, c, c.t.Hooks())
+	cmd, out, _ := refuser(t, "rlimit_as", 256<<20)
+	if got := readLine(t, out); got != "ENOMEM" {
+		t.Fatalf("refuser: %s, want ENOMEM", got)
+	}
+	got := c.waitRefusals(cmd.Process.Pid, 1, 5*time.Second)
+	if len(got) != 1 {
+		t.Fatalf("got %d refusals, want 1: %+v", len(got), got)
+	}
+	if ev := got[0]; ev.Reason != event.ReasonRlimitAS || ev.Syscall != "mmap" || ev.RequestBytes != 256<<20 {
+		t.Errorf("refusal %+v: want mmap of 256 MiB refused by RLIMIT_AS (the arguments read from the kernel stack)", ev)
 	}
 }

@@ -69,10 +69,16 @@ func newRefusalTracer(att *attacher, d *diag, cfg Config, opts ebpf.CollectionOp
 	}
 	// Constants of the programs, set in the spec before anything loads:
 	// every copy of it that loads below carries them.
+	taskPtRegs := uint8(1)
+	if !haveTaskPtRegs() {
+		taskPtRegs = 0
+		d.log.Info("no bpf_task_pt_regs in this kernel (before 5.15): a failed syscall's arguments are read from the top of its kernel stack")
+	}
 	if err := setVariables(spec, map[string]any{
 		refusalVarRefusalWindowNs: uint64(cfg.RefusalWindow),
 		refusalVarMaxMapCount:     uint32(host.MaxMapCount),
 		refusalVarGeneration:      gen,
+		refusalVarHaveTaskPtRegs:  taskPtRegs,
 	}); err != nil {
 		return nil, hooks, fmt.Errorf("configure refusal programs: %w", err)
 	}

@@ -167,6 +167,7 @@ const (
 	refusalProgSysExitShmget           = "sys_exit_shmget"
 	refusalProgSysExitVfork            = "sys_exit_vfork"
 	refusalVarGeneration               = "generation"
+	refusalVarHaveTaskPtRegs           = "have_task_pt_regs"
 	refusalVarMaxMapCount              = "max_map_count"
 	refusalVarRefusalWindowNs          = "refusal_window_ns"
 	refusalVarUnusedExactHook          = "unused_exact_hook"
@@ -256,6 +257,7 @@ type refusalMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type refusalVariableSpecs struct {
 	Generation             *ebpf.VariableSpec `ebpf:"generation"`
+	HaveTaskPtRegs         *ebpf.VariableSpec `ebpf:"have_task_pt_regs"`
 	MaxMapCount            *ebpf.VariableSpec `ebpf:"max_map_count"`
 	RefusalWindowNs        *ebpf.VariableSpec `ebpf:"refusal_window_ns"`
 	UnusedExactHook        *ebpf.VariableSpec `ebpf:"unused_exact_hook"`
@@ -315,6 +317,7 @@ func (m *refusalMaps) Close() error {
 // It can be passed to loadRefusalObjects or ebpf.CollectionSpec.LoadAndAssign.
 type refusalVariables struct {
 	Generation             *ebpf.Variable `ebpf:"generation"`
+	HaveTaskPtRegs         *ebpf.Variable `ebpf:"have_task_pt_regs"`
 	MaxMapCount            *ebpf.Variable `ebpf:"max_map_count"`
 	RefusalWindowNs        *ebpf.Variable `ebpf:"refusal_window_ns"`
 	UnusedExactHook        *ebpf.Variable `ebpf:"unused_exact_hook"`

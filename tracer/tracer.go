@@ -330,10 +330,16 @@ func tracefsExplainer(cfg Config, log *slog.Logger) func(error) error {
 
 // loadSpecs reads both halves' programs and maps, sized by cfg.
 func loadSpecs(cfg Config) (oomSpec, refusalSpec *ebpf.CollectionSpec, err error) {
-	if oomSpec, err = loadOomtrace(); err != nil {
+	loadOOM, loadRefusals := loadOomtrace, loadRefusal
+	if !globalFuncPointerArgs() {
+		// The same programs, fill_cgroup_path inlined: same names, same
+		// maps, same records.
+		loadOOM, loadRefusals = loadOomtraceInline, loadRefusalInline
+	}
+	if oomSpec, err = loadOOM(); err != nil {
 		return nil, nil, err
 	}
-	if refusalSpec, err = loadRefusal(); err != nil {
+	if refusalSpec, err = loadRefusals(); err != nil {
 		return nil, nil, err
 	}
 	sizeRingBuffers(oomSpec)

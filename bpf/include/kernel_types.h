@@ -198,6 +198,7 @@ struct task_struct {
 	struct task_struct *group_leader;
 	struct task_struct *real_parent;
 	struct pid *thread_pid;
+	void *stack; /* the kernel stack: its top holds the syscall's pt_regs */
 };
 
 enum oom_constraint {
