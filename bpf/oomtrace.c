@@ -40,14 +40,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
  * task granted reserves, not a kill.
  */
 const volatile __u8 signal_hooked = 0;
-/*
- * Whether this kernel has atomic fetch-and-add (BPF_FETCH, 5.12): set by
- * the loader, which probes for it. Before it, the seq is taken with a
- * plain increment: every mark_victim runs under the kernel's oom_lock
- * (out_of_memory's callers hold it), one at a time. The verifier drops
- * the branch this kernel does not take, and never sees its instruction.
- */
-const volatile __u8 atomic_fetch = 1;
+
 
 /* Decisions older than this are not joined: they belong to an earlier OOM. */
 #define DECISION_MAX_AGE_NS (5ULL * 1000 * 1000 * 1000)
@@ -406,14 +399,19 @@ static __always_inline void clear_path_header(struct cgroup_path *p)
 static __always_inline struct oom_event *start_event(struct control *c)
 {
 	/* Taken before the reserve: a lost record leaves a gap in seq. */
-	__u64 seq;
+#ifdef OOMTRACE_BEFORE_5_12
+	/*
+	 * No atomic fetch-and-add before 5.12 (BPF_FETCH: the verifier
+	 * refuses the instruction wherever it is, "BPF_STX uses reserved
+	 * fields"): a plain increment, safe because every mark_victim runs
+	 * under the kernel's oom_lock (out_of_memory's callers hold it).
+	 */
+	__u64 seq = c->next_seq;
 
-	if (atomic_fetch) {
-		seq = __sync_fetch_and_add(&c->next_seq, 1);
-	} else {
-		seq = c->next_seq;
-		c->next_seq = seq + 1;
-	}
+	c->next_seq = seq + 1;
+#else
+	__u64 seq = __sync_fetch_and_add(&c->next_seq, 1);
+#endif
 	struct oom_event *e = bpf_ringbuf_reserve(&oom_events, sizeof(*e), 0);
 	if (!e) {
 		count(STAT_OOM_LOST);

@@ -34,9 +34,9 @@ static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
  * bpf_probe_read_kernel like every pointer here, and an int result.
  * Before 5.12 the verifier takes no pointer argument of a global function
  * ("Arg#0 type PTR ... is not supported yet"): the objects built with
- * OOMTRACE_NO_GLOBAL_FUNCS (bpf2go's *Inline, loaded there) inline it.
+ * OOMTRACE_BEFORE_5_12 (bpf2go's *Inline, loaded there) inline it.
  */
-#ifdef OOMTRACE_NO_GLOBAL_FUNCS
+#ifdef OOMTRACE_BEFORE_5_12
 static __always_inline int fill_cgroup_path_global(struct cgroup_path *out, __u64 cg_addr)
 #else
 __noinline int fill_cgroup_path_global(struct cgroup_path *out, __u64 cg_addr)

@@ -10,6 +10,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/oomtrace/oomtrace/event"
 )
 
@@ -382,4 +384,35 @@ func fieldsOf(v any) []any {
 		}
 	}
 	return out
+}
+
+// TestInlineObjectsHaveNoAtomicFetch: the objects loaded before 5.12 have
+// no atomic fetch-and-add, which 5.10's verifier refuses wherever it is,
+// even in a branch never taken ("BPF_STX uses reserved fields"); the
+// others take their seq with one.
+func TestInlineObjectsHaveNoAtomicFetch(t *testing.T) {
+	fetches := func(load func() (*ebpf.CollectionSpec, error)) int {
+		t.Helper()
+		spec, err := load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, p := range spec.Programs {
+			for _, ins := range p.Instructions {
+				if op := ins.OpCode.AtomicOp(); op != asm.InvalidAtomic && op != asm.AddAtomic {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	for name, load := range map[string]func() (*ebpf.CollectionSpec, error){"oomtraceInline": loadOomtraceInline, "refusalInline": loadRefusalInline} {
+		if n := fetches(load); n != 0 {
+			t.Errorf("%s: %d atomic fetch instructions", name, n)
+		}
+	}
+	if fetches(loadOomtrace) == 0 {
+		t.Error("oomtrace: no atomic fetch-and-add: is this test still looking at the right instructions?")
+	}
 }

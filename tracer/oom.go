@@ -48,12 +48,7 @@ type oomHooks struct{ decision, signal, victim string }
 func newOOMTracer(att *attacher, d *diag, cfg Config, opts ebpf.CollectionOptions, spec *ebpf.CollectionSpec, gen uint64) (*oomTracer, oomHooks, error) {
 	var hooks oomHooks
 	o := &oomTracer{diag: d, procfs: newProcfs(cfg.ProcfsPath), held: map[uint64]uint64{}, written: map[uint64]uint64{}, skip: map[uint64]bool{}}
-	atomicFetch := uint8(1)
-	if !haveAtomicFetch() {
-		atomicFetch = 0
-		d.log.Info("no atomic fetch-and-add in this kernel's BPF (before 5.12): a kill's seq is taken under the kernel's oom_lock instead")
-	}
-	if err := setVariables(spec, map[string]any{oomtraceVarGeneration: gen, oomtraceVarAtomicFetch: atomicFetch}); err != nil {
+	if err := setVariables(spec, map[string]any{oomtraceVarGeneration: gen}); err != nil {
 		return nil, hooks, fmt.Errorf("configure OOM programs: %w", err)
 	}
 	if err := spec.LoadAndAssign(&o.maps, &opts); err != nil {

@@ -809,29 +809,15 @@ func TestDeepCgroupKeepsRootMostLevels(t *testing.T) {
 	}
 }
 
-// TestAtomicFetchProbe: the probe says what the kernel's version says
-// (BPF_FETCH came in 5.12): yes here and in the 6.x guests, no on 5.10.
-func TestAtomicFetchProbe(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	major, minor, ok := kernelVersion()
-	if !ok {
-		t.Fatal("no kernel version")
-	}
-	want := major > 5 || major == 5 && minor >= 12
-	if err := probeAtomicFetch(); (err == nil) != want {
-		t.Errorf("kernel %d.%d: atomic fetch-and-add probe %v, want it taken: %v", major, minor, err, want)
-	}
-}
-
 // TestOldKernelPaths runs what a kernel before 5.12 loads on this one: the
 // *Inline objects, the seq without atomic fetch, a refusal's arguments
 // from the top of the kernel stack. A kill and a refusal come out as the
 // richer paths make them.
 func TestOldKernelPaths(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	saved := []func() bool{haveAtomicFetch, haveTaskPtRegs, globalFuncPointerArgs}
-	haveAtomicFetch, haveTaskPtRegs, globalFuncPointerArgs = func() bool { return false }, func() bool { return false }, func() bool { return false }
-	t.Cleanup(func() { haveAtomicFetch, haveTaskPtRegs, globalFuncPointerArgs = saved[0], saved[1], saved[2] })
+	saved := []func() bool{haveTaskPtRegs, globalFuncPointerArgs}
+	haveTaskPtRegs, globalFuncPointerArgs = func() bool { return false }, func() bool { return false }
+	t.Cleanup(func() { haveTaskPtRegs, globalFuncPointerArgs = saved[0], saved[1] })
 
 	c := startTracer(t, Config{Refusals: true, Node: "test-node"})
 	checkMemcgKill(t, c, c.t.Hooks())

@@ -271,7 +271,6 @@ const (
 	oomtraceProgTpBtfSignalGenerate      = "tp_btf_signal_generate"
 	oomtraceProgTracepointMarkVictim     = "tracepoint_mark_victim"
 	oomtraceProgTracepointSignalGenerate = "tracepoint_signal_generate"
-	oomtraceVarAtomicFetch               = "atomic_fetch"
 	oomtraceVarGeneration                = "generation"
 	oomtraceVarSignalHooked              = "signal_hooked"
 	oomtraceVarUnusedDecisionHook        = "unused_decision_hook"
@@ -354,7 +353,6 @@ type oomtraceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type oomtraceVariableSpecs struct {
-	AtomicFetch        *ebpf.VariableSpec `ebpf:"atomic_fetch"`
 	Generation         *ebpf.VariableSpec `ebpf:"generation"`
 	SignalHooked       *ebpf.VariableSpec `ebpf:"signal_hooked"`
 	UnusedDecisionHook *ebpf.VariableSpec `ebpf:"unused_decision_hook"`
@@ -417,7 +415,6 @@ func (m *oomtraceMaps) Close() error {
 //
 // It can be passed to loadOomtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type oomtraceVariables struct {
-	AtomicFetch        *ebpf.Variable `ebpf:"atomic_fetch"`
 	Generation         *ebpf.Variable `ebpf:"generation"`
 	SignalHooked       *ebpf.Variable `ebpf:"signal_hooked"`
 	UnusedDecisionHook *ebpf.Variable `ebpf:"unused_decision_hook"`

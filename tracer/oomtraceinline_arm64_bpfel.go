@@ -83,7 +83,6 @@ const (
 	oomtraceInlineProgTpBtfSignalGenerate      = "tp_btf_signal_generate"
 	oomtraceInlineProgTracepointMarkVictim     = "tracepoint_mark_victim"
 	oomtraceInlineProgTracepointSignalGenerate = "tracepoint_signal_generate"
-	oomtraceInlineVarAtomicFetch               = "atomic_fetch"
 	oomtraceInlineVarGeneration                = "generation"
 	oomtraceInlineVarSignalHooked              = "signal_hooked"
 	oomtraceInlineVarUnusedDecisionHook        = "unused_decision_hook"
@@ -166,7 +165,6 @@ type oomtraceInlineMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type oomtraceInlineVariableSpecs struct {
-	AtomicFetch        *ebpf.VariableSpec `ebpf:"atomic_fetch"`
 	Generation         *ebpf.VariableSpec `ebpf:"generation"`
 	SignalHooked       *ebpf.VariableSpec `ebpf:"signal_hooked"`
 	UnusedDecisionHook *ebpf.VariableSpec `ebpf:"unused_decision_hook"`
@@ -229,7 +227,6 @@ func (m *oomtraceInlineMaps) Close() error {
 //
 // It can be passed to loadOomtraceInlineObjects or ebpf.CollectionSpec.LoadAndAssign.
 type oomtraceInlineVariables struct {
-	AtomicFetch        *ebpf.Variable `ebpf:"atomic_fetch"`
 	Generation         *ebpf.Variable `ebpf:"generation"`
 	SignalHooked       *ebpf.Variable `ebpf:"signal_hooked"`
 	UnusedDecisionHook *ebpf.Variable `ebpf:"unused_decision_hook"`
