@@ -342,7 +342,7 @@ int sys_exit_refusal(struct trace_event_raw_sys_exit *ctx)
 	rcount(RSTAT_FAILED);
 	now = bpf_ktime_get_boot_ns();
 	pid_tgid = bpf_get_current_pid_tgid();
-	task = bpf_get_current_task_btf();
+	task = (struct task_struct *)bpf_get_current_task(); /* _btf is 5.11+ */
 	mm = BPF_CORE_READ(task, mm);
 	sig = BPF_CORE_READ(task, signal);
 
