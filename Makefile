@@ -105,7 +105,8 @@ test-deps: ## Install what the privileged tests run (containerd, runc, etcd) whe
 	fi
 
 .PHONY: test-kernels
-test-kernels: ## Boot stock Debian kernels (kprobes, fentry, cgroup v2) under qemu and run the privileged tests there (root; installs qemu).
+test-kernels: ## Boot stock Debian kernels (5.10, 6.1, 6.12: kprobes, fentry, cgroup v2) under qemu and run the privileged tests there (root; installs qemu).
+	$(SUDO) bash internal/harness/kerneltest/run.sh oldstable
 	$(SUDO) bash internal/harness/kerneltest/run.sh stable
 	$(SUDO) bash internal/harness/kerneltest/run.sh backports
 

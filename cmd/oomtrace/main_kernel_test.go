@@ -416,6 +416,30 @@ func logValue(t *testing.T, logs, key string) int {
 	return 0
 }
 
+// programNames lists every loaded BPF program as id:name, or why not.
+func programNames() []string {
+	var all []string
+	for id := ebpf.ProgramID(0); ; {
+		next, err := ebpf.ProgramGetNextID(id)
+		if err != nil {
+			return all
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			all = append(all, fmt.Sprintf("%d:(%v)", id, err))
+			continue
+		}
+		info, err := p.Info()
+		p.Close()
+		if err != nil {
+			all = append(all, fmt.Sprintf("%d:(info: %v)", id, err))
+			continue
+		}
+		all = append(all, fmt.Sprintf("%d:%s", id, info.Name))
+	}
+}
+
 // ourPrograms lists loaded BPF programs whose names are oomtrace's.
 func ourPrograms(t *testing.T) []string {
 	t.Helper()
@@ -486,7 +510,7 @@ func TestSIGTERMDuringBurst(t *testing.T) {
 		}
 	}
 	if len(newSince()) == 0 {
-		t.Fatal("no oomtrace programs loaded while running: the check below would prove nothing")
+		t.Fatalf("no oomtrace programs loaded while running: the check below would prove nothing (loaded: %v; before: %v)", programNames(), before)
 	}
 
 	cg := memcgtest.New(t, nil, 32<<20)
