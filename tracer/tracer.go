@@ -229,6 +229,9 @@ func New(cfg Config) (*Tracer, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !globalFuncPointerArgs() {
+		log.Info("kernel before 5.12: loading the build of the programs made for it (no pointer arguments of global functions, no atomic fetch-and-add)")
+	}
 	abi := abiOf(oomSpec, refusalSpec)
 
 	att := newAttacher(log, cfg.VerifierLog)
