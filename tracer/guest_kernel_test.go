@@ -1,7 +1,6 @@
 package tracer
 
 import (
-	"fmt"
 	"os"
 	"strings"
 	"syscall"
@@ -225,33 +224,14 @@ func TestGuestExactAgreesWithFallback(t *testing.T) {
 			return cmd.Process.Pid, nothing
 		}},
 		{"mode2 commit", func(t *testing.T) (int, func()) {
-			// As TestRefusalMode2: most of the headroom held, then mode 2
-			// until the refusals are classified (the fallback reads the
-			// mode when it classifies).
-			var restoreRatio func()
-			if commitHeadroom(t) < 1<<30 {
-				restoreRatio = setSysctlBriefly(t, overcommitRatioPath, "100")
+			// The mode stays 2 until the refusals are classified (the
+			// fallback reads it when it classifies).
+			m := startMode2Refusals(t)
+			if !strings.HasPrefix(m.result, "ENOMEM") {
+				m.restore()
+				t.Fatalf("refuser in mode 2: %q, want the mmap refused first", m.result)
 			}
-			headroom := commitHeadroom(t)
-			if headroom < 1<<30 {
-				t.Fatalf("%d bytes of commit headroom with all of the guest's RAM", headroom)
-			}
-			cmd, out, in := refuser(t, "mode2", uint64(headroom)*6/10)
-			if got := readLine(t, out); got != "ready ok" {
-				t.Fatalf("refuser mode2: %q", got)
-			}
-			restoreMode := setOvercommit(t, "2")
-			fmt.Fprintln(in, "go")
-			if got := readLine(t, out); !strings.HasPrefix(got, "ENOMEM") {
-				restoreMode()
-				t.Fatalf("refuser in mode 2: %q, want the mmap refused first", got)
-			}
-			return cmd.Process.Pid, func() {
-				restoreMode()
-				if restoreRatio != nil {
-					restoreRatio()
-				}
-			}
+			return m.pid, m.restore
 		}},
 	}
 	for _, tc := range cases {

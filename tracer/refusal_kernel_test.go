@@ -265,19 +265,27 @@ func commitHeadroom(t *testing.T) int64 {
 	return int64(host.CommitLimit) - int64(host.Committed)
 }
 
-// TestRefusalMode2 switches to strict accounting for a moment: a process
-// holding most of the headroom then fails a mapping, a brk and a fork.
-func TestRefusalMode2(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	c := startTracer(t, Config{Refusals: true, Node: "n"})
-	// Mode 2 with less than 1 GiB to commit would starve the host. Where
-	// the commit limit is that tight (the 3 GiB test guests: half of RAM
-	// by default), raise vm.overcommit_ratio for the test, which only
-	// loosens mode 2; restored with the mode.
+// mode2Refusals is a refuser that held most of the commit headroom, then
+// in mode 2 tried a mapping, a brk and a fork of as much.
+type mode2Refusals struct {
+	pid     int
+	hold    uint64
+	result  string // the refuser's line: each call's result
+	restore func() // mode 0 (and the ratio) again; also at cleanup
+}
+
+// startMode2Refusals makes the refusals of mode 2. Mode 2 with less than
+// 1 GiB to commit would starve the host. Where the commit limit is that
+// tight (the 3 GiB test guests: half of RAM by default), it raises
+// vm.overcommit_ratio, which only loosens mode 2, and restores it with
+// the mode. Leave mode 2 with restore once the refusals are classified.
+func startMode2Refusals(t *testing.T) mode2Refusals {
+	t.Helper()
+	restoreRatio := func() {}
 	headroom := commitHeadroom(t)
 	if headroom < 1<<30 {
 		t.Logf("%d bytes of commit headroom: vm.overcommit_ratio raised to 100 for the test", headroom)
-		setSysctlBriefly(t, overcommitRatioPath, "100")
+		restoreRatio = setSysctlBriefly(t, overcommitRatioPath, "100")
 		headroom = commitHeadroom(t)
 	}
 	if headroom < 1<<30 {
@@ -288,16 +296,26 @@ func TestRefusalMode2(t *testing.T) {
 	if got := readLine(t, out); got != "ready ok" {
 		t.Fatalf("refuser: %q", got)
 	}
-	restore := setOvercommit(t, "2")
+	restoreMode := setOvercommit(t, "2")
 	fmt.Fprintln(in, "go")
-	result := readLine(t, out)
+	return mode2Refusals{pid: cmd.Process.Pid, hold: hold, result: readLine(t, out),
+		restore: func() { restoreMode(); restoreRatio() }}
+}
+
+// TestRefusalMode2 switches to strict accounting for a moment: a process
+// holding most of the headroom then fails a mapping, a brk and a fork.
+func TestRefusalMode2(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	c := startTracer(t, Config{Refusals: true, Node: "n"})
+	m := startMode2Refusals(t)
 	// Keep mode 2 until the tracer has classified the three refusals:
 	// it samples the mode when it writes each line.
-	got := c.waitRefusals(cmd.Process.Pid, 3, 5*time.Second)
-	restore()
-	if result != "ENOMEM unchanged ENOMEM" {
-		t.Fatalf("refuser in mode 2: %q, want mmap ENOMEM, brk unchanged, fork ENOMEM", result)
+	got := c.waitRefusals(m.pid, 3, 5*time.Second)
+	m.restore()
+	if m.result != "ENOMEM unchanged ENOMEM" {
+		t.Fatalf("refuser in mode 2: %q, want mmap ENOMEM, brk unchanged, fork ENOMEM", m.result)
 	}
+	hold := m.hold
 	bySyscall := map[string]event.CommitRefusal{}
 	for _, ev := range got {
 		bySyscall[ev.Syscall] = ev

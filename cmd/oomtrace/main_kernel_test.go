@@ -440,7 +440,8 @@ func programNames() []string {
 	}
 }
 
-// ourPrograms lists loaded BPF programs whose names are oomtrace's.
+// ourPrograms lists, as id:name, the loaded BPF programs whose names are
+// oomtrace's.
 func ourPrograms(t *testing.T) []string {
 	t.Helper()
 	names := map[string]bool{}
@@ -451,21 +452,12 @@ func ourPrograms(t *testing.T) []string {
 		names[n[:min(len(n), 15)]] = true // the kernel keeps 15 bytes of a name
 	}
 	var found []string
-	for id := ebpf.ProgramID(0); ; {
-		next, err := ebpf.ProgramGetNextID(id)
-		if err != nil {
-			return found
+	for _, p := range programNames() {
+		if _, name, _ := strings.Cut(p, ":"); names[name] {
+			found = append(found, p)
 		}
-		id = next
-		p, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue
-		}
-		if info, err := p.Info(); err == nil && names[info.Name] {
-			found = append(found, fmt.Sprintf("%d:%s", id, info.Name))
-		}
-		p.Close()
 	}
+	return found
 }
 
 // TestSIGTERMDuringBurst stops an unpinned oomtrace while processes are
