@@ -150,7 +150,7 @@ func TestHandOverWithoutGap(t *testing.T) {
 	// pin path: only then does the first stop (the overlap of a rolling
 	// update, not one tracer after the other).
 	secondReady := make(chan *collector)
-	var secondLog syncLog
+	var secondLog testenv.SyncBuffer
 	go func() {
 		secondReady <- startTracer(t, Config{PinPath: path, Logger: slog.New(slog.NewTextHandler(&secondLog, nil))})
 	}()
@@ -288,22 +288,4 @@ func TestPinPathNotTrusted(t *testing.T) {
 	if _, err := New(Config{PinPath: path}); err == nil {
 		t.Error("a link in place of the pin path was followed")
 	}
-}
-
-// syncLog is a log written by one goroutine and read by another.
-type syncLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

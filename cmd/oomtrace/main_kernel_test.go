@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -42,10 +41,7 @@ type daemon struct {
 const startTimeout = 60 * time.Second
 
 // syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+type syncBuffer = testenv.SyncBuffer
 
 func TestMissingBTF(t *testing.T) {
 	testenv.RequirePrivileged(t)
@@ -381,18 +377,6 @@ func TestStuckReader(t *testing.T) {
 		t.Errorf("written %d + dropped %d, want drops and at least the %d refusals", written, dropped, refusers)
 	}
 	t.Logf("written %d, dropped %d", written, dropped)
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // logValue reads key=N from the "oomtrace stopped" log line.

@@ -282,26 +282,21 @@ func (o *Oomtrace) Events(t *testing.T) Events {
 // from is cut to its second. Lines are kept whole.
 func (ev Events) Since(from time.Time) Events {
 	from = from.Truncate(time.Second)
-	keep := func(t event.Time) bool { return !t.Before(from) }
-	out := Events{Lines: ev.Lines}
-	for _, k := range ev.Kills {
-		if keep(k.Time) {
-			out.Kills = append(out.Kills, k)
-		}
+	return Events{
+		Kills:     since(ev.Kills, from, func(k event.OOMKill) event.Time { return k.Time }),
+		Evictions: since(ev.Evictions, from, func(e event.Eviction) event.Time { return e.Time }),
+		Pressure:  since(ev.Pressure, from, func(p event.MemoryPressure) event.Time { return p.Time }),
+		Nodes:     since(ev.Nodes, from, func(n event.NodeCondition) event.Time { return n.Time }),
+		Lines:     ev.Lines,
 	}
-	for _, e := range ev.Evictions {
-		if keep(e.Time) {
-			out.Evictions = append(out.Evictions, e)
-		}
-	}
-	for _, p := range ev.Pressure {
-		if keep(p.Time) {
-			out.Pressure = append(out.Pressure, p)
-		}
-	}
-	for _, n := range ev.Nodes {
-		if keep(n.Time) {
-			out.Nodes = append(out.Nodes, n)
+}
+
+// since keeps the events of xs at or after from.
+func since[T any](xs []T, from time.Time, at func(T) event.Time) []T {
+	var out []T
+	for _, x := range xs {
+		if !at(x).Before(from) {
+			out = append(out, x)
 		}
 	}
 	return out
