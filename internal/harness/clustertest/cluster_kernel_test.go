@@ -762,12 +762,12 @@ func testMemoryAvailableEviction(t *testing.T, c *Cluster, o *Oomtrace, threshol
 	switch {
 	case p.Status.Phase == corev1.PodSucceeded && p.Status.Reason == "":
 		if !exitedZero || !stopped {
-			t.Errorf("pod Succeeded: loader's exit %s, kernel signals %v; want 0 on the kubelet's SIGTERM, no SIGKILL (under emulation: one that came late)", jsonOf(exit), loader)
+			t.Errorf("pod Succeeded: loader's exit %s, kernel signals %v (all: %s); want 0 on the kubelet's SIGTERM, no SIGKILL (under emulation: one that came late)", jsonOf(exit), loader, jsonOf(e.KernelSignals))
 		}
 	case Slowdown() > 1 && p.Status.Phase == corev1.PodFailed && p.Status.Reason == "Evicted":
 		t.Logf("under emulation the loader did not exit within the 2 s grace period: loader's exit %s, kernel signals %v", jsonOf(exit), loader)
 		if exitedZero || !stopped {
-			t.Errorf("pod Failed Evicted: loader's exit %s, kernel signals %v; want an exit other than 0, the kubelet's SIGTERM first, at most its SIGKILL after", jsonOf(exit), loader)
+			t.Errorf("pod Failed Evicted: loader's exit %s, kernel signals %v (all: %s); want an exit other than 0, the kubelet's SIGTERM first, at most its SIGKILL after", jsonOf(exit), loader, jsonOf(e.KernelSignals))
 		}
 	default:
 		t.Errorf("API: phase %s reason %q; the kubelet 1.37 leaves a pod whose containers exit 0 Succeeded without reason", p.Status.Phase, p.Status.Reason)

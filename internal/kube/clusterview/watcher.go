@@ -268,6 +268,18 @@ func (w *Watcher) pod(oldObj, obj any) {
 	}
 	w.forgetOld()
 	w.emitted[pod.UID] = at
+	// The containers' ids as the pod ran: once the runtime has removed a
+	// container before the kubelet read its exit, the kubelet writes
+	// ContainerStatusUnknown without an id, and nothing else names the
+	// kernel's signals to it (seen under emulation in the cluster suite).
+	known := containerIDs(pod)
+	if old, ok := oldObj.(*corev1.Pod); ok {
+		for name, id := range containerIDs(old) {
+			if known[name] == "" {
+				known[name] = id
+			}
+		}
+	}
 	// Wait for the kubelet's stop of the pod, so that the event shows it.
 	uid := pod.UID
 	w.pending[uid] = time.AfterFunc(w.opts.Settle, func() {
@@ -278,8 +290,27 @@ func (w *Watcher) pod(oldObj, obj any) {
 		if cur == nil {
 			cur = pod
 		}
-		w.emit(w.eviction(cur, message, at))
+		w.emit(w.eviction(cur, message, at, known))
 	})
+}
+
+// containerIDs are the runtime's ids of the pod's containers by name, as
+// its status has them (the running one, else the last that ended).
+func containerIDs(pod *corev1.Pod) map[string]string {
+	ids := make(map[string]string, len(pod.Status.ContainerStatuses))
+	for _, cs := range pod.Status.ContainerStatuses {
+		id := runtimeID(cs.ContainerID)
+		if t := cs.State.Terminated; id == "" && t != nil {
+			id = runtimeID(t.ContainerID)
+		}
+		if t := cs.LastTerminationState.Terminated; id == "" && t != nil {
+			id = runtimeID(t.ContainerID)
+		}
+		if id != "" {
+			ids[cs.Name] = id
+		}
+	}
+	return ids
 }
 
 // forgetOld drops evictions reported more than an hour ago, at most once a
@@ -413,8 +444,9 @@ func (w *Watcher) emit(ev event.Eviction) {
 	}
 }
 
-// eviction builds the event from the pod as the kubelet left it.
-func (w *Watcher) eviction(pod *corev1.Pod, message string, at time.Time) event.Eviction {
+// eviction builds the event from the pod as the kubelet left it; known
+// names the ids of containers whose status has lost it.
+func (w *Watcher) eviction(pod *corev1.Pod, message string, at time.Time, known map[string]string) event.Eviction {
 	msg := evictionmsg.Parse(message)
 	ev := event.Eviction{
 		Type: event.TypeEviction, Time: event.Time{Time: at}, Node: w.opts.Node,
@@ -453,6 +485,9 @@ func (w *Watcher) eviction(pod *corev1.Pod, message string, at time.Time) event.
 			case code > 128:
 				ce.Signal = signalName(code - 128)
 			}
+		}
+		if ce.ContainerID == "" {
+			ce.ContainerID = known[cs.Name]
 		}
 		ev.ContainerExits = append(ev.ContainerExits, ce)
 	}

@@ -372,19 +372,25 @@ func TestEvictionSucceeded(t *testing.T) {
 }
 
 // TestContainerStatusUnknown: the kubelet's ContainerStatusUnknown comes
-// with a made-up exit code 137, which is no SIGKILL.
+// with a made-up exit code 137, which is no SIGKILL, and without the
+// container's id: the id it ran with names it.
 func TestContainerStatusUnknown(t *testing.T) {
 	cs := fake.NewClientset()
 	r := start(t, cs, nil)
 	pod := runningPod("lost", "uid-unknown", node)
 	pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "killed"})
+	pod.Status.ContainerStatuses = []corev1.ContainerStatus{
+		{Name: "hog", ContainerID: "containerd://feed01", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}},
+		{Name: "killed", ContainerID: "containerd://feed02", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}},
+	}
 	cs.CoreV1().Pods("shop").Create(context.Background(), pod, metav1.CreateOptions{})
 	p := pod.DeepCopy()
 	p.Status.Phase, p.Status.Reason, p.Status.Message = corev1.PodFailed, ReasonEvicted, evictionMsg
 	p.Status.ContainerStatuses = []corev1.ContainerStatus{
 		{Name: "hog", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: ReasonContainerStatusUnknown,
 			Message: "The container could not be located when the pod was terminated"}}},
-		{Name: "killed", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "Error"}}},
+		{Name: "killed", ContainerID: "containerd://feed02", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "Error",
+			ContainerID: "containerd://feed02"}}},
 	}
 	if _, err := cs.CoreV1().Pods("shop").UpdateStatus(context.Background(), p, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
@@ -393,6 +399,9 @@ func TestContainerStatusUnknown(t *testing.T) {
 	ce := r.evictionsOf("uid-unknown")[0].ContainerExits
 	if len(ce) != 2 || ce[0].Signal != "" || ce[0].Reason != ReasonContainerStatusUnknown || *ce[0].ExitCode != 137 || ce[1].Signal != "SIGKILL" {
 		t.Errorf("container exits %+v, want no signal for the unknown one, SIGKILL for the other", ce)
+	}
+	if len(ce) == 2 && (ce[0].ContainerID != "feed01" || ce[1].ContainerID != "feed02") {
+		t.Errorf("container ids %q %q, want feed01 (as it ran) and feed02", ce[0].ContainerID, ce[1].ContainerID)
 	}
 }
 
