@@ -36,8 +36,9 @@ var lists = map[string]func() runtime.Object{
 	"events": func() runtime.Object { return &corev1.EventList{} },
 }
 
-// New makes a client from cfg (its content type and the like are kept;
-// the group, version and serializer are this package's).
+// New makes a client from cfg (its content type, protobuf unless set, and
+// the like are kept; the group, version and serializer are this
+// package's).
 func New(cfg *rest.Config) (*Client, error) {
 	scheme := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, eventsv1.AddToScheme} {
@@ -62,6 +63,14 @@ func New(cfg *rest.Config) (*Client, error) {
 		gcfg.GroupVersion = &gv
 		gcfg.APIPath = api.path
 		gcfg.NegotiatedSerializer = codecs.WithoutConversion()
+		if gcfg.ContentType == "" {
+			// Protobuf, as kube-state-metrics and the kubelet ask: a
+			// fraction of JSON's bytes and of its decoding's CPU on every
+			// list and watch event (JSON only if the server has no
+			// protobuf for a type).
+			gcfg.ContentType = runtime.ContentTypeProtobuf
+			gcfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+		}
 		if gcfg.UserAgent == "" {
 			gcfg.UserAgent = rest.DefaultKubernetesUserAgent()
 		}

@@ -2,66 +2,125 @@ package kubeapi
 
 import (
 	"context"
-	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/runtime/serializer/streaming"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
+	restwatch "k8s.io/client-go/rest/watch"
 )
 
-// server answers as an API server would, and records the requests.
+// server answers as an API server would, in protobuf when the client
+// accepts it (JSON otherwise), and records the requests.
 type server struct {
-	mu   sync.Mutex
-	reqs []string
-	body []byte
+	mu          sync.Mutex
+	reqs        []string
+	body        []byte
+	contentType string // of the last body
+	accept      string // of the last request
+}
+
+// codecs are an API server's serializers of the types the client reads.
+var codecs = func() serializer.CodecFactory {
+	scheme := runtime.NewScheme()
+	corev1.AddToScheme(scheme)
+	eventsv1.AddToScheme(scheme)
+	metav1.AddToGroupVersion(scheme, schema.GroupVersion{Version: "v1"})
+	return serializer.NewCodecFactory(scheme)
+}()
+
+// reply writes obj as the API server would for the request's Accept.
+func reply(w http.ResponseWriter, r *http.Request, status int, obj runtime.Object, gv schema.GroupVersion) {
+	mediaType := runtime.ContentTypeJSON
+	if strings.HasPrefix(r.Header.Get("Accept"), runtime.ContentTypeProtobuf) {
+		mediaType = runtime.ContentTypeProtobuf
+	}
+	info, _ := runtime.SerializerInfoForMediaType(codecs.SupportedMediaTypes(), mediaType)
+	enc := codecs.EncoderForVersion(info.Serializer, gv)
+	if r.URL.Query().Get("watch") == "true" {
+		w.Header().Set("Content-Type", mediaType+";stream=watch")
+		w.WriteHeader(status)
+		stream := info.StreamSerializer
+		out := restwatch.NewEncoder(streaming.NewEncoder(stream.Framer.NewFrameWriter(w), stream.Serializer), enc)
+		if err := out.Encode(&watch.Event{Type: watch.Added, Object: obj}); err != nil {
+			panic(err)
+		}
+		return
+	}
+	w.Header().Set("Content-Type", mediaType)
+	w.WriteHeader(status)
+	if err := enc.Encode(obj, w); err != nil {
+		panic(err)
+	}
 }
 
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	s.mu.Lock()
 	s.reqs = append(s.reqs, r.Method+" "+r.URL.Path+"?"+r.URL.RawQuery)
+	s.accept = r.Header.Get("Accept")
 	if len(body) > 0 {
-		s.body = body
+		s.body, s.contentType = body, r.Header.Get("Content-Type")
 	}
 	s.mu.Unlock()
-	w.Header().Set("Content-Type", "application/json")
 	switch r.URL.Path {
 	case "/api/v1/pods":
 		if r.URL.Query().Get("watch") == "true" {
-			json.NewEncoder(w).Encode(map[string]any{"type": "ADDED", "object": corev1.Pod{
-				TypeMeta: metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"}, ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", ResourceVersion: "8"}}})
+			reply(w, r, http.StatusOK, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", ResourceVersion: "8"}}, corev1.SchemeGroupVersion)
 			return
 		}
-		json.NewEncoder(w).Encode(corev1.PodList{TypeMeta: metav1.TypeMeta{Kind: "PodList", APIVersion: "v1"},
-			ListMeta: metav1.ListMeta{ResourceVersion: "7"},
-			Items:    []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", UID: "u-1"}, Spec: corev1.PodSpec{NodeName: "node-a"}}}})
+		reply(w, r, http.StatusOK, &corev1.PodList{ListMeta: metav1.ListMeta{ResourceVersion: "7"},
+			Items: []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", UID: "u-1"}, Spec: corev1.PodSpec{NodeName: "node-a"}}}},
+			corev1.SchemeGroupVersion)
 	case "/api/v1/namespaces/default/events":
-		json.NewEncoder(w).Encode(corev1.EventList{TypeMeta: metav1.TypeMeta{Kind: "EventList", APIVersion: "v1"}})
+		reply(w, r, http.StatusOK, &corev1.EventList{}, corev1.SchemeGroupVersion)
 	case "/apis/events.k8s.io/v1/namespaces/shop/events":
-		w.WriteHeader(http.StatusCreated)
-		w.Write(body)
+		// Decoded as its content type says, and sent back created.
+		info, ok := runtime.SerializerInfoForMediaType(codecs.SupportedMediaTypes(), r.Header.Get("Content-Type"))
+		if !ok {
+			http.Error(w, "unsupported "+r.Header.Get("Content-Type"), http.StatusUnsupportedMediaType)
+			return
+		}
+		obj, _, err := codecs.UniversalDeserializer().Decode(body, nil, nil)
+		if err != nil {
+			http.Error(w, fmt.Sprintf("%s: %v", info.MediaType, err), http.StatusBadRequest)
+			return
+		}
+		reply(w, r, http.StatusCreated, obj, eventsv1.SchemeGroupVersion)
 	case "/apis/events.k8s.io/v1/namespaces/shop/events/web.1":
 		if r.Header.Get("Content-Type") != "application/merge-patch+json" {
 			http.Error(w, "not a merge patch: "+r.Header.Get("Content-Type"), http.StatusUnsupportedMediaType)
 			return
 		}
-		json.NewEncoder(w).Encode(map[string]any{"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": map[string]any{"name": "web.1"}, "series": map[string]any{"count": 2}})
+		reply(w, r, http.StatusOK, &eventsv1.Event{ObjectMeta: metav1.ObjectMeta{Name: "web.1"}, Series: &eventsv1.EventSeries{Count: 2}}, eventsv1.SchemeGroupVersion)
 	default:
 		http.NotFound(w, r)
 	}
 }
 
+// TestClient: protobuf by default, JSON when the config asks for it.
 func TestClient(t *testing.T) {
+	t.Run("protobuf", func(t *testing.T) { testClient(t, "", runtime.ContentTypeProtobuf) })
+	t.Run("json", func(t *testing.T) { testClient(t, runtime.ContentTypeJSON, runtime.ContentTypeJSON) })
+}
+
+func testClient(t *testing.T, configured, want string) {
 	s := &server{}
 	ts := httptest.NewServer(s)
 	defer ts.Close()
-	c, err := New(&rest.Config{Host: ts.URL})
+	c, err := New(&rest.Config{Host: ts.URL, ContentConfig: rest.ContentConfig{ContentType: configured}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,10 +154,13 @@ func TestClient(t *testing.T) {
 	if err != nil || created.Reason != "OOMKillProcess" {
 		t.Fatalf("create: %+v %v", created, err)
 	}
-	var posted map[string]any
-	json.Unmarshal(s.body, &posted)
-	if posted["apiVersion"] != "events.k8s.io/v1" || posted["kind"] != "Event" || posted["reason"] != "OOMKillProcess" {
-		t.Errorf("posted %s", s.body)
+	posted, gvk, err := codecs.UniversalDeserializer().Decode(s.body, nil, nil)
+	if e, ok := posted.(*eventsv1.Event); err != nil || !ok || gvk.Group != "events.k8s.io" || e.Reason != "OOMKillProcess" ||
+		s.contentType != want {
+		t.Errorf("posted %s %q: %v %v; want %s", s.contentType, s.body, gvk, err, want)
+	}
+	if !strings.HasPrefix(s.accept, want) {
+		t.Errorf("Accept %q: want %s first", s.accept, want)
 	}
 
 	patched, err := c.PatchEvent(ctx, "shop", "web.1", []byte(`{"series":{"count":2,"lastObservedTime":"2026-12-02T08:00:00.000000Z"}}`))
@@ -106,7 +168,7 @@ func TestClient(t *testing.T) {
 		t.Fatalf("patch: %+v %v, sent %s", patched, err, s.body)
 	}
 
-	want := []string{
+	requests := []string{
 		"GET /api/v1/pods?fieldSelector=spec.nodeName%3Dnode-a",
 		"GET /api/v1/pods?resourceVersion=7&watch=true",
 		"GET /api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dnode-a",
@@ -115,12 +177,12 @@ func TestClient(t *testing.T) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.reqs) != len(want) {
+	if len(s.reqs) != len(requests) {
 		t.Fatalf("requests %q", s.reqs)
 	}
-	for i := range want {
-		if s.reqs[i] != want[i] {
-			t.Errorf("request %d: %q, want %q", i, s.reqs[i], want[i])
+	for i := range requests {
+		if s.reqs[i] != requests[i] {
+			t.Errorf("request %d: %q, want %q", i, s.reqs[i], requests[i])
 		}
 	}
 	if _, err := c.List(ctx, "", "secrets", metav1.ListOptions{}); err == nil {
