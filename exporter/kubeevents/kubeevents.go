@@ -2,10 +2,13 @@
 // of every kernel OOM kill, so that kubectl describe pod shows the kills the
 // kubelet does not report: from a bounded queue, never waiting for the API.
 // Kills of one kind in one container that repeat become one Event with a
-// series (count, last observed), as the API intends, its count patched at
-// most every 30 s; new Events are at most a burst of 25 per pod and then
-// one per 5 minutes (as the kubelet's own recorder limits a source), the
-// rest dropped and counted.
+// series (count, last observed), as the API intends, its count patched
+// within 30 s and then at doubling intervals up to 10 minutes; new Events
+// are at most a burst of 25 per pod and then one per 5 minutes (as the
+// kubelet's own recorder limits a source), the rest dropped and counted;
+// and the node's writes (creates and patches) at most a burst of 25 and
+// then one per 10 s, whatever its pods do: a fleet's worst hour costs the
+// API server at most 0.1 writes a second per node.
 package kubeevents
 
 import (
@@ -46,6 +49,12 @@ const (
 	// perPodBurst Events of one pod at once, then one per perPodEvery.
 	perPodBurst = 25
 	perPodEvery = 5 * time.Minute
+	// nodeBurst writes (creates and patches) of the node at once, then
+	// one per nodeEvery: the bound of a node's Event traffic. A write
+	// over it waits (a patch then carries every repeat since) and the
+	// queue behind it fills and drops.
+	nodeBurst = 25
+	nodeEvery = 10 * time.Second
 	attempts    = 3
 	// groupWait: the kills of one group kill follow each other within
 	// milliseconds; its Event waits this long for them.
@@ -72,8 +81,16 @@ type Recorder struct {
 	node  string
 	now   func() time.Time
 	retry time.Duration // first wait after a failed create; doubles
-	// seriesEvery: a series' count is patched at most this often.
-	seriesEvery time.Duration
+	// seriesEvery: a series' first patch comes within this; later ones
+	// at doubling intervals up to seriesEveryMax.
+	seriesEvery, seriesEveryMax time.Duration
+	// nodeEvery: the node's writes, past nodeBurst, one per nodeEvery;
+	// writeTokens and writeAt are the sending goroutine's own.
+	nodeEvery   time.Duration
+	writeBurst  float64
+	writeTokens float64
+	writeAt     time.Time
+	throttled   atomic.Uint64
 
 	// leaveEnded: no Event for a kill that ended its container (see
 	// LeaveEndedContainersToKubelet); left counts them.
@@ -113,7 +130,8 @@ type bucket struct {
 // New returns a recorder that writes through api, as this node; Start
 // sends.
 func New(api API, node string) *Recorder {
-	return &Recorder{api: api, node: node, now: time.Now, retry: time.Second, seriesEvery: seriesEvery,
+	return &Recorder{api: api, node: node, now: time.Now, retry: time.Second, seriesEvery: seriesEvery, seriesEveryMax: seriesEveryMax,
+		nodeEvery: nodeEvery, writeBurst: nodeBurst, writeTokens: nodeBurst,
 		queue: make(chan op, queueSize), tokens: map[types.UID]*bucket{}, groups: map[uint64]*pendingGroup{}, series: map[seriesKey]*series{}}
 }
 
@@ -139,6 +157,10 @@ func (r *Recorder) Start(ctx context.Context) error {
 			case <-ctx.Done():
 				return
 			case o := <-r.queue:
+				if !r.writeToken(ctx) {
+					r.dropped.Add(1)
+					return
+				}
 				if o.patch != nil {
 					r.patch(ctx, o.patch)
 				} else {
@@ -149,6 +171,39 @@ func (r *Recorder) Start(ctx context.Context) error {
 	}()
 	return nil
 }
+
+// writeToken takes one of the node's write tokens, waiting for one if
+// there is none (a write over the node's bound waits, it is not dropped);
+// false when ctx ended first. Called by the sending goroutine only.
+func (r *Recorder) writeToken(ctx context.Context) bool {
+	waited := false
+	for {
+		now := r.now()
+		if r.writeAt.IsZero() {
+			r.writeAt = now
+		}
+		r.writeTokens = min(r.writeBurst, r.writeTokens+now.Sub(r.writeAt).Seconds()/r.nodeEvery.Seconds())
+		r.writeAt = now
+		if r.writeTokens >= 1 {
+			r.writeTokens--
+			return true
+		}
+		if !waited {
+			waited = true
+			r.throttled.Add(1)
+		}
+		wait := time.Duration((1 - r.writeTokens) * float64(r.nodeEvery))
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(min(wait, 100*time.Millisecond)):
+			// Checked again on the recorder's clock.
+		}
+	}
+}
+
+// Throttled is how many writes waited for the node's bound.
+func (r *Recorder) Throttled() uint64 { return r.throttled.Load() }
 
 // flushGroups queues the Events of the group kills that waited long
 // enough, and comes back for the others: a timer runs only while a group

@@ -126,6 +126,7 @@ func TestRecorderLimitsAPod(t *testing.T) {
 	r := New(api, "node-a")
 	now := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
 	r.now = func() time.Time { return now }
+	r.writeBurst, r.writeTokens = 1000, 1000 // the pod's bound, not the node's
 	r.Start(context.Background())
 	defer r.Shutdown()
 	inContainer := func(uid string, i int, at time.Time) event.OOMKill {
@@ -149,6 +150,37 @@ func TestRecorderLimitsAPod(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	if n := len(api.events()); n != 27 || r.Dropped() != 16 {
 		t.Errorf("after 5 min: %d created, %d dropped; want 27, 16", n, r.Dropped())
+	}
+}
+
+// TestRecorderLimitsTheNode: the node's writes, whatever its pods, are a
+// burst of 25 and then one per 10 s; a write over the bound waits for its
+// turn, none is dropped while the queue holds them.
+func TestRecorderLimitsTheNode(t *testing.T) {
+	api := &fakeAPI{}
+	r := New(api, "node-a")
+	c := &clock{t: time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)}
+	r.now = c.now
+	r.Start(context.Background())
+	defer r.Shutdown()
+	for i := range 40 {
+		r.Write(podKill(fmt.Sprintf("uid-%d", i), c.now()))
+	}
+	waitFor(t, "the burst", func() bool { return len(api.events()) == nodeBurst })
+	time.Sleep(300 * time.Millisecond) // the recorder polls its clock every 100 ms
+	if n := len(api.events()); n != nodeBurst || r.Throttled() != 1 {
+		t.Fatalf("%d created, %d throttled; want the burst of %d, then one waiting", n, r.Throttled(), nodeBurst)
+	}
+	c.add(nodeEvery)
+	waitFor(t, "one more after 10 s", func() bool { return len(api.events()) == nodeBurst+1 })
+	time.Sleep(300 * time.Millisecond)
+	if n := len(api.events()); n != nodeBurst+1 {
+		t.Fatalf("%d created after 10 s, want %d", n, nodeBurst+1)
+	}
+	c.add(14 * nodeEvery)
+	waitFor(t, "all 40", func() bool { return len(api.events()) == 40 })
+	if r.Dropped() != 0 || r.Sent() != 40 {
+		t.Errorf("sent %d, dropped %d; want 40, 0", r.Sent(), r.Dropped())
 	}
 }
 

@@ -17,9 +17,13 @@ import (
 
 // Limits of the series.
 const (
-	// seriesEvery: a series' count is patched at most this often, with
-	// every repeat since.
-	seriesEvery = 30 * time.Second
+	// seriesEvery: a series' first patch comes within this, with every
+	// repeat since; each later one waits twice as long as the one
+	// before, up to seriesEveryMax: a container that goes on being
+	// OOM-killed for an hour costs about ten patches, not 120 (client-go's
+	// own events library refreshes a series every 30 minutes).
+	seriesEvery    = 30 * time.Second
+	seriesEveryMax = 10 * time.Minute
 	// seriesWindow: a kill this long after the last of its series starts
 	// a new Event (the API server keeps Events an hour by default).
 	seriesWindow = 30 * time.Minute
@@ -54,7 +58,8 @@ type series struct {
 	count     int32  // kills so far
 	patched   int32  // the count the API has
 	last      time.Time
-	scheduled bool // a patch is due
+	scheduled bool          // a patch is due
+	every     time.Duration // the wait before the next patch; 0: seriesEvery
 }
 
 // startSeries remembers the Event e of a single kill as a series its
@@ -110,7 +115,10 @@ func (r *Recorder) schedule(s *series) {
 		return
 	}
 	s.scheduled = true
-	time.AfterFunc(r.seriesEvery, func() {
+	if s.every == 0 {
+		s.every = r.seriesEvery
+	}
+	time.AfterFunc(s.every, func() {
 		r.mu.Lock()
 		s.scheduled = false
 		due := r.series[s.key] == s && s.count != s.patched
@@ -165,6 +173,7 @@ func (r *Recorder) patch(ctx context.Context, s *series) {
 	case err == nil:
 		r.sent.Add(1)
 		s.patched = max(s.patched, count)
+		s.every = min(2*s.every, r.seriesEveryMax)
 		r.schedule(s) // repeats that came meanwhile
 	case apierrors.IsNotFound(err):
 		if r.series[s.key] == s {

@@ -86,6 +86,30 @@ func TestSeriesOutlivesTheBurst(t *testing.T) {
 	}
 }
 
+// TestSeriesBacksOff: each patch of a series that goes on waits twice as
+// long as the one before, up to seriesEveryMax.
+func TestSeriesBacksOff(t *testing.T) {
+	api, r, c := startWithEvent(t)
+	r.seriesEveryMax = 200 * time.Millisecond
+	every := func() time.Duration {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, s := range r.series {
+			return s.every
+		}
+		return 0
+	}
+	for i, want := range []time.Duration{100, 200, 200} {
+		c.add(time.Second)
+		r.Write(podKill("uid-1", c.now()))
+		waitFor(t, "a patch", func() bool { return len(api.patched()) == i+1 })
+		waitFor(t, "the next wait", func() bool { return every() == want*time.Millisecond })
+	}
+	if !strings.Contains(api.patched()[2].body, `"count":4`) {
+		t.Errorf("last patch %+v, want count 4", api.patched()[2])
+	}
+}
+
 // TestNoRetryOnRefusal: an Event the API refuses (forbidden, invalid,
 // exists) is not sent again; a transient failure is.
 func TestNoRetryOnRefusal(t *testing.T) {
