@@ -34,6 +34,7 @@ import (
 	"github.com/oomtrace/oomtrace/internal/harness/critest"
 	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+	"github.com/oomtrace/oomtrace/internal/harness/testpki"
 )
 
 // The cluster's addresses, all inside the test's network namespace.
@@ -171,7 +172,7 @@ type Cluster struct {
 	BPFFS string
 
 	bin     string
-	pki     *pki
+	pki     *testpki.PKI
 	procs   map[string]*exec.Cmd
 	sysctls map[string]string
 	// mountedTracefs: the cluster mounted tracefs, and unmounts it.
@@ -255,7 +256,7 @@ func Start(t *testing.T, cfg KubeletConfig, images ...string) *Cluster {
 }
 
 func (c *Cluster) certificates() error {
-	p, err := newPKI(filepath.Join(c.Dir, "pki"))
+	p, err := testpki.New(filepath.Join(c.Dir, "pki"))
 	if err != nil {
 		return err
 	}
@@ -274,16 +275,16 @@ func (c *Cluster) certificates() error {
 		{"controller-manager", "system:kube-controller-manager", nil, false},
 		{"scheduler", "system:kube-scheduler", nil, false},
 	} {
-		if err := p.issue(cert.name, cert.cn, cert.orgs, ips, dns, cert.server); err != nil {
+		if err := p.Issue(cert.name, cert.cn, cert.orgs, ips, dns, cert.server); err != nil {
 			return err
 		}
 		if !cert.server {
-			if _, err := p.kubeconfig(cert.name, apiServer); err != nil {
+			if _, err := p.Kubeconfig(cert.name, apiServer); err != nil {
 				return err
 			}
 		}
 	}
-	return p.serviceAccountKeys()
+	return p.ServiceAccountKeys()
 }
 
 func (c *Cluster) startControlPlane(t *testing.T) {
@@ -300,7 +301,7 @@ func (c *Cluster) startControlPlane(t *testing.T) {
 		}
 		return err
 	})
-	p := c.pki.path
+	p := c.pki.Path
 	c.start(t, "kube-apiserver", filepath.Join(c.bin, "kube-apiserver"),
 		"--etcd-servers=http://127.0.0.1:2379",
 		"--bind-address=0.0.0.0", "--secure-port=443", "--advertise-address="+NodeIP,
@@ -355,7 +356,7 @@ func (c *Cluster) StartKubelet(t *testing.T, cfg KubeletConfig) {
 		"containerRuntimeEndpoint": "unix://" + c.Runtime.Socket,
 		"podLogsDir":               filepath.Join(c.Dir, "pod-logs"),
 		"authentication": map[string]any{
-			"x509":      map[string]any{"clientCAFile": c.pki.path("ca.crt")},
+			"x509":      map[string]any{"clientCAFile": c.pki.Path("ca.crt")},
 			"webhook":   map[string]any{"enabled": false},
 			"anonymous": map[string]any{"enabled": false},
 		},
@@ -411,7 +412,7 @@ func (c *Cluster) StartKubelet(t *testing.T, cfg KubeletConfig) {
 	c.KubeletConfig = cfg
 	c.start(t, "kubelet", filepath.Join(c.bin, "kubelet"),
 		"--config="+filepath.Join(c.KubeletDir, "config.yaml"), "--config-dir="+c.KubeletConfigDir(),
-		"--kubeconfig="+c.pki.path("kubelet.kubeconfig"),
+		"--kubeconfig="+c.pki.Path("kubelet.kubeconfig"),
 		"--root-dir="+c.KubeletDir, "--hostname-override="+NodeName, "--node-ip="+NodeIP,
 		"--housekeeping-interval=2s")
 	c.waitFor(t, "kubelet", 90*time.Second, func() error {
@@ -449,7 +450,7 @@ func (c *Cluster) Log(name string) string {
 // KubeletGet reads a path of the kubelet's API (e.g. /stats/summary) with
 // the admin's client certificate.
 func (c *Cluster) KubeletGet(ctx context.Context, path string) ([]byte, error) {
-	cert, err := tls.LoadX509KeyPair(c.pki.path("admin.crt"), c.pki.path("admin.key"))
+	cert, err := tls.LoadX509KeyPair(c.pki.Path("admin.crt"), c.pki.Path("admin.key"))
 	if err != nil {
 		return nil, err
 	}

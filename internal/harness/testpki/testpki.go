@@ -1,4 +1,7 @@
-package clustertest
+// Package testpki is a throwaway CA for the test clusters: certificates
+// for an API server and its clients, service account keys and
+// kubeconfigs, as PEM files in one directory.
+package testpki
 
 import (
 	"crypto/ecdsa"
@@ -15,15 +18,16 @@ import (
 	"time"
 )
 
-// pki is the cluster's test CA and the certificates signed by it, as PEM
+// PKI is the cluster's test CA and the certificates signed by it, as PEM
 // files in one directory.
-type pki struct {
+type PKI struct {
 	dir    string
 	caCert *x509.Certificate
 	caKey  *ecdsa.PrivateKey
 }
 
-func newPKI(dir string) (*pki, error) {
+// New makes a CA in dir (ca.crt).
+func New(dir string) (*PKI, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -48,22 +52,23 @@ func newPKI(dir string) (*pki, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &pki{dir: dir, caCert: cert, caKey: key}
+	p := &PKI{dir: dir, caCert: cert, caKey: key}
 	if err := p.writePEM("ca.crt", "CERTIFICATE", der); err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
-func (p *pki) path(name string) string { return filepath.Join(p.dir, name) }
+// Path is the file name in the PKI's directory.
+func (p *PKI) Path(name string) string { return filepath.Join(p.dir, name) }
 
-func (p *pki) writePEM(name, kind string, der []byte) error {
-	return os.WriteFile(p.path(name), pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600)
+func (p *PKI) writePEM(name, kind string, der []byte) error {
+	return os.WriteFile(p.Path(name), pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600)
 }
 
-// issue writes NAME.crt and NAME.key: a certificate for a server (ips and
+// Issue writes NAME.crt and NAME.key: a certificate for a server (ips and
 // dns names) or a client (cn and orgs), signed by the CA.
-func (p *pki) issue(name, cn string, orgs []string, ips []net.IP, dns []string, server bool) error {
+func (p *PKI) Issue(name, cn string, orgs []string, ips []net.IP, dns []string, server bool) error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return err
@@ -100,9 +105,9 @@ func (p *pki) issue(name, cn string, orgs []string, ips []net.IP, dns []string, 
 	return p.writePEM(name+".key", "EC PRIVATE KEY", keyDER)
 }
 
-// serviceAccountKeys writes sa.key and sa.pub: the key pair the API server
+// ServiceAccountKeys writes sa.key and sa.pub: the key pair the API server
 // signs service account tokens with.
-func (p *pki) serviceAccountKeys() error {
+func (p *PKI) ServiceAccountKeys() error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return err
@@ -121,8 +126,8 @@ func (p *pki) serviceAccountKeys() error {
 	return p.writePEM("sa.pub", "PUBLIC KEY", pubDER)
 }
 
-// kubeconfig writes a kubeconfig for the client certificate NAME.
-func (p *pki) kubeconfig(name, server string) (string, error) {
+// Kubeconfig writes a kubeconfig for the client certificate NAME.
+func (p *PKI) Kubeconfig(name, server string) (string, error) {
 	cfg := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
@@ -139,7 +144,7 @@ contexts:
 - name: test
   context: {cluster: test, user: %s}
 current-context: test
-`, server, p.path("ca.crt"), name, p.path(name+".crt"), p.path(name+".key"), name)
-	path := p.path(name + ".kubeconfig")
+`, server, p.Path("ca.crt"), name, p.Path(name+".crt"), p.Path(name+".key"), name)
+	path := p.Path(name + ".kubeconfig")
 	return path, os.WriteFile(path, []byte(cfg), 0o600)
 }
