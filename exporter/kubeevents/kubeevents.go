@@ -55,7 +55,7 @@ const (
 	// queue behind it fills and drops.
 	nodeBurst = 25
 	nodeEvery = 10 * time.Second
-	attempts    = 3
+	attempts  = 3
 	// groupWait: the kills of one group kill follow each other within
 	// milliseconds; its Event waits this long for them.
 	groupWait = time.Second
@@ -234,6 +234,9 @@ func (r *Recorder) flushGroups() {
 func (r *Recorder) send(ctx context.Context, ev *eventsv1.Event, s *series) {
 	wait := r.retry
 	for i := 0; i < attempts; i++ {
+		if i > 0 && !r.writeToken(ctx) {
+			break // a retry is a write too
+		}
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		_, err := r.api.CreateEvent(cctx, ev)
 		cancel()
