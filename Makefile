@@ -140,6 +140,20 @@ bench: ## Hot-path cost vs an empty program and bpftrace; OOM bursts: losses, la
 	@command -v bpftrace >/dev/null || { apt-get update -qq && apt-get install -y -qq bpftrace >/dev/null; }
 	@$(SUDO) env OOMTRACE_BENCH=1 OOMTRACE_BENCH_KILLS=$(BENCH_KILLS) $(GO) test -count=1 -timeout 3h -p 1 -run '$(BENCH_RUN)' -v ./tracer ./cmd/oomtrace | grep -v -e '^=== RUN' -e 'round [0-9]*:'
 
+.PHONY: bench-scale
+# SCALE_AGENTS: the fleet sizes; SCALE_REST, SCALE_LONG_REST: each size's
+# rest, and the largest's (long enough for client-go's watch renewals).
+SCALE_AGENTS ?= 100,300,1000
+SCALE_REST ?= 90s
+SCALE_LONG_REST ?= 10m
+bench-scale: ## A fleet of agents' cluster views against a real etcd + kube-apiserver: the API server's cost per agent at rest, in an eviction storm, in an OOM-kill Event burst (no root; builds kube-apiserver and etcd once).
+	@mkdir -p bin
+	@kube=$$(bash internal/harness/clustertest/kube-build.sh $(KUBE_VERSION)) && etcd=$$(bash internal/harness/fleettest/etcd-build.sh) && \
+		OOMTRACE_KUBE_BIN=$$kube OOMTRACE_ETCD=$$etcd OOMTRACE_BENCH_SCALE=1 OOMTRACE_BENCH_SCALE_AGENTS=$(SCALE_AGENTS) \
+		OOMTRACE_BENCH_SCALE_REST=$(SCALE_REST) OOMTRACE_BENCH_SCALE_LONG_REST=$(SCALE_LONG_REST) \
+		$(GO) test -count=1 -timeout 2h -run '^TestFleetScale$$' -v ./internal/harness/fleettest 2>&1 | \
+		grep --line-buffered -v -e '^=== RUN' | tee bin/bench-scale.log; exit $${PIPESTATUS[0]}
+
 .PHONY: generate
 generate: ## Rebuild the BPF objects and their Go bindings (needs clang, llvm, libbpf-dev).
 	$(GO) generate ./tracer/

@@ -33,10 +33,9 @@ type Metrics struct {
 	deaths     map[[5]string]*series // namespace, pod, container, cause, owner
 	pressure   map[[2]string]*series // signal, state
 	conditions map[[2]string]*series // condition, status
-	kubelet    map[[1]string]*series // reason
 	expired    time.Time             // when expireDue last ran
 
-	oomKillsDesc, refusalsDesc, deathsDesc, pressureDesc, conditionsDesc, kubeletDesc *prometheus.Desc
+	oomKillsDesc, refusalsDesc, deathsDesc, pressureDesc, conditionsDesc *prometheus.Desc
 }
 
 type series struct {
@@ -60,7 +59,6 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 		deaths:     map[[5]string]*series{},
 		pressure:   map[[2]string]*series{},
 		conditions: map[[2]string]*series{},
-		kubelet:    map[[1]string]*series{},
 		deathsDesc: prometheus.NewDesc(namespace+"_container_deaths_total",
 			"Deaths of pods' containers (the kernel's kills of their init, the kubelet's evictions) by cause; see the README.",
 			[]string{"namespace", "pod", "container", "cause", "owner"}, nil),
@@ -70,9 +68,6 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 		conditionsDesc: prometheus.NewDesc(namespace+"_node_condition_transitions_total",
 			"Transitions of the Node's MemoryPressure condition, by new status.",
 			[]string{"condition", "status"}, nil),
-		kubeletDesc: prometheus.NewDesc(namespace+"_kubelet_node_events_total",
-			"The kubelet's (and node-problem-detector's) node Events: EvictionThresholdMet, SystemOOM, OOMKilling.",
-			[]string{"reason"}, nil),
 		oomKillsDesc: prometheus.NewDesc(namespace+"_oom_kills_total",
 			"Tasks killed by the kernel OOM killer, by the victim's pod and container, the limit hit, init or not, and part in a group kill; see the README.",
 			[]string{"namespace", "pod", "container", "domain", "init", "group", "owner"}, nil),
@@ -171,13 +166,6 @@ func (m *Metrics) nodeCondition(ev event.NodeCondition) {
 	addTo(m.conditions, [2]string{ev.Condition, ev.Status}, 1, m.opts.Now())
 }
 
-// ObserveKubeletEvent counts a node Event of the kubelet.
-func (m *Metrics) ObserveKubeletEvent(reason string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	addTo(m.kubelet, [1]string{reason}, 1, m.opts.Now())
-}
-
 // commitRefusal counts the refusals one line stands for.
 func (m *Metrics) commitRefusal(ev event.CommitRefusal) {
 	ns, pod, ctr := podLabels(ev.Process)
@@ -199,7 +187,7 @@ func addTo[K comparable](s map[K]*series, key K, n float64, now time.Time) {
 
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.oomKillsDesc, m.refusalsDesc, m.deathsDesc, m.pressureDesc, m.conditionsDesc, m.kubeletDesc} {
+	for _, d := range []*prometheus.Desc{m.oomKillsDesc, m.refusalsDesc, m.deathsDesc, m.pressureDesc, m.conditionsDesc} {
 		ch <- d
 	}
 }
@@ -226,9 +214,6 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	for k, v := range m.conditions {
 		ch <- counter(m.conditionsDesc, v, k[:])
-	}
-	for k, v := range m.kubelet {
-		ch <- counter(m.kubeletDesc, v, k[:])
 	}
 	m.mu.Unlock()
 }

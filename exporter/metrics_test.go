@@ -72,7 +72,6 @@ func knownSequence(m *Metrics) {
 	m.Write(event.MemoryPressure{SignalName: "memory.available", MemorySignal: event.MemorySignal{BelowThreshold: true}})
 	m.Write(event.MemoryPressure{SignalName: "memory.available"})
 	m.Write(event.NodeCondition{Condition: "MemoryPressure", Status: "True"})
-	m.ObserveKubeletEvent("EvictionThresholdMet")
 }
 
 func newTestMetrics(now func() time.Time) *Metrics {

@@ -125,7 +125,6 @@ func (d *agent) startSources(ctx context.Context) {
 	go d.view.Run(ctx, clusterview.Handlers{
 		Eviction:      func(ev event.Eviction) { d.pipe.Write(ev) },
 		NodeCondition: func(ev event.NodeCondition) { d.pipe.Write(ev) },
-		KubeletEvent:  d.metrics.ObserveKubeletEvent,
 	})
 }
 

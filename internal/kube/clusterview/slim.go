@@ -83,23 +83,6 @@ func slimNode(obj any) (any, error) {
 	return out, nil
 }
 
-// slimEvent keeps what nodeEvent reads of a node Event: no message.
-func slimEvent(obj any) (any, error) {
-	e, ok := obj.(*corev1.Event)
-	if !ok {
-		return obj, nil
-	}
-	return &corev1.Event{
-		ObjectMeta: metav1.ObjectMeta{Name: e.Name, Namespace: e.Namespace, UID: e.UID, ResourceVersion: e.ResourceVersion,
-			CreationTimestamp: e.CreationTimestamp},
-		InvolvedObject:    corev1.ObjectReference{Kind: e.InvolvedObject.Kind, Name: bounded(e.InvolvedObject.Name)},
-		Reason:            bounded(e.Reason),
-		Source:            corev1.EventSource{Component: bounded(e.Source.Component), Host: bounded(e.Source.Host)},
-		ReportingInstance: bounded(e.ReportingInstance),
-		FirstTimestamp:    e.FirstTimestamp, LastTimestamp: e.LastTimestamp, EventTime: e.EventTime,
-	}, nil
-}
-
 // bounded is an API string cut to event.MaxMessageBytes, without control
 // characters.
 func bounded(s string) string {

@@ -1,13 +1,17 @@
-// Package clusterview watches this node's pods, Node and node Events
-// through the API server, and reports the kubelet's evictions and the
-// Node's MemoryPressure transitions as events.
+// Package clusterview watches this node's pods and its Node through the
+// API server, and reports the kubelet's evictions and the Node's
+// MemoryPressure transitions as events.
 //
-// Tenants write Events: any user who may create an Event in a namespace
-// can make one say "reason: Evicted, source: kubelet" about any pod, with a
-// message of a megabyte. So no Event of a pod is read at all: an eviction
-// is what the kubelet wrote in the status of a pod of this node, which
-// tenants cannot write, and every object kept in the caches is trimmed to
-// the fields read here, with bounded strings and labels.
+// No Event is read at all. Tenants write Events: any user who may create
+// an Event in a namespace can make one say "reason: Evicted, source:
+// kubelet" about any pod, with a message of a megabyte. And the API server
+// keeps no watch cache of Events: each agent's watch of them would be an
+// etcd watch the API server decodes and filters every Event of its
+// namespace for, a cost that grows with the number of nodes (measured:
+// make bench-scale). An eviction is what the kubelet wrote in the status
+// of a pod of this node, which tenants cannot write, and every object kept
+// in the caches is trimmed to the fields read here, with bounded strings
+// and labels.
 package clusterview
 
 import (
@@ -31,13 +35,8 @@ import (
 	"github.com/oomtrace/oomtrace/internal/kube/evictionmsg"
 )
 
-// Reasons the kubelet (and node-problem-detector) give their Events.
-const (
-	ReasonEvicted              = "Evicted"              // pod: evicted by the kubelet
-	ReasonEvictionThresholdMet = "EvictionThresholdMet" // node: a threshold was met
-	ReasonSystemOOM            = "SystemOOM"            // node: the kubelet saw a kernel OOM kill
-	ReasonOOMKilling           = "OOMKilling"           // node: node-problem-detector saw one
-)
+// ReasonEvicted is the reason of the status of a pod the kubelet evicted.
+const ReasonEvicted = "Evicted"
 
 // ReasonTerminationByKubelet is the reason of the DisruptionTarget
 // condition the kubelet sets on a pod it evicts (and on pods it stops for
@@ -53,18 +52,10 @@ const ReasonContainerStatusUnknown = "ContainerStatusUnknown"
 // condition).
 const SourcePodStatus = "pod_status"
 
-// NodeEventNamespace is where Events about a Node are written (the
-// kubelet's recorder puts an Event of a cluster-scoped object in
-// "default"); a node Event elsewhere was written by a tenant.
-const NodeEventNamespace = "default"
-
 // Handlers receive what the watcher sees; each may be nil.
 type Handlers struct {
 	Eviction      func(event.Eviction)
 	NodeCondition func(event.NodeCondition)
-	// KubeletEvent receives the reason of each node Event of interest
-	// (EvictionThresholdMet, SystemOOM, OOMKilling).
-	KubeletEvent func(reason string)
 }
 
 // Options configure a Watcher.
@@ -146,11 +137,8 @@ func (w *Watcher) Run(ctx context.Context, h Handlers) {
 	idx := pods.GetIndexer()
 	w.podCache.Store(&idx)
 	nodes := w.informer("", "nodes", &corev1.Node{}, "metadata.name="+node, slimNode)
-	// Events about this Node, where the kubelet writes them: not the
-	// Events of pods (tenants write those), not another namespace's.
-	nodeEventsInf := w.informer(NodeEventNamespace, "events", &corev1.Event{}, "involvedObject.kind=Node,involvedObject.name="+node, slimEvent)
-	all := []cache.SharedIndexInformer{pods, nodes, nodeEventsInf}
-	for name, inf := range map[string]cache.SharedIndexInformer{"pods": pods, "node": nodes, "node events": nodeEventsInf} {
+	all := []cache.SharedIndexInformer{pods, nodes}
+	for name, inf := range map[string]cache.SharedIndexInformer{"pods": pods, "node": nodes} {
 		_ = inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) { w.apiError(name, err) })
 	}
 	_, _ = pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -161,14 +149,13 @@ func (w *Watcher) Run(ctx context.Context, h Handlers) {
 		AddFunc:    func(obj any) { w.node(obj) },
 		UpdateFunc: func(_, obj any) { w.node(obj) },
 	})
-	_, _ = nodeEventsInf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: w.nodeEvent})
 	var wg sync.WaitGroup
 	for _, inf := range all {
 		wg.Add(1)
 		go func() { defer wg.Done(); inf.RunWithContext(ctx) }()
 	}
 	go func() {
-		if cache.WaitForCacheSync(ctx.Done(), pods.HasSynced, nodes.HasSynced, nodeEventsInf.HasSynced) {
+		if cache.WaitForCacheSync(ctx.Done(), pods.HasSynced, nodes.HasSynced) {
 			w.mu.Lock()
 			failed := w.apiFailed
 			w.apiFailed = false
@@ -324,22 +311,6 @@ func (w *Watcher) forgetOld() {
 	for uid, at := range w.emitted {
 		if now.Sub(at) > time.Hour {
 			delete(w.emitted, uid)
-		}
-	}
-}
-
-// nodeEvent counts an Event about this Node that its kubelet (or
-// node-problem-detector, as the node's host) wrote where such Events go.
-func (w *Watcher) nodeEvent(obj any) {
-	ev, ok := obj.(*corev1.Event)
-	if !ok || ev.Namespace != NodeEventNamespace || ev.InvolvedObject.Kind != "Node" || ev.InvolvedObject.Name != w.opts.Node ||
-		(ev.Source.Host != w.opts.Node && ev.ReportingInstance != w.opts.Node) || eventTime(ev).Before(w.start) {
-		return
-	}
-	switch ev.Reason {
-	case ReasonEvictionThresholdMet, ReasonSystemOOM, ReasonOOMKilling:
-		if w.h.KubeletEvent != nil {
-			w.h.KubeletEvent(ev.Reason)
 		}
 	}
 }
@@ -535,19 +506,6 @@ func evictionTime(pod *corev1.Pod, now time.Time) time.Time {
 		return now
 	}
 	return latest
-}
-
-// eventTime: the Event's own time, newest API field first.
-func eventTime(ev *corev1.Event) time.Time {
-	switch {
-	case !ev.EventTime.IsZero():
-		return ev.EventTime.Time
-	case !ev.LastTimestamp.IsZero():
-		return ev.LastTimestamp.Time
-	case !ev.FirstTimestamp.IsZero():
-		return ev.FirstTimestamp.Time
-	}
-	return ev.CreationTimestamp.Time
 }
 
 // atDebug is a log handler that says everything at debug level.

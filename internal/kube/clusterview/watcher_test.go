@@ -35,14 +35,12 @@ type recorder struct {
 	mu         sync.Mutex
 	evictions  []event.Eviction
 	conditions []event.NodeCondition
-	reasons    []string
 }
 
 func (r *recorder) handlers() Handlers {
 	return Handlers{
 		Eviction:      func(e event.Eviction) { r.mu.Lock(); r.evictions = append(r.evictions, e); r.mu.Unlock() },
 		NodeCondition: func(c event.NodeCondition) { r.mu.Lock(); r.conditions = append(r.conditions, c); r.mu.Unlock() },
-		KubeletEvent:  func(reason string) { r.mu.Lock(); r.reasons = append(r.reasons, reason); r.mu.Unlock() },
 	}
 }
 
@@ -285,8 +283,8 @@ func TestForgedEvictedEvents(t *testing.T) {
 	}
 	checkEviction(t, r.evictions[0], real)
 	for _, a := range cs.Actions() {
-		if a.GetResource().Resource == "events" && a.GetNamespace() != NodeEventNamespace && (a.GetVerb() == "list" || a.GetVerb() == "watch") {
-			t.Errorf("%s of events in namespace %q: pod Events are tenants' to write", a.GetVerb(), a.GetNamespace())
+		if a.GetResource().Resource == "events" && (a.GetVerb() == "list" || a.GetVerb() == "watch") {
+			t.Errorf("%s of events in namespace %q: Events are tenants' to write", a.GetVerb(), a.GetNamespace())
 		}
 	}
 }
@@ -492,40 +490,12 @@ func TestNodeCondition(t *testing.T) {
 	}
 }
 
-// TestNodeEvents: the node Events counted are the ones about this Node in
-// the default namespace, from this node's host; copies a tenant writes in
-// its own namespace, or from another host, are not.
-func TestNodeEvents(t *testing.T) {
-	cs := fake.NewClientset()
-	r := start(t, cs, nil)
-	write := func(ns, reason, host string) {
-		cs.CoreV1().Events(ns).Create(context.Background(), &corev1.Event{
-			ObjectMeta:     metav1.ObjectMeta{Name: node + "." + reason + "." + ns + host, Namespace: ns},
-			InvolvedObject: corev1.ObjectReference{Kind: "Node", Name: node, UID: types.UID(node)},
-			Reason:         reason, Type: corev1.EventTypeWarning, Source: corev1.EventSource{Component: "kubelet", Host: host},
-			LastTimestamp: metav1.Now(), Message: strings.Repeat("m", 64<<10),
-		}, metav1.CreateOptions{})
-	}
-	write("shop", ReasonSystemOOM, node)
-	write("default", ReasonSystemOOM, "node-b")
-	for _, reason := range []string{ReasonEvictionThresholdMet, "NodeHasSufficientMemory", ReasonSystemOOM} {
-		write("default", reason, node)
-	}
-	// The last one written is counted: every one before it was handled.
-	r.wait(t, "node events", func() bool { return len(r.reasons) == 2 })
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.reasons) != 2 || r.reasons[0] != ReasonEvictionThresholdMet || r.reasons[1] != ReasonSystemOOM {
-		t.Errorf("reasons %v", r.reasons)
-	}
-}
-
 func TestForbidden(t *testing.T) {
 	cs := fake.NewClientset(nodeWith(corev1.ConditionFalse, time.Now().Add(-time.Hour)))
-	// No RBAC for pods and events: the node view still works, one warning
-	// however many times the informers try again.
+	// No RBAC for pods: the node view still works, one warning however
+	// many times the informer tries again.
 	var refused atomic.Int32
-	for _, res := range []string{"pods", "events"} {
+	for _, res := range []string{"pods"} {
 		cs.PrependReactor("list", res, func(a k8stesting.Action) (bool, runtime.Object, error) {
 			refused.Add(1)
 			return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: a.GetResource().Resource}, "", nil)
@@ -537,24 +507,24 @@ func TestForbidden(t *testing.T) {
 	r.wait(t, "the node's first list", func() bool { w.mu.Lock(); defer w.mu.Unlock(); return w.condition != nil })
 	cs.CoreV1().Nodes().UpdateStatus(context.Background(), nodeWith(corev1.ConditionTrue, time.Now()), metav1.UpdateOptions{})
 	r.wait(t, "pressure despite forbidden pods", func() bool { return len(r.conditions) == 1 })
-	// Each refused informer tries again (client-go's backoff starts at
-	// 800 ms): wait for two more refusals than the first two.
-	r.wait(t, "the informers' retries", func() bool { return refused.Load() >= 4 })
+	// The refused informer tries again (client-go's backoff starts at
+	// 800 ms): wait for two more refusals than the first.
+	r.wait(t, "the informer's retries", func() bool { return refused.Load() >= 3 })
 	if n := strings.Count(sw.String(), "level=WARN"); n != 1 {
 		t.Errorf("%d warnings after %d refused lists, want 1:\n%s", n, refused.Load(), sw.String())
 	}
 }
 
-// TestWatchesNarrowed: what the API server is asked for, by namespace and
-// field selector: this node's pods and Node, and its node Events in the
-// default namespace; no pod Event, anywhere.
+// TestWatchesNarrowed: what the API server is asked for, by field
+// selector: this node's pods and its Node; no Event, anywhere (the API
+// server has no watch cache of Events: each watch of them costs it every
+// Event of the namespace, on every node).
 func TestWatchesNarrowed(t *testing.T) {
 	cs := fake.NewClientset()
 	start(t, cs, nil)
 	want := map[string]string{
-		"pods":   "spec.nodeName=" + node,
-		"nodes":  "metadata.name=" + node,
-		"events": "involvedObject.kind=Node,involvedObject.name=" + node,
+		"pods":  "spec.nodeName=" + node,
+		"nodes": "metadata.name=" + node,
 	}
 	seen := map[string]bool{}
 	for _, a := range cs.Actions() {
@@ -567,8 +537,8 @@ func TestWatchesNarrowed(t *testing.T) {
 		if w, ok := want[res]; ok && sel == w {
 			seen[res] = true
 		}
-		if res == "events" && (sel != want["events"] || la.GetNamespace() != NodeEventNamespace) {
-			t.Errorf("events listed in %q with %q: not this node's", la.GetNamespace(), sel)
+		if _, ok := want[res]; !ok {
+			t.Errorf("%s listed in %q with %q: not a resource of this node's view", res, la.GetNamespace(), sel)
 		}
 	}
 	for res, sel := range want {

@@ -1,5 +1,5 @@
 // Package kubeapi is oomtrace's client of the API server: the resources it
-// reads (this node's pods, its Node and its node Events) and the Events it
+// reads (this node's pods and its Node; no Event) and the Events it
 // writes (events.k8s.io/v1), over REST with a scheme of only their types.
 // client-go's clientset registers every API group's types when the binary
 // starts: about 8 MiB of a node agent's memory for nothing it uses.
@@ -33,7 +33,6 @@ type Client struct {
 var lists = map[string]func() runtime.Object{
 	"pods":   func() runtime.Object { return &corev1.PodList{} },
 	"nodes":  func() runtime.Object { return &corev1.NodeList{} },
-	"events": func() runtime.Object { return &corev1.EventList{} },
 }
 
 // New makes a client from cfg (its content type, protobuf unless set, and
@@ -83,8 +82,8 @@ func New(cfg *rest.Config) (*Client, error) {
 	return c, nil
 }
 
-// List lists a core/v1 resource (pods, nodes, events) in a namespace ("":
-// all, and for nodes).
+// List lists a core/v1 resource (pods, nodes) in a namespace ("": all,
+// and for nodes).
 func (c *Client) List(ctx context.Context, namespace, resource string, o metav1.ListOptions) (runtime.Object, error) {
 	newList, ok := lists[resource]
 	if !ok {
@@ -95,8 +94,8 @@ func (c *Client) List(ctx context.Context, namespace, resource string, o metav1.
 	return into, err
 }
 
-// Watch watches a core/v1 resource (pods, nodes, events) in a namespace
-// ("": all, and for nodes).
+// Watch watches a core/v1 resource (pods, nodes) in a namespace ("": all,
+// and for nodes).
 func (c *Client) Watch(ctx context.Context, namespace, resource string, o metav1.ListOptions) (watch.Interface, error) {
 	if _, ok := lists[resource]; !ok {
 		return nil, fmt.Errorf("kubeapi: no watch of %q", resource)
