@@ -51,30 +51,31 @@ type Counts struct {
 	// (the API server's progress notes) apart; Lists how many lists.
 	Objects, Relisted, Bookmarks, Lists atomic.Int64
 	// Foreign: objects of another node (a pod bound elsewhere, another
-	// Node): never, the agent's selectors say.
-	Foreign atomic.Int64
+	// Node): never, the agent's selectors say. Errors: a watch's error
+	// events.
+	Foreign, Errors atomic.Int64
 }
 
 // Snapshot is Counts at one moment.
-type Snapshot struct{ Requests, Writes, Bytes, Objects, Relisted, Bookmarks, Lists, Foreign int64 }
+type Snapshot struct{ Requests, Writes, Bytes, Objects, Relisted, Bookmarks, Lists, Foreign, Errors int64 }
 
 // Snapshot reads the counters.
 func (a *Agent) Snapshot() Snapshot {
 	c := &a.counts
 	return Snapshot{c.Requests.Load(), c.Writes.Load(), c.Bytes.Load(), c.Objects.Load(), c.Relisted.Load(), c.Bookmarks.Load(),
-		c.Lists.Load(), c.Foreign.Load()}
+		c.Lists.Load(), c.Foreign.Load(), c.Errors.Load()}
 }
 
 // Sub is s minus o.
 func (s Snapshot) Sub(o Snapshot) Snapshot {
 	return Snapshot{s.Requests - o.Requests, s.Writes - o.Writes, s.Bytes - o.Bytes, s.Objects - o.Objects, s.Relisted - o.Relisted,
-		s.Bookmarks - o.Bookmarks, s.Lists - o.Lists, s.Foreign - o.Foreign}
+		s.Bookmarks - o.Bookmarks, s.Lists - o.Lists, s.Foreign - o.Foreign, s.Errors - o.Errors}
 }
 
 // Add is s plus o.
 func (s Snapshot) Add(o Snapshot) Snapshot {
 	return Snapshot{s.Requests + o.Requests, s.Writes + o.Writes, s.Bytes + o.Bytes, s.Objects + o.Objects, s.Relisted + o.Relisted,
-		s.Bookmarks + o.Bookmarks, s.Lists + o.Lists, s.Foreign + o.Foreign}
+		s.Bookmarks + o.Bookmarks, s.Lists + o.Lists, s.Foreign + o.Foreign, s.Errors + o.Errors}
 }
 
 // StartAgent starts node's agent with base's server, CA and credentials
@@ -189,6 +190,10 @@ func (a countingAPI) Watch(ctx context.Context, namespace, resource string, o me
 	}
 	return watch.Filter(w, func(ev watch.Event) (watch.Event, bool) {
 		switch {
+		case ev.Type == watch.Error:
+			// A Status (the resource version left the window, say):
+			// the informer lists again.
+			a.c.Errors.Add(1)
 		case ev.Type == watch.Bookmark:
 			a.c.Bookmarks.Add(1)
 			if m, err := meta.Accessor(ev.Object); err == nil && m.GetAnnotations()[metav1.InitialEventsAnnotationKey] == "true" {

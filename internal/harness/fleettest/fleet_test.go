@@ -439,8 +439,8 @@ func (f *fleet) storm(ctx context.Context, step int, agents []*Agent) phase {
 			f.t.Errorf("the agent of %s received %d objects of other nodes", agents[i].Node, d.Foreign)
 		}
 	}
-	f.t.Logf("storm: %d evictions each at its own agent; %d agents of nodes without one received nothing; %d relists; no agent received another node's object",
-		stormNodes*stormPods, quiet, ph.fleet.Lists)
+	f.t.Logf("storm: %d evictions each at its own agent; %d agents of nodes without one received nothing; %d watch errors, %d relists",
+		stormNodes*stormPods, quiet, ph.fleet.Errors, ph.fleet.Lists)
 	return ph
 }
 
@@ -719,9 +719,9 @@ func (f *fleet) measure(ctx context.Context, name string, d time.Duration, agent
 	time.Sleep(d)
 	b := f.sample(ctx, agents)
 	p := phaseOf(name, a, b, d)
-	f.t.Logf("%s: API server %.1f ms CPU/s, RSS %.0f MiB, %d watches; fleet %.2f requests/s, %d objects, %d relists (%d objects), %d bookmarks",
+	f.t.Logf("%s: API server %.1f ms CPU/s, RSS %.0f MiB, %d watches; fleet %.2f requests/s, %d objects, %d watch errors, %d relists (%d objects), %d bookmarks",
 		name, 1000*p.apiCPU/p.seconds, p.rss/(1<<20), int(p.watchers), float64(p.fleet.Requests)/p.seconds, p.fleet.Objects,
-		p.fleet.Lists, p.fleet.Relisted, p.fleet.Bookmarks)
+		p.fleet.Errors, p.fleet.Lists, p.fleet.Relisted, p.fleet.Bookmarks)
 	return p
 }
 

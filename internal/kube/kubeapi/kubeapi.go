@@ -31,8 +31,8 @@ type Client struct {
 
 // The types oomtrace decodes, and their lists.
 var lists = map[string]func() runtime.Object{
-	"pods":   func() runtime.Object { return &corev1.PodList{} },
-	"nodes":  func() runtime.Object { return &corev1.NodeList{} },
+	"pods":  func() runtime.Object { return &corev1.PodList{} },
+	"nodes": func() runtime.Object { return &corev1.NodeList{} },
 }
 
 // New makes a client from cfg (its content type, protobuf unless set, and

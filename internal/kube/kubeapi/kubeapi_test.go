@@ -143,7 +143,6 @@ func testClient(t *testing.T, configured, want string) {
 		t.Fatalf("watch: %+v", ev)
 	}
 
-
 	created, err := c.CreateEvent(ctx, &eventsv1.Event{ObjectMeta: metav1.ObjectMeta{Name: "web.1", Namespace: "shop"}, Reason: "OOMKillProcess", Note: "n"})
 	if err != nil || created.Reason != "OOMKillProcess" {
 		t.Fatalf("create: %+v %v", created, err)
