@@ -143,7 +143,7 @@ bench: ## Hot-path cost vs an empty program and bpftrace; OOM bursts: losses, la
 .PHONY: bench-scale
 # SCALE_AGENTS: the fleet sizes; SCALE_REST, SCALE_LONG_REST: each size's
 # rest, and the largest's (long enough for client-go's watch renewals).
-SCALE_AGENTS ?= 100,300,1000
+SCALE_AGENTS ?= 100,300,1000,1500
 SCALE_REST ?= 90s
 SCALE_LONG_REST ?= 10m
 bench-scale: ## A fleet of agents' cluster views against a real etcd + kube-apiserver: the API server's cost per agent at rest, in an eviction storm, in an OOM-kill Event burst (no root; builds kube-apiserver and etcd once).

@@ -78,7 +78,7 @@ func TestFleetScale(t *testing.T) {
 	if os.Getenv(benchEnv) == "" {
 		t.Skip("benchmark: run with make bench-scale")
 	}
-	sizes := []int{100, 300, 1000}
+	sizes := []int{100, 300, 1000, 1500}
 	if s := os.Getenv(agentsEnv); s != "" {
 		sizes = nil
 		for _, f := range strings.Split(s, ",") {
