@@ -84,13 +84,12 @@ type Recorder struct {
 	// seriesEvery: a series' first patch comes within this; later ones
 	// at doubling intervals up to seriesEveryMax.
 	seriesEvery, seriesEveryMax time.Duration
-	// nodeEvery: the node's writes, past nodeBurst, one per nodeEvery;
-	// writeTokens and writeAt are the sending goroutine's own.
-	nodeEvery   time.Duration
-	writeBurst  float64
-	writeTokens float64
-	writeAt     time.Time
-	throttled   atomic.Uint64
+	// writes is the node's allowance of writes (writeBurst at once, then
+	// one per nodeEvery), the sending goroutine's own.
+	writes     bucket
+	writeBurst float64
+	nodeEvery  time.Duration
+	throttled  atomic.Uint64
 
 	// leaveEnded: no Event for a kill that ended its container (see
 	// LeaveEndedContainersToKubelet); left counts them.
@@ -121,17 +120,32 @@ type pendingGroup struct {
 	due   time.Time
 }
 
-// bucket is one pod's allowance of Events.
+// bucket is an allowance of Events (a pod's) or of writes (the node's):
+// burst at once, then one per every.
 type bucket struct {
 	left float64
-	at   time.Time
+	at   time.Time // of the last refill; zero: none yet
+}
+
+// take refills the bucket for the time since its last refill and takes
+// one token, if there is one.
+func (b *bucket) take(now time.Time, burst float64, every time.Duration) bool {
+	if !b.at.IsZero() {
+		b.left = min(burst, b.left+now.Sub(b.at).Seconds()/every.Seconds())
+	}
+	b.at = now
+	if b.left < 1 {
+		return false
+	}
+	b.left--
+	return true
 }
 
 // New returns a recorder that writes through api, as this node; Start
 // sends.
 func New(api API, node string) *Recorder {
 	return &Recorder{api: api, node: node, now: time.Now, retry: time.Second, seriesEvery: seriesEvery, seriesEveryMax: seriesEveryMax,
-		nodeEvery: nodeEvery, writeBurst: nodeBurst, writeTokens: nodeBurst,
+		writes: bucket{left: nodeBurst}, writeBurst: nodeBurst, nodeEvery: nodeEvery,
 		queue: make(chan op, queueSize), tokens: map[types.UID]*bucket{}, groups: map[uint64]*pendingGroup{}, series: map[seriesKey]*series{}}
 }
 
@@ -178,21 +192,14 @@ func (r *Recorder) Start(ctx context.Context) error {
 func (r *Recorder) writeToken(ctx context.Context) bool {
 	waited := false
 	for {
-		now := r.now()
-		if r.writeAt.IsZero() {
-			r.writeAt = now
-		}
-		r.writeTokens = min(r.writeBurst, r.writeTokens+now.Sub(r.writeAt).Seconds()/r.nodeEvery.Seconds())
-		r.writeAt = now
-		if r.writeTokens >= 1 {
-			r.writeTokens--
+		if r.writes.take(r.now(), r.writeBurst, r.nodeEvery) {
 			return true
 		}
 		if !waited {
 			waited = true
 			r.throttled.Add(1)
 		}
-		wait := time.Duration((1 - r.writeTokens) * float64(r.nodeEvery))
+		wait := time.Duration((1 - r.writes.left) * float64(r.nodeEvery))
 		select {
 		case <-ctx.Done():
 			return false
@@ -386,22 +393,16 @@ func (r *Recorder) allow(uid types.UID) bool {
 	now := r.now()
 	b := r.tokens[uid]
 	if b == nil {
-		b = &bucket{left: perPodBurst, at: now}
+		b = &bucket{left: perPodBurst}
 		r.tokens[uid] = b
 	}
-	b.left = min(perPodBurst, b.left+now.Sub(b.at).Seconds()/perPodEvery.Seconds())
-	b.at = now
 	// Pods long quiet are full again: forget them.
 	for u, o := range r.tokens {
 		if u != uid && now.Sub(o.at) > perPodBurst*perPodEvery {
 			delete(r.tokens, u)
 		}
 	}
-	if b.left < 1 {
-		return false
-	}
-	b.left--
-	return true
+	return b.take(now, perPodBurst, perPodEvery)
 }
 
 // Describe is the reason and the note of a kill's Event: who was killed,

@@ -126,7 +126,7 @@ func TestRecorderLimitsAPod(t *testing.T) {
 	r := New(api, "node-a")
 	now := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
 	r.now = func() time.Time { return now }
-	r.writeBurst, r.writeTokens = 1000, 1000 // the pod's bound, not the node's
+	r.writeBurst, r.writes.left = 1000, 1000 // the pod's bound, not the node's
 	r.Start(context.Background())
 	defer r.Shutdown()
 	inContainer := func(uid string, i int, at time.Time) event.OOMKill {
