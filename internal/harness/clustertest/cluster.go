@@ -173,7 +173,7 @@ type Cluster struct {
 
 	bin     string
 	pki     *testpki.PKI
-	procs   map[string]*exec.Cmd
+	procs   *testenv.Procs
 	sysctls map[string]string
 	// mountedTracefs: the cluster mounted tracefs, and unmounts it.
 	mountedTracefs bool
@@ -225,9 +225,9 @@ func Start(t *testing.T, cfg KubeletConfig, images ...string) *Cluster {
 		Runtime:    rt,
 		CgroupRoot: rt.CgroupRoot,
 		bin:        bin,
-		procs:      map[string]*exec.Cmd{},
 		sysctls:    readSysctls(),
 	}
+	c.procs = testenv.NewProcs(c.Dir)
 	c.KubeletDir = filepath.Join(c.Dir, "kubelet")
 	// A node has tracefs mounted (systemd does it); the capabilities
 	// variant cannot mount it itself.
@@ -290,7 +290,7 @@ func (c *Cluster) certificates() error {
 func (c *Cluster) startControlPlane(t *testing.T) {
 	t.Helper()
 	etcdDir := filepath.Join(c.Dir, "etcd")
-	c.start(t, "etcd", "etcd", "--name=default", "--data-dir="+etcdDir,
+	c.procs.Start(t, "etcd", "etcd", "--name=default", "--data-dir="+etcdDir,
 		"--listen-client-urls=http://127.0.0.1:2379", "--advertise-client-urls=http://127.0.0.1:2379",
 		"--listen-peer-urls=http://127.0.0.1:2380", "--initial-advertise-peer-urls=http://127.0.0.1:2380",
 		"--initial-cluster=default=http://127.0.0.1:2380", "--listen-metrics-urls=")
@@ -302,7 +302,7 @@ func (c *Cluster) startControlPlane(t *testing.T) {
 		return err
 	})
 	p := c.pki.Path
-	c.start(t, "kube-apiserver", filepath.Join(c.bin, "kube-apiserver"),
+	c.procs.Start(t, "kube-apiserver", filepath.Join(c.bin, "kube-apiserver"),
 		"--etcd-servers=http://127.0.0.1:2379",
 		"--bind-address=0.0.0.0", "--secure-port=443", "--advertise-address="+NodeIP,
 		"--tls-cert-file="+p("apiserver.crt"), "--tls-private-key-file="+p("apiserver.key"),
@@ -326,11 +326,11 @@ func (c *Cluster) startControlPlane(t *testing.T) {
 		_, err := c.Client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 		return err
 	})
-	c.start(t, "kube-controller-manager", filepath.Join(c.bin, "kube-controller-manager"),
+	c.procs.Start(t, "kube-controller-manager", filepath.Join(c.bin, "kube-controller-manager"),
 		"--kubeconfig="+p("admin.kubeconfig"), "--leader-elect=false",
 		"--controllers=daemonset-controller,serviceaccount-controller,root-ca-certificate-publisher-controller",
 		"--root-ca-file="+p("ca.crt"), "--bind-address=127.0.0.1")
-	c.start(t, "kube-scheduler", filepath.Join(c.bin, "kube-scheduler"),
+	c.procs.Start(t, "kube-scheduler", filepath.Join(c.bin, "kube-scheduler"),
 		"--kubeconfig="+p("admin.kubeconfig"), "--leader-elect=false", "--bind-address=127.0.0.1")
 }
 
@@ -410,7 +410,7 @@ func (c *Cluster) StartKubelet(t *testing.T, cfg KubeletConfig) {
 		}
 	}
 	c.KubeletConfig = cfg
-	c.start(t, "kubelet", filepath.Join(c.bin, "kubelet"),
+	c.procs.Start(t, "kubelet", filepath.Join(c.bin, "kubelet"),
 		"--config="+filepath.Join(c.KubeletDir, "config.yaml"), "--config-dir="+c.KubeletConfigDir(),
 		"--kubeconfig="+c.pki.Path("kubelet.kubeconfig"),
 		"--root-dir="+c.KubeletDir, "--hostname-override="+NodeName, "--node-ip="+NodeIP,
@@ -438,14 +438,11 @@ func (c *Cluster) KubeletConfigDir() string { return filepath.Join(c.KubeletDir,
 // StopKubelet stops the kubelet, if it runs.
 func (c *Cluster) StopKubelet(t *testing.T) {
 	t.Helper()
-	c.stop(t, "kubelet")
+	c.procs.Stop("kubelet")
 }
 
 // Log is the named component's log so far.
-func (c *Cluster) Log(name string) string {
-	b, _ := os.ReadFile(filepath.Join(c.Dir, name+".log"))
-	return string(b)
-}
+func (c *Cluster) Log(name string) string { return c.procs.Log(name) }
 
 // KubeletGet reads a path of the kubelet's API (e.g. /stats/summary) with
 // the admin's client certificate.
@@ -492,63 +489,11 @@ func (c *Cluster) Namespace(t *testing.T, name string) {
 	})
 }
 
-func (c *Cluster) start(t *testing.T, name, bin string, args ...string) {
-	t.Helper()
-	log, err := os.OpenFile(filepath.Join(c.Dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer log.Close()
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.Dir = c.Dir
-	// Own process group: ^C on the test does not reach it first.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	c.procs[name] = cmd
-}
-
-func (c *Cluster) stop(t *testing.T, name string) {
-	cmd := c.procs[name]
-	if cmd == nil {
-		return
-	}
-	delete(c.procs, name)
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		// The API server drains its watches first: not worth waiting.
-		_ = cmd.Process.Kill()
-		<-done
-	}
-}
-
 // waitFor polls ready until it returns nil, or fails with what it said
-// last and the component's log.
+// last and the component's log; timeout is this machine's (Patience).
 func (c *Cluster) waitFor(t *testing.T, what string, timeout time.Duration, ready func() error) {
 	t.Helper()
-	start := time.Now()
-	timeout = Patience(timeout)
-	deadline := start.Add(timeout)
-	for {
-		err := ready()
-		if err == nil {
-			t.Logf("%s ready in %v", what, time.Since(start).Round(time.Millisecond))
-			return
-		}
-		if cmd := c.procs[what]; cmd != nil && cmd.ProcessState != nil {
-			t.Fatalf("%s exited: %v\n%s", what, cmd.ProcessState, tail(c.Log(what), 40))
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready after %v: %v\n%s", what, timeout, err, tail(c.Log(what), 40))
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	c.procs.WaitFor(t, what, Patience(timeout), ready)
 }
 
 // grepLog is the lines of a component's log that mention what.
@@ -562,19 +507,13 @@ func (c *Cluster) grepLog(name, what string, n int) string {
 	return tail(strings.Join(out, "\n"), n)
 }
 
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+var tail = testenv.Tail
 
 // teardown stops every component, newest first, and checks the kubelet
 // left the host's kernel tunables alone (restoring them if not).
 func (c *Cluster) teardown(t *testing.T) {
 	for _, name := range []string{"kubelet", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"} {
-		c.stop(t, name)
+		c.procs.Stop(name)
 	}
 	c.removeLogLinks()
 	if c.mountedTracefs {

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 	"github.com/oomtrace/oomtrace/internal/harness/testpki"
 )
 
@@ -43,8 +43,7 @@ type ControlPlane struct {
 	Admin       *rest.Config
 	AdminClient kubernetes.Interface
 
-	procs  map[string]*exec.Cmd
-	exited map[string]chan struct{}
+	procs *testenv.Procs
 }
 
 // Start starts etcd (EtcdEnv, else from PATH) and kube-apiserver (from
@@ -62,16 +61,17 @@ func Start(t *testing.T) *ControlPlane {
 			t.Skip("no etcd: " + EtcdEnv + " is not set and none is installed (make bench-scale builds one)")
 		}
 	}
-	cp := &ControlPlane{Dir: t.TempDir(), procs: map[string]*exec.Cmd{}, exited: map[string]chan struct{}{}}
+	dir := t.TempDir()
+	cp := &ControlPlane{Dir: dir, procs: testenv.NewProcs(dir)}
 	t.Cleanup(func() { cp.stop(t) })
 	ports := freePorts(t, 3)
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
-	cp.start(t, "etcd", etcd, "--name=default", "--data-dir="+filepath.Join(cp.Dir, "etcd"),
+	cp.procs.Start(t, "etcd", etcd, "--name=default", "--data-dir="+filepath.Join(cp.Dir, "etcd"),
 		"--listen-client-urls="+etcdURL, "--advertise-client-urls="+etcdURL,
 		fmt.Sprintf("--listen-peer-urls=http://127.0.0.1:%d", ports[1]),
 		fmt.Sprintf("--initial-advertise-peer-urls=http://127.0.0.1:%d", ports[1]),
 		fmt.Sprintf("--initial-cluster=default=http://127.0.0.1:%d", ports[1]), "--listen-metrics-urls=")
-	cp.waitFor(t, "etcd", 30*time.Second, func() error {
+	cp.procs.WaitFor(t, "etcd", 30*time.Second, func() error {
 		conn, err := net.DialTimeout("tcp", strings.TrimPrefix(etcdURL, "http://"), time.Second)
 		if err == nil {
 			conn.Close()
@@ -97,7 +97,7 @@ func Start(t *testing.T) *ControlPlane {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp.start(t, "kube-apiserver", filepath.Join(bin, "kube-apiserver"),
+	cp.procs.Start(t, "kube-apiserver", filepath.Join(bin, "kube-apiserver"),
 		"--etcd-servers="+etcdURL,
 		// No Service endpoints to keep: the API server is reached
 		// on the loopback, which it may not advertise.
@@ -115,7 +115,7 @@ func Start(t *testing.T) *ControlPlane {
 	cfg.QPS, cfg.Burst = 500, 1000
 	cp.Admin = cfg
 	cp.AdminClient = kubernetes.NewForConfigOrDie(cfg)
-	cp.waitFor(t, "kube-apiserver", 2*time.Minute, func() error {
+	cp.procs.WaitFor(t, "kube-apiserver", 2*time.Minute, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_, err := cp.AdminClient.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
@@ -141,11 +141,11 @@ func (cp *ControlPlane) Metrics(ctx context.Context) (map[string]*dto.MetricFami
 // CPUSeconds is the CPU time (user and system) the named process (etcd,
 // kube-apiserver) has used, from /proc.
 func (cp *ControlPlane) CPUSeconds(name string) (float64, error) {
-	cmd := cp.procs[name]
-	if cmd == nil || cmd.Process == nil {
+	pid := cp.procs.Pid(name)
+	if pid == 0 {
 		return 0, fmt.Errorf("%s is not running", name)
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
 	}
@@ -153,68 +153,29 @@ func (cp *ControlPlane) CPUSeconds(name string) (float64, error) {
 	// the 14th and 15th.
 	i := strings.LastIndexByte(string(b), ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no comm", cmd.Process.Pid)
+		return 0, fmt.Errorf("/proc/%d/stat: no comm", pid)
 	}
 	f := strings.Fields(string(b[i+1:]))
 	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", cmd.Process.Pid, len(f))
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
 	}
 	utime, err1 := strconv.ParseUint(f[11], 10, 64)
 	stime, err2 := strconv.ParseUint(f[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: utime %q stime %q", cmd.Process.Pid, f[11], f[12])
+		return 0, fmt.Errorf("/proc/%d/stat: utime %q stime %q", pid, f[11], f[12])
 	}
 	return float64(utime+stime) / 100, nil // USER_HZ
-}
-
-func (cp *ControlPlane) start(t *testing.T, name, bin string, args ...string) {
-	t.Helper()
-	log, err := os.Create(filepath.Join(cp.Dir, name+".log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	log.Close()
-	cp.procs[name] = cmd
-	exited := make(chan struct{})
-	cp.exited[name] = exited
-	go func() { _ = cmd.Wait(); close(exited) }()
 }
 
 // stop ends the API server before etcd, and says what each logged last
 // when the test failed.
 func (cp *ControlPlane) stop(t *testing.T) {
 	for _, name := range []string{"kube-apiserver", "etcd"} {
-		cmd := cp.procs[name]
-		if cmd == nil {
-			continue
-		}
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-cp.exited[name]:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-cp.exited[name]
-		}
+		cp.procs.Stop(name)
 		if t.Failed() {
-			if b, err := os.ReadFile(filepath.Join(cp.Dir, name+".log")); err == nil {
-				t.Logf("--- %s's log, last lines\n%s", name, lastLines(string(b), 30))
-			}
+			t.Logf("--- %s's log, last lines\n%s", name, testenv.Tail(cp.procs.Log(name), 30))
 		}
 	}
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // freePorts are n ports of 127.0.0.1 free a moment ago.
@@ -234,25 +195,4 @@ func freePorts(t *testing.T, n int) []int {
 		l.Close()
 	}
 	return ports
-}
-
-// waitFor waits until ready, for at most timeout; what is the process,
-// whose exit ends the wait at once.
-func (cp *ControlPlane) waitFor(t *testing.T, what string, timeout time.Duration, ready func() error) {
-	t.Helper()
-	start := time.Now()
-	var err error
-	for time.Since(start) < timeout {
-		select {
-		case <-cp.exited[what]:
-			t.Fatalf("%s exited: %s", what, cp.procs[what].ProcessState)
-		default:
-		}
-		if err = ready(); err == nil {
-			t.Logf("%s ready in %s", what, time.Since(start).Round(time.Millisecond))
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("%s not ready after %s: %v", what, timeout, err)
 }

@@ -235,7 +235,8 @@ func (w *Watcher) pod(oldObj, obj any) {
 	if !evicted {
 		return
 	}
-	if old, ok := oldObj.(*corev1.Pod); ok {
+	old, _ := oldObj.(*corev1.Pod)
+	if old != nil {
 		if _, was := EvictedBy(old); was {
 			return
 		}
@@ -259,14 +260,7 @@ func (w *Watcher) pod(oldObj, obj any) {
 	// container before the kubelet read its exit, the kubelet writes
 	// ContainerStatusUnknown without an id, and nothing else names the
 	// kernel's signals to it (seen under emulation in the cluster suite).
-	known := containerIDs(pod)
-	if old, ok := oldObj.(*corev1.Pod); ok {
-		for name, id := range containerIDs(old) {
-			if known[name] == "" {
-				known[name] = id
-			}
-		}
-	}
+	known := containerIDs(pod, old)
 	// Wait for the kubelet's stop of the pod, so that the event shows it.
 	uid := pod.UID
 	w.pending[uid] = time.AfterFunc(w.opts.Settle, func() {
@@ -281,20 +275,26 @@ func (w *Watcher) pod(oldObj, obj any) {
 	})
 }
 
-// containerIDs are the runtime's ids of the pod's containers by name, as
-// its status has them (the running one, else the last that ended).
-func containerIDs(pod *corev1.Pod) map[string]string {
-	ids := make(map[string]string, len(pod.Status.ContainerStatuses))
-	for _, cs := range pod.Status.ContainerStatuses {
-		id := runtimeID(cs.ContainerID)
-		if t := cs.State.Terminated; id == "" && t != nil {
-			id = runtimeID(t.ContainerID)
+// containerIDs are the runtime's ids of the containers by name, as the
+// pods' statuses have them (the running one, else the last that ended),
+// the first pod's first; a nil pod has none.
+func containerIDs(pods ...*corev1.Pod) map[string]string {
+	ids := map[string]string{}
+	for _, pod := range pods {
+		if pod == nil {
+			continue
 		}
-		if t := cs.LastTerminationState.Terminated; id == "" && t != nil {
-			id = runtimeID(t.ContainerID)
-		}
-		if id != "" {
-			ids[cs.Name] = id
+		for _, cs := range pod.Status.ContainerStatuses {
+			id := runtimeID(cs.ContainerID)
+			if t := cs.State.Terminated; id == "" && t != nil {
+				id = runtimeID(t.ContainerID)
+			}
+			if t := cs.LastTerminationState.Terminated; id == "" && t != nil {
+				id = runtimeID(t.ContainerID)
+			}
+			if id != "" && ids[cs.Name] == "" {
+				ids[cs.Name] = id
+			}
 		}
 	}
 	return ids
