@@ -19,6 +19,7 @@ import (
 // refusalState is what has been written for one aggregation key.
 type refusalState struct {
 	printed  uint64              // refusals written so far (sum of counts)
+	readAt   uint64              // the kernel's window start when printed was last read from the map
 	last     event.CommitRefusal // the latest recorded refusal
 	deadline time.Time           // when to write the repeats; zero when none are due
 	seen     time.Time           // last activity, for pruning
@@ -87,13 +88,25 @@ func (r *refusalTracer) run(handle func(event.CommitRefusal)) error {
 			r.diag.decodeError("commit_refusal", err)
 			continue
 		}
-		r.fold(handle, refusalRefusalKey{Tgid: raw.Process.Tgid, Syscall: raw.Syscall, Class: raw.Class}, raw.Total, ev, time.Now())
+		key := refusalRefusalKey{Tgid: raw.Process.Tgid, Syscall: raw.Syscall, Class: raw.Class}
+		r.fold(handle, key, kernelCount{Total: raw.Total, WindowStartNs: raw.TsBootNs}, ev, time.Now())
 	}
 }
 
-// fold writes a window's first refusal of key, whose kernel total is
-// total, and opens the window.
-func (r *refusalTracer) fold(handle func(event.CommitRefusal), key refusalRefusalKey, total uint64, ev event.CommitRefusal, now time.Time) {
+// kernelCount is a record's view of its key's count in the kernel: the
+// total just after the refusal it reports, and the window it opened.
+type kernelCount = refusalRefusalCount
+
+// fold writes a window's first refusal of key, whose kernel count was rec
+// when it was sent, and opens the window.
+//
+// The record can be older than what a flush has already read from the
+// map: the kernel opens its window when a refusal comes, the reader closes
+// its own on a timer, and the two race. A flush that read the map after
+// the kernel opened this record's window has counted the record's refusals
+// already (its window start is at or past the record's); a total below
+// what was written then means nothing new, not an evicted entry.
+func (r *refusalTracer) fold(handle func(event.CommitRefusal), key refusalRefusalKey, rec kernelCount, ev event.CommitRefusal, now time.Time) {
 	st := r.pending[key]
 	if st == nil {
 		if len(r.pending) >= r.maxKeys {
@@ -107,13 +120,23 @@ func (r *refusalTracer) fold(handle func(event.CommitRefusal), key refusalRefusa
 	} else {
 		r.bySeen.MoveToBack(st.lru)
 	}
-	ev.Count = delta(total, st.printed)
-	st.printed = total
+	if rec.WindowStartNs <= st.readAt {
+		ev.Count = 0
+		if rec.Total > st.printed {
+			ev.Count = rec.Total - st.printed
+			st.printed = rec.Total
+		}
+	} else {
+		ev.Count = delta(rec.Total, st.printed)
+		st.printed = rec.Total
+	}
 	st.last = ev
 	st.seen = now
 	st.deadline = now.Add(r.window)
 	r.due = append(r.due, dueWindow{key, st.deadline})
-	handle(ev)
+	if ev.Count > 0 {
+		handle(ev)
+	}
 }
 
 // delta is how many refusals a total stands for beyond what was written.
@@ -199,6 +222,7 @@ func (r *refusalTracer) flush(handle func(event.CommitRefusal), key refusalRefus
 		return // evicted: nothing more can be known
 	}
 	n := delta(cnt.Total, st.printed)
+	st.readAt = cnt.WindowStartNs
 	if n == 0 {
 		return
 	}
