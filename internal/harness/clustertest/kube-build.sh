@@ -29,18 +29,10 @@ if have_all; then
 	exit 0
 fi
 
-export GOWORK=off GOFLAGS="-mod=mod -buildvcs=false" GOTOOLCHAIN=local
 log() { echo "kube-build: $*" >&2; }
+. "$(dirname "${BASH_SOURCE[0]}")/../testenv/module-copy.sh"
 
-log "downloading k8s.io/kubernetes@$version (module proxy)"
-src=$(go mod download -json "k8s.io/kubernetes@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-[ -d "$src" ] || { log "module download gave no directory"; exit 1; }
-
-work=$(mktemp -d /tmp/kube-build.XXXXXX)
-trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
-cp -r "$src/." "$work/"
-chmod -R u+w "$work"
-cd "$work"
+module_copy "k8s.io/kubernetes@$version"
 
 staging=${version/#v1./v0.}
 edits=()

@@ -19,17 +19,10 @@ if [ -x "$cache/etcd" ]; then
 	exit 0
 fi
 
-export GOWORK=off GOFLAGS="-mod=mod -buildvcs=false" GOTOOLCHAIN=local
 log() { echo "etcd-build: $*" >&2; }
+. "$(dirname "${BASH_SOURCE[0]}")/../testenv/module-copy.sh"
 
-log "downloading go.etcd.io/etcd/server/v3@$version (module proxy)"
-src=$(go mod download -json "go.etcd.io/etcd/server/v3@$version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-[ -d "$src" ] || { log "module download gave no directory"; exit 1; }
-work=$(mktemp -d /tmp/etcd-build.XXXXXX)
-trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
-cp -r "$src/." "$work/"
-chmod -R u+w "$work"
-cd "$work"
+module_copy "go.etcd.io/etcd/server/v3@$version"
 drops=()
 while read -r mod; do
 	drops+=("-dropreplace=$mod")
