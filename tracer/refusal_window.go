@@ -108,16 +108,15 @@ func (r *refusalTracer) fold(handle func(event.CommitRefusal), key refusalRefusa
 		r.bySeen.MoveToBack(st.lru)
 	}
 	ev.Count = r.recordDelta(key, total, st.printed)
-	if ev.Count > 0 {
-		st.printed = total
-	}
 	st.last = ev
 	st.seen = now
 	st.deadline = now.Add(r.window)
 	r.due = append(r.due, dueWindow{key, st.deadline})
-	if ev.Count > 0 {
-		handle(ev)
+	if ev.Count == 0 {
+		return // late: a repeated line counted it
 	}
+	st.printed = total
+	handle(ev)
 }
 
 // recordDelta is how many refusals a record's total stands for beyond what
