@@ -339,9 +339,12 @@ func TestDaemonSetInvariants(t *testing.T) {
 	if port != 9808 || !slices.Contains(c.Args, "--web.listen-address=:9808") {
 		t.Errorf("metrics port %d and args %v disagree", port, c.Args)
 	}
+	// Every pod reaches the metrics port on the node's address; the
+	// probes go where none does, so that no pod can fail them.
 	for _, probe := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe} {
-		if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Port.String() != "metrics" {
-			t.Errorf("probe %+v must use the metrics port", probe)
+		if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Host != "127.0.0.1" ||
+			!slices.Contains(c.Args, "--web.probe-address=127.0.0.1:"+probe.HTTPGet.Port.String()) || probe.HTTPGet.Port.String() == "9808" {
+			t.Errorf("probe %+v must use --web.probe-address on 127.0.0.1, not the metrics port", probe)
 		}
 	}
 	if c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.LivenessProbe.HTTPGet.Path != "/healthz" {

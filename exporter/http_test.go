@@ -1,6 +1,7 @@
 package exporter
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"net"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 )
 
 // TestConnectionFlood: 500 connections that send nothing, as any pod can
@@ -78,4 +81,155 @@ func TestConnectionFlood(t *testing.T) {
 		t.Errorf("%d connections open at once, want at most %d", most, MaxConnections)
 	}
 	t.Logf("at most %d connections open at once", most)
+}
+
+// floodServer serves handler through NewServer and LimitListener on a
+// loopback port, as the agent does; it returns the address.
+func floodServer(t *testing.T, handler http.Handler) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(handler, nil)
+	go srv.Serve(LimitListener(l, MaxConnections))
+	t.Cleanup(func() { srv.Close() })
+	return l.Addr().String()
+}
+
+// scrapeWithin scrapes /metrics at addr n times, each from its own
+// connection; every one must be answered within timeout.
+func scrapeWithin(t *testing.T, addr string, n int, timeout time.Duration) {
+	t.Helper()
+	for i := range n {
+		client := &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := client.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatalf("scrape %d of %d: %v", i+1, n, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("scrape %d of %d: %s", i+1, n, resp.Status)
+		}
+	}
+}
+
+// TestKeepAliveFlood: MaxConnections connections that each repeat GET
+// /healthz and then idle hold every slot of a server that displaces only
+// silent connections: Accept waits for IdleTimeout, scrapes time out, and
+// the kubelet's liveness probe fails. A connection that is not being
+// answered is displaceable however much it spoke: every scrape is answered
+// at once, whether the tenant speaks every 50 s (as the kubelet's probe
+// timeout cannot outwait) or all the time, from its own address or the
+// scraper's.
+func TestKeepAliveFlood(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		source string
+		period time.Duration
+	}{
+		{"other source, every 50s", "127.0.0.2", 50 * time.Second},
+		{"scraper's source, every 50s", "127.0.0.1", 50 * time.Second},
+		{"other source, every 10ms", "127.0.0.2", 10 * time.Millisecond},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var ready atomic.Bool
+			ready.Store(true)
+			addr := floodServer(t, Handler(prometheus.NewRegistry(), "/metrics", &ready))
+			dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(tt.source)}, Timeout: time.Second}
+			testenv.HoldConnections(t, dialer, addr, MaxConnections, tt.period)
+			scrapeWithin(t, addr, 10, 2*time.Second)
+		})
+	}
+}
+
+// TestScrapeInFlightKept: a scrape whose answer is being written is not
+// displaced by a flood of new connections that arrives meanwhile.
+func TestScrapeInFlightKept(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	addr := floodServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			once.Do(func() { close(entered) })
+			<-release
+		}
+		w.Write([]byte("ok\n"))
+	}))
+	got := make(chan error, 1)
+	go func() {
+		client := &http.Client{Timeout: 10 * time.Second}
+		resp, err := client.Get("http://" + addr + "/slow")
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		got <- err
+	}()
+	<-entered
+	var flood []net.Conn
+	defer func() {
+		for _, c := range flood {
+			c.Close()
+		}
+	}()
+	for range 5 * MaxConnections {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		flood = append(flood, c)
+	}
+	// Every flood connection was accepted: each displaced another.
+	scrapeWithin(t, addr, 1, 2*time.Second)
+	close(release)
+	if err := <-got; err != nil {
+		t.Errorf("the scrape in flight during the flood: %v", err)
+	}
+}
+
+// TestFloodDisplacesItsOwnSource: a flood of connections from one address
+// displaces its own, not a scraper's from another address that has not sent
+// its request yet (a slow network, or TLS still in its handshake).
+func TestFloodDisplacesItsOwnSource(t *testing.T) {
+	addr := floodServer(t, Handler(prometheus.NewRegistry(), "/metrics", nil))
+	scraper, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer scraper.Close()
+	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	var flood []net.Conn
+	defer func() {
+		for _, c := range flood {
+			c.Close()
+		}
+	}()
+	for range 5 * MaxConnections {
+		c, err := dialer.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		flood = append(flood, c)
+	}
+	// The last flood connection is held only once it has been accepted.
+	if _, err := io.WriteString(flood[len(flood)-1], "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	flood[len(flood)-1].SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := http.ReadResponse(bufio.NewReader(flood[len(flood)-1]), nil); err != nil {
+		t.Fatalf("the last flood connection: %v", err)
+	}
+	if _, err := io.WriteString(scraper, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatalf("the scraper's connection: %v", err)
+	}
+	scraper.SetReadDeadline(time.Now().Add(2 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(scraper), nil)
+	if err != nil {
+		t.Fatalf("the scraper's connection was displaced by another source's flood: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("scrape: %s", resp.Status)
+	}
 }

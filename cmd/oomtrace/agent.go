@@ -27,30 +27,50 @@ import (
 	"github.com/oomtrace/oomtrace/tracer"
 )
 
+// listeners are the ports oomtrace serves: the metrics port, and the
+// probes' port of their own; nil where the flag is empty.
+type listeners struct {
+	metrics, probes net.Listener
+}
+
+func (l listeners) Close() {
+	for _, c := range []net.Listener{l.metrics, l.probes} {
+		if c != nil {
+			c.Close()
+		}
+	}
+}
+
 // preflight checks what would fail late, before anything is loaded, and
-// opens the metrics port and the API's client.
-func (d *agent) preflight() (net.Listener, error) {
+// opens the ports and the API's client.
+func (d *agent) preflight() (listeners, error) {
+	var ls listeners
 	if err := checkPrivileges(); err != nil {
-		return nil, err
+		return ls, err
 	}
 	if _, err := os.Stat(d.opts.btfPath); err != nil {
-		return nil, fmt.Errorf("kernel BTF not found at %s (needs CONFIG_DEBUG_INFO_BTF=y or --btf.path): %w", d.opts.btfPath, errors.Unwrap(err))
+		return ls, fmt.Errorf("kernel BTF not found at %s (needs CONFIG_DEBUG_INFO_BTF=y or --btf.path): %w", d.opts.btfPath, errors.Unwrap(err))
 	}
 	if d.node = d.opts.nodeName; d.node == "" {
 		d.node, _ = os.Hostname()
 	}
 	var err error
 	if d.kube, err = kubeClient(d.opts.kubeconfig); err != nil {
-		return nil, err
+		return ls, err
 	}
-	if d.opts.listenAddr == "" {
-		return nil, nil
+	for _, p := range []struct {
+		flag, addr string
+		l          *net.Listener
+	}{{"web.listen-address", d.opts.listenAddr, &ls.metrics}, {"web.probe-address", d.opts.probeAddr, &ls.probes}} {
+		if p.addr == "" {
+			continue
+		}
+		if *p.l, err = net.Listen("tcp", p.addr); err != nil {
+			ls.Close()
+			return listeners{}, fmt.Errorf("--%s: %w", p.flag, err)
+		}
 	}
-	listener, err := net.Listen("tcp", d.opts.listenAddr)
-	if err != nil {
-		return nil, fmt.Errorf("--web.listen-address: %w", err)
-	}
-	return listener, nil
+	return ls, nil
 }
 
 // startKubeEvents starts the writer of Events on pods, with --kube.events.
@@ -278,4 +298,33 @@ func serveMetrics(listener net.Listener, path, webConfig string, ready *atomic.B
 	}()
 	log.Info("serving metrics", "address", listener.Addr().String(), "path", path, "tls_and_auth", webConfig != "")
 	return srv
+}
+
+// serveProbes serves /healthz and /readyz alone on listener, in plain HTTP,
+// until the returned server is closed: the kubelet's probes on a port that
+// a pod's connections to the metrics port cannot crowd out. It has its own
+// connection limit; on a loopback address only the node's own processes
+// reach it.
+func serveProbes(listener net.Listener, ready *atomic.Bool, log *slog.Logger) *http.Server {
+	srv := exporter.NewServer(exporter.ProbeHandler(ready), slog.NewLogLogger(log.Handler(), slog.LevelDebug))
+	listener = exporter.LimitListener(listener, exporter.MaxConnections)
+	go func() {
+		if err := srv.Serve(listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("probe server stopped", "err", err)
+		}
+	}()
+	attrs := []any{"address", listener.Addr().String()}
+	if ip := listenIP(listener.Addr()); ip == nil || !ip.IsLoopback() {
+		log.Warn("--web.probe-address is not a loopback address: any pod that reaches it can crowd out the kubelet's probes", attrs...)
+	}
+	log.Info("serving probes", attrs...)
+	return srv
+}
+
+// listenIP is addr's IP; nil for an unspecified one (every address).
+func listenIP(addr net.Addr) net.IP {
+	if ta, ok := addr.(*net.TCPAddr); ok && !ta.IP.IsUnspecified() {
+		return ta.IP
+	}
+	return nil
 }

@@ -46,6 +46,7 @@ type options struct {
 	level       slog.Level // logLevel, parsed by validate
 	showVersion bool
 	listenAddr  string
+	probeAddr   string
 	metricsPath string
 	webConfig   string
 	memoryLimit int64
@@ -115,6 +116,7 @@ func defineFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.logFormat, "log.format", "text", "log format on stderr: text (logfmt) or json (one object per line, for log shippers)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	fs.StringVar(&o.listenAddr, "web.listen-address", ":9808", "address for /metrics, /healthz and /readyz; empty to serve nothing")
+	fs.StringVar(&o.probeAddr, "web.probe-address", "", "a second address for /healthz and /readyz only, plain HTTP, e.g. 127.0.0.1:9809 for the kubelet's probes where no pod can reach them; empty: none")
 	fs.StringVar(&o.metricsPath, "web.telemetry-path", "/metrics", "path of the Prometheus metrics")
 	fs.StringVar(&o.webConfig, "web.config.file", "", "exporter-toolkit web configuration file (TLS, basic authentication); empty: plain HTTP")
 	fs.StringVar(&o.criEndpoint, "cri.endpoint", "", "the container runtime's CRI socket for names; empty: found below --path.run; none: cgroup paths only")

@@ -144,18 +144,16 @@ type agent struct {
 }
 
 // serve runs oomtrace until SIGINT or SIGTERM: it checks what would fail
-// late (privileges, BTF, kubeconfig, the metrics port) before loading
+// late (privileges, BTF, kubeconfig, the ports) before loading
 // anything, then wires tracer -> pipeline -> outputs and the sources beside
 // the tracer, and reports what it did when it stops.
 func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, stdout io.Writer) error {
 	d := &agent{opts: opts, log: log}
-	listener, err := d.preflight()
+	ports, err := d.preflight()
 	if err != nil {
 		return err
 	}
-	if listener != nil {
-		defer listener.Close()
-	}
+	defer ports.Close()
 	if d.tracer, err = tracer.New(tracerConfig(opts, d.node, log)); err != nil {
 		return err
 	}
@@ -194,8 +192,12 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 	d.pipe = pipeline.New(ctx, d.pipelineOptions(eventWriter(opts.output, stdout), stop))
 	d.startSources(ctx)
 	var ready atomic.Bool
-	if listener != nil {
-		srv := serveMetrics(listener, opts.metricsPath, opts.webConfig, &ready, log, d.metrics, d.status())
+	if ports.metrics != nil {
+		srv := serveMetrics(ports.metrics, opts.metricsPath, opts.webConfig, &ready, log, d.metrics, d.status())
+		defer srv.Close()
+	}
+	if ports.probes != nil {
+		srv := serveProbes(ports.probes, &ready, log)
 		defer srv.Close()
 	}
 	return d.trace(ctx, &ready)

@@ -306,10 +306,35 @@ func TestPortInUse(t *testing.T) {
 	}
 	defer l.Close()
 	var stderr bytes.Buffer
-	code := run([]string{"--web.listen-address", l.Addr().String()}, io.Discard, &stderr)
-	if code != 1 || !strings.Contains(stderr.String(), "--web.listen-address") {
-		t.Errorf("exit %d, %q", code, stderr.String())
+	for _, flag := range []string{"--web.listen-address", "--web.probe-address"} {
+		stderr.Reset()
+		args := []string{"--web.listen-address", "127.0.0.1:0", flag, l.Addr().String()}
+		code := run(args, io.Discard, &stderr)
+		if code != 1 || !strings.Contains(stderr.String(), flag) {
+			t.Errorf("%s taken: exit %d, %q", flag, code, stderr.String())
+		}
 	}
+}
+
+// TestProbeAddress: --web.probe-address serves the kubelet's probes alone,
+// beside the metrics port.
+func TestProbeAddress(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	d := startDaemon(t, "--cri.endpoint", "none", "--kubeconfig", "none", "--refusals=false", "--web.probe-address", "127.0.0.1:0")
+	_, addr, ok := strings.Cut(d.logs.String(), `msg="serving probes" address=`)
+	if !ok {
+		t.Fatalf("no probe address in the log:\n%s", d.logs.String())
+	}
+	probes := "http://" + strings.Fields(addr)[0]
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/metrics": 404, "/": 404} {
+		if code, _ := get(t, probes+path); code != want {
+			t.Errorf("probe port %s: %d, want %d", path, code, want)
+		}
+	}
+	if code, _ := get(t, d.base+"/metrics"); code != 200 {
+		t.Errorf("metrics port /metrics: %d", code)
+	}
+	d.stop(t)
 }
 
 // TestStuckReader: nobody reads stdout. oomtrace keeps tracing, drops and

@@ -3,7 +3,9 @@ package clustertest
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +18,9 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/exporter"
 	"github.com/oomtrace/oomtrace/exporter/kubeevents"
+	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -84,6 +88,11 @@ func (c *Cluster) tenantClient(t *testing.T) kubernetes.Interface {
 	return tc
 }
 
+// livenessRestartsAfter: the shipped liveness probe's period times the
+// kubelet's default failure threshold, how long failing probes take to
+// restart the agent.
+const livenessRestartsAfter = 3 * 30 * time.Second
+
 // testHostileTenant: what a tenant controls, used against the agent. As a
 // user who may create pods and Events in its own namespace only:
 //   - 60 forged Evicted Events with the kubelet's source and this node's
@@ -93,7 +102,8 @@ func (c *Cluster) tenantClient(t *testing.T) kubernetes.Interface {
 //     process named with a newline and a terminal escape;
 //   - a refusal storm: 1,000 processes one after another, each refused a
 //     mapping once (each a key of its own to aggregate);
-//   - 1,000 idle connections to the agent's metrics port.
+//   - 1,000 idle connections to the agent's metrics port, and every one of
+//     its 64 slots held by kept-alive connections that repeat a request.
 //
 // (Nested cgroups below a container need a runtime that lets a container
 // write its cgroup, which this node's containerd on cgroup v1 does not:
@@ -103,8 +113,8 @@ func (c *Cluster) tenantClient(t *testing.T) kubernetes.Interface {
 // its memory limit (it read none of the Events), names the fat
 // pod's kill right with its labels cut and its name escaped, writes its
 // Event on that pod only with the name stripped of control characters,
-// counts every refusal of the storm under the right pod, and answers a
-// scrape during the flood.
+// counts every refusal of the storm under the right pod, answers every
+// scrape during the flood and the held connections, and is never restarted.
 func testHostileTenant(t *testing.T, c *Cluster, o *Oomtrace) {
 	ctx := context.Background()
 	tc := c.tenantClient(t)
@@ -115,6 +125,30 @@ func testHostileTenant(t *testing.T, c *Cluster, o *Oomtrace) {
 		}
 	}()
 	rssBefore, _ := Value(o.Metrics(t), "process_resident_memory_bytes", nil)
+
+	// Every slot of the metrics port held by kept-alive connections that
+	// repeat a request every 50 s, through the whole scenario: every scrape
+	// below is answered meanwhile, and the kubelet's probes (their own port
+	// on 127.0.0.1) never fail. Held at least as long as the liveness
+	// probe takes to restart an agent whose probes fail (3 x 30 s).
+	heldSince := time.Now()
+	testenv.HoldConnections(t, &net.Dialer{Timeout: 5 * time.Second}, NodeIP+":9808", exporter.MaxConnections, 50*time.Second)
+	defer func() {
+		if wait := livenessRestartsAfter + 10*time.Second - time.Since(heldSince); wait > 0 {
+			time.Sleep(wait)
+		}
+		client := &http.Client{Timeout: 2 * time.Second}
+		for i := range 3 {
+			resp, err := client.Get("http://" + NodeIP + ":9808/metrics")
+			if err != nil {
+				t.Errorf("scrape %d while the tenant holds the metrics port's connections: %v", i+1, err)
+				continue
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		t.Logf("the tenant held %d kept-alive connections to the metrics port for %v", exporter.MaxConnections, time.Since(heldSince).Round(time.Second))
+	}()
 
 	victim := podSpec(tenantNamespace, "victim", corev1.RestartPolicyAlways, 2, container{name: "app", args: []string{"idle", "8"}})
 	if _, err := tc.CoreV1().Pods(tenantNamespace).Create(ctx, victim, metav1.CreateOptions{}); err != nil {
