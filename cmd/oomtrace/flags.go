@@ -113,7 +113,7 @@ func defineFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.btfPath, "btf.path", defaultBTF, "kernel BTF file")
 	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "node name written into every event (default $NODE_NAME, else the host name)")
 	fs.StringVar(&o.logLevel, "log.level", "info", "log level on stderr: debug, info, warn or error")
-	fs.StringVar(&o.logFormat, "log.format", "text", "log format on stderr: text (logfmt) or json (one object per line, for log shippers)")
+	fs.StringVar(&o.logFormat, "log.format", "text", "log format on stderr: text (logfmt; logfmt is accepted too, as node_exporter takes it) or json (one object per line, for log shippers)")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	fs.StringVar(&o.listenAddr, "web.listen-address", ":9808", "address for /metrics, /healthz and /readyz; empty to serve nothing")
 	fs.StringVar(&o.probeAddr, "web.probe-address", "", "a second address for /healthz and /readyz only, plain HTTP, e.g. 127.0.0.1:9809 for the kubelet's probes where no pod can reach them; empty: none")
@@ -157,7 +157,7 @@ func (o *options) validate() error {
 		{"output.queue", atLeastOne(o.queueSize)},
 		{"ringbuf.bytes", tracer.CheckRingBufferBytes(o.ringBuffer)},
 		{"log.level", o.level.UnmarshalText([]byte(o.logLevel))},
-		{"log.format", oneOf(o.logFormat, "text", "json")},
+		{"log.format", oneOf(o.logFormat, "text", "logfmt", "json")},
 		{"web.telemetry-path", absolutePath(o.metricsPath)},
 		{"pin.path", absolutePath(o.pinPath)},
 		{"no-pin", notBoth(o.noPin, o.pin && o.pinSet, "--pin")},

@@ -88,7 +88,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--output.queue", "0"}, 2, "--output.queue must be at least 1"},
 		{[]string{"--ringbuf.bytes", "1000"}, 2, "power of two"},
 		{[]string{"--log.level", "loud"}, 2, "--log.level"},
-		{[]string{"--log.format", "xml"}, 2, "--log.format must be text or json"},
+		{[]string{"--log.format", "xml"}, 2, "--log.format must be one of text, logfmt, json"},
 		{[]string{"extra"}, 2, `unexpected argument "extra"`},
 		{[]string{"--web.telemetry-path", "metrics"}, 2, "must start with /"},
 		{[]string{"--metrics.retention", "-1s"}, 2, "must not be negative"},
@@ -143,6 +143,22 @@ func TestLogFormatJSON(t *testing.T) {
 	}
 	if line["msg"] != "oomtrace started" || line["level"] != "INFO" || line["node"] != "n1" || line["hooks"] != 3.0 {
 		t.Errorf("log line %v", line)
+	}
+}
+
+// TestLogFormatLogfmt: --log.format logfmt, as node_exporter's users type
+// it, is the text format.
+func TestLogFormatLogfmt(t *testing.T) {
+	var o options
+	defineFlags(flag.NewFlagSet("oomtrace", flag.ContinueOnError), &o)
+	o.logFormat = "logfmt"
+	if err := o.validate(); err != nil {
+		t.Fatalf("--log.format logfmt: %v", err)
+	}
+	var stderr bytes.Buffer
+	newLogger(o, &stderr).Info("oomtrace started", "node", "n1")
+	if got := stderr.String(); !strings.Contains(got, `level=INFO msg="oomtrace started" node=n1`) {
+		t.Errorf("log line %q: want logfmt", got)
 	}
 }
 
