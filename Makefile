@@ -44,11 +44,13 @@ test: test-host test-rules test-helm test-cluster test-kernels test-cluster-v2 #
 .PHONY: test-rules
 # promtool from the Go module proxy, built once into the module cache.
 PROMTOOL_VERSION ?= v0.316.0
-test-rules: ## Unit-test the shipped alerts with promtool (deploy/monitoring/rules), the first kill in a new container included; parse every query of the dashboard.
-	@mkdir -p bin
+test-rules: ## Unit-test the shipped alerts with promtool (deploy/monitoring/rules), the first kill in a new container included; test what every query of the dashboard returns for a counter born at 1.
+	@mkdir -p bin/dashboard
 	@cd deploy/monitoring/rules && $(GO) run github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION) test rules oomtrace.rules.test.yaml
-	@cd deploy/monitoring && $(GO) run dashboard_rules.go > $(CURDIR)/bin/dashboard.rules.yaml && \
-		$(GO) run github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION) check rules $(CURDIR)/bin/dashboard.rules.yaml
+	@cd deploy/monitoring && $(GO) run dashboard_rules.go > $(CURDIR)/bin/dashboard/dashboard.rules.yaml && \
+		cp rules/dashboard.rules.test.yaml $(CURDIR)/bin/dashboard/ && \
+		$(GO) run github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION) check rules $(CURDIR)/bin/dashboard/dashboard.rules.yaml && \
+		$(GO) run github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION) test rules $(CURDIR)/bin/dashboard/dashboard.rules.test.yaml
 
 .PHONY: test-helm chart-files
 # helm from the Go module proxy, built once (about 2 minutes) into bin/.

@@ -1,8 +1,9 @@
 //go:build ignore
 
 // dashboard_rules prints the dashboard's queries as a Prometheus rules
-// file of recording rules, its variables given values, for promtool check
-// rules to parse every query (make test-rules):
+// file of recording rules (dashboard:<panel title>:<target>), its
+// variables given values, for promtool to parse every query and to test
+// what each returns (make test-rules, dashboard.rules.test.yaml):
 //
 //	go run dashboard_rules.go > /tmp/dashboard.rules.yaml
 package main
@@ -34,12 +35,29 @@ func main() {
 	}
 	vars := strings.NewReplacer("$__rate_interval", "5m", "$__range", "6h", "$namespace", ".*")
 	fmt.Println("groups:\n  - name: dashboard\n    rules:")
-	n := 0
 	for _, p := range d.Panels {
-		for _, t := range p.Targets {
-			n++
+		for i, t := range p.Targets {
 			expr, _ := json.Marshal(vars.Replace(t.Expr)) // a JSON string is a YAML string
-			fmt.Printf("      - record: dashboard:query%d\n        expr: %s\n", n, expr)
+			fmt.Printf("      - record: dashboard:%s:%d\n        expr: %s\n", slug(p.Title), i, expr)
 		}
 	}
+}
+
+// slug is a panel's title as a metric name's part: lower case letters and
+// digits, other runs as one underscore.
+func slug(title string) string {
+	var b strings.Builder
+	under := false
+	for _, r := range strings.ToLower(title) {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			if under && b.Len() > 0 {
+				b.WriteByte('_')
+			}
+			b.WriteRune(r)
+			under = false
+		} else {
+			under = true
+		}
+	}
+	return b.String()
 }
