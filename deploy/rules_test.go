@@ -226,3 +226,36 @@ func TestDashboardConfigMap(t *testing.T) {
 		t.Errorf("kinds %v", kinds)
 	}
 }
+
+// TestEveryAlertHasARunbook: every alert links its section of
+// docs/runbooks.md, and that section is there.
+func TestEveryAlertHasARunbook(t *testing.T) {
+	data, err := os.ReadFile("../docs/runbooks.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	anchors := map[string]bool{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if title, ok := strings.CutPrefix(line, "## "); ok {
+			anchors[strings.ToLower(strings.TrimSpace(title))] = true
+		}
+	}
+	const base = "https://github.com/oomtrace/oomtrace/blob/main/docs/runbooks.md#"
+	n := 0
+	for _, g := range rulesFile(t).Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "" {
+				continue
+			}
+			n++
+			url := r.Annotations["runbook_url"]
+			anchor, ok := strings.CutPrefix(url, base)
+			if !ok || anchor != strings.ToLower(r.Alert) || !anchors[anchor] {
+				t.Errorf("%s: runbook_url %q, want %s%s and a section ## %s in docs/runbooks.md", r.Alert, url, base, strings.ToLower(r.Alert), r.Alert)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no alerts")
+	}
+}
