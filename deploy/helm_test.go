@@ -238,6 +238,28 @@ func TestHelmChartValues(t *testing.T) {
 		t.Errorf("Chart.yaml appVersion %s, the kustomize base's image tag %+v", meta.AppVersion, k.Images)
 	}
 
+	// kube-prometheus-stack selects monitors and rules by its release's
+	// label: the chart adds it where asked, beside its own.
+	objs, err = helmTemplate(t, helm, "podMonitor.enabled=true", "rules.enabled=true",
+		"podMonitor.additionalLabels.release=kps", "rules.additionalLabels.release=kps-rules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"PodMonitor": "kps", "PrometheusRule": "kps-rules"}
+	for _, o := range objs {
+		kind, _ := o["kind"].(string)
+		if release, ok := want[kind]; ok {
+			labels := o["metadata"].(map[string]any)["labels"].(map[string]any)
+			if labels["release"] != release || labels["app.kubernetes.io/name"] != "oomtrace" {
+				t.Errorf("%s labels %v: want release=%s beside the chart's own", kind, labels, release)
+			}
+			delete(want, kind)
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("not rendered: %v", want)
+	}
+
 	if _, err := helmTemplate(t, helm, "variant=root"); err == nil || !strings.Contains(err.Error(), `variant must be privileged or capabilities, not "root"`) {
 		t.Errorf("variant=root: %v", err)
 	}

@@ -29,9 +29,10 @@ type podMonitor struct {
 	Spec              struct {
 		Selector            metav1.LabelSelector `json:"selector"`
 		PodMetricsEndpoints []struct {
-			Port     string `json:"port"`
-			Path     string `json:"path"`
-			Interval string `json:"interval"`
+			HonorLabels bool   `json:"honorLabels"`
+			Port        string `json:"port"`
+			Path        string `json:"path"`
+			Interval    string `json:"interval"`
 		} `json:"podMetricsEndpoints"`
 	} `json:"spec"`
 }
@@ -268,6 +269,10 @@ func TestDaemonSetInvariants(t *testing.T) {
 	if !tolerateAll {
 		t.Error("must tolerate every taint, node.kubernetes.io/memory-pressure included")
 	}
+	// Tolerating every taint, it would land on Windows and virtual nodes.
+	if spec.NodeSelector["kubernetes.io/os"] != "linux" {
+		t.Errorf("nodeSelector %v: want kubernetes.io/os=linux", spec.NodeSelector)
+	}
 	if got := ds.Spec.Selector.MatchLabels; got["app.kubernetes.io/name"] != ds.Spec.Template.Labels["app.kubernetes.io/name"] {
 		t.Errorf("selector %v does not match the template's labels", got)
 	}
@@ -435,6 +440,13 @@ func TestScrapeTargets(t *testing.T) {
 	}
 	if len(pm.Spec.PodMetricsEndpoints) != 1 || pm.Spec.PodMetricsEndpoints[0].Port != "metrics" || pm.Spec.PodMetricsEndpoints[0].Path != "/metrics" {
 		t.Errorf("PodMonitor endpoints %+v", pm.Spec.PodMetricsEndpoints)
+	}
+	// The series' namespace, pod and container are the victim's: without
+	// honorLabels the Operator's target labels (oomtrace's own pod) win.
+	for _, e := range pm.Spec.PodMetricsEndpoints {
+		if !e.HonorLabels {
+			t.Errorf("PodMonitor endpoint %+v: honorLabels must be true", e)
+		}
 	}
 	for f, objs := range m {
 		for _, o := range objs {
