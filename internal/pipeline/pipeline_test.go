@@ -286,6 +286,56 @@ func TestAckOncePerKill(t *testing.T) {
 	}
 }
 
+// A kill the output fails to write is not acknowledged: the write that
+// fails is the kill's own (the first write, nothing before it).
+func TestNoAckForAKillOutFailed(t *testing.T) {
+	var a acks
+	failing := &gate{open: make(chan struct{}), err: errors.New("broken pipe")}
+	close(failing.open)
+	failed := make(chan error, 1)
+	p := New(context.Background(), Options{Out: failing, QueueSize: 8, Ack: a.ack, OutFailed: func(err error) { failed <- err }})
+	ev := allocatableKill(time.Now())
+	ev.Seq = 7
+	p.Write(ev)
+	<-failed
+	p.Close(5 * time.Second)
+	if a.count(7) != 0 || p.Dropped() != 1 {
+		t.Errorf("a kill whose write failed: acknowledged %d times (want 0), dropped %d (want 1)", a.count(7), p.Dropped())
+	}
+}
+
+// A kill dropped from a full inbox (the stage is stuck) is acknowledged at
+// once: unacknowledged, the kernel's journal would hold it, the consumer
+// position could not pass it and the ring buffer would fill.
+func TestAckInboxFull(t *testing.T) {
+	var a acks
+	stuck := &gate{open: make(chan struct{})}
+	p := New(context.Background(), Options{Metrics: stuck, Out: &written{}, QueueSize: 2, Ack: a.ack})
+	kill := func(seq uint64) event.OOMKill {
+		ev := allocatableKill(time.Now())
+		ev.Seq = seq
+		return ev
+	}
+	p.Write(kill(1))
+	waitFor(t, func() bool { return p.inbox.inflight.Load() })
+	p.Write(kill(2))
+	p.Write(kill(3))
+	p.Write(kill(4))
+	waitFor(t, func() bool { return a.count(4) == 1 })
+	if p.inbox.Dropped() != 1 {
+		t.Errorf("inbox dropped %d, want 1", p.inbox.Dropped())
+	}
+	close(stuck.open)
+	if !p.Close(5 * time.Second) {
+		t.Fatal("pipeline did not drain")
+	}
+	for seq := uint64(1); seq <= 4; seq++ {
+		if a.count(seq) != 1 {
+			t.Errorf("kill %d acknowledged %d times, want 1", seq, a.count(seq))
+		}
+	}
+}
+
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
