@@ -135,8 +135,15 @@ func TestDecodeClassicTracepointKiB(t *testing.T) {
 	if ev.Hook != HookTracepointMarkVictim {
 		t.Errorf("hook = %q", ev.Hook)
 	}
-	if ev.Victim.RSS.Anon != 8192*1024 || ev.Victim.RSS.Swap != nil || *ev.Victim.TotalVMBytes != 40000*1024 {
-		t.Errorf("KiB units: rss=%+v total_vm=%d", *ev.Victim.RSS, *ev.Victim.TotalVMBytes)
+	// Every figure of the tracepoint is in KiB, each scaled on its own.
+	rss := ev.Victim.RSS
+	if rss.Anon != r.RssAnon*1024 || rss.File != r.RssFile*1024 || rss.Shmem != r.RssShmem*1024 || rss.Swap != nil ||
+		*ev.Victim.TotalVMBytes != r.TotalVm*1024 {
+		t.Errorf("KiB units: rss=%+v total_vm=%d, want anon %d, file %d, shmem %d KiB, total_vm %d KiB",
+			*rss, *ev.Victim.TotalVMBytes, r.RssAnon, r.RssFile, r.RssShmem, r.TotalVm)
+	}
+	if r.RssFile == 0 || r.RssShmem == 0 || r.RssFile == r.RssAnon || r.RssShmem == r.RssFile {
+		t.Fatalf("the fixture's rss figures must be distinct and non-zero to tell them apart: %d %d %d", r.RssAnon, r.RssFile, r.RssShmem)
 	}
 	if ev.Victim.Memcg != nil {
 		t.Errorf("victim memcg = %+v, want nil when not captured", ev.Victim.Memcg)
