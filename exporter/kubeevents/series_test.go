@@ -72,6 +72,41 @@ func TestSeries(t *testing.T) {
 	waitFor(t, "a new Event after the window", func() bool { return len(api.events()) == 3 })
 }
 
+// TestSeriesRepeatsWhileCreating: repeats that come while the series'
+// Event is still being created are patched once it exists.
+func TestSeriesRepeatsWhileCreating(t *testing.T) {
+	api := &fakeAPI{block: make(chan struct{})}
+	r := New(api, "node-a")
+	c := &clock{t: time.Date(2026, 12, 2, 8, 0, 0, 0, time.UTC)}
+	r.now, r.seriesEvery = c.now, 50*time.Millisecond
+	r.Start(context.Background())
+	t.Cleanup(r.Shutdown)
+	r.Write(podKill("uid-1", c.now()))
+	for range 3 {
+		c.add(time.Second)
+		r.Write(podKill("uid-1", c.now()))
+	}
+	close(api.block)
+	waitFor(t, "the series' patch", func() bool { return len(api.patched()) == 1 })
+	if len(api.events()) != 1 || !strings.Contains(api.patched()[0].body, `"count":4`) {
+		t.Errorf("%d Events, patch %+v: want one Event and its count 4", len(api.events()), api.patched())
+	}
+}
+
+// TestSeriesPatchedOnce: a series with no new repeat is not patched again,
+// however long it waits.
+func TestSeriesPatchedOnce(t *testing.T) {
+	api, r, c := startWithEvent(t)
+	c.add(time.Second)
+	r.Write(podKill("uid-1", c.now()))
+	waitFor(t, "the series' patch", func() bool { return len(api.patched()) == 1 })
+	// Ten patch intervals (they double from 50 ms: 100, 200, 400 ms ...).
+	time.Sleep(2 * time.Second)
+	if n := len(api.patched()); n != 1 {
+		t.Errorf("%d patches of a series with one repeat, want 1: %+v", n, api.patched())
+	}
+}
+
 // TestSeriesOutlivesTheBurst: a container OOM-killed again and again is
 // not silenced after the burst of 25 new Events: its repeats go on
 // counting in its series.
