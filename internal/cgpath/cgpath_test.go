@@ -89,6 +89,10 @@ func TestParse(t *testing.T) {
 		{"docker cgroupfs", "/docker/" + id, Info{Level: LevelContainer, ContainerID: id, Runtime: RuntimeDocker}},
 		{"podman", "/machine.slice/libpod-" + id + ".scope/container", Info{Level: LevelContainer, ContainerID: id, Runtime: RuntimePodman}},
 		{"containerd namespace", "/default/" + id, Info{Level: LevelContainer, ContainerID: id}},
+		// A container below a systemd unit is the container's, not the unit's.
+		{"containerd below its service", "/system.slice/containerd.service/default/" + id, Info{Level: LevelContainer, ContainerID: id}},
+		{"rootless podman", "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-" + id + ".scope/container",
+			Info{Level: LevelContainer, ContainerID: id, Runtime: RuntimePodman}},
 		{"root", "/", Info{}},
 		{"empty", "", Info{}},
 		{"this machine", "/process_api/9a1c672faff8507a685f42af7a44f558", Info{}},
