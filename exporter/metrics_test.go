@@ -182,6 +182,57 @@ oomtrace_oom_kills_total{container="redis",domain="container",group="none",init=
 	}
 }
 
+// TestMetricsRetentionFromLastMove: --metrics.retention counts from a
+// series' last move, not from its birth.
+func TestMetricsRetentionFromLastMove(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	m := newTestMetrics(func() time.Time { return now })
+	m.Write(oomKill("shop", "cart-7d9f", "redis", event.DomainContainer))
+	now = now.Add(50 * time.Minute)
+	m.Write(oomKill("shop", "cart-7d9f", "redis", event.DomainContainer))
+	now = now.Add(20 * time.Minute) // born 70 minutes ago, moved 20 minutes ago
+	if n := testutil.CollectAndCount(m, "oomtrace_oom_kills_total"); n != 1 {
+		t.Errorf("%d series, want the one that moved within the retention", n)
+	}
+}
+
+// TestMetricsRetentionEveryPodFamily: the per-pod series of every family
+// expire, the deaths' and the refusals' as the kills', at a scrape and on
+// a node nobody scrapes.
+func TestMetricsRetentionEveryPodFamily(t *testing.T) {
+	inPod := func(i int) event.Process {
+		return event.Process{Pod: &event.Pod{Namespace: "tenant", Name: fmt.Sprintf("pod-%d", i)}, Container: &event.Container{Name: "app"}}
+	}
+	write := func(m *Metrics, i int) {
+		m.Write(event.CommitRefusal{Process: inPod(i), Syscall: "mmap", Reason: "commit", Count: 1})
+		m.Write(event.Eviction{Pod: *inPod(i).Pod, Cause: event.CauseKubeletEviction})
+	}
+	families := []string{"oomtrace_commit_refusals_total", "oomtrace_container_deaths_total"}
+
+	now := time.Unix(1_800_000_000, 0)
+	m := newTestMetrics(func() time.Time { return now })
+	write(m, 0)
+	now = now.Add(70 * time.Minute)
+	for _, f := range families {
+		if n := testutil.CollectAndCount(m, f); n != 0 {
+			t.Errorf("%s: %d series 70 minutes after their last move, want 0", f, n)
+		}
+	}
+
+	// Unscraped: a new pod a minute for 500 minutes, an hour's retention.
+	m = newTestMetrics(func() time.Time { return now })
+	for i := range 500 {
+		write(m, i)
+		now = now.Add(time.Minute)
+	}
+	m.mu.Lock()
+	refusals, deaths := len(m.refusals), len(m.deaths)
+	m.mu.Unlock()
+	if refusals > 62 || deaths > 62 {
+		t.Errorf("%d refusal and %d death series kept without a scrape, want those of the last hour", refusals, deaths)
+	}
+}
+
 // TestMetricsCreatedTimestamp: a per-pod series carries when it was born
 // (its first event), and one dropped and born again its new birth: the
 // created timestamp from which Prometheus knows a first sample of 1 rose
