@@ -278,6 +278,27 @@ func TestSampler(t *testing.T) {
 	}
 }
 
+// TestSamplerHistoryBounded: the sampler keeps History's worth of
+// samples, however long it runs.
+func TestSamplerHistoryBounded(t *testing.T) {
+	src := v1Tree(t, 2*gi, 0, 1*gi, 0, strconv.FormatInt(4*gi, 10))
+	now := time.Unix(3000, 0)
+	s := NewSampler(src, mustThresholds(t, "memory.available<1Gi"), SamplerOptions{History: time.Minute, Now: func() time.Time { return now }})
+	for range 600 {
+		s.sample(true)
+		now = now.Add(time.Second)
+	}
+	s.mu.Lock()
+	n, oldest := len(s.history), s.history[0].Time.Time
+	s.mu.Unlock()
+	if n > 61 || now.Sub(oldest) > time.Minute+time.Second {
+		t.Errorf("%d samples kept, the oldest %v old; want a minute's (61 at most)", n, now.Sub(oldest))
+	}
+	if _, ok := s.At(now.Add(-5 * time.Minute)); ok {
+		t.Error("a sample from before the history")
+	}
+}
+
 // TestSamplerDecided: an eviction at an API time (whole seconds) carries
 // the sample that shows the kubelet's view: below the threshold if a sample
 // near the decision was, not merely the last sample before the second.
