@@ -107,6 +107,12 @@ func TestOfAtTheKubepodsLimit(t *testing.T) {
 	if got := Of(&ev); got != event.CauseOOMDuringPressure {
 		t.Errorf("kill at the kubepods limit with a 300Mi threshold: %s", got)
 	}
+	// Usage past the limit (charges overshoot it by a batch at the kill):
+	// still at the limit, not a wrapped-around amount free.
+	ev.OOM.Domain.UsageBytes = 1<<30 + 64<<10
+	if got := Of(&ev); got != event.CauseOOMDuringPressure {
+		t.Errorf("kill with usage 64 KiB past the kubepods limit: %s", got)
+	}
 	// No allocatable threshold (enforceNodeAllocatable none): not pressure.
 	ev.NodeMemory.AllocatableMemoryAvailable.ThresholdBytes = nil
 	if got := Of(&ev); got != event.CauseOOMAllocatable {
