@@ -78,6 +78,7 @@ func TestParse(t *testing.T) {
 		{"pod systemd", "/kubepods.slice/kubepods-pod" + uidEsc + ".slice", Info{Level: LevelPod, Kubepods: true, QoS: QoSGuaranteed, PodUID: uid}},
 		{"qos cgroupfs", "/kubepods/besteffort", Info{Level: LevelQoS, Kubepods: true, QoS: QoSBestEffort}},
 		{"qos systemd", "/kubepods.slice/kubepods-burstable.slice", Info{Level: LevelQoS, Kubepods: true, QoS: QoSBurstable}},
+		{"qos systemd besteffort", "/kubepods.slice/kubepods-besteffort.slice", Info{Level: LevelQoS, Kubepods: true, QoS: QoSBestEffort}},
 		{"kubepods", "/kubepods", Info{Level: LevelKubepods, Kubepods: true}},
 		{"kubepods slice", "/kubepods.slice/", Info{Level: LevelKubepods, Kubepods: true}},
 		{"pod, unknown leaf", "/kubepods/pod" + uid + "/not-a-container", Info{Level: LevelPod, Kubepods: true, QoS: QoSGuaranteed, PodUID: uid}},

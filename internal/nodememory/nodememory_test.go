@@ -118,6 +118,18 @@ func TestReadAllocatableAtTheKubeletsEviction(t *testing.T) {
 	check(t, "allocatableMemory.available", nm.AllocatableMemoryAvailable, available, limit, limit-available, CapacityKubepodsLimit, 400*mi, true)
 }
 
+// TestReadAtTheThreshold: available equal to the threshold is not below
+// it: the kubelet evicts when available < threshold.
+func TestReadAtTheThreshold(t *testing.T) {
+	limit := 1 * gi
+	src := v1Tree(t, 2*gi, 0, limit-400*mi, 0, strconv.FormatInt(limit, 10))
+	nm, err := src.Read(mustThresholds(t, "memory.available<400Mi"), time.Unix(1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t, "allocatableMemory.available", nm.AllocatableMemoryAvailable, 400*mi, limit, limit-400*mi, CapacityKubepodsLimit, 400*mi, false)
+}
+
 func TestReadV1Unlimited(t *testing.T) {
 	// No kubepods limit (v1 says LONG_MAX rounded to pages): cAdvisor
 	// gives the kubelet no available bytes, so there is no allocatable

@@ -369,6 +369,21 @@ func TestEvictionSucceeded(t *testing.T) {
 	}
 }
 
+// TestEvictedByConditionFalse: a DisruptionTarget condition the kubelet
+// set False (the disruption did not happen) is no eviction.
+func TestEvictedByConditionFalse(t *testing.T) {
+	pod := runningPod("web", "uid-false", node)
+	pod.Status.Conditions = append(pod.Status.Conditions, corev1.PodCondition{
+		Type: corev1.DisruptionTarget, Status: corev1.ConditionFalse, Reason: ReasonTerminationByKubelet, Message: evictionMsg})
+	if msg, ok := EvictedBy(pod); ok {
+		t.Errorf("EvictedBy = %q, true for a condition with status False", msg)
+	}
+	pod.Status.Conditions[len(pod.Status.Conditions)-1].Status = corev1.ConditionTrue
+	if _, ok := EvictedBy(pod); !ok {
+		t.Error("EvictedBy = false for the same condition with status True")
+	}
+}
+
 // TestContainerStatusUnknown: the kubelet's ContainerStatusUnknown comes
 // with a made-up exit code 137, which is no SIGKILL, and without the
 // container's id: the id it ran with names it.
