@@ -132,6 +132,10 @@ fuzz: ## Run every fuzz target for FUZZTIME each.
 		$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1x ./$$p || exit 1; \
 	done
 
+.PHONY: mutate
+mutate: ## Run the named mutants (internal/harness/mutate/mutants.txt) against their tests: the score, and a failure on a survivor not reviewed as equivalent (root runs the privileged ones).
+	@$(SUDO) $(GO) run ./internal/harness/mutate/runmutants
+
 .PHONY: bench
 # BENCH_KILLS: the OOM burst sizes. BENCH_RUN: which benchmarks
 # (TestBenchPerKill alone: the per-kill cost beside bpftrace; set

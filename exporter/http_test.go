@@ -233,3 +233,68 @@ func TestFloodDisplacesItsOwnSource(t *testing.T) {
 		t.Errorf("scrape: %s", resp.Status)
 	}
 }
+
+// TestFloodDisplacesTheQuietest: at the limit, the connection displaced is
+// the one quiet longest, not the oldest: a scraper's kept-alive connection
+// that asks again and again outlives the idle ones opened after it.
+func TestFloodDisplacesTheQuietest(t *testing.T) {
+	addr := floodServer(t, Handler(prometheus.NewRegistry(), "/metrics", nil))
+	scraper, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer scraper.Close()
+	br := bufio.NewReader(scraper)
+	scrape := func() error {
+		scraper.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := io.WriteString(scraper, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		return resp.Body.Close()
+	}
+	if err := scrape(); err != nil {
+		t.Fatal(err)
+	}
+	// The other slots but the one Accept keeps for the next connection,
+	// opened after the scraper's and silent since.
+	var idle []net.Conn
+	defer func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	}()
+	for range MaxConnections - 2 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if err := scrape(); err != nil { // the scraper is the latest to speak
+		t.Fatal(err)
+	}
+	// New connections displace the idle ones, quiet longest, first.
+	for range MaxConnections / 2 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	// The last one is held only once it has been accepted.
+	last := idle[len(idle)-1]
+	io.WriteString(last, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	last.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := http.ReadResponse(bufio.NewReader(last), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := scrape(); err != nil {
+		t.Errorf("the scraper's kept-alive connection, the latest to speak, was displaced: %v", err)
+	}
+}
