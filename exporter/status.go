@@ -18,6 +18,7 @@ type PipelineStats struct {
 	TaskSignalsLimited uint64 // task signals past their target's budget, not recorded
 	DecodeErrors       uint64
 	OutputDropped      uint64 // events not written out: the reader was too slow or gone
+	OOMKillsDropped    uint64 // OOM kills among them: counted, but no line and no Event
 	// OOMKillsUnobserved are kills the kernel counted that no hook saw.
 	OOMKillsUnobserved uint64
 }
@@ -50,7 +51,7 @@ type Status struct {
 	opts     StatusOptions
 	revision string // the VCS revision built, "unknown" when not recorded
 
-	lostDesc, decodeErrorsDesc, hookDesc, buildDesc, scrapeErrorDesc, droppedDesc, availableDesc, thresholdDesc, unobservedDesc, kubeEventsDesc, limitedDesc *prometheus.Desc
+	lostDesc, decodeErrorsDesc, hookDesc, buildDesc, scrapeErrorDesc, droppedDesc, availableDesc, thresholdDesc, unobservedDesc, kubeEventsDesc, limitedDesc, droppedKillsDesc *prometheus.Desc
 }
 
 // NewStatus returns the collector of opts.
@@ -79,6 +80,8 @@ func NewStatus(opts StatusOptions) *Status {
 			[]string{"version", "revision", "goversion", "goarch"}, nil),
 		droppedDesc: prometheus.NewDesc(namespace+"_output_dropped_total",
 			"Events not written to the output because its reader was too slow or gone; the metrics still count them.", nil, nil),
+		droppedKillsDesc: prometheus.NewDesc(namespace+"_oom_kills_dropped_total",
+			"OOM kills a full queue dropped (--output.queue): counted in oomtrace_oom_kills_total, but written as no line and no Event; alert when it grows.", nil, nil),
 		unobservedDesc: prometheus.NewDesc(namespace+"_oom_kills_unobserved_total",
 			"OOM kills the kernel counted (oom_kill in /proc/vmstat) that no hook saw since the hooks first attached; alert when it grows.", nil, nil),
 		kubeEventsDesc: prometheus.NewDesc(namespace+"_kube_events_total",
@@ -91,7 +94,7 @@ func NewStatus(opts StatusOptions) *Status {
 
 // Describe implements prometheus.Collector.
 func (s *Status) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{s.lostDesc, s.decodeErrorsDesc, s.hookDesc, s.buildDesc, s.scrapeErrorDesc, s.droppedDesc, s.availableDesc, s.thresholdDesc, s.unobservedDesc, s.kubeEventsDesc, s.limitedDesc} {
+	for _, d := range []*prometheus.Desc{s.lostDesc, s.decodeErrorsDesc, s.hookDesc, s.buildDesc, s.scrapeErrorDesc, s.droppedDesc, s.availableDesc, s.thresholdDesc, s.unobservedDesc, s.kubeEventsDesc, s.limitedDesc, s.droppedKillsDesc} {
 		ch <- d
 	}
 }
@@ -135,6 +138,7 @@ func (s *Status) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(s.limitedDesc, prometheus.CounterValue, float64(st.TaskSignalsLimited))
 		ch <- prometheus.MustNewConstMetric(s.decodeErrorsDesc, prometheus.CounterValue, float64(st.DecodeErrors))
 		ch <- prometheus.MustNewConstMetric(s.droppedDesc, prometheus.CounterValue, float64(st.OutputDropped))
+		ch <- prometheus.MustNewConstMetric(s.droppedKillsDesc, prometheus.CounterValue, float64(st.OOMKillsDropped))
 		ch <- prometheus.MustNewConstMetric(s.unobservedDesc, prometheus.CounterValue, float64(st.OOMKillsUnobserved))
 	}
 	ch <- prometheus.MustNewConstMetric(s.scrapeErrorDesc, prometheus.GaugeValue, up)

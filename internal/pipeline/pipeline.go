@@ -95,9 +95,9 @@ func New(ctx context.Context, o Options) *Pipeline {
 		s.settler = &settler{delay: o.ContainerCheckDelay, alive: o.ContainerAlive, done: func(ev event.OOMKill) { s.finishKill(ev) }}
 	}
 	s.kubeEvents, s.postmortem = o.KubeEvents, o.PostMortem
-	outbox := newQueue(acking{o.Out, s.acknowledge}, o.QueueSize, o.OutFailed).OnFull(s.acknowledge)
+	outbox := newQueue(acking{o.Out, s.acknowledge}, o.QueueSize, o.OutFailed).OnFull(s.droppedFromOutbox)
 	s.out = outbox
-	return &Pipeline{inbox: newQueue(s, o.QueueSize, nil).OnFull(s.acknowledge), outbox: outbox, stage: s}
+	return &Pipeline{inbox: newQueue(s, o.QueueSize, nil).OnFull(s.droppedFromInbox), outbox: outbox, stage: s}
 }
 
 // Write queues an event for the stage; it never blocks (a full queue
@@ -130,6 +130,10 @@ func (p *Pipeline) Dropped() uint64 { return p.inbox.Dropped() + p.outbox.Droppe
 // Written is how many events were written out.
 func (p *Pipeline) Written() uint64 { return p.outbox.Written() }
 
+// DroppedKills is how many OOM kills a full queue dropped: counted in the
+// metrics, written to no output (no line, no Event).
+func (p *Pipeline) DroppedKills() uint64 { return p.stage.droppedKills.Load() }
+
 // Filtered is how many events the filter kept from the output.
 func (p *Pipeline) Filtered() uint64 { return p.stage.filtered.Load() }
 
@@ -139,20 +143,21 @@ func (p *Pipeline) OutErr() error { return p.outbox.Err() }
 // stage attributes, classifies, correlates, counts and filters one event
 // at a time.
 type stage struct {
-	ctx         context.Context
-	enricher    *enrich.Enricher
-	sampler     *nodememory.Sampler // nil when the node's signals cannot be read
-	sampleEvery time.Duration
-	correlator  *correlate.Correlator
-	filter      Filter
-	metrics     Sink
-	out         Sink
-	kubeEvents  Sink     // nil: none
-	settler     *settler // nil: kills are not held
-	postmortem  *postmortem.Reader
-	ack         func(seq uint64)                 // nil: none
-	owners      func(uid string) *event.PodOwner // nil: none
-	filtered    atomic.Uint64
+	ctx          context.Context
+	enricher     *enrich.Enricher
+	sampler      *nodememory.Sampler // nil when the node's signals cannot be read
+	sampleEvery  time.Duration
+	correlator   *correlate.Correlator
+	filter       Filter
+	metrics      Sink
+	out          Sink
+	kubeEvents   Sink     // nil: none
+	settler      *settler // nil: kills are not held
+	postmortem   *postmortem.Reader
+	ack          func(seq uint64)                 // nil: none
+	owners       func(uid string) *event.PodOwner // nil: none
+	filtered     atomic.Uint64
+	droppedKills atomic.Uint64
 }
 
 // Write runs one event through the stage.
@@ -214,6 +219,25 @@ func (s *stage) output(ev event.Event, keep bool) error {
 		return nil
 	}
 	return s.out.Write(ev)
+}
+
+// droppedFromInbox: the stage is too far behind to take ev. It is still
+// counted in the metrics, as it is (not named: the stage names), so that
+// no kill is missing from oomtrace_oom_kills_total; a kill is counted as
+// dropped and acknowledged. It runs on the writer's goroutine (the
+// tracer's reader): the metrics never block.
+func (s *stage) droppedFromInbox(ev event.Event) {
+	s.count(ev)
+	s.droppedFromOutbox(ev)
+}
+
+// droppedFromOutbox: the output is too far behind to take ev, counted in
+// the metrics already.
+func (s *stage) droppedFromOutbox(ev event.Event) {
+	if _, ok := ev.(event.OOMKill); ok {
+		s.droppedKills.Add(1)
+	}
+	s.acknowledge(ev)
 }
 
 // acknowledge tells the kernel's side that a kill is done with.

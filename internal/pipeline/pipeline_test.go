@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/exporter"
@@ -248,8 +251,8 @@ func TestAckOncePerKill(t *testing.T) {
 	p.Write(kill(4, ""))
 	// Dropped from the full output queue: acknowledged at once.
 	waitFor(t, func() bool { return a.count(4) == 1 })
-	if p.Dropped() != 1 {
-		t.Errorf("dropped %d, want 1", p.Dropped())
+	if p.Dropped() != 1 || p.DroppedKills() != 1 {
+		t.Errorf("dropped %d, kills dropped %d; want 1, 1", p.Dropped(), p.DroppedKills())
 	}
 	for seq := uint64(1); seq <= 3; seq++ {
 		if a.count(seq) != 0 {
@@ -309,8 +312,9 @@ func TestNoAckForAKillOutFailed(t *testing.T) {
 // position could not pass it and the ring buffer would fill.
 func TestAckInboxFull(t *testing.T) {
 	var a acks
-	stuck := &gate{open: make(chan struct{})}
-	p := New(context.Background(), Options{Metrics: stuck, Out: &written{}, QueueSize: 2, Ack: a.ack})
+	stuck := &firstStuck{gate: gate{open: make(chan struct{})}}
+	metrics := exporter.NewMetrics(exporter.MetricsOptions{})
+	p := New(context.Background(), Options{Metrics: teeSink{stuck, metrics}, Out: &written{}, QueueSize: 2, Ack: a.ack})
 	kill := func(seq uint64) event.OOMKill {
 		ev := allocatableKill(time.Now())
 		ev.Seq = seq
@@ -322,8 +326,12 @@ func TestAckInboxFull(t *testing.T) {
 	p.Write(kill(3))
 	p.Write(kill(4))
 	waitFor(t, func() bool { return a.count(4) == 1 })
-	if p.inbox.Dropped() != 1 {
-		t.Errorf("inbox dropped %d, want 1", p.inbox.Dropped())
+	if p.inbox.Dropped() != 1 || p.DroppedKills() != 1 {
+		t.Errorf("inbox dropped %d, kills dropped %d; want 1, 1", p.inbox.Dropped(), p.DroppedKills())
+	}
+	// Counted in the metrics all the same, before the stage took the others.
+	if n := testutil.CollectAndCount(metrics, "oomtrace_oom_kills_total"); n != 1 {
+		t.Errorf("%d series of oomtrace_oom_kills_total after the drop, want the dropped kill's", n)
 	}
 	close(stuck.open)
 	if !p.Close(5 * time.Second) {
@@ -334,6 +342,30 @@ func TestAckInboxFull(t *testing.T) {
 			t.Errorf("kill %d acknowledged %d times, want 1", seq, a.count(seq))
 		}
 	}
+}
+
+// firstStuck blocks its first write until the gate opens: the stage's
+// first event, which keeps the stage busy.
+type firstStuck struct {
+	gate
+	started atomic.Bool
+}
+
+func (f *firstStuck) Write(ev event.Event) error {
+	if f.started.CompareAndSwap(false, true) {
+		return f.gate.Write(ev)
+	}
+	return nil
+}
+
+// teeSink writes to each sink.
+type teeSink []Sink
+
+func (t teeSink) Write(ev event.Event) error {
+	for _, s := range t {
+		s.Write(ev)
+	}
+	return nil
 }
 
 func waitFor(t *testing.T, cond func() bool) {
