@@ -213,7 +213,7 @@ func TestKustomizeBuilds(t *testing.T) {
 				t.Errorf("%s: DaemonSet privileged=%v", dir, privileged)
 			}
 		}
-		if kinds["DaemonSet"] != 1 || kinds["ClusterRole"] != 1 || kinds["ClusterRoleBinding"] != 1 || kinds["Role"] != 0 || kinds["RoleBinding"] != 0 || kinds["ServiceAccount"] != 1 || kinds["Namespace"] != 1 {
+		if kinds["DaemonSet"] != 1 || kinds["ClusterRole"] != 1 || kinds["ClusterRoleBinding"] != 1 || kinds["Role"] != 1 || kinds["RoleBinding"] != 1 || kinds["ServiceAccount"] != 1 || kinds["Namespace"] != 1 {
 			t.Errorf("%s: kinds %v", dir, kinds)
 		}
 	}
@@ -414,8 +414,20 @@ func TestRBACIsNarrow(t *testing.T) {
 	if b.RoleRef.Name != role.Name || len(b.Subjects) != 1 || b.Subjects[0].Name != sa.Name || b.Subjects[0].Namespace != sa.Namespace {
 		t.Errorf("binding %+v does not bind %s to %s/%s", b, role.Name, sa.Namespace, sa.Name)
 	}
-	if n := len(objs); n != 2 {
-		t.Errorf("%d RBAC objects, want the ClusterRole and its binding only (no Role: no Event is read)", n)
+	// In its own namespace: its own pod and its DaemonSet, to tell an
+	// uninstall from a restart.
+	r := only[*rbacv1.Role](t, objs)
+	checkRules("Role", r.Rules, []struct{ groups, resources, verbs []string }{
+		{[]string{""}, []string{"pods"}, []string{"get"}},
+		{[]string{"apps"}, []string{"daemonsets"}, []string{"get"}},
+	})
+	rb := only[*rbacv1.RoleBinding](t, objs)
+	if r.Namespace != sa.Namespace || rb.Namespace != sa.Namespace || rb.RoleRef.Kind != "Role" || rb.RoleRef.Name != r.Name ||
+		len(rb.Subjects) != 1 || rb.Subjects[0].Name != sa.Name || rb.Subjects[0].Namespace != sa.Namespace {
+		t.Errorf("Role %s/%s and binding %+v: want them in %s, binding its ServiceAccount", r.Namespace, r.Name, rb, sa.Namespace)
+	}
+	if n := len(objs); n != 4 {
+		t.Errorf("%d RBAC objects, want the ClusterRole, the Role and their bindings only (no Event is read)", n)
 	}
 }
 

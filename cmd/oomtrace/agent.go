@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	promcollectors "github.com/prometheus/client_golang/prometheus/collectors"
@@ -22,6 +24,7 @@ import (
 	"github.com/oomtrace/oomtrace/exporter/stream"
 	"github.com/oomtrace/oomtrace/internal/enrich"
 	"github.com/oomtrace/oomtrace/internal/kube/clusterview"
+	"github.com/oomtrace/oomtrace/internal/kube/uninstall"
 	"github.com/oomtrace/oomtrace/internal/pipeline"
 	"github.com/oomtrace/oomtrace/internal/postmortem"
 	"github.com/oomtrace/oomtrace/tracer"
@@ -169,8 +172,13 @@ func (d *agent) trace(ctx context.Context, ready *atomic.Bool) error {
 	ready.Store(false)
 	d.drain()
 	if p := d.tracer.PinPath(); p != "" {
-		d.log.Info("the hooks stay attached and recording, pinned: the next oomtrace takes them over and reports what they recorded (oomtrace unpin removes them)",
-			"pin_path", p, "generation", d.tracer.Generation())
+		if why := d.uninstalling(); why != "" {
+			d.unpinAtExit = true
+			d.log.Info("uninstalled: the hooks are detached and the pin path emptied as oomtrace exits", "reason", why, "pin_path", p)
+		} else {
+			d.log.Info("the hooks stay attached and recording, pinned: the next oomtrace takes them over and reports what they recorded (oomtrace unpin removes them)",
+				"pin_path", p, "generation", d.tracer.Generation())
+		}
 	}
 	if err != nil {
 		return err
@@ -222,7 +230,7 @@ func (d *agent) status() *exporter.Status {
 		}
 		missed, _, err := d.tracer.Unobserved()
 		return exporter.PipelineStats{OOMKillsLost: s.Lost, CommitRefusalsLost: s.RefusalsLost, TaskSignalsLost: s.SignalsLost, TaskSignalsLimited: s.SignalsLimited, DecodeErrors: s.DecodeErrors,
-			OutputDropped: d.pipe.Dropped(), OOMKillsUnobserved: missed}, err
+			OutputDropped: d.pipe.Dropped(), OOMKillsDropped: d.pipe.DroppedKills(), OOMKillsUnobserved: missed}, err
 	}
 	return exporter.NewStatus(o)
 }
@@ -327,4 +335,57 @@ func listenIP(addr net.Addr) net.IP {
 		return ta.IP
 	}
 	return nil
+}
+
+// uninstallCheckTimeout bounds each look at the API for an uninstall: at
+// start, and at stop within the pod's grace period (10 s).
+const uninstallCheckTimeout = 3 * time.Second
+
+// watchUninstall sets up, in a pod (--kube.pod) whose hooks are pinned,
+// the check at stop that tells an uninstall from a restart; nil where it
+// cannot be told (then the hooks stay pinned at every stop, as always).
+func (d *agent) watchUninstall(ctx context.Context) *uninstall.Watch {
+	if d.opts.kubePod == "" || d.kube == nil || d.tracer.PinPath() == "" {
+		return nil
+	}
+	ns, name, _ := strings.Cut(d.opts.kubePod, "/")
+	cctx, cancel := context.WithTimeout(ctx, uninstallCheckTimeout)
+	defer cancel()
+	w, err := uninstall.Start(cctx, d.kube, ns, name)
+	if err != nil {
+		d.log.Warn("an uninstall cannot be told from a restart: the hooks stay pinned at every stop (oomtrace unpin removes them)", "pod", d.opts.kubePod, "err", err)
+		return nil
+	}
+	return w
+}
+
+// uninstalling says why oomtrace is being uninstalled; empty for a
+// restart, an upgrade, or when the API cannot say.
+func (d *agent) uninstalling() string {
+	if d.uninstall == nil {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), uninstallCheckTimeout)
+	defer cancel()
+	yes, why, err := d.uninstall.Uninstalled(ctx)
+	if err != nil {
+		d.log.Warn("cannot tell an uninstall from a restart: the hooks stay pinned", "err", err)
+	}
+	if !yes {
+		return ""
+	}
+	return why
+}
+
+// unpinUninstalled detaches the hooks and empties the pin path, once the
+// tracer has closed, when uninstalling said so.
+func (d *agent) unpinUninstalled() {
+	if !d.unpinAtExit {
+		return
+	}
+	if _, err := tracer.Unpin(d.opts.pinPath); err != nil {
+		d.log.Error("uninstall: the hooks stay pinned", "pin_path", d.opts.pinPath, "err", err)
+		return
+	}
+	d.log.Info("uninstall: no oomtrace hook is attached from the pin path any more", "pin_path", d.opts.pinPath)
 }

@@ -41,6 +41,7 @@ type options struct {
 	refusalWin  time.Duration
 	btfPath     string
 	nodeName    string
+	kubePod     string
 	logLevel    string
 	logFormat   string
 	level       slog.Level // logLevel, parsed by validate
@@ -131,6 +132,7 @@ func defineFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.kubepods, "kubepods-cgroup", "", "the kubepods cgroup in the memory hierarchy; empty: found")
 	fs.DurationVar(&o.sampleEvery, "node.sample-interval", time.Second, "read the node's memory signals this often (and at every kernel event)")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for the cluster view; empty: in-cluster in a pod, else none; none: off")
+	fs.StringVar(&o.kubePod, "kube.pod", ownPod(), "this oomtrace's own pod, NAMESPACE/NAME (default $POD_NAMESPACE/$POD_NAME): at stop, when the DaemonSet that owns it is gone or being deleted (an uninstall, not a restart or an upgrade), the pinned hooks are detached; empty: they stay pinned at every stop")
 	fs.BoolVar(&o.kubeEvents, "kube.events", false, "write a Warning Event on the pod of every kernel OOM kill")
 	fs.BoolVar(&o.kubeEventsEnded, "kube.events.container-kills", true, "with --kube.events, an Event also for a kill that ended its container (OOMKillContainer); false leaves those to the kubelet (its OOMKilled status, and its own OOM Event once it writes one: kubernetes#136092)")
 	fs.DurationVar(&o.containerCheck, "container.check-delay", 2*time.Second, "hold a container's kill this long, then say whether the container survived it; 0: no check")
@@ -172,6 +174,7 @@ func (o *options) validate() error {
 		{"node.sample-interval", positive(o.sampleEvery)},
 		{"correlation.window", positive(o.corrWindow)},
 		{"filter.pod", podNames(o.pods)},
+		{"kube.pod", namespacedName(o.kubePod)},
 	}
 	for _, c := range checks {
 		if c.err != nil {
@@ -261,6 +264,24 @@ func podNames(pods []string) error {
 		}
 	}
 	return nil
+}
+
+// namespacedName: empty or NAMESPACE/NAME.
+func namespacedName(v string) error {
+	if ns, name, ok := strings.Cut(v, "/"); v != "" && (!ok || ns == "" || name == "" || strings.Contains(name, "/")) {
+		return fmt.Errorf("must be NAMESPACE/NAME, not %q", v)
+	}
+	return nil
+}
+
+// ownPod is the pod the downward API names in the environment (the
+// manifests set POD_NAMESPACE and POD_NAME); empty outside one.
+func ownPod() string {
+	ns, name := os.Getenv("POD_NAMESPACE"), os.Getenv("POD_NAME")
+	if ns == "" || name == "" {
+		return ""
+	}
+	return ns + "/" + name
 }
 
 // envName is the environment twin of a flag.

@@ -24,6 +24,7 @@ import (
 	"github.com/oomtrace/oomtrace/internal/cri"
 	"github.com/oomtrace/oomtrace/internal/kube/clusterview"
 	"github.com/oomtrace/oomtrace/internal/kube/kubeapi"
+	"github.com/oomtrace/oomtrace/internal/kube/uninstall"
 	"github.com/oomtrace/oomtrace/internal/nodememory"
 	"github.com/oomtrace/oomtrace/internal/pipeline"
 	"github.com/oomtrace/oomtrace/tracer"
@@ -141,6 +142,10 @@ type agent struct {
 	recorder *kubeevents.Recorder
 	metrics  *exporter.Metrics
 	pipe     *pipeline.Pipeline
+	// uninstall tells an uninstall at stop (nil: not told); unpinAtExit:
+	// it did, and the hooks are unpinned once the tracer has closed.
+	uninstall   *uninstall.Watch
+	unpinAtExit bool
 }
 
 // serve runs oomtrace until SIGINT or SIGTERM: it checks what would fail
@@ -157,6 +162,8 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 	if d.tracer, err = tracer.New(tracerConfig(opts, d.node, log)); err != nil {
 		return err
 	}
+	// Deferred before the tracer's Close, so that it runs after it.
+	defer d.unpinUninstalled()
 	defer d.tracer.Close()
 	// Loading decoded the kernel's BTF and the programs: megabytes of heap
 	// that are garbage now. An agent's idle footprint is what a node pays
@@ -167,6 +174,7 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 	defer stop()
 	// A closed stdout is an error to report, not a SIGPIPE death.
 	signal.Ignore(syscall.SIGPIPE)
+	d.uninstall = d.watchUninstall(ctx)
 	if d.runtime, err = cri.Open(opts.criEndpoint, opts.runDir, cri.Options{Retention: opts.criRetention, Logger: log}); err != nil {
 		return fmt.Errorf("--cri.endpoint: %w", err)
 	}

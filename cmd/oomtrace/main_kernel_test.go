@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"crypto/tls"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -19,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/oomtrace/oomtrace/event"
@@ -425,50 +423,6 @@ func logValue(t *testing.T, logs, key string) int {
 	return 0
 }
 
-// programNames lists every loaded BPF program as id:name, or why not.
-func programNames() []string {
-	var all []string
-	for id := ebpf.ProgramID(0); ; {
-		next, err := ebpf.ProgramGetNextID(id)
-		if err != nil {
-			return all
-		}
-		id = next
-		p, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			all = append(all, fmt.Sprintf("%d:(%v)", id, err))
-			continue
-		}
-		info, err := p.Info()
-		p.Close()
-		if err != nil {
-			all = append(all, fmt.Sprintf("%d:(info: %v)", id, err))
-			continue
-		}
-		all = append(all, fmt.Sprintf("%d:%s", id, info.Name))
-	}
-}
-
-// ourPrograms lists, as id:name, the loaded BPF programs whose names are
-// oomtrace's.
-func ourPrograms(t *testing.T) []string {
-	t.Helper()
-	names := map[string]bool{}
-	for _, n := range []string{"tp_btf_mark_victim", "tracepoint_mark_victim", "tp_btf_signal_generate", "tracepoint_signal_generate",
-		"fentry_oom_kill_process", "kprobe_oom_kill_process", "fexit_vm_enough_memory", "kprobe_vm_enough_memory", "kretprobe_vm_enough_memory",
-		"sys_exit_mmap", "sys_exit_brk", "sys_exit_mremap", "sys_exit_mprotect", "sys_exit_clone", "sys_exit_clone3",
-		"sys_exit_fork", "sys_exit_vfork", "sys_exit_shmget", "sys_exit_execve"} {
-		names[n[:min(len(n), 15)]] = true // the kernel keeps 15 bytes of a name
-	}
-	var found []string
-	for _, p := range programNames() {
-		if _, name, _ := strings.Cut(p, ":"); names[name] {
-			found = append(found, p)
-		}
-	}
-	return found
-}
-
 // TestSIGTERMDuringBurst stops an unpinned oomtrace while processes are
 // being killed: exit 0, every event it read written out, and none of its
 // BPF programs left in the kernel.
@@ -479,8 +433,8 @@ func TestSIGTERMDuringBurst(t *testing.T) {
 	// detach take the kernel a second here.
 	// Programs still loaded after that (another oomtrace on this host) are
 	// left out of the check, by id: this run's own must all go.
-	before := ourPrograms(t)
-	for deadline := time.Now().Add(20 * time.Second); len(before) > 0 && time.Now().Before(deadline); before = ourPrograms(t) {
+	before := testenv.OomtracePrograms()
+	for deadline := time.Now().Add(20 * time.Second); len(before) > 0 && time.Now().Before(deadline); before = testenv.OomtracePrograms() {
 		time.Sleep(200 * time.Millisecond)
 	}
 	if len(before) > 0 {
@@ -488,7 +442,7 @@ func TestSIGTERMDuringBurst(t *testing.T) {
 	}
 	newSince := func() []string {
 		var fresh []string
-		for _, p := range ourPrograms(t) {
+		for _, p := range testenv.OomtracePrograms() {
 			if !slices.Contains(before, p) {
 				fresh = append(fresh, p)
 			}
@@ -511,7 +465,7 @@ func TestSIGTERMDuringBurst(t *testing.T) {
 		}
 	}
 	if len(newSince()) == 0 {
-		t.Fatalf("no oomtrace programs loaded while running: the check below would prove nothing (loaded: %v; before: %v)", programNames(), before)
+		t.Fatalf("no oomtrace programs loaded while running: the check below would prove nothing (loaded: %v; before: %v)", testenv.ProgramNames(), before)
 	}
 
 	cg := memcgtest.New(t, nil, 32<<20)

@@ -98,7 +98,54 @@ func TestCluster(t *testing.T) {
 	ok = t.Run("not_enforced_capabilities", func(t *testing.T) { testNotEnforced(t, c, o) })
 	ok = ok && t.Run("soft_eviction", func(t *testing.T) { testSoftEviction(t, c, o, soft) })
 	if ok && !c.Runtime.Memcg.V1 {
-		t.Run("worker_process_kill_single_process", func(t *testing.T) { testWorkerProcessKill(t, c, o) })
+		ok = t.Run("worker_process_kill_single_process", func(t *testing.T) { testWorkerProcessKill(t, c, o) })
+	}
+	// Last: the DaemonSet deleted, as an uninstall does.
+	if ok {
+		t.Run("uninstall", func(t *testing.T) { testUninstall(t, c, o) })
+	}
+}
+
+// testUninstall: the DaemonSet deleted as helm uninstall and kubectl delete
+// -k delete it (background propagation: the DaemonSet goes first, then the
+// garbage collector deletes its pod, gracefully) leaves nothing of oomtrace
+// on the node: no program loaded, nothing under the pin path. Every
+// restart and rollout before (rollout_restart, the variants' rollouts) kept
+// them pinned. This cluster runs no garbage collector (the scenarios' pods
+// name owners that do not exist, which it would delete): the test deletes
+// the pod as it would, after the DaemonSet.
+func testUninstall(t *testing.T, c *Cluster, o *Oomtrace) {
+	ctx := context.Background()
+	pin := filepath.Join(c.BPFFS, "oomtrace")
+	if entries, err := os.ReadDir(pin); err != nil || len(entries) == 0 {
+		t.Fatalf("nothing pinned at %s before the uninstall (%v): the check would prove nothing", pin, err)
+	}
+	if len(testenv.OomtracePrograms()) == 0 {
+		t.Fatal("no oomtrace program loaded before the uninstall: the check would prove nothing")
+	}
+	logs := o.Follow(t, o.Pod.Name)
+	background := metav1.DeletePropagationBackground
+	if err := c.Client.AppsV1().DaemonSets("oomtrace").Delete(ctx, "oomtrace", metav1.DeleteOptions{PropagationPolicy: &background}); err != nil {
+		t.Fatalf("delete the DaemonSet: %v", err)
+	}
+	if err := c.Client.CoreV1().Pods("oomtrace").Delete(ctx, o.Pod.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("delete the DaemonSet's pod, as the garbage collector does: %v", err)
+	}
+	c.waitGone(t, "oomtrace", o.Pod.Name)
+	var left []string
+	entries, _ := os.ReadDir(pin)
+	for _, e := range entries {
+		left = append(left, e.Name())
+	}
+	if progs := testenv.OomtracePrograms(); len(left) > 0 || len(progs) > 0 {
+		t.Errorf("after the uninstall: %v under %s, programs %v loaded; the agent's last lines:\n%s", left, pin, progs, tail(strings.Join(logs.Lines(), "\n"), 15))
+	}
+	uninstalled := false
+	for _, l := range logs.Lines() {
+		uninstalled = uninstalled || strings.Contains(l, "uninstalled: the hooks are detached")
+	}
+	if !uninstalled {
+		t.Errorf("the agent did not say it was uninstalled; its last lines:\n%s", tail(strings.Join(logs.Lines(), "\n"), 15))
 	}
 }
 

@@ -1,12 +1,14 @@
 // Package kubeapi is oomtrace's client of the API server: the resources it
-// reads (this node's pods and its Node; no Event) and the Events it
-// writes (events.k8s.io/v1), over REST with a scheme of only their types.
+// reads (this node's pods and its Node, its own pod and the metadata of
+// the DaemonSet that owns it; no Event) and the Events it writes
+// (events.k8s.io/v1), over REST with a scheme of only their types.
 // client-go's clientset registers every API group's types when the binary
 // starts: about 8 MiB of a node agent's memory for nothing it uses.
 package kubeapi
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -117,4 +119,34 @@ func (c *Client) CreateEvent(ctx context.Context, ev *eventsv1.Event) (*eventsv1
 	out := &eventsv1.Event{}
 	err := c.events.Post().Namespace(ev.Namespace).Resource("events").Body(ev).Do(ctx).Into(out)
 	return out, err
+}
+
+// Pod gets one pod.
+func (c *Client) Pod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+	out := &corev1.Pod{}
+	err := c.core.Get().Namespace(namespace).Resource("pods").Name(name).Do(ctx).Into(out)
+	return out, err
+}
+
+// ObjectMeta is what oomtrace reads of an object of another API group: its
+// metadata only, without a scheme of the group's types.
+type ObjectMeta struct {
+	UID               string       `json:"uid"`
+	DeletionTimestamp *metav1.Time `json:"deletionTimestamp,omitempty"`
+}
+
+// DaemonSetMeta gets the metadata of an apps/v1 DaemonSet.
+func (c *Client) DaemonSetMeta(ctx context.Context, namespace, name string) (ObjectMeta, error) {
+	raw, err := c.core.Get().AbsPath("/apis/apps/v1/namespaces", namespace, "daemonsets", name).
+		SetHeader("Accept", runtime.ContentTypeJSON).DoRaw(ctx)
+	if err != nil {
+		return ObjectMeta{}, err
+	}
+	var obj struct {
+		Metadata ObjectMeta `json:"metadata"`
+	}
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return ObjectMeta{}, fmt.Errorf("DaemonSet %s/%s: %w", namespace, name, err)
+	}
+	return obj.Metadata, nil
 }

@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -184,5 +185,44 @@ func testClient(t *testing.T, configured, want string) {
 		if _, err := c.Watch(ctx, "default", res, metav1.ListOptions{}); err == nil {
 			t.Errorf("%s, which oomtrace does not read, were watched", res)
 		}
+	}
+}
+
+// TestDaemonSetMeta: a DaemonSet's metadata in JSON, though the client
+// speaks protobuf and has no apps types; a missing one is NotFound, as the
+// API server says it.
+func TestDaemonSetMeta(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/apis/apps/v1/namespaces/oomtrace/daemonsets/oomtrace", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Accept") != runtime.ContentTypeJSON {
+			http.Error(w, "want JSON, not "+r.Header.Get("Accept"), http.StatusNotAcceptable)
+			return
+		}
+		w.Header().Set("Content-Type", runtime.ContentTypeJSON)
+		io.WriteString(w, `{"kind":"DaemonSet","apiVersion":"apps/v1","metadata":{"name":"oomtrace","uid":"ds-1","deletionTimestamp":"2026-12-06T09:00:00Z"},"spec":{}}`)
+	})
+	mux.HandleFunc("/api/v1/namespaces/oomtrace/pods/oomtrace-abc", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, r, http.StatusOK, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "oomtrace-abc", Namespace: "oomtrace", UID: "p-1"}}, corev1.SchemeGroupVersion)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, r, http.StatusNotFound, &metav1.Status{Status: metav1.StatusFailure, Reason: metav1.StatusReasonNotFound, Code: http.StatusNotFound}, schema.GroupVersion{Version: "v1"})
+	})
+	ts := httptest.NewServer(mux)
+	defer ts.Close()
+	c, err := New(&rest.Config{Host: ts.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	meta, err := c.DaemonSetMeta(ctx, "oomtrace", "oomtrace")
+	if err != nil || meta.UID != "ds-1" || meta.DeletionTimestamp == nil {
+		t.Errorf("DaemonSetMeta = %+v, %v", meta, err)
+	}
+	if _, err := c.DaemonSetMeta(ctx, "oomtrace", "gone"); !apierrors.IsNotFound(err) {
+		t.Errorf("a missing DaemonSet: %v, want NotFound", err)
+	}
+	pod, err := c.Pod(ctx, "oomtrace", "oomtrace-abc")
+	if err != nil || pod.UID != "p-1" {
+		t.Errorf("Pod = %+v, %v", pod, err)
 	}
 }
