@@ -128,11 +128,11 @@ func (l *limitListener) take() bool {
 	}
 }
 
-// displaceQuietest closes the connection that displaced() picks; false
+// displaceQuietest closes the connection that quietest picks; false
 // when every one is being answered.
 func (l *limitListener) displaceQuietest() bool {
 	l.mu.Lock()
-	victim := l.displaced()
+	victim := l.quietest()
 	if victim != nil {
 		victim.displaced = true
 	}
@@ -144,10 +144,10 @@ func (l *limitListener) displaceQuietest() bool {
 	return true
 }
 
-// displaced picks, of the connections not being answered, one of the source
+// quietest picks, of the connections not being answered, one of the source
 // that holds the most connections, quiet longest; nil when there is none.
 // At most n connections: the count is cheap, and it runs only at the limit.
-func (l *limitListener) displaced() *limitConn {
+func (l *limitListener) quietest() *limitConn {
 	held := make(map[string]int, l.conns.Len())
 	for e := l.conns.Front(); e != nil; e = e.Next() {
 		held[e.Value.(*limitConn).source]++

@@ -167,21 +167,7 @@ func TestScrapeInFlightKept(t *testing.T) {
 		got <- err
 	}()
 	<-entered
-	var flood []net.Conn
-	defer func() {
-		for _, c := range flood {
-			c.Close()
-		}
-	}()
-	for range 5 * MaxConnections {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatalf("dial: %v", err)
-		}
-		flood = append(flood, c)
-	}
-	// Every flood connection was accepted: each displaced another.
-	scrapeWithin(t, addr, 1, 2*time.Second)
+	flood(t, &net.Dialer{}, addr, 5*MaxConnections)
 	close(release)
 	if err := <-got; err != nil {
 		t.Errorf("the scrape in flight during the flood: %v", err)
@@ -198,39 +184,28 @@ func TestFloodDisplacesItsOwnSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer scraper.Close()
-	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
-	var flood []net.Conn
-	defer func() {
-		for _, c := range flood {
-			c.Close()
-		}
-	}()
-	for range 5 * MaxConnections {
+	flood(t, &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}, addr, 5*MaxConnections)
+	if code, err := testenv.Request(scraper, bufio.NewReader(scraper), "/metrics", 2*time.Second); err != nil || code != http.StatusOK {
+		t.Fatalf("the scraper's connection was displaced by another source's flood: %d %v", code, err)
+	}
+}
+
+// flood opens n connections to addr with dialer, closed when the test
+// ends, and returns once the server has accepted the last (so every one
+// has been held, displacing others); the last has sent a request.
+func flood(t *testing.T, dialer *net.Dialer, addr string, n int) {
+	t.Helper()
+	var last net.Conn
+	for range n {
 		c, err := dialer.Dial("tcp", addr)
 		if err != nil {
 			t.Fatalf("dial: %v", err)
 		}
-		flood = append(flood, c)
+		t.Cleanup(func() { c.Close() })
+		last = c
 	}
-	// The last flood connection is held only once it has been accepted.
-	if _, err := io.WriteString(flood[len(flood)-1], "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	flood[len(flood)-1].SetReadDeadline(time.Now().Add(2 * time.Second))
-	if _, err := http.ReadResponse(bufio.NewReader(flood[len(flood)-1]), nil); err != nil {
-		t.Fatalf("the last flood connection: %v", err)
-	}
-	if _, err := io.WriteString(scraper, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-		t.Fatalf("the scraper's connection: %v", err)
-	}
-	scraper.SetReadDeadline(time.Now().Add(2 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(scraper), nil)
-	if err != nil {
-		t.Fatalf("the scraper's connection was displaced by another source's flood: %v", err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Errorf("scrape: %s", resp.Status)
+	if _, err := testenv.Request(last, bufio.NewReader(last), "/healthz", 2*time.Second); err != nil {
+		t.Fatalf("the flood's last connection: %v", err)
 	}
 }
 
@@ -246,54 +221,27 @@ func TestFloodDisplacesTheQuietest(t *testing.T) {
 	defer scraper.Close()
 	br := bufio.NewReader(scraper)
 	scrape := func() error {
-		scraper.SetDeadline(time.Now().Add(2 * time.Second))
-		if _, err := io.WriteString(scraper, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-			return err
-		}
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			return err
-		}
-		io.Copy(io.Discard, resp.Body)
-		return resp.Body.Close()
+		_, err := testenv.Request(scraper, br, "/metrics", 2*time.Second)
+		return err
 	}
 	if err := scrape(); err != nil {
 		t.Fatal(err)
 	}
 	// The other slots but the one Accept keeps for the next connection,
 	// opened after the scraper's and silent since.
-	var idle []net.Conn
-	defer func() {
-		for _, c := range idle {
-			c.Close()
-		}
-	}()
 	for range MaxConnections - 2 {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		idle = append(idle, c)
+		defer c.Close()
 	}
 	time.Sleep(50 * time.Millisecond)
 	if err := scrape(); err != nil { // the scraper is the latest to speak
 		t.Fatal(err)
 	}
 	// New connections displace the idle ones, quiet longest, first.
-	for range MaxConnections / 2 {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		idle = append(idle, c)
-	}
-	// The last one is held only once it has been accepted.
-	last := idle[len(idle)-1]
-	io.WriteString(last, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-	last.SetReadDeadline(time.Now().Add(2 * time.Second))
-	if _, err := http.ReadResponse(bufio.NewReader(last), nil); err != nil {
-		t.Fatal(err)
-	}
+	flood(t, &net.Dialer{}, addr, MaxConnections/2)
 	if err := scrape(); err != nil {
 		t.Errorf("the scraper's kept-alive connection, the latest to speak, was displaced: %v", err)
 	}

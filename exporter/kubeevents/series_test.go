@@ -26,14 +26,21 @@ func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unloc
 func startWithEvent(t *testing.T) (*fakeAPI, *Recorder, *clock) {
 	t.Helper()
 	api := &fakeAPI{}
+	r, c := startRecorder(t, api)
+	r.Write(podKill("uid-1", c.now()))
+	waitFor(t, "the Event", func() bool { return len(api.events()) == 1 })
+	return api, r, c
+}
+
+// startRecorder starts a recorder of api on a settable clock, its series
+// patched every 50 ms.
+func startRecorder(t *testing.T, api *fakeAPI) (*Recorder, *clock) {
 	r := New(api, "node-a")
 	c := &clock{t: time.Date(2026, 12, 2, 8, 0, 0, 0, time.UTC)}
 	r.now, r.seriesEvery = c.now, 50*time.Millisecond
 	r.Start(context.Background())
 	t.Cleanup(r.Shutdown)
-	r.Write(podKill("uid-1", c.now()))
-	waitFor(t, "the Event", func() bool { return len(api.events()) == 1 })
-	return api, r, c
+	return r, c
 }
 
 // TestSeries: the repeats of a kill in one container are one Event whose
@@ -76,11 +83,7 @@ func TestSeries(t *testing.T) {
 // Event is still being created are patched once it exists.
 func TestSeriesRepeatsWhileCreating(t *testing.T) {
 	api := &fakeAPI{block: make(chan struct{})}
-	r := New(api, "node-a")
-	c := &clock{t: time.Date(2026, 12, 2, 8, 0, 0, 0, time.UTC)}
-	r.now, r.seriesEvery = c.now, 50*time.Millisecond
-	r.Start(context.Background())
-	t.Cleanup(r.Shutdown)
+	r, c := startRecorder(t, api)
 	r.Write(podKill("uid-1", c.now()))
 	for range 3 {
 		c.add(time.Second)

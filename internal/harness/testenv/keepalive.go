@@ -54,16 +54,9 @@ func repeatRequests(dialer *net.Dialer, addr string, period time.Duration, done 
 	defer c.Close()
 	br := bufio.NewReader(c)
 	for {
-		c.SetDeadline(time.Now().Add(period + 10*time.Second))
-		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: oomtrace\r\n\r\n"); err != nil {
+		if _, err := Request(c, br, "/healthz", period+10*time.Second); err != nil {
 			return true
 		}
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			return true
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
 		answered()
 		select {
 		case <-done:
@@ -71,4 +64,21 @@ func repeatRequests(dialer *net.Dialer, addr string, period time.Duration, done 
 		case <-time.After(period):
 		}
 	}
+}
+
+// Request sends GET path on c, a kept-alive HTTP/1.1 connection read
+// through br, and reads the whole answer, within timeout; it returns the
+// answer's status code.
+func Request(c net.Conn, br *bufio.Reader, path string, timeout time.Duration) (int, error) {
+	c.SetDeadline(time.Now().Add(timeout))
+	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: oomtrace\r\n\r\n"); err != nil {
+		return 0, err
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, err
 }
