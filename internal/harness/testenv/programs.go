@@ -7,14 +7,16 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// oomtracePrograms are the names of oomtrace's BPF programs, as the kernel
-// keeps them (15 bytes).
+// oomtracePrograms are the names of oomtrace's BPF programs, whole (as
+// cilium/ebpf reads them from the program's BTF, where it has one: fentry,
+// tp_btf) and as the kernel keeps them (15 bytes).
 var oomtracePrograms = func() map[string]bool {
 	names := map[string]bool{}
 	for _, n := range []string{"tp_btf_mark_victim", "tracepoint_mark_victim", "tp_btf_signal_generate", "tracepoint_signal_generate",
 		"fentry_oom_kill_process", "kprobe_oom_kill_process", "fexit_vm_enough_memory", "kprobe_vm_enough_memory", "kretprobe_vm_enough_memory",
 		"sys_exit_mmap", "sys_exit_brk", "sys_exit_mremap", "sys_exit_mprotect", "sys_exit_clone", "sys_exit_clone3",
-		"sys_exit_fork", "sys_exit_vfork", "sys_exit_shmget", "sys_exit_execve"} {
+		"sys_exit_fork", "sys_exit_vfork", "sys_exit_shmget", "sys_exit_execve", "sys_exit_refusal"} {
+		names[n] = true
 		names[n[:min(len(n), 15)]] = true
 	}
 	return names
