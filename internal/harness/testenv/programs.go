@@ -15,7 +15,7 @@ var oomtracePrograms = func() map[string]bool {
 	for _, n := range []string{"tp_btf_mark_victim", "tracepoint_mark_victim", "tp_btf_signal_generate", "tracepoint_signal_generate",
 		"fentry_oom_kill_process", "kprobe_oom_kill_process", "fexit_vm_enough_memory", "kprobe_vm_enough_memory", "kretprobe_vm_enough_memory",
 		"sys_exit_mmap", "sys_exit_brk", "sys_exit_mremap", "sys_exit_mprotect", "sys_exit_clone", "sys_exit_clone3",
-		"sys_exit_fork", "sys_exit_vfork", "sys_exit_shmget", "sys_exit_execve", "sys_exit_refusal"} {
+		"sys_exit_fork", "sys_exit_vfork", "sys_exit_shmget", "sys_exit_execve"} {
 		names[n] = true
 		names[n[:min(len(n), 15)]] = true
 	}
