@@ -178,16 +178,24 @@ func TestScrapeInFlightKept(t *testing.T) {
 // displaces its own, not a scraper's from another address that has not sent
 // its request yet (a slow network, or TLS still in its handshake).
 func TestFloodDisplacesItsOwnSource(t *testing.T) {
+	addr, scraper := scraperOf(t)
+	flood(t, &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}, addr, 5*MaxConnections)
+	if code, err := testenv.Request(scraper, bufio.NewReader(scraper), "/metrics", 2*time.Second); err != nil || code != http.StatusOK {
+		t.Fatalf("the scraper's connection was displaced by another source's flood: %d %v", code, err)
+	}
+}
+
+// scraperOf serves the metrics as the agent does and opens a scraper's
+// connection to them, closed when the test ends.
+func scraperOf(t *testing.T) (string, net.Conn) {
+	t.Helper()
 	addr := floodServer(t, Handler(prometheus.NewRegistry(), "/metrics", nil))
 	scraper, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer scraper.Close()
-	flood(t, &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}, addr, 5*MaxConnections)
-	if code, err := testenv.Request(scraper, bufio.NewReader(scraper), "/metrics", 2*time.Second); err != nil || code != http.StatusOK {
-		t.Fatalf("the scraper's connection was displaced by another source's flood: %d %v", code, err)
-	}
+	t.Cleanup(func() { scraper.Close() })
+	return addr, scraper
 }
 
 // flood opens n connections to addr with dialer, closed when the test
@@ -213,12 +221,7 @@ func flood(t *testing.T, dialer *net.Dialer, addr string, n int) {
 // the one quiet longest, not the oldest: a scraper's kept-alive connection
 // that asks again and again outlives the idle ones opened after it.
 func TestFloodDisplacesTheQuietest(t *testing.T) {
-	addr := floodServer(t, Handler(prometheus.NewRegistry(), "/metrics", nil))
-	scraper, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer scraper.Close()
+	addr, scraper := scraperOf(t)
 	br := bufio.NewReader(scraper)
 	scrape := func() error {
 		_, err := testenv.Request(scraper, br, "/metrics", 2*time.Second)

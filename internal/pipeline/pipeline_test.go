@@ -260,14 +260,7 @@ func TestAckOncePerKill(t *testing.T) {
 		}
 	}
 	close(g.open)
-	if !p.Close(5 * time.Second) {
-		t.Fatal("pipeline did not drain")
-	}
-	for seq := uint64(1); seq <= 4; seq++ {
-		if a.count(seq) != 1 {
-			t.Errorf("kill %d acknowledged %d times, want 1", seq, a.count(seq))
-		}
-	}
+	drainAckedOnce(t, p, &a, 4)
 
 	// Filtered kills are acknowledged; kills the output failed on are not.
 	var b acks
@@ -334,10 +327,16 @@ func TestAckInboxFull(t *testing.T) {
 		t.Errorf("%d series of oomtrace_oom_kills_total after the drop, want the dropped kill's", n)
 	}
 	close(stuck.open)
+	drainAckedOnce(t, p, &a, 4)
+}
+
+// drainAckedOnce closes p and requires kills 1 to n acknowledged once each.
+func drainAckedOnce(t *testing.T, p *Pipeline, a *acks, n uint64) {
+	t.Helper()
 	if !p.Close(5 * time.Second) {
 		t.Fatal("pipeline did not drain")
 	}
-	for seq := uint64(1); seq <= 4; seq++ {
+	for seq := uint64(1); seq <= n; seq++ {
 		if a.count(seq) != 1 {
 			t.Errorf("kill %d acknowledged %d times, want 1", seq, a.count(seq))
 		}
