@@ -113,8 +113,17 @@ func (d *agent) pipelineOptions(out pipeline.Sink, stop func()) pipeline.Options
 		// again.
 		Ack: d.tracer.Commit,
 	}
+	// Containers are named by the runtime, and where it does not know
+	// them (no socket, not answering), by the kubelet's pod statuses.
+	var names enrich.Resolvers
 	if d.runtime != nil {
-		o.Enricher.Resolver = d.runtime
+		names = append(names, d.runtime)
+	}
+	if d.view != nil {
+		names = append(names, d.view)
+	}
+	if len(names) > 0 {
+		o.Enricher.Resolver = names
 	}
 	if d.recorder != nil {
 		o.KubeEvents = d.recorder

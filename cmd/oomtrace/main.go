@@ -196,6 +196,9 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 	if d.kube != nil {
 		d.view = clusterview.New(d.kube, clusterview.Options{Node: d.node, Logger: log})
 	}
+	if d.runtime == nil && d.view != nil {
+		log.Info("naming containers from the kubelet's pod statuses (the API server's): no container runtime socket")
+	}
 	d.metrics = exporter.NewMetrics(exporter.MetricsOptions{Retention: opts.retention})
 	d.pipe = pipeline.New(ctx, d.pipelineOptions(eventWriter(opts.output, stdout), stop))
 	d.startSources(ctx)

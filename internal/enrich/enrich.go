@@ -17,6 +17,21 @@ type Resolver interface {
 	Lookup(ctx context.Context, id string, at time.Time) (cri.Container, bool)
 }
 
+// Resolvers ask each resolver in turn until one names the container: the
+// runtime first (it knows a container from its start, and its sandbox),
+// then the cluster's view of the kubelet's pod statuses.
+type Resolvers []Resolver
+
+// Lookup is the first resolver's answer that names the container.
+func (rs Resolvers) Lookup(ctx context.Context, id string, at time.Time) (cri.Container, bool) {
+	for _, r := range rs {
+		if c, ok := r.Lookup(ctx, id, at); ok {
+			return c, true
+		}
+	}
+	return cri.Container{}, false
+}
+
 // Enricher adds attribution to events. The zero value reads cgroup paths
 // only.
 type Enricher struct {

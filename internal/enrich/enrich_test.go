@@ -150,3 +150,28 @@ func TestContainerInit(t *testing.T) {
 		}
 	}
 }
+
+// TestResolvers: a container the runtime does not know (its socket
+// missing, or the runtime not answering) is named by the next resolver,
+// the cluster's view; the runtime's answer comes first.
+func TestResolvers(t *testing.T) {
+	view := fakeRuntime{
+		goneID:  {ID: goneID, Name: "worker", Runtime: "containerd", PodUID: uid, PodName: "cart-7d9f", PodNamespace: "shop"},
+		redisID: {ID: redisID, Name: "not-redis", PodUID: uid},
+	}
+	e := Enricher{Resolver: Resolvers{runtime, view}}
+	unknown := "eeee000000000000000000000000000000000000000000000000000000000005"
+	for id, want := range map[string]string{redisID: "redis", goneID: "worker", unknown: ""} {
+		p := proc(1, podPath+"/"+id)
+		e.Process(context.Background(), &p, time.Now())
+		if p.Container == nil || p.Container.Name != want {
+			t.Errorf("%s: container %s, want named %q", id[:4], jsonOf(t, p.Container), want)
+		}
+		if want != "" && (p.Pod == nil || p.Pod.Name != "cart-7d9f") {
+			t.Errorf("%s: pod %s", id[:4], jsonOf(t, p.Pod))
+		}
+	}
+	if _, ok := (Resolvers{}).Lookup(context.Background(), redisID, time.Now()); ok {
+		t.Error("no resolver named a container")
+	}
+}

@@ -173,7 +173,6 @@ func (s *stage) Write(ev event.Event) error {
 		ev.NodeMemory = s.nodeMemory()
 		cause.Classify(&ev)
 		s.correlator.OOMKill(&ev)
-		s.count(ev)
 		if s.settler.hold(ev) {
 			return nil
 		}
@@ -203,9 +202,12 @@ func (s *stage) count(ev event.Event) {
 	}
 }
 
-// finishKill hands a kill, settled or not held, to the API's Events and
-// to the output. It runs on the stage's goroutine or the settler's.
+// finishKill counts a kill, settled or not held, in the metrics and hands
+// it to the API's Events and to the output. It runs on the stage's
+// goroutine or the settler's.
 func (s *stage) finishKill(ev event.OOMKill) error {
+	s.nameLate(&ev)
+	s.count(ev)
 	if s.kubeEvents != nil && ev.Victim.Pod != nil {
 		_ = s.kubeEvents.Write(ev)
 	}
@@ -262,6 +264,19 @@ func (a acking) Write(ev event.Event) error {
 }
 
 // owner names the workload of pod, if known.
+// nameLate asks again for the name of a container that had none at the
+// kill: a container killed in its first second is not yet in the
+// kubelet's pod status, which names containers where the runtime does
+// not; after the settle delay it is. Its pod's owner likewise.
+func (s *stage) nameLate(ev *event.OOMKill) {
+	if c := ev.Victim.Container; c == nil || c.Name != "" || s.enricher.Resolver == nil {
+		return
+	}
+	s.enricher.OOMKill(s.ctx, ev)
+	s.owner(ev.Victim.Pod)
+	s.owner(ev.Trigger.Pod)
+}
+
 func (s *stage) owner(pod *event.Pod) {
 	if pod != nil && pod.Owner == nil && pod.UID != "" && s.owners != nil {
 		pod.Owner = s.owners(pod.UID)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/cri"
+	"github.com/oomtrace/oomtrace/internal/enrich"
 )
 
 // lockedKills records the kills that reach a sink, from any goroutine.
@@ -144,6 +146,56 @@ func TestSettlerKeepsOrder(t *testing.T) {
 	for i, k := range got {
 		if k.Seq != uint64(i+1) || k.ContainerSurvived == nil {
 			t.Fatalf("kill %d out as %d (survived %v): the order changed", k.Seq, i+1, k.ContainerSurvived)
+		}
+	}
+	p.Close(time.Second)
+}
+
+// learningResolver names the containers it has been told of, from any
+// goroutine: the kubelet's pod status, which names a container only once
+// the kubelet has written its id.
+type learningResolver struct {
+	mu    sync.Mutex
+	known map[string]cri.Container
+}
+
+func (r *learningResolver) Lookup(_ context.Context, id string, _ time.Time) (cri.Container, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.known[id]
+	return c, ok
+}
+
+// A container killed before any resolver knew it (its first second,
+// named only by the kubelet's status) is named by the time its kill
+// settles: in the output, to the API's Events and in the metrics, with
+// its pod's owner.
+func TestNamedWhenSettled(t *testing.T) {
+	names := &learningResolver{known: map[string]cri.Container{}}
+	out, kube, metrics := &lockedKills{}, &lockedKills{}, &lockedKills{}
+	p := New(context.Background(), Options{Out: out, KubeEvents: kube, Metrics: metrics, QueueSize: 16,
+		Enricher:            &enrich.Enricher{Resolver: names},
+		ContainerCheckDelay: 100 * time.Millisecond,
+		ContainerAlive: func(string) (bool, error) {
+			return true, nil
+		},
+		Owners: func(uid string) *event.PodOwner {
+			names.mu.Lock()
+			defer names.mu.Unlock()
+			if _, ok := names.known[ctrID]; ok && uid == podUID {
+				return &event.PodOwner{Kind: "Deployment", Name: "cart"}
+			}
+			return nil
+		}})
+	p.Write(allocatableKill(time.Now()))
+	time.Sleep(20 * time.Millisecond) // the kill is held, unnamed
+	names.mu.Lock()
+	names.known[ctrID] = cri.Container{ID: ctrID, Name: "app", PodUID: podUID, PodName: "cart-1", PodNamespace: "shop"}
+	names.mu.Unlock()
+	for what, sink := range map[string]*lockedKills{"output": out, "Events": kube, "metrics": metrics} {
+		k := sink.wait(t, 1)[0]
+		if c, pod := k.Victim.Container, k.Victim.Pod; c == nil || c.Name != "app" || pod == nil || pod.Name != "cart-1" || pod.Owner.String() != "Deployment/cart" {
+			t.Errorf("%s: victim %s", what, k.Victim.Process)
 		}
 	}
 	p.Close(time.Second)

@@ -46,14 +46,24 @@ func slimPod(obj any) (any, error) {
 			out.Status.Conditions = append(out.Status.Conditions, corev1.PodCondition{Type: c.Type, LastTransitionTime: c.LastTransitionTime})
 		}
 	}
-	for _, cs := range p.Status.ContainerStatuses {
-		out.Status.ContainerStatuses = append(out.Status.ContainerStatuses, corev1.ContainerStatus{
+	// Names and ids of every container (Lookup), exits of the regular ones
+	// (evictions).
+	out.Status.ContainerStatuses = slimStatuses(p.Status.ContainerStatuses)
+	out.Status.InitContainerStatuses = slimStatuses(p.Status.InitContainerStatuses)
+	out.Status.EphemeralContainerStatuses = slimStatuses(p.Status.EphemeralContainerStatuses)
+	return out, nil
+}
+
+func slimStatuses(in []corev1.ContainerStatus) []corev1.ContainerStatus {
+	var out []corev1.ContainerStatus
+	for _, cs := range in {
+		out = append(out, corev1.ContainerStatus{
 			Name: bounded(cs.Name), ContainerID: bounded(cs.ContainerID),
 			State:                corev1.ContainerState{Terminated: slimTerminated(cs.State.Terminated)},
 			LastTerminationState: corev1.ContainerState{Terminated: slimTerminated(cs.LastTerminationState.Terminated)},
 		})
 	}
-	return out, nil
+	return out
 }
 
 // labelsTruncated is the one annotation of a slimmed pod: it had more

@@ -131,7 +131,7 @@ func (w *Watcher) Run(ctx context.Context, h Handlers) {
 
 	node := w.opts.Node
 	pods := w.informer("", "pods", &corev1.Pod{}, "spec.nodeName="+node, slimPod)
-	if err := pods.AddIndexers(cache.Indexers{uidIndex: podUID}); err != nil {
+	if err := pods.AddIndexers(cache.Indexers{uidIndex: podUID, containerIndex: podContainerIDs}); err != nil {
 		w.opts.Logger.Warn("cluster view: pod index", "err", err)
 	}
 	idx := pods.GetIndexer()
