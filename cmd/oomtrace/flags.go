@@ -350,18 +350,25 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 // kubeletSettings are the kubelet's hard thresholds and its kubepods
 // cgroup: from its config file when given and present, else
 // --eviction-hard and --enforce-node-allocatable. A config file that is
-// not there is a warning, not an error: a DaemonSet names one path for
-// every node, and only some kubelets (kubeadm's) keep their config there.
+// not there, or empty, is a warning, not an error: a DaemonSet names one
+// path for every node, and only some kubelets (kubeadm's) keep their
+// config there.
 func kubeletSettings(opts options, log *slog.Logger) (nodememory.KubeletConfig, error) {
 	if opts.kubeletCfg != "" {
 		kc, err := nodememory.ReadKubeletConfig(opts.kubeletCfg, opts.kubeletCfgDir)
 		if err == nil {
 			return kc, nil
 		}
-		if !errors.Is(err, os.ErrNotExist) {
+		switch {
+		case errors.Is(err, nodememory.ErrEmptyConfig):
+			// EKS, GKE and AKS keep it elsewhere: the mount made it.
+			log.Warn("kubelet config is empty, not the kubelet's; using --eviction-hard and --enforce-node-allocatable: point --kubelet.config (the chart's kubeletConfig) at this node's kubelet config",
+				"path", opts.kubeletCfg)
+		case errors.Is(err, os.ErrNotExist):
+			log.Warn("kubelet config not found; using --eviction-hard and --enforce-node-allocatable", "path", opts.kubeletCfg)
+		default:
 			return kc, err
 		}
-		log.Warn("kubelet config not found; using --eviction-hard and --enforce-node-allocatable", "path", opts.kubeletCfg)
 	}
 	th, err := nodememory.ParseEvictionHard(opts.evictionHard, opts.enforceAlloc)
 	if err != nil {

@@ -131,6 +131,29 @@ func TestKubeletConfigMissing(t *testing.T) {
 	}
 }
 
+// TestKubeletConfigEmpty: where the kubelet keeps its config elsewhere
+// (EKS, GKE, AKS), the DaemonSet's FileOrCreate mount makes an empty file
+// at the kubeadm path. It is not the kubelet's (whose file names its kind):
+// a warning that says where to point the chart, and the flags apply, as
+// for a missing file, not the kubelet's defaults read from nothing.
+func TestKubeletConfigEmpty(t *testing.T) {
+	for _, content := range []string{"", "\n  \n"} {
+		path := filepath.Join(t.TempDir(), "config.yaml")
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var logs bytes.Buffer
+		log := slog.New(slog.NewTextHandler(&logs, nil))
+		kc, err := kubeletSettings(options{kubeletCfg: path, evictionHard: "memory.available<1Gi", enforceAlloc: []string{"none"}}, log)
+		if err != nil || kc.Thresholds["memory.available"].Bytes != 1<<30 || len(kc.Thresholds) != 1 {
+			t.Errorf("%q: settings %+v, err %v: want the flags' memory.available<1Gi only", content, kc, err)
+		}
+		if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "empty") || !strings.Contains(logs.String(), path) {
+			t.Errorf("%q: no warning that the file at the path is empty: %s", content, logs.String())
+		}
+	}
+}
+
 // TestLogFormatJSON: --log.format json makes every log line one JSON
 // object a shipper can read, with the level and the attributes as keys.
 func TestLogFormatJSON(t *testing.T) {

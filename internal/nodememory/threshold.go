@@ -4,6 +4,7 @@
 package nodememory
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -163,6 +164,11 @@ const (
 	fileMax    = 1 << 20
 )
 
+// ErrEmptyConfig: the kubelet config file is empty. No kubelet runs with
+// one (its file names its kind); a hostPath FileOrCreate mount makes one
+// where the node keeps its config elsewhere.
+var ErrEmptyConfig = errors.New("the file is empty: it is not the kubelet's (a FileOrCreate mount makes an empty file where the node keeps its config elsewhere)")
+
 // ReadKubeletConfig reads the kubelet's configuration the way the kubelet
 // builds it (cmd/kubelet/app/server.go): the file at path, its evictionHard
 // defaulted (absent: the kubelet's default; present with
@@ -175,6 +181,9 @@ func ReadKubeletConfig(path, dropinDir string) (KubeletConfig, error) {
 	data, err := readBounded(path)
 	if err != nil {
 		return KubeletConfig{}, fmt.Errorf("kubelet config: %w", err)
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return KubeletConfig{}, fmt.Errorf("kubelet config %s: %w", path, ErrEmptyConfig)
 	}
 	var dropins [][]byte
 	if dropinDir != "" {
