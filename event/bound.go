@@ -22,11 +22,17 @@ const (
 // dropped, not cut), and whether anything was left out. It returns labels
 // itself when they are within bounds.
 func BoundLabels(labels map[string]string) (map[string]string, bool) {
+	return BoundLabelsTo(labels, MaxLabels, MaxLabelBytes)
+}
+
+// BoundLabelsTo is BoundLabels with other bounds: at most maxLabels
+// entries and maxBytes of keys and values.
+func BoundLabelsTo(labels map[string]string, maxLabels, maxBytes int) (map[string]string, bool) {
 	size := 0
 	for k, v := range labels {
 		size += len(k) + len(v)
 	}
-	if len(labels) <= MaxLabels && size <= MaxLabelBytes {
+	if len(labels) <= maxLabels && size <= maxBytes {
 		return labels, false
 	}
 	keys := make([]string, 0, len(labels))
@@ -34,14 +40,14 @@ func BoundLabels(labels map[string]string) (map[string]string, bool) {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	out := make(map[string]string, min(len(keys), MaxLabels))
+	out := make(map[string]string, min(len(keys), maxLabels))
 	size = 0
 	for _, k := range keys {
 		v := labels[k]
-		if len(out) == MaxLabels {
+		if len(out) == maxLabels {
 			break
 		}
-		if size+len(k)+len(v) > MaxLabelBytes {
+		if size+len(k)+len(v) > maxBytes {
 			continue
 		}
 		out[k] = v

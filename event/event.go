@@ -53,7 +53,11 @@ type OOMKill struct {
 	// across restarts and upgrades. A gap is a kill recorded but lost
 	// (ring buffer full); the same seq twice is a line written again by a
 	// process that took over from one killed just after writing it.
-	Seq     uint64  `json:"seq"`
+	Seq uint64 `json:"seq"`
+	// ID is the kill's id on every node and across reboots: the kernel's
+	// boot id and Seq ("<boot_id>-<seq>"); a line written twice has the
+	// same id. Absent when the boot id could not be read.
+	ID      string  `json:"id,omitempty"`
 	Hook    string  `json:"hook"`
 	Victim  Victim  `json:"victim"`
 	Trigger Process `json:"trigger"`
@@ -75,6 +79,10 @@ type OOMKill struct {
 	// PostMortem is what the OOM domain held, read right after the kill;
 	// absent when turned off or unreadable.
 	PostMortem *PostMortem `json:"postmortem,omitempty"`
+	// Truncated says the JSON line was cut to fit 16 KiB: labels,
+	// messages, lists and paths may be shortened (each says so where it
+	// can: labels_truncated, path_truncated).
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // PostMortem is the OOM domain's memory and its largest tasks, read when
@@ -178,6 +186,8 @@ type Eviction struct {
 	// the pod's processes around the eviction: the kubelet's stop, as it
 	// happened.
 	KernelSignals []SignalRef `json:"kernel_signals"`
+	// Truncated says the JSON line was cut to fit 16 KiB (see OOMKill).
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // OffendingContainer is one container the kubelet named in its eviction
@@ -265,6 +275,10 @@ type Process struct {
 	Container *Container `json:"container"`
 	Pod       *Pod       `json:"pod"`
 	Unit      string     `json:"unit,omitempty"`
+	// InVictimCgroup, on a kill's trigger in JSON lines: the trigger ran
+	// in the victim's memory cgroup, and its container, pod and unit are
+	// the victim's, not repeated (null here).
+	InVictimCgroup bool `json:"in_victim_cgroup,omitempty"`
 }
 
 // Container is the container a task ran in: the id from its cgroup path,
@@ -445,6 +459,8 @@ type CommitRefusal struct {
 	Repeated bool   `json:"repeated,omitempty"`
 	// NodeMemory is the node's memory signals when the line was handled.
 	NodeMemory *NodeMemory `json:"node_memory,omitempty"`
+	// Truncated says the JSON line was cut to fit 16 KiB (see OOMKill).
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // Overcommit is the host's commit accounting, sampled when the line is written.

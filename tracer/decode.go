@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -34,7 +35,11 @@ var ErrShortRecord = errors.New("short record")
 // Decoder turns ring buffer records into events. It is a pure function of
 // its fields and the record bytes.
 type Decoder struct {
-	Node     string
+	Node string
+	// BootID is the kernel's boot id (empty: unknown): with the seq, each
+	// kill's id, unique across reboots and the same for a line written
+	// twice.
+	BootID   string
 	PageSize uint64
 	// WallTime converts a CLOCK_BOOTTIME timestamp in nanoseconds to wall-clock time.
 	WallTime func(bootNs uint64) time.Time
@@ -64,6 +69,9 @@ func (d *Decoder) oomKill(raw *rawOOMEvent) (event.OOMKill, error) {
 		Time: event.Time{Time: wallTime(d.WallTime, raw.TsBootNs)},
 		Node: d.Node,
 		Seq:  raw.Seq,
+	}
+	if d.BootID != "" {
+		ev.ID = d.BootID + "-" + strconv.FormatUint(raw.Seq, 10)
 	}
 
 	victimHook, ok := victimHookNames[oomtraceVictimHook(raw.VictimHook)]
@@ -305,4 +313,17 @@ func cString(b []int8) string {
 		u = u[:i]
 	}
 	return string(u)
+}
+
+// bootIDFile is the kernel's random id of this boot: the same in every
+// namespace (a container's /proc too).
+const bootIDFile = "/proc/sys/kernel/random/boot_id"
+
+// bootID is the kernel's boot id; empty when it cannot be read.
+func bootID() string {
+	b, err := os.ReadFile(bootIDFile)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }

@@ -82,6 +82,7 @@ func encode(t testing.TB, r rawOOMEvent) []byte {
 
 var testDecoder = Decoder{
 	Node:     "node-1",
+	BootID:   "0d4c6b4e-1c2a-4f5e-9b8a-3e2f1d0c9b8a",
 	PageSize: 4096,
 	WallTime: func(ns uint64) time.Time { return time.Unix(1_800_000_000, 0).Add(time.Duration(ns)) },
 }
@@ -102,6 +103,7 @@ func TestDecodeTpBtfMemcgKill(t *testing.T) {
 		Time: event.Time{Time: time.Unix(1_800_000_005, 123)},
 		Node: "node-1",
 		Seq:  1<<40 + 7,
+		ID:   "0d4c6b4e-1c2a-4f5e-9b8a-3e2f1d0c9b8a-1099511627783",
 		Hook: "tp_btf/mark_victim",
 		Victim: event.Victim{
 			Process: event.Process{PID: 4242, TGID: 4242, Comm: "hog", UID: u32(1000), Cgroup2ID: 77,

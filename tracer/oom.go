@@ -104,6 +104,7 @@ func newOOMTracer(att *attacher, d *diag, cfg Config, opts ebpf.CollectionOption
 	}
 	o.decoder = Decoder{
 		Node:     cfg.Node,
+		BootID:   bootID(),
 		PageSize: uint64(os.Getpagesize()),
 		WallTime: bootToWall,
 	}

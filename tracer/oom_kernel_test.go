@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -214,6 +215,8 @@ func checkMemcgKill(t *testing.T, c *collector, hooks Hooks) {
 		{"victim.oom_score_adj", deref(ev.Victim.OOMScoreAdj), int32(789)},
 		{"trigger.tgid", ev.Trigger.TGID, uint32(hog.PID)},
 		{"oom.scope", ev.OOM.Scope, event.ScopeMemcg},
+		// The kernel's boot id (the same in every namespace) and the seq.
+		{"id", ev.ID, bootIDForTest(t) + "-" + strconv.FormatUint(ev.Seq, 10)},
 	}
 	for _, ck := range checks {
 		if ck.got != ck.want {
@@ -872,4 +875,13 @@ func TestOldKernelPaths(t *testing.T) {
 	if ev := got[0]; ev.Reason != event.ReasonRlimitAS || ev.Syscall != "mmap" || ev.RequestBytes != 256<<20 {
 		t.Errorf("refusal %+v: want mmap of 256 MiB refused by RLIMIT_AS (the arguments read from the kernel stack)", ev)
 	}
+}
+
+func bootIDForTest(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
 }

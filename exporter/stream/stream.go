@@ -5,6 +5,7 @@ package stream
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,27 +17,38 @@ import (
 
 // JSON writes one JSON object per line. encoding/json keeps every line valid
 // JSON whatever bytes the kernel handed over: control characters are
-// escaped and invalid UTF-8 becomes U+FFFD.
+// escaped and invalid UTF-8 becomes U+FFFD. A line is at most
+// MaxLineBytes: what tenants make long is cut to fit (fit.go).
 type JSON struct {
-	w   *bufio.Writer
+	w   io.Writer
+	buf bytes.Buffer
 	enc *json.Encoder
 }
 
-// NewJSON returns a JSON lines writer on w. Each event is flushed as soon
-// as it is written, so a reader sees it at once.
+// NewJSON returns a JSON lines writer on w. Each event is written with one
+// write as soon as it is encoded, so a reader sees it at once, whole.
 func NewJSON(w io.Writer) *JSON {
-	bw := bufio.NewWriter(w)
-	enc := json.NewEncoder(bw)
-	enc.SetEscapeHTML(false)
-	return &JSON{w: bw, enc: enc}
+	j := &JSON{w: w}
+	j.enc = json.NewEncoder(&j.buf)
+	j.enc.SetEscapeHTML(false)
+	return j
 }
 
 // Write writes ev as one line.
 func (j *JSON) Write(ev event.Event) error {
-	if err := j.enc.Encode(ev); err != nil {
-		return fmt.Errorf("encode %T: %w", ev, err)
+	ev = inVictimCgroup(ev)
+	for i := 0; ; i++ {
+		j.buf.Reset()
+		if err := j.enc.Encode(ev); err != nil {
+			return fmt.Errorf("encode %T: %w", ev, err)
+		}
+		if j.buf.Len() <= MaxLineBytes || i == len(cuts) {
+			break
+		}
+		ev = cut(ev, i)
 	}
-	return j.w.Flush()
+	_, err := j.w.Write(j.buf.Bytes())
+	return err
 }
 
 // Text writes one human-readable line per event, for people at a terminal.
