@@ -34,8 +34,10 @@ type Metrics struct {
 	pressure   map[[2]string]*series // signal, state
 	conditions map[[2]string]*series // condition, status
 	expired    time.Time             // when expireDue last ran
+	// unnamed counts kills in a container that no source named.
+	unnamed float64
 
-	oomKillsDesc, refusalsDesc, deathsDesc, pressureDesc, conditionsDesc *prometheus.Desc
+	oomKillsDesc, refusalsDesc, deathsDesc, pressureDesc, conditionsDesc, unnamedDesc *prometheus.Desc
 }
 
 type series struct {
@@ -71,6 +73,9 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 		oomKillsDesc: prometheus.NewDesc(namespace+"_oom_kills_total",
 			"Tasks killed by the kernel OOM killer, by the victim's pod and container, the limit hit, init or not, and part in a group kill; see the README.",
 			[]string{"namespace", "pod", "container", "domain", "init", "group", "owner"}, nil),
+		unnamedDesc: prometheus.NewDesc(namespace+"_oom_kills_unnamed_total",
+			"OOM kills in a container that neither the container runtime nor the API server named: counted with empty namespace, pod or container. Up from 0 means oomtrace lost a source of names (oomtrace_source_up).",
+			nil, nil),
 		refusalsDesc: prometheus.NewDesc(namespace+"_commit_refusals_total",
 			"Memory requests the kernel refused at allocation time, by pod, container, syscall and reason.",
 			[]string{"namespace", "pod", "container", "syscall", "reason"}, nil),
@@ -104,6 +109,9 @@ func (m *Metrics) oomKill(ev event.OOMKill) {
 	defer m.mu.Unlock()
 	now := m.expireDue()
 	addTo(m.oomKills, key, 1, now)
+	if c := ev.Victim.Container; c != nil && (c.Name == "" || ev.Victim.Pod == nil || ev.Victim.Pod.Name == "") {
+		m.unnamed++
+	}
 	// A worker process killed beside its container's init is no death
 	// of the container (the init's own kill, in a group kill, is).
 	worker := ev.Victim.Init != nil && !*ev.Victim.Init
@@ -187,7 +195,7 @@ func addTo[K comparable](s map[K]*series, key K, n float64, now time.Time) {
 
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.oomKillsDesc, m.refusalsDesc, m.deathsDesc, m.pressureDesc, m.conditionsDesc} {
+	for _, d := range []*prometheus.Desc{m.oomKillsDesc, m.refusalsDesc, m.deathsDesc, m.pressureDesc, m.conditionsDesc, m.unnamedDesc} {
 		ch <- d
 	}
 }
@@ -215,6 +223,8 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	for k, v := range m.conditions {
 		ch <- counter(m.conditionsDesc, v, k[:])
 	}
+	// From 0: an alert's increase() sees the first.
+	ch <- prometheus.MustNewConstMetric(m.unnamedDesc, prometheus.CounterValue, m.unnamed)
 	m.mu.Unlock()
 }
 

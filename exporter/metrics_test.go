@@ -365,3 +365,78 @@ func TestREADMEDocumentsEveryMetric(t *testing.T) {
 		t.Errorf("only %d metrics described: %v", len(served), served)
 	}
 }
+
+// TestUnnamedKills: a kill in a container that no source named (its
+// container has no name, or its pod none) is counted in
+// oomtrace_oom_kills_unnamed_total, from 0; a named one and a host
+// process's are not.
+func TestUnnamedKills(t *testing.T) {
+	m := NewMetrics(MetricsOptions{})
+	value := func() float64 {
+		t.Helper()
+		reg := prometheus.NewPedanticRegistry()
+		reg.MustRegister(m)
+		fams, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range fams {
+			if f.GetName() == "oomtrace_oom_kills_unnamed_total" {
+				return f.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		t.Fatal("no oomtrace_oom_kills_unnamed_total")
+		return 0
+	}
+	if v := value(); v != 0 {
+		t.Fatalf("before any kill: %v", v)
+	}
+	kill := func(ctr *event.Container, pod *event.Pod) event.OOMKill {
+		return event.OOMKill{Type: event.TypeOOMKill, Victim: event.Victim{Process: event.Process{PID: 1, Container: ctr, Pod: pod}}}
+	}
+	named := &event.Pod{UID: "u", Name: "web", Namespace: "shop"}
+	for _, k := range []event.OOMKill{
+		kill(&event.Container{ID: "c1", Name: "app"}, named),
+		kill(nil, nil), // a host process
+		kill(&event.Container{ID: "c2"}, named),
+		kill(&event.Container{ID: "c3", Name: "app"}, &event.Pod{UID: "u"}),
+	} {
+		_ = m.Write(k)
+	}
+	if v := value(); v != 2 {
+		t.Errorf("oomtrace_oom_kills_unnamed_total %v, want 2", v)
+	}
+}
+
+// TestSourceUp: each configured source's state at scrape time.
+func TestSourceUp(t *testing.T) {
+	up := true
+	s := NewStatus(StatusOptions{Sources: map[string]func() bool{
+		SourceContainerRuntime: func() bool { return up },
+		SourceAPIServer:        func() bool { return false },
+	}})
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(s)
+	get := func() map[string]float64 {
+		fams, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]float64{}
+		for _, f := range fams {
+			if f.GetName() == "oomtrace_source_up" {
+				for _, m := range f.GetMetric() {
+					got[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+				}
+			}
+		}
+		return got
+	}
+	if got := get(); len(got) != 2 || got["container_runtime"] != 1 || got["apiserver"] != 0 {
+		t.Errorf("oomtrace_source_up %v", got)
+	}
+	up = false
+	if got := get(); got["container_runtime"] != 0 {
+		t.Errorf("oomtrace_source_up %v after the runtime went down", got)
+	}
+}

@@ -41,7 +41,19 @@ type StatusOptions struct {
 	// KubeEvents reads how many Events were written on pods and how many
 	// given up on; nil (no --kube.events) exports none.
 	KubeEvents func() (sent, dropped uint64)
+	// Sources say, at scrape time, whether each source oomtrace was
+	// configured to use is up, by name (Source* below); a source not
+	// configured is not exported.
+	Sources map[string]func() bool
 }
+
+// The sources of oomtrace_source_up.
+const (
+	SourceContainerRuntime = "container_runtime" // CRI: names containers and pods
+	SourceAPIServer        = "apiserver"         // the cluster view: names, owners, evictions, MemoryPressure
+	SourceKubeletConfig    = "kubelet_config"    // the kubelet's thresholds and cgroup root, read from its file
+	SourceNodeSignals      = "node_signals"      // the node's memory signals
+)
 
 // Status is what oomtrace reads about itself and the node at scrape time:
 // build and hooks, its pipeline's counters, the node's memory signals.
@@ -51,7 +63,7 @@ type Status struct {
 	opts     StatusOptions
 	revision string // the VCS revision built, "unknown" when not recorded
 
-	lostDesc, decodeErrorsDesc, hookDesc, buildDesc, scrapeErrorDesc, droppedDesc, availableDesc, thresholdDesc, unobservedDesc, kubeEventsDesc, limitedDesc, droppedKillsDesc *prometheus.Desc
+	lostDesc, decodeErrorsDesc, hookDesc, buildDesc, scrapeErrorDesc, droppedDesc, availableDesc, thresholdDesc, unobservedDesc, kubeEventsDesc, limitedDesc, droppedKillsDesc, sourceDesc *prometheus.Desc
 }
 
 // NewStatus returns the collector of opts.
@@ -59,6 +71,9 @@ func NewStatus(opts StatusOptions) *Status {
 	return &Status{
 		opts:     opts,
 		revision: buildRevision(),
+		sourceDesc: prometheus.NewDesc(namespace+"_source_up",
+			"Whether each source oomtrace is configured to use answers now (1) or not (0): container_runtime (names), apiserver (names, owners, evictions), kubelet_config (read from its file, not the flags), node_signals.",
+			[]string{"source"}, nil),
 		limitedDesc: prometheus.NewDesc(namespace+"_task_signals_limited_total",
 			"SIGTERMs and SIGKILLs not recorded because their target cgroup had used its budget of records.", nil, nil),
 		availableDesc: prometheus.NewDesc(namespace+"_node_memory_available_bytes",
@@ -94,13 +109,20 @@ func NewStatus(opts StatusOptions) *Status {
 
 // Describe implements prometheus.Collector.
 func (s *Status) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{s.lostDesc, s.decodeErrorsDesc, s.hookDesc, s.buildDesc, s.scrapeErrorDesc, s.droppedDesc, s.availableDesc, s.thresholdDesc, s.unobservedDesc, s.kubeEventsDesc, s.limitedDesc, s.droppedKillsDesc} {
+	for _, d := range []*prometheus.Desc{s.lostDesc, s.decodeErrorsDesc, s.hookDesc, s.buildDesc, s.scrapeErrorDesc, s.droppedDesc, s.availableDesc, s.thresholdDesc, s.unobservedDesc, s.kubeEventsDesc, s.limitedDesc, s.droppedKillsDesc, s.sourceDesc} {
 		ch <- d
 	}
 }
 
 // Collect implements prometheus.Collector.
 func (s *Status) Collect(ch chan<- prometheus.Metric) {
+	for name, up := range s.opts.Sources {
+		v := 0.0
+		if up() {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(s.sourceDesc, prometheus.GaugeValue, v, name)
+	}
 	if s.opts.NodeMemory != nil {
 		if nm, ok := s.opts.NodeMemory(); ok {
 			for name, sig := range map[string]*event.MemorySignal{"memory.available": nm.MemoryAvailable, "allocatableMemory.available": nm.AllocatableMemoryAvailable} {

@@ -232,6 +232,19 @@ func (d *agent) status() *exporter.Status {
 	if s := d.signals; s != nil {
 		o.NodeMemory = s.Sample
 	}
+	o.Sources = map[string]func() bool{
+		exporter.SourceNodeSignals: func() bool { return d.signals != nil },
+	}
+	if r := d.runtime; r != nil {
+		o.Sources[exporter.SourceContainerRuntime] = r.Up
+	}
+	if v := d.view; v != nil {
+		o.Sources[exporter.SourceAPIServer] = v.Up
+	}
+	if d.opts.kubeletCfg != "" {
+		fromFile := d.kubeletFromFile
+		o.Sources[exporter.SourceKubeletConfig] = func() bool { return fromFile }
+	}
 	o.Stats = func() (exporter.PipelineStats, error) {
 		s, err := d.tracer.Stats()
 		if err != nil {

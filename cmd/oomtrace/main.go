@@ -146,6 +146,8 @@ type agent struct {
 	// it did, and the hooks are unpinned once the tracer has closed.
 	uninstall   *uninstall.Watch
 	unpinAtExit bool
+	// kubeletFromFile: the kubelet's settings came from its config file.
+	kubeletFromFile bool
 }
 
 // serve runs oomtrace until SIGINT or SIGTERM: it checks what would fail
@@ -153,7 +155,7 @@ type agent struct {
 // anything, then wires tracer -> pipeline -> outputs and the sources beside
 // the tracer, and reports what it did when it stops.
 func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, stdout io.Writer) error {
-	d := &agent{opts: opts, log: log}
+	d := &agent{opts: opts, log: log, kubeletFromFile: kubelet.FromFile}
 	ports, err := d.preflight()
 	if err != nil {
 		return err

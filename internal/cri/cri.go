@@ -335,6 +335,14 @@ func (c *Client) failed(err error) error {
 	return err
 }
 
+// Up says whether the runtime answered its last list (and has been
+// listed once): containers are being named.
+func (c *Client) Up() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.listed && !c.unhealthy
+}
+
 // cacheSize is how many containers and sandboxes the cache holds.
 func (c *Client) cacheSize() int {
 	c.mu.Lock()

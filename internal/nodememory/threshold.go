@@ -142,6 +142,9 @@ func (th Thresholds) String() string {
 
 // KubeletConfig is what oomtrace takes from a KubeletConfiguration file.
 type KubeletConfig struct {
+	// FromFile says these were read from the kubelet's config file, not
+	// taken from flags.
+	FromFile bool
 	// Thresholds are the hard thresholds (evictionHard).
 	Thresholds Thresholds
 	// Soft are the soft thresholds (evictionSoft), each with its grace
@@ -196,6 +199,7 @@ func ReadKubeletConfig(path, dropinDir string) (KubeletConfig, error) {
 	if err != nil {
 		return KubeletConfig{}, fmt.Errorf("kubelet config %s: %w", path, err)
 	}
+	kc.FromFile = true
 	return kc, nil
 }
 

@@ -119,6 +119,14 @@ func New(api API, opts Options) *Watcher {
 // changes after it comes as watch events, in order.
 func (w *Watcher) Synced() bool { return w.synced.Load() }
 
+// Up says whether the view is current: synced, and its watches not
+// failing.
+func (w *Watcher) Up() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.synced.Load() && !w.apiFailed
+}
+
 // Run watches until ctx is done. An API server that is unreachable or
 // forbids the watches costs one warning; the informers retry with backoff.
 func (w *Watcher) Run(ctx context.Context, h Handlers) {
