@@ -8,8 +8,27 @@ import (
 	"testing"
 	"time"
 
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
 	"github.com/oomtrace/oomtrace/event"
 )
+
+// validLine fails the test when line is not valid under the lines' JSON
+// Schema (docs/events.schema.json).
+func validLine(t *testing.T, line string) {
+	t.Helper()
+	schema, err := jsonschema.NewCompiler().Compile("../../docs/events.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := jsonschema.UnmarshalJSON(strings.NewReader(line))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := schema.Validate(v); err != nil {
+		t.Errorf("%v\n%.300s", err, line)
+	}
+}
 
 // hostileLabels are 64 labels of 8 KiB in all, every byte of their values
 // one JSON escapes as six (\u0001): 48 KiB of a line from one pod.
@@ -63,6 +82,7 @@ func TestLinesFit16KiB(t *testing.T) {
 			t.Errorf("line %d: %v", i, err)
 			continue
 		}
+		validLine(t, l)
 		cut := m["truncated"] == true
 		if len(l) > MaxLineBytes || cut != (i < 3) {
 			t.Errorf("line %d (%s): %d bytes, truncated %v; want at most %d, truncated only if it had to be", i, m["type"], len(l), cut, MaxLineBytes)
@@ -131,5 +151,6 @@ func TestTriggerInVictimCgroup(t *testing.T) {
 		if kill.Trigger.Pod == nil {
 			t.Error("writing the line modified the event")
 		}
+		validLine(t, out.String())
 	}
 }
