@@ -135,6 +135,22 @@ type ObjectMeta struct {
 	DeletionTimestamp *metav1.Time `json:"deletionTimestamp,omitempty"`
 }
 
+// NamespaceMeta gets the metadata of a Namespace.
+func (c *Client) NamespaceMeta(ctx context.Context, name string) (ObjectMeta, error) {
+	raw, err := c.core.Get().AbsPath("/api/v1/namespaces", name).
+		SetHeader("Accept", runtime.ContentTypeJSON).DoRaw(ctx)
+	if err != nil {
+		return ObjectMeta{}, err
+	}
+	var obj struct {
+		Metadata ObjectMeta `json:"metadata"`
+	}
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return ObjectMeta{}, fmt.Errorf("Namespace %s: %w", name, err)
+	}
+	return obj.Metadata, nil
+}
+
 // DaemonSetMeta gets the metadata of an apps/v1 DaemonSet.
 func (c *Client) DaemonSetMeta(ctx context.Context, namespace, name string) (ObjectMeta, error) {
 	raw, err := c.core.Get().AbsPath("/apis/apps/v1/namespaces", namespace, "daemonsets", name).

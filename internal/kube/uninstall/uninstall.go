@@ -23,6 +23,7 @@ import (
 type API interface {
 	Pod(ctx context.Context, namespace, name string) (*corev1.Pod, error)
 	DaemonSetMeta(ctx context.Context, namespace, name string) (kubeapi.ObjectMeta, error)
+	NamespaceMeta(ctx context.Context, name string) (kubeapi.ObjectMeta, error)
 }
 
 // Watch is the check for one pod, set up at start.
@@ -56,13 +57,22 @@ func Start(ctx context.Context, api API, namespace, pod string) (*Watch, error) 
 }
 
 // Uninstalled says, at stop, whether oomtrace is being uninstalled, and
-// why. The DaemonSet that owned the pod at start is gone or being deleted;
+// why. Its namespace is being deleted; the DaemonSet that owned the pod at
+// start is gone or being deleted;
 // or the agent may no longer read it, nor its own pod: its RBAC objects or
 // its ServiceAccount were deleted with it (it could at start). A DaemonSet
 // of the same name but another uid is a new one, whose pods take over: no
 // uninstall. When the API cannot say (unreachable), no uninstall: a restart
 // is the common case, and a later oomtrace unpin removes what stays.
 func (w *Watch) Uninstalled(ctx context.Context) (bool, string, error) {
+	// kubectl delete -k deploy/ and kubectl delete namespace delete the
+	// Namespace first: the namespace controller then deletes its objects
+	// in an order of its own, the pod perhaps before the DaemonSet and the
+	// RBAC. A Namespace being deleted is an uninstall. (Without the
+	// permission to read it, older manifests, the DaemonSet says.)
+	if ns, err := w.api.NamespaceMeta(ctx, w.namespace); err == nil && ns.DeletionTimestamp != nil {
+		return true, fmt.Sprintf("namespace %s is being deleted", w.namespace), nil
+	}
 	ds, err := w.api.DaemonSetMeta(ctx, w.namespace, w.owner.Name)
 	switch {
 	case apierrors.IsNotFound(err):

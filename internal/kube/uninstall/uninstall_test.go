@@ -20,6 +20,12 @@ type fakeAPI struct {
 	podErr error
 	ds     kubeapi.ObjectMeta
 	dsErr  error
+	ns     kubeapi.ObjectMeta
+	nsErr  error
+}
+
+func (f *fakeAPI) NamespaceMeta(context.Context, string) (kubeapi.ObjectMeta, error) {
+	return f.ns, f.nsErr
 }
 
 func (f *fakeAPI) Pod(_ context.Context, namespace, name string) (*corev1.Pod, error) {
@@ -51,14 +57,18 @@ func TestUninstalled(t *testing.T) {
 		dsErr error
 		want  bool
 		err   bool
+		ns    kubeapi.ObjectMeta
+		nsErr error
 	}{
-		{"restart: the DaemonSet is there", kubeapi.ObjectMeta{UID: "ds-1"}, nil, false, false},
-		{"uninstall: the DaemonSet is gone", kubeapi.ObjectMeta{}, apierrors.NewNotFound(gr, "oomtrace"), true, false},
-		{"uninstall: the DaemonSet is being deleted", kubeapi.ObjectMeta{UID: "ds-1", DeletionTimestamp: &now}, nil, true, false},
-		{"uninstall: the RBAC went first", kubeapi.ObjectMeta{}, apierrors.NewForbidden(gr, "oomtrace", errors.New("no")), true, false},
-		{"uninstall: the ServiceAccount went first", kubeapi.ObjectMeta{}, apierrors.NewUnauthorized("token"), true, false},
-		{"replaced: a new DaemonSet of the same name takes over", kubeapi.ObjectMeta{UID: "ds-2", DeletionTimestamp: &now}, nil, false, false},
-		{"the API cannot say", kubeapi.ObjectMeta{}, errors.New("connection refused"), false, true},
+		{"uninstall: the namespace is being deleted, the DaemonSet not yet", kubeapi.ObjectMeta{UID: "ds-1"}, nil, true, false, kubeapi.ObjectMeta{DeletionTimestamp: &now}, nil},
+		{"restart: the namespace may not be read (older RBAC)", kubeapi.ObjectMeta{UID: "ds-1"}, nil, false, false, kubeapi.ObjectMeta{}, apierrors.NewForbidden(schema.GroupResource{Resource: "namespaces"}, "oomtrace", errors.New("no"))},
+		{"restart: the DaemonSet is there", kubeapi.ObjectMeta{UID: "ds-1"}, nil, false, false, kubeapi.ObjectMeta{}, nil},
+		{"uninstall: the DaemonSet is gone", kubeapi.ObjectMeta{}, apierrors.NewNotFound(gr, "oomtrace"), true, false, kubeapi.ObjectMeta{}, nil},
+		{"uninstall: the DaemonSet is being deleted", kubeapi.ObjectMeta{UID: "ds-1", DeletionTimestamp: &now}, nil, true, false, kubeapi.ObjectMeta{}, nil},
+		{"uninstall: the RBAC went first", kubeapi.ObjectMeta{}, apierrors.NewForbidden(gr, "oomtrace", errors.New("no")), true, false, kubeapi.ObjectMeta{}, nil},
+		{"uninstall: the ServiceAccount went first", kubeapi.ObjectMeta{}, apierrors.NewUnauthorized("token"), true, false, kubeapi.ObjectMeta{}, nil},
+		{"replaced: a new DaemonSet of the same name takes over", kubeapi.ObjectMeta{UID: "ds-2", DeletionTimestamp: &now}, nil, false, false, kubeapi.ObjectMeta{}, nil},
+		{"the API cannot say", kubeapi.ObjectMeta{}, errors.New("connection refused"), false, true, kubeapi.ObjectMeta{}, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			api := &fakeAPI{ref: owner("DaemonSet"), ds: kubeapi.ObjectMeta{UID: "ds-1"}}
@@ -66,7 +76,7 @@ func TestUninstalled(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			api.ds, api.dsErr = tt.ds, tt.dsErr
+			api.ds, api.dsErr, api.ns, api.nsErr = tt.ds, tt.dsErr, tt.ns, tt.nsErr
 			got, why, err := w.Uninstalled(context.Background())
 			if got != tt.want || (err != nil) != tt.err || got != (why != "") {
 				t.Errorf("Uninstalled = %v %q %v, want %v (error: %v)", got, why, err, tt.want, tt.err)
