@@ -140,9 +140,9 @@ func TestHelmChartRendersTheKustomizeObjects(t *testing.T) {
 		kustomize []string
 		files     []string
 	}{
-		{"privileged", nil, []string{"."}, nil},
-		{"capabilities", []string{"variant=capabilities"}, []string{"capabilities"}, nil},
-		{"monitoring", []string{"rules.enabled=true", "dashboard.enabled=true", "podMonitor.enabled=true"},
+		{"privileged", []string{"namespace.create=true"}, []string{"."}, nil},
+		{"capabilities", []string{"namespace.create=true", "variant=capabilities"}, []string{"capabilities"}, nil},
+		{"monitoring", []string{"namespace.create=true", "rules.enabled=true", "dashboard.enabled=true", "podMonitor.enabled=true"},
 			[]string{".", "monitoring"}, []string{"podmonitor.yaml"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -190,19 +190,20 @@ func TestHelmChartRendersTheKustomizeObjects(t *testing.T) {
 
 // TestHelmChartValues: the flags value becomes arguments in the order of
 // their names, the image tag defaults to the chart's appVersion (the
-// kustomize base's tag), namespace.create=false leaves the Namespace out,
-// and a variant it does not know is an error.
+// kustomize base's tag), the Namespace is left out unless namespace.create
+// is set (helm install --create-namespace makes it first), and a variant it
+// does not know is an error.
 func TestHelmChartValues(t *testing.T) {
 	helm := helmBinary(t)
 	objs, err := helmTemplate(t, helm, "flags.kube\\.events\\.container-kills=false", "flags.filter\\.namespace=shop",
-		"namespace.create=false", "image.tag=v9.9.9")
+		"image.tag=v9.9.9")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var ds map[string]any
 	for _, o := range objs {
 		if o["kind"] == "Namespace" {
-			t.Error("namespace.create=false rendered the Namespace")
+			t.Error("the default values rendered the Namespace: Helm 3 refuses it after --create-namespace")
 		}
 		if o["kind"] == "DaemonSet" {
 			ds = o
@@ -260,7 +261,175 @@ func TestHelmChartValues(t *testing.T) {
 		t.Errorf("not rendered: %v", want)
 	}
 
-	if _, err := helmTemplate(t, helm, "variant=root"); err == nil || !strings.Contains(err.Error(), `variant must be privileged or capabilities, not "root"`) {
-		t.Errorf("variant=root: %v", err)
+	// values.schema.json refuses what the chart does not know, a
+	// misspelt value too.
+	for set, want := range map[string]string{
+		"variant=root":              "/variant",
+		"podMonitr.enabled=true":    "podMonitr",
+		"metricsPort=0":             "/metricsPort",
+		"kubeletConfig=config.yaml": "/kubeletConfig",
+		"podMonitor.interval=30":    "/podMonitor/interval",
+		"flags.--web\\.listen=:1":   "does not match pattern",
+	} {
+		if _, err := helmTemplate(t, helm, set); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want the schema's error at %s", set, err, want)
+		}
+	}
+}
+
+// TestHelmChartRuntimes: each runtime preset mounts its socket directory
+// of the host's /run where oomtrace looks for it (below --path.run), or
+// another host path there with runtimeRunDir; none mounts nothing and
+// names containers without CRI; a runtime it does not know is an error.
+func TestHelmChartRuntimes(t *testing.T) {
+	helm := helmBinary(t)
+	for _, c := range []struct {
+		set                 []string
+		hostPath, mountPath string
+		criNone             bool
+	}{
+		{nil, "/run/containerd", "/host/run/containerd", false},
+		{[]string{"runtime=crio"}, "/run/crio", "/host/run/crio", false},
+		{[]string{"runtime=k3s"}, "/run/k3s/containerd", "/host/run/k3s/containerd", false},
+		{[]string{"runtime=crio", "runtimeRunDir=/var/run/crio"}, "/var/run/crio", "/host/run/crio", false},
+		{[]string{"runtime=none"}, "", "", true},
+	} {
+		objs, err := helmTemplate(t, helm, c.set...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var spec map[string]any
+		for _, o := range objs {
+			if o["kind"] == "DaemonSet" {
+				spec = o["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
+			}
+		}
+		ctr := spec["containers"].([]any)[0].(map[string]any)
+		hostPath, mountPath := "", ""
+		for _, v := range spec["volumes"].([]any) {
+			if v := v.(map[string]any); v["name"] == "run" {
+				hostPath = v["hostPath"].(map[string]any)["path"].(string)
+			}
+		}
+		for _, m := range ctr["volumeMounts"].([]any) {
+			if m := m.(map[string]any); m["name"] == "run" {
+				mountPath = m["mountPath"].(string)
+			}
+		}
+		var args []string
+		for _, a := range ctr["args"].([]any) {
+			args = append(args, a.(string))
+		}
+		criNone, pathRun := slices.Contains(args, "--cri.endpoint=none"), slices.Contains(args, "--path.run=/host/run")
+		if hostPath != c.hostPath || mountPath != c.mountPath || criNone != c.criNone || pathRun == c.criNone {
+			t.Errorf("%v: run volume %q mounted at %q, args %q; want %q at %q, --cri.endpoint=none %v", c.set, hostPath, mountPath, args, c.hostPath, c.mountPath, c.criNone)
+		}
+	}
+	if _, err := helmTemplate(t, helm, "runtime=docker"); err == nil || !strings.Contains(err.Error(), "/runtime") {
+		t.Errorf("runtime=docker: %v", err)
+	}
+}
+
+// TestHelmChartPlatforms: each platform's kubelet config file (and
+// drop-in directory) is mounted where oomtrace reads it; kubeletConfig
+// and kubeletConfigDir win over the preset.
+func TestHelmChartPlatforms(t *testing.T) {
+	helm := helmBinary(t)
+	for _, c := range []struct {
+		set         []string
+		config, dir string
+	}{
+		{nil, "/var/lib/kubelet/config.yaml", ""},
+		{[]string{"platform=eks"}, "/etc/kubernetes/kubelet/config.json", "/etc/kubernetes/kubelet/config.json.d"},
+		{[]string{"platform=eks-al2"}, "/etc/kubernetes/kubelet/kubelet-config.json", ""},
+		{[]string{"platform=gke"}, "/home/kubernetes/kubelet-config.yaml", ""},
+		{[]string{"platform=aks"}, "/etc/default/kubeletconfig.json", ""},
+		{[]string{"platform=gke", "kubeletConfig=/etc/k.yaml", "kubeletConfigDir=/etc/k.d"}, "/etc/k.yaml", "/etc/k.d"},
+	} {
+		objs, err := helmTemplate(t, helm, c.set...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var spec map[string]any
+		for _, o := range objs {
+			if o["kind"] == "DaemonSet" {
+				spec = o["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
+			}
+		}
+		ctr := spec["containers"].([]any)[0].(map[string]any)
+		hostPaths := map[string]string{}
+		for _, v := range spec["volumes"].([]any) {
+			v := v.(map[string]any)
+			if hp, ok := v["hostPath"].(map[string]any); ok {
+				hostPaths[v["name"].(string)] = hp["path"].(string)
+			}
+		}
+		mounts := map[string]string{}
+		for _, m := range ctr["volumeMounts"].([]any) {
+			m := m.(map[string]any)
+			mounts[m["name"].(string)] = m["mountPath"].(string)
+		}
+		var args []string
+		for _, a := range ctr["args"].([]any) {
+			args = append(args, a.(string))
+		}
+		if hostPaths["kubelet-config"] != c.config || mounts["kubelet-config"] != "/host"+c.config || !slices.Contains(args, "--kubelet.config=/host"+c.config) {
+			t.Errorf("%v: kubelet config %q at %q, args %q; want %s", c.set, hostPaths["kubelet-config"], mounts["kubelet-config"], args, c.config)
+		}
+		hasDir := slices.Contains(args, "--kubelet.config-dir=/host"+c.dir)
+		if c.dir == "" && (hostPaths["kubelet-config-dir"] != "" || slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--kubelet.config-dir") })) ||
+			c.dir != "" && (hostPaths["kubelet-config-dir"] != c.dir || mounts["kubelet-config-dir"] != "/host"+c.dir || !hasDir) {
+			t.Errorf("%v: drop-ins %q at %q, args %q; want %q", c.set, hostPaths["kubelet-config-dir"], mounts["kubelet-config-dir"], args, c.dir)
+		}
+	}
+	if _, err := helmTemplate(t, helm, "platform=openshift"); err == nil || !strings.Contains(err.Error(), "/platform") {
+		t.Errorf("platform=openshift: %v", err)
+	}
+}
+
+// TestHelmChartWebConfig: webConfig.secretName mounts the Secret and
+// passes --web.config.file; the PodMonitor's scrape takes the scheme, TLS
+// and credentials given.
+func TestHelmChartWebConfig(t *testing.T) {
+	helm := helmBinary(t)
+	objs, err := helmTemplate(t, helm, "webConfig.secretName=oomtrace-web", "podMonitor.enabled=true", "podMonitor.scheme=https",
+		"podMonitor.tlsConfig.ca.secret.name=oomtrace-web", "podMonitor.tlsConfig.ca.secret.key=ca.crt",
+		"podMonitor.basicAuth.username.name=scrape", "podMonitor.basicAuth.username.key=user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, o := range objs {
+		j, _ := json.Marshal(o)
+		switch o["kind"] {
+		case "DaemonSet":
+			found++
+			for _, want := range []string{`"--web.config.file=/etc/oomtrace/web/web-config.yml"`, `{"mountPath":"/etc/oomtrace/web","name":"web-config","readOnly":true}`,
+				`{"name":"web-config","secret":{"secretName":"oomtrace-web"}}`} {
+				if !strings.Contains(string(j), want) {
+					t.Errorf("DaemonSet has no %s", want)
+				}
+			}
+		case "PodMonitor":
+			found++
+			for _, want := range []string{`"scheme":"https"`, `"tlsConfig":{"ca":{"secret":{"key":"ca.crt","name":"oomtrace-web"}}}`, `"basicAuth":{"username":{"key":"user","name":"scrape"}}`} {
+				if !strings.Contains(string(j), want) {
+					t.Errorf("PodMonitor has no %s: %s", want, j)
+				}
+			}
+		}
+	}
+	if found != 2 {
+		t.Errorf("%d of the DaemonSet and the PodMonitor rendered", found)
+	}
+	// Without it: plain HTTP, no mount.
+	objs, err = helmTemplate(t, helm, "podMonitor.enabled=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if j, _ := json.Marshal(o); strings.Contains(string(j), "web-config") || strings.Contains(string(j), `"scheme"`) {
+			t.Errorf("%s without webConfig: %s", o["kind"], j)
+		}
 	}
 }

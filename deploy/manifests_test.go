@@ -29,10 +29,14 @@ type podMonitor struct {
 	Spec              struct {
 		Selector            metav1.LabelSelector `json:"selector"`
 		PodMetricsEndpoints []struct {
-			HonorLabels bool   `json:"honorLabels"`
-			Port        string `json:"port"`
-			Path        string `json:"path"`
-			Interval    string `json:"interval"`
+			HonorLabels bool `json:"honorLabels"`
+			Relabelings []struct {
+				Action string `json:"action"`
+				Regex  string `json:"regex"`
+			} `json:"relabelings"`
+			Port     string `json:"port"`
+			Path     string `json:"path"`
+			Interval string `json:"interval"`
 		} `json:"podMetricsEndpoints"`
 	} `json:"spec"`
 }
@@ -390,7 +394,7 @@ func TestCapabilitiesVariant(t *testing.T) {
 // server with RBAC authorization.)
 func TestRBACIsNarrow(t *testing.T) {
 	objs := all(t)["base/rbac.yaml"]
-	checkRules := func(what string, rules []rbacv1.PolicyRule, want []struct{ groups, resources, verbs []string }) {
+	checkRules := func(what string, rules []rbacv1.PolicyRule, want []struct{ groups, resources, verbs, names []string }) {
 		if len(rules) != len(want) {
 			t.Fatalf("%s: %d rules, want %d", what, len(rules), len(want))
 		}
@@ -399,17 +403,19 @@ func TestRBACIsNarrow(t *testing.T) {
 			slices.Sort(res)
 			slices.Sort(verbs)
 			if !slices.Equal(r.APIGroups, want[i].groups) || !slices.Equal(res, want[i].resources) || !slices.Equal(verbs, want[i].verbs) ||
-				len(r.ResourceNames) > 0 || len(r.NonResourceURLs) > 0 {
-				t.Errorf("%s rule %d %+v: want %v on %v of %q only", what, i, r, want[i].verbs, want[i].resources, want[i].groups)
+				!slices.Equal(r.ResourceNames, want[i].names) || len(r.NonResourceURLs) > 0 {
+				t.Errorf("%s rule %d %+v: want %v on %v %v of %q only", what, i, r, want[i].verbs, want[i].resources, want[i].names, want[i].groups)
 			}
 		}
 	}
-	role := only[*rbacv1.ClusterRole](t, objs)
-	checkRules("ClusterRole", role.Rules, []struct{ groups, resources, verbs []string }{
-		{[]string{""}, []string{"nodes", "pods"}, []string{"list", "watch"}},
-		{[]string{"events.k8s.io"}, []string{"events"}, []string{"create", "patch"}},
-	})
 	sa := only[*corev1.ServiceAccount](t, all(t)["base/serviceaccount.yaml"])
+	role := only[*rbacv1.ClusterRole](t, objs)
+	checkRules("ClusterRole", role.Rules, []struct{ groups, resources, verbs, names []string }{
+		{[]string{""}, []string{"nodes", "pods"}, []string{"list", "watch"}, nil},
+		{[]string{"events.k8s.io"}, []string{"events"}, []string{"create", "patch"}, nil},
+		// Its own Namespace only: being deleted, it is an uninstall.
+		{[]string{""}, []string{"namespaces"}, []string{"get"}, []string{sa.Namespace}},
+	})
 	b := only[*rbacv1.ClusterRoleBinding](t, objs)
 	if b.RoleRef.Name != role.Name || len(b.Subjects) != 1 || b.Subjects[0].Name != sa.Name || b.Subjects[0].Namespace != sa.Namespace {
 		t.Errorf("binding %+v does not bind %s to %s/%s", b, role.Name, sa.Namespace, sa.Name)
@@ -417,9 +423,9 @@ func TestRBACIsNarrow(t *testing.T) {
 	// In its own namespace: its own pod and its DaemonSet, to tell an
 	// uninstall from a restart.
 	r := only[*rbacv1.Role](t, objs)
-	checkRules("Role", r.Rules, []struct{ groups, resources, verbs []string }{
-		{[]string{""}, []string{"pods"}, []string{"get"}},
-		{[]string{"apps"}, []string{"daemonsets"}, []string{"get"}},
+	checkRules("Role", r.Rules, []struct{ groups, resources, verbs, names []string }{
+		{[]string{""}, []string{"pods"}, []string{"get"}, nil},
+		{[]string{"apps"}, []string{"daemonsets"}, []string{"get"}, nil},
 	})
 	rb := only[*rbacv1.RoleBinding](t, objs)
 	if r.Namespace != sa.Namespace || rb.Namespace != sa.Namespace || rb.RoleRef.Kind != "Role" || rb.RoleRef.Name != r.Name ||
@@ -455,9 +461,14 @@ func TestScrapeTargets(t *testing.T) {
 	}
 	// The series' namespace, pod and container are the victim's: without
 	// honorLabels the Operator's target labels (oomtrace's own pod) win.
+	// And a series without them (a host process's kill) gets none of the
+	// target's (the cluster suite's prometheus_alerts shows both).
 	for _, e := range pm.Spec.PodMetricsEndpoints {
 		if !e.HonorLabels {
 			t.Errorf("PodMonitor endpoint %+v: honorLabels must be true", e)
+		}
+		if len(e.Relabelings) != 1 || e.Relabelings[0].Action != "labeldrop" || e.Relabelings[0].Regex != "(namespace|pod|container)" {
+			t.Errorf("PodMonitor endpoint %+v: want the target's namespace, pod and container dropped", e)
 		}
 	}
 	for f, objs := range m {
