@@ -18,7 +18,17 @@ type MetricsOptions struct {
 	Retention time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// MaxSeries caps each per-pod metric (kills, deaths, refusals) at this
+	// many series: tenants make pods, containers and owners at will. A new
+	// label set past it is counted in its metric's overflow series
+	// (namespace, pod, container and owner "_overflow") and in
+	// oomtrace_metrics_series_refused_total. 0: no cap.
+	MaxSeries int
 }
+
+// Overflow is the namespace, pod, container and owner label of the series
+// that count what a capped metric refused a series of its own.
+const Overflow = "_overflow"
 
 // Metrics counts events for Prometheus. It is a prometheus.Collector: the
 // counters live here and are emitted at scrape time, so a series outlives
@@ -36,8 +46,10 @@ type Metrics struct {
 	expired    time.Time             // when expireDue last ran
 	// unnamed counts kills in a container that no source named.
 	unnamed float64
+	// refused counts, by metric, the events counted in an overflow series.
+	refused map[string]float64
 
-	oomKillsDesc, refusalsDesc, deathsDesc, pressureDesc, conditionsDesc, unnamedDesc *prometheus.Desc
+	oomKillsDesc, refusalsDesc, deathsDesc, pressureDesc, conditionsDesc, unnamedDesc, refusedDesc *prometheus.Desc
 }
 
 type series struct {
@@ -61,6 +73,10 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 		deaths:     map[[5]string]*series{},
 		pressure:   map[[2]string]*series{},
 		conditions: map[[2]string]*series{},
+		refused:    map[string]float64{},
+		refusedDesc: prometheus.NewDesc(namespace+"_metrics_series_refused_total",
+			"Events counted in a metric's overflow series (namespace, pod, container, owner \"_overflow\") because the metric had --metrics.max-series series.",
+			[]string{"metric"}, nil),
 		deathsDesc: prometheus.NewDesc(namespace+"_container_deaths_total",
 			"Deaths of pods' containers (the kernel's kills of their init, the kubelet's evictions) by cause; see the README.",
 			[]string{"namespace", "pod", "container", "cause", "owner"}, nil),
@@ -108,6 +124,9 @@ func (m *Metrics) oomKill(ev event.OOMKill) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.expireDue()
+	if full(m, m.oomKills, key, "oomtrace_oom_kills_total") {
+		key[0], key[1], key[2], key[6] = Overflow, Overflow, Overflow, Overflow
+	}
 	addTo(m.oomKills, key, 1, now)
 	if c := ev.Victim.Container; c != nil && (c.Name == "" || ev.Victim.Pod == nil || ev.Victim.Pod.Name == "") {
 		m.unnamed++
@@ -116,7 +135,7 @@ func (m *Metrics) oomKill(ev event.OOMKill) {
 	// of the container (the init's own kill, in a group kill, is).
 	worker := ev.Victim.Init != nil && !*ev.Victim.Init
 	if ev.Victim.Pod != nil && ev.Cause != "" && !worker {
-		addTo(m.deaths, [5]string{ns, pod, ctr, ev.Cause, owner}, 1, now)
+		m.addDeath([5]string{ns, pod, ctr, ev.Cause, owner}, now)
 	}
 }
 
@@ -136,7 +155,7 @@ func groupLabel(g *event.GroupKill) string {
 func (m *Metrics) eviction(ev event.Eviction) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	addTo(m.deaths, [5]string{ev.Pod.Namespace, ev.Pod.Name, offendingContainer(ev), ev.Cause, ownerLabel(&ev.Pod)}, 1, m.expireDue())
+	m.addDeath([5]string{ev.Pod.Namespace, ev.Pod.Name, offendingContainer(ev), ev.Cause, ownerLabel(&ev.Pod)}, m.expireDue())
 }
 
 // ownerLabel is the pod's workload, "Deployment/web"; empty when unknown.
@@ -180,7 +199,31 @@ func (m *Metrics) commitRefusal(ev event.CommitRefusal) {
 	key := [5]string{ns, pod, ctr, ev.Syscall, ev.Reason}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if full(m, m.refusals, key, "oomtrace_commit_refusals_total") {
+		key[0], key[1], key[2] = Overflow, Overflow, Overflow
+	}
 	addTo(m.refusals, key, float64(ev.Count), m.expireDue())
+}
+
+func (m *Metrics) addDeath(key [5]string, now time.Time) {
+	if full(m, m.deaths, key, "oomtrace_container_deaths_total") {
+		key[0], key[1], key[2], key[4] = Overflow, Overflow, Overflow, Overflow
+	}
+	addTo(m.deaths, key, 1, now)
+}
+
+// full says key is a new series of s, which has MaxSeries already: the
+// event goes to the metric's overflow series, and is counted as refused.
+// Call with mu held.
+func full[K comparable](m *Metrics, s map[K]*series, key K, metric string) bool {
+	if m.opts.MaxSeries <= 0 || len(s) < m.opts.MaxSeries {
+		return false
+	}
+	if _, ok := s[key]; ok {
+		return false
+	}
+	m.refused[metric]++
+	return true
 }
 
 func addTo[K comparable](s map[K]*series, key K, n float64, now time.Time) {
@@ -195,7 +238,7 @@ func addTo[K comparable](s map[K]*series, key K, n float64, now time.Time) {
 
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.oomKillsDesc, m.refusalsDesc, m.deathsDesc, m.pressureDesc, m.conditionsDesc, m.unnamedDesc} {
+	for _, d := range []*prometheus.Desc{m.oomKillsDesc, m.refusalsDesc, m.deathsDesc, m.pressureDesc, m.conditionsDesc, m.unnamedDesc, m.refusedDesc} {
 		ch <- d
 	}
 }
@@ -225,6 +268,9 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	// From 0: an alert's increase() sees the first.
 	ch <- prometheus.MustNewConstMetric(m.unnamedDesc, prometheus.CounterValue, m.unnamed)
+	for _, metric := range []string{"oomtrace_oom_kills_total", "oomtrace_container_deaths_total", "oomtrace_commit_refusals_total"} {
+		ch <- prometheus.MustNewConstMetric(m.refusedDesc, prometheus.CounterValue, m.refused[metric], metric)
+	}
 	m.mu.Unlock()
 }
 

@@ -440,3 +440,49 @@ func TestSourceUp(t *testing.T) {
 		t.Errorf("oomtrace_source_up %v after the runtime went down", got)
 	}
 }
+
+// TestSeriesCap: a tenant making pods without end cannot grow a metric
+// past MaxSeries: new label sets are counted in the overflow series, and
+// in oomtrace_metrics_series_refused_total; the series there keep
+// counting, and every kill is still counted.
+func TestSeriesCap(t *testing.T) {
+	m := NewMetrics(MetricsOptions{MaxSeries: 3})
+	kill := func(pod string) event.OOMKill {
+		return event.OOMKill{Type: event.TypeOOMKill, Cause: event.CauseOOMContainer, Victim: event.Victim{Process: event.Process{PID: 1,
+			Container: &event.Container{ID: "c", Name: "app"}, Pod: &event.Pod{UID: pod, Name: pod, Namespace: "tenant"}}}}
+	}
+	for i := range 10 {
+		_ = m.Write(kill(fmt.Sprintf("p%d", i)))
+	}
+	_ = m.Write(kill("p0")) // an existing series keeps counting
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(m)
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	series, total, overflow, refused := 0, 0.0, 0.0, 0.0
+	for _, f := range fams {
+		for _, mt := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range mt.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			switch f.GetName() {
+			case "oomtrace_oom_kills_total":
+				series++
+				total += mt.GetCounter().GetValue()
+				if labels["pod"] == Overflow {
+					overflow += mt.GetCounter().GetValue()
+				}
+			case "oomtrace_metrics_series_refused_total":
+				if labels["metric"] == "oomtrace_oom_kills_total" {
+					refused = mt.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	if series != 4 || total != 11 || overflow != 7 || refused != 7 {
+		t.Errorf("%d series (want 3 and the overflow), %v kills (want 11), %v in the overflow and %v refused (want 7)", series, total, overflow, refused)
+	}
+}

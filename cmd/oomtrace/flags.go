@@ -57,6 +57,7 @@ type options struct {
 	maxProcsAsked   bool
 	cpuProfile      string
 	retention       time.Duration
+	maxSeries       int
 	procfs          string
 	queueSize       int
 	criEndpoint     string
@@ -143,6 +144,7 @@ func defineFlags(fs *flag.FlagSet, o *options) {
 	fs.Int64Var(&o.memoryLimit, "memory.limit", 0, "oomtrace's container memory limit in bytes, the Go heap kept below 90% of it; 0: none")
 	fs.IntVar(&o.maxProcs, "runtime.gomaxprocs", 1, "CPUs the Go runtime runs oomtrace's code on at once (GOMAXPROCS); 0: Go's choice (the CPUs, or the container's CPU limit)")
 	fs.DurationVar(&o.retention, "metrics.retention", time.Hour, "drop the series of a pod or container that has not moved for this long; 0 keeps them forever")
+	fs.IntVar(&o.maxSeries, "metrics.max-series", 10000, "at most this many series per per-pod metric; more are counted in its _overflow series; 0: no cap")
 }
 
 // validate checks, once and in one table, what the flags' types do not:
@@ -165,6 +167,7 @@ func (o *options) validate() error {
 		{"no-pin", notBoth(o.noPin, o.pin && o.pinSet, "--pin")},
 		{"web.config.file", webConfigFile(o.webConfig)},
 		{"metrics.retention", notNegative(o.retention)},
+		{"metrics.max-series", notNegativeInt(o.maxSeries)},
 		{"container.check-delay", notNegative(o.containerCheck)},
 		{"postmortem.top-tasks", notNegativeInt(o.pmTopTasks)},
 		{"memory.limit", notNegativeInt64(o.memoryLimit)},

@@ -201,7 +201,7 @@ func serve(opts options, kubelet nodememory.KubeletConfig, log *slog.Logger, std
 	if d.runtime == nil && d.view != nil {
 		log.Info("naming containers from the kubelet's pod statuses (the API server's): no container runtime socket")
 	}
-	d.metrics = exporter.NewMetrics(exporter.MetricsOptions{Retention: opts.retention})
+	d.metrics = exporter.NewMetrics(exporter.MetricsOptions{Retention: opts.retention, MaxSeries: opts.maxSeries})
 	d.pipe = pipeline.New(ctx, d.pipelineOptions(eventWriter(opts.output, stdout), stop))
 	d.startSources(ctx)
 	var ready atomic.Bool

@@ -398,7 +398,10 @@ func ownerOf(p *corev1.Pod) *event.PodOwner {
 	if ref == nil {
 		return nil
 	}
-	o := &event.PodOwner{Kind: ref.Kind, Name: ref.Name}
+	// Bounded to what the API allows a kind and an object's name (63,
+	// 253): an owner reference is the pod's creator's to write, and the
+	// owner is a label of every one of the pod's series.
+	o := &event.PodOwner{Kind: event.BoundText(ref.Kind, maxKind), Name: event.BoundText(ref.Name, maxName)}
 	if hash := p.Labels["pod-template-hash"]; ref.Kind == "ReplicaSet" && hash != "" {
 		if d, ok := strings.CutSuffix(ref.Name, "-"+hash); ok && d != "" {
 			o.Kind, o.Name = "Deployment", d
@@ -406,6 +409,13 @@ func ownerOf(p *corev1.Pod) *event.PodOwner {
 	}
 	return o
 }
+
+// The longest kind and object name the API has (a DNS label, a DNS
+// subdomain).
+const (
+	maxKind = 63
+	maxName = 253
+)
 
 // uidIndex indexes the pod cache by pod uid.
 const uidIndex = "uid"

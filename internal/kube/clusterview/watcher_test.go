@@ -612,10 +612,18 @@ func TestOwnerOf(t *testing.T) {
 			t.Errorf("%s: %q, want %q", c.name, got, c.want)
 		}
 	}
-	// The slimmed pod keeps the controller reference, bounded.
+	// The slimmed pod keeps the controller reference, bounded; the owner,
+	// a label of every series of the pod, to what the API allows a kind
+	// and a name (63, 253).
 	long := pod("ReplicaSet", strings.Repeat("x", 1<<20), "", &yes)
 	slim, _ := slimPod(long)
 	if refs := slim.(*corev1.Pod).OwnerReferences; len(refs) != 1 || len(refs[0].Name) > event.MaxMessageBytes || refs[0].Kind != "ReplicaSet" {
 		t.Errorf("slim pod's owner references: %d, name of %d bytes", len(refs), len(refs[0].Name))
+	}
+	if o := ownerOf(slim.(*corev1.Pod)); o == nil || len(o.Name) != 253 || o.Kind != "ReplicaSet" {
+		t.Errorf("owner %v: want its name cut to 253 bytes", o)
+	}
+	if o := ownerOf(pod(strings.Repeat("K", 100), "web", "", &yes)); o == nil || len(o.Kind) != 63 {
+		t.Errorf("owner %v: want its kind cut to 63 bytes", o)
 	}
 }
