@@ -96,7 +96,7 @@ type Recorder struct {
 	leaveEnded bool
 	left       atomic.Uint64
 
-	queue   chan op
+	queue   *fairQueue
 	dropped atomic.Uint64
 	sent    atomic.Uint64
 
@@ -146,7 +146,7 @@ func (b *bucket) take(now time.Time, burst float64, every time.Duration) bool {
 func New(api API, node string) *Recorder {
 	return &Recorder{api: api, node: node, now: time.Now, retry: time.Second, seriesEvery: seriesEvery, seriesEveryMax: seriesEveryMax,
 		writes: bucket{left: nodeBurst}, writeBurst: nodeBurst, nodeEvery: nodeEvery,
-		queue: make(chan op, queueSize), tokens: map[types.UID]*bucket{}, groups: map[uint64]*pendingGroup{}, series: map[seriesKey]*series{}}
+		queue: newFairQueue(queueSize), tokens: map[types.UID]*bucket{}, groups: map[uint64]*pendingGroup{}, series: map[seriesKey]*series{}}
 }
 
 // LeaveEndedContainersToKubelet makes the recorder write no Event for a
@@ -167,19 +167,27 @@ func (r *Recorder) Start(ctx context.Context) error {
 	go func() {
 		defer close(r.done)
 		for {
-			select {
-			case <-ctx.Done():
-				return
-			case o := <-r.queue:
-				if !r.writeToken(ctx) {
-					r.dropped.Add(1)
+			if r.queue.len() == 0 {
+				select {
+				case <-ctx.Done():
 					return
+				case <-r.queue.ready:
+					continue
 				}
-				if o.patch != nil {
-					r.patch(ctx, o.patch)
-				} else {
-					r.send(ctx, o.create, o.series)
-				}
+			}
+			// The allowance first, then the turn: a namespace whose
+			// write arrived during the wait takes its turn.
+			if !r.writeToken(ctx) {
+				return
+			}
+			o, ok := r.queue.pop()
+			if !ok {
+				continue
+			}
+			if o.patch != nil {
+				r.patch(ctx, o.patch)
+			} else {
+				r.send(ctx, o.create, o.series)
 			}
 		}
 	}()
@@ -355,11 +363,37 @@ func (p *pendingGroup) add(kill event.OOMKill, g *event.GroupKill) {
 	}
 }
 
+// enqueue queues o behind the writes of its namespace; when that
+// namespace's share of the queue is full, o is dropped and counted.
 func (r *Recorder) enqueue(o op) {
-	select {
-	case r.queue <- o:
-	default:
-		r.dropped.Add(1)
+	ns := ""
+	switch {
+	case o.create != nil:
+		ns = o.create.Namespace
+	case o.patch != nil:
+		ns = o.patch.namespace
+	}
+	displaced, ok := r.queue.push(ns, o)
+	if !ok {
+		r.dropOp(o)
+	}
+	if displaced != nil {
+		r.dropOp(*displaced)
+	}
+}
+
+// dropOp counts a write that will not be made; a series' patch may be
+// queued again by its next repeat, and a series whose Event is dropped
+// ends.
+func (r *Recorder) dropOp(o op) {
+	r.dropped.Add(1)
+	switch {
+	case o.patch != nil:
+		r.mu.Lock()
+		o.patch.queued = false
+		r.mu.Unlock()
+	case o.series != nil:
+		r.endSeries(o.series)
 	}
 }
 

@@ -330,3 +330,59 @@ func TestRecorderLeavesEndedContainersToKubelet(t *testing.T) {
 		t.Errorf("reason %s, want %s", e.Reason, ReasonContainer)
 	}
 }
+
+// TestRecorderNamespacesTakeTurns: a namespace crash-looping 100 OOMing
+// pods does not delay another namespace's first Event behind its own:
+// past the node's burst, writes are taken a namespace at a time, so the
+// other's comes within two of the node's intervals, not after all 100
+// (75 intervals, 12.5 minutes, in arrival order). When the queue is full,
+// the flooding namespace's newest write gives way.
+func TestRecorderNamespacesTakeTurns(t *testing.T) {
+	api := &fakeAPI{}
+	r := New(api, "node-a")
+	c := &clock{t: time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)}
+	r.now = c.now
+	r.Start(context.Background())
+	defer r.Shutdown()
+	inNamespace := func(ns, uid string) event.OOMKill {
+		k := podKill(uid, c.now())
+		k.Victim.Pod.Namespace, k.Victim.Pod.Name = ns, uid
+		return k
+	}
+	for i := range 100 {
+		r.Write(inNamespace("flood", fmt.Sprintf("flood-%d", i)))
+	}
+	waitFor(t, "the burst", func() bool { return len(api.events()) == nodeBurst })
+	r.Write(inNamespace("shop", "cart"))
+	c.add(2 * nodeEvery)
+	waitFor(t, "two more", func() bool { return len(api.events()) >= nodeBurst+2 })
+	shop := -1
+	for i, e := range api.events() {
+		if e.Regarding.Namespace == "shop" {
+			shop = i
+		}
+	}
+	if shop < 0 {
+		t.Fatalf("shop's Event is not among the first %d: it waits behind the flood", len(api.events()))
+	}
+	t.Logf("shop's Event was write %d", shop+1)
+
+	// A full queue: the flood's newest writes give way to shop's.
+	for i := range queueSize {
+		r.Write(inNamespace("flood", fmt.Sprintf("more-%d", i)))
+	}
+	before := r.Dropped()
+	r.Write(inNamespace("shop", "web"))
+	if r.Dropped() != before+1 {
+		t.Errorf("dropped %d, want one of the flood's", r.Dropped()-before)
+	}
+	c.add(3 * nodeEvery)
+	waitFor(t, "shop's second Event", func() bool {
+		for _, e := range api.events() {
+			if e.Regarding.Name == "web" {
+				return true
+			}
+		}
+		return false
+	})
+}

@@ -57,6 +57,7 @@ type series struct {
 	name      string // the Event's, once created; "" until then
 	count     int32  // kills so far
 	patched   int32  // the count the API has
+	queued    bool   // a patch of it waits in the queue
 	last      time.Time
 	scheduled bool          // a patch is due
 	every     time.Duration // the wait before the next patch; 0: seriesEvery
@@ -121,7 +122,10 @@ func (r *Recorder) schedule(s *series) {
 	time.AfterFunc(s.every, func() {
 		r.mu.Lock()
 		s.scheduled = false
-		due := r.series[s.key] == s && s.count != s.patched
+		// One write per series waits at most: the patch sends the count
+		// as it is when sent.
+		due := r.series[s.key] == s && s.count != s.patched && !s.queued
+		s.queued = s.queued || due
 		r.mu.Unlock()
 		if due {
 			r.enqueue(op{patch: s})
@@ -157,6 +161,7 @@ func (r *Recorder) endSeries(s *series) {
 // (expired, deleted) ends the series: the next repeat makes a new one.
 func (r *Recorder) patch(ctx context.Context, s *series) {
 	r.mu.Lock()
+	s.queued = false
 	count, last, name := s.count, s.last, s.name
 	r.mu.Unlock()
 	body, err := json.Marshal(map[string]any{"series": eventsv1.EventSeries{Count: count, LastObservedTime: metav1.NewMicroTime(last)}})
