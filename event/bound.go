@@ -3,6 +3,7 @@ package event
 import (
 	"slices"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -85,7 +86,11 @@ func BoundText(s string, max int) string {
 	return b.String()
 }
 
-// isControl: C0 and C1 control characters and DEL. A tab is kept.
+// isControl: C0 and C1 control characters and DEL, and the invisible
+// format characters (Unicode's Cf: bidirectional overrides and isolates,
+// zero-width spaces and joiners, the byte order mark), which make a
+// terminal show text in another order than it is (kubectl describe an
+// Event whose note quotes a tenant's process name). A tab is kept.
 func isControl(r rune) bool {
-	return r != '\t' && (r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0))
+	return r != '\t' && (r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || unicode.Is(unicode.Cf, r))
 }

@@ -36,6 +36,13 @@ func TestBoundText(t *testing.T) {
 		{"new\nline\x1b[2J", "new\uFFFDline\uFFFD[2J"},
 		{"bad \xff byte", "bad \uFFFD byte"},
 		{"c1 \u0085", "c1 \uFFFD"},
+		// Bidi overrides and isolates, zero-width characters, a BOM: a
+		// name that reads "java" and is "avaj", or hides a character.
+		{"\u202Eavaj\u202C", "\uFFFDavaj\uFFFD"},
+		{"ja\u2066va\u2069", "ja\uFFFDva\uFFFD"},
+		{"ja\u200Bva\u200D\u2060\uFEFF", "ja\uFFFDva\uFFFD\uFFFD\uFFFD"},
+		{"\u200Fltr\u200E", "\uFFFDltr\uFFFD"},
+		{"naïve café 日本", "naïve café 日本"},
 	} {
 		if got := BoundText(tt.in, 100); got != tt.want {
 			t.Errorf("BoundText(%q) = %q, want %q", tt.in, got, tt.want)

@@ -3,6 +3,7 @@ package kubeevents
 import (
 	"strings"
 	"testing"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/oomtrace/oomtrace/event"
@@ -93,19 +94,21 @@ func checkNote(t *testing.T, note string) {
 		t.Errorf("note of %d bytes, valid UTF-8 %v", len(note), utf8.ValidString(note))
 	}
 	for _, r := range note {
-		if (r < 0x20 && r != '\t') || r == 0x7f || (r >= 0x80 && r < 0xa0) {
-			t.Errorf("note %q has control character %U", note, r)
+		if (r < 0x20 && r != '\t') || r == 0x7f || (r >= 0x80 && r < 0xa0) || unicode.Is(unicode.Cf, r) {
+			t.Errorf("note %q has control or format character %U", note, r)
 			break
 		}
 	}
 }
 
 // FuzzDescribe: whatever names a tenant gives its process, container and
-// cgroups, the note is valid UTF-8 without control characters, within the
+// cgroups, the note is valid UTF-8 without control characters (nor bidi
+// or zero-width ones, which reorder or hide text in a terminal), within the
 // API's limit once bounded as Write bounds it.
 func FuzzDescribe(f *testing.F) {
 	f.Add("gunicorn", "web", "/kubepods/pod/x", uint32(7), true, uint64(64<<20))
 	f.Add("x\n\x1b[2J", "\xff\xfe", strings.Repeat("é", 600), uint32(1), false, uint64(0))
+	f.Add("\u202Eavaj", "we\u200Bb", "/kubepods/\u2066x\u2069", uint32(2), true, uint64(1))
 	f.Fuzz(func(t *testing.T, comm, container, path string, nsPID uint32, survived bool, limit uint64) {
 		k := kill(&survived, nsPID == 1)
 		k.Victim.NSPID = &nsPID
