@@ -52,12 +52,25 @@ test-rules: ## Unit-test the shipped alerts with promtool (deploy/monitoring/rul
 		$(GO) run github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION) check rules $(CURDIR)/bin/dashboard/dashboard.rules.yaml && \
 		$(GO) run github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION) test rules $(CURDIR)/bin/dashboard/dashboard.rules.test.yaml
 
-.PHONY: test-helm chart-files
-# helm from the Go module proxy, built once (about 2 minutes) into bin/.
+.PHONY: test-helm chart-files helm helm3
+# helm from the Go module proxy, built once (about 2 minutes) into bin/,
+# static: the cluster suite runs it in its guest too.
 HELM_VERSION ?= v4.3.2
-test-helm: ## Lint the Helm chart (deploy/helm/oomtrace) and check it renders what kubectl apply -k renders, for each variant and the monitoring objects.
+helm:
 	@mkdir -p bin
-	@test -x bin/helm && bin/helm version --template '{{.Version}}' 2>/dev/null | grep -q '^$(basename $(HELM_VERSION))' || GOBIN=$(CURDIR)/bin $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+	@test -x bin/helm && bin/helm version --template '{{.Version}}' 2>/dev/null | grep -q '^$(basename $(HELM_VERSION))' && \
+		$(GO) version -m bin/helm | grep -q 'CGO_ENABLED=0' || CGO_ENABLED=0 GOBIN=$(CURDIR)/bin $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+
+# Helm 3 as well: the README's commands must work on both (the cluster
+# suite installs with Helm 3 on the v1 node, Helm 4 on the v2 node).
+HELM3_VERSION ?= v3.21.4
+helm3:
+	@mkdir -p bin
+	@test -x bin/helm3 && bin/helm3 version --template '{{.Version}}' 2>/dev/null | grep -q '^$(HELM3_VERSION)$$' || { \
+		rm -rf bin/.helm3 && CGO_ENABLED=0 GOBIN=$(CURDIR)/bin/.helm3 $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM3_VERSION) && \
+		mv bin/.helm3/helm bin/helm3 && rm -rf bin/.helm3; }
+
+test-helm: helm ## Lint the Helm chart (deploy/helm/oomtrace) and check it renders what kubectl apply -k renders, for each variant and the monitoring objects.
 	@bin/helm lint --strict deploy/helm/oomtrace
 	@OOMTRACE_HELM=$(CURDIR)/bin/helm $(GO) test -count=1 -run '^TestHelm' -v ./deploy/ > bin/test-helm.out; rc=$$?; grep -v '^=== RUN' bin/test-helm.out; exit $$rc
 
@@ -79,11 +92,15 @@ test-host: test-deps ## Run the tests on this machine's kernel; as root they inc
 # proxy and cached under ~/.cache/oomtrace/kube).
 KUBE_VERSION ?= v1.37.2
 IMAGE_ARCHIVE := bin/oomtrace-image.tar
-test-cluster: test-deps image ## Deploy the DaemonSet into a real single-node cluster (etcd, API server, kubelet, containerd) and check it against the kubelet (root).
-	@echo "kube binaries $(KUBE_VERSION): built once from the Go module proxy (about 15 minutes cold), then cached"
+# The Prometheus Operator (its module's only version on the proxy) and
+# prometheus (promtool's version), built once and cached beside them.
+PROMETHEUS_OPERATOR_VERSION ?= v0.85.0
+test-cluster: test-deps image-archive helm3 ## Deploy the DaemonSet into a real single-node cluster (etcd, API server, kubelet, containerd) and check it against the kubelet and an operator's Prometheus, then install it with Helm 3 (root).
+	@echo "kube binaries $(KUBE_VERSION), the Prometheus Operator $(PROMETHEUS_OPERATOR_VERSION), prometheus $(PROMTOOL_VERSION): built once from the Go module proxy (about 25 minutes cold), then cached"
 	@kube=$$(bash internal/harness/clustertest/kube-build.sh $(KUBE_VERSION)) && \
-	rm -f $(IMAGE_ARCHIVE) && $(BUILDAH) push -q $(IMAGE) oci-archive:$(IMAGE_ARCHIVE):$(IMAGE) >/dev/null && \
-	$(SUDO) env OOMTRACE_KUBE_BIN=$$kube OOMTRACE_IMAGE=$(IMAGE) OOMTRACE_IMAGE_ARCHIVE=$(CURDIR)/$(IMAGE_ARCHIVE) \
+	mon=$$(bash internal/harness/clustertest/monitoring-build.sh $(PROMETHEUS_OPERATOR_VERSION) $(PROMTOOL_VERSION)) && \
+	$(SUDO) env OOMTRACE_KUBE_BIN=$$kube OOMTRACE_IMAGE=$(DEPLOY_IMAGE) OOMTRACE_IMAGE_ARCHIVE=$(CURDIR)/$(IMAGE_ARCHIVE) OOMTRACE_HELM3=$(CURDIR)/bin/helm3 \
+		OOMTRACE_PROMETHEUS_OPERATOR=$$mon/operator OOMTRACE_PROMETHEUS_OPERATOR_CRDS=$$mon/crds OOMTRACE_PROMETHEUS=$$mon/prometheus \
 		$(GO) test -json -count=1 -timeout 30m -v ./internal/harness/clustertest | tee bin/test-cluster.json | $(GO) run ./internal/harness/testsummary -progress -title cluster -skips internal/harness/testsummary/skips.txt -run cluster
 
 .PHONY: test-cluster-v2
@@ -91,10 +108,9 @@ test-cluster: test-deps image ## Deploy the DaemonSet into a real single-node cl
 # containerd and runc inside a qemu guest with Debian 12's kernel (pure
 # cgroup v2, memory.oom.group on every container). TestCluster only: the
 # harness's own smoke test runs in test-cluster.
-test-cluster-v2: test-deps image ## The cluster suite on a cgroup v2 node: kubelet, containerd and the control plane in a qemu guest (root; installs qemu).
+test-cluster-v2: test-deps image-archive helm ## The cluster suite on a cgroup v2 node, installed with the README's helm command: kubelet, containerd and the control plane in a qemu guest (root; installs qemu).
 	@kube=$$(bash internal/harness/clustertest/kube-build.sh $(KUBE_VERSION)) && \
-	rm -f $(IMAGE_ARCHIVE) && $(BUILDAH) push -q $(IMAGE) oci-archive:$(IMAGE_ARCHIVE):$(IMAGE) >/dev/null && \
-	$(SUDO) env OOMTRACE_KUBE_BIN=$$kube OOMTRACE_IMAGE=$(IMAGE) OOMTRACE_IMAGE_ARCHIVE=$(CURDIR)/$(IMAGE_ARCHIVE) TESTRUN=TestCluster \
+	$(SUDO) env OOMTRACE_KUBE_BIN=$$kube OOMTRACE_HELM=$(CURDIR)/bin/helm OOMTRACE_IMAGE=$(DEPLOY_IMAGE) OOMTRACE_IMAGE_ARCHIVE=$(CURDIR)/$(IMAGE_ARCHIVE) TESTRUN=TestCluster \
 		bash internal/harness/kerneltest/run.sh stable cluster
 
 .PHONY: test-deps
@@ -186,6 +202,14 @@ image: build ## Build the container image daemonlessly with buildah from bin/oom
 	@ctr=$$($(BUILDAH) from scratch) && 		$(BUILDAH) copy -q $$ctr bin/oomtrace /oomtrace >/dev/null && 		$(BUILDAH) config --entrypoint '["/oomtrace"]' --port 9808 --user 0 			--label org.opencontainers.image.version=$(VERSION) --label org.opencontainers.image.source=https://github.com/oomtrace/oomtrace $$ctr && 		$(BUILDAH) commit -q --rm $$ctr $(IMAGE) >/dev/null
 	@ctr=$$($(BUILDAH) from $(IMAGE)) && mnt=$$($(BUILDAH) mount $$ctr) && 		"$$mnt/oomtrace" --version; rc=$$?; 		$(BUILDAH) umount $$ctr >/dev/null; $(BUILDAH) rm $$ctr >/dev/null; exit $$rc
 	@echo "image $(IMAGE): push it with buildah push $(IMAGE) docker://REGISTRY/oomtrace:TAG, or see the README to load it into a node's containerd"
+
+.PHONY: image-archive
+# The image deploy/ and the chart name (deploy/base/kustomization.yaml's
+# newName:newTag, the chart's appVersion), until a release publishes it.
+DEPLOY_IMAGE := $(shell awk '/newName:/ {n=$$2} /newTag:/ {t=$$2} END {print n ":" t}' deploy/base/kustomization.yaml)
+image-archive: image ## The image as an OCI archive (bin/oomtrace-image.tar) named as deploy/ and the chart name it: import it into each node's containerd.
+	@rm -f $(IMAGE_ARCHIVE) && $(BUILDAH) push -q $(IMAGE) oci-archive:$(IMAGE_ARCHIVE):$(DEPLOY_IMAGE) >/dev/null
+	@echo "$(IMAGE_ARCHIVE): $(DEPLOY_IMAGE), the image deploy/ and the chart name; on each node: ctr -n k8s.io images import $(IMAGE_ARCHIVE)"
 
 .PHONY: release
 RELEASE_ARCHS := amd64 arm64

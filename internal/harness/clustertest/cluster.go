@@ -328,7 +328,7 @@ func (c *Cluster) startControlPlane(t *testing.T) {
 	})
 	c.procs.Start(t, "kube-controller-manager", filepath.Join(c.bin, "kube-controller-manager"),
 		"--kubeconfig="+p("admin.kubeconfig"), "--leader-elect=false",
-		"--controllers=daemonset-controller,serviceaccount-controller,root-ca-certificate-publisher-controller",
+		"--controllers=daemonset-controller,serviceaccount-controller,root-ca-certificate-publisher-controller,namespace-controller",
 		"--root-ca-file="+p("ca.crt"), "--bind-address=127.0.0.1")
 	c.procs.Start(t, "kube-scheduler", filepath.Join(c.bin, "kube-scheduler"),
 		"--kubeconfig="+p("admin.kubeconfig"), "--leader-elect=false", "--bind-address=127.0.0.1")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/oomtrace/oomtrace/event"
@@ -40,12 +41,27 @@ func TestCluster(t *testing.T) {
 		SystemReservedMemory: total - kubepodsLimit,
 	}, archive)
 	c.Namespace(t, "shop")
-	o := c.Deploy(t, "../../../deploy", image)
+	// Installed as the README says: kubectl apply -k on the v1 node, helm
+	// install on the v2 node (the same objects: make test-helm compares
+	// them); each is upgraded and uninstalled the same way below.
+	var o *Oomtrace
+	var m *Monitoring
+	monitored := time.Now()
+	if c.Runtime.Memcg.V1 {
+		o = c.Deploy(t, "../../../deploy", image)
+		// An operator's Prometheus, as the Prometheus Operator configures
+		// it for the shipped PodMonitor and PrometheusRule.
+		m = startMonitoring(t, c)
+	} else {
+		o = c.HelmInstall(t, HelmBinary(t, HelmEnv), image)
+		o.WaitReady(t)
+	}
 	t.Logf("oomtrace's pod %s is Ready", o.Pod.Name)
 	ok := t.Run("deployed", func(t *testing.T) { testDeployed(t, c, o, kubepodsLimit) })
 	ok = ok && t.Run("container_limit", func(t *testing.T) { testContainerLimit(t, c, o) })
 	if c.Runtime.Memcg.V1 {
 		ok = ok && t.Run("worker_process_kill", func(t *testing.T) { testWorkerProcessKill(t, c, o) })
+		ok = ok && t.Run("prometheus_alerts", func(t *testing.T) { testPrometheusAlerts(t, c, m, monitored) })
 	} else {
 		// cgroup v2: the kubelet sets memory.oom.group on every container.
 		ok = ok && t.Run("group_kill", func(t *testing.T) { testGroupKill(t, c, o) })
@@ -60,9 +76,27 @@ func TestCluster(t *testing.T) {
 	if Slowdown() == 1 {
 		ok = ok && t.Run("hostile_tenant", func(t *testing.T) { testHostileTenant(t, c, o) })
 	}
+	ok = ok && t.Run("log_lines", func(t *testing.T) { testLogLines(t, c, o) })
 	ok = ok && t.Run("kernel_before_kubelet", func(t *testing.T) { testKernelBeforeKubelet(t, c, o) })
 	ok = ok && t.Run("allocatable_eviction", func(t *testing.T) { testAllocatableEviction(t, c, o, kubepodsLimit) })
-	ok = ok && t.Run("rollout_restart", func(t *testing.T) { testRolloutRestart(t, c, o) })
+	if c.Runtime.Memcg.V1 {
+		ok = ok && t.Run("rollout_restart", func(t *testing.T) { testRolloutRestart(t, c, o, o.RolloutRestart) })
+	} else {
+		// The README's helm upgrade, one flag changed: the same rolling
+		// update.
+		ok = ok && t.Run("helm_upgrade", func(t *testing.T) {
+			words, err := ReadmeCommand("helm upgrade ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			testRolloutRestart(t, c, o, func(t *testing.T) {
+				o.HelmUpgrade(t, words[1:]...)
+				if args := o.Pod.Spec.Containers[0].Args; !slices.Contains(args, "--metrics.retention=2h") {
+					t.Errorf("the upgraded pod's args %q have no --metrics.retention=2h", args)
+				}
+			})
+		})
+	}
 	if !ok {
 		return
 	}
@@ -91,7 +125,14 @@ func TestCluster(t *testing.T) {
 		EvictionSoftGracePeriod: map[string]string{"memory.available": softGrace.String()},
 		SingleProcessOOMKill:    !c.Runtime.Memcg.V1})
 	old := o.Pod.Name
-	o = c.Deploy(t, "../../../deploy/capabilities", image)
+	if c.Runtime.Memcg.V1 {
+		o = c.Deploy(t, "../../../deploy/capabilities", image)
+	} else {
+		// And without the runtime's socket: containers named from the
+		// kubelet's pod statuses alone.
+		o.HelmUpgrade(t, "upgrade", "oomtrace", "deploy/helm/oomtrace", "--namespace", "oomtrace", "--reuse-values",
+			"--set", "variant=capabilities", "--set", "runtime=none")
+	}
 	if o.Pod.Name == old {
 		o.Restart(t)
 	}
@@ -100,21 +141,37 @@ func TestCluster(t *testing.T) {
 	if ok && !c.Runtime.Memcg.V1 {
 		ok = t.Run("worker_process_kill_single_process", func(t *testing.T) { testWorkerProcessKill(t, c, o) })
 	}
-	// Last: the DaemonSet deleted, as an uninstall does.
-	if ok {
-		t.Run("uninstall", func(t *testing.T) { testUninstall(t, c, o) })
+	// Last: the DaemonSet deleted, as kubectl delete -k and helm uninstall
+	// delete it.
+	if !ok {
+		return
+	}
+	if c.Runtime.Memcg.V1 {
+		// kubectl delete -k deploy/capabilities: every object, the
+		// Namespace with the monitoring objects in it among them.
+		ok = t.Run("uninstall", func(t *testing.T) {
+			testUninstall(t, c, o, func(t *testing.T) { c.Delete(t, KustomizeObjects(t, "../../../deploy/capabilities")...) })
+		})
+		// Then the README's helm commands with Helm 3, and the metrics
+		// port behind TLS and basic auth.
+		if ok {
+			t.Run("helm3_web_config", func(t *testing.T) { testHelm3WebConfig(t, c, image) })
+		}
+	} else {
+		t.Run("helm_uninstall", func(t *testing.T) { testUninstall(t, c, o, o.HelmUninstall) })
 	}
 }
 
-// testUninstall: the DaemonSet deleted as helm uninstall and kubectl delete
-// -k delete it (background propagation: the DaemonSet goes first, then the
-// garbage collector deletes its pod, gracefully) leaves nothing of oomtrace
+// testUninstall: the DaemonSet deleted by uninstall, as helm uninstall and
+// kubectl delete -k delete it (background propagation: the DaemonSet goes
+// first, then the garbage collector deletes its pod, gracefully) leaves nothing of oomtrace
 // on the node: no program loaded, nothing under the pin path. Every
 // restart and rollout before (rollout_restart, the variants' rollouts) kept
 // them pinned. This cluster runs no garbage collector (the scenarios' pods
 // name owners that do not exist, which it would delete): the test deletes
-// the pod as it would, after the DaemonSet.
-func testUninstall(t *testing.T, c *Cluster, o *Oomtrace) {
+// the pod as it would, after the DaemonSet (or the namespace controller
+// does, when the uninstall deleted the Namespace).
+func testUninstall(t *testing.T, c *Cluster, o *Oomtrace, uninstall func(*testing.T)) {
 	ctx := context.Background()
 	pin := filepath.Join(c.BPFFS, "oomtrace")
 	if entries, err := os.ReadDir(pin); err != nil || len(entries) == 0 {
@@ -124,11 +181,11 @@ func testUninstall(t *testing.T, c *Cluster, o *Oomtrace) {
 		t.Fatal("no oomtrace program loaded before the uninstall: the check would prove nothing")
 	}
 	logs := o.Follow(t, o.Pod.Name)
-	background := metav1.DeletePropagationBackground
-	if err := c.Client.AppsV1().DaemonSets("oomtrace").Delete(ctx, "oomtrace", metav1.DeleteOptions{PropagationPolicy: &background}); err != nil {
-		t.Fatalf("delete the DaemonSet: %v", err)
+	uninstall(t)
+	if _, err := c.Client.AppsV1().DaemonSets("oomtrace").Get(ctx, "oomtrace", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the DaemonSet after the uninstall: %v, want it not found", err)
 	}
-	if err := c.Client.CoreV1().Pods("oomtrace").Delete(ctx, o.Pod.Name, metav1.DeleteOptions{}); err != nil {
+	if err := c.Client.CoreV1().Pods("oomtrace").Delete(ctx, o.Pod.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		t.Fatalf("delete the DaemonSet's pod, as the garbage collector does: %v", err)
 	}
 	c.waitGone(t, "oomtrace", o.Pod.Name)
@@ -366,10 +423,7 @@ func testContainerLimit(t *testing.T, c *Cluster, o *Oomtrace) {
 	// As a Deployment's pod: its ReplicaSet owns it (no controller runs
 	// them here: the reference is written as the ReplicaSet would).
 	cart := podSpec("shop", "cart", corev1.RestartPolicyAlways, 30, container{name: "redis", args: []string{"hog", "200"}, limit: 64 * mi})
-	cart.Labels["pod-template-hash"] = "7d9f5c6b8"
-	cart.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "cart-7d9f5c6b8",
-		UID: "00000000-0000-4000-8000-00000000c0de", Controller: new(true)}}
-	c.createPod(t, cart)
+	c.createPod(t, ofDeployment(cart, "7d9f5c6b8"))
 	defer c.deletePod(t, "shop", "cart")
 	p := c.waitPod(t, "shop", "cart", "restarted after an OOM kill", 2*time.Minute, func(p *corev1.Pod) bool {
 		cs := p.Status.ContainerStatuses
@@ -422,7 +476,7 @@ func testContainerLimit(t *testing.T, c *Cluster, o *Oomtrace) {
 // survived, and writes an Event on the pod that kubectl describe shows.
 func testWorkerProcessKill(t *testing.T, c *Cluster, o *Oomtrace) {
 	// A supervisor whose worker is OOM-killed twice: two kills, one Event.
-	c.createPod(t, podSpec("shop", "web", corev1.RestartPolicyAlways, 2, container{name: "app", args: []string{"respawn", "2", "hog", "200"}, limit: 64 * mi}))
+	c.createPod(t, ofDeployment(podSpec("shop", "web", corev1.RestartPolicyAlways, 2, container{name: "app", args: []string{"respawn", "2", "hog", "200"}, limit: 64 * mi}), "5f7c9d8b6"))
 	defer c.deletePod(t, "shop", "web")
 	ev := o.WaitEvents(t, "the worker's two kills in web", 2*time.Minute, func(ev Events) bool {
 		ks := killsInPod(ev, "web")
@@ -906,8 +960,15 @@ func testNotEnforced(t *testing.T, c *Cluster, o *Oomtrace) {
 		nm.MemoryAvailable == nil || *nm.MemoryAvailable.ThresholdBytes != uint64(100*mi) {
 		t.Errorf("node memory %s: want no allocatable threshold, memory.available<100Mi; oomtrace's log:\n%s", jsonOf(nm), tail(withoutRefusals(o.Logs(t)), 40))
 	}
-	if _, cause := singleContainerLimit(c); k.Victim.Container == nil || k.Victim.Container.Name != "redis" || k.Cause != cause {
-		t.Errorf("kill %s, want redis, %s", jsonOf(k), cause)
+	if _, cause := singleContainerLimit(c); k.Victim.Container == nil || k.Victim.Container.Name != "redis" || k.Cause != cause ||
+		k.Victim.Pod == nil || k.Victim.Pod.Name != "cart2" {
+		t.Errorf("kill %s, want redis of cart2, %s", jsonOf(k), cause)
+	}
+	if slices.Contains(o.Pod.Spec.Containers[0].Args, "--cri.endpoint=none") {
+		// The chart's runtime=none: no socket, no mount of the host's /run.
+		if logs := o.Logs(t); !strings.Contains(logs, "naming containers from the kubelet's pod statuses") || strings.Contains(logs, "naming containers through CRI") {
+			t.Errorf("runtime=none: want containers named from the pod statuses only; oomtrace's log:\n%s", tail(withoutRefusals(logs), 20))
+		}
 	}
 	// What is read from the host's cgroups, also in a cgroup namespace of
 	// the agent's own (a non-privileged container's on v2).

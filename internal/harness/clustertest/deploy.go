@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -39,6 +40,8 @@ type Oomtrace struct {
 	c *Cluster
 	// Pod is the DaemonSet's pod on the node.
 	Pod *corev1.Pod
+	// helm is the helm binary that installed it; empty for kustomize.
+	helm string
 }
 
 // Deploy applies the kustomization at dir (deploy/ or an overlay of it) as
@@ -110,31 +113,15 @@ patches:
 	if err != nil {
 		t.Fatalf("kustomize %s: %v", dir, err)
 	}
-	dyn, err := dynamic.NewForConfig(c.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(c.Client.Discovery()))
-	ctx := context.Background()
+	var objs []*unstructured.Unstructured
 	for _, r := range resources.Resources() {
 		m, err := r.Map()
 		if err != nil {
 			t.Fatal(err)
 		}
-		obj := &unstructured.Unstructured{Object: m}
-		gvk := obj.GroupVersionKind()
-		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if err != nil {
-			t.Fatalf("%s: %v", gvk, err)
-		}
-		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
-		if ns := obj.GetNamespace(); ns != "" {
-			ri = dyn.Resource(mapping.Resource).Namespace(ns)
-		}
-		if _, err := ri.Apply(ctx, obj.GetName(), obj, metav1.ApplyOptions{FieldManager: "oomtrace-test", Force: true}); err != nil {
-			t.Fatalf("apply %s %s: %v", gvk.Kind, obj.GetName(), err)
-		}
+		objs = append(objs, &unstructured.Unstructured{Object: m})
 	}
+	c.Apply(t, objs...)
 	o := &Oomtrace{c: c}
 	o.waitReady(t, "")
 	return o
@@ -457,4 +444,57 @@ func withoutRefusals(log string) string {
 		kept = append(kept, l)
 	}
 	return strings.Join(kept, "\n") + fmt.Sprintf("\n(and %d commit_refusal lines)", n)
+}
+
+// Apply applies objs as kubectl apply --server-side --force-conflicts
+// does, in their order.
+func (c *Cluster) Apply(t *testing.T, objs ...*unstructured.Unstructured) {
+	t.Helper()
+	dyn, err := dynamic.NewForConfig(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(c.Client.Discovery()))
+	ctx := context.Background()
+	for _, obj := range objs {
+		gvk := obj.GroupVersionKind()
+		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			t.Fatalf("%s: %v", gvk, err)
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
+		if ns := obj.GetNamespace(); ns != "" {
+			ri = dyn.Resource(mapping.Resource).Namespace(ns)
+		}
+		if _, err := ri.Apply(ctx, obj.GetName(), obj, metav1.ApplyOptions{FieldManager: "oomtrace-test", Force: true}); err != nil {
+			t.Fatalf("apply %s %s: %v", gvk.Kind, obj.GetName(), err)
+		}
+	}
+}
+
+// Delete deletes objs as kubectl delete does (background propagation),
+// in their order; one already gone is no error.
+func (c *Cluster) Delete(t *testing.T, objs ...*unstructured.Unstructured) {
+	t.Helper()
+	dyn, err := dynamic.NewForConfig(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(c.Client.Discovery()))
+	background := metav1.DeletePropagationBackground
+	for _, obj := range objs {
+		gvk := obj.GroupVersionKind()
+		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			t.Fatalf("%s: %v", gvk, err)
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
+		if ns := obj.GetNamespace(); ns != "" {
+			ri = dyn.Resource(mapping.Resource).Namespace(ns)
+		}
+		err = ri.Delete(context.Background(), obj.GetName(), metav1.DeleteOptions{PropagationPolicy: &background})
+		if err != nil && !apierrors.IsNotFound(err) {
+			t.Fatalf("delete %s %s: %v", gvk.Kind, obj.GetName(), err)
+		}
+	}
 }

@@ -2,6 +2,7 @@ package clustertest
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/oomtrace/oomtrace/internal/harness/critest"
 	"github.com/oomtrace/oomtrace/internal/harness/testenv"
@@ -80,6 +82,16 @@ func podSpec(ns, name string, restart corev1.RestartPolicy, grace int64, ctrs ..
 		}
 		p.Spec.Containers = append(p.Spec.Containers, ctr)
 	}
+	return p
+}
+
+// ofDeployment makes p a pod of the Deployment of its name: its
+// ReplicaSet owns it (no controller runs them here: the reference is
+// written as the ReplicaSet would).
+func ofDeployment(p *corev1.Pod, hash string) *corev1.Pod {
+	p.Labels["pod-template-hash"] = hash
+	p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: p.Name + "-" + hash,
+		UID: types.UID("00000000-0000-4000-8000-" + fmt.Sprintf("%012x", []byte(p.Name)[:min(len(p.Name), 6)])), Controller: new(true)}}
 	return p
 }
 

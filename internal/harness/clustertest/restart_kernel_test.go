@@ -26,12 +26,13 @@ func killedBy(lines []string) map[int]int {
 	return n
 }
 
-// testRolloutRestart: kubectl rollout restart of the DaemonSet while
-// processes on the node are OOM-killed one after another. The old pod
-// stops on SIGTERM, the hooks it pinned record through the gap, and the
-// new pod takes them over: every kill is in one of the two pods' logs,
-// and the kernel's count agrees (no kill unobserved).
-func testRolloutRestart(t *testing.T, c *Cluster, o *Oomtrace) {
+// testRolloutRestart: a rolling update of the DaemonSet (rollout, as
+// kubectl rollout restart or helm upgrade make one) while processes on
+// the node are OOM-killed one after another. The old pod stops on
+// SIGTERM, the hooks it pinned record through the gap, and the new pod
+// takes them over: every kill is in one of the two pods' logs, and the
+// kernel's count agrees (no kill unobserved).
+func testRolloutRestart(t *testing.T, c *Cluster, o *Oomtrace, rollout func(*testing.T)) {
 	oldPod := o.Pod.Name
 	oldLog := o.Follow(t, oldPod)
 
@@ -64,7 +65,7 @@ func testRolloutRestart(t *testing.T, c *Cluster, o *Oomtrace) {
 	}
 	waitKills(5)
 	before := count()
-	o.RolloutRestart(t)
+	rollout(t)
 	during := count() - before
 	newLog := o.Follow(t, o.Pod.Name)
 	waitKills(count() + 10)

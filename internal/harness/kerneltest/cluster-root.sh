@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../../.."
 root=$1 modules=$2
 
-for v in OOMTRACE_KUBE_BIN OOMTRACE_IMAGE OOMTRACE_IMAGE_ARCHIVE; do
+for v in OOMTRACE_KUBE_BIN OOMTRACE_IMAGE OOMTRACE_IMAGE_ARCHIVE OOMTRACE_HELM; do
 	[ -n "${!v:-}" ] || { echo "cluster-root: $v is not set (make test-cluster sets it)" >&2; exit 2; }
 done
 
@@ -24,6 +24,11 @@ done
 cp "$OOMTRACE_IMAGE_ARCHIVE" "$root/cluster/image.tar"
 echo "$OOMTRACE_IMAGE" >"$root/cluster/image-name"
 cp -r deploy "$root/src/deploy"
+# The README's helm install command is what the suite runs, with helm
+# (static, as make helm builds it).
+cp README.md "$root/src/"
+mkdir -p "$root/src/docs" && cp docs/events.schema.json "$root/src/docs/"
+cp "$OOMTRACE_HELM" "$root/cluster/helm"
 cp "$modules"/*.ko "$root/lib/modules/"
 
 # Debian's containerd, runc and etcd link libc (runc libseccomp too): each

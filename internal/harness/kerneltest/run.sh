@@ -12,8 +12,9 @@
 #                 the tracer's and the daemon's tests (kernel), or the
 #                 real-cluster suite on a cgroup v2 node (cluster: the
 #                 kubelet, containerd, runc and the control plane in the
-#                 guest; needs OOMTRACE_KUBE_BIN, OOMTRACE_IMAGE and
-#                 OOMTRACE_IMAGE_ARCHIVE as make test-cluster sets them)
+#                 guest; needs OOMTRACE_KUBE_BIN, OOMTRACE_IMAGE,
+#                 OOMTRACE_IMAGE_ARCHIVE and OOMTRACE_HELM as make
+#                 test-cluster-v2 sets them)
 #   KERNEL_META   meta-package naming the kernel line (linux-image-cloud-amd64)
 #   TESTRUN       -test.run filter for the guest (all tests)
 #   GUEST_TIMEOUT seconds before the guest counts as hung (1500; cluster 3600)
