@@ -253,11 +253,14 @@ func (r *Recorder) send(ctx context.Context, ev *eventsv1.Event, s *series) {
 			break // a retry is a write too
 		}
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err := r.api.CreateEvent(cctx, ev)
+		made, err := r.api.CreateEvent(cctx, ev)
 		cancel()
 		if err == nil {
 			r.sent.Add(1)
-			r.created(s, ev)
+			if made == nil || made.Name == "" {
+				made = ev
+			}
+			r.created(s, made)
 			return
 		}
 		if permanent(err) {

@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/oomtrace/oomtrace/event"
 )
@@ -18,13 +19,14 @@ import (
 // fakeAPI records the Events created and the patches; the first fail
 // creates fail (with failErr, or a transient error).
 type fakeAPI struct {
-	mu      sync.Mutex
-	created []*eventsv1.Event
-	patches []patchCall
-	fail    int
-	failErr error
-	calls   int
-	block   chan struct{} // nil: never blocks
+	mu       sync.Mutex
+	patchErr error // what PatchEvent answers; nil: success
+	created  []*eventsv1.Event
+	patches  []patchCall
+	fail     int
+	failErr  error
+	calls    int
+	block    chan struct{} // nil: never blocks
 }
 
 type patchCall struct {
@@ -36,6 +38,9 @@ func (f *fakeAPI) PatchEvent(ctx context.Context, namespace, name string, patch 
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.patches = append(f.patches, patchCall{namespace, name, string(patch)})
+	if f.patchErr != nil {
+		return nil, f.patchErr
+	}
 	return &eventsv1.Event{}, nil
 }
 
@@ -64,6 +69,9 @@ func (f *fakeAPI) CreateEvent(ctx context.Context, ev *eventsv1.Event) (*eventsv
 		return nil, errors.New("API server restarting")
 	}
 	f.created = append(f.created, ev)
+	if ev.UID == "" {
+		ev.UID = types.UID(fmt.Sprintf("event-uid-%d", len(f.created)))
+	}
 	return ev, nil
 }
 

@@ -54,10 +54,11 @@ type seriesKey struct {
 type series struct {
 	key       seriesKey
 	namespace string
-	name      string // the Event's, once created; "" until then
-	count     int32  // kills so far
-	patched   int32  // the count the API has
-	queued    bool   // a patch of it waits in the queue
+	name      string    // the Event's, once created; "" until then
+	uid       types.UID // the Event's, once created: each patch's precondition
+	count     int32     // kills so far
+	patched   int32     // the count the API has
+	queued    bool      // a patch of it waits in the queue
 	last      time.Time
 	scheduled bool          // a patch is due
 	every     time.Duration // the wait before the next patch; 0: seriesEvery
@@ -140,7 +141,7 @@ func (r *Recorder) created(s *series, e *eventsv1.Event) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s.name = e.Name
+	s.name, s.uid = e.Name, e.UID
 	r.schedule(s) // repeats that came while it was created
 }
 
@@ -157,14 +158,21 @@ func (r *Recorder) endSeries(s *series) {
 	}
 }
 
-// patch sets s's count and last observation in its Event. An Event gone
-// (expired, deleted) ends the series: the next repeat makes a new one.
+// patch sets s's count and last observation in its Event. The patch
+// carries the Event's uid: the API server refuses it (a conflict) on
+// another Event of the same name, one a tenant deleted and made again in
+// its namespace. An Event gone (expired, deleted) or replaced ends the
+// series: the next repeat makes a new one.
 func (r *Recorder) patch(ctx context.Context, s *series) {
 	r.mu.Lock()
 	s.queued = false
-	count, last, name := s.count, s.last, s.name
+	count, last, name, uid := s.count, s.last, s.name, s.uid
 	r.mu.Unlock()
-	body, err := json.Marshal(map[string]any{"series": eventsv1.EventSeries{Count: count, LastObservedTime: metav1.NewMicroTime(last)}})
+	patch := map[string]any{"series": eventsv1.EventSeries{Count: count, LastObservedTime: metav1.NewMicroTime(last)}}
+	if uid != "" {
+		patch["metadata"] = map[string]any{"uid": uid}
+	}
+	body, err := json.Marshal(patch)
 	if err != nil {
 		r.dropped.Add(1)
 		return
@@ -180,7 +188,7 @@ func (r *Recorder) patch(ctx context.Context, s *series) {
 		s.patched = max(s.patched, count)
 		s.every = min(2*s.every, r.seriesEveryMax)
 		r.schedule(s) // repeats that came meanwhile
-	case apierrors.IsNotFound(err):
+	case apierrors.IsNotFound(err) || apierrors.IsConflict(err) || apierrors.IsInvalid(err):
 		if r.series[s.key] == s {
 			delete(r.series, s.key)
 		}

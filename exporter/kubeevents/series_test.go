@@ -3,6 +3,7 @@ package kubeevents
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -184,4 +185,46 @@ func TestReportingInstanceBounded(t *testing.T) {
 	if got := reportingInstance("node-a"); got != "oomtrace-node-a" {
 		t.Errorf("reportingInstance(node-a) = %q", got)
 	}
+}
+
+// TestSeriesPatchNamesTheEventsUID: a series' patch carries the uid of the
+// Event it created, a precondition the API server checks: a tenant that
+// deletes that Event and makes another of the same name in its namespace
+// gets no patch of oomtrace's on it (a conflict). The refusal ends the
+// series; the next repeat makes an Event of its own.
+func TestSeriesPatchNamesTheEventsUID(t *testing.T) {
+	api, r, c := startWithEvent(t)
+	uid := api.events()[0].UID
+	if uid == "" {
+		t.Fatal("the fake API gave the Event no uid")
+	}
+	c.add(time.Second)
+	r.Write(podKill("uid-1", c.now()))
+	waitFor(t, "the patch", func() bool { return len(api.patched()) == 1 })
+	var body struct {
+		Metadata struct {
+			UID string `json:"uid"`
+		} `json:"metadata"`
+	}
+	if err := json.Unmarshal([]byte(api.patched()[0].body), &body); err != nil || body.Metadata.UID != string(uid) {
+		t.Errorf("patch %s (%v): want metadata.uid %s", api.patched()[0].body, err, uid)
+	}
+
+	// The Event was replaced: the API refuses the patch with a conflict.
+	conflict := apierrors.NewConflict(schema.GroupResource{Group: "events.k8s.io", Resource: "events"}, api.events()[0].Name,
+		errors.New("Precondition failed: UID in precondition"))
+	api.mu.Lock()
+	api.patchErr = conflict
+	api.mu.Unlock()
+	c.add(time.Second)
+	r.Write(podKill("uid-1", c.now()))
+	waitFor(t, "the refused patch", func() bool { return len(api.patched()) == 2 })
+	waitFor(t, "the series ended", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.series) == 0
+	})
+	c.add(time.Second)
+	r.Write(podKill("uid-1", c.now()))
+	waitFor(t, "a new Event", func() bool { return len(api.events()) == 2 })
 }
