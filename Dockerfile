@@ -5,9 +5,11 @@
 #   make image                          # daemonless (buildah), from bin/oomtrace
 #
 # The BPF objects are committed (tracer/*_bpfel.o), so the Go stage needs no
-# clang. BINARY selects where the binary comes from: the "build" stage, or
-# "local", which copies bin/oomtrace built on the host by make build (no base
-# image to pull, so it works where no registry is reachable).
+# clang. BINARY selects where the binary comes from: the "build" stage,
+# "local", which copies bin/oomtrace built on the host by make build, or
+# "release", each architecture's binary of the tarballs make release VERSION=
+# made in bin/release (what the release workflow publishes: the image's
+# binary is the release asset's). The last two pull no base image.
 #
 # Run it privileged with the host's PID namespace and /sys/kernel/btf,
 # /sys/fs/cgroup and /proc mounted read-only: see deploy/.
@@ -31,6 +33,17 @@ RUN CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} go build -trimpath -ldfl
 
 FROM scratch AS local
 COPY bin/oomtrace /out/oomtrace
+
+# ADD unpacks a local tarball.
+FROM scratch AS release-tarball
+ARG VERSION=dev
+ARG TARGETARCH
+ADD bin/release/oomtrace-${VERSION}-linux-${TARGETARCH}.tar.gz /
+
+FROM scratch AS release
+ARG VERSION=dev
+ARG TARGETARCH
+COPY --from=release-tarball /oomtrace-${VERSION}-linux-${TARGETARCH}/oomtrace /out/oomtrace
 
 FROM ${BINARY} AS binary
 

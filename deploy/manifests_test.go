@@ -550,3 +550,63 @@ func TestReleaseActionsPinned(t *testing.T) {
 		t.Error("the pushed image is not signed by its digest")
 	}
 }
+
+// TestReleaseLeastPrivilege: the release workflow reads the repository
+// only, but in the job that publishes; that job runs no build of the
+// repository's code (the image is made FROM scratch of the checksummed
+// release binaries: no builder image), and the image carries its SBOM
+// and provenance.
+func TestReleaseLeastPrivilege(t *testing.T) {
+	data, err := os.ReadFile("../.github/workflows/release.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wf struct {
+		Permissions map[string]string `json:"permissions"`
+		Jobs        map[string]struct {
+			Permissions map[string]string `json:"permissions"`
+			Steps       []struct {
+				Run  string            `json:"run"`
+				Uses string            `json:"uses"`
+				With map[string]string `json:"with"`
+			} `json:"steps"`
+		} `json:"jobs"`
+	}
+	if err := yaml.Unmarshal(data, &wf); err != nil {
+		t.Fatal(err)
+	}
+	if len(wf.Permissions) != 1 || wf.Permissions["contents"] != "read" {
+		t.Errorf("workflow permissions %v, want contents: read only", wf.Permissions)
+	}
+	writers := 0
+	for name, job := range wf.Jobs {
+		write := false
+		for _, v := range job.Permissions {
+			write = write || v == "write"
+		}
+		if !write {
+			continue
+		}
+		writers++
+		for _, s := range job.Steps {
+			if strings.Contains(s.Run, "make ") || strings.Contains(s.Run, "go ") {
+				t.Errorf("job %s, which may write, runs %q", name, s.Run)
+			}
+			if strings.HasPrefix(s.Uses, "docker/build-push-action@") {
+				if s.With["sbom"] != "true" || !strings.HasPrefix(s.With["provenance"], "mode=max") || !strings.Contains(s.With["build-args"], "BINARY=release") {
+					t.Errorf("image step %v: want sbom, provenance and the release binaries", s.With)
+				}
+			}
+		}
+	}
+	if writers != 1 {
+		t.Errorf("%d jobs may write, want the publishing one", writers)
+	}
+	df, err := os.ReadFile("../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(df), "FROM scratch AS release\n") || !strings.Contains(string(df), "ADD bin/release/oomtrace-${VERSION}-linux-${TARGETARCH}.tar.gz /") {
+		t.Error("the Dockerfile has no stage of the release binaries")
+	}
+}
