@@ -105,6 +105,10 @@ type PostMortem struct {
 	// the kill's decision is killing. The kills of one memory.oom.group
 	// decision share one post-mortem.
 	Tasks int `json:"tasks"`
+	// TasksTruncated says the read stopped at its bound (4,096 processes
+	// or 250 ms, as a system-wide OOM's of a busy host can): Tasks counts
+	// and TopTasks are of the processes read.
+	TasksTruncated bool `json:"tasks_truncated,omitempty"`
 }
 
 // MemoryBreakdown is a memory cgroup's memory by kind, in bytes, from its

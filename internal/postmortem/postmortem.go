@@ -90,7 +90,7 @@ func (r *Reader) Read(k *event.OOMKill) *event.PostMortem {
 		pm.Memory, _ = r.breakdown(path)
 	}
 	if r.TopTasks > 0 {
-		pm.TopTasks, pm.Tasks = r.topTasks(path, r.dying(k))
+		pm.TopTasks, pm.Tasks, pm.TasksTruncated = r.topTasks(path, r.dying(k), now)
 		pm.TasksSource = "procfs"
 	}
 	if g != nil {
@@ -195,22 +195,38 @@ func breakdownOf(st cgroup.Stat, v1 bool, extra func(name string) (uint64, bool)
 // is a few files of /proc, on the pipeline's one goroutine.
 const maxTasksRead = 4096
 
+// readBudget bounds the time one post-mortem reads tasks: it runs on the
+// stage's goroutine, ahead of every event behind it, and a system-wide
+// OOM lists every process of the host (tens of thousands on a busy node,
+// two files each). The clock is looked at every budgetEvery tasks.
+const (
+	readBudget  = 250 * time.Millisecond
+	budgetEvery = 64
+)
+
 // topTasks lists the cgroup's processes with the most memory (resident and
 // swapped), and counts them (at most maxTasksRead, from at most
 // cgroup.MaxCgroupsWalked cgroups), those dying left out. "/" is every
-// process of the host.
-func (r *Reader) topTasks(path string, dying func(pid uint32) bool) ([]event.TaskMemory, int) {
+// process of the host. It stops at maxTasksRead tasks or readBudget, and
+// says so (truncated): the top tasks are then those of the tasks read.
+func (r *Reader) topTasks(path string, dying func(pid uint32) bool, now func() time.Time) ([]event.TaskMemory, int, bool) {
 	var pids []uint32
 	if path == "/" {
 		pids = allPIDs(r.Procfs)
 	} else {
 		pids, _ = r.Memory.Procs(path, maxTasksRead)
 	}
-	tasks := make([]event.TaskMemory, 0, len(pids))
+	tasks := make([]event.TaskMemory, 0, min(len(pids), maxTasksRead))
+	start, read, truncated := now(), 0, false
 	for _, pid := range pids {
 		if dying(pid) {
 			continue
 		}
+		if read == maxTasksRead || read%budgetEvery == 0 && now().Sub(start) > readBudget {
+			truncated = true
+			break
+		}
+		read++
 		status, err := kernfile.ReadFile(fmt.Sprintf("%s/%d/status", r.Procfs, pid))
 		if err != nil {
 			continue // exited meanwhile
@@ -238,7 +254,7 @@ func (r *Reader) topTasks(path string, dying func(pid uint32) bool) ([]event.Tas
 	if len(tasks) > r.TopTasks {
 		tasks = tasks[:r.TopTasks]
 	}
-	return tasks, n
+	return tasks, n, truncated
 }
 
 // footprint is what the OOM killer's badness counts of a task's memory

@@ -199,3 +199,40 @@ func TestBreakdownStatKeepsWhatBreakdownReads(t *testing.T) {
 		}
 	}
 }
+
+// TestReadBounded: a system-wide OOM on a host of thousands of processes
+// reads them on the stage's goroutine: the read stops at 4,096 tasks, or
+// when it has taken 250 ms, and says so; what it read is counted and
+// ranked.
+func TestReadBounded(t *testing.T) {
+	procfs := t.TempDir()
+	for pid := 1; pid <= maxTasksRead+100; pid++ {
+		dir := filepath.Join(procfs, fmt.Sprint(pid))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		status := fmt.Sprintf("Name:\tp%d\nRssAnon:\t%d kB\nRssFile:\t0 kB\nRssShmem:\t0 kB\nVmSwap:\t0 kB\n", pid, pid)
+		if err := os.WriteFile(filepath.Join(dir, "status"), []byte(status), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	global := &event.OOMKill{OOM: event.OOM{Scope: event.ScopeGlobal}}
+	r := Reader{Procfs: procfs, TopTasks: 3, Now: func() time.Time { return time.Unix(1_800_000_000, 0) }}
+	pm := r.Read(global)
+	if pm == nil || pm.Tasks != maxTasksRead || !pm.TasksTruncated || len(pm.TopTasks) != 3 {
+		t.Fatalf("%d tasks, truncated %v, top %d: want %d, truncated", pm.Tasks, pm.TasksTruncated, len(pm.TopTasks), maxTasksRead)
+	}
+	// A slow read: 100 ms a look at the clock; the budget is spent after
+	// the third look (at 128 tasks).
+	at := time.Unix(1_800_000_000, 0)
+	r.Now = func() time.Time { at = at.Add(100 * time.Millisecond); return at }
+	pm = r.Read(global)
+	if pm.Tasks != 2*budgetEvery || !pm.TasksTruncated {
+		t.Errorf("slow read: %d tasks, truncated %v; want %d, truncated", pm.Tasks, pm.TasksTruncated, 2*budgetEvery)
+	}
+	// A read within both bounds is whole.
+	small := fakeHost(t, false)
+	if pm := small.Read(global); pm.TasksTruncated || pm.Tasks != 3 {
+		t.Errorf("small host: %d tasks, truncated %v", pm.Tasks, pm.TasksTruncated)
+	}
+}
