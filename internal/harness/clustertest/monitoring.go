@@ -93,11 +93,13 @@ func FileObjects(t *testing.T, path string) []*unstructured.Unstructured {
 // StartMonitoring installs the Prometheus Operator's CRDs, runs the
 // operator against the cluster, creates a Prometheus object selecting
 // every PodMonitor and PrometheusRule, and runs prometheus with what the
-// operator generates for it. The only changes to the generated
-// configuration are those of running prometheus outside a pod: its
-// Kubernetes service discovery is given the API server's address and the
-// admin's certificate instead of a service account, and the rule files
-// are read from where the test wrote the operator's ConfigMaps.
+// operator generates for it (RunPrometheus). The only changes to the
+// generated configuration are those of running prometheus outside a pod:
+// its Kubernetes service discovery is given the API server's address and
+// the admin's certificate instead of a service account, the rule files
+// are read from where the test wrote the operator's ConfigMaps, and the
+// variables the operator's config reloader expands in the pod ($(SHARD),
+// $(POD_NAME)) are expanded as it does.
 func (c *Cluster) StartMonitoring(t *testing.T) *Monitoring {
 	t.Helper()
 	operator, crds, prom := os.Getenv(OperatorEnv), os.Getenv(OperatorCRDsEnv), os.Getenv(PrometheusEnv)
@@ -139,8 +141,8 @@ func (c *Cluster) StartMonitoring(t *testing.T) *Monitoring {
 }
 
 // generatedConfig is the operator's configuration for the Prometheus
-// object, once it has a scrape job named with the PodMonitor's namespace
-// and name, and its rule files, once they hold rule group.
+// object, once it has the scrape job of the PodMonitor, and its rule
+// files, once they hold the rule group.
 func (c *Cluster) generatedConfig(t *testing.T, job, group string) (config []byte, rules map[string]string) {
 	t.Helper()
 	ctx := context.Background()
