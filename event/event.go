@@ -461,6 +461,11 @@ type CommitRefusal struct {
 	// line with Repeated set, carrying the details of the latest of them.
 	Count    uint64 `json:"count"`
 	Repeated bool   `json:"repeated,omitempty"`
+	// Processes, on a line that folds the refusals of a cgroup past its
+	// allowance of lines (20 at once, then one a second), is how many
+	// processes they came from; Process is the latest of them. Absent on
+	// a line of one process.
+	Processes uint64 `json:"processes,omitempty"`
 	// NodeMemory is the node's memory signals when the line was handled.
 	NodeMemory *NodeMemory `json:"node_memory,omitempty"`
 	// Truncated says the JSON line was cut to fit 16 KiB (see OOMKill).

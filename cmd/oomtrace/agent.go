@@ -27,6 +27,7 @@ import (
 	"github.com/oomtrace/oomtrace/internal/kube/uninstall"
 	"github.com/oomtrace/oomtrace/internal/pipeline"
 	"github.com/oomtrace/oomtrace/internal/postmortem"
+	"github.com/oomtrace/oomtrace/internal/refusalfold"
 	"github.com/oomtrace/oomtrace/tracer"
 )
 
@@ -105,6 +106,9 @@ func (d *agent) pipelineOptions(out pipeline.Sink, stop func()) pipeline.Options
 	o := pipeline.Options{
 		Enricher: &enrich.Enricher{}, Sampler: d.signals, SampleEvery: d.opts.sampleEvery, CorrelationWindow: d.opts.corrWindow,
 		Filter: pipeline.NewFilter(d.opts.namespaces, d.opts.pods), Metrics: d.metrics, Out: out, QueueSize: d.opts.queueSize,
+		// A cgroup's refusal lines: 20 at once, then one a second, the
+		// rest folded into one line a second; the metrics count them all.
+		RefusalFolder: refusalfold.New(refusalfold.Options{}),
 		OutFailed: func(err error) {
 			d.log.Error("cannot write events; stopping", "err", err)
 			stop()

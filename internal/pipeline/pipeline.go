@@ -9,6 +9,7 @@ package pipeline
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/oomtrace/oomtrace/internal/enrich"
 	"github.com/oomtrace/oomtrace/internal/nodememory"
 	"github.com/oomtrace/oomtrace/internal/postmortem"
+	"github.com/oomtrace/oomtrace/internal/refusalfold"
 )
 
 // Sink takes events out of the process: JSON lines or text on a stream,
@@ -66,6 +68,10 @@ type Options struct {
 	// Owners, if set, names the workload of a pod by uid (the cluster
 	// view's pod cache); nil: no owners.
 	Owners func(uid string) *event.PodOwner
+	// RefusalFolder, if set, bounds the refusal lines of each cgroup (the
+	// metrics count every refusal first): the lines it holds come out
+	// folded at the end of their window.
+	RefusalFolder *refusalfold.Folder
 	// Ack, if set, receives each kill's sequence number once, when the
 	// pipeline is done with the kill for good: written to Out, kept out
 	// by the filter, or dropped from a full queue. A kill Out failed to
@@ -94,7 +100,7 @@ func New(ctx context.Context, o Options) *Pipeline {
 	if o.ContainerCheckDelay > 0 && o.ContainerAlive != nil {
 		s.settler = &settler{delay: o.ContainerCheckDelay, alive: o.ContainerAlive, done: func(ev event.OOMKill) { s.finishKill(ev) }}
 	}
-	s.kubeEvents, s.postmortem = o.KubeEvents, o.PostMortem
+	s.kubeEvents, s.postmortem, s.folder = o.KubeEvents, o.PostMortem, o.RefusalFolder
 	outbox := newQueue(acking{o.Out, s.acknowledge}, o.QueueSize, o.OutFailed).OnFull(s.droppedFromOutbox)
 	s.out = outbox
 	return &Pipeline{inbox: newQueue(s, o.QueueSize, nil).OnFull(s.droppedFromInbox), outbox: outbox, stage: s}
@@ -120,6 +126,7 @@ func (p *Pipeline) Signal(ev event.TaskSignal) { p.stage.correlator.Signal(ev) }
 func (p *Pipeline) Close(timeout time.Duration) bool {
 	ok := p.inbox.Close(timeout)
 	p.stage.settler.close()
+	p.stage.flushFolds(true)
 	return p.outbox.Close(timeout) && ok
 }
 
@@ -158,6 +165,9 @@ type stage struct {
 	owners       func(uid string) *event.PodOwner // nil: none
 	filtered     atomic.Uint64
 	droppedKills atomic.Uint64
+	folder       *refusalfold.Folder // nil: every refusal line goes out
+	foldMu       sync.Mutex
+	foldTimer    *time.Timer // set while folded lines wait
 }
 
 // Write runs one event through the stage.
@@ -181,7 +191,12 @@ func (s *stage) Write(ev event.Event) error {
 		s.enricher.CommitRefusal(s.ctx, &ev)
 		s.owner(ev.Process.Pod)
 		ev.NodeMemory = s.nodeMemory()
-		return s.pass(ev, s.filter.CommitRefusal(ev))
+		s.count(ev)
+		if s.folder != nil && !s.folder.Pass(ev) {
+			s.armFolds(refusalfold.DefaultWindow)
+			return nil
+		}
+		return s.output(ev, s.filter.CommitRefusal(ev))
 	case event.Eviction:
 		s.eviction(&ev)
 		return s.pass(ev, s.filter.Process(event.Process{Pod: &ev.Pod}))
@@ -199,6 +214,37 @@ func (s *stage) pass(ev event.Event, keep bool) error {
 func (s *stage) count(ev event.Event) {
 	if s.metrics != nil {
 		_ = s.metrics.Write(ev)
+	}
+}
+
+// armFolds makes sure the folded refusal lines are handed out in after,
+// by a timer that runs only while some wait.
+func (s *stage) armFolds(after time.Duration) {
+	s.foldMu.Lock()
+	defer s.foldMu.Unlock()
+	if s.foldTimer == nil {
+		s.foldTimer = time.AfterFunc(after, func() { s.flushFolds(false) })
+	}
+}
+
+// flushFolds writes the folded refusal lines that are due (all with
+// all), counted already, and comes back for the next.
+func (s *stage) flushFolds(all bool) {
+	if s.folder == nil {
+		return
+	}
+	s.foldMu.Lock()
+	if s.foldTimer != nil {
+		s.foldTimer.Stop()
+		s.foldTimer = nil
+	}
+	s.foldMu.Unlock()
+	due, next := s.folder.Due(all)
+	for _, ev := range due {
+		_ = s.output(ev, s.filter.CommitRefusal(ev))
+	}
+	if !next.IsZero() {
+		s.armFolds(max(time.Until(next), time.Millisecond))
 	}
 }
 

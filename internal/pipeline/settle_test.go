@@ -10,6 +10,7 @@ import (
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/internal/cri"
 	"github.com/oomtrace/oomtrace/internal/enrich"
+	"github.com/oomtrace/oomtrace/internal/refusalfold"
 )
 
 // lockedKills records the kills that reach a sink, from any goroutine.
@@ -199,4 +200,61 @@ func TestNamedWhenSettled(t *testing.T) {
 		}
 	}
 	p.Close(time.Second)
+}
+
+// lockedRefusals records the refusal lines that reach a sink.
+type lockedRefusals struct {
+	mu    sync.Mutex
+	lines []event.CommitRefusal
+}
+
+func (l *lockedRefusals) Write(ev event.Event) error {
+	if r, ok := ev.(event.CommitRefusal); ok {
+		l.mu.Lock()
+		l.lines = append(l.lines, r)
+		l.mu.Unlock()
+	}
+	return nil
+}
+
+func (l *lockedRefusals) get() []event.CommitRefusal {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]event.CommitRefusal(nil), l.lines...)
+}
+
+// TestRefusalLinesFolded: a cgroup's refusals past its allowance of lines
+// come out as one folded line at the end of its window, with their count;
+// the metrics count every refusal, once; a stop hands out what waits.
+func TestRefusalLinesFolded(t *testing.T) {
+	out, metrics := &lockedRefusals{}, &lockedRefusals{}
+	p := New(context.Background(), Options{Out: out, Metrics: metrics, QueueSize: 256,
+		RefusalFolder: refusalfold.New(refusalfold.Options{Burst: 5, Every: time.Hour, Window: 50 * time.Millisecond})})
+	refusal := func(pid uint32) event.CommitRefusal {
+		return event.CommitRefusal{Type: event.TypeCommitRefusal, Syscall: "mmap", Reason: event.ReasonCommit, Count: 1,
+			Process: event.Process{PID: pid, TGID: pid, Memcg: &event.Cgroup{ID: 7, Path: "/tenant"}}}
+	}
+	for pid := range 100 {
+		p.Write(refusal(uint32(pid + 1)))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(out.get()) < 6 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	lines := out.get()
+	if len(lines) != 6 || lines[5].Count != 95 || lines[5].Processes != 95 || !lines[5].Repeated {
+		t.Fatalf("%d lines, the last %+v: want 5, then one folded line of 95 refusals from 95 processes", len(lines), lines[len(lines)-1])
+	}
+	if n := len(metrics.get()); n != 100 {
+		t.Errorf("the metrics saw %d refusals, want each of the 100 once", n)
+	}
+	// Held at a stop: handed out.
+	for pid := range 10 {
+		p.Write(refusal(uint32(pid + 1000)))
+	}
+	p.Close(time.Second)
+	lines = out.get()
+	if last := lines[len(lines)-1]; last.Count != 10 || !last.Repeated {
+		t.Errorf("after the stop, the last line %+v: want the 10 held, folded", last)
+	}
 }

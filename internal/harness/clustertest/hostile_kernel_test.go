@@ -2,6 +2,7 @@ package clustertest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -242,6 +243,22 @@ func testHostileTenant(t *testing.T, c *Cluster, o *Oomtrace) {
 	// Past the agent's settle time for evictions: nothing forged came out.
 	time.Sleep(Patience(8 * time.Second))
 	ev = o.Events(t)
+	// The storm's lines are bounded (a burst, then about two a second:
+	// one, and one folding the rest), and their counts add up to every
+	// refusal.
+	lines, refused := 0, uint64(0)
+	for _, l := range ev.Lines {
+		var r event.CommitRefusal
+		if !strings.HasPrefix(l, `{"type":"commit_refusal"`) || json.Unmarshal([]byte(l), &r) != nil || r.Process.Pod == nil || r.Process.Pod.Name != "refusers" {
+			continue
+		}
+		lines++
+		refused += r.Count
+	}
+	t.Logf("the storm of %d refused processes: %d lines", refusalProcs, lines)
+	if refused != refusalProcs || lines > refusalProcs/10 {
+		t.Errorf("the storm's lines: %d, counting %d refusals; want at most %d, counting %d", lines, refused, refusalProcs/10, refusalProcs)
+	}
 	for _, e := range ev.Evictions {
 		if e.Pod.Namespace == tenantNamespace {
 			t.Errorf("a forged eviction was reported: %s", jsonOf(e))
