@@ -22,6 +22,7 @@ import (
 
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/refusalfold"
 	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 )
 
@@ -363,8 +364,9 @@ func TestStuckReader(t *testing.T) {
 		}
 	}
 
-	// One refusal line each from 30 processes.
-	const refusers = 30
+	// One refusal line each from 20 processes: a cgroup's allowance of
+	// lines at once (refusalfold.DefaultBurst; more would fold into one).
+	const refusers = refusalfold.DefaultBurst
 	exe, _ := os.Executable()
 	for i := 0; i < refusers; i++ {
 		c := exec.Command(exe, "-test.run=^$")
