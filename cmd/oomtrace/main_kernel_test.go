@@ -22,8 +22,8 @@ import (
 
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
-	"github.com/oomtrace/oomtrace/internal/refusalfold"
 	"github.com/oomtrace/oomtrace/internal/harness/testenv"
+	"github.com/oomtrace/oomtrace/internal/refusalfold"
 )
 
 // daemon is oomtrace running as a child process.
