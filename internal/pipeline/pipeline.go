@@ -217,8 +217,8 @@ func (s *stage) count(ev event.Event) {
 	}
 }
 
-// armFolds makes sure the folded refusal lines are handed out in after,
-// by a timer that runs only while some wait.
+// armFolds makes sure the folded refusal lines waiting are handed out
+// once after has passed, by a timer that runs only while some wait.
 func (s *stage) armFolds(after time.Duration) {
 	s.foldMu.Lock()
 	defer s.foldMu.Unlock()
@@ -227,8 +227,9 @@ func (s *stage) armFolds(after time.Duration) {
 	}
 }
 
-// flushFolds writes the folded refusal lines that are due (all with
-// all), counted already, and comes back for the next.
+// flushFolds writes the folded refusal lines that are due (every one
+// with all), counted in the metrics already, and comes back for the
+// next.
 func (s *stage) flushFolds(all bool) {
 	if s.folder == nil {
 		return
