@@ -4,7 +4,7 @@
 // read; an uninstall must detach them, or they stay attached on every node
 // until it reboots. The DaemonSet that owns the pod says which: it is gone
 // or being deleted only in an uninstall (helm uninstall, kubectl delete -k
-// deploy/).
+// deploy/), as is the pod's Namespace.
 package uninstall
 
 import (
