@@ -298,28 +298,8 @@ func TestHelmChartRuntimes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var spec map[string]any
-		for _, o := range objs {
-			if o["kind"] == "DaemonSet" {
-				spec = o["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
-			}
-		}
-		ctr := spec["containers"].([]any)[0].(map[string]any)
-		hostPath, mountPath := "", ""
-		for _, v := range spec["volumes"].([]any) {
-			if v := v.(map[string]any); v["name"] == "run" {
-				hostPath = v["hostPath"].(map[string]any)["path"].(string)
-			}
-		}
-		for _, m := range ctr["volumeMounts"].([]any) {
-			if m := m.(map[string]any); m["name"] == "run" {
-				mountPath = m["mountPath"].(string)
-			}
-		}
-		var args []string
-		for _, a := range ctr["args"].([]any) {
-			args = append(args, a.(string))
-		}
+		hostPaths, mounts, args := agentPod(t, objs)
+		hostPath, mountPath := hostPaths["run"], mounts["run"]
 		criNone, pathRun := slices.Contains(args, "--cri.endpoint=none"), slices.Contains(args, "--path.run=/host/run")
 		if hostPath != c.hostPath || mountPath != c.mountPath || criNone != c.criNone || pathRun == c.criNone {
 			t.Errorf("%v: run volume %q mounted at %q, args %q; want %q at %q, --cri.endpoint=none %v", c.set, hostPath, mountPath, args, c.hostPath, c.mountPath, c.criNone)
@@ -350,29 +330,7 @@ func TestHelmChartPlatforms(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var spec map[string]any
-		for _, o := range objs {
-			if o["kind"] == "DaemonSet" {
-				spec = o["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
-			}
-		}
-		ctr := spec["containers"].([]any)[0].(map[string]any)
-		hostPaths := map[string]string{}
-		for _, v := range spec["volumes"].([]any) {
-			v := v.(map[string]any)
-			if hp, ok := v["hostPath"].(map[string]any); ok {
-				hostPaths[v["name"].(string)] = hp["path"].(string)
-			}
-		}
-		mounts := map[string]string{}
-		for _, m := range ctr["volumeMounts"].([]any) {
-			m := m.(map[string]any)
-			mounts[m["name"].(string)] = m["mountPath"].(string)
-		}
-		var args []string
-		for _, a := range ctr["args"].([]any) {
-			args = append(args, a.(string))
-		}
+		hostPaths, mounts, args := agentPod(t, objs)
 		if hostPaths["kubelet-config"] != c.config || mounts["kubelet-config"] != "/host"+c.config || !slices.Contains(args, "--kubelet.config=/host"+c.config) {
 			t.Errorf("%v: kubelet config %q at %q, args %q; want %s", c.set, hostPaths["kubelet-config"], mounts["kubelet-config"], args, c.config)
 		}
@@ -432,4 +390,36 @@ func TestHelmChartWebConfig(t *testing.T) {
 			t.Errorf("%s without webConfig: %s", o["kind"], j)
 		}
 	}
+}
+
+// agentPod is what the rendered DaemonSet's pod takes from the host: its
+// hostPath volumes' paths and its container's mounts, by volume name, and
+// the container's args.
+func agentPod(t *testing.T, objs []map[string]any) (hostPaths, mounts map[string]string, args []string) {
+	t.Helper()
+	var spec map[string]any
+	for _, o := range objs {
+		if o["kind"] == "DaemonSet" {
+			spec = o["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
+		}
+	}
+	if spec == nil {
+		t.Fatal("no DaemonSet rendered")
+	}
+	ctr := spec["containers"].([]any)[0].(map[string]any)
+	hostPaths, mounts = map[string]string{}, map[string]string{}
+	for _, v := range spec["volumes"].([]any) {
+		v := v.(map[string]any)
+		if hp, ok := v["hostPath"].(map[string]any); ok {
+			hostPaths[v["name"].(string)] = hp["path"].(string)
+		}
+	}
+	for _, m := range ctr["volumeMounts"].([]any) {
+		m := m.(map[string]any)
+		mounts[m["name"].(string)] = m["mountPath"].(string)
+	}
+	for _, a := range ctr["args"].([]any) {
+		args = append(args, a.(string))
+	}
+	return hostPaths, mounts, args
 }

@@ -374,19 +374,11 @@ func TestUnnamedKills(t *testing.T) {
 	m := NewMetrics(MetricsOptions{})
 	value := func() float64 {
 		t.Helper()
-		reg := prometheus.NewPedanticRegistry()
-		reg.MustRegister(m)
-		fams, err := reg.Gather()
-		if err != nil {
-			t.Fatal(err)
+		got := samples(t, m, "oomtrace_oom_kills_unnamed_total")
+		if len(got) != 1 {
+			t.Fatalf("%d series of oomtrace_oom_kills_unnamed_total", len(got))
 		}
-		for _, f := range fams {
-			if f.GetName() == "oomtrace_oom_kills_unnamed_total" {
-				return f.GetMetric()[0].GetCounter().GetValue()
-			}
-		}
-		t.Fatal("no oomtrace_oom_kills_unnamed_total")
-		return 0
+		return got[0].value
 	}
 	if v := value(); v != 0 {
 		t.Fatalf("before any kill: %v", v)
@@ -415,20 +407,10 @@ func TestSourceUp(t *testing.T) {
 		SourceContainerRuntime: func() bool { return up },
 		SourceAPIServer:        func() bool { return false },
 	}})
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(s)
 	get := func() map[string]float64 {
-		fams, err := reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
 		got := map[string]float64{}
-		for _, f := range fams {
-			if f.GetName() == "oomtrace_source_up" {
-				for _, m := range f.GetMetric() {
-					got[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
-				}
-			}
+		for _, x := range samples(t, s, "oomtrace_source_up") {
+			got[x.labels["source"]] = x.value
 		}
 		return got
 	}
@@ -455,34 +437,51 @@ func TestSeriesCap(t *testing.T) {
 		_ = m.Write(kill(fmt.Sprintf("p%d", i)))
 	}
 	_ = m.Write(kill("p0")) // an existing series keeps counting
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(m)
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
 	series, total, overflow, refused := 0, 0.0, 0.0, 0.0
-	for _, f := range fams {
-		for _, mt := range f.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range mt.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			switch f.GetName() {
-			case "oomtrace_oom_kills_total":
-				series++
-				total += mt.GetCounter().GetValue()
-				if labels["pod"] == Overflow {
-					overflow += mt.GetCounter().GetValue()
-				}
-			case "oomtrace_metrics_series_refused_total":
-				if labels["metric"] == "oomtrace_oom_kills_total" {
-					refused = mt.GetCounter().GetValue()
-				}
-			}
+	for _, x := range samples(t, m, "oomtrace_oom_kills_total") {
+		series++
+		total += x.value
+		if x.labels["pod"] == Overflow {
+			overflow += x.value
+		}
+	}
+	for _, x := range samples(t, m, "oomtrace_metrics_series_refused_total") {
+		if x.labels["metric"] == "oomtrace_oom_kills_total" {
+			refused = x.value
 		}
 	}
 	if series != 4 || total != 11 || overflow != 7 || refused != 7 {
 		t.Errorf("%d series (want 3 and the overflow), %v kills (want 11), %v in the overflow and %v refused (want 7)", series, total, overflow, refused)
 	}
+}
+
+// sample is one series of a gathered metric.
+type sample struct {
+	labels map[string]string
+	value  float64 // a counter's or a gauge's
+}
+
+// samples gathers c and returns the series of the metric name.
+func samples(t *testing.T, c prometheus.Collector, name string) []sample {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []sample
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			x := sample{labels: map[string]string{}, value: m.GetCounter().GetValue() + m.GetGauge().GetValue()}
+			for _, l := range m.GetLabel() {
+				x.labels[l.GetName()] = l.GetValue()
+			}
+			out = append(out, x)
+		}
+	}
+	return out
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/exporter/stream"
+	"github.com/oomtrace/oomtrace/internal/allowance"
 )
 
 // Reasons of the Events.
@@ -86,7 +87,7 @@ type Recorder struct {
 	seriesEvery, seriesEveryMax time.Duration
 	// writes is the node's allowance of writes (writeBurst at once, then
 	// one per nodeEvery), the sending goroutine's own.
-	writes     bucket
+	writes     allowance.Bucket // the node's writes
 	writeBurst float64
 	nodeEvery  time.Duration
 	throttled  atomic.Uint64
@@ -101,7 +102,7 @@ type Recorder struct {
 	sent    atomic.Uint64
 
 	mu     sync.Mutex
-	tokens map[types.UID]*bucket
+	tokens map[types.UID]*allowance.Bucket
 	// groups are the group kills whose Event waits for the rest of the
 	// group's kills, by decision seq.
 	groups map[uint64]*pendingGroup
@@ -120,33 +121,12 @@ type pendingGroup struct {
 	due   time.Time
 }
 
-// bucket is an allowance of Events (a pod's) or of writes (the node's):
-// burst at once, then one per every.
-type bucket struct {
-	left float64
-	at   time.Time // of the last refill; zero: none yet
-}
-
-// take refills the bucket for the time since its last refill and takes
-// one token, if there is one.
-func (b *bucket) take(now time.Time, burst float64, every time.Duration) bool {
-	if !b.at.IsZero() {
-		b.left = min(burst, b.left+now.Sub(b.at).Seconds()/every.Seconds())
-	}
-	b.at = now
-	if b.left < 1 {
-		return false
-	}
-	b.left--
-	return true
-}
-
 // New returns a recorder that writes through api, as this node; Start
 // sends.
 func New(api API, node string) *Recorder {
 	return &Recorder{api: api, node: node, now: time.Now, retry: time.Second, seriesEvery: seriesEvery, seriesEveryMax: seriesEveryMax,
-		writes: bucket{left: nodeBurst}, writeBurst: nodeBurst, nodeEvery: nodeEvery,
-		queue: newFairQueue(queueSize), tokens: map[types.UID]*bucket{}, groups: map[uint64]*pendingGroup{}, series: map[seriesKey]*series{}}
+		writes: allowance.Bucket{Left: nodeBurst}, writeBurst: nodeBurst, nodeEvery: nodeEvery,
+		queue: newFairQueue(queueSize), tokens: map[types.UID]*allowance.Bucket{}, groups: map[uint64]*pendingGroup{}, series: map[seriesKey]*series{}}
 }
 
 // LeaveEndedContainersToKubelet makes the recorder write no Event for a
@@ -200,14 +180,14 @@ func (r *Recorder) Start(ctx context.Context) error {
 func (r *Recorder) writeToken(ctx context.Context) bool {
 	waited := false
 	for {
-		if r.writes.take(r.now(), r.writeBurst, r.nodeEvery) {
+		if r.writes.Take(r.now(), r.writeBurst, r.nodeEvery) {
 			return true
 		}
 		if !waited {
 			waited = true
 			r.throttled.Add(1)
 		}
-		wait := time.Duration((1 - r.writes.left) * float64(r.nodeEvery))
+		wait := time.Duration((1 - r.writes.Left) * float64(r.nodeEvery))
 		select {
 		case <-ctx.Done():
 			return false
@@ -430,16 +410,16 @@ func (r *Recorder) allow(uid types.UID) bool {
 	now := r.now()
 	b := r.tokens[uid]
 	if b == nil {
-		b = &bucket{left: perPodBurst}
+		b = &allowance.Bucket{Left: perPodBurst}
 		r.tokens[uid] = b
 	}
 	// Pods long quiet are full again: forget them.
 	for u, o := range r.tokens {
-		if u != uid && now.Sub(o.at) > perPodBurst*perPodEvery {
+		if u != uid && now.Sub(o.At()) > perPodBurst*perPodEvery {
 			delete(r.tokens, u)
 		}
 	}
-	return b.take(now, perPodBurst, perPodEvery)
+	return b.Take(now, perPodBurst, perPodEvery)
 }
 
 // Describe is the reason and the note of a kill's Event: who was killed,

@@ -134,7 +134,7 @@ func TestRecorderLimitsAPod(t *testing.T) {
 	r := New(api, "node-a")
 	now := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
 	r.now = func() time.Time { return now }
-	r.writeBurst, r.writes.left = 1000, 1000 // the pod's bound, not the node's
+	r.writeBurst, r.writes.Left = 1000, 1000 // the pod's bound, not the node's
 	r.Start(context.Background())
 	defer r.Shutdown()
 	inContainer := func(uid string, i int, at time.Time) event.OOMKill {
@@ -347,11 +347,7 @@ func TestRecorderLeavesEndedContainersToKubelet(t *testing.T) {
 // the flooding namespace's newest write gives way.
 func TestRecorderNamespacesTakeTurns(t *testing.T) {
 	api := &fakeAPI{}
-	r := New(api, "node-a")
-	c := &clock{t: time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)}
-	r.now = c.now
-	r.Start(context.Background())
-	defer r.Shutdown()
+	r, c := startRecorder(t, api)
 	inNamespace := func(ns, uid string) event.OOMKill {
 		k := podKill(uid, c.now())
 		k.Victim.Pod.Namespace, k.Victim.Pod.Name = ns, uid

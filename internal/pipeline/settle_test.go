@@ -13,28 +13,35 @@ import (
 	"github.com/oomtrace/oomtrace/internal/refusalfold"
 )
 
-// lockedKills records the kills that reach a sink, from any goroutine.
-type lockedKills struct {
-	mu    sync.Mutex
-	kills []event.OOMKill
+// locked records the events of one kind that reach a sink, from any
+// goroutine.
+type locked[T event.Event] struct {
+	mu     sync.Mutex
+	events []T
 }
 
-func (l *lockedKills) Write(ev event.Event) error {
-	if k, ok := ev.(event.OOMKill); ok {
+func (l *locked[T]) Write(ev event.Event) error {
+	if e, ok := ev.(T); ok {
 		l.mu.Lock()
-		l.kills = append(l.kills, k)
+		l.events = append(l.events, e)
 		l.mu.Unlock()
 	}
 	return nil
 }
 
-func (l *lockedKills) get() []event.OOMKill {
+func (l *locked[T]) get() []T {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return append([]event.OOMKill(nil), l.kills...)
+	return append([]T(nil), l.events...)
 }
 
-func (l *lockedKills) wait(t *testing.T, n int) []event.OOMKill {
+// lockedKills and lockedRefusals record kills and refusal lines.
+type (
+	lockedKills    = locked[event.OOMKill]
+	lockedRefusals = locked[event.CommitRefusal]
+)
+
+func (l *locked[T]) wait(t *testing.T, n int) []T {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
@@ -43,7 +50,7 @@ func (l *lockedKills) wait(t *testing.T, n int) []event.OOMKill {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	t.Fatalf("%d kills, want %d", len(l.get()), n)
+	t.Fatalf("%d events, want %d", len(l.get()), n)
 	return nil
 }
 
@@ -202,27 +209,6 @@ func TestNamedWhenSettled(t *testing.T) {
 	p.Close(time.Second)
 }
 
-// lockedRefusals records the refusal lines that reach a sink.
-type lockedRefusals struct {
-	mu    sync.Mutex
-	lines []event.CommitRefusal
-}
-
-func (l *lockedRefusals) Write(ev event.Event) error {
-	if r, ok := ev.(event.CommitRefusal); ok {
-		l.mu.Lock()
-		l.lines = append(l.lines, r)
-		l.mu.Unlock()
-	}
-	return nil
-}
-
-func (l *lockedRefusals) get() []event.CommitRefusal {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]event.CommitRefusal(nil), l.lines...)
-}
-
 // TestRefusalLinesFolded: a cgroup's refusals past its allowance of lines
 // come out as one folded line at the end of its window, with their count;
 // the metrics count every refusal, once; a stop hands out what waits.
@@ -237,11 +223,7 @@ func TestRefusalLinesFolded(t *testing.T) {
 	for pid := range 100 {
 		p.Write(refusal(uint32(pid + 1)))
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for len(out.get()) < 6 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	lines := out.get()
+	lines := out.wait(t, 6)
 	if len(lines) != 6 || lines[5].Count != 95 || lines[5].Processes != 95 || !lines[5].Repeated {
 		t.Fatalf("%d lines, the last %+v: want 5, then one folded line of 95 refusals from 95 processes", len(lines), lines[len(lines)-1])
 	}

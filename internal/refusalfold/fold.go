@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/allowance"
 )
 
 // Defaults of Options.
@@ -44,11 +45,6 @@ type key struct {
 	syscall, reason string
 }
 
-type allowance struct {
-	left float64
-	at   time.Time
-}
-
 type folded struct {
 	line  event.CommitRefusal
 	pids  map[uint32]bool // the processes folded, up to maxPIDs
@@ -69,7 +65,7 @@ type Folder struct {
 	opts Options
 
 	mu      sync.Mutex
-	allow   map[uint64]*allowance
+	allow   map[uint64]*allowance.Bucket
 	pending map[key]*folded
 	extra   map[key]uint64 // processes past maxPIDs, by folded line
 }
@@ -91,7 +87,7 @@ func New(opts Options) *Folder {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Folder{opts: opts, allow: map[uint64]*allowance{}, pending: map[key]*folded{}, extra: map[key]uint64{}}
+	return &Folder{opts: opts, allow: map[uint64]*allowance.Bucket{}, pending: map[key]*folded{}, extra: map[key]uint64{}}
 }
 
 func cgroupOf(ev event.CommitRefusal) uint64 {
@@ -114,13 +110,10 @@ func (f *Folder) Pass(ev event.CommitRefusal) bool {
 		if len(f.allow) >= f.opts.MaxCgroups {
 			f.forgetIdlest()
 		}
-		a = &allowance{left: float64(f.opts.Burst), at: now}
+		a = &allowance.Bucket{Left: float64(f.opts.Burst)}
 		f.allow[cg] = a
 	}
-	a.left = min(float64(f.opts.Burst), a.left+now.Sub(a.at).Seconds()/f.opts.Every.Seconds())
-	a.at = now
-	if a.left >= 1 {
-		a.left--
+	if a.Take(now, float64(f.opts.Burst), f.opts.Every) {
 		return true
 	}
 	k := key{cg, ev.Syscall, ev.Reason}
@@ -156,8 +149,8 @@ func (f *Folder) forgetIdlest() {
 	var at time.Time
 	first := true
 	for cg, a := range f.allow {
-		if first || a.at.Before(at) {
-			idlest, at, first = cg, a.at, false
+		if first || a.At().Before(at) {
+			idlest, at, first = cg, a.At(), false
 		}
 	}
 	delete(f.allow, idlest)

@@ -27,7 +27,6 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
 
 	"github.com/oomtrace/oomtrace/event"
 )
@@ -109,19 +108,7 @@ patches:
 	}
 	opts := krusty.MakeDefaultOptions()
 	opts.LoadRestrictions = 0 // LoadRestrictionsNone: the base is outside the overlay
-	resources, err := krusty.MakeKustomizer(opts).Run(filesys.MakeFsOnDisk(), overlay)
-	if err != nil {
-		t.Fatalf("kustomize %s: %v", dir, err)
-	}
-	var objs []*unstructured.Unstructured
-	for _, r := range resources.Resources() {
-		m, err := r.Map()
-		if err != nil {
-			t.Fatal(err)
-		}
-		objs = append(objs, &unstructured.Unstructured{Object: m})
-	}
-	c.Apply(t, objs...)
+	c.Apply(t, kustomize(t, overlay, opts)...)
 	o := &Oomtrace{c: c}
 	o.waitReady(t, "")
 	return o
@@ -450,24 +437,10 @@ func withoutRefusals(log string) string {
 // does, in their order.
 func (c *Cluster) Apply(t *testing.T, objs ...*unstructured.Unstructured) {
 	t.Helper()
-	dyn, err := dynamic.NewForConfig(c.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(c.Client.Discovery()))
-	ctx := context.Background()
+	clientOf := c.resourceClients(t)
 	for _, obj := range objs {
-		gvk := obj.GroupVersionKind()
-		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if err != nil {
-			t.Fatalf("%s: %v", gvk, err)
-		}
-		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
-		if ns := obj.GetNamespace(); ns != "" {
-			ri = dyn.Resource(mapping.Resource).Namespace(ns)
-		}
-		if _, err := ri.Apply(ctx, obj.GetName(), obj, metav1.ApplyOptions{FieldManager: "oomtrace-test", Force: true}); err != nil {
-			t.Fatalf("apply %s %s: %v", gvk.Kind, obj.GetName(), err)
+		if _, err := clientOf(obj).Apply(context.Background(), obj.GetName(), obj, metav1.ApplyOptions{FieldManager: "oomtrace-test", Force: true}); err != nil {
+			t.Fatalf("apply %s %s: %v", obj.GetKind(), obj.GetName(), err)
 		}
 	}
 }
@@ -476,25 +449,35 @@ func (c *Cluster) Apply(t *testing.T, objs ...*unstructured.Unstructured) {
 // in their order; one already gone is no error.
 func (c *Cluster) Delete(t *testing.T, objs ...*unstructured.Unstructured) {
 	t.Helper()
+	clientOf := c.resourceClients(t)
+	background := metav1.DeletePropagationBackground
+	for _, obj := range objs {
+		err := clientOf(obj).Delete(context.Background(), obj.GetName(), metav1.DeleteOptions{PropagationPolicy: &background})
+		if err != nil && !apierrors.IsNotFound(err) {
+			t.Fatalf("delete %s %s: %v", obj.GetKind(), obj.GetName(), err)
+		}
+	}
+}
+
+// resourceClients returns the API's client of an object's resource (in
+// its namespace, if it has one), as kubectl maps a kind to a resource
+// through discovery.
+func (c *Cluster) resourceClients(t *testing.T) func(*unstructured.Unstructured) dynamic.ResourceInterface {
+	t.Helper()
 	dyn, err := dynamic.NewForConfig(c.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(c.Client.Discovery()))
-	background := metav1.DeletePropagationBackground
-	for _, obj := range objs {
+	return func(obj *unstructured.Unstructured) dynamic.ResourceInterface {
 		gvk := obj.GroupVersionKind()
 		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 		if err != nil {
 			t.Fatalf("%s: %v", gvk, err)
 		}
-		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
 		if ns := obj.GetNamespace(); ns != "" {
-			ri = dyn.Resource(mapping.Resource).Namespace(ns)
+			return dyn.Resource(mapping.Resource).Namespace(ns)
 		}
-		err = ri.Delete(context.Background(), obj.GetName(), metav1.DeleteOptions{PropagationPolicy: &background})
-		if err != nil && !apierrors.IsNotFound(err) {
-			t.Fatalf("delete %s %s: %v", gvk.Kind, obj.GetName(), err)
-		}
+		return dyn.Resource(mapping.Resource)
 	}
 }

@@ -54,7 +54,13 @@ const prometheusName = "k8s"
 // does.
 func KustomizeObjects(t *testing.T, dir string) []*unstructured.Unstructured {
 	t.Helper()
-	resources, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+	return kustomize(t, dir, krusty.MakeDefaultOptions())
+}
+
+// kustomize renders the kustomization at dir with opts.
+func kustomize(t *testing.T, dir string, opts *krusty.Options) []*unstructured.Unstructured {
+	t.Helper()
+	resources, err := krusty.MakeKustomizer(opts).Run(filesys.MakeFsOnDisk(), dir)
 	if err != nil {
 		t.Fatalf("kustomize %s: %v", dir, err)
 	}

@@ -30,8 +30,8 @@ func podContainerIDs(obj any) ([]string, error) {
 	var ids []string
 	for _, list := range statuses(p) {
 		for _, cs := range list {
-			for _, id := range []string{cs.ContainerID, terminatedID(cs.State.Terminated), terminatedID(cs.LastTerminationState.Terminated)} {
-				if id = runtimeID(id); id != "" {
+			for _, full := range statusIDs(cs) {
+				if id := runtimeID(full); id != "" {
 					ids = append(ids, id)
 				}
 			}
@@ -40,11 +40,18 @@ func podContainerIDs(obj any) ([]string, error) {
 	return ids, nil
 }
 
-func terminatedID(t *corev1.ContainerStateTerminated) string {
-	if t == nil {
-		return ""
+// statusIDs are the container ids, as the runtime's scheme and id
+// (containerd://<id>), that a container's status names, "" where it names
+// none: the current one, the one its state ended with, the one it last
+// ended with.
+func statusIDs(cs corev1.ContainerStatus) [3]string {
+	ended := func(t *corev1.ContainerStateTerminated) string {
+		if t == nil {
+			return ""
+		}
+		return t.ContainerID
 	}
-	return t.ContainerID
+	return [3]string{cs.ContainerID, ended(cs.State.Terminated), ended(cs.LastTerminationState.Terminated)}
 }
 
 // Lookup names a container by its runtime id as the kubelet's status of
@@ -70,7 +77,7 @@ func (w *Watcher) Lookup(_ context.Context, id string, _ time.Time) (cri.Contain
 		}
 		for _, list := range statuses(p) {
 			for _, cs := range list {
-				for _, full := range []string{cs.ContainerID, terminatedID(cs.State.Terminated), terminatedID(cs.LastTerminationState.Terminated)} {
+				for _, full := range statusIDs(cs) {
 					if runtimeID(full) != id {
 						continue
 					}

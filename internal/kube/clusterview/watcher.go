@@ -293,15 +293,13 @@ func containerIDs(pods ...*corev1.Pod) map[string]string {
 			continue
 		}
 		for _, cs := range pod.Status.ContainerStatuses {
-			id := runtimeID(cs.ContainerID)
-			if t := cs.State.Terminated; id == "" && t != nil {
-				id = runtimeID(t.ContainerID)
-			}
-			if t := cs.LastTerminationState.Terminated; id == "" && t != nil {
-				id = runtimeID(t.ContainerID)
-			}
-			if id != "" && ids[cs.Name] == "" {
-				ids[cs.Name] = id
+			for _, full := range statusIDs(cs) {
+				if id := runtimeID(full); id != "" {
+					if ids[cs.Name] == "" {
+						ids[cs.Name] = id
+					}
+					break
+				}
 			}
 		}
 	}
