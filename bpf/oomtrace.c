@@ -257,7 +257,7 @@ static __always_inline struct mem_cgroup *find_domain(struct oom_event *e, struc
 {
 	int i;
 
-	for (i = 0; i < CGROUP_DEPTH_MAX + 1; i++) {
+	for (i = 0; i < CGROUP_LEVEL_MAX + 1; i++) {
 		struct mem_cgroup *memcg = (void *)css;
 		if (!css)
 			break;
@@ -270,7 +270,8 @@ static __always_inline struct mem_cgroup *find_domain(struct oom_event *e, struc
 		}
 		css = BPF_CORE_READ(css, parent);
 	}
-	e->domain_source = DOMAIN_NO_MEMCG_AT_LIMIT;
+	/* Not up to the root: a tenant's nesting must not read as a global OOM. */
+	e->domain_source = css ? DOMAIN_TOO_DEEP : DOMAIN_NO_MEMCG_AT_LIMIT;
 	return NULL;
 }
 

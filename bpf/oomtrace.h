@@ -41,6 +41,7 @@ enum domain_source {
 	DOMAIN_OOM_CONTROL = 1,       /* oc->memcg from oom_kill_process */
 	DOMAIN_MEMCG_AT_LIMIT = 2,    /* nearest ancestor of the trigger's memcg at its limit */
 	DOMAIN_NO_MEMCG_AT_LIMIT = 3, /* no ancestor at its limit: not a memcg OOM */
+	DOMAIN_TOO_DEEP = 4,          /* none of the CGROUP_LEVEL_MAX + 1 nearest at its limit, the root further up */
 };
 
 /* Which program watches for the OOM killer's SIGKILL. */

@@ -24,9 +24,10 @@ static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
  * container sits near the root (kubepods/<qos>/pod<uid>/<container>), and
  * below a container its tenant may create cgroups (writable cgroups,
  * sysbox) named as it likes: kept leaf-most, sixteen of them could read
- * kubepods/.../pod<another pod's uid>/<its container>. A cgroup deeper
- * than CGROUP_LEVEL_MAX is captured as an empty path, truncated: its
- * root-most levels are not reached, and nothing is better than a guess.
+ * kubepods/.../pod<another pod's uid>/<its container>. Since 6.1 the
+ * root-most levels are read from cgroup->ancestors, at any depth; before,
+ * they are walked up to, and a cgroup deeper than CGROUP_LEVEL_MAX is
+ * captured as an empty path, truncated: nothing is better than a guess.
  *
  * A global function: the verifier checks it once, on its own, instead of
  * once per call (its bounded loops are most of a program's verification,
@@ -57,13 +58,23 @@ __noinline int fill_cgroup_path_global(struct cgroup_path *out, __u64 cg_addr)
 	out->valid = 1;
 
 	level = BPF_CORE_READ(cg, level);
-	if (level > CGROUP_LEVEL_MAX) {
-		out->truncated = 1;
-		return 0;
-	}
 	if (level > CGROUP_DEPTH_MAX) {
 		skip = level - CGROUP_DEPTH_MAX;
 		out->truncated = 1;
+	}
+	if (skip && bpf_core_field_exists(cg->ancestors)) {
+		/* Since 6.1 the ancestor at any level is one read away, however deep. */
+		struct cgroup *anc = NULL;
+		__u64 off = bpf_core_field_offset(struct cgroup, ancestors);
+
+		bpf_probe_read_kernel(&anc, sizeof(anc), (void *)cg + off + CGROUP_DEPTH_MAX * sizeof(anc));
+		kn = anc ? BPF_CORE_READ(anc, kn) : NULL;
+		if (!kn)
+			return 0;
+		skip = 0;
+	} else if (level > CGROUP_LEVEL_MAX) {
+		/* Walking up that far is more than the verifier takes. */
+		return 0;
 	}
 	/* Up past the leaf-most levels that do not fit. */
 	for (i = 0; i < CGROUP_LEVEL_MAX - CGROUP_DEPTH_MAX; i++) {

@@ -35,6 +35,10 @@ const (
 	// SourceNoMemcgAtLimit: no memory cgroup above the trigger was at its
 	// limit, so the OOM was not a memcg OOM (global, or cpuset/mempolicy).
 	SourceNoMemcgAtLimit = "no_memcg_at_limit"
+	// SourceMemcgTooDeep: none of the 65 memory cgroups nearest the
+	// trigger was at its limit and the root is further up (a tenant's
+	// nesting): the domain is not known, and the scope is unknown.
+	SourceMemcgTooDeep = "memcg_too_deep"
 )
 
 // Where a memory cgroup's identity came from.

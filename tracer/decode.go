@@ -164,6 +164,8 @@ func (d *Decoder) oomKill(raw *rawOOMEvent) (event.OOMKill, error) {
 	case oomtraceDomainSourceDOMAIN_NO_MEMCG_AT_LIMIT:
 		o.ScopeSource = event.SourceNoMemcgAtLimit
 		o.Scope = event.ScopeGlobal
+	case oomtraceDomainSourceDOMAIN_TOO_DEEP:
+		o.ScopeSource = event.SourceMemcgTooDeep
 	default:
 		return event.OOMKill{}, fmt.Errorf("oom event: unknown domain source %d", raw.DomainSource)
 	}

@@ -218,6 +218,19 @@ func TestDecodeNoMemcgAtLimit(t *testing.T) {
 	}
 }
 
+func TestDecodeMemcgTooDeep(t *testing.T) {
+	r := fixture()
+	r.DomainSource = uint8(oomtraceDomainSourceDOMAIN_TOO_DEEP)
+	r.Domain.Valid = 0
+	ev, _, err := testDecoder.DecodeOOMKill(encode(t, r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.OOM.Scope != "unknown" || ev.OOM.ScopeSource != "memcg_too_deep" || ev.OOM.Domain != nil {
+		t.Errorf("oom = %+v: want an unknown scope, not a global OOM", ev.OOM)
+	}
+}
+
 func TestDecodeTruncatedRecord(t *testing.T) {
 	b := encode(t, fixture())
 	for _, n := range []int{0, 1, 8, OOMEventSize / 2, OOMEventSize - 1} {

@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/cause"
 	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 )
@@ -884,4 +885,68 @@ func bootIDForTest(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// TestCgroupDeeperThan64Levels: a tenant may nest cgroups far below its
+// container. A kill there is not a system-wide OOM: with the limit on the
+// deep cgroup itself, the domain is its root-most 16 levels, truncated;
+// with the limit 70 levels above the victim, further than the kernel
+// walks, the domain is unknown, not global.
+func TestCgroupDeeperThan64Levels(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	c := startTracer(t, Config{Node: "n"})
+	nest := func(t *testing.T, top *memcgtest.Cgroup, n int, prefix string) *memcgtest.Cgroup {
+		for i := range n {
+			top = memcgtest.NewNamed(t, top, fmt.Sprintf("%s%02d", prefix, i), 0)
+		}
+		return top
+	}
+	rootMost16 := func(path string) string {
+		levels := strings.Split(strings.Trim(path, "/"), "/")
+		return "/" + strings.Join(levels[:16], "/")
+	}
+
+	t.Run("limit on the deep cgroup", func(t *testing.T) {
+		domain := memcgtest.NewNamed(t, nest(t, memcgtest.New(t, nil, 0), 70, "d"), "domain", limit)
+		hog := domain.Start(t, memcgtest.HogOptions{Bytes: hogBytes})
+		hog.WaitKilled(t)
+		evs := c.waitFor(map[int]bool{hog.PID: true}, 10*time.Second)[hog.PID]
+		if len(evs) != 1 {
+			t.Fatalf("events for victim %d: got %d, want 1", hog.PID, len(evs))
+		}
+		ev := evs[0]
+		want := rootMost16(domain.Path)
+		if m := ev.Victim.Memcg; m == nil || m.Path != want || !m.PathTruncated || m.ID != domain.ID(t) {
+			t.Errorf("victim.memcg %+v, want id %d with the root-most 16 levels %s, truncated", m, domain.ID(t), want)
+		}
+		d := ev.OOM.Domain
+		if ev.OOM.Scope != event.ScopeMemcg || d == nil || d.Cgroup == nil || d.Path != want || !d.PathTruncated || d.ID != domain.ID(t) {
+			t.Fatalf("scope %q, domain %+v: want a memcg OOM in %d, %s truncated", ev.OOM.Scope, d, domain.ID(t), want)
+		}
+		cause.Classify(&ev)
+		if ev.OOM.Domain.Kind != event.DomainOther || ev.Cause != event.CauseOOMOther {
+			t.Errorf("domain kind %q, cause %q: want %q, %q", ev.OOM.Domain.Kind, ev.Cause, event.DomainOther, event.CauseOOMOther)
+		}
+	})
+	t.Run("limit further up than the kernel walks", func(t *testing.T) {
+		domain := memcgtest.New(t, nil, limit)
+		leaf := nest(t, domain, 70, "l")
+		hog := leaf.Start(t, memcgtest.HogOptions{Bytes: hogBytes})
+		hog.WaitKilled(t)
+		evs := c.waitFor(map[int]bool{hog.PID: true}, 10*time.Second)[hog.PID]
+		if len(evs) != 1 {
+			t.Fatalf("events for victim %d: got %d, want 1", hog.PID, len(evs))
+		}
+		ev := evs[0]
+		if c.t.Hooks().Decision != "" {
+			t.Skipf("a decision hook (%s) reads the domain from the kernel's oom_control", c.t.Hooks().Decision)
+		}
+		if ev.OOM.Scope != event.ScopeUnknown || ev.OOM.ScopeSource != event.SourceMemcgTooDeep {
+			t.Errorf("scope %q from %q: want %q from %q, not a global OOM", ev.OOM.Scope, ev.OOM.ScopeSource, event.ScopeUnknown, event.SourceMemcgTooDeep)
+		}
+		cause.Classify(&ev)
+		if ev.OOM.Domain.Kind == event.DomainSystem {
+			t.Errorf("domain kind %q: a kill 70 levels below a limit is not a system OOM", ev.OOM.Domain.Kind)
+		}
+	})
 }

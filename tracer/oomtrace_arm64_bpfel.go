@@ -57,6 +57,7 @@ const (
 	oomtraceDomainSourceDOMAIN_OOM_CONTROL       oomtraceDomainSource = 1
 	oomtraceDomainSourceDOMAIN_MEMCG_AT_LIMIT    oomtraceDomainSource = 2
 	oomtraceDomainSourceDOMAIN_NO_MEMCG_AT_LIMIT oomtraceDomainSource = 3
+	oomtraceDomainSourceDOMAIN_TOO_DEEP          oomtraceDomainSource = 4
 )
 
 type oomtraceEventType uint32

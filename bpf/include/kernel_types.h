@@ -89,6 +89,8 @@ struct kernfs_node___old {
 struct cgroup {
 	struct kernfs_node *kn;
 	int level; /* the root of a hierarchy is 0 */
+	/* Since 6.1: every ancestor by level, ancestors[level] the cgroup itself. */
+	struct cgroup *ancestors[];
 };
 
 struct cgroup_subsys_state {

@@ -37,6 +37,12 @@ func Domain(ev *event.OOMKill) string {
 	if d == nil || d.Cgroup == nil {
 		return event.DomainOther
 	}
+	// A truncated path is the root-most part of a deeper cgroup's (a
+	// tenant's nesting below its container): whatever it shows, the
+	// domain is below it, and an empty one is not the root.
+	if d.PathTruncated {
+		return event.DomainOther
+	}
 	switch cgpath.Parse(d.Path).Level {
 	case cgpath.LevelContainer:
 		return event.DomainContainer

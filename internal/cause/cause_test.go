@@ -24,6 +24,12 @@ func oomKill(victimPath, domainPath, scope string) event.OOMKill {
 	return ev
 }
 
+// truncatedDomain is ev with a domain path the kernel cut to path.
+func truncatedDomain(ev event.OOMKill, path string) event.OOMKill {
+	ev.OOM.Domain.Path, ev.OOM.Domain.PathTruncated = path, true
+	return ev
+}
+
 var t0 = time.Unix(1_800_000_000, 0)
 
 func sig(below bool) *event.MemorySignal { return &event.MemorySignal{BelowThreshold: below} }
@@ -52,6 +58,8 @@ func TestDomain(t *testing.T) {
 		{"cpuset", oomKill(ctr, "", event.ScopeCpuset), event.DomainOther},
 		{"service", oomKill("/system.slice/a.service/x", "/system.slice/a.service", event.ScopeMemcg), event.DomainOther},
 		{"memcg without a domain", oomKill(ctr, "", event.ScopeMemcg), event.DomainOther},
+		{"deeper than the kernel read: empty, truncated", truncatedDomain(oomKill(ctr, "/", event.ScopeMemcg), ""), event.DomainOther},
+		{"nested below the container, truncated", truncatedDomain(oomKill(ctr, ctr, event.ScopeMemcg), ctr), event.DomainOther},
 	}
 	for _, c := range cases {
 		if got := Domain(&c.ev); got != c.want {
