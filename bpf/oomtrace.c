@@ -119,6 +119,15 @@ struct {
  */
 #define SIGNAL_BUDGET 32
 #define SIGNAL_BUDGET_WINDOW_NS 1000000000ULL
+/*
+ * Many cgroups would each have a budget of their own: past its first
+ * SIGNAL_BUDGET_FREE records in a window, a target's records also draw on
+ * one budget for the node (set by the loader), so a tenant with many
+ * cgroups cannot fill the ring buffer, while every cgroup's first few
+ * signals (a stop is SIGTERM, then SIGKILL) are still recorded.
+ */
+#define SIGNAL_BUDGET_FREE 4
+const volatile __u32 signal_node_budget = 512;
 
 struct signal_budget {
 	__u64 window_start_ns;
@@ -126,12 +135,28 @@ struct signal_budget {
 	__u32 _pad;
 };
 
+static struct signal_budget node_signal_budget;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u64);
 	__type(value, struct signal_budget);
 } signal_budgets SEC(".maps");
+
+/* Spend one of b's limit records in its window. */
+static __always_inline bool spend_budget(struct signal_budget *b, __u32 limit, __u64 now)
+{
+	if (now - b->window_start_ns >= SIGNAL_BUDGET_WINDOW_NS) {
+		b->window_start_ns = now;
+		b->spent = 1;
+		return true;
+	}
+	if (b->spent >= limit)
+		return false;
+	b->spent++;
+	return true;
+}
 
 /* Whether a record for key fits its budget; racing CPUs may overspend a little. */
 static __always_inline bool spend_signal_budget(__u64 key, __u64 now)
@@ -143,12 +168,11 @@ static __always_inline bool spend_signal_budget(__u64 key, __u64 now)
 		bpf_map_update_elem(&signal_budgets, &key, &fresh, BPF_ANY);
 		return true;
 	}
-	if (now - b->window_start_ns >= SIGNAL_BUDGET_WINDOW_NS) {
-		b->window_start_ns = now;
-		b->spent = 1;
-		return true;
-	}
+	if (now - b->window_start_ns >= SIGNAL_BUDGET_WINDOW_NS)
+		return spend_budget(b, SIGNAL_BUDGET, now);
 	if (b->spent >= SIGNAL_BUDGET)
+		return false;
+	if (b->spent >= SIGNAL_BUDGET_FREE && !spend_budget(&node_signal_budget, signal_node_budget, now))
 		return false;
 	b->spent++;
 	return true;

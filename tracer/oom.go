@@ -40,6 +40,12 @@ type oomTracer struct {
 	skip map[uint64]bool
 }
 
+// DefaultSignalNodeBudget is the node's task signal records a second past
+// each target cgroup's first four: a node drain stops a few hundred
+// containers in seconds, with a SIGTERM and maybe a SIGKILL each, and
+// those are within the four.
+const DefaultSignalNodeBudget = 512
+
 // oomHooks are the OOM half's hooks (Hooks' fields of the same names).
 type oomHooks struct{ decision, signal, victim string }
 
@@ -48,7 +54,11 @@ type oomHooks struct{ decision, signal, victim string }
 func newOOMTracer(att *attacher, d *diag, cfg Config, opts ebpf.CollectionOptions, spec *ebpf.CollectionSpec, gen uint64) (*oomTracer, oomHooks, error) {
 	var hooks oomHooks
 	o := &oomTracer{diag: d, procfs: newProcfs(cfg.ProcfsPath), held: map[uint64]uint64{}, written: map[uint64]uint64{}, skip: map[uint64]bool{}}
-	if err := setVariables(spec, map[string]any{oomtraceVarGeneration: gen}); err != nil {
+	nodeBudget := cfg.SignalNodeBudget
+	if nodeBudget == 0 {
+		nodeBudget = DefaultSignalNodeBudget
+	}
+	if err := setVariables(spec, map[string]any{oomtraceVarGeneration: gen, oomtraceVarSignalNodeBudget: nodeBudget}); err != nil {
 		return nil, hooks, fmt.Errorf("configure OOM programs: %w", err)
 	}
 	if err := spec.LoadAndAssign(&o.maps, &opts); err != nil {

@@ -274,6 +274,7 @@ const (
 	oomtraceProgTracepointSignalGenerate = "tracepoint_signal_generate"
 	oomtraceVarGeneration                = "generation"
 	oomtraceVarSignalHooked              = "signal_hooked"
+	oomtraceVarSignalNodeBudget          = "signal_node_budget"
 	oomtraceVarUnusedDecisionHook        = "unused_decision_hook"
 	oomtraceVarUnusedDomainSource        = "unused_domain_source"
 	oomtraceVarUnusedEventType           = "unused_event_type"
@@ -356,6 +357,7 @@ type oomtraceMapSpecs struct {
 type oomtraceVariableSpecs struct {
 	Generation         *ebpf.VariableSpec `ebpf:"generation"`
 	SignalHooked       *ebpf.VariableSpec `ebpf:"signal_hooked"`
+	SignalNodeBudget   *ebpf.VariableSpec `ebpf:"signal_node_budget"`
 	UnusedDecisionHook *ebpf.VariableSpec `ebpf:"unused_decision_hook"`
 	UnusedDomainSource *ebpf.VariableSpec `ebpf:"unused_domain_source"`
 	UnusedEventType    *ebpf.VariableSpec `ebpf:"unused_event_type"`
@@ -418,6 +420,7 @@ func (m *oomtraceMaps) Close() error {
 type oomtraceVariables struct {
 	Generation         *ebpf.Variable `ebpf:"generation"`
 	SignalHooked       *ebpf.Variable `ebpf:"signal_hooked"`
+	SignalNodeBudget   *ebpf.Variable `ebpf:"signal_node_budget"`
 	UnusedDecisionHook *ebpf.Variable `ebpf:"unused_decision_hook"`
 	UnusedDomainSource *ebpf.Variable `ebpf:"unused_domain_source"`
 	UnusedEventType    *ebpf.Variable `ebpf:"unused_event_type"`

@@ -85,6 +85,7 @@ const (
 	oomtraceInlineProgTracepointSignalGenerate = "tracepoint_signal_generate"
 	oomtraceInlineVarGeneration                = "generation"
 	oomtraceInlineVarSignalHooked              = "signal_hooked"
+	oomtraceInlineVarSignalNodeBudget          = "signal_node_budget"
 	oomtraceInlineVarUnusedDecisionHook        = "unused_decision_hook"
 	oomtraceInlineVarUnusedDomainSource        = "unused_domain_source"
 	oomtraceInlineVarUnusedEventType           = "unused_event_type"
@@ -167,6 +168,7 @@ type oomtraceInlineMapSpecs struct {
 type oomtraceInlineVariableSpecs struct {
 	Generation         *ebpf.VariableSpec `ebpf:"generation"`
 	SignalHooked       *ebpf.VariableSpec `ebpf:"signal_hooked"`
+	SignalNodeBudget   *ebpf.VariableSpec `ebpf:"signal_node_budget"`
 	UnusedDecisionHook *ebpf.VariableSpec `ebpf:"unused_decision_hook"`
 	UnusedDomainSource *ebpf.VariableSpec `ebpf:"unused_domain_source"`
 	UnusedEventType    *ebpf.VariableSpec `ebpf:"unused_event_type"`
@@ -229,6 +231,7 @@ func (m *oomtraceInlineMaps) Close() error {
 type oomtraceInlineVariables struct {
 	Generation         *ebpf.Variable `ebpf:"generation"`
 	SignalHooked       *ebpf.Variable `ebpf:"signal_hooked"`
+	SignalNodeBudget   *ebpf.Variable `ebpf:"signal_node_budget"`
 	UnusedDecisionHook *ebpf.Variable `ebpf:"unused_decision_hook"`
 	UnusedDomainSource *ebpf.Variable `ebpf:"unused_domain_source"`
 	UnusedEventType    *ebpf.Variable `ebpf:"unused_event_type"`

@@ -137,3 +137,54 @@ func TestSignalBudget(t *testing.T) {
 		})
 	}
 }
+
+// TestSignalNodeBudget: a tenant with many cgroups has a budget in each.
+// 20 SIGTERMs to each of 40 cgroups' processes make each cgroup's first
+// four records, then only the node's budget (64 here) more; the rest are
+// counted as limited, and a process of another cgroup stopped right after
+// still has its SIGTERM recorded.
+func TestSignalNodeBudget(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	const cgroups, rounds, free, nodeBudget = 40, 20, 4, 64
+	c := startTracer(t, Config{VictimHook: HookTpBtf, Node: "n", SignalNodeBudget: nodeBudget})
+	pids := map[int]bool{}
+	var order []int
+	for range cgroups {
+		h := memcgtest.New(t, nil, 0).Start(t, memcgtest.HogOptions{Bytes: 1 << 20, Idle: true})
+		if err := syscall.Kill(h.PID, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		pids[h.PID] = true
+		order = append(order, h.PID)
+	}
+	before, _ := c.t.Stats()
+	start := time.Now()
+	for range rounds {
+		for _, pid := range order {
+			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Skipf("%d kill(2) took %v: not within one budget window", cgroups*rounds, d)
+	}
+	other := memcgtest.New(t, nil, 0).Start(t, memcgtest.HogOptions{Bytes: 1 << 20, Idle: true})
+	if err := syscall.Kill(other.PID, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	c.waitSignal(t, other.PID, "SIGTERM")
+	after, _ := c.t.Stats()
+	c.mu.Lock()
+	terms := 0
+	for _, ev := range c.signals {
+		if pids[int(ev.Target.PID)] && ev.Signal == "SIGTERM" {
+			terms++
+		}
+	}
+	c.mu.Unlock()
+	want := cgroups*free + nodeBudget
+	if limited := after.SignalsLimited - before.SignalsLimited; terms != want || limited != uint64(cgroups*rounds-want) {
+		t.Errorf("%d SIGTERM records and %d limited, want %d and %d", terms, limited, want, cgroups*rounds-want)
+	}
+}

@@ -63,6 +63,10 @@ type Config struct {
 	// RingBufferBytes is the size of the OOM ring buffer: a power of two
 	// and a multiple of the page size. 0 means DefaultRingBufferBytes.
 	RingBufferBytes int
+	// SignalNodeBudget bounds the task signal records a second across the
+	// node past each target cgroup's first four (each has 32); 0 means
+	// DefaultSignalNodeBudget.
+	SignalNodeBudget uint32
 
 	// Refusals turns on the commit refusal hooks.
 	Refusals bool
