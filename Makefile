@@ -135,7 +135,7 @@ test-unit: ## Run the tests as the current user (real-kernel tests skip unless r
 .PHONY: fuzz
 # package:target
 FUZZ_TARGETS := tracer:FuzzDecodeOOMKill tracer:FuzzDecodeRefusal internal/cgroup:FuzzMemoryPath internal/cgroup:FuzzFindMemory \
-	tracer:FuzzParseStat tracer:FuzzParseNSpid internal/kernfile:FuzzParseMeminfo internal/cgpath:FuzzParse \
+	tracer:FuzzParseStat tracer:FuzzParseStartTime tracer:FuzzParseNSpid internal/kernfile:FuzzParseMeminfo internal/cgpath:FuzzParse \
 	internal/nodememory:FuzzParseEvictionHard internal/kube/evictionmsg:FuzzParse tracer:FuzzDecodeTaskSignal \
 	internal/nodememory:FuzzParseKubeletConfig exporter/kubeevents:FuzzDescribe internal/cri:FuzzConvert internal/cgpath:FuzzContainerPath \
 	internal/postmortem:FuzzParseStatus internal/kernfile:FuzzAppendDirs

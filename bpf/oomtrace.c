@@ -650,6 +650,7 @@ int BPF_PROG(tp_btf_mark_victim, struct task_struct *task, uid_t uid)
 	e->victim.uid = uid;
 	e->victim_fields |= VICTIM_HAS_IDENTITY;
 	fill_victim_mm(e, task);
+	e->victim_start_ticks = process_start_ticks(task);
 	task_ns_tgid(task, &e->victim_ns_tgid, &e->victim_pidns_level);
 	if (e->victim_ns_tgid)
 		e->victim_fields |= VICTIM_HAS_NS_PID;
@@ -709,6 +710,7 @@ int tracepoint_mark_victim(struct trace_event_raw_mark_victim *ctx)
 		e->victim.pid = pid;
 		e->victim_fields |= VICTIM_HAS_IDENTITY;
 		fill_victim_mm(e, current);
+		e->victim_start_ticks = process_start_ticks(current);
 		/* As tp_btf does: read in the kernel, not raced from /proc. */
 		task_ns_tgid(current, &e->victim_ns_tgid, &e->victim_pidns_level);
 		if (e->victim_ns_tgid)

@@ -135,7 +135,14 @@ struct oom_event {
 	__u64 group_first_seq; /* seq of the decision's first kill: shared by all its kills */
 	__s64 group_kills;     /* its memory.events oom_group_kill when recorded; -1: not kept here */
 	__u16 group_level;     /* its level below the hierarchy root */
-	__u8 _pad2[6];
+	__u16 _pad2;
+	/*
+	 * When the victim's process started, as /proc/<pid>/stat's starttime
+	 * (clock ticks of 10 ms since boot) modulo 2^32; 0: unknown. What
+	 * user space reads of the pid later is the victim's only if it is
+	 * the same: a pid reused meanwhile is another process.
+	 */
+	__u32 victim_start_ticks;
 };
 
 /*

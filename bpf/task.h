@@ -171,6 +171,27 @@ static __always_inline void task_ns_tgid(struct task_struct *task, __u32 *ns_tgi
 	*level = lvl;
 }
 
+/*
+ * When task's process started, in /proc/<pid>/stat's unit (USER_HZ, 100
+ * on every architecture oomtrace builds for) modulo 2^32. A process that
+ * comes out as 0 reads as unknown: it is not checked, as before.
+ */
+static __always_inline __u32 process_start_ticks(struct task_struct *task)
+{
+	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+	__u64 ns;
+
+	if (!leader)
+		return 0;
+	if (bpf_core_field_exists(leader->start_boottime)) {
+		ns = BPF_CORE_READ(leader, start_boottime);
+	} else {
+		struct task_struct___old *old = (void *)leader;
+		ns = BPF_CORE_READ(old, real_start_time);
+	}
+	return (__u32)(ns / 10000000ULL);
+}
+
 /* The kernfs id of a task's memory cgroup; 0 when it has none. */
 static __always_inline __u64 task_memcg_id(struct task_struct *task)
 {

@@ -51,16 +51,29 @@ type Decoder struct {
 // signal hook saw the OOM killer's SIGKILL to the victim: without it, the
 // record is a task that was exiting already and was only granted reserves.
 func (d *Decoder) DecodeOOMKill(record []byte) (ev event.OOMKill, sigkillSeen bool, err error) {
+	ev, meta, err := d.decodeOOMKill(record)
+	return ev, meta.sigkillSeen, err
+}
+
+// recordMeta is what a record says about the kill beyond its event.
+type recordMeta struct {
+	sigkillSeen bool
+	// victimStart is the victim process's start time, /proc/<pid>/stat's
+	// starttime modulo 2^32; 0: unknown.
+	victimStart uint32
+}
+
+func (d *Decoder) decodeOOMKill(record []byte) (ev event.OOMKill, meta recordMeta, err error) {
 	var raw rawOOMEvent
 	if len(record) < OOMEventSize {
-		return event.OOMKill{}, false, fmt.Errorf("oom event: %w: %d of %d bytes", ErrShortRecord, len(record), OOMEventSize)
+		return event.OOMKill{}, meta, fmt.Errorf("oom event: %w: %d of %d bytes", ErrShortRecord, len(record), OOMEventSize)
 	}
 	decodeRecord(&raw, record)
 	if raw.Type != uint32(oomtraceEventTypeEVENT_OOM_KILL) {
-		return event.OOMKill{}, false, fmt.Errorf("oom event: unexpected type %d", raw.Type)
+		return event.OOMKill{}, meta, fmt.Errorf("oom event: unexpected type %d", raw.Type)
 	}
 	ev, err = d.oomKill(&raw)
-	return ev, raw.SigkillSeen != 0, err
+	return ev, recordMeta{sigkillSeen: raw.SigkillSeen != 0, victimStart: raw.VictimStartTicks}, err
 }
 
 func (d *Decoder) oomKill(raw *rawOOMEvent) (event.OOMKill, error) {

@@ -126,12 +126,12 @@ func newOOMTracer(att *attacher, d *diag, cfg Config, opts ebpf.CollectionOption
 // Each kill handed to handle stays in the ring buffer until commit(seq).
 func (o *oomTracer) run(handle func(event.OOMKill)) error {
 	return readRecords(o.kills, "OOM", func(raw []byte, end uint64) bool {
-		ev, sigkillSeen, err := o.decoder.DecodeOOMKill(raw)
+		ev, meta, err := o.decoder.decodeOOMKill(raw)
 		if err != nil {
 			o.diag.decodeError("oom_kill", err)
 			return true
 		}
-		if !sigkillSeen && o.signalHooked {
+		if !meta.sigkillSeen && o.signalHooked {
 			o.exitingMarked.Add(1)
 			o.diag.log.Debug("OOM killer granted reserves to an exiting task; not a kill",
 				"pid", ev.Victim.PID, "tgid", ev.Victim.TGID)
@@ -154,7 +154,7 @@ func (o *oomTracer) run(handle func(event.OOMKill)) error {
 			return false
 		}
 		o.decoded.Add(1)
-		o.procfs.completeFromProcfs(&ev)
+		o.procfs.completeFromProcfs(&ev, meta.victimStart)
 		handle(ev)
 		return false // until commit(seq)
 	})

@@ -950,3 +950,53 @@ func TestCgroupDeeperThan64Levels(t *testing.T) {
 		}
 	})
 }
+
+// TestVictimStartTime: the kernel captures the victim process's start
+// time in /proc/<pid>/stat's unit, so that what is read of its pid later
+// can be told from a process that reused the pid.
+func TestVictimStartTime(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	for _, hook := range []string{HookTpBtf, HookTracepoint} {
+		t.Run(hook, func(t *testing.T) {
+			tr, err := New(Config{Node: "n", VictimHook: hook})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tr.Close()
+			hog := memcgtest.New(t, nil, limit).Start(t, memcgtest.HogOptions{Bytes: hogBytes})
+			want := startTicksOf(t, hog.PID)
+			hog.WaitKilled(t)
+			tr.oom.kills.Flush()
+			var got []uint32
+			err = readRecords(tr.oom.kills, "OOM", func(raw []byte, end uint64) bool {
+				ev, meta, err := tr.oom.decoder.decodeOOMKill(raw)
+				if err == nil && int(ev.Victim.TGID) == hog.PID {
+					got = append(got, meta.victimStart)
+				}
+				return true
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 1 || got[0] != want {
+				t.Errorf("victim start %v, want one record with %d (/proc/%d/stat)", got, want, hog.PID)
+			}
+			if !tr.oom.procfs.startedAt(uint32(os.Getpid()), startTicksOf(t, os.Getpid())) {
+				t.Errorf("startedAt says this process is not itself")
+			}
+		})
+	}
+}
+
+func startTicksOf(t *testing.T, pid int) uint32 {
+	t.Helper()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, ok := parseStartTime(stat)
+	if !ok {
+		t.Fatalf("no starttime in %q", stat)
+	}
+	return uint32(n)
+}

@@ -166,12 +166,13 @@ type oomtraceOomEvent struct {
 		Pad       [2]uint8
 		Path      [1024]int8
 	}
-	Seq           uint64
-	GroupId       uint64
-	GroupFirstSeq uint64
-	GroupKills    int64
-	GroupLevel    uint16
-	Pad2          [6]uint8
+	Seq              uint64
+	GroupId          uint64
+	GroupFirstSeq    uint64
+	GroupKills       int64
+	GroupLevel       uint16
+	Pad2             uint16
+	VictimStartTicks uint32
 }
 
 type oomtraceRssUnit uint32

@@ -30,14 +30,22 @@ func newProcfs(root string) procfs {
 // completeFromProcfs fills in the victim's memcg when the kernel could not
 // capture it (the classic tracepoint fired in another task's context). The
 // victim is being killed, so this can race with its exit; it is best effort
-// and marked as such.
-func (p procfs) completeFromProcfs(ev *event.OOMKill) {
+// and marked as such. start is the victim process's start time as the
+// kernel captured it (0: unknown): the pid may have been reused since the
+// kill, by any process (a tenant's that cycles through pids), and what is
+// read of it is the victim's only if /proc gives that start time after
+// the read.
+func (p procfs) completeFromProcfs(ev *event.OOMKill, start uint32) {
 	v := &ev.Victim
+	var nsPID *uint32
+	var init *bool
+	var parent uint64
+	var memcg *event.Cgroup
 	if v.NSPID == nil {
 		if data, err := kernfile.ReadFile(fmt.Sprintf("%s/%d/status", p.root, v.TGID)); err == nil {
-			if nsPID, level, ok := parseNSpid(data); ok && alive(p.root, v.TGID) {
-				init := nsPID == 1 && level > 0
-				v.NSPID, v.Init = &nsPID, &init
+			if n, level, ok := parseNSpid(data); ok && alive(p.root, v.TGID) {
+				i := n == 1 && level > 0
+				nsPID, init = &n, &i
 			}
 		}
 	}
@@ -45,7 +53,7 @@ func (p procfs) completeFromProcfs(ev *event.OOMKill) {
 		if data, err := kernfile.ReadFile(fmt.Sprintf("%s/%d/stat", p.root, v.TGID)); err == nil {
 			if ppid, ok := parsePPID(data); ok {
 				if cg := p.memcgOfPID(ppid); cg != nil {
-					v.ParentMemcgID = cg.ID
+					parent = cg.ID
 				}
 			}
 		}
@@ -55,8 +63,47 @@ func (p procfs) completeFromProcfs(ev *event.OOMKill) {
 		if d := ev.OOM.Domain; d != nil && d.Cgroup != nil && !d.PathTruncated {
 			domain = d.Path
 		}
-		v.Memcg = p.victimMemcg(v.PID, v.Comm, domain)
+		memcg = p.victimMemcg(v.PID, v.Comm, domain)
 	}
+	if start != 0 && !p.startedAt(v.TGID, start) {
+		return
+	}
+	if nsPID != nil {
+		v.NSPID, v.Init = nsPID, init
+	}
+	if parent != 0 {
+		v.ParentMemcgID = parent
+	}
+	if memcg != nil {
+		v.Memcg = memcg
+	}
+}
+
+// startedAt reports whether process pid is the one that started at start
+// (/proc/<pid>/stat's starttime modulo 2^32).
+func (p procfs) startedAt(pid, start uint32) bool {
+	data, err := kernfile.ReadFile(fmt.Sprintf("%s/%d/stat", p.root, pid))
+	if err != nil {
+		return false
+	}
+	got, ok := parseStartTime(data)
+	return ok && uint32(got) == start
+}
+
+// parseStartTime returns the starttime field of /proc/<pid>/stat: clock
+// ticks since boot.
+func parseStartTime(data []byte) (uint64, bool) {
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, false
+	}
+	// After comm: state is the 3rd field of the line, starttime the 22nd.
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 20 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(f[19], 10, 64)
+	return n, err == nil
 }
 
 // parsePPID returns the parent's pid from /proc/<pid>/stat.

@@ -136,3 +136,69 @@ func TestVictimMemcg(t *testing.T) {
 		}
 	}
 }
+
+// TestCompleteFromProcfsPIDReused: what /proc says of the victim's pid is
+// taken only when the process there started when the victim did; a pid
+// reused by another process (of another pod) names nothing.
+func TestCompleteFromProcfsPIDReused(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "4242")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"status": "Name:\tapp\nTgid:\t4242\nNSpid:\t4242\t1\n",
+		"stat":   "4242 (app) S 4000 4242 4242 0 -1 4194560 10 0 0 0 1 1 0 0 20 0 1 0 777 1000 10",
+		"cgroup": "0::/kubepods/burstable/pod-other/ctr-other\n",
+		"comm":   "app\n",
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := procfs{root: root}
+	for _, c := range []struct {
+		name  string
+		start uint32
+		want  bool
+	}{
+		{"same process", 777, true},
+		{"unknown start: as before", 0, true},
+		{"pid reused", 778, false},
+	} {
+		ev := event.OOMKill{Victim: event.Victim{Process: event.Process{PID: 4242, TGID: 4242, Comm: "app"}}}
+		p.completeFromProcfs(&ev, c.start)
+		v := ev.Victim
+		filled := v.Memcg != nil && v.NSPID != nil
+		if filled != c.want || (filled && (v.Memcg.Path != "/kubepods/burstable/pod-other/ctr-other" || *v.NSPID != 1)) {
+			t.Errorf("%s: memcg %+v, ns pid %v: want filled %v", c.name, v.Memcg, v.NSPID, c.want)
+		}
+	}
+}
+
+func TestParseStartTime(t *testing.T) {
+	cases := []struct {
+		data string
+		want uint64
+		ok   bool
+	}{
+		{"4242 (app) S 4000 4242 4242 0 -1 4194560 10 0 0 0 1 1 0 0 20 0 1 0 777 1000 10", 777, true},
+		{"4242 (a) b) S 4000 4242 4242 0 -1 4194560 10 0 0 0 1 1 0 0 20 0 1 0 8589934593 1000", 8589934593, true},
+		{"4242 (app) S 4000 4242", 0, false},
+		{"garbage", 0, false},
+	}
+	for _, c := range cases {
+		got, ok := parseStartTime([]byte(c.data))
+		if got != c.want || ok != c.ok {
+			t.Errorf("%q: got (%d, %v), want (%d, %v)", c.data, got, ok, c.want, c.ok)
+		}
+	}
+}
+
+func FuzzParseStartTime(f *testing.F) {
+	f.Add([]byte("4242 (app) S 4000 4242 4242 0 -1 4194560 10 0 0 0 1 1 0 0 20 0 1 0 777 1000 10"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		parseStartTime(data) // must not panic
+	})
+}

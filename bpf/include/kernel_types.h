@@ -201,6 +201,12 @@ struct task_struct {
 	struct task_struct *real_parent;
 	struct pid *thread_pid;
 	void *stack; /* the kernel stack: its top holds the syscall's pt_regs */
+	u64 start_boottime; /* since 5.5; CLOCK_BOOTTIME ns */
+};
+
+/* Before 5.5 the boot-based start time was called real_start_time. */
+struct task_struct___old {
+	u64 real_start_time;
 };
 
 enum oom_constraint {
