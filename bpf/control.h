@@ -28,7 +28,12 @@ struct control {
 	 * not a further kill of the process.
 	 */
 	__u64 recounted;
-	__u64 reserved[10];
+	/*
+	 * Kills of a memory.oom.group decision past its group_records_max
+	 * records: counted in group_folds under the decision, no record.
+	 */
+	__u64 folded;
+	__u64 reserved[9];
 };
 
 struct {

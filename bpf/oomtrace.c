@@ -193,7 +193,25 @@ struct group_kill {
 	__u64 last_ns;     /* the latest kill of the group */
 	__u64 first_seq;   /* seq of the decision's first kill */
 	__s64 first_kills; /* oom_group_kill read at the first kill; -1: not kept */
+	__u32 records;     /* kills of the decision given a record */
+	__u32 _pad;
 };
+
+/*
+ * One decision kills a whole container: on a kubelet's cgroup v2 node
+ * (memory.oom.group=1) a container of 1,300 processes would be 1,300
+ * records of 3.5 KiB, more than the ring buffer holds, and every other
+ * pod's kill meanwhile would be lost. Past this many records (set by the
+ * loader) a decision's kills are only counted, in group_folds.
+ */
+const volatile __u32 group_records_max = 8;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, struct group_fold);
+} group_folds SEC(".maps");
 
 /* Keyed by bpf_get_current_pid_tgid() of the trigger. */
 struct {
@@ -224,6 +242,7 @@ const enum signal_hook *unused_signal_hook __attribute__((unused));
 const enum rss_unit *unused_rss_unit __attribute__((unused));
 const enum stat_index *unused_stat_index __attribute__((unused));
 const struct signal_event *unused_signal_event __attribute__((unused));
+const struct group_fold *unused_group_fold __attribute__((unused));
 
 static __always_inline void count(__u32 idx)
 {
@@ -360,6 +379,7 @@ static __always_inline void mark_group(struct oom_event *e, struct mem_cgroup *g
 	}
 	if (same) {
 		g->last_ns = e->ts_boot_ns;
+		g->records++;
 		e->group_first_seq = g->first_seq;
 	} else {
 		struct group_kill fresh = {
@@ -368,6 +388,7 @@ static __always_inline void mark_group(struct oom_event *e, struct mem_cgroup *g
 			.last_ns = e->ts_boot_ns,
 			.first_seq = e->seq,
 			.first_kills = kills,
+			.records = 1,
 		};
 		bpf_map_update_elem(&group_kills, &key, &fresh, BPF_ANY);
 		e->group_first_seq = e->seq;
@@ -375,6 +396,66 @@ static __always_inline void mark_group(struct oom_event *e, struct mem_cgroup *g
 	e->group_id = BPF_CORE_READ(group, css.cgroup, kn, id);
 	e->group_level = BPF_CORE_READ(group, css.cgroup, level);
 	e->group_kills = kills;
+}
+
+/*
+ * Whether the kill of task (its memory cgroup victim_css) is one more of
+ * the group decision the trigger is in the middle of, past the records it
+ * may have: then it is counted in group_folds and gets no record. Only a
+ * real kill (the OOM killer's SIGKILL seen) of a task in the group's
+ * cgroup, by the same decision, with no gap: anything else takes the
+ * usual path.
+ */
+static __always_inline bool fold_group_kill(struct control *c, struct task_struct *task,
+					    struct cgroup_subsys_state *victim_css)
+{
+	__u64 key = bpf_get_current_pid_tgid();
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct group_kill *g = bpf_map_lookup_elem(&group_kills, &key);
+	struct cgroup_subsys_state *css = victim_css;
+	struct group_fold *f;
+	struct kill_signal *ks;
+	bool in_group = false;
+	__u32 victim;
+	int i;
+
+	if (!g || !task || !victim_css || g->records < group_records_max || now - g->last_ns >= GROUP_KILL_MAX_GAP_NS)
+		return false;
+	if (g->decision_ns) {
+		struct decision_value *dv = bpf_map_lookup_elem(&decisions, &key);
+		if (!dv || dv->d.ts_boot_ns != g->decision_ns)
+			return false;
+	} else if (g->first_kills >= 0 && group_kill_count((void *)g->group) != g->first_kills + 1) {
+		return false;
+	}
+	for (i = 0; i < CGROUP_LEVEL_MAX + 1; i++) {
+		if (!css)
+			break;
+		if ((__u64)css == g->group) {
+			in_group = true;
+			break;
+		}
+		css = BPF_CORE_READ(css, parent);
+	}
+	if (!in_group)
+		return false;
+	victim = BPF_CORE_READ(task, pid);
+	ks = bpf_map_lookup_elem(&kill_signals, &victim);
+	if (!ks || ks->sender != key || now - ks->ts_boot_ns >= KILL_SIGNAL_MAX_AGE_NS)
+		return false;
+	bpf_map_delete_elem(&kill_signals, &victim);
+
+	g->last_ns = now;
+	f = bpf_map_lookup_elem(&group_folds, &g->first_seq);
+	if (f) {
+		__sync_fetch_and_add(&f->folded, 1);
+		f->last_ns = now;
+	} else {
+		struct group_fold fresh = { .folded = 1, .last_ns = now };
+		bpf_map_update_elem(&group_folds, &g->first_seq, &fresh, BPF_NOEXIST);
+	}
+	__sync_fetch_and_add(&c->folded, 1);
+	return true;
 }
 
 static __always_inline void record_decision(struct oom_control *oc, const char *message, __u8 hook)
@@ -641,6 +722,9 @@ int BPF_PROG(tp_btf_mark_victim, struct task_struct *task, uid_t uid)
 
 	if (!c)
 		return 0;
+	victim_css = task_memcg_css(task);
+	if (fold_group_kill(c, task, victim_css))
+		return 0;
 	e = start_event(c);
 	if (!e)
 		return 0;
@@ -657,7 +741,6 @@ int BPF_PROG(tp_btf_mark_victim, struct task_struct *task, uid_t uid)
 	/* A container's first process has its parent (the runtime's shim)
 	 * outside the container's cgroup, whatever its pid namespace. */
 	e->victim_parent_memcg = task_memcg_id(BPF_CORE_READ(task, group_leader, real_parent));
-	victim_css = task_memcg_css(task);
 	fill_cgroup_path(&e->victim_memcg, BPF_CORE_READ(victim_css, cgroup));
 	finish_event(c, e, victim_css);
 	return 0;

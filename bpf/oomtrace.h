@@ -163,6 +163,16 @@ struct signal_event {
 	struct cgroup_path target_memcg; /* not on the classic tracepoint */
 };
 
+/*
+ * The kills of a memory.oom.group decision that got no record of their
+ * own (past group_records_max), keyed by the decision's group_first_seq.
+ * User space reads it once the decision is over.
+ */
+struct group_fold {
+	__u64 folded;  /* kills counted here */
+	__u64 last_ns; /* the latest of them */
+};
+
 #define VICTIM_HAS_IDENTITY (1 << 0)
 #define VICTIM_HAS_RSS (1 << 1)
 #define VICTIM_HAS_SWAP (1 << 2)

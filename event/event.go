@@ -400,6 +400,12 @@ type GroupKill struct {
 	// was recorded (one per decision, counted after the chosen task's
 	// kill); null on kernels before 5.17, which do not count it.
 	GroupKills *uint64 `json:"oom_group_kill,omitempty"`
+	// Folded, on the chosen kill only, is how many kills of the decision
+	// past its first eight have no event of their own: one decision over
+	// a container of many processes would otherwise fill the kernel's
+	// ring buffer and lose every other pod's kill meanwhile. The metrics
+	// and the Kubernetes Event count them; omitted when none.
+	Folded uint64 `json:"folded,omitempty"`
 }
 
 // Kinds of OOM domain: which limit an OOM kill hit.

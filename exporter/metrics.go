@@ -128,8 +128,21 @@ func (m *Metrics) oomKill(ev event.OOMKill) {
 		key[0], key[1], key[2], key[6] = Overflow, Overflow, Overflow, Overflow
 	}
 	addTo(m.oomKills, key, 1, now)
+	// The kills of the decision that have no event of their own were of
+	// processes in the group's cgroup (the container, on a kubelet's
+	// node): members, under the chosen kill's names.
+	var folded uint64
+	if g := ev.OOM.Group; g != nil && g.Folded > 0 {
+		folded = g.Folded
+		member := key
+		member[5] = groupLabel(&event.GroupKill{})
+		if full(m, m.oomKills, member, "oomtrace_oom_kills_total") {
+			member[0], member[1], member[2], member[6] = Overflow, Overflow, Overflow, Overflow
+		}
+		addTo(m.oomKills, member, float64(folded), now)
+	}
 	if c := ev.Victim.Container; c != nil && (c.Name == "" || ev.Victim.Pod == nil || ev.Victim.Pod.Name == "") {
-		m.unnamed++
+		m.unnamed += float64(1 + folded)
 	}
 	// A worker process killed beside its container's init is no death
 	// of the container (the init's own kill, in a group kill, is).

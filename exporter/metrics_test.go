@@ -485,3 +485,28 @@ func samples(t *testing.T, c prometheus.Collector, name string) []sample {
 	}
 	return out
 }
+
+// TestGroupKillFolded: a group decision's chosen kill carries the kills
+// that had no event of their own; they are counted as members of its
+// group, under its pod and container.
+func TestGroupKillFolded(t *testing.T) {
+	m := NewMetrics(MetricsOptions{})
+	chosen := oomKill("shop", "cart-7d9f", "redis", event.DomainContainer)
+	chosen.OOM.Group = &event.GroupKill{DecisionSeq: 10, Chosen: true, Folded: 1292}
+	member := oomKill("shop", "cart-7d9f", "redis", event.DomainContainer)
+	member.OOM.Group = &event.GroupKill{DecisionSeq: 10}
+	_ = m.Write(chosen)
+	for range 7 {
+		_ = m.Write(member)
+	}
+	got := map[string]float64{}
+	for _, s := range samples(t, m, "oomtrace_oom_kills_total") {
+		if s.labels["pod"] != "cart-7d9f" || s.labels["container"] != "redis" {
+			t.Errorf("series %v: want the group's pod and container", s.labels)
+		}
+		got[s.labels["group"]] += s.value
+	}
+	if got["chosen"] != 1 || got["member"] != 7+1292 || len(got) != 2 {
+		t.Errorf("kills by group label %v: want chosen 1, member 1299", got)
+	}
+}

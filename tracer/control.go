@@ -41,10 +41,14 @@ type Accounting struct {
 	// has the task's memory), kills and counts it again; oomtrace reports
 	// the process once.
 	Recounted uint64
+	// Folded counts the kills of group decisions past their records:
+	// no mark_victim record (no seq) of their own, counted on the
+	// decision's first kill.
+	Folded uint64
 }
 
 // Kills is how many kills a hook saw.
-func (a Accounting) Kills() uint64 { return a.Marked - min(a.Exiting, a.Marked) }
+func (a Accounting) Kills() uint64 { return a.Marked + a.Folded - min(a.Exiting, a.Marked) }
 
 // KernelCounted is how many of the kernel's oom_kill counts the hooks
 // account for: every kill they saw, and the further counts of a task in a
@@ -126,6 +130,7 @@ func (c *control) accounting() Accounting {
 		Marked:    atomic.LoadUint64(&c.rec.NextSeq),
 		Exiting:   atomic.LoadUint64(&c.rec.Exiting),
 		Recounted: atomic.LoadUint64(&c.rec.Recounted),
+		Folded:    atomic.LoadUint64(&c.rec.Folded),
 	}
 	if n := atomic.LoadUint64(&c.rec.KernelKillsAtCreate); n > 0 {
 		a.KernelKillsAtCreate, a.KernelCounts = n-1, true

@@ -61,6 +61,8 @@ type recordMeta struct {
 	// victimStart is the victim process's start time, /proc/<pid>/stat's
 	// starttime modulo 2^32; 0: unknown.
 	victimStart uint32
+	// tsBoot is the kill's time on the programs' clock (CLOCK_BOOTTIME).
+	tsBoot uint64
 }
 
 func (d *Decoder) decodeOOMKill(record []byte) (ev event.OOMKill, meta recordMeta, err error) {
@@ -73,7 +75,7 @@ func (d *Decoder) decodeOOMKill(record []byte) (ev event.OOMKill, meta recordMet
 		return event.OOMKill{}, meta, fmt.Errorf("oom event: unexpected type %d", raw.Type)
 	}
 	ev, err = d.oomKill(&raw)
-	return ev, recordMeta{sigkillSeen: raw.SigkillSeen != 0, victimStart: raw.VictimStartTicks}, err
+	return ev, recordMeta{sigkillSeen: raw.SigkillSeen != 0, victimStart: raw.VictimStartTicks, tsBoot: raw.TsBootNs}, err
 }
 
 func (d *Decoder) oomKill(raw *rawOOMEvent) (event.OOMKill, error) {

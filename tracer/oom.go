@@ -58,7 +58,11 @@ func newOOMTracer(att *attacher, d *diag, cfg Config, opts ebpf.CollectionOption
 	if nodeBudget == 0 {
 		nodeBudget = DefaultSignalNodeBudget
 	}
-	if err := setVariables(spec, map[string]any{oomtraceVarGeneration: gen, oomtraceVarSignalNodeBudget: nodeBudget}); err != nil {
+	groupRecords := cfg.GroupRecords
+	if groupRecords == 0 {
+		groupRecords = DefaultGroupRecords
+	}
+	if err := setVariables(spec, map[string]any{oomtraceVarGeneration: gen, oomtraceVarSignalNodeBudget: nodeBudget, oomtraceVarGroupRecordsMax: groupRecords}); err != nil {
 		return nil, hooks, fmt.Errorf("configure OOM programs: %w", err)
 	}
 	if err := spec.LoadAndAssign(&o.maps, &opts); err != nil {
@@ -73,6 +77,7 @@ func newOOMTracer(att *attacher, d *diag, cfg Config, opts ebpf.CollectionOption
 		oomtraceMapDecisions:    o.maps.Decisions,
 		oomtraceMapKillSignals:  o.maps.KillSignals,
 		oomtraceMapSignalEvents: o.maps.SignalEvents,
+		oomtraceMapGroupFolds:   o.maps.GroupFolds,
 	}
 
 	hooks.decision = att.attachFirst(spec, opts, decisionCandidates(cfg.DecisionHook))
@@ -125,6 +130,8 @@ func newOOMTracer(att *attacher, d *diag, cfg Config, opts ebpf.CollectionOption
 // run reads OOM kill records until the ring buffer is flushed or closed.
 // Each kill handed to handle stays in the ring buffer until commit(seq).
 func (o *oomTracer) run(handle func(event.OOMKill)) error {
+	groups := newGroupHold(o.maps.GroupFolds, handle)
+	defer groups.close()
 	return readRecords(o.kills, "OOM", func(raw []byte, end uint64) bool {
 		ev, meta, err := o.decoder.decodeOOMKill(raw)
 		if err != nil {
@@ -155,6 +162,9 @@ func (o *oomTracer) run(handle func(event.OOMKill)) error {
 		}
 		o.decoded.Add(1)
 		o.procfs.completeFromProcfs(&ev, meta.victimStart)
+		if ev.OOM.Group != nil && groups.kill(ev, meta.tsBoot) {
+			return false // handed on when its decision is over
+		}
 		handle(ev)
 		return false // until commit(seq)
 	})

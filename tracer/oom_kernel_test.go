@@ -137,6 +137,25 @@ func (c *collector) waitFor(pids map[int]bool, timeout time.Duration) map[int][]
 	}
 }
 
+// waitUntil waits until done says the events so far are enough, or
+// timeout; false on timeout.
+func (c *collector) waitUntil(done func([]event.OOMKill) bool, timeout time.Duration) bool {
+	deadline := time.After(timeout)
+	for {
+		c.mu.Lock()
+		ok := done(c.events)
+		c.mu.Unlock()
+		if ok {
+			return true
+		}
+		select {
+		case <-c.notify:
+		case <-deadline:
+			return false
+		}
+	}
+}
+
 func intPtr(i int) *int { return &i }
 
 // TestOOMKillFields kills a process at its memcg limit and checks every

@@ -21,7 +21,8 @@ type oomtraceControl struct {
 	KernelKillsAtCreate uint64
 	CreatedUnixNs       uint64
 	Recounted           uint64
-	Reserved            [10]uint64
+	Folded              uint64
+	Reserved            [9]uint64
 }
 
 type oomtraceDecisionHook uint32
@@ -68,6 +69,12 @@ const (
 	oomtraceEventTypeEVENT_TASK_SIGNAL    oomtraceEventType = 3
 )
 
+type oomtraceGroupFold struct {
+	_      structs.HostLayout
+	Folded uint64
+	LastNs uint64
+}
+
 type oomtraceGroupKill struct {
 	_          structs.HostLayout
 	Group      uint64
@@ -75,6 +82,8 @@ type oomtraceGroupKill struct {
 	LastNs     uint64
 	FirstSeq   uint64
 	FirstKills int64
+	Records    uint32
+	Pad        uint32
 }
 
 type oomtraceKillSignal struct {
@@ -260,6 +269,7 @@ const (
 const (
 	oomtraceMapControl                   = "control"
 	oomtraceMapDecisions                 = "decisions"
+	oomtraceMapGroupFolds                = "group_folds"
 	oomtraceMapGroupKills                = "group_kills"
 	oomtraceMapKillSignals               = "kill_signals"
 	oomtraceMapOomEvents                 = "oom_events"
@@ -274,11 +284,13 @@ const (
 	oomtraceProgTracepointMarkVictim     = "tracepoint_mark_victim"
 	oomtraceProgTracepointSignalGenerate = "tracepoint_signal_generate"
 	oomtraceVarGeneration                = "generation"
+	oomtraceVarGroupRecordsMax           = "group_records_max"
 	oomtraceVarSignalHooked              = "signal_hooked"
 	oomtraceVarSignalNodeBudget          = "signal_node_budget"
 	oomtraceVarUnusedDecisionHook        = "unused_decision_hook"
 	oomtraceVarUnusedDomainSource        = "unused_domain_source"
 	oomtraceVarUnusedEventType           = "unused_event_type"
+	oomtraceVarUnusedGroupFold           = "unused_group_fold"
 	oomtraceVarUnusedOomEvent            = "unused_oom_event"
 	oomtraceVarUnusedRssUnit             = "unused_rss_unit"
 	oomtraceVarUnusedSignalEvent         = "unused_signal_event"
@@ -343,6 +355,7 @@ type oomtraceProgramSpecs struct {
 type oomtraceMapSpecs struct {
 	Control       *ebpf.MapSpec `ebpf:"control"`
 	Decisions     *ebpf.MapSpec `ebpf:"decisions"`
+	GroupFolds    *ebpf.MapSpec `ebpf:"group_folds"`
 	GroupKills    *ebpf.MapSpec `ebpf:"group_kills"`
 	KillSignals   *ebpf.MapSpec `ebpf:"kill_signals"`
 	OomEvents     *ebpf.MapSpec `ebpf:"oom_events"`
@@ -357,11 +370,13 @@ type oomtraceMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type oomtraceVariableSpecs struct {
 	Generation         *ebpf.VariableSpec `ebpf:"generation"`
+	GroupRecordsMax    *ebpf.VariableSpec `ebpf:"group_records_max"`
 	SignalHooked       *ebpf.VariableSpec `ebpf:"signal_hooked"`
 	SignalNodeBudget   *ebpf.VariableSpec `ebpf:"signal_node_budget"`
 	UnusedDecisionHook *ebpf.VariableSpec `ebpf:"unused_decision_hook"`
 	UnusedDomainSource *ebpf.VariableSpec `ebpf:"unused_domain_source"`
 	UnusedEventType    *ebpf.VariableSpec `ebpf:"unused_event_type"`
+	UnusedGroupFold    *ebpf.VariableSpec `ebpf:"unused_group_fold"`
 	UnusedOomEvent     *ebpf.VariableSpec `ebpf:"unused_oom_event"`
 	UnusedRssUnit      *ebpf.VariableSpec `ebpf:"unused_rss_unit"`
 	UnusedSignalEvent  *ebpf.VariableSpec `ebpf:"unused_signal_event"`
@@ -392,6 +407,7 @@ func (o *oomtraceObjects) Close() error {
 type oomtraceMaps struct {
 	Control       *ebpf.Map `ebpf:"control"`
 	Decisions     *ebpf.Map `ebpf:"decisions"`
+	GroupFolds    *ebpf.Map `ebpf:"group_folds"`
 	GroupKills    *ebpf.Map `ebpf:"group_kills"`
 	KillSignals   *ebpf.Map `ebpf:"kill_signals"`
 	OomEvents     *ebpf.Map `ebpf:"oom_events"`
@@ -405,6 +421,7 @@ func (m *oomtraceMaps) Close() error {
 	return _OomtraceClose(
 		m.Control,
 		m.Decisions,
+		m.GroupFolds,
 		m.GroupKills,
 		m.KillSignals,
 		m.OomEvents,
@@ -420,11 +437,13 @@ func (m *oomtraceMaps) Close() error {
 // It can be passed to loadOomtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type oomtraceVariables struct {
 	Generation         *ebpf.Variable `ebpf:"generation"`
+	GroupRecordsMax    *ebpf.Variable `ebpf:"group_records_max"`
 	SignalHooked       *ebpf.Variable `ebpf:"signal_hooked"`
 	SignalNodeBudget   *ebpf.Variable `ebpf:"signal_node_budget"`
 	UnusedDecisionHook *ebpf.Variable `ebpf:"unused_decision_hook"`
 	UnusedDomainSource *ebpf.Variable `ebpf:"unused_domain_source"`
 	UnusedEventType    *ebpf.Variable `ebpf:"unused_event_type"`
+	UnusedGroupFold    *ebpf.Variable `ebpf:"unused_group_fold"`
 	UnusedOomEvent     *ebpf.Variable `ebpf:"unused_oom_event"`
 	UnusedRssUnit      *ebpf.Variable `ebpf:"unused_rss_unit"`
 	UnusedSignalEvent  *ebpf.Variable `ebpf:"unused_signal_event"`

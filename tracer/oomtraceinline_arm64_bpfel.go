@@ -21,7 +21,8 @@ type oomtraceInlineControl struct {
 	KernelKillsAtCreate uint64
 	CreatedUnixNs       uint64
 	Recounted           uint64
-	Reserved            [10]uint64
+	Folded              uint64
+	Reserved            [9]uint64
 }
 
 type oomtraceInlineDecisionValue struct {
@@ -42,6 +43,12 @@ type oomtraceInlineDecisionValue struct {
 	Memcg uint64
 }
 
+type oomtraceInlineGroupFold struct {
+	_      structs.HostLayout
+	Folded uint64
+	LastNs uint64
+}
+
 type oomtraceInlineGroupKill struct {
 	_          structs.HostLayout
 	Group      uint64
@@ -49,6 +56,8 @@ type oomtraceInlineGroupKill struct {
 	LastNs     uint64
 	FirstSeq   uint64
 	FirstKills int64
+	Records    uint32
+	Pad        uint32
 }
 
 type oomtraceInlineKillSignal struct {
@@ -70,6 +79,7 @@ type oomtraceInlineSignalBudget struct {
 const (
 	oomtraceInlineMapControl                   = "control"
 	oomtraceInlineMapDecisions                 = "decisions"
+	oomtraceInlineMapGroupFolds                = "group_folds"
 	oomtraceInlineMapGroupKills                = "group_kills"
 	oomtraceInlineMapKillSignals               = "kill_signals"
 	oomtraceInlineMapOomEvents                 = "oom_events"
@@ -84,11 +94,13 @@ const (
 	oomtraceInlineProgTracepointMarkVictim     = "tracepoint_mark_victim"
 	oomtraceInlineProgTracepointSignalGenerate = "tracepoint_signal_generate"
 	oomtraceInlineVarGeneration                = "generation"
+	oomtraceInlineVarGroupRecordsMax           = "group_records_max"
 	oomtraceInlineVarSignalHooked              = "signal_hooked"
 	oomtraceInlineVarSignalNodeBudget          = "signal_node_budget"
 	oomtraceInlineVarUnusedDecisionHook        = "unused_decision_hook"
 	oomtraceInlineVarUnusedDomainSource        = "unused_domain_source"
 	oomtraceInlineVarUnusedEventType           = "unused_event_type"
+	oomtraceInlineVarUnusedGroupFold           = "unused_group_fold"
 	oomtraceInlineVarUnusedOomEvent            = "unused_oom_event"
 	oomtraceInlineVarUnusedRssUnit             = "unused_rss_unit"
 	oomtraceInlineVarUnusedSignalEvent         = "unused_signal_event"
@@ -153,6 +165,7 @@ type oomtraceInlineProgramSpecs struct {
 type oomtraceInlineMapSpecs struct {
 	Control       *ebpf.MapSpec `ebpf:"control"`
 	Decisions     *ebpf.MapSpec `ebpf:"decisions"`
+	GroupFolds    *ebpf.MapSpec `ebpf:"group_folds"`
 	GroupKills    *ebpf.MapSpec `ebpf:"group_kills"`
 	KillSignals   *ebpf.MapSpec `ebpf:"kill_signals"`
 	OomEvents     *ebpf.MapSpec `ebpf:"oom_events"`
@@ -167,11 +180,13 @@ type oomtraceInlineMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type oomtraceInlineVariableSpecs struct {
 	Generation         *ebpf.VariableSpec `ebpf:"generation"`
+	GroupRecordsMax    *ebpf.VariableSpec `ebpf:"group_records_max"`
 	SignalHooked       *ebpf.VariableSpec `ebpf:"signal_hooked"`
 	SignalNodeBudget   *ebpf.VariableSpec `ebpf:"signal_node_budget"`
 	UnusedDecisionHook *ebpf.VariableSpec `ebpf:"unused_decision_hook"`
 	UnusedDomainSource *ebpf.VariableSpec `ebpf:"unused_domain_source"`
 	UnusedEventType    *ebpf.VariableSpec `ebpf:"unused_event_type"`
+	UnusedGroupFold    *ebpf.VariableSpec `ebpf:"unused_group_fold"`
 	UnusedOomEvent     *ebpf.VariableSpec `ebpf:"unused_oom_event"`
 	UnusedRssUnit      *ebpf.VariableSpec `ebpf:"unused_rss_unit"`
 	UnusedSignalEvent  *ebpf.VariableSpec `ebpf:"unused_signal_event"`
@@ -202,6 +217,7 @@ func (o *oomtraceInlineObjects) Close() error {
 type oomtraceInlineMaps struct {
 	Control       *ebpf.Map `ebpf:"control"`
 	Decisions     *ebpf.Map `ebpf:"decisions"`
+	GroupFolds    *ebpf.Map `ebpf:"group_folds"`
 	GroupKills    *ebpf.Map `ebpf:"group_kills"`
 	KillSignals   *ebpf.Map `ebpf:"kill_signals"`
 	OomEvents     *ebpf.Map `ebpf:"oom_events"`
@@ -215,6 +231,7 @@ func (m *oomtraceInlineMaps) Close() error {
 	return _OomtraceInlineClose(
 		m.Control,
 		m.Decisions,
+		m.GroupFolds,
 		m.GroupKills,
 		m.KillSignals,
 		m.OomEvents,
@@ -230,11 +247,13 @@ func (m *oomtraceInlineMaps) Close() error {
 // It can be passed to loadOomtraceInlineObjects or ebpf.CollectionSpec.LoadAndAssign.
 type oomtraceInlineVariables struct {
 	Generation         *ebpf.Variable `ebpf:"generation"`
+	GroupRecordsMax    *ebpf.Variable `ebpf:"group_records_max"`
 	SignalHooked       *ebpf.Variable `ebpf:"signal_hooked"`
 	SignalNodeBudget   *ebpf.Variable `ebpf:"signal_node_budget"`
 	UnusedDecisionHook *ebpf.Variable `ebpf:"unused_decision_hook"`
 	UnusedDomainSource *ebpf.Variable `ebpf:"unused_domain_source"`
 	UnusedEventType    *ebpf.Variable `ebpf:"unused_event_type"`
+	UnusedGroupFold    *ebpf.Variable `ebpf:"unused_group_fold"`
 	UnusedOomEvent     *ebpf.Variable `ebpf:"unused_oom_event"`
 	UnusedRssUnit      *ebpf.Variable `ebpf:"unused_rss_unit"`
 	UnusedSignalEvent  *ebpf.Variable `ebpf:"unused_signal_event"`

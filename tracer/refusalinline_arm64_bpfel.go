@@ -21,7 +21,8 @@ type refusalInlineControl struct {
 	KernelKillsAtCreate uint64
 	CreatedUnixNs       uint64
 	Recounted           uint64
-	Reserved            [10]uint64
+	Folded              uint64
+	Reserved            [9]uint64
 }
 
 type refusalInlineExactRefusal struct {

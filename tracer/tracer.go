@@ -67,6 +67,10 @@ type Config struct {
 	// node past each target cgroup's first four (each has 32); 0 means
 	// DefaultSignalNodeBudget.
 	SignalNodeBudget uint32
+	// GroupRecords is how many kills of one memory.oom.group decision
+	// get a record; the rest are counted on the first one (Folded). 0
+	// means DefaultGroupRecords.
+	GroupRecords uint32
 
 	// Refusals turns on the commit refusal hooks.
 	Refusals bool

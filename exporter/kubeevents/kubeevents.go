@@ -60,6 +60,10 @@ const (
 	// groupWait: the kills of one group kill follow each other within
 	// milliseconds; its Event waits this long for them.
 	groupWait = time.Second
+	// groupChosenWait: a group's Event waits this much longer for the
+	// chosen task's kill (held by the tracer until the decision is over,
+	// a second after its last kill, then settled like the others).
+	groupChosenWait = 10 * time.Second
 	// groupsMax bounds the group kills waiting at once.
 	groupsMax = 1024
 	// noteMax is the API's limit on an Event's note.
@@ -116,9 +120,10 @@ type Recorder struct {
 // after its first kill so that it counts the whole group: one Event per
 // decision, not one per process.
 type pendingGroup struct {
-	kill  event.OOMKill // the task the kernel chose; until it comes, the first kill seen
-	kills int
-	due   time.Time
+	kill   event.OOMKill // the task the kernel chose; until it comes, the first kill seen
+	kills  int
+	due    time.Time
+	chosen bool // the chosen task's kill came: it carries the decision's folded kills
 }
 
 // New returns a recorder that writes through api, as this node; Start
@@ -208,7 +213,7 @@ func (r *Recorder) flushGroups() {
 	r.mu.Lock()
 	var ready []*pendingGroup
 	for seq, g := range r.groups {
-		if !now.Before(g.due) {
+		if g.ready(now) {
 			ready = append(ready, g)
 			delete(r.groups, seq)
 		}
@@ -316,7 +321,7 @@ func (r *Recorder) Write(ev event.Event) error {
 		if len(r.groups) == 0 {
 			time.AfterFunc(groupWait, r.flushGroups)
 		}
-		r.groups[g.DecisionSeq] = &pendingGroup{kill: kill, kills: 1, due: r.now().Add(groupWait)}
+		r.groups[g.DecisionSeq] = &pendingGroup{kill: kill, kills: 1 + int(min(g.Folded, maxFolded)), due: r.now().Add(groupWait), chosen: g.Chosen}
 		return nil
 	}
 	reason, note := Describe(kill)
@@ -340,11 +345,22 @@ func (r *Recorder) joinGroup(kill event.OOMKill, g *event.GroupKill) bool {
 // add counts kill in the group. Kills may come out of order (a container's
 // kill waits for its check): the Event describes the task the kernel chose.
 func (p *pendingGroup) add(kill event.OOMKill, g *event.GroupKill) {
-	p.kills++
+	p.kills += 1 + int(min(g.Folded, maxFolded))
 	if g.Chosen {
-		p.kill = kill
+		p.kill, p.chosen = kill, true
 	}
 }
+
+// ready says whether the group's Event is due: its kills have had
+// groupWait to come, and the chosen task's among them, which the tracer
+// hands on last, once the decision is over; without it (its record lost)
+// after groupChosenWait.
+func (p *pendingGroup) ready(now time.Time) bool {
+	return !now.Before(p.due) && (p.chosen || !now.Before(p.due.Add(groupChosenWait)))
+}
+
+// maxFolded bounds the kills one line may add to a group's count.
+const maxFolded = 1 << 30
 
 // enqueue queues o behind the writes of its namespace; when that
 // namespace's share of the queue is full, o is dropped and counted.

@@ -390,3 +390,54 @@ func TestRecorderNamespacesTakeTurns(t *testing.T) {
 		return false
 	})
 }
+
+// TestRecorderGroupKillWaitsForItsChosenKill: the tracer hands on a group
+// decision's chosen kill last, with the kills it folded (no event of their
+// own). The group's one Event waits for it and counts them: 7 members, the
+// chosen task and 1,292 folded make 1,300 processes.
+func TestRecorderGroupKillWaitsForItsChosenKill(t *testing.T) {
+	api := &fakeAPI{}
+	r := New(api, "node-a")
+	now := time.Date(2026, 12, 2, 8, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	r.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	r.Start(context.Background())
+	defer r.Shutdown()
+
+	kill := func(seq, decision, folded uint64) event.OOMKill {
+		k := podKill("uid-1", now)
+		survived := false
+		k.ContainerSurvived = &survived
+		k.Seq = seq
+		k.Victim.TGID = uint32(seq)
+		k.Victim.Memcg = &event.Cgroup{ID: 42, Path: "/kubepods/pod-1/ctr"}
+		k.OOM.Group = &event.GroupKill{Cgroup: event.Cgroup{ID: 42, Path: "/kubepods/pod-1/ctr"}, DecisionSeq: decision, Chosen: seq == decision, Folded: folded}
+		return k
+	}
+	for seq := uint64(11); seq <= 17; seq++ {
+		r.Write(kill(seq, 10, 0))
+	}
+	advance(groupWait + time.Second)
+	time.Sleep(groupWait/4 + 100*time.Millisecond) // a flush has run
+	if n := len(api.events()); n != 0 {
+		t.Fatalf("%d Events before the chosen kill came", n)
+	}
+	r.Write(kill(10, 10, 1292))
+	waitFor(t, "the group's Event", func() bool { return len(api.events()) == 1 })
+	e := api.events()[0]
+	if !strings.Contains(e.Note, "killed 1300 processes.") || !strings.Contains(e.Note, "(pid 10,") {
+		t.Errorf("note %q: want the chosen task (pid 10) and 1300 processes", e.Note)
+	}
+
+	// Its record lost, the chosen kill never comes: the Event is written
+	// groupChosenWait later, of the kills that came.
+	r.Write(kill(21, 20, 0))
+	advance(groupWait)
+	time.Sleep(groupWait/4 + 100*time.Millisecond)
+	if n := len(api.events()); n != 1 {
+		t.Fatalf("%d Events: the second group's was written before its chosen kill could come", n)
+	}
+	advance(groupChosenWait)
+	waitFor(t, "the second group's Event", func() bool { return len(api.events()) == 2 })
+}

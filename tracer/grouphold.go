@@ -1,0 +1,158 @@
+package tracer
+
+import (
+	"cmp"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/oomtrace/oomtrace/event"
+)
+
+// DefaultGroupRecords is how many kills of one memory.oom.group decision
+// get a record of their own; the programs count the rest in group_folds.
+const DefaultGroupRecords = 8
+
+// groupKillMaxGap is GROUP_KILL_MAX_GAP_NS: the programs join a kill to
+// its trigger's group decision only this close after the decision's
+// latest kill. A decision quiet this long is over.
+const groupKillMaxGap = time.Second
+
+// groupHoldTick is how often held decisions are looked at.
+const groupHoldTick = 100 * time.Millisecond
+
+// groupHold holds the first kill of each memory.oom.group decision until
+// the decision is over, then hands it on with the kills the programs
+// folded into it (past DefaultGroupRecords records): one line that says
+// how many the decision killed, whatever the size of the group.
+type groupHold struct {
+	folds  *ebpf.Map // group_folds
+	handle func(event.OOMKill)
+	now    func() uint64 // CLOCK_BOOTTIME in ns
+
+	mu     sync.Mutex
+	held   map[uint64]*heldDecision // by decision seq
+	timer  *time.Timer
+	closed bool
+	ticks  sync.WaitGroup
+}
+
+type heldDecision struct {
+	ev     event.OOMKill
+	lastNs uint64 // the latest kill of the decision seen
+}
+
+func newGroupHold(folds *ebpf.Map, handle func(event.OOMKill)) *groupHold {
+	return &groupHold{folds: folds, handle: handle, now: bootNow, held: map[uint64]*heldDecision{}}
+}
+
+// kill takes a kill of a group decision: the decision's first kill is
+// held (true), the others are seen (their time keeps the decision open)
+// and passed on by the caller (false).
+func (h *groupHold) kill(ev event.OOMKill, tsBoot uint64) bool {
+	g := ev.OOM.Group
+	h.mu.Lock()
+	if d := h.held[g.DecisionSeq]; d != nil {
+		d.lastNs = max(d.lastNs, tsBoot)
+	}
+	if !g.Chosen || h.closed {
+		h.mu.Unlock()
+		return false
+	}
+	h.held[g.DecisionSeq] = &heldDecision{ev: ev, lastNs: tsBoot}
+	if h.timer == nil {
+		h.ticks.Add(1)
+		h.timer = time.AfterFunc(groupHoldTick, h.tick)
+	}
+	h.mu.Unlock()
+	return true
+}
+
+// tick hands on the decisions that are over, and comes back while some
+// are held.
+func (h *groupHold) tick() {
+	defer h.ticks.Done()
+	now := h.now()
+	var ready []event.OOMKill
+	h.mu.Lock()
+	for seq, d := range h.held {
+		fold, found := h.fold(seq)
+		// now is 0 when the clock cannot be read: then nothing waits.
+		if last := max(d.lastNs, fold.LastNs); now != 0 && (now < last || time.Duration(now-last) < groupKillMaxGap) {
+			continue
+		}
+		ready = append(ready, h.finish(d, fold, found))
+		delete(h.held, seq)
+	}
+	h.timer = nil
+	if len(h.held) > 0 && !h.closed {
+		h.ticks.Add(1)
+		h.timer = time.AfterFunc(groupHoldTick, h.tick)
+	}
+	h.mu.Unlock()
+	h.handOn(ready)
+}
+
+// handOn hands on kills in the order the kernel made them.
+func (h *groupHold) handOn(kills []event.OOMKill) {
+	slices.SortFunc(kills, func(a, b event.OOMKill) int { return cmp.Compare(a.Seq, b.Seq) })
+	for _, ev := range kills {
+		h.handle(ev)
+	}
+}
+
+// fold is what the programs folded into decision seq so far.
+func (h *groupHold) fold(seq uint64) (oomtraceGroupFold, bool) {
+	var f oomtraceGroupFold
+	if h.folds == nil {
+		return f, false
+	}
+	err := h.folds.Lookup(seq, &f)
+	return f, err == nil
+}
+
+// finish adds the folded kills to the decision's first kill and forgets
+// them in the kernel: over, the decision folds no more.
+func (h *groupHold) finish(d *heldDecision, fold oomtraceGroupFold, found bool) event.OOMKill {
+	ev := d.ev
+	if found {
+		g := *ev.OOM.Group
+		g.Folded = fold.Folded
+		ev.OOM.Group = &g
+		// An LRU map: an entry left by a failed delete goes by itself.
+		_ = h.folds.Delete(g.DecisionSeq)
+	}
+	return ev
+}
+
+// close hands on every held kill at once, with what was folded so far
+// (a stop: best effort), and holds no more.
+func (h *groupHold) close() {
+	h.mu.Lock()
+	h.closed = true
+	if h.timer != nil && h.timer.Stop() {
+		h.ticks.Done() // its tick will not run
+	}
+	h.timer = nil
+	var ready []event.OOMKill
+	for seq, d := range h.held {
+		fold, found := h.fold(seq)
+		ready = append(ready, h.finish(d, fold, found))
+		delete(h.held, seq)
+	}
+	h.mu.Unlock()
+	h.ticks.Wait()
+	h.handOn(ready)
+}
+
+// bootNow is CLOCK_BOOTTIME, the programs' clock, in ns.
+func bootNow() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return uint64(ts.Nano())
+}
