@@ -102,6 +102,21 @@ struct {
 	__type(value, __u8);
 } written SEC(".maps");
 
+/*
+ * Only user space touches this: the records of kills it holds (a kill
+ * whose container is being checked, a group decision not yet over) once
+ * they take more than half the ring buffer, moved here so that their
+ * wait does not cost the ring buffer room for other pods' kills. A
+ * process that takes over after a crash reads them from here first.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct oom_event);
+} spilled SEC(".maps");
+
 /* Task signals are rare (stopping processes): a small ring buffer. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -1,11 +1,16 @@
 package tracer
 
 import (
+	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 
@@ -38,6 +43,13 @@ type oomTracer struct {
 	// skip: seqs an earlier process wrote out, found in the written map
 	// at start: not handed out again.
 	skip map[uint64]bool
+	// records: the records of the held kills, for a spill.
+	records map[uint64][]byte
+	// spilled: the held kills whose records were moved out of the ring
+	// buffer into the spilled map.
+	spilled map[uint64]bool
+	// spillFullWarned: the spilled map was full once (logged once).
+	spillFullWarned bool
 }
 
 // DefaultSignalNodeBudget is the node's task signal records a second past
@@ -53,7 +65,8 @@ type oomHooks struct{ decision, signal, victim string }
 // generation gen and attaches its hooks with att.
 func newOOMTracer(att *attacher, d *diag, cfg Config, opts ebpf.CollectionOptions, spec *ebpf.CollectionSpec, gen uint64) (*oomTracer, oomHooks, error) {
 	var hooks oomHooks
-	o := &oomTracer{diag: d, procfs: newProcfs(cfg.ProcfsPath), held: map[uint64]uint64{}, written: map[uint64]uint64{}, skip: map[uint64]bool{}}
+	o := &oomTracer{diag: d, procfs: newProcfs(cfg.ProcfsPath), held: map[uint64]uint64{}, written: map[uint64]uint64{}, skip: map[uint64]bool{},
+		records: map[uint64][]byte{}, spilled: map[uint64]bool{}}
 	nodeBudget := cfg.SignalNodeBudget
 	if nodeBudget == 0 {
 		nodeBudget = DefaultSignalNodeBudget
@@ -78,6 +91,7 @@ func newOOMTracer(att *attacher, d *diag, cfg Config, opts ebpf.CollectionOption
 		oomtraceMapKillSignals:  o.maps.KillSignals,
 		oomtraceMapSignalEvents: o.maps.SignalEvents,
 		oomtraceMapGroupFolds:   o.maps.GroupFolds,
+		oomtraceMapSpilled:      o.maps.Spilled,
 	}
 
 	hooks.decision = att.attachFirst(spec, opts, decisionCandidates(cfg.DecisionHook))
@@ -132,6 +146,28 @@ func newOOMTracer(att *attacher, d *diag, cfg Config, opts ebpf.CollectionOption
 func (o *oomTracer) run(handle func(event.OOMKill)) error {
 	groups := newGroupHold(o.maps.GroupFolds, handle)
 	defer groups.close()
+	deliver := func(ev event.OOMKill, meta recordMeta) {
+		o.decoded.Add(1)
+		o.procfs.completeFromProcfs(&ev, meta.victimStart)
+		if ev.OOM.Group != nil && groups.kill(ev, meta.tsBoot) {
+			return // handed on when its decision is over
+		}
+		handle(ev)
+	}
+	// First what an earlier process held out of the ring buffer: those
+	// kills came before any record still in it.
+	for _, raw := range o.spilledRecords() {
+		ev, meta, err := o.decoder.decodeOOMKill(raw)
+		if err != nil {
+			o.diag.decodeError("oom_kill", err)
+			_ = o.maps.Spilled.Delete(binary.NativeEndian.Uint64(raw[spilledSeqOffset:]))
+			continue
+		}
+		o.mu.Lock()
+		o.spilled[ev.Seq] = true
+		o.mu.Unlock()
+		deliver(ev, meta)
+	}
 	return readRecords(o.kills, "OOM", func(raw []byte, end uint64) bool {
 		ev, meta, err := o.decoder.decodeOOMKill(raw)
 		if err != nil {
@@ -145,11 +181,12 @@ func (o *oomTracer) run(handle func(event.OOMKill)) error {
 			return true
 		}
 		o.mu.Lock()
-		skip := o.skip[ev.Seq]
+		skip := o.skip[ev.Seq] || o.spilled[ev.Seq]
 		if skip {
 			delete(o.skip, ev.Seq)
 		} else {
 			o.held[ev.Seq] = end
+			o.records[ev.Seq] = append([]byte(nil), raw[:min(len(raw), OOMEventSize)]...)
 		}
 		o.mu.Unlock()
 		if skip {
@@ -160,14 +197,75 @@ func (o *oomTracer) run(handle func(event.OOMKill)) error {
 			o.forget(ev.Seq)
 			return false
 		}
-		o.decoded.Add(1)
-		o.procfs.completeFromProcfs(&ev, meta.victimStart)
-		if ev.OOM.Group != nil && groups.kill(ev, meta.tsBoot) {
-			return false // handed on when its decision is over
-		}
-		handle(ev)
+		deliver(ev, meta)
+		o.relieve()
 		return false // until commit(seq)
 	})
+}
+
+// spilledSeqOffset is where a record's seq is.
+var spilledSeqOffset = int(unsafe.Offsetof(rawOOMEvent{}.Seq))
+
+// spilledRecords are the records in the spilled map, in seq order.
+func (o *oomTracer) spilledRecords() [][]byte {
+	var recs [][]byte
+	var seq uint64
+	raw := make([]byte, OOMEventSize)
+	it := o.maps.Spilled.Iterate()
+	for it.Next(&seq, &raw) {
+		recs = append(recs, append([]byte(nil), raw...))
+	}
+	if err := it.Err(); err != nil {
+		o.diag.log.Warn("cannot read the kills an earlier oomtrace held out of the ring buffer: some may be lost", "err", err)
+	}
+	slices.SortFunc(recs, func(a, b []byte) int {
+		return cmp.Compare(binary.NativeEndian.Uint64(a[spilledSeqOffset:]), binary.NativeEndian.Uint64(b[spilledSeqOffset:]))
+	})
+	return recs
+}
+
+// relieve moves the records of the held kills out of the ring buffer,
+// into the spilled map, once they take more than half of it: a kill
+// waiting for its container's check or its group decision must not cost
+// the ring buffer the room of other pods' kills coming meanwhile.
+func (o *oomTracer) relieve() {
+	if o.kills.Backlog() <= uint64(len(o.kills.ring))/2 {
+		return
+	}
+	o.mu.Lock()
+	seqs := slices.Sorted(maps.Keys(o.held))
+	o.mu.Unlock()
+	for _, seq := range seqs {
+		o.mu.Lock()
+		end, held := o.held[seq]
+		rec := o.records[seq]
+		o.mu.Unlock()
+		if !held {
+			continue // committed meanwhile
+		}
+		if err := o.maps.Spilled.Put(seq, rec); err != nil {
+			if !o.spillFullWarned {
+				o.spillFullWarned = true
+				o.diag.log.Warn("cannot move held kills out of the ring buffer: new kills may be lost while these wait", "held", len(seqs), "err", err)
+			}
+			return
+		}
+		o.mu.Lock()
+		_, held = o.held[seq]
+		if held {
+			delete(o.held, seq)
+			delete(o.records, seq)
+			o.spilled[seq] = true
+		}
+		o.mu.Unlock()
+		if !held {
+			// Committed between the copy and now: nothing to keep.
+			_ = o.maps.Spilled.Delete(seq)
+			continue
+		}
+		o.kills.Commit(end)
+	}
+	o.forgetPassed()
 }
 
 // commit says the kill seq was written out (or will never be): its record
@@ -177,7 +275,16 @@ func (o *oomTracer) commit(seq uint64) {
 	o.mu.Lock()
 	end, ok := o.held[seq]
 	delete(o.held, seq)
+	delete(o.records, seq)
+	spilled := o.spilled[seq]
+	delete(o.spilled, seq)
 	o.mu.Unlock()
+	if spilled {
+		if err := o.maps.Spilled.Delete(seq); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			o.diag.log.Warn("cannot clear a written kill held out of the ring buffer: a successor may write it again", "seq", seq, "err", err)
+		}
+		return
+	}
 	if !ok {
 		return
 	}
@@ -191,7 +298,11 @@ func (o *oomTracer) commit(seq uint64) {
 		o.mu.Unlock()
 		return
 	}
-	// The consumer position moved: forget what it passed.
+	o.forgetPassed()
+}
+
+// forgetPassed forgets the written seqs the consumer position passed.
+func (o *oomTracer) forgetPassed() {
 	pos := o.kills.Position()
 	o.mu.Lock()
 	var passed []uint64

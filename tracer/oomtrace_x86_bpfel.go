@@ -275,6 +275,7 @@ const (
 	oomtraceMapOomEvents                 = "oom_events"
 	oomtraceMapSignalBudgets             = "signal_budgets"
 	oomtraceMapSignalEvents              = "signal_events"
+	oomtraceMapSpilled                   = "spilled"
 	oomtraceMapStats                     = "stats"
 	oomtraceMapWritten                   = "written"
 	oomtraceProgFentryOomKillProcess     = "fentry_oom_kill_process"
@@ -361,6 +362,7 @@ type oomtraceMapSpecs struct {
 	OomEvents     *ebpf.MapSpec `ebpf:"oom_events"`
 	SignalBudgets *ebpf.MapSpec `ebpf:"signal_budgets"`
 	SignalEvents  *ebpf.MapSpec `ebpf:"signal_events"`
+	Spilled       *ebpf.MapSpec `ebpf:"spilled"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
 	Written       *ebpf.MapSpec `ebpf:"written"`
 }
@@ -413,6 +415,7 @@ type oomtraceMaps struct {
 	OomEvents     *ebpf.Map `ebpf:"oom_events"`
 	SignalBudgets *ebpf.Map `ebpf:"signal_budgets"`
 	SignalEvents  *ebpf.Map `ebpf:"signal_events"`
+	Spilled       *ebpf.Map `ebpf:"spilled"`
 	Stats         *ebpf.Map `ebpf:"stats"`
 	Written       *ebpf.Map `ebpf:"written"`
 }
@@ -427,6 +430,7 @@ func (m *oomtraceMaps) Close() error {
 		m.OomEvents,
 		m.SignalBudgets,
 		m.SignalEvents,
+		m.Spilled,
 		m.Stats,
 		m.Written,
 	)

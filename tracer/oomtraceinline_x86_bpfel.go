@@ -66,6 +66,98 @@ type oomtraceInlineKillSignal struct {
 	TsBootNs uint64
 }
 
+type oomtraceInlineOomEvent struct {
+	_            structs.HostLayout
+	TsBootNs     uint64
+	Type         uint32
+	VictimHook   uint8
+	HasDecision  uint8
+	DomainSource uint8
+	RssUnit      uint8
+	Victim       struct {
+		_           structs.HostLayout
+		Cgroup2Id   uint64
+		Pid         uint32
+		Tgid        uint32
+		Uid         uint32
+		OomScoreAdj int32
+		Comm        [16]int8
+	}
+	Trigger struct {
+		_           structs.HostLayout
+		Cgroup2Id   uint64
+		Pid         uint32
+		Tgid        uint32
+		Uid         uint32
+		OomScoreAdj int32
+		Comm        [16]int8
+	}
+	RssFile           uint64
+	RssAnon           uint64
+	RssSwap           uint64
+	RssShmem          uint64
+	TotalVm           uint64
+	PgtablesBytes     uint64
+	DomainUsagePages  uint64
+	DomainLimitPages  uint64
+	VictimFields      uint8
+	SigkillSeen       uint8
+	VictimPidnsLevel  uint8
+	Pad               uint8
+	VictimNsTgid      uint32
+	VictimParentMemcg uint64
+	Decision          struct {
+		_            structs.HostLayout
+		TsBootNs     uint64
+		Totalpages   uint64
+		ChosenPoints int64
+		ChosenPid    uint32
+		GfpMask      uint32
+		Order        int32
+		Constraint   uint32
+		Hook         uint8
+		Pad          [7]uint8
+		Message      [32]int8
+	}
+	VictimMemcg struct {
+		_         structs.HostLayout
+		Id        uint64
+		Depth     uint16
+		Len       uint16
+		Valid     uint8
+		Truncated uint8
+		Pad       [2]uint8
+		Path      [1024]int8
+	}
+	TriggerMemcg struct {
+		_         structs.HostLayout
+		Id        uint64
+		Depth     uint16
+		Len       uint16
+		Valid     uint8
+		Truncated uint8
+		Pad       [2]uint8
+		Path      [1024]int8
+	}
+	Domain struct {
+		_         structs.HostLayout
+		Id        uint64
+		Depth     uint16
+		Len       uint16
+		Valid     uint8
+		Truncated uint8
+		Pad       [2]uint8
+		Path      [1024]int8
+	}
+	Seq              uint64
+	GroupId          uint64
+	GroupFirstSeq    uint64
+	GroupKills       int64
+	GroupLevel       uint16
+	Pad2             uint16
+	VictimStartTicks uint32
+}
+
 type oomtraceInlineSignalBudget struct {
 	_             structs.HostLayout
 	WindowStartNs uint64
@@ -85,6 +177,7 @@ const (
 	oomtraceInlineMapOomEvents                 = "oom_events"
 	oomtraceInlineMapSignalBudgets             = "signal_budgets"
 	oomtraceInlineMapSignalEvents              = "signal_events"
+	oomtraceInlineMapSpilled                   = "spilled"
 	oomtraceInlineMapStats                     = "stats"
 	oomtraceInlineMapWritten                   = "written"
 	oomtraceInlineProgFentryOomKillProcess     = "fentry_oom_kill_process"
@@ -171,6 +264,7 @@ type oomtraceInlineMapSpecs struct {
 	OomEvents     *ebpf.MapSpec `ebpf:"oom_events"`
 	SignalBudgets *ebpf.MapSpec `ebpf:"signal_budgets"`
 	SignalEvents  *ebpf.MapSpec `ebpf:"signal_events"`
+	Spilled       *ebpf.MapSpec `ebpf:"spilled"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
 	Written       *ebpf.MapSpec `ebpf:"written"`
 }
@@ -223,6 +317,7 @@ type oomtraceInlineMaps struct {
 	OomEvents     *ebpf.Map `ebpf:"oom_events"`
 	SignalBudgets *ebpf.Map `ebpf:"signal_budgets"`
 	SignalEvents  *ebpf.Map `ebpf:"signal_events"`
+	Spilled       *ebpf.Map `ebpf:"spilled"`
 	Stats         *ebpf.Map `ebpf:"stats"`
 	Written       *ebpf.Map `ebpf:"written"`
 }
@@ -237,6 +332,7 @@ func (m *oomtraceInlineMaps) Close() error {
 		m.OomEvents,
 		m.SignalBudgets,
 		m.SignalEvents,
+		m.Spilled,
 		m.Stats,
 		m.Written,
 	)

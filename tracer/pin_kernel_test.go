@@ -289,3 +289,77 @@ func TestPinPathNotTrusted(t *testing.T) {
 		t.Error("a link in place of the pin path was followed")
 	}
 }
+
+// TestHeldKillsLeaveTheRingBuffer: kills handed out and held (a
+// pipeline's container check, or a slow output) do not keep the ring
+// buffer's room: past half of it their records move to the spilled map.
+// A ring buffer of eight records' room takes 20 held kills without one
+// lost; those written out leave the map, and the next tracer reads the
+// others again from it, once each.
+func TestHeldKillsLeaveTheRingBuffer(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	path := testPinPath(t)
+	cg := memcgtest.New(t, nil, limit)
+	const kills = 20
+	cfg := Config{PinPath: path, RingBufferBytes: 32 << 10}
+
+	first := startCollector(t, cfg, true)
+	pids := map[int]bool{}
+	for range kills {
+		pids[killOne(t, cg)] = true
+	}
+	got := first.waitFor(pids, 10*time.Second)
+	stats, err := first.t.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != kills || stats.Lost != 0 {
+		t.Fatalf("%d of %d held kills delivered, %d lost: the held records kept the ring buffer's room", len(got), kills, stats.Lost)
+	}
+	spilled := func(tr *Tracer) map[uint64]bool {
+		m := map[uint64]bool{}
+		var seq uint64
+		raw := make([]byte, OOMEventSize)
+		for it := tr.oom.maps.Spilled.Iterate(); it.Next(&seq, raw); {
+			m[seq] = true
+		}
+		return m
+	}
+	before := spilled(first.t)
+	if len(before) < kills/2 {
+		t.Fatalf("%d records spilled, want at least %d", len(before), kills/2)
+	}
+	// Five written out: they leave the map.
+	var written []uint64
+	for pid := range pids {
+		if seq := got[pid][0].Seq; before[seq] && len(written) < 5 {
+			first.t.Commit(seq)
+			written = append(written, seq)
+		}
+	}
+	after := spilled(first.t)
+	for _, seq := range written {
+		if after[seq] {
+			t.Errorf("seq %d written out and still in the spilled map", seq)
+		}
+	}
+	stopAndClose(t, first)
+
+	second := startTracer(t, cfg)
+	second.waitUntil(func(evs []event.OOMKill) bool { return len(evs) >= kills-len(written) }, 10*time.Second)
+	time.Sleep(200 * time.Millisecond) // and no more
+	again := second.waitFor(pids, 0)
+	isWritten := map[uint64]bool{}
+	for _, seq := range written {
+		isWritten[seq] = true
+	}
+	for pid := range pids {
+		seq := got[pid][0].Seq
+		switch n := len(again[pid]); {
+		case isWritten[seq] && n != 0:
+			t.Errorf("kill %d (seq %d) was written out and read again", pid, seq)
+		case !isWritten[seq] && n != 1:
+			t.Errorf("kill %d (seq %d) not written out: read %d times by the next tracer, want 1", pid, seq, n)
+		}
+	}
+}
