@@ -24,10 +24,10 @@ const groupKillMaxGap = time.Second
 // groupHoldTick is how often held decisions are looked at.
 const groupHoldTick = 100 * time.Millisecond
 
-// groupHold holds the first kill of each memory.oom.group decision until
-// the decision is over, then hands it on with the kills the programs
-// folded into it (past DefaultGroupRecords records): one line that says
-// how many the decision killed, whatever the size of the group.
+// groupHold holds the kills of each memory.oom.group decision until the
+// decision is over, then hands them on, the first one with the kills the
+// programs folded into it (past DefaultGroupRecords records): one line
+// that says how many the decision killed, whatever the size of the group.
 type groupHold struct {
 	folds  *ebpf.Map // group_folds
 	handle func(event.OOMKill)
@@ -41,8 +41,9 @@ type groupHold struct {
 }
 
 type heldDecision struct {
-	ev     event.OOMKill
-	lastNs uint64 // the latest kill of the decision seen
+	ev      event.OOMKill   // the chosen kill
+	members []event.OOMKill // the decision's other kills with a record, in seq order
+	lastNs  uint64          // the latest kill of the decision seen
 }
 
 func newGroupHold(folds *ebpf.Map, handle func(event.OOMKill)) *groupHold {
@@ -50,13 +51,19 @@ func newGroupHold(folds *ebpf.Map, handle func(event.OOMKill)) *groupHold {
 }
 
 // kill takes a kill of a group decision: the decision's first kill is
-// held (true), the others are seen (their time keeps the decision open)
-// and passed on by the caller (false).
+// held, and the others with it (true): they are handed on together once
+// the decision is over, the first one first, so that whatever counts the
+// decision (the pod's Event) has it whole at once, however long the
+// kernel takes over it. A kill whose decision is not held (its first
+// record lost) is the caller's to pass on (false).
 func (h *groupHold) kill(ev event.OOMKill, tsBoot uint64) bool {
 	g := ev.OOM.Group
 	h.mu.Lock()
-	if d := h.held[g.DecisionSeq]; d != nil {
+	if d := h.held[g.DecisionSeq]; d != nil && !g.Chosen {
 		d.lastNs = max(d.lastNs, tsBoot)
+		d.members = append(d.members, ev)
+		h.mu.Unlock()
+		return true
 	}
 	if !g.Chosen || h.closed {
 		h.mu.Unlock()
@@ -76,7 +83,7 @@ func (h *groupHold) kill(ev event.OOMKill, tsBoot uint64) bool {
 func (h *groupHold) tick() {
 	defer h.ticks.Done()
 	now := h.now()
-	var ready []event.OOMKill
+	var ready []*heldDecision
 	h.mu.Lock()
 	for seq, d := range h.held {
 		fold, found := h.fold(seq)
@@ -84,7 +91,8 @@ func (h *groupHold) tick() {
 		if last := max(d.lastNs, fold.LastNs); now != 0 && (now < last || time.Duration(now-last) < groupKillMaxGap) {
 			continue
 		}
-		ready = append(ready, h.finish(d, fold, found))
+		h.finish(d, fold, found)
+		ready = append(ready, d)
 		delete(h.held, seq)
 	}
 	h.timer = nil
@@ -96,11 +104,15 @@ func (h *groupHold) tick() {
 	h.handOn(ready)
 }
 
-// handOn hands on kills in the order the kernel made them.
-func (h *groupHold) handOn(kills []event.OOMKill) {
-	slices.SortFunc(kills, func(a, b event.OOMKill) int { return cmp.Compare(a.Seq, b.Seq) })
-	for _, ev := range kills {
-		h.handle(ev)
+// handOn hands on the decisions in the order the kernel made them, each
+// chosen kill, then the others.
+func (h *groupHold) handOn(decisions []*heldDecision) {
+	slices.SortFunc(decisions, func(a, b *heldDecision) int { return cmp.Compare(a.ev.Seq, b.ev.Seq) })
+	for _, d := range decisions {
+		h.handle(d.ev)
+		for _, ev := range d.members {
+			h.handle(ev)
+		}
 	}
 }
 
@@ -116,16 +128,15 @@ func (h *groupHold) fold(seq uint64) (oomtraceGroupFold, bool) {
 
 // finish adds the folded kills to the decision's first kill and forgets
 // them in the kernel: over, the decision folds no more.
-func (h *groupHold) finish(d *heldDecision, fold oomtraceGroupFold, found bool) event.OOMKill {
-	ev := d.ev
-	if found {
-		g := *ev.OOM.Group
-		g.Folded = fold.Folded
-		ev.OOM.Group = &g
-		// An LRU map: an entry left by a failed delete goes by itself.
-		_ = h.folds.Delete(g.DecisionSeq)
+func (h *groupHold) finish(d *heldDecision, fold oomtraceGroupFold, found bool) {
+	if !found {
+		return
 	}
-	return ev
+	g := *d.ev.OOM.Group
+	g.Folded = fold.Folded
+	d.ev.OOM.Group = &g
+	// An LRU map: an entry left by a failed delete goes by itself.
+	_ = h.folds.Delete(g.DecisionSeq)
 }
 
 // close hands on every held kill at once, with what was folded so far
@@ -137,10 +148,11 @@ func (h *groupHold) close() {
 		h.ticks.Done() // its tick will not run
 	}
 	h.timer = nil
-	var ready []event.OOMKill
+	var ready []*heldDecision
 	for seq, d := range h.held {
 		fold, found := h.fold(seq)
-		ready = append(ready, h.finish(d, fold, found))
+		h.finish(d, fold, found)
+		ready = append(ready, d)
 		delete(h.held, seq)
 	}
 	h.mu.Unlock()
