@@ -72,7 +72,7 @@ helm3:
 
 test-helm: helm ## Lint the Helm chart (deploy/helm/oomtrace) and check it renders what kubectl apply -k renders, for each variant and the monitoring objects.
 	@bin/helm lint --strict deploy/helm/oomtrace
-	@OOMTRACE_HELM=$(CURDIR)/bin/helm $(GO) test -count=1 -run '^TestHelm' -v ./deploy/ > bin/test-helm.out; rc=$$?; grep -v '^=== RUN' bin/test-helm.out; exit $$rc
+	@OOMTRACE_HELM=$(CURDIR)/bin/helm $(GO) test -count=1 -run '^Test(Helm|Pin)' -v ./deploy/ ./deploy/pin/ > bin/test-helm.out; rc=$$?; grep -v '^=== RUN' bin/test-helm.out; exit $$rc
 
 # The chart carries copies of the alerts and the dashboard (Helm reads no
 # file outside a chart); test-helm fails when they drift.

@@ -223,6 +223,22 @@ func TestHelmChartValues(t *testing.T) {
 	if ctr["image"] != "ghcr.io/oomtrace/oomtrace:v9.9.9" {
 		t.Errorf("image %v", ctr["image"])
 	}
+	const digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	objs, err = helmTemplate(t, helm, "image.tag=v9.9.9", "image.digest="+digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if o["kind"] == "DaemonSet" {
+			c := o["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["containers"].([]any)[0].(map[string]any)
+			if c["image"] != "ghcr.io/oomtrace/oomtrace@"+digest {
+				t.Errorf("with image.digest: image %v, want it by digest", c["image"])
+			}
+		}
+	}
+	if _, err := helmTemplate(t, helm, "image.digest=latest"); err == nil {
+		t.Error("image.digest=latest was accepted")
+	}
 
 	chart, err := os.ReadFile(filepath.Join(chartDir, "Chart.yaml"))
 	if err != nil {

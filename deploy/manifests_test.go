@@ -552,8 +552,8 @@ func TestReleaseActionsPinned(t *testing.T) {
 }
 
 // TestReleaseLeastPrivilege: the release workflow reads the repository
-// only, but in the job that publishes; that job runs no build of the
-// repository's code (the image is made FROM scratch of the checksummed
+// only, but in the job that publishes and the one that attaches the
+// manifests; those run no build of the repository's code (the image is made FROM scratch of the checksummed
 // release binaries: no builder image), and the image carries its SBOM
 // and provenance.
 func TestReleaseLeastPrivilege(t *testing.T) {
@@ -599,8 +599,17 @@ func TestReleaseLeastPrivilege(t *testing.T) {
 			}
 		}
 	}
-	if writers != 1 {
-		t.Errorf("%d jobs may write, want the publishing one", writers)
+	if writers != 2 {
+		t.Errorf("%d jobs may write, want the publishing one and the one that attaches the manifests", writers)
+	}
+	// The release's manifests and chart name the image by the digest the
+	// publishing job pushed.
+	pinned := false
+	for _, s := range wf.Jobs["manifests"].Steps {
+		pinned = pinned || strings.Contains(s.Run, `go run ./deploy/pin -digest "$DIGEST"`)
+	}
+	if !pinned || !strings.Contains(string(data), "DIGEST: ${{ needs.publish.outputs.digest }}") {
+		t.Error("no job renders the release's manifests by the pushed image's digest")
 	}
 	df, err := os.ReadFile("../Dockerfile")
 	if err != nil {
