@@ -58,6 +58,7 @@ func TestCluster(t *testing.T) {
 	}
 	t.Logf("oomtrace's pod %s is Ready", o.Pod.Name)
 	ok := t.Run("deployed", func(t *testing.T) { testDeployed(t, c, o, kubepodsLimit) })
+	ok = ok && t.Run("admission_policy", func(t *testing.T) { testAdmissionPolicy(t, c, o) })
 	ok = ok && t.Run("container_limit", func(t *testing.T) { testContainerLimit(t, c, o) })
 	if c.Runtime.Memcg.V1 {
 		ok = ok && t.Run("worker_process_kill", func(t *testing.T) { testWorkerProcessKill(t, c, o) })
@@ -65,6 +66,7 @@ func TestCluster(t *testing.T) {
 	} else {
 		// cgroup v2: the kubelet sets memory.oom.group on every container.
 		ok = ok && t.Run("group_kill", func(t *testing.T) { testGroupKill(t, c, o) })
+		ok = ok && t.Run("group_kill_flood", func(t *testing.T) { testGroupKillFlood(t, c, o) })
 	}
 	ok = ok && t.Run("init_container_limit", func(t *testing.T) { testInitContainerLimit(t, c, o) })
 	// The tenant's attack is about the API and the agent's bounds, the
@@ -75,6 +77,8 @@ func TestCluster(t *testing.T) {
 	// real.
 	if Slowdown() == 1 {
 		ok = ok && t.Run("hostile_tenant", func(t *testing.T) { testHostileTenant(t, c, o) })
+		ok = ok && t.Run("refusal_storm", func(t *testing.T) { testRefusalStorm(t, c, o) })
+		ok = ok && t.Run("crash_looping_namespace", func(t *testing.T) { testCrashLoopingNamespace(t, c, o) })
 	}
 	ok = ok && t.Run("log_lines", func(t *testing.T) { testLogLines(t, c, o) })
 	ok = ok && t.Run("kernel_before_kubelet", func(t *testing.T) { testKernelBeforeKubelet(t, c, o) })

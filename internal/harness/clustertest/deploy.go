@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -480,4 +481,22 @@ func (c *Cluster) resourceClients(t *testing.T) func(*unstructured.Unstructured)
 		}
 		return dyn.Resource(mapping.Resource)
 	}
+}
+
+// EditArgs rolls the DaemonSet out with its container's arguments as edit
+// makes them, and waits for the new pod to be Ready.
+func (o *Oomtrace) EditArgs(t *testing.T, edit func([]string) []string) {
+	t.Helper()
+	ctx := context.Background()
+	ds, err := o.c.Client.AppsV1().DaemonSets("oomtrace").Get(ctx, "oomtrace", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctr := &ds.Spec.Template.Spec.Containers[0]
+	ctr.Args = edit(slices.Clone(ctr.Args))
+	old := o.Pod.Name
+	if _, err := o.c.Client.AppsV1().DaemonSets("oomtrace").Update(ctx, ds, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("update the DaemonSet's args: %v", err)
+	}
+	o.waitReady(t, old)
 }

@@ -20,6 +20,11 @@
 //	                    one mapping of a pebibyte (ENOMEM: a commit
 //	                    refusal), then wait
 //	ctrbin refuse       be refused one such mapping, and exit
+//	ctrbin storm RATE S fork RATE processes a second for S seconds, each
+//	                    refused one mapping of a pebibyte, then wait
+//	ctrbin swarm N MIB  fork N processes that sleep (a container of many
+//	                    processes), then touch MIB MiB, then wait
+//	ctrbin armed MIB    wait for SIGUSR1, then touch MIB MiB, then wait
 //
 // Outside a container (benchmarks) it first joins the cgroup whose
 // cgroup.procs file CTRBIN_CGROUP_PROCS names. With CTRBIN_COMM set, it
@@ -35,6 +40,7 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 var sink [][]byte
@@ -118,6 +124,46 @@ func main() {
 			}
 		}
 		fmt.Printf("refusers: %d of %d processes refused\n", refused, n)
+	case "storm":
+		rate, _ := strconv.Atoi(os.Args[2])
+		secs, _ := strconv.Atoi(os.Args[3])
+		// Reaped by the kernel: no zombie waits for us.
+		signal.Ignore(syscall.SIGCHLD)
+		const tick = 10 * time.Millisecond
+		perTick := max(rate/int(time.Second/tick), 1)
+		start := time.Now()
+		forked := 0
+		for i := 0; time.Since(start) < time.Duration(secs)*time.Second; i++ {
+			for range perTick {
+				if refuser() {
+					forked++
+				}
+			}
+			if wait := time.Until(start.Add(time.Duration(i+1) * tick)); wait > 0 {
+				time.Sleep(wait)
+			}
+		}
+		fmt.Printf("storm: %d processes refused in %v\n", forked, time.Since(start).Round(time.Millisecond))
+	case "swarm":
+		n, _ := strconv.Atoi(os.Args[2])
+		mib, _ := strconv.Atoi(os.Args[3])
+		forked := 0
+		for range n {
+			if sleeper() {
+				forked++
+			}
+		}
+		fmt.Printf("swarm: %d of %d processes sleeping\n", forked, n)
+		touch(mib)
+		fmt.Printf("swarm: holding %d MiB\n", mib)
+	case "armed":
+		mib, _ := strconv.Atoi(os.Args[2])
+		fire := make(chan os.Signal, 1)
+		signal.Notify(fire, syscall.SIGUSR1)
+		fmt.Println("armed: waiting for SIGUSR1")
+		<-fire
+		touch(mib)
+		fmt.Printf("armed: holding %d MiB\n", mib)
 	case "idle", "hog", "stubborn":
 		if os.Args[1] == "stubborn" {
 			signal.Reset(syscall.SIGTERM)
@@ -142,4 +188,45 @@ func main() {
 		os.Exit(2)
 	}
 	<-stop
+}
+
+// sleepFor is what a sleeper asks of nanosleep: not on its stack.
+var sleepFor = syscall.Timespec{Sec: 3600}
+
+// sleeper forks a process that only sleeps, a few pages of its own: the
+// child of a raw fork has the calling thread alone and runs no Go code
+// that could need the runtime, only raw system calls, until a signal ends
+// it. false when the fork failed.
+//
+//go:nosplit
+func sleeper() bool {
+	pid, _, errno := syscall.RawSyscall6(syscall.SYS_CLONE, uintptr(syscall.SIGCHLD), 0, 0, 0, 0, 0)
+	if errno != 0 {
+		return false
+	}
+	if pid != 0 {
+		return true
+	}
+	for {
+		syscall.RawSyscall(syscall.SYS_NANOSLEEP, uintptr(unsafe.Pointer(&sleepFor)), 0, 0)
+	}
+}
+
+// refuser forks a process that is refused one mapping of a pebibyte
+// (ENOMEM: a commit refusal) and exits, raw system calls only, as
+// sleeper's children. false when the fork failed.
+//
+//go:nosplit
+func refuser() bool {
+	pid, _, errno := syscall.RawSyscall6(syscall.SYS_CLONE, uintptr(syscall.SIGCHLD), 0, 0, 0, 0, 0)
+	if errno != 0 {
+		return false
+	}
+	if pid != 0 {
+		return true
+	}
+	syscall.RawSyscall6(syscall.SYS_MMAP, 0, 1<<50, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS, ^uintptr(0), 0)
+	for {
+		syscall.RawSyscall(syscall.SYS_EXIT_GROUP, 0, 0, 0)
+	}
 }
