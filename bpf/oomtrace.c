@@ -258,6 +258,7 @@ const enum rss_unit *unused_rss_unit __attribute__((unused));
 const enum stat_index *unused_stat_index __attribute__((unused));
 const struct signal_event *unused_signal_event __attribute__((unused));
 const struct group_fold *unused_group_fold __attribute__((unused));
+const enum siginfo_kind *unused_siginfo_kind __attribute__((unused));
 
 static __always_inline void count(__u32 idx)
 {
@@ -590,7 +591,7 @@ static __always_inline void record_kill_signal(__u32 target)
  * task is NULL on the classic tracepoint, which only names the target.
  */
 static __always_inline void emit_task_signal(int sig, int code, int result, struct task_struct *task,
-					     __u32 pid, const char *comm, __u8 hook)
+					     __u32 pid, const char *comm, __u8 hook, __u8 info)
 {
 	struct task_struct *current = (void *)bpf_get_current_task();
 	struct signal_event *e;
@@ -614,6 +615,7 @@ static __always_inline void emit_task_signal(int sig, int code, int result, stru
 	e->code = code;
 	e->result = result;
 	e->hook = hook;
+	e->info = info;
 	fill_task_info(&e->sender, current);
 	if (task) {
 		fill_task_info(&e->target, task);
@@ -633,6 +635,7 @@ int BPF_PROG(tp_btf_signal_generate, int sig, struct kernel_siginfo *info, struc
 	unsigned long i = (unsigned long)info;
 	struct control *c;
 	int code = SI_USER;
+	__u8 kind = SIGINFO_FULL;
 
 	if (sig != SIGKILL && sig != SIGTERM)
 		return 0;
@@ -649,11 +652,15 @@ int BPF_PROG(tp_btf_signal_generate, int sig, struct kernel_siginfo *info, struc
 	if (BPF_CORE_READ(task, pid) != BPF_CORE_READ(task, tgid))
 		return 0;
 	/* SEND_SIG_NOINFO (0) is a user's signal; SEND_SIG_PRIV (1) the kernel's. */
-	if (i == SEND_SIG_PRIV)
+	if (i == SEND_SIG_PRIV) {
 		code = SI_KERNEL;
-	else if (i > SEND_SIG_PRIV)
+		kind = SIGINFO_PRIV;
+	} else if (i > SEND_SIG_PRIV) {
 		code = BPF_CORE_READ(info, si_code);
-	emit_task_signal(sig, code, result, task, 0, NULL, SIGNAL_HOOK_TP_BTF);
+	} else {
+		kind = SIGINFO_NOINFO;
+	}
+	emit_task_signal(sig, code, result, task, 0, NULL, SIGNAL_HOOK_TP_BTF, kind);
 	return 0;
 }
 
@@ -672,7 +679,7 @@ int tracepoint_signal_generate(struct trace_event_raw_signal_generate *ctx)
 		return 0;
 	}
 	emit_task_signal(sig, code, BPF_CORE_READ(ctx, result), NULL, BPF_CORE_READ(ctx, pid), ctx->comm,
-			 SIGNAL_HOOK_TRACEPOINT);
+			 SIGNAL_HOOK_TRACEPOINT, SIGINFO_UNKNOWN);
 	return 0;
 }
 

@@ -150,6 +150,14 @@ struct oom_event {
  * killer: how a container runtime stops a container (the kubelet's
  * evictions). Only thread group leaders, once per signal generated.
  */
+/* What came with a signal: how it was sent. */
+enum siginfo_kind {
+	SIGINFO_UNKNOWN = 0, /* the classic tracepoint does not say */
+	SIGINFO_NOINFO = 1,  /* SEND_SIG_NOINFO: the kernel for a user, as a cgroup.kill write does */
+	SIGINFO_PRIV = 2,    /* SEND_SIG_PRIV: the kernel's own */
+	SIGINFO_FULL = 3,    /* a siginfo: kill(2), tgkill(2), pidfd_send_signal(2)... */
+};
+
 struct signal_event {
 	__u64 ts_boot_ns;
 	__u32 type;   /* EVENT_TASK_SIGNAL */
@@ -157,7 +165,8 @@ struct signal_event {
 	__s32 code;   /* si_code: SI_USER (0) for kill(2), SI_KERNEL (0x80) */
 	__s32 result; /* the kernel's TRACE_SIGNAL_*: 0 delivered, 1 ignored, ... */
 	__u8 hook;    /* enum signal_hook */
-	__u8 _pad[7];
+	__u8 info;    /* enum siginfo_kind */
+	__u8 _pad[6];
 	struct task_info target; /* pid and comm only on the classic tracepoint */
 	struct task_info sender; /* the current task */
 	struct cgroup_path target_memcg; /* not on the classic tracepoint */

@@ -13,6 +13,7 @@ const (
 	TypeEviction       = "eviction"
 	TypeNodeCondition  = "node_condition"
 	TypeTaskSignal     = "task_signal"
+	TypeUserspaceKill  = "userspace_kill"
 )
 
 // OOM scopes: what constrained the allocation that failed.
@@ -240,6 +241,51 @@ type TaskSignal struct {
 	Result int32   `json:"result"` // 0 delivered; 1 ignored, 2 already pending, 3 queue overflow, 4 lost
 	Target Process `json:"target"` // on the classic tracepoint: pid and comm only
 	Sender Process `json:"sender"`
+	// Info says how it was sent: SiginfoFull (kill(2) and its kin: a
+	// siginfo), SiginfoNone (the kernel on a user's behalf, as a write
+	// to cgroup.kill), SiginfoKernel; empty on the classic tracepoint.
+	Info string `json:"info,omitempty"`
+}
+
+// How a signal was sent (TaskSignal.Info).
+const (
+	SiginfoFull   = "siginfo"
+	SiginfoNone   = "noinfo"
+	SiginfoKernel = "kernel"
+)
+
+// How a user-space killer ended processes (UserspaceKill.Method).
+const (
+	MethodKill       = "kill"        // kill(2) and its kin, a process at a time
+	MethodCgroupKill = "cgroup.kill" // a write to the cgroup's cgroup.kill: every process at once
+)
+
+// MaxUserspaceVictims bounds the victims a UserspaceKill lists; its
+// VictimCount counts them all.
+const MaxUserspaceVictims = 16
+
+// UserspaceKill is SIGKILL from user space that no kernel OOM decision
+// and no container runtime's stop explains, to the processes of one
+// cgroup by one killer within a moment: a user-space OOM killer's
+// (systemd-oomd, earlyoom, oomd, nohang, Talos's), or anyone's kill -9.
+// The kernel's oom_kill count does not move for it and the kubelet says
+// nothing of it (the container ends 137 Error, not OOMKilled).
+type UserspaceKill struct {
+	Type   string  `json:"type"`
+	Time   Time    `json:"time"` // the first SIGKILL
+	Node   string  `json:"node"`
+	Method string  `json:"method"` // MethodKill or MethodCgroupKill
+	Killer Process `json:"killer"`
+	// KnownKiller names a user-space OOM killer recognised by its name or
+	// systemd unit: systemd-oomd, earlyoom, oomd, nohang; empty for
+	// another process.
+	KnownKiller string `json:"known_killer,omitempty"`
+	// Victims are the first MaxUserspaceVictims processes killed, each
+	// with its container and pod; VictimCount counts every one.
+	Victims     []Process `json:"victims"`
+	VictimCount int       `json:"victim_count"`
+	// Truncated says the JSON line was cut to fit 16 KiB (see OOMKill).
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // SignalRef points from an eviction to a signal its pod's containers got.
@@ -578,3 +624,8 @@ func (CommitRefusal) isEvent()  {}
 func (MemoryPressure) isEvent() {}
 func (Eviction) isEvent()       {}
 func (NodeCondition) isEvent()  {}
+func (UserspaceKill) isEvent()  {}
+
+// TaskSignal is an event to the pipeline's stage only (which makes the
+// user-space kills of them); no output writes it.
+func (TaskSignal) isEvent() {}

@@ -29,6 +29,7 @@ var lineTypes = []struct {
 	{TypeMemoryPressure, MemoryPressure{}},
 	{TypeEviction, Eviction{}},
 	{TypeNodeCondition, NodeCondition{}},
+	{TypeUserspaceKill, UserspaceKill{}},
 }
 
 // schemaOf is the JSON Schema of how encoding/json writes values of t: a

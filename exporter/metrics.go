@@ -40,6 +40,7 @@ type Metrics struct {
 	mu         sync.Mutex
 	oomKills   map[[7]string]*series // namespace, pod, container, domain, init, group, owner
 	refusals   map[[5]string]*series
+	userKills  map[[4]string]*series
 	deaths     map[[5]string]*series // namespace, pod, container, cause, owner
 	pressure   map[[2]string]*series // signal, state
 	conditions map[[2]string]*series // condition, status
@@ -49,7 +50,7 @@ type Metrics struct {
 	// refused counts, by metric, the events counted in an overflow series.
 	refused map[string]float64
 
-	oomKillsDesc, refusalsDesc, deathsDesc, pressureDesc, conditionsDesc, unnamedDesc, refusedDesc *prometheus.Desc
+	oomKillsDesc, refusalsDesc, deathsDesc, pressureDesc, conditionsDesc, unnamedDesc, refusedDesc, userKillsDesc *prometheus.Desc
 }
 
 type series struct {
@@ -70,6 +71,7 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 		opts:       opts,
 		oomKills:   map[[7]string]*series{},
 		refusals:   map[[5]string]*series{},
+		userKills:  map[[4]string]*series{},
 		deaths:     map[[5]string]*series{},
 		pressure:   map[[2]string]*series{},
 		conditions: map[[2]string]*series{},
@@ -92,6 +94,9 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 		unnamedDesc: prometheus.NewDesc(namespace+"_oom_kills_unnamed_total",
 			"OOM kills in a container that neither the container runtime nor the API server named: counted with empty namespace, pod or container. Up from 0 means oomtrace lost a source of names (oomtrace_source_up).",
 			nil, nil),
+		userKillsDesc: prometheus.NewDesc(namespace+"_userspace_kills_total",
+			"Processes ended by a SIGKILL from user space that no kernel OOM decision and no container runtime's stop explains (a user-space OOM killer's: systemd-oomd, earlyoom, oomd, nohang; or anyone's kill -9), by the victims' pod and container and the killer.",
+			[]string{"namespace", "pod", "container", "killer"}, nil),
 		refusalsDesc: prometheus.NewDesc(namespace+"_commit_refusals_total",
 			"Memory requests the kernel refused at allocation time, by pod, container, syscall and reason.",
 			[]string{"namespace", "pod", "container", "syscall", "reason"}, nil),
@@ -112,8 +117,31 @@ func (m *Metrics) Write(ev event.Event) error {
 		m.eviction(ev)
 	case event.NodeCondition:
 		m.nodeCondition(ev)
+	case event.UserspaceKill:
+		m.userspaceKill(ev)
 	}
 	return nil
+}
+
+// userspaceKill counts the processes a user-space killer ended, under
+// their pod and container and the killer's name.
+func (m *Metrics) userspaceKill(ev event.UserspaceKill) {
+	if len(ev.Victims) == 0 {
+		return
+	}
+	ns, pod, ctr := podLabels(ev.Victims[0])
+	killer := ev.KnownKiller
+	if killer == "" {
+		killer = event.BoundText(ev.Killer.Comm, 16)
+	}
+	key := [4]string{ns, pod, ctr, killer}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.expireDue()
+	if full(m, m.userKills, key, "oomtrace_userspace_kills_total") {
+		key[0], key[1], key[2] = Overflow, Overflow, Overflow
+	}
+	addTo(m.userKills, key, float64(ev.VictimCount), now)
 }
 
 // oomKill counts one killed task.
@@ -251,7 +279,7 @@ func addTo[K comparable](s map[K]*series, key K, n float64, now time.Time) {
 
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.oomKillsDesc, m.refusalsDesc, m.deathsDesc, m.pressureDesc, m.conditionsDesc, m.unnamedDesc, m.refusedDesc} {
+	for _, d := range []*prometheus.Desc{m.oomKillsDesc, m.refusalsDesc, m.deathsDesc, m.pressureDesc, m.conditionsDesc, m.unnamedDesc, m.refusedDesc, m.userKillsDesc} {
 		ch <- d
 	}
 }
@@ -268,6 +296,10 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	for k, v := range m.refusals {
 		ch <- counter(m.refusalsDesc, v, k[:])
 	}
+	expire(m.userKills, now, m.opts.Retention)
+	for k, v := range m.userKills {
+		ch <- counter(m.userKillsDesc, v, k[:])
+	}
 	expire(m.deaths, now, m.opts.Retention)
 	for k, v := range m.deaths {
 		ch <- counter(m.deathsDesc, v, k[:])
@@ -281,7 +313,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	// From 0: an alert's increase() sees the first.
 	ch <- prometheus.MustNewConstMetric(m.unnamedDesc, prometheus.CounterValue, m.unnamed)
-	for _, metric := range []string{"oomtrace_oom_kills_total", "oomtrace_container_deaths_total", "oomtrace_commit_refusals_total"} {
+	for _, metric := range []string{"oomtrace_oom_kills_total", "oomtrace_container_deaths_total", "oomtrace_commit_refusals_total", "oomtrace_userspace_kills_total"} {
 		ch <- prometheus.MustNewConstMetric(m.refusedDesc, prometheus.CounterValue, m.refused[metric], metric)
 	}
 	m.mu.Unlock()
@@ -304,6 +336,7 @@ func (m *Metrics) expireDue() time.Time {
 	m.expired = now
 	expire(m.oomKills, now, m.opts.Retention)
 	expire(m.refusals, now, m.opts.Retention)
+	expire(m.userKills, now, m.opts.Retention)
 	expire(m.deaths, now, m.opts.Retention)
 	return now
 }

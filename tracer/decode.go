@@ -261,6 +261,14 @@ func (d *Decoder) DecodeTaskSignal(record []byte) (event.TaskSignal, error) {
 	}
 	senderUID := raw.Sender.Uid
 	ev.Sender.UID = &senderUID
+	switch oomtraceSiginfoKind(raw.Info) {
+	case oomtraceSiginfoKindSIGINFO_FULL:
+		ev.Info = event.SiginfoFull
+	case oomtraceSiginfoKindSIGINFO_NOINFO:
+		ev.Info = event.SiginfoNone
+	case oomtraceSiginfoKindSIGINFO_PRIV:
+		ev.Info = event.SiginfoKernel
+	}
 	if raw.TargetMemcg.Valid != 0 {
 		uid := raw.Target.Uid
 		ev.Target.UID = &uid

@@ -191,6 +191,15 @@ const (
 	oomtraceRssUnitRSS_UNIT_KIB   oomtraceRssUnit = 1
 )
 
+type oomtraceSiginfoKind uint32
+
+const (
+	oomtraceSiginfoKindSIGINFO_UNKNOWN oomtraceSiginfoKind = 0
+	oomtraceSiginfoKindSIGINFO_NOINFO  oomtraceSiginfoKind = 1
+	oomtraceSiginfoKindSIGINFO_PRIV    oomtraceSiginfoKind = 2
+	oomtraceSiginfoKindSIGINFO_FULL    oomtraceSiginfoKind = 3
+)
+
 type oomtraceSignalBudget struct {
 	_             structs.HostLayout
 	WindowStartNs uint64
@@ -206,7 +215,8 @@ type oomtraceSignalEvent struct {
 	Code     int32
 	Result   int32
 	Hook     uint8
-	Pad      [7]uint8
+	Info     uint8
+	Pad      [6]uint8
 	Target   struct {
 		_           structs.HostLayout
 		Cgroup2Id   uint64
@@ -294,6 +304,7 @@ const (
 	oomtraceVarUnusedGroupFold           = "unused_group_fold"
 	oomtraceVarUnusedOomEvent            = "unused_oom_event"
 	oomtraceVarUnusedRssUnit             = "unused_rss_unit"
+	oomtraceVarUnusedSiginfoKind         = "unused_siginfo_kind"
 	oomtraceVarUnusedSignalEvent         = "unused_signal_event"
 	oomtraceVarUnusedSignalHook          = "unused_signal_hook"
 	oomtraceVarUnusedStatIndex           = "unused_stat_index"
@@ -381,6 +392,7 @@ type oomtraceVariableSpecs struct {
 	UnusedGroupFold    *ebpf.VariableSpec `ebpf:"unused_group_fold"`
 	UnusedOomEvent     *ebpf.VariableSpec `ebpf:"unused_oom_event"`
 	UnusedRssUnit      *ebpf.VariableSpec `ebpf:"unused_rss_unit"`
+	UnusedSiginfoKind  *ebpf.VariableSpec `ebpf:"unused_siginfo_kind"`
 	UnusedSignalEvent  *ebpf.VariableSpec `ebpf:"unused_signal_event"`
 	UnusedSignalHook   *ebpf.VariableSpec `ebpf:"unused_signal_hook"`
 	UnusedStatIndex    *ebpf.VariableSpec `ebpf:"unused_stat_index"`
@@ -450,6 +462,7 @@ type oomtraceVariables struct {
 	UnusedGroupFold    *ebpf.Variable `ebpf:"unused_group_fold"`
 	UnusedOomEvent     *ebpf.Variable `ebpf:"unused_oom_event"`
 	UnusedRssUnit      *ebpf.Variable `ebpf:"unused_rss_unit"`
+	UnusedSiginfoKind  *ebpf.Variable `ebpf:"unused_siginfo_kind"`
 	UnusedSignalEvent  *ebpf.Variable `ebpf:"unused_signal_event"`
 	UnusedSignalHook   *ebpf.Variable `ebpf:"unused_signal_hook"`
 	UnusedStatIndex    *ebpf.Variable `ebpf:"unused_stat_index"`

@@ -196,6 +196,7 @@ const (
 	oomtraceInlineVarUnusedGroupFold           = "unused_group_fold"
 	oomtraceInlineVarUnusedOomEvent            = "unused_oom_event"
 	oomtraceInlineVarUnusedRssUnit             = "unused_rss_unit"
+	oomtraceInlineVarUnusedSiginfoKind         = "unused_siginfo_kind"
 	oomtraceInlineVarUnusedSignalEvent         = "unused_signal_event"
 	oomtraceInlineVarUnusedSignalHook          = "unused_signal_hook"
 	oomtraceInlineVarUnusedStatIndex           = "unused_stat_index"
@@ -283,6 +284,7 @@ type oomtraceInlineVariableSpecs struct {
 	UnusedGroupFold    *ebpf.VariableSpec `ebpf:"unused_group_fold"`
 	UnusedOomEvent     *ebpf.VariableSpec `ebpf:"unused_oom_event"`
 	UnusedRssUnit      *ebpf.VariableSpec `ebpf:"unused_rss_unit"`
+	UnusedSiginfoKind  *ebpf.VariableSpec `ebpf:"unused_siginfo_kind"`
 	UnusedSignalEvent  *ebpf.VariableSpec `ebpf:"unused_signal_event"`
 	UnusedSignalHook   *ebpf.VariableSpec `ebpf:"unused_signal_hook"`
 	UnusedStatIndex    *ebpf.VariableSpec `ebpf:"unused_stat_index"`
@@ -352,6 +354,7 @@ type oomtraceInlineVariables struct {
 	UnusedGroupFold    *ebpf.Variable `ebpf:"unused_group_fold"`
 	UnusedOomEvent     *ebpf.Variable `ebpf:"unused_oom_event"`
 	UnusedRssUnit      *ebpf.Variable `ebpf:"unused_rss_unit"`
+	UnusedSiginfoKind  *ebpf.Variable `ebpf:"unused_siginfo_kind"`
 	UnusedSignalEvent  *ebpf.Variable `ebpf:"unused_signal_event"`
 	UnusedSignalHook   *ebpf.Variable `ebpf:"unused_signal_hook"`
 	UnusedStatIndex    *ebpf.Variable `ebpf:"unused_stat_index"`

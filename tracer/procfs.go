@@ -141,6 +141,10 @@ func parseNSpid(status []byte) (nsPID uint32, level int, ok bool) {
 	return 0, 0, false
 }
 
+// ProcessMemcg reads a live process's memory cgroup from the host's
+// procfs; nil when it is gone.
+func (t *Tracer) ProcessMemcg(pid uint32) *event.Cgroup { return t.oom.procfs.memcgOfPID(pid) }
+
 // memcgOfPID reads a live task's memory cgroup from procfs; nil when the
 // task is gone (an exited task reads as being in the root cgroup).
 func (p procfs) memcgOfPID(pid uint32) *event.Cgroup {

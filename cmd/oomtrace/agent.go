@@ -116,6 +116,9 @@ func (d *agent) pipelineOptions(out pipeline.Sink, stop func()) pipeline.Options
 		// What a crash or a stop leaves unwritten, the next oomtrace reads
 		// again.
 		Ack: d.tracer.Commit,
+		// A SIGKILL from a pod's own process, or a service's to its
+		// children, is not a user-space kill.
+		KillerMemcg: d.tracer.ProcessMemcg,
 	}
 	// Containers are named by the runtime, and where it does not know
 	// them (no socket, not answering), by the kubelet's pod statuses.
@@ -177,8 +180,9 @@ func (d *agent) trace(ctx context.Context, ready *atomic.Bool) error {
 	err := d.tracer.Run(ctx, tracer.Handlers{
 		OOMKill:       d.pipe.OOMKill,
 		CommitRefusal: d.pipe.CommitRefusal,
-		// Signals to pods' processes are kept for their evictions; they
-		// are not written out. Recording one never waits.
+		// Signals to pods' processes are kept for their evictions, and
+		// user-space SIGKILLs made userspace_kill lines. Recording one
+		// never waits.
 		TaskSignal:  d.pipe.Signal,
 		DeferCommit: true,
 	})

@@ -77,6 +77,19 @@ func cut(ev event.Event, i int) event.Event {
 			ev.KernelSignals = first(ev.KernelSignals, c.listLen)
 		}
 		return ev
+	case event.UserspaceKill:
+		ev.Truncated = true
+		cutProcess(&ev.Killer, c.labelBytes, c.pathBytes)
+		victims := ev.Victims
+		if c.listLen >= 0 {
+			victims = first(victims, max(c.listLen, 1))
+		}
+		ev.Victims = make([]event.Process, len(victims))
+		for i, v := range victims {
+			cutProcess(&v, c.labelBytes, c.pathBytes)
+			ev.Victims[i] = v
+		}
+		return ev
 	}
 	return ev
 }

@@ -62,19 +62,21 @@ func TestLinesFit16KiB(t *testing.T) {
 	refusal := event.CommitRefusal{Type: event.TypeCommitRefusal, Node: "n1", Process: victim, Syscall: "mmap", Count: 1}
 	eviction := event.Eviction{Type: event.TypeEviction, Node: "n1", Pod: *victim.Pod, Message: strings.Repeat("\x03", event.MaxMessageBytes),
 		KernelSignals: make([]event.SignalRef, 1000), ContainerExits: make([]event.ContainerExit, 300)}
+	userKill := event.UserspaceKill{Type: event.TypeUserspaceKill, Node: "n1", Method: event.MethodCgroupKill, Killer: other,
+		Victims: []event.Process{victim, victim, victim, victim, victim, victim}, VictimCount: 6}
 	small := event.OOMKill{Type: event.TypeOOMKill, Node: "n1", Victim: event.Victim{Process: event.Process{PID: 1, Pod: &event.Pod{Name: "p", Labels: map[string]string{"app": "x"}}}}}
 
 	var out bytes.Buffer
 	j := NewJSON(&out)
-	for _, ev := range []event.Event{kill, refusal, eviction, small} {
+	for _, ev := range []event.Event{kill, refusal, eviction, userKill, small} {
 		if err := j.Write(ev); err != nil {
 			t.Fatal(err)
 		}
 	}
 	lines := strings.SplitAfter(out.String(), "\n")
 	lines = lines[:len(lines)-1]
-	if len(lines) != 4 {
-		t.Fatalf("%d lines, want 4", len(lines))
+	if len(lines) != 5 {
+		t.Fatalf("%d lines, want 5", len(lines))
 	}
 	for i, l := range lines {
 		var m map[string]any
@@ -84,7 +86,7 @@ func TestLinesFit16KiB(t *testing.T) {
 		}
 		validLine(t, l)
 		cut := m["truncated"] == true
-		if len(l) > MaxLineBytes || cut != (i < 3) {
+		if len(l) > MaxLineBytes || cut != (i < 4) {
 			t.Errorf("line %d (%s): %d bytes, truncated %v; want at most %d, truncated only if it had to be", i, m["type"], len(l), cut, MaxLineBytes)
 		}
 	}
@@ -103,12 +105,19 @@ func TestLinesFit16KiB(t *testing.T) {
 	if e.Pod.Name != "web" || !e.Pod.LabelsTruncated || len(e.KernelSignals) >= 1000 || len(e.Message) >= event.MaxMessageBytes {
 		t.Errorf("cut eviction: pod %s, %d signals, message of %d bytes", e.Pod.Name, len(e.KernelSignals), len(e.Message))
 	}
-	if !strings.Contains(lines[3], `"labels":{"app":"x"}`) {
-		t.Errorf("a small line was changed: %s", lines[3])
+	var u event.UserspaceKill
+	if err := json.Unmarshal([]byte(lines[3]), &u); err != nil {
+		t.Fatal(err)
+	}
+	if len(u.Victims) == 0 || u.Victims[0].Pod == nil || u.Victims[0].Pod.Name != "web" || u.VictimCount != 6 {
+		t.Errorf("cut user-space kill: %d victims (count %d)", len(u.Victims), u.VictimCount)
+	}
+	if !strings.Contains(lines[4], `"labels":{"app":"x"}`) {
+		t.Errorf("a small line was changed: %s", lines[4])
 	}
 	// The events written are as they were.
 	if len(kill.Victim.Pod.Labels) != event.MaxLabels || kill.Victim.Pod.LabelsTruncated || kill.Truncated || len(kill.PostMortem.TopTasks) != 200 ||
-		kill.Victim.Memcg.Path != long || len(eviction.KernelSignals) != 1000 {
+		kill.Victim.Memcg.Path != long || len(eviction.KernelSignals) != 1000 || len(userKill.Victims) != 6 || userKill.Victims[0].Pod.LabelsTruncated {
 		t.Error("writing a line modified the event")
 	}
 }

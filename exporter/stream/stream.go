@@ -73,6 +73,8 @@ func (t *Text) Write(ev event.Event) error {
 		return t.eviction(ev)
 	case event.NodeCondition:
 		return t.nodeCondition(ev)
+	case event.UserspaceKill:
+		return t.userspaceKill(ev)
 	}
 	return fmt.Errorf("text: no line for %T", ev)
 }
@@ -192,6 +194,24 @@ func (t *Text) eviction(ev event.Eviction) error {
 		fmt.Fprintf(&b, " offending=%s", word(c.Name))
 	}
 	fmt.Fprintf(&b, " kernel_oom_kills_before=%d source=%s\n", len(ev.KernelOOMKills), ev.Source)
+	return t.line(ev.Type, b.String())
+}
+
+// userspaceKill writes ev as one line: the first victim, how many, the
+// killer.
+func (t *Text) userspaceKill(ev event.UserspaceKill) error {
+	var b strings.Builder
+	b.WriteString(ev.Time.UTC().Format(event.Layout))
+	b.WriteString(" userspace_kill victim=")
+	if len(ev.Victims) > 0 {
+		writeProcess(&b, ev.Victims[0])
+	}
+	fmt.Fprintf(&b, " victims=%d method=%s killer=", ev.VictimCount, word(ev.Method))
+	writeProcess(&b, ev.Killer)
+	if ev.KnownKiller != "" {
+		fmt.Fprintf(&b, " known_killer=%s", word(ev.KnownKiller))
+	}
+	b.WriteString("\n")
 	return t.line(ev.Type, b.String())
 }
 

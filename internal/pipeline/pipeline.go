@@ -20,6 +20,7 @@ import (
 	"github.com/oomtrace/oomtrace/internal/nodememory"
 	"github.com/oomtrace/oomtrace/internal/postmortem"
 	"github.com/oomtrace/oomtrace/internal/refusalfold"
+	"github.com/oomtrace/oomtrace/internal/userkill"
 )
 
 // Sink takes events out of the process: JSON lines or text on a stream,
@@ -72,6 +73,10 @@ type Options struct {
 	// metrics count every refusal first): the lines it holds come out
 	// folded at the end of their window.
 	RefusalFolder *refusalfold.Folder
+	// KillerMemcg, if set, reads a live process's memory cgroup (the
+	// host's procfs): a SIGKILL from a pod's own process, or a service's
+	// to its children, is not a user-space kill. nil: not judged so.
+	KillerMemcg func(pid uint32) *event.Cgroup
 	// Ack, if set, receives each kill's sequence number once, when the
 	// pipeline is done with the kill for good: written to Out, kept out
 	// by the filter, or dropped from a full queue. A kill Out failed to
@@ -101,6 +106,7 @@ func New(ctx context.Context, o Options) *Pipeline {
 		s.settler = &settler{delay: o.ContainerCheckDelay, alive: o.ContainerAlive, done: func(ev event.OOMKill) { s.finishKill(ev) }}
 	}
 	s.kubeEvents, s.postmortem, s.folder = o.KubeEvents, o.PostMortem, o.RefusalFolder
+	s.userKills.KillerMemcg = o.KillerMemcg
 	outbox := newQueue(acking{o.Out, s.acknowledge}, o.QueueSize, o.OutFailed).OnFull(s.droppedFromOutbox)
 	s.out = outbox
 	return &Pipeline{inbox: newQueue(s, o.QueueSize, nil).OnFull(s.droppedFromInbox), outbox: outbox, stage: s}
@@ -117,8 +123,14 @@ func (p *Pipeline) OOMKill(ev event.OOMKill) { p.inbox.Write(ev) }
 func (p *Pipeline) CommitRefusal(ev event.CommitRefusal) { p.inbox.Write(ev) }
 
 // Signal remembers a SIGTERM or SIGKILL to a pod's process for the pod's
-// eviction; it never waits (safe in the ring buffer reader).
-func (p *Pipeline) Signal(ev event.TaskSignal) { p.stage.correlator.Signal(ev) }
+// eviction, and queues a SIGKILL that may be a user-space kill for the
+// stage; it never waits (safe in the ring buffer reader).
+func (p *Pipeline) Signal(ev event.TaskSignal) {
+	p.stage.correlator.Signal(ev)
+	if userkill.Candidate(ev) {
+		p.inbox.Write(ev)
+	}
+}
 
 // Close stops taking events and waits up to timeout for the queued ones to
 // go through the stage, settles the kills still held, and waits up to
@@ -127,6 +139,7 @@ func (p *Pipeline) Close(timeout time.Duration) bool {
 	ok := p.inbox.Close(timeout)
 	p.stage.settler.close()
 	p.stage.flushFolds(true)
+	p.stage.flushUserKills(true)
 	return p.outbox.Close(timeout) && ok
 }
 
@@ -168,6 +181,9 @@ type stage struct {
 	folder       *refusalfold.Folder // nil: every refusal line goes out
 	foldMu       sync.Mutex
 	foldTimer    *time.Timer // set while folded lines wait
+	userKills    userkill.Gatherer
+	userMu       sync.Mutex
+	userTimer    *time.Timer // set while user-space kills are gathered
 }
 
 // Write runs one event through the stage.
@@ -200,6 +216,11 @@ func (s *stage) Write(ev event.Event) error {
 	case event.Eviction:
 		s.eviction(&ev)
 		return s.pass(ev, s.filter.Process(event.Process{Pod: &ev.Pod}))
+	case event.TaskSignal:
+		if next := s.userKills.Add(ev); !next.IsZero() {
+			s.armUserKills(max(time.Until(next), time.Millisecond))
+		}
+		return nil
 	}
 	// Node-level events: no pod to filter on.
 	return s.pass(ev, true)
@@ -246,6 +267,45 @@ func (s *stage) flushFolds(all bool) {
 	}
 	if !next.IsZero() {
 		s.armFolds(max(time.Until(next), time.Millisecond))
+	}
+}
+
+// armUserKills makes sure the user-space kills being gathered are handed
+// out once after has passed.
+func (s *stage) armUserKills(after time.Duration) {
+	s.userMu.Lock()
+	defer s.userMu.Unlock()
+	if s.userTimer == nil {
+		s.userTimer = time.AfterFunc(after, func() { s.flushUserKills(false) })
+	}
+}
+
+// flushUserKills names the user-space kills gathered long enough (every
+// one with all), drops those by the victims' own processes, and counts,
+// filters and writes the rest, on the timer's goroutine (as folded
+// refusals are).
+func (s *stage) flushUserKills(all bool) {
+	s.userMu.Lock()
+	if s.userTimer != nil {
+		s.userTimer.Stop()
+		s.userTimer = nil
+	}
+	s.userMu.Unlock()
+	due, next := s.userKills.Due(all)
+	for _, k := range due {
+		if k.Killer.Memcg != nil && userkill.Own(k, k.Killer.Memcg.Path) {
+			continue
+		}
+		s.enricher.Process(s.ctx, &k.Killer, k.Time.Time)
+		for i := range k.Victims {
+			s.enricher.Process(s.ctx, &k.Victims[i], k.Time.Time)
+			s.owner(k.Victims[i].Pod)
+		}
+		k.KnownKiller = userkill.KnownKiller(k.Killer)
+		_ = s.pass(k, s.filter.Process(k.Victims[0]))
+	}
+	if !next.IsZero() {
+		s.armUserKills(max(time.Until(next), time.Millisecond))
 	}
 }
 
