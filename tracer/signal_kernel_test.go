@@ -74,7 +74,13 @@ func TestTaskSignals(t *testing.T) {
 					if ev.Target.Memcg == nil || ev.Target.Memcg.Path != cg.Path || ev.Target.Memcg.Source != event.CgroupFromKernel {
 						t.Errorf("%s: target memcg %+v, want %s from the kernel", ev.Signal, ev.Target.Memcg, cg.Path)
 					}
+					// kill(2) sends a siginfo.
+					if ev.Info != event.SiginfoFull {
+						t.Errorf("%s: info %q, want %q", ev.Signal, ev.Info, event.SiginfoFull)
+					}
 				}
+			} else if term.Info != "" || kill.Info != "" {
+				t.Errorf("info %q, %q on the classic tracepoint, which does not say", term.Info, kill.Info)
 			}
 		})
 	}

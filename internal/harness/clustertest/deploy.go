@@ -472,7 +472,15 @@ func (c *Cluster) resourceClients(t *testing.T) func(*unstructured.Unstructured)
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(c.Client.Discovery()))
 	return func(obj *unstructured.Unstructured) dynamic.ResourceInterface {
 		gvk := obj.GroupVersionKind()
+		// The API server's discovery lags a CRD just established by a
+		// moment: ask again, afresh, as kubectl would on a retry.
+		deadline := time.Now().Add(Patience(10 * time.Second))
 		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		for err != nil && time.Now().Before(deadline) {
+			time.Sleep(200 * time.Millisecond)
+			mapper.Reset()
+			mapping, err = mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		}
 		if err != nil {
 			t.Fatalf("%s: %v", gvk, err)
 		}

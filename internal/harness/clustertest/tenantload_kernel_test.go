@@ -49,7 +49,10 @@ func (c *Cluster) containerLog(t *testing.T, ns, pod, ctr string) string {
 // number of lines.
 func testRefusalStorm(t *testing.T, c *Cluster, o *Oomtrace) {
 	c.Namespace(t, tenantNamespace)
-	start := time.Now()
+	// The agent's log is followed, not read at the end: the kubelet
+	// rotates it at 10 MiB, and the suite's earlier lines (8,000 labels)
+	// fill that.
+	follow := o.Follow(t, o.Pod.Name)
 	c.createPod(t, podSpec(tenantNamespace, "storm", corev1.RestartPolicyNever, 2,
 		container{name: "storm", args: []string{"storm", strconv.Itoa(stormRate), strconv.Itoa(stormSeconds)}}))
 	defer c.deletePod(t, tenantNamespace, "storm")
@@ -73,8 +76,14 @@ func testRefusalStorm(t *testing.T, c *Cluster, o *Oomtrace) {
 		}
 		time.Sleep(2 * time.Second)
 	}
-	if refused < stormRate*stormSeconds/2 {
-		t.Logf("this machine forked %d refused processes in %d s, not %d a second", refused, stormSeconds, stormRate)
+	// A fork of the storm's process costs about a millisecond on this
+	// machine's two cores beside the cluster: about 850 a second, not
+	// 5,000. Below a few hundred the storm would not be one.
+	if rate := refused / stormSeconds; rate < stormRate {
+		t.Logf("this machine forked %d refused processes a second, not %d", rate, stormRate)
+		if rate < 400 {
+			t.Errorf("the storm made %d refused processes a second: too few to be a storm", rate)
+		}
 	}
 
 	// Every refusal counted, under the tenant's pod.
@@ -90,8 +99,20 @@ func testRefusalStorm(t *testing.T, c *Cluster, o *Oomtrace) {
 		}
 	}
 	// The other pod's 20 kills: lines, metrics, its Event's series.
-	ev := o.WaitEvents(t, "the steady pod's kills", 2*time.Minute, func(ev Events) bool { return len(killsInPod(ev, "steady")) >= steadyKills })
-	if n := len(killsInPod(ev, "steady")); n != steadyKills {
+	steadyLines := func() int {
+		n := 0
+		for _, l := range follow.Lines() {
+			var k event.OOMKill
+			if strings.HasPrefix(l, `{"type":"oom_kill"`) && json.Unmarshal([]byte(l), &k) == nil && k.Victim.Pod != nil && k.Victim.Pod.Name == "steady" {
+				n++
+			}
+		}
+		return n
+	}
+	for deadline := time.Now().Add(Patience(2 * time.Minute)); steadyLines() < steadyKills && time.Now().Before(deadline); {
+		time.Sleep(time.Second)
+	}
+	if n := steadyLines(); n != steadyKills {
 		t.Errorf("%d kill lines of the steady pod, want %d", n, steadyKills)
 	}
 	if n := sum(o.Metrics(t), "oomtrace_oom_kills_total", map[string]string{"namespace": "shop", "pod": "steady", "container": "app"}); n != steadyKills {
@@ -101,7 +122,7 @@ func testRefusalStorm(t *testing.T, c *Cluster, o *Oomtrace) {
 
 	// The tenant's lines: a burst, then about two a second, adding up.
 	lines, counted := 0, uint64(0)
-	for _, l := range ev.Since(start).Lines {
+	for _, l := range follow.Lines() {
 		var r event.CommitRefusal
 		if !strings.HasPrefix(l, `{"type":"commit_refusal"`) || json.Unmarshal([]byte(l), &r) != nil || r.Process.Pod == nil || r.Process.Pod.Name != "storm" {
 			continue
@@ -139,8 +160,10 @@ func testCrashLoopingNamespace(t *testing.T, c *Cluster, o *Oomtrace) {
 			c.waitGone(t, ns, fmt.Sprintf("oom-%03d", i))
 		}
 	}()
+	// A request of 1 MiB each: the kubelet admits a pod only if the
+	// requests fit the node's allocatable (1 GiB here).
 	for i := range crashPods {
-		c.createPod(t, podSpec(ns, fmt.Sprintf("oom-%03d", i), corev1.RestartPolicyAlways, 0, container{name: "hog", args: []string{"hog", "64"}, limit: 16 * mi}))
+		c.createPod(t, podSpec(ns, fmt.Sprintf("oom-%03d", i), corev1.RestartPolicyAlways, 0, container{name: "hog", args: []string{"hog", "64"}, limit: 16 * mi, request: mi}))
 	}
 	inNamespace := func(ev Events) int {
 		n := 0
@@ -169,7 +192,13 @@ func testCrashLoopingNamespace(t *testing.T, c *Cluster, o *Oomtrace) {
 	}
 	// The cap: at most maxSeries series and the overflow one, every kill
 	// counted, the refused ones said.
+	// The pods crash on meanwhile: the lines before the scrape and a
+	// moment after bound the kills it counted (a kill is counted just
+	// before its line is written).
+	linesBefore := len(o.Events(t).Kills) // this pod's: since the args changed
 	fams := o.Metrics(t)
+	time.Sleep(2 * time.Second)
+	linesAfter := len(o.Events(t).Kills)
 	all := Series(fams, "oomtrace_oom_kills_total", nil)
 	total, overflow := 0.0, 0.0
 	for _, m := range all {
@@ -180,12 +209,11 @@ func testCrashLoopingNamespace(t *testing.T, c *Cluster, o *Oomtrace) {
 			}
 		}
 	}
-	kills := len(o.Events(t).Kills) // this pod's: since the args changed
 	refused, _ := Value(fams, "oomtrace_metrics_series_refused_total", map[string]string{"metric": "oomtrace_oom_kills_total"})
-	t.Logf("oom_kills_total: %d series, %v kills (%v in the overflow series, %v refused); %d kill lines", len(all), total, overflow, refused, kills)
-	if len(all) > maxSeries+1 || overflow == 0 || refused != overflow || int(total) != kills {
-		t.Errorf("oom_kills_total: %d series (cap %d and the overflow), %v kills with %v in the overflow series (%v refused), want the %d kill lines",
-			len(all), maxSeries, total, overflow, refused, kills)
+	t.Logf("oom_kills_total: %d series, %v kills (%v in the overflow series, %v refused); %d to %d kill lines", len(all), total, overflow, refused, linesBefore, linesAfter)
+	if len(all) > maxSeries+1 || overflow == 0 || refused != overflow || int(total) < linesBefore || int(total) > linesAfter {
+		t.Errorf("oom_kills_total: %d series (cap %d and the overflow), %v kills with %v in the overflow series (%v refused), want %d to %d, the kill lines",
+			len(all), maxSeries, total, overflow, refused, linesBefore, linesAfter)
 	}
 
 	list, err := c.Client.EventsV1().Events(ns).List(ctx, metav1.ListOptions{})

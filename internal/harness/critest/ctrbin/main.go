@@ -214,7 +214,8 @@ func sleeper() bool {
 
 // refuser forks a process that is refused one mapping of a pebibyte
 // (ENOMEM: a commit refusal) and exits, raw system calls only, as
-// sleeper's children. false when the fork failed.
+// sleeper's children. (Not vfork: the child would return through the
+// parent's stack frames.) false when the fork failed.
 //
 //go:nosplit
 func refuser() bool {
