@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -99,6 +100,10 @@ func decodeFile(t *testing.T, path string) []any {
 			obj = &rbacv1.Role{}
 		case "rbac.authorization.k8s.io/v1/RoleBinding":
 			obj = &rbacv1.RoleBinding{}
+		case "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy":
+			obj = &admissionv1.ValidatingAdmissionPolicy{}
+		case "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding":
+			obj = &admissionv1.ValidatingAdmissionPolicyBinding{}
 		case "monitoring.coreos.com/v1/PodMonitor":
 			obj = &podMonitor{}
 		case "monitoring.coreos.com/v1/PrometheusRule":
@@ -483,6 +488,10 @@ func TestScrapeTargets(t *testing.T) {
 				if _, ns := o.(*corev1.Namespace); ns {
 					continue
 				}
+				switch o.(type) {
+				case *admissionv1.ValidatingAdmissionPolicy, *admissionv1.ValidatingAdmissionPolicyBinding:
+					continue // cluster-scoped
+				}
 				if om.GetNamespace() != "oomtrace" {
 					t.Errorf("%s: %s in namespace %q", f, om.GetName(), om.GetNamespace())
 				}
@@ -617,5 +626,24 @@ func TestReleaseLeastPrivilege(t *testing.T) {
 	}
 	if !strings.Contains(string(df), "FROM scratch AS release\n") || !strings.Contains(string(df), "ADD bin/release/oomtrace-${VERSION}-linux-${TARGETARCH}.tar.gz /") {
 		t.Error("the Dockerfile has no stage of the release binaries")
+	}
+}
+
+// TestAdmissionPolicyNamesTheAgent: the base's admission policy applies to
+// the agent's ServiceAccount, and its binding denies what it refuses.
+func TestAdmissionPolicyNamesTheAgent(t *testing.T) {
+	objs := decodeFile(t, "base/admission.yaml")
+	policy := only[*admissionv1.ValidatingAdmissionPolicy](t, objs)
+	binding := only[*admissionv1.ValidatingAdmissionPolicyBinding](t, objs)
+	sa := only[*corev1.ServiceAccount](t, decodeFile(t, "base/serviceaccount.yaml"))
+	user := "system:serviceaccount:" + sa.Namespace + ":" + sa.Name
+	if len(policy.Spec.MatchConditions) != 1 || !strings.Contains(policy.Spec.MatchConditions[0].Expression, `"`+user+`"`) {
+		t.Errorf("the policy's match conditions %+v do not name %s", policy.Spec.MatchConditions, user)
+	}
+	if binding.Spec.PolicyName != policy.Name || !slices.Contains(binding.Spec.ValidationActions, admissionv1.Deny) {
+		t.Errorf("binding %+v: want policy %s, Deny", binding.Spec, policy.Name)
+	}
+	if policy.Spec.FailurePolicy == nil || *policy.Spec.FailurePolicy != admissionv1.Fail {
+		t.Error("the policy does not fail closed")
 	}
 }
