@@ -37,6 +37,7 @@ func TestMain(m *testing.M) {
 		main()
 		return
 	}
+	maybeRunKiller()
 	testenv.Announce("cmd/oomtrace")
 	os.Exit(m.Run())
 }

@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,11 +17,52 @@ import (
 	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 )
 
-// named is a copy of the program at path under name, so that the kernel
-// names its process so (comm is the executable's file name).
-func named(t *testing.T, path, name string) string {
+// The killer this test binary plays when run with these: it joins the
+// cgroup (cgroup.procs) of killerJoinEnv, then sends SIGKILL to the pid
+// of killerPIDEnv, or writes 1 to the cgroup.kill of killerCgroupEnv,
+// and stays a second (a user-space OOM killer is a daemon).
+const (
+	killerJoinEnv   = "OOMTRACE_TEST_KILLER_JOIN"
+	killerPIDEnv    = "OOMTRACE_TEST_KILLER_PID"
+	killerCgroupEnv = "OOMTRACE_TEST_KILLER_CGROUP_KILL"
+)
+
+func maybeRunKiller() {
+	pid, cgroupKill := os.Getenv(killerPIDEnv), os.Getenv(killerCgroupEnv)
+	if pid == "" && cgroupKill == "" {
+		return
+	}
+	fail := func(err error) {
+		fmt.Fprintln(os.Stderr, "killer:", err)
+		os.Exit(1)
+	}
+	if err := os.WriteFile(os.Getenv(killerJoinEnv), []byte("0"), 0); err != nil {
+		fail(err)
+	}
+	if pid != "" {
+		n, err := strconv.Atoi(pid)
+		if err != nil {
+			fail(err)
+		}
+		if err := syscall.Kill(n, syscall.SIGKILL); err != nil {
+			fail(err)
+		}
+	} else if err := os.WriteFile(cgroupKill, []byte("1"), 0); err != nil {
+		fail(err)
+	}
+	time.Sleep(time.Second)
+	os.Exit(0)
+}
+
+// killer runs this test binary as a killer named name (comm is the
+// executable's file name: a copy), in the cgroup of join, with env.
+func killer(t *testing.T, name, join string, env ...string) {
 	t.Helper()
-	data, err := os.ReadFile(path)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(exe)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +70,11 @@ func named(t *testing.T, path, name string) string {
 	if err := os.WriteFile(copy, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return copy
+	cmd := exec.Command(copy)
+	cmd.Env = append(os.Environ(), append(env, killerJoinEnv+"="+join)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v: %s", name, err, out)
+	}
 }
 
 // TestUserspaceKills runs the binary and kills processes from user space
@@ -48,70 +95,81 @@ func TestUserspaceKills(t *testing.T) {
 
 	// The killers run in a cgroup of their own, as a service does (one
 	// above the victims' would be theirs: this test's own is).
-	killers := memcgtest.New(t, nil, 0)
-	inKillers := func(name string, args ...string) *exec.Cmd {
-		return exec.Command("/bin/sh", append([]string{"-c", `echo $$ > "$0"; exec "$@"`, filepath.Join(killers.Dir, "cgroup.procs"), name}, args...)...)
-	}
+	killers := filepath.Join(memcgtest.New(t, nil, 0).Dir, "cgroup.procs")
 
 	// kill(2) from earlyoom.
 	cg := memcgtest.New(t, nil, 0)
 	first := cg.Start(t, memcgtest.HogOptions{Bytes: 1 << 20, Idle: true})
-	if out, err := inKillers(named(t, "/bin/kill", "earlyoom"), "-9", strconv.Itoa(first.PID)).CombinedOutput(); err != nil {
-		t.Fatalf("earlyoom: %v: %s", err, out)
-	}
+	killer(t, "earlyoom", killers, killerPIDEnv+"="+strconv.Itoa(first.PID))
 	first.Cmd.Wait()
 
 	// The runtime's stop, and a supervisor's kill of its own child: no line.
 	stopped := cg.Start(t, memcgtest.HogOptions{Bytes: 1 << 20, Idle: true})
-	if out, err := inKillers(named(t, "/bin/kill", "runc"), "-9", strconv.Itoa(stopped.PID)).CombinedOutput(); err != nil {
-		t.Fatalf("runc: %v: %s", err, out)
-	}
+	killer(t, "runc", killers, killerPIDEnv+"="+strconv.Itoa(stopped.PID))
 	stopped.Cmd.Wait()
 	supervisor := exec.Command("/bin/sh", "-c", fmt.Sprintf("echo $$ > %s; sleep 600 & kill -9 $!; sleep 2", filepath.Join(cg.Dir, "cgroup.procs")))
 	if out, err := supervisor.CombinedOutput(); err != nil {
 		t.Fatalf("supervisor: %v: %s", err, out)
 	}
 
-	// cgroup.kill from talos-oom, of two processes at once.
-	v2 := filepath.Join(unified, fmt.Sprintf("oomtrace-test-%d", os.Getpid()))
-	if err := os.Mkdir(v2, 0o755); err != nil {
-		t.Fatal(err)
+	// cgroup.kill from talos-oom, of two processes at once: on a hybrid
+	// host the unified hierarchy's cgroup of theirs is another than
+	// their memory cgroup; on cgroup v2 it is one.
+	v2, victims := filepath.Join(unified, fmt.Sprintf("oomtrace-test-%d", os.Getpid())), cg
+	if !cg.H.V1 {
+		victims = memcgtest.New(t, nil, 0)
+		v2 = victims.Dir
+	} else {
+		if err := os.Mkdir(v2, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(v2) })
 	}
-	t.Cleanup(func() { os.Remove(v2) })
+	// cgroup.kill is 5.14's.
+	hasKill := true
+	if _, err := os.Stat(filepath.Join(v2, "cgroup.kill")); err != nil {
+		hasKill = false
+		t.Logf("no cgroup.kill on this kernel (before 5.14): kill(2) only")
+	}
 	var group []*memcgtest.Hog
 	for range 2 {
-		h := cg.Start(t, memcgtest.HogOptions{Bytes: 1 << 20, Idle: true})
+		if !hasKill {
+			break
+		}
+		h := victims.Start(t, memcgtest.HogOptions{Bytes: 1 << 20, Idle: true})
 		if err := os.WriteFile(filepath.Join(v2, "cgroup.procs"), []byte(strconv.Itoa(h.PID)), 0); err != nil {
 			t.Fatal(err)
 		}
 		group = append(group, h)
 	}
-	writer := exec.Command(named(t, "/bin/sh", "talos-oom"), "-c", `echo $$ > "$0"; echo 1 > "$1"; sleep 1`,
-		filepath.Join(killers.Dir, "cgroup.procs"), filepath.Join(v2, "cgroup.kill"))
-	if out, err := writer.CombinedOutput(); err != nil {
-		t.Fatalf("cgroup.kill: %v: %s", err, out)
+	if hasKill {
+		killer(t, "talos-oom", killers, killerCgroupEnv+"="+filepath.Join(v2, "cgroup.kill"))
 	}
 	for _, h := range group {
 		h.Cmd.Wait()
 	}
+	want := 1
+	if hasKill {
+		want = 2
+	}
 
 	var kills []event.UserspaceKill
 	timeout := time.After(5 * time.Second)
-	for len(kills) < 2 {
+	for len(kills) < want {
 		select {
 		case line := <-d.lines:
-			if k, ok := userspaceKillIn(line, cg.Path); ok {
+			if k, ok := userspaceKillIn(line, cg.Path, victims.Path); ok {
 				kills = append(kills, k)
 			}
 		case <-timeout:
-			t.Fatalf("%d userspace_kill lines, want 2: %+v\nlogs:\n%s", len(kills), kills, d.logs.String())
+			t.Fatalf("%d userspace_kill lines, want %d: %+v\nlogs:\n%s", len(kills), want, kills, d.logs.String())
 		}
 	}
 	// And no more: the runtime's and the supervisor's are not.
 	for more := time.After(time.Second); ; {
 		select {
 		case line := <-d.lines:
-			if _, ok := userspaceKillIn(line, cg.Path); ok {
+			if _, ok := userspaceKillIn(line, cg.Path, victims.Path); ok {
 				t.Errorf("a kill past the two: %s", line)
 			}
 			continue
@@ -132,17 +190,17 @@ func TestUserspaceKills(t *testing.T) {
 		len(k.Victims) != 1 || int(k.Victims[0].TGID) != first.PID || k.Victims[0].Memcg == nil || k.Victims[0].Memcg.Path != cg.Path {
 		t.Errorf("earlyoom's kill: %+v", k)
 	}
-	if k := byKiller["talos-oom"]; k.Method != event.MethodCgroupKill || k.VictimCount != 2 || len(k.Victims) != 2 {
+	if k := byKiller["talos-oom"]; hasKill && (k.Method != event.MethodCgroupKill || k.VictimCount != 2 || len(k.Victims) != 2) {
 		t.Errorf("the cgroup.kill: %+v", k)
 	}
 }
 
-// userspaceKillIn is line as a user-space kill of processes in the memory
-// cgroup at path.
-func userspaceKillIn(line, path string) (event.UserspaceKill, bool) {
+// userspaceKillIn is line as a user-space kill of processes in a memory
+// cgroup at one of paths.
+func userspaceKillIn(line string, paths ...string) (event.UserspaceKill, bool) {
 	var k event.UserspaceKill
 	if json.Unmarshal([]byte(line), &k) != nil || k.Type != event.TypeUserspaceKill || len(k.Victims) == 0 ||
-		k.Victims[0].Memcg == nil || k.Victims[0].Memcg.Path != path {
+		k.Victims[0].Memcg == nil || !slices.Contains(paths, k.Victims[0].Memcg.Path) {
 		return k, false
 	}
 	return k, true
