@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -121,9 +122,30 @@ func (c *Cluster) StartMonitoring(t *testing.T) *Monitoring {
 		objs = append(objs, FileObjects(t, f)...)
 	}
 	c.Apply(t, objs...)
+	// Every CRD's resource in discovery, not only its group: the operator
+	// looks once, at its start, and runs no controller for a resource it
+	// did not find (its Prometheus then never got a configuration).
+	var plurals []string
+	for _, o := range objs {
+		p, _, _ := unstructured.NestedString(o.Object, "spec", "names", "plural")
+		versions, _, _ := unstructured.NestedSlice(o.Object, "spec", "versions")
+		for _, v := range versions {
+			if m, ok := v.(map[string]any); ok && m["name"] == "v1" && m["served"] == true && p != "" {
+				plurals = append(plurals, p)
+			}
+		}
+	}
 	c.waitFor(t, "the monitoring CRDs", time.Minute, func() error {
-		_, err := c.Client.Discovery().ServerResourcesForGroupVersion("monitoring.coreos.com/v1")
-		return err
+		list, err := c.Client.Discovery().ServerResourcesForGroupVersion("monitoring.coreos.com/v1")
+		if err != nil {
+			return err
+		}
+		for _, p := range plurals {
+			if !slices.ContainsFunc(list.APIResources, func(r metav1.APIResource) bool { return r.Name == p }) {
+				return fmt.Errorf("%s not in discovery yet", p)
+			}
+		}
+		return nil
 	})
 
 	p := c.pki.Path
