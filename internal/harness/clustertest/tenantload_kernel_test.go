@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -153,17 +155,37 @@ func testCrashLoopingNamespace(t *testing.T, c *Cluster, o *Oomtrace) {
 	o.EditArgs(t, func(args []string) []string { return append(args, flag) })
 	defer o.EditArgs(t, func(args []string) []string { return slices.DeleteFunc(args, func(a string) bool { return a == flag }) })
 	c.Namespace(t, ns)
+	var uids []string
 	defer func() {
 		zero := int64(0)
 		c.Client.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{})
 		for i := range crashPods {
 			c.waitGone(t, ns, fmt.Sprintf("oom-%03d", i))
 		}
+		// Gone from the API is not yet torn down on the node: the next
+		// scenarios time the kubelet's stops, which 100 pods' teardown
+		// (shims, sandboxes, cgroups) would slow. Wait for their cgroups.
+		kubepods := filepath.Join(c.Runtime.Memcg.Root, c.CgroupRoot, "kubepods")
+		for deadline := time.Now().Add(Patience(2 * time.Minute)); time.Now().Before(deadline); time.Sleep(time.Second) {
+			left := 0
+			for _, uid := range uids {
+				for _, qos := range []string{"", "burstable", "besteffort"} {
+					if _, err := os.Stat(filepath.Join(kubepods, qos, "pod"+uid)); err == nil {
+						left++
+					}
+				}
+			}
+			if left == 0 {
+				return
+			}
+		}
+		t.Logf("some of the crash-looping pods' cgroups are still there after 2 minutes")
 	}()
 	// A request of 1 MiB each: the kubelet admits a pod only if the
 	// requests fit the node's allocatable (1 GiB here).
 	for i := range crashPods {
-		c.createPod(t, podSpec(ns, fmt.Sprintf("oom-%03d", i), corev1.RestartPolicyAlways, 0, container{name: "hog", args: []string{"hog", "64"}, limit: 16 * mi, request: mi}))
+		p := c.createPod(t, podSpec(ns, fmt.Sprintf("oom-%03d", i), corev1.RestartPolicyAlways, 0, container{name: "hog", args: []string{"hog", "64"}, limit: 16 * mi, request: mi}))
+		uids = append(uids, string(p.UID))
 	}
 	inNamespace := func(ev Events) int {
 		n := 0
