@@ -83,18 +83,11 @@ func (h *groupHold) kill(ev event.OOMKill, tsBoot uint64) bool {
 func (h *groupHold) tick() {
 	defer h.ticks.Done()
 	now := h.now()
-	var ready []*heldDecision
 	h.mu.Lock()
-	for seq, d := range h.held {
-		fold, found := h.fold(seq)
-		// now is 0 when the clock cannot be read: then nothing waits.
-		if last := max(d.lastNs, fold.LastNs); now != 0 && (now < last || time.Duration(now-last) < groupKillMaxGap) {
-			continue
-		}
-		h.finish(d, fold, found)
-		ready = append(ready, d)
-		delete(h.held, seq)
-	}
+	// now is 0 when the clock cannot be read: then nothing waits.
+	ready := h.takeOver(func(lastNs uint64) bool {
+		return now == 0 || now >= lastNs && time.Duration(now-lastNs) >= groupKillMaxGap
+	})
 	h.timer = nil
 	if len(h.held) > 0 && !h.closed {
 		h.ticks.Add(1)
@@ -114,6 +107,22 @@ func (h *groupHold) handOn(decisions []*heldDecision) {
 			h.handle(ev)
 		}
 	}
+}
+
+// takeOver takes the held decisions whose latest kill (of a record or
+// folded) over says they are over, each finished. Call with mu held.
+func (h *groupHold) takeOver(over func(lastNs uint64) bool) []*heldDecision {
+	var ready []*heldDecision
+	for seq, d := range h.held {
+		fold, found := h.fold(seq)
+		if !over(max(d.lastNs, fold.LastNs)) {
+			continue
+		}
+		h.finish(d, fold, found)
+		ready = append(ready, d)
+		delete(h.held, seq)
+	}
+	return ready
 }
 
 // fold is what the programs folded into decision seq so far.
@@ -148,13 +157,7 @@ func (h *groupHold) close() {
 		h.ticks.Done() // its tick will not run
 	}
 	h.timer = nil
-	var ready []*heldDecision
-	for seq, d := range h.held {
-		fold, found := h.fold(seq)
-		h.finish(d, fold, found)
-		ready = append(ready, d)
-		delete(h.held, seq)
-	}
+	ready := h.takeOver(func(uint64) bool { return true })
 	h.mu.Unlock()
 	h.ticks.Wait()
 	h.handOn(ready)

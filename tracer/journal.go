@@ -277,6 +277,21 @@ func (j *journal) Held() int {
 	return n
 }
 
+// RecordBefore copies the record of n bytes that ends at end, read and
+// not yet committed (so still whole in the ring buffer); nil after Close.
+func (j *journal) RecordBefore(end uint64, n int) []byte {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return nil
+	}
+	start := end - (uint64(n)+7)&^7
+	buf := make([]byte, n)
+	first := copy(buf, j.ring[start&j.mask:])
+	copy(buf[first:], j.ring) // the wrapped rest, if any
+	return buf
+}
+
 // Backlog is how many bytes of records are in the ring buffer past the
 // consumer position.
 func (j *journal) Backlog() uint64 {

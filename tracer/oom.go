@@ -43,8 +43,9 @@ type oomTracer struct {
 	// skip: seqs an earlier process wrote out, found in the written map
 	// at start: not handed out again.
 	skip map[uint64]bool
-	// records: the records of the held kills, for a spill.
-	records map[uint64][]byte
+	// sizes: the record sizes of the held kills, for a spill, which
+	// copies them out of the ring buffer (where they stay until then).
+	sizes map[uint64]int
 	// spilled: the held kills whose records were moved out of the ring
 	// buffer into the spilled map.
 	spilled map[uint64]bool
@@ -66,7 +67,7 @@ type oomHooks struct{ decision, signal, victim string }
 func newOOMTracer(att *attacher, d *diag, cfg Config, opts ebpf.CollectionOptions, spec *ebpf.CollectionSpec, gen uint64) (*oomTracer, oomHooks, error) {
 	var hooks oomHooks
 	o := &oomTracer{diag: d, procfs: newProcfs(cfg.ProcfsPath), held: map[uint64]uint64{}, written: map[uint64]uint64{}, skip: map[uint64]bool{},
-		records: map[uint64][]byte{}, spilled: map[uint64]bool{}}
+		sizes: map[uint64]int{}, spilled: map[uint64]bool{}}
 	nodeBudget := cfg.SignalNodeBudget
 	if nodeBudget == 0 {
 		nodeBudget = DefaultSignalNodeBudget
@@ -186,7 +187,7 @@ func (o *oomTracer) run(handle func(event.OOMKill)) error {
 			delete(o.skip, ev.Seq)
 		} else {
 			o.held[ev.Seq] = end
-			o.records[ev.Seq] = append([]byte(nil), raw[:min(len(raw), OOMEventSize)]...)
+			o.sizes[ev.Seq] = len(raw)
 		}
 		o.mu.Unlock()
 		if skip {
@@ -238,12 +239,16 @@ func (o *oomTracer) relieve() {
 	for _, seq := range seqs {
 		o.mu.Lock()
 		end, held := o.held[seq]
-		rec := o.records[seq]
+		size := o.sizes[seq]
 		o.mu.Unlock()
 		if !held {
 			continue // committed meanwhile
 		}
-		if err := o.maps.Spilled.Put(seq, rec); err != nil {
+		rec := o.kills.RecordBefore(end, size)
+		if rec == nil {
+			return // closed
+		}
+		if err := o.maps.Spilled.Put(seq, rec[:min(len(rec), OOMEventSize)]); err != nil {
 			if !o.spillFullWarned {
 				o.spillFullWarned = true
 				o.diag.log.Warn("cannot move held kills out of the ring buffer: new kills may be lost while these wait", "held", len(seqs), "err", err)
@@ -254,7 +259,7 @@ func (o *oomTracer) relieve() {
 		_, held = o.held[seq]
 		if held {
 			delete(o.held, seq)
-			delete(o.records, seq)
+			delete(o.sizes, seq)
 			o.spilled[seq] = true
 		}
 		o.mu.Unlock()
@@ -275,7 +280,7 @@ func (o *oomTracer) commit(seq uint64) {
 	o.mu.Lock()
 	end, ok := o.held[seq]
 	delete(o.held, seq)
-	delete(o.records, seq)
+	delete(o.sizes, seq)
 	spilled := o.spilled[seq]
 	delete(o.spilled, seq)
 	o.mu.Unlock()

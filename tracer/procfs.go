@@ -93,12 +93,8 @@ func (p procfs) startedAt(pid, start uint32) bool {
 // parseStartTime returns the starttime field of /proc/<pid>/stat: clock
 // ticks since boot.
 func parseStartTime(data []byte) (uint64, bool) {
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, false
-	}
 	// After comm: state is the 3rd field of the line, starttime the 22nd.
-	f := strings.Fields(string(data[i+1:]))
+	f := statFields(data)
 	if len(f) < 20 {
 		return 0, false
 	}
@@ -106,13 +102,20 @@ func parseStartTime(data []byte) (uint64, bool) {
 	return n, err == nil
 }
 
-// parsePPID returns the parent's pid from /proc/<pid>/stat.
-func parsePPID(data []byte) (uint32, bool) {
+// statFields are the fields of /proc/<pid>/stat after comm (state
+// first): comm may contain ')' and spaces, so they start after the last
+// ')'. nil when there is none.
+func statFields(data []byte) []string {
 	i := bytes.LastIndexByte(data, ')')
 	if i < 0 {
-		return 0, false
+		return nil
 	}
-	f := strings.Fields(string(data[i+1:]))
+	return strings.Fields(string(data[i+1:]))
+}
+
+// parsePPID returns the parent's pid from /proc/<pid>/stat.
+func parsePPID(data []byte) (uint32, bool) {
+	f := statFields(data)
 	if len(f) < 2 {
 		return 0, false
 	}
@@ -227,13 +230,8 @@ func alive(procRoot string, pid uint32) bool {
 
 // parseStat returns the state and flags fields of /proc/<pid>/stat.
 func parseStat(data []byte) (state byte, flags uint64, ok bool) {
-	// pid (comm) state ppid pgrp session tty_nr tpgid flags ...; comm may
-	// contain ')' and spaces, so split after the last ')'.
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, 0, false
-	}
-	fields := strings.Fields(string(data[i+1:]))
+	// pid (comm) state ppid pgrp session tty_nr tpgid flags ...
+	fields := statFields(data)
 	if len(fields) < 7 || len(fields[0]) != 1 {
 		return 0, 0, false
 	}

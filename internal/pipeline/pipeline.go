@@ -179,11 +179,36 @@ type stage struct {
 	filtered     atomic.Uint64
 	droppedKills atomic.Uint64
 	folder       *refusalfold.Folder // nil: every refusal line goes out
-	foldMu       sync.Mutex
-	foldTimer    *time.Timer // set while folded lines wait
+	foldTimer    dueTimer            // while folded lines wait
 	userKills    userkill.Gatherer
-	userMu       sync.Mutex
-	userTimer    *time.Timer // set while user-space kills are gathered
+	userTimer    dueTimer // while user-space kills are gathered
+}
+
+// dueTimer runs a flush once something is due, and only while something
+// waits: an idle agent is never woken for it.
+type dueTimer struct {
+	mu    sync.Mutex
+	timer *time.Timer
+}
+
+// arm makes sure flush runs once after has passed (at least a
+// millisecond); a flush already armed stands.
+func (d *dueTimer) arm(after time.Duration, flush func()) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.timer == nil {
+		d.timer = time.AfterFunc(max(after, time.Millisecond), flush)
+	}
+}
+
+// disarm stops the armed flush, if any: the flush runs now, or has.
+func (d *dueTimer) disarm() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.timer != nil {
+		d.timer.Stop()
+		d.timer = nil
+	}
 }
 
 // Write runs one event through the stage.
@@ -218,7 +243,7 @@ func (s *stage) Write(ev event.Event) error {
 		return s.pass(ev, s.filter.Process(event.Process{Pod: &ev.Pod}))
 	case event.TaskSignal:
 		if next := s.userKills.Add(ev); !next.IsZero() {
-			s.armUserKills(max(time.Until(next), time.Millisecond))
+			s.userTimer.arm(time.Until(next), func() { s.flushUserKills(false) })
 		}
 		return nil
 	}
@@ -239,13 +264,9 @@ func (s *stage) count(ev event.Event) {
 }
 
 // armFolds makes sure the folded refusal lines waiting are handed out
-// once after has passed, by a timer that runs only while some wait.
+// once after has passed.
 func (s *stage) armFolds(after time.Duration) {
-	s.foldMu.Lock()
-	defer s.foldMu.Unlock()
-	if s.foldTimer == nil {
-		s.foldTimer = time.AfterFunc(after, func() { s.flushFolds(false) })
-	}
+	s.foldTimer.arm(after, func() { s.flushFolds(false) })
 }
 
 // flushFolds writes the folded refusal lines that are due (every one
@@ -255,28 +276,13 @@ func (s *stage) flushFolds(all bool) {
 	if s.folder == nil {
 		return
 	}
-	s.foldMu.Lock()
-	if s.foldTimer != nil {
-		s.foldTimer.Stop()
-		s.foldTimer = nil
-	}
-	s.foldMu.Unlock()
+	s.foldTimer.disarm()
 	due, next := s.folder.Due(all)
 	for _, ev := range due {
 		_ = s.output(ev, s.filter.CommitRefusal(ev))
 	}
 	if !next.IsZero() {
-		s.armFolds(max(time.Until(next), time.Millisecond))
-	}
-}
-
-// armUserKills makes sure the user-space kills being gathered are handed
-// out once after has passed.
-func (s *stage) armUserKills(after time.Duration) {
-	s.userMu.Lock()
-	defer s.userMu.Unlock()
-	if s.userTimer == nil {
-		s.userTimer = time.AfterFunc(after, func() { s.flushUserKills(false) })
+		s.armFolds(time.Until(next))
 	}
 }
 
@@ -285,12 +291,7 @@ func (s *stage) armUserKills(after time.Duration) {
 // filters and writes the rest, on the timer's goroutine (as folded
 // refusals are).
 func (s *stage) flushUserKills(all bool) {
-	s.userMu.Lock()
-	if s.userTimer != nil {
-		s.userTimer.Stop()
-		s.userTimer = nil
-	}
-	s.userMu.Unlock()
+	s.userTimer.disarm()
 	due, next := s.userKills.Due(all)
 	for _, k := range due {
 		if k.Killer.Memcg != nil && userkill.Own(k, k.Killer.Memcg.Path) {
@@ -305,7 +306,7 @@ func (s *stage) flushUserKills(all bool) {
 		_ = s.pass(k, s.filter.Process(k.Victims[0]))
 	}
 	if !next.IsZero() {
-		s.armUserKills(max(time.Until(next), time.Millisecond))
+		s.userTimer.arm(time.Until(next), func() { s.flushUserKills(false) })
 	}
 }
 

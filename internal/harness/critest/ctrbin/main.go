@@ -193,19 +193,25 @@ func main() {
 // sleepFor is what a sleeper asks of nanosleep: not on its stack.
 var sleepFor = syscall.Timespec{Sec: 3600}
 
-// sleeper forks a process that only sleeps, a few pages of its own: the
-// child of a raw fork has the calling thread alone and runs no Go code
-// that could need the runtime, only raw system calls, until a signal ends
-// it. false when the fork failed.
+// rawFork forks this process (not vfork: the child would return through
+// the parent's stack frames). The child of a raw fork has the calling
+// thread alone and must run no Go code that could need the runtime, only
+// raw system calls, until it exits. ok is false when the fork failed.
+//
+//go:nosplit
+func rawFork() (child, ok bool) {
+	pid, _, errno := syscall.RawSyscall6(syscall.SYS_CLONE, uintptr(syscall.SIGCHLD), 0, 0, 0, 0, 0)
+	return errno == 0 && pid == 0, errno == 0
+}
+
+// sleeper forks a process that only sleeps, a few pages of its own, until
+// a signal ends it. false when the fork failed.
 //
 //go:nosplit
 func sleeper() bool {
-	pid, _, errno := syscall.RawSyscall6(syscall.SYS_CLONE, uintptr(syscall.SIGCHLD), 0, 0, 0, 0, 0)
-	if errno != 0 {
-		return false
-	}
-	if pid != 0 {
-		return true
+	child, ok := rawFork()
+	if !child {
+		return ok
 	}
 	for {
 		syscall.RawSyscall(syscall.SYS_NANOSLEEP, uintptr(unsafe.Pointer(&sleepFor)), 0, 0)
@@ -213,18 +219,13 @@ func sleeper() bool {
 }
 
 // refuser forks a process that is refused one mapping of a pebibyte
-// (ENOMEM: a commit refusal) and exits, raw system calls only, as
-// sleeper's children. (Not vfork: the child would return through the
-// parent's stack frames.) false when the fork failed.
+// (ENOMEM: a commit refusal) and exits. false when the fork failed.
 //
 //go:nosplit
 func refuser() bool {
-	pid, _, errno := syscall.RawSyscall6(syscall.SYS_CLONE, uintptr(syscall.SIGCHLD), 0, 0, 0, 0, 0)
-	if errno != 0 {
-		return false
-	}
-	if pid != 0 {
-		return true
+	child, ok := rawFork()
+	if !child {
+		return ok
 	}
 	syscall.RawSyscall6(syscall.SYS_MMAP, 0, 1<<50, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS, ^uintptr(0), 0)
 	for {
