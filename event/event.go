@@ -284,8 +284,35 @@ type UserspaceKill struct {
 	// with its container and pod; VictimCount counts every one.
 	Victims     []Process `json:"victims"`
 	VictimCount int       `json:"victim_count"`
+	// Memory is the victims' memory cgroup as the first SIGKILL was
+	// seen, what a killer that acts on pressure or usage acted on; null
+	// when it could not be read (gone already).
+	Memory *CgroupMemory `json:"memory,omitempty"`
 	// Truncated says the JSON line was cut to fit 16 KiB (see OOMKill).
 	Truncated bool `json:"truncated,omitempty"`
+}
+
+// CgroupMemory is a memory cgroup's usage, limit and pressure at a moment.
+type CgroupMemory struct {
+	UsageBytes uint64  `json:"usage_bytes"`
+	LimitBytes *uint64 `json:"limit_bytes"` // null: no limit
+	// SwapBytes is the cgroup's swap use (cgroup v2 memory.swap.current);
+	// null where the kernel has no swap accounting.
+	SwapBytes *uint64 `json:"swap_bytes,omitempty"`
+	// Pressure is the cgroup's memory PSI (memory.pressure, cgroup v2 with
+	// PSI enabled); null otherwise.
+	Pressure *Pressure `json:"pressure,omitempty"`
+}
+
+// Pressure is a PSI file: the share of time (percent, over the last 10 and
+// 60 seconds) some or all of the tasks stalled, and the total stall.
+type Pressure struct {
+	SomeAvg10   float64 `json:"some_avg10"`
+	SomeAvg60   float64 `json:"some_avg60"`
+	SomeTotalUS uint64  `json:"some_total_us"`
+	FullAvg10   float64 `json:"full_avg10"`
+	FullAvg60   float64 `json:"full_avg60"`
+	FullTotalUS uint64  `json:"full_total_us"`
 }
 
 // SignalRef points from an eviction to a signal its pod's containers got.

@@ -40,7 +40,7 @@ type Metrics struct {
 	mu         sync.Mutex
 	oomKills   map[[7]string]*series // namespace, pod, container, domain, init, group, owner
 	refusals   map[[5]string]*series
-	userKills  map[[4]string]*series
+	userKills  map[[5]string]*series // namespace, pod, container, killer, owner
 	deaths     map[[5]string]*series // namespace, pod, container, cause, owner
 	pressure   map[[2]string]*series // signal, state
 	conditions map[[2]string]*series // condition, status
@@ -71,7 +71,7 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 		opts:       opts,
 		oomKills:   map[[7]string]*series{},
 		refusals:   map[[5]string]*series{},
-		userKills:  map[[4]string]*series{},
+		userKills:  map[[5]string]*series{},
 		deaths:     map[[5]string]*series{},
 		pressure:   map[[2]string]*series{},
 		conditions: map[[2]string]*series{},
@@ -96,7 +96,7 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 			nil, nil),
 		userKillsDesc: prometheus.NewDesc(namespace+"_userspace_kills_total",
 			"Processes ended by a SIGKILL from user space that no kernel OOM decision and no container runtime's stop explains (a user-space OOM killer's: systemd-oomd, earlyoom, oomd, nohang; or anyone's kill -9), by the victims' pod and container and the killer.",
-			[]string{"namespace", "pod", "container", "killer"}, nil),
+			[]string{"namespace", "pod", "container", "killer", "owner"}, nil),
 		refusalsDesc: prometheus.NewDesc(namespace+"_commit_refusals_total",
 			"Memory requests the kernel refused at allocation time, by pod, container, syscall and reason.",
 			[]string{"namespace", "pod", "container", "syscall", "reason"}, nil),
@@ -124,7 +124,7 @@ func (m *Metrics) Write(ev event.Event) error {
 }
 
 // userspaceKill counts the processes a user-space killer ended, under
-// their pod and container and the killer's name.
+// their pod, container and workload and the killer's name.
 func (m *Metrics) userspaceKill(ev event.UserspaceKill) {
 	if len(ev.Victims) == 0 {
 		return
@@ -134,12 +134,12 @@ func (m *Metrics) userspaceKill(ev event.UserspaceKill) {
 	if killer == "" {
 		killer = event.BoundText(ev.Killer.Comm, 16)
 	}
-	key := [4]string{ns, pod, ctr, killer}
+	key := [5]string{ns, pod, ctr, killer, ownerLabel(ev.Victims[0].Pod)}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.expireDue()
 	if full(m, m.userKills, key, "oomtrace_userspace_kills_total") {
-		key[0], key[1], key[2] = Overflow, Overflow, Overflow
+		key[0], key[1], key[2], key[4] = Overflow, Overflow, Overflow, Overflow
 	}
 	addTo(m.userKills, key, float64(ev.VictimCount), now)
 }

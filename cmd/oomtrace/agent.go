@@ -144,6 +144,13 @@ func (d *agent) pipelineOptions(out pipeline.Sink, stop func()) pipeline.Options
 		return o
 	}
 	o.PostMortem = pm
+	o.CgroupMemory = func(memcg *event.Cgroup) *event.CgroupMemory {
+		s, err := pm.Memory.Snapshot(memcg.Path)
+		if err != nil {
+			return nil
+		}
+		return &s
+	}
 	if d.opts.containerCheck > 0 {
 		o.ContainerCheckDelay, o.ContainerAlive = d.opts.containerCheck, pm.Memory.Populated
 	}

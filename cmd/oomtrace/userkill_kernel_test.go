@@ -97,9 +97,9 @@ func TestUserspaceKills(t *testing.T) {
 	// above the victims' would be theirs: this test's own is).
 	killers := filepath.Join(memcgtest.New(t, nil, 0).Dir, "cgroup.procs")
 
-	// kill(2) from earlyoom.
-	cg := memcgtest.New(t, nil, 0)
-	first := cg.Start(t, memcgtest.HogOptions{Bytes: 1 << 20, Idle: true})
+	// kill(2) from earlyoom, of a process holding 8 MiB in a 64 MiB cgroup.
+	cg := memcgtest.New(t, nil, 64<<20)
+	first := cg.Start(t, memcgtest.HogOptions{Bytes: 8 << 20, Idle: true})
 	killer(t, "earlyoom", killers, killerPIDEnv+"="+strconv.Itoa(first.PID))
 	first.Cmd.Wait()
 
@@ -177,7 +177,7 @@ func TestUserspaceKills(t *testing.T) {
 		}
 		break
 	}
-	if v := scrapeCounter(t, d.base+"/metrics", `oomtrace_userspace_kills_total{container="",killer="earlyoom",namespace="",pod=""}`); v != 1 {
+	if v := scrapeCounter(t, d.base+"/metrics", `oomtrace_userspace_kills_total{container="",killer="earlyoom",namespace="",owner="",pod=""}`); v != 1 {
 		t.Errorf("userspace_kills_total{killer=earlyoom} = %v, want 1", v)
 	}
 	d.stop(t)
@@ -189,6 +189,12 @@ func TestUserspaceKills(t *testing.T) {
 	if k := byKiller["earlyoom"]; k.Method != event.MethodKill || k.KnownKiller != "earlyoom" || k.VictimCount != 1 ||
 		len(k.Victims) != 1 || int(k.Victims[0].TGID) != first.PID || k.Victims[0].Memcg == nil || k.Victims[0].Memcg.Path != cg.Path {
 		t.Errorf("earlyoom's kill: %+v", k)
+	}
+	// Its cgroup as the kill found it: the 8 MiB held, the limit, and on
+	// cgroup v2 its memory pressure.
+	if m := byKiller["earlyoom"].Memory; m == nil || m.UsageBytes < 8<<20 || m.UsageBytes > 32<<20 ||
+		m.LimitBytes == nil || *m.LimitBytes != 64<<20 || (!cg.H.V1 && m.Pressure == nil) {
+		t.Errorf("earlyoom's kill's cgroup memory: %s", jsonOf(m))
 	}
 	if k := byKiller["talos-oom"]; hasKill && (k.Method != event.MethodCgroupKill || k.VictimCount != 2 || len(k.Victims) != 2) {
 		t.Errorf("the cgroup.kill: %+v", k)

@@ -39,6 +39,9 @@ const (
 	ReasonContainer = "OOMKillContainer"
 	// ReasonUnknown: whether the container survived could not be told.
 	ReasonUnknown = "OOMKill"
+	// ReasonUserspace: a user-space OOM killer (or anyone's kill -9)
+	// SIGKILLed the container's processes; the kubelet reports 137 Error.
+	ReasonUserspace = "UserspaceOOMKill"
 )
 
 // Controller is the Events' reporting controller.
@@ -285,6 +288,10 @@ func (r *Recorder) Dropped() uint64 { return r.dropped.Load() }
 // Write records an Event for an OOM kill in a named pod; other events and
 // kills of unnamed pods are ignored. It never waits for the API.
 func (r *Recorder) Write(ev event.Event) error {
+	if uk, ok := ev.(event.UserspaceKill); ok {
+		r.userspaceKill(uk)
+		return nil
+	}
 	kill, ok := ev.(event.OOMKill)
 	if !ok {
 		return nil
@@ -396,11 +403,31 @@ func (r *Recorder) dropOp(o op) {
 	}
 }
 
+// userspaceKill records a user-space kill of a named pod's processes: one
+// Event a kill, within the pod's allowance.
+func (r *Recorder) userspaceKill(k event.UserspaceKill) {
+	if len(k.Victims) == 0 {
+		return
+	}
+	pod := k.Victims[0].Pod
+	if pod == nil || pod.Name == "" || pod.Namespace == "" {
+		return
+	}
+	if !r.allow(types.UID(pod.UID)) {
+		r.dropped.Add(1)
+		return
+	}
+	r.enqueue(op{create: r.newPodEvent(pod, k.Time.Time, ReasonUserspace, DescribeUserspaceKill(k))})
+}
+
 // newEvent is the Event of kill in its pod.
 func (r *Recorder) newEvent(kill event.OOMKill, reason, note string) *eventsv1.Event {
-	pod := kill.Victim.Pod
+	return r.newPodEvent(kill.Victim.Pod, kill.Time.Time, reason, note)
+}
+
+// newPodEvent is an Event on pod of a kill at at.
+func (r *Recorder) newPodEvent(pod *event.Pod, at time.Time, reason, note string) *eventsv1.Event {
 	note = event.BoundText(note, noteMax)
-	at := kill.Time.Time
 	if at.IsZero() {
 		at = r.now()
 	}
@@ -476,6 +503,53 @@ func Describe(k event.OOMKill) (reason, note string) {
 		b.WriteString(".")
 	}
 	return reason, b.String()
+}
+
+// DescribeUserspaceKill is the note of a user-space kill's Event: the
+// killer, how it killed, whom, and the cgroup's memory at that moment.
+func DescribeUserspaceKill(k event.UserspaceKill) string {
+	v := k.Victims[0]
+	var b strings.Builder
+	fmt.Fprintf(&b, "Process %s (pid %d)", event.BoundText(v.Comm, nameMax), v.TGID)
+	if k.VictimCount > 1 {
+		fmt.Fprintf(&b, " and %d more", k.VictimCount-1)
+	}
+	container := "its container"
+	if v.Container != nil && v.Container.Name != "" {
+		container = "container " + event.BoundText(v.Container.Name, nameMax)
+	}
+	verb := "was"
+	if k.VictimCount > 1 {
+		verb = "were"
+	}
+	fmt.Fprintf(&b, " of %s %s SIGKILLed by ", container, verb)
+	if k.KnownKiller != "" {
+		fmt.Fprintf(&b, "the user-space OOM killer %s (", event.BoundText(k.KnownKiller, nameMax))
+	} else {
+		b.WriteString("a process in user space (")
+	}
+	fmt.Fprintf(&b, "%s, pid %d", event.BoundText(k.Killer.Comm, nameMax), k.Killer.TGID)
+	if k.Killer.Unit != "" {
+		fmt.Fprintf(&b, ", unit %s", event.BoundText(k.Killer.Unit, nameMax))
+	}
+	if k.Method == event.MethodCgroupKill {
+		b.WriteString(", through cgroup.kill")
+	}
+	b.WriteString("), not by the kernel's OOM killer nor the kubelet")
+	if m := k.Memory; m != nil {
+		fmt.Fprintf(&b, "; the cgroup used %s", stream.Bytes(m.UsageBytes))
+		if m.LimitBytes != nil {
+			fmt.Fprintf(&b, " of %s", stream.Bytes(*m.LimitBytes))
+		}
+		if m.SwapBytes != nil && *m.SwapBytes > 0 {
+			fmt.Fprintf(&b, " and %s of swap", stream.Bytes(*m.SwapBytes))
+		}
+		if p := m.Pressure; p != nil {
+			fmt.Fprintf(&b, ", its tasks stalled on memory %.0f%% (some) and %.0f%% (full) of the last 10 s", p.SomeAvg10, p.FullAvg10)
+		}
+	}
+	b.WriteString(". The container ends 137 Error, not OOMKilled.")
+	return b.String()
 }
 
 // reasonOf is the reason of a kill's Event: whether its container ran on.

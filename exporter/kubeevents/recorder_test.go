@@ -441,3 +441,37 @@ func TestRecorderGroupKillWaitsForItsChosenKill(t *testing.T) {
 	advance(groupChosenWait)
 	waitFor(t, "the second group's Event", func() bool { return len(api.events()) == 2 })
 }
+
+// A user-space kill of a named pod's processes is one UserspaceOOMKill
+// Event naming the killer, the method and the cgroup's memory; of no pod,
+// none.
+func TestRecorderWritesUserspaceKills(t *testing.T) {
+	api := &fakeAPI{}
+	r := New(api, "node-a")
+	r.Start(context.Background())
+	defer r.Shutdown()
+	at := time.Date(2026, 12, 6, 19, 0, 0, 0, time.UTC)
+	limit, swap := uint64(64<<20), uint64(0)
+	victim := podKill("uid-1", at).Victim.Process
+	kill := event.UserspaceKill{Type: event.TypeUserspaceKill, Time: event.Time{Time: at}, Method: event.MethodCgroupKill,
+		Killer:      event.Process{TGID: 812, Comm: "systemd-oomd", Unit: "systemd-oomd.service"},
+		KnownKiller: "systemd-oomd", Victims: []event.Process{victim, victim}, VictimCount: 3,
+		Memory: &event.CgroupMemory{UsageBytes: 63 << 20, LimitBytes: &limit, SwapBytes: &swap, Pressure: &event.Pressure{SomeAvg10: 71.5, FullAvg10: 64.2}}}
+	r.Write(kill)
+	unnamed := kill
+	unnamed.Victims = []event.Process{{TGID: 5, Comm: "sleep"}}
+	r.Write(unnamed)
+	waitFor(t, "the Event", func() bool { return len(api.events()) == 1 })
+	e := api.events()[0]
+	want := "Process gunicorn (pid 4242) and 2 more of container web were SIGKILLed by the user-space OOM killer systemd-oomd " +
+		"(systemd-oomd, pid 812, unit systemd-oomd.service, through cgroup.kill), not by the kernel's OOM killer nor the kubelet; " +
+		"the cgroup used 63.0 MiB of 64.0 MiB, its tasks stalled on memory 72% (some) and 64% (full) of the last 10 s. " +
+		"The container ends 137 Error, not OOMKilled."
+	if e.Reason != ReasonUserspace || e.Note != want || e.Regarding.UID != "uid-1" || !e.EventTime.Time.Equal(at) {
+		t.Errorf("Event %s %q on %+v", e.Reason, e.Note, e.Regarding)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if n := len(api.events()); n != 1 {
+		t.Errorf("%d Events, want 1 (none for no pod)", n)
+	}
+}

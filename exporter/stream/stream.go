@@ -211,6 +211,15 @@ func (t *Text) userspaceKill(ev event.UserspaceKill) error {
 	if ev.KnownKiller != "" {
 		fmt.Fprintf(&b, " known_killer=%s", word(ev.KnownKiller))
 	}
+	if m := ev.Memory; m != nil {
+		fmt.Fprintf(&b, " usage=%s", bytesIEC(m.UsageBytes))
+		if m.LimitBytes != nil {
+			fmt.Fprintf(&b, " limit=%s", bytesIEC(*m.LimitBytes))
+		}
+		if m.Pressure != nil {
+			fmt.Fprintf(&b, " psi_full_avg10=%.2f", m.Pressure.FullAvg10)
+		}
+	}
 	b.WriteString("\n")
 	return t.line(ev.Type, b.String())
 }

@@ -77,6 +77,9 @@ type Options struct {
 	// host's procfs): a SIGKILL from a pod's own process, or a service's
 	// to its children, is not a user-space kill. nil: not judged so.
 	KillerMemcg func(pid uint32) *event.Cgroup
+	// CgroupMemory, if set, reads a memory cgroup's usage, limit and
+	// pressure (a user-space kill's victims' at its first SIGKILL).
+	CgroupMemory func(memcg *event.Cgroup) *event.CgroupMemory
 	// Ack, if set, receives each kill's sequence number once, when the
 	// pipeline is done with the kill for good: written to Out, kept out
 	// by the filter, or dropped from a full queue. A kill Out failed to
@@ -106,7 +109,7 @@ func New(ctx context.Context, o Options) *Pipeline {
 		s.settler = &settler{delay: o.ContainerCheckDelay, alive: o.ContainerAlive, done: func(ev event.OOMKill) { s.finishKill(ev) }}
 	}
 	s.kubeEvents, s.postmortem, s.folder = o.KubeEvents, o.PostMortem, o.RefusalFolder
-	s.userKills.KillerMemcg = o.KillerMemcg
+	s.userKills.KillerMemcg, s.userKills.Memory = o.KillerMemcg, o.CgroupMemory
 	outbox := newQueue(acking{o.Out, s.acknowledge}, o.QueueSize, o.OutFailed).OnFull(s.droppedFromOutbox)
 	s.out = outbox
 	return &Pipeline{inbox: newQueue(s, o.QueueSize, nil).OnFull(s.droppedFromInbox), outbox: outbox, stage: s}
@@ -303,6 +306,9 @@ func (s *stage) flushUserKills(all bool) {
 			s.owner(k.Victims[i].Pod)
 		}
 		k.KnownKiller = userkill.KnownKiller(k.Killer)
+		if s.kubeEvents != nil && k.Victims[0].Pod != nil {
+			_ = s.kubeEvents.Write(k)
+		}
 		_ = s.pass(k, s.filter.Process(k.Victims[0]))
 	}
 	if !next.IsZero() {

@@ -100,6 +100,9 @@ type Gatherer struct {
 	// killer's, read at its first SIGKILL (a kill -9 exits right after),
 	// for Own.
 	KillerMemcg func(pid uint32) *event.Cgroup
+	// Memory, if set, reads the victims' memory cgroup at the first
+	// SIGKILL (its usage and pressure: what a killer acted on).
+	Memory func(memcg *event.Cgroup) *event.CgroupMemory
 
 	mu      sync.Mutex
 	pending map[key]*gathering
@@ -137,6 +140,9 @@ func (g *Gatherer) Add(ev event.TaskSignal) time.Time {
 		}}
 		if g.KillerMemcg != nil && p.kill.Killer.Memcg == nil {
 			p.kill.Killer.Memcg = g.KillerMemcg(ev.Sender.TGID)
+		}
+		if g.Memory != nil {
+			p.kill.Memory = g.Memory(ev.Target.Memcg)
 		}
 		g.pending[k] = p
 	}

@@ -69,6 +69,8 @@ func TestCluster(t *testing.T) {
 		ok = ok && t.Run("group_kill_flood", func(t *testing.T) { testGroupKillFlood(t, c, o) })
 	}
 	ok = ok && t.Run("init_container_limit", func(t *testing.T) { testInitContainerLimit(t, c, o) })
+	userKillsChecked := time.Now()
+	ok = ok && t.Run("userspace_kills", func(t *testing.T) { testUserspaceKills(t, c, o) })
 	// The tenant's attack is about the API and the agent's bounds, the
 	// same on any cgroup version; under emulation its 8,000-label pod
 	// makes every answer of the runtime slower than the agent's CRI
@@ -81,6 +83,11 @@ func TestCluster(t *testing.T) {
 	ok = ok && t.Run("log_lines", func(t *testing.T) { testLogLines(t, c, o) })
 	ok = ok && t.Run("kernel_before_kubelet", func(t *testing.T) { testKernelBeforeKubelet(t, c, o) })
 	ok = ok && t.Run("allocatable_eviction", func(t *testing.T) { testAllocatableEviction(t, c, o, kubepodsLimit) })
+	// Every pod deleted, evicted or killed by the kernel since: none is a
+	// user-space kill.
+	ok = ok && t.Run("no_userspace_kills", func(t *testing.T) {
+		checkNoUserspaceKills(t, o.Events(t).Since(userKillsChecked), "batch", "batch-talos")
+	})
 	if c.Runtime.Memcg.V1 {
 		ok = ok && t.Run("rollout_restart", func(t *testing.T) { testRolloutRestart(t, c, o, o.RolloutRestart) })
 		// Last of the phase: the crash-looping namespace rolls the agent

@@ -213,6 +213,7 @@ type Events struct {
 	Evictions []event.Eviction
 	Pressure  []event.MemoryPressure
 	Nodes     []event.NodeCondition
+	UserKills []event.UserspaceKill
 	Lines     []string // every JSON line, as written
 }
 
@@ -242,6 +243,8 @@ func (o *Oomtrace) Events(t *testing.T) Events {
 			ev.Pressure, err = appendDecoded(ev.Pressure, line)
 		case event.TypeNodeCondition:
 			ev.Nodes, err = appendDecoded(ev.Nodes, line)
+		case event.TypeUserspaceKill:
+			ev.UserKills, err = appendDecoded(ev.UserKills, line)
 		}
 		if err != nil {
 			t.Fatalf("line %s: %v", line, err)
@@ -250,8 +253,8 @@ func (o *Oomtrace) Events(t *testing.T) Events {
 	return ev
 }
 
-// Since keeps the kills, evictions, pressure crossings and node
-// conditions from from on, so that a scenario's checks read its own
+// Since keeps the kills, evictions, pressure crossings, node conditions
+// and user-space kills from from on, so that a scenario's checks read its own
 // events, not what an earlier scenario left in the log. The API's times
 // (a condition's lastTransitionTime, an eviction's) have whole seconds:
 // from is cut to its second. Lines are kept whole.
@@ -262,6 +265,7 @@ func (ev Events) Since(from time.Time) Events {
 		Evictions: since(ev.Evictions, from, func(e event.Eviction) event.Time { return e.Time }),
 		Pressure:  since(ev.Pressure, from, func(p event.MemoryPressure) event.Time { return p.Time }),
 		Nodes:     since(ev.Nodes, from, func(n event.NodeCondition) event.Time { return n.Time }),
+		UserKills: since(ev.UserKills, from, func(k event.UserspaceKill) event.Time { return k.Time }),
 		Lines:     ev.Lines,
 	}
 }

@@ -25,6 +25,12 @@
 //	ctrbin swarm N MIB  fork N processes that sleep (a container of many
 //	                    processes), then touch MIB MiB, then wait
 //	ctrbin armed MIB    wait for SIGUSR1, then touch MIB MiB, then wait
+//	ctrbin kill PID...  send SIGKILL to each PID, stay a second, and exit
+//	                    (a user-space OOM killer, named by CTRBIN_COMM)
+//	ctrbin cgroupkill FILE
+//	                    write 1 to the cgroup.kill file FILE, stay a
+//	                    second, and exit (Talos's OOM controller)
+//	ctrbin fail         exit 1 (a liveness probe that fails)
 //
 // Outside a container (benchmarks) it first joins the cgroup whose
 // cgroup.procs file CTRBIN_CGROUP_PROCS names. With CTRBIN_COMM set, it
@@ -37,6 +43,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"syscall"
 	"time"
@@ -44,6 +51,16 @@ import (
 )
 
 var sink [][]byte
+
+// A killer sends its signals from its main thread, the one CTRBIN_COMM
+// names (/proc/self/comm is the thread group leader's), as a
+// single-threaded killer does: the kernel records the sending thread's
+// name.
+func init() {
+	if len(os.Args) > 1 && (os.Args[1] == "kill" || os.Args[1] == "cgroupkill") {
+		runtime.LockOSThread()
+	}
+}
 
 func touch(mib int) {
 	for i := 0; i < mib; i += 4 {
@@ -108,6 +125,27 @@ func main() {
 			fmt.Println("respawn: done; running on")
 		}()
 	case "pause":
+	case "kill", "cgroupkill":
+		for _, arg := range os.Args[2:] {
+			var err error
+			if os.Args[1] == "cgroupkill" {
+				err = os.WriteFile(arg, []byte("1"), 0)
+			} else if pid, perr := strconv.Atoi(arg); perr != nil {
+				err = perr
+			} else {
+				err = syscall.Kill(pid, syscall.SIGKILL)
+			}
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "ctrbin: %s %s: %v\n", os.Args[1], arg, err)
+				os.Exit(1)
+			}
+		}
+		// A daemon stays: oomtrace reads the killer's cgroup when it
+		// handles the first SIGKILL.
+		time.Sleep(time.Second)
+		return
+	case "fail":
+		os.Exit(1)
 	case "refuse":
 		_, err := syscall.Mmap(-1, 0, 1<<50, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS)
 		if err != syscall.ENOMEM {
