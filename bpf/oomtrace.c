@@ -586,6 +586,39 @@ static __always_inline void record_kill_signal(__u32 target)
 }
 
 /*
+ * The memory pressure of a cgroup of the default hierarchy, as the PSI
+ * files show it: a v1 cgroup's psi group is never updated, and a kernel
+ * without PSI has none.
+ */
+static __always_inline void fill_memory_pressure(struct signal_event *e, struct cgroup *cgrp)
+{
+	struct cgroup___psi_embedded *embedded = (void *)cgrp;
+	struct psi_group *psi = NULL;
+	unsigned long avg_off, total_off;
+	int s, p;
+
+	if (!cgrp || BPF_CORE_READ(cgrp, root, hierarchy_id) != 0)
+		return;
+	if (bpf_core_field_exists(cgrp->psi))
+		psi = BPF_CORE_READ(cgrp, psi);
+	else if (bpf_core_field_exists(embedded->psi))
+		psi = __builtin_preserve_access_index(&embedded->psi);
+	if (!psi)
+		return;
+	avg_off = bpf_core_field_offset(struct psi_group, avg);
+	total_off = bpf_core_field_offset(struct psi_group, total);
+	for (s = 0; s < 2; s++) {
+		int state = s ? PSI_MEM_FULL : PSI_MEM_SOME;
+
+		for (p = 0; p < 2; p++)
+			bpf_probe_read_kernel(&e->target_psi_avg[s][p], sizeof(unsigned long),
+					      (void *)psi + avg_off + (state * PSI_AVG_PERIODS + p) * sizeof(unsigned long));
+		bpf_probe_read_kernel(&e->target_psi_total_ns[s], sizeof(__u64), (void *)psi + total_off + state * sizeof(__u64));
+	}
+	e->target_psi_valid = 1;
+}
+
+/*
  * Any other SIGTERM or SIGKILL to a process is a task signal event: how the
  * kubelet's evictions (through the runtime) and other stops reach it.
  * task is NULL on the classic tracepoint, which only names the target.
@@ -618,8 +651,16 @@ static __always_inline void emit_task_signal(int sig, int code, int result, stru
 	e->info = info;
 	fill_task_info(&e->sender, current);
 	if (task) {
+		struct cgroup_subsys_state *css = task_memcg_css(task);
+		struct mem_cgroup *memcg = (void *)css;
+
 		fill_task_info(&e->target, task);
-		fill_cgroup_path(&e->target_memcg, BPF_CORE_READ(task_memcg_css(task), cgroup));
+		fill_cgroup_path(&e->target_memcg, BPF_CORE_READ(css, cgroup));
+		if (css) {
+			e->target_usage_pages = BPF_CORE_READ(memcg, memory.usage.counter);
+			e->target_limit_pages = BPF_CORE_READ(memcg, memory.max);
+			fill_memory_pressure(e, BPF_CORE_READ(css, cgroup));
+		}
 	} else {
 		e->target.pid = pid;
 		bpf_probe_read_kernel_str(e->target.comm, sizeof(e->target.comm), comm);

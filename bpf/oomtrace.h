@@ -167,6 +167,22 @@ struct signal_event {
 	__u8 hook;    /* enum signal_hook */
 	__u8 info;    /* enum siginfo_kind */
 	__u8 _pad[6];
+	/*
+	 * The target's memory cgroup as the signal is generated, before the
+	 * process dies and uncharges: what a user-space OOM killer acted on.
+	 * 0 on the classic tracepoint.
+	 */
+	__u64 target_usage_pages;
+	__u64 target_limit_pages;
+	/*
+	 * Its memory pressure (cgroup v2 with PSI): some and full, the 10 s
+	 * and 60 s averages (percent in 11-bit fixed point) and the totals
+	 * (ns). target_psi_valid 0: none (cgroup v1, no PSI).
+	 */
+	__u64 target_psi_avg[2][2];
+	__u64 target_psi_total_ns[2];
+	__u8 target_psi_valid;
+	__u8 _pad3[7];
 	struct task_info target; /* pid and comm only on the classic tracepoint */
 	struct task_info sender; /* the current task */
 	struct cgroup_path target_memcg; /* not on the classic tracepoint */

@@ -245,6 +245,10 @@ type TaskSignal struct {
 	// siginfo), SiginfoNone (the kernel on a user's behalf, as a write
 	// to cgroup.kill), SiginfoKernel; empty on the classic tracepoint.
 	Info string `json:"info,omitempty"`
+	// TargetMemory is the target's memory cgroup's usage and limit as
+	// the kernel generated the signal (before the process died and
+	// uncharged); null on the classic tracepoint.
+	TargetMemory *CgroupMemory `json:"target_memory,omitempty"`
 }
 
 // How a signal was sent (TaskSignal.Info).
@@ -264,17 +268,21 @@ const (
 // VictimCount counts them all.
 const MaxUserspaceVictims = 16
 
-// UserspaceKill is SIGKILL from user space that no kernel OOM decision
-// and no container runtime's stop explains, to the processes of one
+// UserspaceKill is SIGKILL from user space (or SIGTERM from a known
+// user-space OOM killer) that no kernel OOM decision and no container
+// runtime's stop explains, to the processes of one
 // cgroup by one killer within a moment: a user-space OOM killer's
 // (systemd-oomd, earlyoom, oomd, nohang, Talos's), or anyone's kill -9.
 // The kernel's oom_kill count does not move for it and the kubelet says
 // nothing of it (the container ends 137 Error, not OOMKilled).
 type UserspaceKill struct {
-	Type   string  `json:"type"`
-	Time   Time    `json:"time"` // the first SIGKILL
-	Node   string  `json:"node"`
-	Method string  `json:"method"` // MethodKill or MethodCgroupKill
+	Type   string `json:"type"`
+	Time   Time   `json:"time"` // the first SIGKILL
+	Node   string `json:"node"`
+	Method string `json:"method"` // MethodKill or MethodCgroupKill
+	// Signal is SIGKILL, or SIGTERM from a known user-space OOM killer
+	// (earlyoom and nohang send SIGTERM first).
+	Signal string  `json:"signal"`
 	Killer Process `json:"killer"`
 	// KnownKiller names a user-space OOM killer recognised by its name or
 	// systemd unit: systemd-oomd, earlyoom, oomd, nohang; empty for

@@ -273,8 +273,33 @@ func (d *Decoder) DecodeTaskSignal(record []byte) (event.TaskSignal, error) {
 		uid := raw.Target.Uid
 		ev.Target.UID = &uid
 		ev.Target.Memcg = cgroupFromKernel(raw.TargetMemcg.Id, raw.TargetMemcg.Valid, raw.TargetMemcg.Truncated, raw.TargetMemcg.Len, raw.TargetMemcg.Path[:])
+		if d.PageSize > 0 {
+			m := &event.CgroupMemory{UsageBytes: raw.TargetUsagePages * d.PageSize}
+			// No limit is PAGE_COUNTER_MAX pages (LONG_MAX bytes).
+			if limit := raw.TargetLimitPages * d.PageSize; raw.TargetLimitPages < noLimitBytes/d.PageSize {
+				m.LimitBytes = &limit
+			}
+			if raw.TargetPsiValid != 0 {
+				m.Pressure = &event.Pressure{
+					SomeAvg10: psiPercent(raw.TargetPsiAvg[0][0]), SomeAvg60: psiPercent(raw.TargetPsiAvg[0][1]),
+					FullAvg10: psiPercent(raw.TargetPsiAvg[1][0]), FullAvg60: psiPercent(raw.TargetPsiAvg[1][1]),
+					SomeTotalUS: raw.TargetPsiTotalNs[0] / 1000, FullTotalUS: raw.TargetPsiTotalNs[1] / 1000,
+				}
+			}
+			ev.TargetMemory = m
+		}
 	}
 	return ev, nil
+}
+
+// noLimitBytes: a memory cgroup limit this high is no limit (the kernel's
+// PAGE_COUNTER_MAX, LONG_MAX bytes rounded to pages).
+const noLimitBytes = 1 << 62
+
+// psiPercent is a PSI average, percent in the kernel's 11-bit fixed point
+// (LOAD_INT and LOAD_FRAC of /proc/pressure), bounded to 0..100.
+func psiPercent(fixed uint64) float64 {
+	return min(float64(fixed)/2048, 100)
 }
 
 // wallTime converts a boot-clock timestamp with conv; without one, the

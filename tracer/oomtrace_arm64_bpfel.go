@@ -208,16 +208,22 @@ type oomtraceSignalBudget struct {
 }
 
 type oomtraceSignalEvent struct {
-	_        structs.HostLayout
-	TsBootNs uint64
-	Type     uint32
-	Sig      int32
-	Code     int32
-	Result   int32
-	Hook     uint8
-	Info     uint8
-	Pad      [6]uint8
-	Target   struct {
+	_                structs.HostLayout
+	TsBootNs         uint64
+	Type             uint32
+	Sig              int32
+	Code             int32
+	Result           int32
+	Hook             uint8
+	Info             uint8
+	Pad              [6]uint8
+	TargetUsagePages uint64
+	TargetLimitPages uint64
+	TargetPsiAvg     [2][2]uint64
+	TargetPsiTotalNs [2]uint64
+	TargetPsiValid   uint8
+	Pad3             [7]uint8
+	Target           struct {
 		_           structs.HostLayout
 		Cgroup2Id   uint64
 		Pid         uint32

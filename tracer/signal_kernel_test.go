@@ -39,15 +39,17 @@ func TestTaskSignals(t *testing.T) {
 	for _, hook := range []string{HookTpBtf, HookTracepoint} {
 		t.Run(hook, func(t *testing.T) {
 			c := startTracer(t, Config{VictimHook: hook, Node: "n"})
-			cg := memcgtest.New(t, nil, 0)
-			h := cg.Start(t, memcgtest.HogOptions{Bytes: 1 << 20, Idle: true})
+			cg := memcgtest.New(t, nil, 64<<20)
+			h := cg.Start(t, memcgtest.HogOptions{Bytes: 8 << 20, Idle: true})
+			cg.WaitUsage(t, 8<<20)
 			// SIGTERM ends the hog (Go's default), so SIGKILL goes to a
 			// second one.
 			if err := syscall.Kill(h.PID, syscall.SIGTERM); err != nil {
 				t.Fatal(err)
 			}
 			term := c.waitSignal(t, h.PID, "SIGTERM")
-			h2 := cg.Start(t, memcgtest.HogOptions{Bytes: 1 << 20, Idle: true})
+			h2 := cg.Start(t, memcgtest.HogOptions{Bytes: 8 << 20, Idle: true})
+			cg.WaitUsage(t, 8<<20)
 			if err := syscall.Kill(h2.PID, syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
@@ -73,6 +75,14 @@ func TestTaskSignals(t *testing.T) {
 				for _, ev := range []event.TaskSignal{term, kill} {
 					if ev.Target.Memcg == nil || ev.Target.Memcg.Path != cg.Path || ev.Target.Memcg.Source != event.CgroupFromKernel {
 						t.Errorf("%s: target memcg %+v, want %s from the kernel", ev.Signal, ev.Target.Memcg, cg.Path)
+					}
+					// The cgroup as the signal was generated: the hog's
+					// 8 MiB still charged, and the limit.
+					// On cgroup v2 its memory pressure too (zero or
+					// more: an idle hog stalls on nothing).
+					if m := ev.TargetMemory; m == nil || m.UsageBytes < 8<<20 || m.UsageBytes > 32<<20 || m.LimitBytes == nil || *m.LimitBytes != 64<<20 ||
+						(m.Pressure == nil) != cg.H.V1 {
+						t.Errorf("%s: target memory %s (cgroup v1: %v)", ev.Signal, jsonOf(m), cg.H.V1)
 					}
 					// kill(2) sends a siginfo.
 					if ev.Info != event.SiginfoFull {

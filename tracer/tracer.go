@@ -30,8 +30,9 @@ const DefaultRingBufferBytes = 4 << 20
 // Config.RingBufferBytes instead.
 var ringBufferBytes = map[string]uint32{
 	// SIGTERMs and SIGKILLs to other processes: rare (processes being
-	// stopped), about 220 records.
-	oomtraceMapSignalEvents: 256 << 10,
+	// stopped), but a burst of the node's signal budget fits: about 440
+	// records of 1,176 bytes.
+	oomtraceMapSignalEvents: 512 << 10,
 	// Only the first refusal of each process, syscall and reason per
 	// window is sent: about 840 records.
 	refusalMapRefusalEvents: 1 << 20,

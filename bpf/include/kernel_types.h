@@ -87,11 +87,38 @@ struct kernfs_node___old {
 	struct kernfs_node *parent;
 };
 
+struct cgroup_root {
+	int hierarchy_id; /* 0: the default (cgroup v2) hierarchy */
+};
+
+/*
+ * Pressure stall information of a cgroup (CONFIG_PSI). Both arrays are
+ * two-dimensional in the kernel and read by offset: avg[state][3] (10 s,
+ * 60 s, 300 s; percent in 11-bit fixed point), total[aggregator][state]
+ * (ns; the averages' aggregator first).
+ */
+struct psi_group {
+	unsigned long avg[1];
+	u64 total[1];
+};
+
+/* The states oomtrace reads, enum psi_states since 4.20. */
+#define PSI_MEM_SOME 2
+#define PSI_MEM_FULL 3
+#define PSI_AVG_PERIODS 3
+
 struct cgroup {
 	struct kernfs_node *kn;
 	int level; /* the root of a hierarchy is 0 */
+	struct cgroup_root *root;
+	struct psi_group *psi; /* 5.17+: allocated apart */
 	/* Since 6.1: every ancestor by level, ancestors[level] the cgroup itself. */
 	struct cgroup *ancestors[];
+};
+
+/* Before 5.17 the psi group is part of the cgroup. */
+struct cgroup___psi_embedded {
+	struct psi_group psi;
 };
 
 struct cgroup_subsys_state {

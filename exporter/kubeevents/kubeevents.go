@@ -522,7 +522,11 @@ func DescribeUserspaceKill(k event.UserspaceKill) string {
 	if k.VictimCount > 1 {
 		verb = "were"
 	}
-	fmt.Fprintf(&b, " of %s %s SIGKILLed by ", container, verb)
+	how := "SIGKILLed"
+	if k.Signal == "SIGTERM" {
+		how = "terminated (SIGTERM)"
+	}
+	fmt.Fprintf(&b, " of %s %s %s by ", container, verb, how)
 	if k.KnownKiller != "" {
 		fmt.Fprintf(&b, "the user-space OOM killer %s (", event.BoundText(k.KnownKiller, nameMax))
 	} else {
@@ -548,7 +552,11 @@ func DescribeUserspaceKill(k event.UserspaceKill) string {
 			fmt.Fprintf(&b, ", its tasks stalled on memory %.0f%% (some) and %.0f%% (full) of the last 10 s", p.SomeAvg10, p.FullAvg10)
 		}
 	}
-	b.WriteString(". The container ends 137 Error, not OOMKilled.")
+	if k.Signal == "SIGTERM" {
+		b.WriteString(". The kubelet reports no OOM kill.")
+	} else {
+		b.WriteString(". The container ends 137 Error, not OOMKilled.")
+	}
 	return b.String()
 }
 

@@ -206,7 +206,7 @@ func (t *Text) userspaceKill(ev event.UserspaceKill) error {
 	if len(ev.Victims) > 0 {
 		writeProcess(&b, ev.Victims[0])
 	}
-	fmt.Fprintf(&b, " victims=%d method=%s killer=", ev.VictimCount, word(ev.Method))
+	fmt.Fprintf(&b, " victims=%d method=%s signal=%s killer=", ev.VictimCount, word(ev.Method), word(ev.Signal))
 	writeProcess(&b, ev.Killer)
 	if ev.KnownKiller != "" {
 		fmt.Fprintf(&b, " known_killer=%s", word(ev.KnownKiller))

@@ -109,7 +109,8 @@ func New(ctx context.Context, o Options) *Pipeline {
 		s.settler = &settler{delay: o.ContainerCheckDelay, alive: o.ContainerAlive, done: func(ev event.OOMKill) { s.finishKill(ev) }}
 	}
 	s.kubeEvents, s.postmortem, s.folder = o.KubeEvents, o.PostMortem, o.RefusalFolder
-	s.userKills.KillerMemcg, s.userKills.Memory = o.KillerMemcg, o.CgroupMemory
+	s.signalMemory = &signalMemory{read: o.CgroupMemory, now: time.Now}
+	s.userKills.KillerMemcg, s.userKills.Memory = o.KillerMemcg, s.signalMemory.at
 	outbox := newQueue(acking{o.Out, s.acknowledge}, o.QueueSize, o.OutFailed).OnFull(s.droppedFromOutbox)
 	s.out = outbox
 	return &Pipeline{inbox: newQueue(s, o.QueueSize, nil).OnFull(s.droppedFromInbox), outbox: outbox, stage: s}
@@ -131,6 +132,7 @@ func (p *Pipeline) CommitRefusal(ev event.CommitRefusal) { p.inbox.Write(ev) }
 func (p *Pipeline) Signal(ev event.TaskSignal) {
 	p.stage.correlator.Signal(ev)
 	if userkill.Candidate(ev) {
+		p.stage.signalMemory.remember(ev.Target.Memcg)
 		p.inbox.Write(ev)
 	}
 }
@@ -184,6 +186,7 @@ type stage struct {
 	folder       *refusalfold.Folder // nil: every refusal line goes out
 	foldTimer    dueTimer            // while folded lines wait
 	userKills    userkill.Gatherer
+	signalMemory *signalMemory
 	userTimer    dueTimer // while user-space kills are gathered
 }
 

@@ -11,7 +11,8 @@ import (
 )
 
 // A user-space killer's SIGKILLs to a pod's processes are one kill, with
-// the victims' cgroup as it was, in the output and to the API's Events;
+// the victims' cgroup as the first SIGKILL found it (it may be gone when
+// the kill is named), in the output and to the API's Events;
 // a pod's own kill of its process and the runtime's stop are neither.
 func TestUserspaceKill(t *testing.T) {
 	out, kube := &locked[event.UserspaceKill]{}, &locked[event.UserspaceKill]{}
@@ -21,6 +22,7 @@ func TestUserspaceKill(t *testing.T) {
 	var (
 		mu   sync.Mutex
 		read []string
+		gone bool // the container's cgroup, once its last process is killed
 	)
 	p := New(context.Background(), Options{Out: out, KubeEvents: kube, QueueSize: 16,
 		KillerMemcg: func(pid uint32) *event.Cgroup {
@@ -33,6 +35,9 @@ func TestUserspaceKill(t *testing.T) {
 			mu.Lock()
 			defer mu.Unlock()
 			read = append(read, memcg.Path)
+			if gone {
+				return nil
+			}
 			return &event.CgroupMemory{UsageBytes: 63 << 20, LimitBytes: &limit, Pressure: &event.Pressure{FullAvg10: 42}}
 		},
 	})
@@ -49,6 +54,9 @@ func TestUserspaceKill(t *testing.T) {
 	signal(earlyoom, 101)
 	signal(event.Process{PID: 50, TGID: 50, Comm: "tini"}, 102)
 	signal(event.Process{PID: 60, TGID: 60, Comm: "containerd-shim"}, 103)
+	mu.Lock()
+	gone = true
+	mu.Unlock()
 
 	kills := out.wait(t, 1)
 	time.Sleep(2 * userkill.Window)

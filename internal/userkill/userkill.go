@@ -52,10 +52,18 @@ var knownKillers = map[string]string{
 
 // Candidate says whether a task signal may be a user-space kill: a
 // SIGKILL from user space to another process, not from the container
-// runtime. The sender's cgroup, which the record does not carry, is
-// judged when the kill is made (Gatherer.Due).
+// runtime, or a SIGTERM from a known user-space OOM killer (earlyoom and
+// nohang terminate first, and kill only what does not exit). The sender's
+// cgroup, which the record does not carry, is judged when the kill is
+// made (Gatherer.Due).
 func Candidate(ev event.TaskSignal) bool {
-	if ev.Signal != "SIGKILL" || ev.Target.Memcg == nil || ev.Target.TGID == ev.Sender.TGID {
+	if ev.Target.Memcg == nil || ev.Target.TGID == ev.Sender.TGID {
+		return false
+	}
+	switch {
+	case ev.Signal == "SIGKILL":
+	case ev.Signal == "SIGTERM" && KnownKiller(ev.Sender) != "":
+	default:
 		return false
 	}
 	if ev.Info != event.SiginfoFull && ev.Info != event.SiginfoNone {
@@ -101,7 +109,8 @@ type Gatherer struct {
 	// for Own.
 	KillerMemcg func(pid uint32) *event.Cgroup
 	// Memory, if set, reads the victims' memory cgroup at the first
-	// SIGKILL (its usage and pressure: what a killer acted on).
+	// SIGKILL (its usage and pressure: what a killer acted on); the
+	// kernel's usage and limit in the signal's record come first.
 	Memory func(memcg *event.Cgroup) *event.CgroupMemory
 
 	mu      sync.Mutex
@@ -136,13 +145,26 @@ func (g *Gatherer) Add(ev event.TaskSignal) time.Time {
 			method = event.MethodCgroupKill
 		}
 		p = &gathering{first: g.now(), pids: map[uint32]bool{}, kill: event.UserspaceKill{
-			Type: event.TypeUserspaceKill, Time: ev.Time, Node: ev.Node, Method: method, Killer: ev.Sender,
+			Type: event.TypeUserspaceKill, Time: ev.Time, Node: ev.Node, Method: method, Signal: ev.Signal, Killer: ev.Sender,
 		}}
 		if g.KillerMemcg != nil && p.kill.Killer.Memcg == nil {
 			p.kill.Killer.Memcg = g.KillerMemcg(ev.Sender.TGID)
 		}
 		if g.Memory != nil {
 			p.kill.Memory = g.Memory(ev.Target.Memcg)
+		}
+		// The kernel's usage, limit and pressure, from before the
+		// victims died; what only the cgroup's files say (swap, and
+		// the pressure where the kernel's record has none) beside them.
+		if at := ev.TargetMemory; at != nil {
+			m := *at
+			if read := p.kill.Memory; read != nil {
+				m.SwapBytes = read.SwapBytes
+				if m.Pressure == nil {
+					m.Pressure = read.Pressure
+				}
+			}
+			p.kill.Memory = &m
 		}
 		g.pending[k] = p
 	}

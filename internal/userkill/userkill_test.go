@@ -18,6 +18,10 @@ func signal(sender string, senderPID, target uint32, info string) event.TaskSign
 func TestCandidate(t *testing.T) {
 	sigterm := signal("earlyoom", 10, 20, event.SiginfoFull)
 	sigterm.Signal = "SIGTERM"
+	shellTerm := signal("sh", 10, 20, event.SiginfoFull)
+	shellTerm.Signal = "SIGTERM"
+	sigint := signal("earlyoom", 10, 20, event.SiginfoFull)
+	sigint.Signal = "SIGINT"
 	classic := signal("earlyoom", 10, 20, event.SiginfoFull)
 	classic.Target.Memcg, classic.Info = nil, ""
 	for _, c := range []struct {
@@ -33,7 +37,9 @@ func TestCandidate(t *testing.T) {
 		{"systemd stopping a scope", signal("systemd", 1, 20, event.SiginfoFull), false},
 		{"the kubelet", signal("kubelet", 10, 20, event.SiginfoFull), false},
 		{"itself", signal("app", 20, 20, event.SiginfoFull), false},
-		{"a SIGTERM", sigterm, false},
+		{"earlyoom's SIGTERM (its first)", sigterm, true},
+		{"anyone's SIGTERM", shellTerm, false},
+		{"another signal", sigint, false},
 		{"the classic tracepoint (no target cgroup, no info)", classic, false},
 	} {
 		if got := Candidate(c.ev); got != c.want {
@@ -125,5 +131,28 @@ func TestKnownKiller(t *testing.T) {
 		if got := KnownKiller(c.p); got != c.want {
 			t.Errorf("%s (%s): %q, want %q", c.p.Comm, c.p.Unit, got, c.want)
 		}
+	}
+}
+
+// The kill's memory is the kernel's usage and limit from the first
+// signal's record (before the victims died and uncharged), with what only
+// the cgroup's files say (swap, pressure) from the read beside it.
+func TestGathererKeepsTheKernelsFigures(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	limit, swap := uint64(64<<20), uint64(4096)
+	g := &Gatherer{Now: func() time.Time { return now }, Memory: func(*event.Cgroup) *event.CgroupMemory {
+		return &event.CgroupMemory{UsageBytes: 12 << 10, SwapBytes: &swap, Pressure: &event.Pressure{FullAvg10: 50}} // read after the deaths
+	}}
+	ev := signal("earlyoom", 10, 20, event.SiginfoFull)
+	ev.TargetMemory = &event.CgroupMemory{UsageBytes: 60 << 20, LimitBytes: &limit}
+	g.Add(ev)
+	now = now.Add(Window)
+	kills, _ := g.Due(false)
+	if len(kills) != 1 || kills[0].Signal != "SIGKILL" {
+		t.Fatalf("kills %+v", kills)
+	}
+	m := kills[0].Memory
+	if m == nil || m.UsageBytes != 60<<20 || m.LimitBytes == nil || *m.LimitBytes != limit || m.SwapBytes == nil || *m.SwapBytes != swap || m.Pressure == nil || m.Pressure.FullAvg10 != 50 {
+		t.Errorf("memory %+v", m)
 	}
 }

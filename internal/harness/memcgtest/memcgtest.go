@@ -123,6 +123,29 @@ func (c *Cgroup) ID(t testing.TB) uint64 {
 	return st.Ino
 }
 
+// Usage is the cgroup's memory usage in bytes.
+func (c *Cgroup) Usage(t testing.TB) uint64 {
+	t.Helper()
+	n, err := c.memory().Usage(c.Path)
+	if err != nil {
+		t.Fatalf("usage of %s: %v", c.Path, err)
+	}
+	return n
+}
+
+// WaitUsage waits up to 10 s until the cgroup's usage is at least n bytes
+// (a hog that has touched what it was asked to).
+func (c *Cgroup) WaitUsage(t testing.TB, n uint64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Usage(t) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s uses %d bytes after 10 s, not %d", c.Path, c.Usage(t), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // MemoryEvents is the cgroup's memory.events (cgroup v2): oom,
 // oom_kill, oom_group_kill and the rest, by name.
 func (c *Cgroup) MemoryEvents(t testing.TB) map[string]uint64 {
