@@ -113,6 +113,16 @@ test-cluster-v2: test-deps image-archive helm ## The cluster suite on a cgroup v
 	$(SUDO) env OOMTRACE_KUBE_BIN=$$kube OOMTRACE_HELM=$(CURDIR)/bin/helm OOMTRACE_IMAGE=$(DEPLOY_IMAGE) OOMTRACE_IMAGE_ARCHIVE=$(CURDIR)/$(IMAGE_ARCHIVE) TESTRUN=TestCluster \
 		bash internal/harness/kerneltest/run.sh stable cluster
 
+.PHONY: test-cluster-systemd
+# The same suite on a systemd node: a Debian 12 userland built from
+# Debian's packages (systemd as PID 1, dbus, journald, systemd-oomd,
+# earlyoom), containerd and the kubelet as systemd units with the systemd
+# cgroup driver, in a qemu guest with Debian 12's kernel.
+test-cluster-systemd: test-deps image-archive helm ## The cluster suite on a systemd node (systemd cgroup driver, systemd-oomd, earlyoom) in a qemu guest (root; installs qemu and mmdebstrap).
+	@kube=$$(bash internal/harness/clustertest/kube-build.sh $(KUBE_VERSION)) && \
+	$(SUDO) env OOMTRACE_KUBE_BIN=$$kube OOMTRACE_HELM=$(CURDIR)/bin/helm OOMTRACE_IMAGE=$(DEPLOY_IMAGE) OOMTRACE_IMAGE_ARCHIVE=$(CURDIR)/$(IMAGE_ARCHIVE) TESTRUN=$${TESTRUN:-'TestCluster|TestHostUnit'} \
+		bash internal/harness/kerneltest/run.sh stable systemd
+
 .PHONY: test-deps
 test-deps: ## Install what the privileged tests run (containerd, runc, etcd) when missing (root, Debian).
 	@if ! command -v containerd >/dev/null || ! command -v runc >/dev/null; then \

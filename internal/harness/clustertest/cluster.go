@@ -35,6 +35,7 @@ import (
 	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 	"github.com/oomtrace/oomtrace/internal/harness/testpki"
+	"github.com/oomtrace/oomtrace/internal/nodememory"
 )
 
 // The cluster's addresses, all inside the test's network namespace.
@@ -73,6 +74,17 @@ func Main(m *testing.M) int {
 	if os.Getenv(netnsEnv) == "1" {
 		if err := setupNetwork(); err != nil {
 			fmt.Fprintf(os.Stderr, "clustertest: network namespace: %v\n", err)
+			return 1
+		}
+		return m.Run()
+	}
+	if testenv.SystemdNode() {
+		// The cluster's processes are systemd's units there, in the
+		// node's network namespace: the guest's, which is the tests'
+		// alone.
+		os.Setenv(netnsEnv, "1")
+		if err := setupNetwork(); err != nil {
+			fmt.Fprintf(os.Stderr, "clustertest: the node's network: %v\n", err)
 			return 1
 		}
 		return m.Run()
@@ -351,7 +363,7 @@ func (c *Cluster) StartKubelet(t *testing.T, cfg KubeletConfig) {
 		"kind":                     "KubeletConfiguration",
 		"failCgroupV1":             false,
 		"failSwapOn":               false,
-		"cgroupDriver":             "cgroupfs",
+		"cgroupDriver":             c.CgroupDriver(),
 		"cgroupRoot":               c.CgroupRoot,
 		"containerRuntimeEndpoint": "unix://" + c.Runtime.Socket,
 		"podLogsDir":               filepath.Join(c.Dir, "pod-logs"),
@@ -429,6 +441,43 @@ func (c *Cluster) StartKubelet(t *testing.T, cfg KubeletConfig) {
 		_, err = c.Client.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
 		return err
 	})
+}
+
+// CgroupDriver is the kubelet's and the runtime's cgroup driver: systemd
+// on the systemd node, cgroupfs elsewhere.
+func (c *Cluster) CgroupDriver() string {
+	if c.Runtime.Systemd {
+		return "systemd"
+	}
+	return "cgroupfs"
+}
+
+// Kubepods is the kubepods cgroup, relative to the memory hierarchy's
+// root: CgroupRoot/kubepods, or /kubepods.slice with the systemd driver.
+func (c *Cluster) Kubepods() string { return nodememory.KubepodsCgroup(c.CgroupRoot, c.CgroupDriver()) }
+
+// QoSCgroup is the cgroup of a QoS class's pods (burstable, besteffort;
+// guaranteed: kubepods itself), relative to the memory hierarchy's root.
+func (c *Cluster) QoSCgroup(qos string) string {
+	if qos == "guaranteed" || qos == "" {
+		return c.Kubepods()
+	}
+	if c.Runtime.Systemd {
+		return filepath.Join(c.Kubepods(), "kubepods-"+qos+".slice")
+	}
+	return filepath.Join(c.Kubepods(), qos)
+}
+
+// PodCgroup is a pod's cgroup, relative to the memory hierarchy's root.
+func (c *Cluster) PodCgroup(qos, uid string) string {
+	if c.Runtime.Systemd {
+		prefix := "kubepods-"
+		if qos != "guaranteed" && qos != "" {
+			prefix += qos + "-"
+		}
+		return filepath.Join(c.QoSCgroup(qos), prefix+"pod"+strings.ReplaceAll(uid, "-", "_")+".slice")
+	}
+	return filepath.Join(c.QoSCgroup(qos), "pod"+uid)
 }
 
 // KubeletConfigDir is the kubelet's --config-dir: drop-in files merged

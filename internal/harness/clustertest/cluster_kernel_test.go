@@ -71,6 +71,11 @@ func TestCluster(t *testing.T) {
 	ok = ok && t.Run("init_container_limit", func(t *testing.T) { testInitContainerLimit(t, c, o) })
 	userKillsChecked := time.Now()
 	ok = ok && t.Run("userspace_kills", func(t *testing.T) { testUserspaceKills(t, c, o) })
+	if testenv.SystemdNode() {
+		// The killers of the node's own userland.
+		ok = ok && t.Run("earlyoom", func(t *testing.T) { testEarlyoom(t, c, o) })
+		ok = ok && t.Run("systemd_oomd", func(t *testing.T) { testSystemdOomd(t, c, o) })
+	}
 	// The tenant's attack is about the API and the agent's bounds, the
 	// same on any cgroup version; under emulation its 8,000-label pod
 	// makes every answer of the runtime slower than the agent's CRI
@@ -86,7 +91,7 @@ func TestCluster(t *testing.T) {
 	// Every pod deleted, evicted or killed by the kernel since: none is a
 	// user-space kill.
 	ok = ok && t.Run("no_userspace_kills", func(t *testing.T) {
-		checkNoUserspaceKills(t, o.Events(t).Since(userKillsChecked), "batch", "batch-talos")
+		checkNoUserspaceKills(t, o.Events(t).Since(userKillsChecked), "batch", "batch-talos", "greedy", "stalled")
 	})
 	if c.Runtime.Memcg.V1 {
 		ok = ok && t.Run("rollout_restart", func(t *testing.T) { testRolloutRestart(t, c, o, o.RolloutRestart) })
@@ -415,7 +420,7 @@ func testDeployed(t *testing.T, c *Cluster, o *Oomtrace, kubepodsLimit int64) {
 	// grants no one CAP_SYS_RESOURCE, which lowering it takes.)
 	// Ready means the hooks are attached; the cluster view syncs on its
 	// own time (a while, under emulation).
-	wants := []string{"cluster view synced", "naming containers through CRI", "kubepods=" + filepath.Join(c.Runtime.Memcg.Root, c.CgroupRoot, "kubepods"),
+	wants := []string{"cluster view synced", "naming containers through CRI", "kubepods=" + filepath.Join(c.Runtime.Memcg.Root, c.Kubepods()),
 		"Go heap kept below 90% of the container's memory limit"}
 	var logs string
 	for deadline := time.Now().Add(Patience(10 * time.Second)); ; time.Sleep(time.Second) {
@@ -589,8 +594,8 @@ func testKernelBeforeKubelet(t *testing.T, c *Cluster, o *Oomtrace) {
 			t.Logf("linked: the kill %.3f s before the eviction's Event time", linked.SecondsBefore)
 		}
 	}
-	if k.OOM.Domain == nil || k.OOM.Domain.Kind != event.DomainAllocatable || k.OOM.Domain.Path != filepath.Join(c.CgroupRoot, "kubepods") {
-		t.Errorf("domain %+v, want allocatable at %s/kubepods", k.OOM.Domain, c.CgroupRoot)
+	if k.OOM.Domain == nil || k.OOM.Domain.Kind != event.DomainAllocatable || k.OOM.Domain.Path != c.Kubepods() {
+		t.Errorf("domain %+v, want allocatable at %s", k.OOM.Domain, c.Kubepods())
 	}
 	if k.Cause != event.CauseOOMDuringPressure {
 		t.Errorf("cause %s, want %s (node memory %s)", k.Cause, event.CauseOOMDuringPressure, jsonOf(k.NodeMemory))

@@ -65,7 +65,7 @@ func testGroupKillFlood(t *testing.T, c *Cluster, o *Oomtrace) {
 
 	c.Namespace(t, tenantNamespace)
 	// Both pods are burstable (a limit, no request).
-	qosEvents := filepath.Join(c.Runtime.Memcg.Root, c.CgroupRoot, "kubepods", "burstable", "memory.events")
+	qosEvents := filepath.Join(c.Runtime.Memcg.Root, c.QoSCgroup("burstable"), "memory.events")
 	qosKillsBefore := readMemoryEvents(t, qosEvents)["oom_kill"]
 	c.createPod(t, podSpec("shop", "bystander", corev1.RestartPolicyNever, 2, container{name: "app", args: []string{"armed", "200"}, limit: 64 * mi}))
 	defer c.deletePod(t, "shop", "bystander")
@@ -174,7 +174,7 @@ func testGroupKillFlood(t *testing.T, c *Cluster, o *Oomtrace) {
 func containerCgroup(t *testing.T, c *Cluster, id string) string {
 	t.Helper()
 	var found string
-	root := filepath.Join(c.Runtime.Memcg.Root, c.CgroupRoot)
+	root := filepath.Join(c.Runtime.Memcg.Root, c.Kubepods())
 	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.IsDir() || found != "" {
 			return nil

@@ -165,12 +165,11 @@ func testCrashLoopingNamespace(t *testing.T, c *Cluster, o *Oomtrace) {
 		// Gone from the API is not yet torn down on the node: the next
 		// scenarios time the kubelet's stops, which 100 pods' teardown
 		// (shims, sandboxes, cgroups) would slow. Wait for their cgroups.
-		kubepods := filepath.Join(c.Runtime.Memcg.Root, c.CgroupRoot, "kubepods")
 		for deadline := time.Now().Add(Patience(2 * time.Minute)); time.Now().Before(deadline); time.Sleep(time.Second) {
 			left := 0
 			for _, uid := range uids {
-				for _, qos := range []string{"", "burstable", "besteffort"} {
-					if _, err := os.Stat(filepath.Join(kubepods, qos, "pod"+uid)); err == nil {
+				for _, qos := range []string{"guaranteed", "burstable", "besteffort"} {
+					if _, err := os.Stat(filepath.Join(c.Runtime.Memcg.Root, c.PodCgroup(qos, uid))); err == nil {
 						left++
 					}
 				}

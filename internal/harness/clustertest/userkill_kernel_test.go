@@ -184,3 +184,149 @@ func readUint(t *testing.T, dir string, v1 bool) uint64 {
 	}
 	return n
 }
+
+// testEarlyoom: Debian's earlyoom, as its unit runs it (earlyoom.service,
+// a dynamic user with CAP_KILL), with a threshold between what the node
+// has free and what it has once a BestEffort pod holds 500 MiB: it
+// terminates the pod's process (the highest oom_score on the node) and
+// no other, since the node has enough again. oomtrace names earlyoom,
+// its unit, the pod and the container. The systemd node only.
+func testEarlyoom(t *testing.T, c *Cluster, o *Oomtrace) {
+	begin := time.Now()
+	before := meminfo(t)
+	c.createPod(t, podSpec("shop", "greedy", corev1.RestartPolicyNever, 2, container{name: "app", args: []string{"idle", "500"}}))
+	defer c.deletePod(t, "shop", "greedy")
+	p := c.waitPod(t, "shop", "greedy", "running", time.Minute, running)
+	dir := containerCgroup(t, c, containerID(p.Status.ContainerStatuses[0].ContainerID))
+	for deadline := time.Now().Add(Patience(time.Minute)); readUint(t, dir, false) < uint64(500*mi); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("greedy holds %d bytes, not 500 MiB", readUint(t, dir, false))
+		}
+	}
+	percent := (before["MemAvailable"] - 250*mi) * 100 / before["MemTotal"]
+	t.Logf("MemAvailable %d MiB of %d before the pod, %d MiB with it: earlyoom -m %d",
+		before["MemAvailable"]/mi, before["MemTotal"]/mi, meminfo(t)["MemAvailable"]/mi, percent)
+	args := fmt.Sprintf("EARLYOOM_ARGS=\"-m %d -s 100 -r 1 --prefer '^ctrbin$' --avoid '^(kube-apiserver|etcd|kubelet|containerd|oomtrace|systemd|dbus-daemon|clustertest.test)'\"\n", percent)
+	if err := os.WriteFile("/etc/default/earlyoom", []byte(args), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	systemctl(t, "unmask", "earlyoom.service")
+	systemctl(t, "start", "earlyoom.service")
+	defer systemctl(t, "stop", "earlyoom.service")
+
+	ev := o.WaitEvents(t, "earlyoom's kill", 2*time.Minute, func(ev Events) bool {
+		return len(userKillsIn(ev.Since(begin), "greedy")) > 0
+	}).Since(begin)
+	systemctl(t, "stop", "earlyoom.service")
+	k := userKillsIn(ev, "greedy")[0]
+	t.Logf("oomtrace: %s", jsonOf(k))
+	v := k.Victims[0]
+	if k.KnownKiller != "earlyoom" || k.Killer.Comm != "earlyoom" || k.Killer.Unit != "earlyoom.service" || k.Method != event.MethodKill ||
+		v.Container == nil || v.Container.Name != "app" || k.Memory == nil || k.Memory.UsageBytes < uint64(500*mi) {
+		t.Errorf("earlyoom's kill: killer %s (%s, unit %s) method %s container %s memory %s",
+			k.Killer.Comm, k.KnownKiller, k.Killer.Unit, k.Method, jsonOf(v.Container), jsonOf(k.Memory))
+	}
+	c.waitKubeEvent(t, o, "shop", "greedy", kubeevents.ReasonUserspace)
+	fams := o.Metrics(t)
+	if n, _ := Value(fams, "oomtrace_userspace_kills_total", map[string]string{"pod": "greedy", "killer": "earlyoom"}); n != 1 {
+		t.Errorf("userspace_kills_total{greedy, earlyoom} = %v, want 1", n)
+	}
+	checkNoUserspaceKills(t, ev, "greedy")
+}
+
+// testSystemdOomd: systemd-oomd, Debian's, watching the BestEffort pods'
+// slice (ManagedOOMMemoryPressure=kill, a limit of 20% for 5 s) while a
+// pod's container writes over a working set three times its memory.high
+// with swap: it thrashes, its tasks stall on memory, the slice's
+// pressure passes the limit, and systemd-oomd kills the container's
+// cgroup (memory.oom.group, which the kubelet sets). oomtrace names systemd-oomd, its unit, the pod, the
+// container and the pressure. The systemd node only.
+func testSystemdOomd(t *testing.T, c *Cluster, o *Oomtrace) {
+	begin := time.Now()
+	dropin := "/etc/systemd/oomd.conf.d/oomtrace-test.conf"
+	if err := os.MkdirAll(filepath.Dir(dropin), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dropin, []byte("[OOM]\nDefaultMemoryPressureDurationSec=5s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(dropin)
+	systemctl(t, "restart", "systemd-oomd.service")
+	// Swap (zram) for the scenario: systemd-oomd kills only where
+	// reclaim runs, and without swap a container's anonymous memory is
+	// never reclaimed (the node's files are on tmpfs).
+	run(t, "modprobe", "zram")
+	zram := run(t, "zramctl", "--find", "--size", "1G")
+	defer run(t, "zramctl", "--reset", zram)
+	run(t, "mkswap", zram)
+	run(t, "swapon", zram)
+	defer run(t, "swapoff", zram)
+	c.createPod(t, podSpec("shop", "stalled", corev1.RestartPolicyNever, 2, container{name: "app", args: []string{"churn", "160"}}))
+	defer c.deletePod(t, "shop", "stalled")
+	p := c.waitPod(t, "shop", "stalled", "running", time.Minute, running)
+	dir := containerCgroup(t, c, containerID(p.Status.ContainerStatuses[0].ContainerID))
+	// Its working set of 160 MiB in 48: the kubelet gave it no swap
+	// (NoSwap); the test does, and a memory.high it thrashes under.
+	for name, value := range map[string]string{"memory.swap.max": "max", "memory.high": fmt.Sprint(48 * mi)} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(value), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	systemctl(t, "set-property", "--runtime", "kubepods-besteffort.slice", "ManagedOOMMemoryPressure=kill", "ManagedOOMMemoryPressureLimit=20%")
+	defer systemctl(t, "set-property", "--runtime", "kubepods-besteffort.slice", "ManagedOOMMemoryPressure=auto")
+
+	ev := o.WaitEvents(t, "systemd-oomd's kill", 3*time.Minute, func(ev Events) bool {
+		return len(userKillsIn(ev.Since(begin), "stalled")) > 0
+	}).Since(begin)
+	k := userKillsIn(ev, "stalled")[0]
+	t.Logf("oomtrace: %s", jsonOf(k))
+	v := k.Victims[0]
+	if k.KnownKiller != "systemd-oomd" || k.Killer.Unit != "systemd-oomd.service" || k.Method != event.MethodKill || k.Signal != "SIGKILL" ||
+		v.Container == nil || v.Container.Name != "app" || k.Memory == nil || k.Memory.Pressure == nil || k.Memory.Pressure.SomeAvg10 < 20 {
+		t.Errorf("systemd-oomd's kill: killer %s (%s, unit %s) method %s signal %s container %s memory %s",
+			k.Killer.Comm, k.KnownKiller, k.Killer.Unit, k.Method, k.Signal, jsonOf(v.Container), jsonOf(k.Memory))
+	}
+	e := c.waitKubeEvent(t, o, "shop", "stalled", kubeevents.ReasonUserspace)
+	t.Logf("Event: %s", e.Note)
+	// systemd-oomd's own word: the xattr it leaves on the cgroup it killed.
+	if out, err := exec.Command("journalctl", "--no-pager", "-q", "-u", "systemd-oomd", "--since", begin.Format("2006-01-02 15:04:05")).CombinedOutput(); err == nil {
+		t.Logf("systemd-oomd's journal:\n%s", out)
+	}
+	checkNoUserspaceKills(t, ev, "stalled")
+}
+
+// run runs a command of the node and returns its output, trimmed.
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func systemctl(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("systemctl", args...).CombinedOutput(); err != nil {
+		t.Fatalf("systemctl %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
+// meminfo is /proc/meminfo in bytes.
+func meminfo(t *testing.T) map[string]int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]int64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 {
+			if n, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+				m[strings.TrimSuffix(f[0], ":")] = n << 10
+			}
+		}
+	}
+	return m
+}

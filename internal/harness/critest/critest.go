@@ -43,6 +43,10 @@ type Runtime struct {
 	// this runtime's.
 	CgroupRoot string
 	Memcg      memcgtest.Hierarchy
+	// Systemd says the runtime uses the systemd cgroup driver (the
+	// systemd node): systemd creates the pods' cgroups, below
+	// /kubepods.slice, and CgroupRoot is the root.
+	Systemd bool
 	// RunDir is what a pod should mount as the host's /run (with
 	// Options.SocketUnderRun the socket is below it).
 	RunDir string
@@ -114,13 +118,22 @@ func StartWith(t *testing.T, o Options) *Runtime {
 		RunDir:     filepath.Join(dir, "run"),
 		CgroupRoot: filepath.Join(h.Self, filepath.Base(dir)),
 		Memcg:      h,
+		Systemd:    testenv.SystemdNode(),
+	}
+	if r.Systemd {
+		// systemd's slices hang from the root; a node whose pods
+		// outgrow it is the guest's alone.
+		r.CgroupRoot = "/"
+		o.EveryHierarchy, o.MemoryLimit = false, 0
 	}
 	if o.SocketUnderRun {
 		r.Socket = filepath.Join(r.RunDir, "containerd", "containerd.sock")
 		must(t, os.MkdirAll(filepath.Dir(r.Socket), 0o755))
 	}
 	t.Cleanup(func() { r.teardown(t) })
-	r.recordCgroups(t)
+	if !r.Systemd {
+		r.recordCgroups(t)
+	}
 	if o.EveryHierarchy {
 		r.makeCgroupRoot(t)
 	}
@@ -141,7 +154,8 @@ func StartWith(t *testing.T, o Options) *Runtime {
 		t.Fatal(err)
 	}
 	defer log.Close()
-	r.cmd = exec.Command("containerd", "--config", filepath.Join(dir, "config.toml"))
+	argv := testenv.AsUnit("containerd", "containerd", "--config", filepath.Join(dir, "config.toml"))
+	r.cmd = exec.Command(argv[0], argv[1:]...)
 	r.cmd.Stdout, r.cmd.Stderr = log, log
 	// Its own process group: a test interrupted with ^C does not signal
 	// it first, the teardown stops it.
@@ -174,6 +188,15 @@ func StartWith(t *testing.T, o Options) *Runtime {
 		}
 	}
 	return r
+}
+
+// podsDir is the directory of every pod's cgroup in the memory hierarchy:
+// the cgroupfs driver's CgroupRoot, the systemd driver's kubepods.slice.
+func (r *Runtime) podsDir() string {
+	if r.Systemd {
+		return filepath.Join(r.Memcg.Root, "kubepods.slice")
+	}
+	return filepath.Join(r.Memcg.Root, r.CgroupRoot)
 }
 
 // Dir is the runtime's private directory (config, state, logs); it is
@@ -231,7 +254,8 @@ func (r *Runtime) writeConfig(t *testing.T) {
 	}
 	// containerd 1.6, config version 2. restrict_oom_score_adj: root here
 	// lacks CAP_SYS_RESOURCE, and the pause container's -998 would make
-	// runc fail; the cgroupfs driver, because there is no systemd.
+	// runc fail; the cgroupfs driver, but on the systemd node (runc asks systemd
+	// for the cgroups there, as on the nodes users run).
 	cfg := fmt.Sprintf(`version = 2
 root = %[1]q
 state = %[2]q
@@ -257,13 +281,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
+        SystemdCgroup = %[9]t
         Root = %[6]q
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = %[7]q
     conf_dir = %[8]q
 `, filepath.Join(r.dir, "root"), filepath.Join(r.dir, "state"), r.Socket, r.Socket+".ttrpc", Image,
-		filepath.Join(r.dir, "runc"), filepath.Join(r.dir, "cni/bin"), filepath.Join(r.dir, "cni/conf"))
+		filepath.Join(r.dir, "runc"), filepath.Join(r.dir, "cni/bin"), filepath.Join(r.dir, "cni/conf"), r.Systemd)
 	if err := os.WriteFile(filepath.Join(r.dir, "config.toml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -403,6 +427,9 @@ type PodOptions struct {
 func (r *Runtime) RunPod(t *testing.T, o PodOptions) *Pod {
 	t.Helper()
 	uid := NewPodUID()
+	if r.Systemd {
+		t.Fatal("RunPod makes cgroupfs parents: the systemd node's pods are the kubelet's")
+	}
 	parent := filepath.Join(r.CgroupRoot, "kubepods")
 	switch o.QoS {
 	case "", "burstable":
@@ -619,7 +646,7 @@ func (r *Runtime) teardown(t *testing.T) {
 	// Anything still in the test's cgroups (containers of a crashed run).
 	for i := 0; i < 50; i++ {
 		left := 0
-		_ = filepath.WalkDir(filepath.Join(r.Memcg.Root, r.CgroupRoot), func(path string, d os.DirEntry, err error) error {
+		_ = filepath.WalkDir(r.podsDir(), func(path string, d os.DirEntry, err error) error {
 			if err != nil || !d.IsDir() {
 				return nil
 			}
@@ -644,7 +671,9 @@ func (r *Runtime) teardown(t *testing.T) {
 	}
 	// The memory hierarchy's root of this runtime is below the test's own
 	// cgroup: it existed nowhere before.
-	removeCgroupTree(t, filepath.Join(r.Memcg.Root, r.CgroupRoot))
+	if !r.Systemd { // systemd removes its slices
+		removeCgroupTree(t, filepath.Join(r.Memcg.Root, r.CgroupRoot))
+	}
 	// containerd 1.6 always creates /run/containerd/s for shim sockets.
 	_ = os.Remove("/run/containerd/s")
 	_ = os.Remove("/run/containerd")

@@ -44,10 +44,12 @@ for b in containerd containerd-shim-runc-v2 ctr runc etcd; do
 	done
 done
 
-# What the kubelet and containerd read of /etc on any node.
+# What the kubelet and containerd read of /etc on any node (a Debian
+# userland has its own).
+echo oomtrace-guest >"$root/etc/hostname"
 printf '127.0.0.1 localhost\n' >"$root/etc/hosts"
-: >"$root/etc/resolv.conf"
+rm -f "$root/etc/resolv.conf" && : >"$root/etc/resolv.conf"
+[ -e "$root/etc/passwd" ] && exit 0
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
 printf 'hosts: files\n' >"$root/etc/nsswitch.conf"
-echo oomtrace-guest >"$root/etc/hostname"

@@ -14,7 +14,10 @@
 #                 kubelet, containerd, runc and the control plane in the
 #                 guest; needs OOMTRACE_KUBE_BIN, OOMTRACE_IMAGE,
 #                 OOMTRACE_IMAGE_ARCHIVE and OOMTRACE_HELM as make
-#                 test-cluster-v2 sets them)
+#                 test-cluster-v2 sets them), or the same suite on a
+#                 systemd node (systemd: a Debian userland built from
+#                 Debian's packages, systemd as PID 1, containerd and the
+#                 kubelet as systemd units with the systemd cgroup driver)
 #   KERNEL_META   meta-package naming the kernel line (linux-image-cloud-amd64)
 #   TESTRUN       -test.run filter for the guest (all tests)
 #   GUEST_TIMEOUT seconds before the guest counts as hung (1500; cluster 3600)
@@ -25,7 +28,7 @@ LINE=${1:-stable}
 SUITE=${2:-kernel}
 META=${KERNEL_META:-linux-image-cloud-amd64}
 CACHE=${OOMTRACE_KERNEL_CACHE:-$PWD/.cache/kernels}
-TIMEOUT=${GUEST_TIMEOUT:-$([ "$SUITE" = cluster ] && echo 3600 || echo 1500)}
+TIMEOUT=${GUEST_TIMEOUT:-$([ "$SUITE" = kernel ] && echo 1500 || echo 3600)}
 # Without CMPXCHG16B: this qemu's TCG mis-emulates the gs-relative
 # cmpxchg16b that SLUB uses since 6.8, and such kernels die of a double
 # fault within seconds. Without the feature they take the plain path.
@@ -36,7 +39,7 @@ CPU=${GUEST_CPU:-qemu64,-cx16}
 # cluster suite (a control plane, a kubelet, containerd: CPU-bound under
 # emulation) runs on the stable line with one host thread per vCPU, which
 # 6.1 survives, in half the time.
-if [ "$SUITE" = cluster ] && [ "$LINE" = stable ]; then
+if [ "$SUITE" != kernel ] && [ "$LINE" = stable ]; then
 	ACCEL=${GUEST_ACCEL:-tcg,thread=multi}
 else
 	ACCEL=${GUEST_ACCEL:-tcg,thread=single}
@@ -102,11 +105,27 @@ if [ ! -f "$kernel" ] || [ ! -f "$CACHE/$pkg/modules/overlay.ko" ]; then
 	cp "$dl"/x/boot/vmlinuz-* "$kernel.tmp" && mv "$kernel.tmp" "$kernel"
 	rm -rf "$dl"
 fi
+# The systemd node has kmod: every module of the kernel for modprobe
+# (zram for the swap its scenarios use; the node runs depmod).
+modtree="$CACHE/$pkg/lib-modules.tar"
+if [ "$SUITE" = systemd ] && [ ! -s "$modtree" ]; then
+	dl=$(mktemp -d)
+	(cd "$dl" && apt-get "${apt_opts[@]}" download -qq "$pkg")
+	dpkg-deb -x "$dl"/*.deb "$dl/x"
+	tar -C "$dl/x/lib" -cf "$modtree.tmp" modules && mv "$modtree.tmp" "$modtree"
+	rm -rf "$dl"
+fi
 echo "guest kernel: $pkg, suite: $SUITE"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 root="$work/root"
+mkdir -p "$root"
+if [ "$SUITE" = systemd ]; then
+	# Debian's userland first: the rest goes into it.
+	tar -xf "$(bash internal/harness/kerneltest/systemd/debian-root.sh "$CACHE")" -C "$root"
+	tar -xf "$modtree" -C "$root/usr/lib"
+fi
 mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,tests}
 cp /bin/busybox "$root/bin/busybox"
 cp internal/harness/kerneltest/init "$root/init"
@@ -118,14 +137,29 @@ kernel)
 	CGO_ENABLED=0 go test -c -o "$root/tests/tracer.test" ./tracer
 	CGO_ENABLED=0 go test -c -o "$root/tests/oomtrace.test" ./cmd/oomtrace
 	;;
-cluster)
+cluster | systemd)
 	bash internal/harness/kerneltest/cluster-root.sh "$root" "$CACHE/$pkg/modules"
 	# The control plane, the kubelet and the scenarios' pods (1.5 GiB at
 	# most at once) beside the image in memory.
 	mem=8192
+	if [ "$SUITE" = systemd ]; then
+		# The suite as a unit of the node; the node's own services
+		# that would compete with it masked (the suite starts its own
+		# containerd and etcd, and earlyoom when it tests it).
+		units="$root/etc/systemd/system"
+		cp internal/harness/kerneltest/systemd/oomtrace-tests.service "$units/"
+		ln -sf ../oomtrace-tests.service "$units/multi-user.target.wants/oomtrace-tests.service"
+		install -m 0755 internal/harness/kerneltest/systemd/oomtrace-tests "$root/usr/local/bin/oomtrace-tests"
+		# oomtrace where deploy/systemd/oomtrace.service runs it.
+		CGO_ENABLED=0 go build -trimpath -o "$root/usr/local/bin/oomtrace" ./cmd/oomtrace
+		for u in containerd.service etcd.service earlyoom.service getty@tty1.service serial-getty@ttyS0.service \
+			apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer; do
+			ln -sf /dev/null "$units/$u"
+		done
+	fi
 	;;
 *)
-	echo "unknown suite $SUITE: kernel or cluster" >&2
+	echo "unknown suite $SUITE: kernel, cluster or systemd" >&2
 	exit 2
 	;;
 esac
@@ -165,7 +199,7 @@ for out in "$work"/*.test.out; do
 	name=$(basename "$out" .test.out)
 	go tool test2json -t -p "guest/$name" <"$out"
 done | go run ./internal/harness/testsummary -title "guest $pkg" \
-	-skips internal/harness/testsummary/skips.txt -run "$([ "$SUITE" = cluster ] && echo cluster-v2 || echo "guest-$LINE")"
+	-skips internal/harness/testsummary/skips.txt -run "$(case "$SUITE" in cluster) echo cluster-v2 ;; systemd) echo cluster-systemd ;; *) echo "guest-$LINE" ;; esac)"
 summary=$?
 set -e
 echo "full guest log: $log"

@@ -13,7 +13,8 @@ import (
 // Procs are a test's background processes (a control plane's), each in a
 // process group of its own (^C on the test does not reach it first),
 // started in Dir and logging to Dir/NAME.log, appended: a restarted
-// process's log keeps what the last one said.
+// process's log keeps what the last one said. On the systemd node each
+// runs as a systemd unit (AsUnit).
 type Procs struct {
 	Dir    string
 	cmds   map[string]*exec.Cmd
@@ -33,7 +34,8 @@ func (p *Procs) Start(t *testing.T, name, bin string, args ...string) {
 		t.Fatal(err)
 	}
 	defer log.Close()
-	cmd := exec.Command(bin, args...)
+	argv := AsUnit(name, append([]string{bin}, args...)...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Dir = p.Dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

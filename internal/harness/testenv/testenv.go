@@ -6,6 +6,7 @@ package testenv
 import (
 	"fmt"
 	"os"
+	"sync/atomic"
 	"testing"
 )
 
@@ -44,4 +45,29 @@ func RequirePrivileged(t testing.TB) {
 		t.Fatalf("privileged test needs root (%s=1)", RequireEnv)
 	}
 	t.Skip("privileged test: needs root")
+}
+
+// SystemdNodeEnv marks the systemd node (a qemu guest with systemd as
+// PID 1): the cluster's processes run as systemd units there, and the
+// kubelet and containerd use the systemd cgroup driver.
+const SystemdNodeEnv = "OOMTRACE_SYSTEMD_NODE"
+
+// SystemdNode says whether this is the systemd node.
+func SystemdNode() bool { return os.Getenv(SystemdNodeEnv) == "1" }
+
+var units atomic.Int64
+
+// AsUnit is the command line that runs argv as name: on the systemd node
+// in a transient scope unit oomtrace-NAME-N.scope of its own (systemd-run
+// --scope execs argv, which stays this process's child; Delegate: it
+// manages cgroups below its own, as containerd's and the kubelet's units
+// do), elsewhere argv itself.
+func AsUnit(name string, argv ...string) []string {
+	if !SystemdNode() {
+		return argv
+	}
+	// A name of its own each time: a restarted process's last unit may
+	// not be collected yet.
+	unit := fmt.Sprintf("oomtrace-%s-%d", name, units.Add(1))
+	return append([]string{"systemd-run", "--scope", "--quiet", "--collect", "--unit=" + unit, "--property=Delegate=yes", "--"}, argv...)
 }

@@ -31,6 +31,9 @@
 //	                    write 1 to the cgroup.kill file FILE, stay a
 //	                    second, and exit (Talos's OOM controller)
 //	ctrbin fail         exit 1 (a liveness probe that fails)
+//	ctrbin churn MIB    touch MIB MiB, then write to every page of it
+//	                    again and again (a working set that thrashes
+//	                    when it does not fit)
 //
 // Outside a container (benchmarks) it first joins the cgroup whose
 // cgroup.procs file CTRBIN_CGROUP_PROCS names. With CTRBIN_COMM set, it
@@ -146,6 +149,19 @@ func main() {
 		return
 	case "fail":
 		os.Exit(1)
+	case "churn":
+		mib, _ := strconv.Atoi(os.Args[2])
+		touch(mib)
+		fmt.Printf("churn: writing %d MiB over and over\n", mib)
+		go func() {
+			for n := byte(2); ; n++ {
+				for _, b := range sink {
+					for j := 0; j < len(b); j += 4096 {
+						b[j] = n
+					}
+				}
+			}
+		}()
 	case "refuse":
 		_, err := syscall.Mmap(-1, 0, 1<<50, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS)
 		if err != syscall.ENOMEM {
