@@ -28,7 +28,7 @@ func HelmBinary(t *testing.T, env string) string {
 	t.Helper()
 	helm := os.Getenv(env)
 	if helm == "" {
-		t.Fatalf("%s is not set: make test-cluster and make test-cluster-v2 set it to the helm they build", env)
+		t.Fatalf("%s is not set: make test-cluster, test-cluster-systemd and test-cluster-v2 set it to the helm they build", env)
 	}
 	return helm
 }
