@@ -564,6 +564,9 @@ func (c *Cluster) teardown(t *testing.T) {
 	for _, name := range []string{"kubelet", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"} {
 		c.procs.Stop(name)
 	}
+	// And what the scenarios started beside the cluster (the Prometheus
+	// Operator and prometheus, which outlived every run before).
+	c.procs.StopAll()
 	c.removeLogLinks()
 	if c.mountedTracefs {
 		if err := syscall.Unmount(tracefsDir, 0); err != nil {

@@ -65,6 +65,13 @@ func (p *Procs) Stop(name string) {
 	delete(p.exited, name)
 }
 
+// StopAll stops every process still running.
+func (p *Procs) StopAll() {
+	for name := range p.cmds {
+		p.Stop(name)
+	}
+}
+
 // Pid is name's process id; 0 when it does not run.
 func (p *Procs) Pid(name string) int {
 	if cmd := p.cmds[name]; cmd != nil {
