@@ -196,9 +196,14 @@ check-generate: generate ## Fail if the committed BPF objects are not what gener
 	@test -z "$$(git status --porcelain --untracked-files=all -- tracer/ | grep bpfel)" || { echo "untracked generated files in tracer/" >&2; exit 1; }
 
 .PHONY: vet
-vet: ## go vet and gofmt.
+vet: ## go vet, gofmt, no compiled file but the BPF objects in the tree, a license on every source file.
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || { gofmt -l . >&2; echo "gofmt needed" >&2; exit 1; }
+	@bad=$$(git ls-files | while read -r f; do [ -f "$$f" ] && [ "$$(head -c4 "$$f" | od -An -c | tr -d ' ')" = '177ELF' ] && \
+		case "$$f" in tracer/*_bpfel.o) ;; *) echo "$$f" ;; esac; done); \
+		test -z "$$bad" || { echo "compiled files in the tree (only tracer/*_bpfel.o belong there):" $$bad >&2; exit 1; }
+	@bad=$$(git ls-files '*.go' '*.c' '*.h' | while read -r f; do grep -q 'Code generated' "$$f" || head -3 "$$f" | grep -q 'SPDX-License-Identifier' || echo "$$f"; done); \
+		test -z "$$bad" || { echo "no SPDX-License-Identifier in the first lines:" $$bad >&2; exit 1; }
 
 .PHONY: image
 IMAGE ?= localhost/oomtrace:$(VERSION)

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package exporter counts events for Prometheus and serves oomtrace's
 // metrics: Metrics, the counters of every event, is an output like the
 // others (one method, Write, over the closed set of event types: the

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 package tracer
 
 // The C event structs are the ABI: bpf2go generates their Go twins (-type).

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command oomtrace reports every kernel OOM kill on this host as one JSON
 // object per line on stdout.
 package main

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 //go:build ignore
 
 // dashboard_rules prints the dashboard's queries as a Prometheus rules

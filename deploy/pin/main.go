@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command pin writes a release's manifests with the image named by the
 // digest the release pushed, not by its tag (a tag can be moved):
 // oomtrace.yaml and oomtrace-capabilities.yaml, what kubectl apply -k

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package kubeevents writes a Kubernetes Event (events.k8s.io/v1) on the pod
 // of every kernel OOM kill, so that kubectl describe pod shows the kills the
 // kubelet does not report: from a bounded queue, never waiting for the API.

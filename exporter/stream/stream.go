@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package stream writes events as lines on a stream: one JSON object per
 // line, or one readable line of text; and says sizes the way every output
 // does (Bytes).

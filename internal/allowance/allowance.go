@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package allowance is a token bucket: burst at once, then one per
 // interval. oomtrace bounds with it what tenants make it write: Events on
 // pods and of the node, refusal lines of a cgroup.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package cause classifies a kernel OOM kill in one place: which limit
 // it hit (the kind of its OOM domain, from cgroup paths) and what that
 // makes of the death (its cause, with the node's memory signals at the

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package cgpath reads a cgroup path the way the kubelet and the container
 // runtimes write it: which container, pod, QoS class or systemd unit it names.
 package cgpath

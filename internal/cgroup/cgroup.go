@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package cgroup finds the memory cgroup hierarchy as this process sees it
 // mounted and reads its paths and files, v1 and v2 alike.
 package cgroup

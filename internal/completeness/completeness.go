@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package completeness compares the OOM kills oomtrace's hooks saw with
 // the ones the kernel counted (oom_kill in /proc/vmstat, since 4.13), so
 // that a kill oomtrace missed is a number someone can alert on.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package correlate matches the kernel's OOM kills with the kubelet's
 // evictions of the same pod, both ways.
 package correlate

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package cri names containers and pods from the container runtime's CRI
 // API, and remembers them for a while after they are gone.
 package cri

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package enrich names the container, pod and systemd unit of every process
 // in an event.
 package enrich

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package kernfile parses the kernel's small text files: /proc/meminfo,
 // files holding one number, and "key value" files such as memory.stat.
 package kernfile

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package memhog allocates and touches memory until the kernel OOM-kills
 // the process: the demo's hog and the tests'.
 package memhog

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package nodememory computes the kubelet's memory eviction signals,
 // memory.available and allocatableMemory.available, from the node's cgroup
 // files the way the kubelet does, and says when they cross their thresholds.

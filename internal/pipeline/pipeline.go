@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package pipeline is the stage between the tracer and the outputs: it
 // names the containers and pods of every event, adds the node's memory
 // signals, classifies and correlates kernel kills with kubelet evictions,

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package postmortem reads, right after an OOM kill, what its domain held:
 // the domain cgroup's memory by kind (memory.stat) and its processes with
 // the most memory (procfs), the structured twin of the kernel's OOM report,

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package refusalfold bounds the commit-refusal lines of each memory
 // cgroup. The kernel side folds the repeats of one process (one line, then
 // one a second with the count); a pod that forks thousands of processes,

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package userkill tells the SIGKILLs of user-space OOM killers (and of
 // anyone's kill -9) from the kernel's and the container runtime's, and
 // makes one event of each killer's SIGKILLs to one cgroup within a

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package benchinfo describes the machine a benchmark ran on, for the
 // tables `make bench` prints.
 package benchinfo

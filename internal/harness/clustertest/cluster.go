@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package clustertest runs a real single-node Kubernetes for tests: etcd,
 // kube-apiserver, kube-controller-manager (the DaemonSet and service
 // account controllers), kube-scheduler and a kubelet on the tests' own

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package critest runs a real containerd with runc for tests: its own
 // config, state, socket and cgroup root, a locally built image, pods and
 // containers created over CRI the way the kubelet creates them, and a

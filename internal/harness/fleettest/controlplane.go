@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package fleettest runs a real etcd and kube-apiserver as any user, on
 // free ports of the loopback, and many agents' cluster views against it:
 // what a fleet of oomtrace agents costs the API server (make bench-scale).

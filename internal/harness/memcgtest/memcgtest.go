@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package memcgtest creates memory cgroups below the test's own and runs
 // processes in them that the kernel OOM-kills, for privileged tests.
 //

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package mutate runs named mutants: small, realistic edits of oomtrace's
 // code (mutants.txt), each built with go test -overlay so that the tree is
 // never touched, against the tests that claim the behaviour. A mutant the

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package readme reads the commands a README gives its users, so that a
 // test runs exactly what a user copies.
 package readme

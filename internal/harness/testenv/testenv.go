@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package testenv holds the conventions of oomtrace's privileged tests:
 // the tests of *_kernel_test.go files need root, skip without it unless
 // told to fail, and say what they do to the machine before they run.

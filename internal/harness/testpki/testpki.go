@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package testpki is a throwaway CA for the test clusters: certificates
 // for an API server and its clients, service account keys and
 // kubeconfigs, as PEM files in one directory.

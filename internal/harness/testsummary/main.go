@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command testsummary reads go test's JSON events (go test -json, or go
 // tool test2json) on stdin and says what ran: a line per package as it
 // ends, the whole output of every failed test, and at the end one line

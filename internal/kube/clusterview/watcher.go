@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package clusterview watches this node's pods and its Node through the
 // API server, and reports the kubelet's evictions and the Node's
 // MemoryPressure transitions as events.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package evictionmsg reads the kubelet's eviction messages: the starved
 // resource, the threshold, what was available and each offending container.
 package evictionmsg

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package kubeapi is oomtrace's client of the API server: the resources it
 // reads (this node's pods and its Node, its own pod and the metadata of
 // the DaemonSet that owns it; no Event) and the Events it writes

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package uninstall tells, as oomtrace's pod stops, an uninstall from a
 // restart. A restart or an upgrade (a rollout, a deleted pod, a drained
 // node) must leave the hooks pinned, recording, for the next oomtrace to

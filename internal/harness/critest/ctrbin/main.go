@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command ctrbin is the one program of the test image: the pod's pause
 // process, an idle container holding some memory, or a memory hog.
 //

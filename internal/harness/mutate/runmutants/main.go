@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // runmutants runs the named mutants of internal/harness/mutate/mutants.txt
 // (make mutate): for each, go test of its package with the mutated file
 // laid over the real one (-overlay: the tree is never written), and says
