@@ -266,19 +266,6 @@ func (j *journal) Position() uint64 {
 	return atomic.LoadUint64(j.consPos)
 }
 
-// Held is how many records were read and not yet committed.
-func (j *journal) Held() int {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	n := 0
-	for _, h := range j.held {
-		if !h.done {
-			n++
-		}
-	}
-	return n
-}
-
 // RecordBefore copies the record of n bytes that ends at end, read and
 // not yet committed (so still whole in the ring buffer); nil after Close.
 func (j *journal) RecordBefore(end uint64, n int) []byte {

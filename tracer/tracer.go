@@ -489,10 +489,6 @@ func (t *Tracer) detach() {
 // oomtrace since boot (or every unpinned one).
 func (t *Tracer) Generation() uint64 { return t.gen }
 
-// Adopted says whether an earlier oomtrace's pinned hooks and maps were
-// found and taken over.
-func (t *Tracer) Adopted() bool { return t.adopted }
-
 // PinPath is where the hooks are pinned; empty when they are not.
 func (t *Tracer) PinPath() string {
 	if t.pin == nil {

@@ -147,9 +147,6 @@ func New(api API, node string) *Recorder {
 // be told (OOMKill), are still written. Call it before Start.
 func (r *Recorder) LeaveEndedContainersToKubelet() { r.leaveEnded = true }
 
-// Left is how many kills LeaveEndedContainersToKubelet left to the kubelet.
-func (r *Recorder) Left() uint64 { return r.left.Load() }
-
 // Start sends the Events to the API server until ctx is done or Shutdown.
 func (r *Recorder) Start(ctx context.Context) error {
 	ctx, r.stop = context.WithCancel(ctx)
@@ -206,9 +203,6 @@ func (r *Recorder) writeToken(ctx context.Context) bool {
 		}
 	}
 }
-
-// Throttled is how many writes waited for the node's bound.
-func (r *Recorder) Throttled() uint64 { return r.throttled.Load() }
 
 // flushGroups queues the Events of the group kills that waited long
 // enough, and comes back for the others: a timer runs only while a group
