@@ -16,9 +16,11 @@ const signalMemoryMax = 256
 
 // signalMemory reads the memory of the cgroup a possible user-space kill
 // hits as its first SIGKILL comes out of the ring buffer, for the stage
-// to put on the kill: by the time the stage names the kill, a container
-// whose last process was killed may be gone (systemd removes an empty
-// scope at once). One read per cgroup within userkill.Window.
+// to put on the kill beside the kernel's usage, limit and pressure (the
+// signal's record): its swap, and the pressure where the record has none.
+// By the time the stage names the kill, a container whose last process
+// was killed may be gone (systemd removes an empty scope at once). One
+// read per cgroup within userkill.Window.
 type signalMemory struct {
 	read func(memcg *event.Cgroup) *event.CgroupMemory // nil: none
 	now  func() time.Time
