@@ -42,7 +42,8 @@ const (
 	// ReasonUnknown: whether the container survived could not be told.
 	ReasonUnknown = "OOMKill"
 	// ReasonUserspace: a user-space OOM killer (or anyone's kill -9)
-	// SIGKILLed the container's processes; the kubelet reports 137 Error.
+	// SIGKILLed the container's processes (or, a known killer,
+	// terminated them); the kubelet reports 137 Error, no OOM.
 	ReasonUserspace = "UserspaceOOMKill"
 )
 
