@@ -184,6 +184,11 @@ type Eviction struct {
 	ThresholdBytes      *int64               `json:"threshold_bytes"`
 	AvailableBytes      *int64               `json:"available_bytes"`
 	OffendingContainers []OffendingContainer `json:"offending_containers"`
+	// OffendingPod is the pod clause of the message, which the kubelet
+	// writes (beside the containers') for a pod with a pod-level memory
+	// request (PodLevelResources): the pod's usage against that request.
+	// Omitted when the message has none.
+	OffendingPod *OffendingPod `json:"offending_pod,omitempty"`
 	// NodeMemory is what oomtrace sampled at the eviction's time.
 	NodeMemory *NodeMemory `json:"node_memory,omitempty"`
 	// KernelOOMKills are the kernel's OOM kills in this pod shortly before
@@ -204,6 +209,14 @@ type Eviction struct {
 // OffendingContainer is one container the kubelet named in its eviction
 // message.
 type OffendingContainer struct {
+	Name         string `json:"name"`
+	UsageBytes   *int64 `json:"usage_bytes"`
+	RequestBytes *int64 `json:"request_bytes"`
+}
+
+// OffendingPod is the pod the kubelet named in its eviction message, with
+// its pod-level request.
+type OffendingPod struct {
 	Name         string `json:"name"`
 	UsageBytes   *int64 `json:"usage_bytes"`
 	RequestBytes *int64 `json:"request_bytes"`

@@ -192,6 +192,9 @@ func (t *Text) eviction(ev event.Eviction) error {
 	if ev.AvailableBytes != nil && ev.ThresholdBytes != nil {
 		fmt.Fprintf(&b, " available=%s threshold=%s", signedIEC(*ev.AvailableBytes), signedIEC(*ev.ThresholdBytes))
 	}
+	if ev.OffendingPod != nil {
+		b.WriteString(" offending_pod")
+	}
 	for _, c := range ev.OffendingContainers {
 		fmt.Fprintf(&b, " offending=%s", word(c.Name))
 	}

@@ -442,9 +442,9 @@ func (w *Watcher) eviction(pod *corev1.Pod, message string, at time.Time, known 
 		Pod:   event.Pod{UID: string(pod.UID), Name: pod.Name, Namespace: pod.Namespace},
 		Cause: event.CauseKubeletEviction, Source: SourcePodStatus, Message: message,
 		StarvedResource: msg.StarvedResource, ThresholdBytes: msg.ThresholdBytes, AvailableBytes: msg.AvailableBytes,
-		OffendingContainers: msg.Containers,
-		KernelOOMKills:      []event.KillRef{},
-		ContainerExits:      []event.ContainerExit{},
+		OffendingContainers: msg.Containers, OffendingPod: msg.Pod,
+		KernelOOMKills: []event.KillRef{},
+		ContainerExits: []event.ContainerExit{},
 	}
 	if ev.OffendingContainers == nil {
 		ev.OffendingContainers = []event.OffendingContainer{}

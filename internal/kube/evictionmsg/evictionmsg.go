@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 
 // Package evictionmsg reads the kubelet's eviction messages: the starved
-// resource, the threshold, what was available and each offending container.
+// resource, the threshold, what was available, each offending container
+// and the offending pod.
 package evictionmsg
 
 import (
@@ -16,10 +17,16 @@ import (
 // of fragments, each ending in ". ":
 //
 //	The node was low on resource: memory. Threshold quantity: 100Mi, available: 71068Ki. Container hog was using 1860192Ki, request is 0, has larger consumption of memory.
+//
+// A pod with a pod-level memory request (PodLevelResources, beta and on
+// by default since 1.34) gets a pod fragment before its containers':
+//
+//	Pod web-1 was using 300Mi, request is 256Mi, has larger consumption of memory.
 var (
 	nodeLowRe   = regexp.MustCompile(`The node was low on resource: ([^.\s]+)\.`)
 	thresholdRe = regexp.MustCompile(`Threshold quantity: ([^,\s]+), available: (\S+?)\.(?:\s|$)`)
 	containerRe = regexp.MustCompile(`Container (\S+) was using (\S+), request is (\S+), has larger consumption of ([^.\s]+)\.`)
+	podRe       = regexp.MustCompile(`(?:^|\s)Pod (\S+) was using (\S+), request is (\S+), has larger consumption of ([^.\s]+)\.`)
 	// quantityRe is a resource quantity of at most 20 digits and a
 	// two-digit exponent: ParseQuantity takes 1e2400999999 and then
 	// computes ten to that power, for minutes.
@@ -32,6 +39,7 @@ type Message struct {
 	ThresholdBytes  *int64
 	AvailableBytes  *int64
 	Containers      []event.OffendingContainer
+	Pod             *event.OffendingPod // the pod fragment; nil: none
 }
 
 // Parse reads the kubelet's eviction message. Fragments it
@@ -43,6 +51,9 @@ func Parse(msg string) Message {
 	}
 	if g := thresholdRe.FindStringSubmatch(msg); g != nil {
 		m.ThresholdBytes, m.AvailableBytes = quantity(g[1]), quantity(g[2])
+	}
+	if g := podRe.FindStringSubmatch(msg); g != nil {
+		m.Pod = &event.OffendingPod{Name: g[1], UsageBytes: quantity(g[2]), RequestBytes: quantity(g[3])}
 	}
 	for _, g := range containerRe.FindAllStringSubmatch(msg, -1) {
 		m.Containers = append(m.Containers, event.OffendingContainer{Name: g[1], UsageBytes: quantity(g[2]), RequestBytes: quantity(g[3])})

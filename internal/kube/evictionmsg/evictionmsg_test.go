@@ -39,6 +39,18 @@ func TestParseMessage(t *testing.T) {
 			"memory", nil, p(1000), nil, nil, nil},
 		{"empty", "", "", nil, nil, nil, nil, nil},
 	}
+	// The pod fragment (pod-level request), as the kubelet's podMessageFmt
+	// writes it before the containers' (helpers.go, v1.37.2).
+	m := Parse("The node was low on resource: memory. Threshold quantity: 300Mi, available: 290236Ki. Pod web-1 was using 300Mi, request is 256Mi, has larger consumption of memory. Container app was using 250Mi, request is 0, has larger consumption of memory. ")
+	if m.Pod == nil || m.Pod.Name != "web-1" || !eq(m.Pod.UsageBytes, p(300<<20)) || !eq(m.Pod.RequestBytes, p(256<<20)) ||
+		len(m.Containers) != 1 || m.Containers[0].Name != "app" {
+		t.Errorf("pod fragment: pod %+v, containers %+v", m.Pod, m.Containers)
+	}
+	// A container named "Pod…" is a container; no pod fragment, no pod.
+	m = Parse("The node was low on resource: memory. Container Pod was using 1Mi, request is 0, has larger consumption of memory. ")
+	if m.Pod != nil || len(m.Containers) != 1 {
+		t.Errorf("container named Pod: pod %+v, containers %+v", m.Pod, m.Containers)
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := Parse(tt.msg)
@@ -61,10 +73,14 @@ func FuzzParse(f *testing.F) {
 	f.Add("The node was low on resource: memory. Threshold quantity: 100Mi, available: 71068Ki. Container hog was using 1860192Ki, request is 0, has larger consumption of memory. ")
 	f.Add("Threshold quantity: 1e400, available: -5. Container x was using 9999999999999999999999Ei, request is 0.0001m, has larger consumption of memory.")
 	f.Add("The node had condition: [MemoryPressure]. ")
+	f.Add("The node was low on resource: memory. Pod web-1 was using 300Mi, request is 256Mi, has larger consumption of memory. ")
 	f.Fuzz(func(t *testing.T, msg string) {
 		m := Parse(msg)
 		if m.StarvedResource != "" && !strings.Contains(msg, m.StarvedResource) {
 			t.Fatalf("resource %q not in %q", m.StarvedResource, msg)
+		}
+		if m.Pod != nil && !strings.Contains(msg, "Pod "+m.Pod.Name+" ") {
+			t.Fatalf("pod %q not in %q", m.Pod.Name, msg)
 		}
 		for _, c := range m.Containers {
 			if !strings.Contains(msg, "Container "+c.Name+" ") {
