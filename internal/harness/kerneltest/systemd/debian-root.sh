@@ -16,7 +16,10 @@ if [ ! -s "$out" ]; then
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null
 	fi
 	mkdir -p "$cache"
-	mmdebstrap --quiet --variant=minbase --include="$packages" bookworm "$out.tmp" >&2
+	rm -rf "$out.tmp"
+	# The format said: mmdebstrap takes a name not ending in .tar for a
+	# directory.
+	mmdebstrap --quiet --format=tar --variant=minbase --include="$packages" bookworm "$out.tmp" >&2
 	mv "$out.tmp" "$out"
 fi
 echo "$out"
