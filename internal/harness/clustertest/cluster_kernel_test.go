@@ -241,6 +241,24 @@ func singleContainerLimit(c *Cluster) (domain, cause string) {
 	return event.DomainPod, event.CauseOOMPod
 }
 
+// apiSaysOOMKilled checks the kubelet's word for a container the kernel
+// OOM-killed: OOMKilled. With the systemd cgroup driver containerd can
+// miss the kill (systemd removes the container's scope before the shim
+// reads its memory.events: containerd#8893, and containerd#12714 skips
+// the CRI OOM test under systemd for it) and say 137 Error: accepted
+// there, and logged; oomtrace's own line, which the scenario checks, is
+// then the only record that memory ended the container.
+func apiSaysOOMKilled(t *testing.T, c *Cluster, term *corev1.ContainerStateTerminated, what string) {
+	t.Helper()
+	switch {
+	case term.Reason == "OOMKilled":
+	case c.Runtime.Systemd && term.Reason == "Error" && term.ExitCode == 137:
+		t.Logf("API: %s ended 137 Error, not OOMKilled: containerd missed the kernel's kill under the systemd driver (containerd#8893)", what)
+	default:
+		t.Errorf("API: %s %s, want OOMKilled", what, jsonOf(term))
+	}
+}
+
 // testInitContainerLimit: an init container over its limit (the kubelet's
 // own node e2e OOM case): the API says the init container was OOMKilled
 // and the pod failed; oomtrace names the pod and the init container, and
@@ -256,9 +274,7 @@ func testInitContainerLimit(t *testing.T, c *Cluster, o *Oomtrace) {
 		return p.Status.Phase == corev1.PodFailed && len(ics) == 1 && ics[0].State.Terminated != nil
 	})
 	term := p.Status.InitContainerStatuses[0].State.Terminated
-	if term.Reason != "OOMKilled" {
-		t.Errorf("API: init container %s, want OOMKilled", jsonOf(term))
-	}
+	apiSaysOOMKilled(t, c, term, "init container")
 	id := containerID(term.ContainerID)
 	ev := o.WaitEvents(t, "the init container's kill", 30*time.Second, func(ev Events) bool {
 		ks := killsOf(ev, id)
@@ -286,9 +302,7 @@ func testGroupKill(t *testing.T, c *Cluster, o *Oomtrace) {
 		return len(cs) == 1 && cs[0].RestartCount >= 1 && cs[0].LastTerminationState.Terminated != nil
 	})
 	last := p.Status.ContainerStatuses[0].LastTerminationState.Terminated
-	if last.Reason != "OOMKilled" {
-		t.Errorf("API: last state %s, want OOMKilled (the group kill ended the container)", jsonOf(last))
-	}
+	apiSaysOOMKilled(t, c, last, "last state (the group kill ended the container)")
 	id := containerID(last.ContainerID)
 	ev := o.WaitEvents(t, "the group kill of "+id, 30*time.Second, func(ev Events) bool {
 		ks := killsOf(ev, id)
@@ -452,8 +466,9 @@ func testContainerLimit(t *testing.T, c *Cluster, o *Oomtrace) {
 		return len(cs) == 1 && cs[0].RestartCount >= 1 && cs[0].LastTerminationState.Terminated != nil
 	})
 	last := p.Status.ContainerStatuses[0].LastTerminationState.Terminated
-	if last.Reason != "OOMKilled" || last.ExitCode != 137 {
-		t.Errorf("API: last state %+v, want OOMKilled 137", last)
+	apiSaysOOMKilled(t, c, last, "last state")
+	if last.ExitCode != 137 {
+		t.Errorf("API: last state %+v, want exit 137", last)
 	}
 	id := containerID(last.ContainerID)
 	ev := o.WaitEvents(t, "the kill of "+id, 30*time.Second, func(ev Events) bool { return len(killsOf(ev, id)) > 0 })
@@ -568,8 +583,8 @@ func testKernelBeforeKubelet(t *testing.T, c *Cluster, o *Oomtrace) {
 	})
 	term := p.Status.ContainerStatuses[0].State.Terminated
 	msg, evicted := clusterview.EvictedBy(p)
-	if !evicted && term.Reason != "OOMKilled" {
-		t.Errorf("API: %+v: want OOMKilled", term)
+	if !evicted {
+		apiSaysOOMKilled(t, c, term, "burst's container")
 	}
 	ev := o.WaitEvents(t, "the kill in burst", 30*time.Second, func(ev Events) bool { return len(killsInPod(ev, "burst")) > 0 })
 	k := killsInPod(ev, "burst")[0]
