@@ -146,12 +146,11 @@ func (d *agent) pipelineOptions(out pipeline.Sink, stop func()) pipeline.Options
 		return o
 	}
 	o.PostMortem = pm
-	o.CgroupMemory = func(memcg *event.Cgroup) *event.CgroupMemory {
-		s, err := pm.Memory.Snapshot(memcg.Path)
-		if err != nil {
-			return nil
+	o.CgroupSwap = func(memcg *event.Cgroup) *uint64 {
+		if n, ok := pm.Memory.Swap(memcg.Path); ok {
+			return &n
 		}
-		return &s
+		return nil
 	}
 	if d.opts.containerCheck > 0 {
 		o.ContainerCheckDelay, o.ContainerAlive = d.opts.containerCheck, pm.Memory.Populated

@@ -340,6 +340,17 @@ func (m Memory) Usage(path string) (uint64, error) {
 	return kernfile.ReadUint(filepath.Join(m.Dir(path), name))
 }
 
+// Swap reads the cgroup's swap use in bytes (cgroup v2
+// memory.swap.current); false on v1 or where the kernel has no swap
+// accounting.
+func (m Memory) Swap(path string) (uint64, bool) {
+	if m.V1 {
+		return 0, false
+	}
+	n, err := kernfile.ReadUint(filepath.Join(m.Dir(path), "memory.swap.current"))
+	return n, err == nil
+}
+
 // Limit is the cgroup's memory limit in bytes, false when it has none
 // (or it cannot be read).
 func (m Memory) Limit(path string) (uint64, bool) {

@@ -303,3 +303,24 @@ func TestProcsBounded(t *testing.T) {
 		t.Errorf("%d processes (%v), want 10", len(some), err)
 	}
 }
+
+func TestSwap(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "kubepods", "pod1")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "memory.swap.current"), []byte("4096\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := (Memory{Root: root}).Swap("/kubepods/pod1"); !ok || n != 4096 {
+		t.Errorf("swap %d %v, want 4096", n, ok)
+	}
+	// v1 has no memory.swap.current; a cgroup gone has nothing.
+	if _, ok := (Memory{Root: root, V1: true}).Swap("/kubepods/pod1"); ok {
+		t.Error("v1: swap read")
+	}
+	if _, ok := (Memory{Root: root}).Swap("/kubepods/gone"); ok {
+		t.Error("a cgroup that is gone: swap read")
+	}
+}

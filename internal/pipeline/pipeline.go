@@ -79,9 +79,10 @@ type Options struct {
 	// host's procfs): a SIGKILL from a pod's own process, or a service's
 	// to its children, is not a user-space kill. nil: not judged so.
 	KillerMemcg func(pid uint32) *event.Cgroup
-	// CgroupMemory, if set, reads a memory cgroup's usage, limit and
-	// pressure (a user-space kill's victims' at its first SIGKILL).
-	CgroupMemory func(memcg *event.Cgroup) *event.CgroupMemory
+	// CgroupSwap, if set, reads a memory cgroup's swap use (a user-space
+	// kill's victims', beside the usage, limit and pressure the signal's
+	// record has from the kernel); nil when it has none.
+	CgroupSwap func(memcg *event.Cgroup) *uint64
 	// Ack, if set, receives each kill's sequence number once, when the
 	// pipeline is done with the kill for good: written to Out, kept out
 	// by the filter, or dropped from a full queue. A kill Out failed to
@@ -111,8 +112,8 @@ func New(ctx context.Context, o Options) *Pipeline {
 		s.settler = &settler{delay: o.ContainerCheckDelay, alive: o.ContainerAlive, done: func(ev event.OOMKill) { s.finishKill(ev) }}
 	}
 	s.kubeEvents, s.postmortem, s.folder = o.KubeEvents, o.PostMortem, o.RefusalFolder
-	s.signalMemory = &signalMemory{read: o.CgroupMemory, now: time.Now}
-	s.userKills.KillerMemcg, s.userKills.Memory = o.KillerMemcg, s.signalMemory.at
+	s.signalSwap = &signalSwap{read: o.CgroupSwap, now: time.Now}
+	s.userKills.KillerMemcg, s.userKills.Swap = o.KillerMemcg, s.signalSwap.at
 	outbox := newQueue(acking{o.Out, s.acknowledge}, o.QueueSize, o.OutFailed).OnFull(s.droppedFromOutbox)
 	s.out = outbox
 	return &Pipeline{inbox: newQueue(s, o.QueueSize, nil).OnFull(s.droppedFromInbox), outbox: outbox, stage: s}
@@ -134,7 +135,7 @@ func (p *Pipeline) CommitRefusal(ev event.CommitRefusal) { p.inbox.Write(ev) }
 func (p *Pipeline) Signal(ev event.TaskSignal) {
 	p.stage.correlator.Signal(ev)
 	if userkill.Candidate(ev) {
-		p.stage.signalMemory.remember(ev.Target.Memcg)
+		p.stage.signalSwap.remember(ev.Target.Memcg)
 		p.inbox.Write(ev)
 	}
 }
@@ -188,7 +189,7 @@ type stage struct {
 	folder       *refusalfold.Folder // nil: every refusal line goes out
 	foldTimer    dueTimer            // while folded lines wait
 	userKills    userkill.Gatherer
-	signalMemory *signalMemory
+	signalSwap   *signalSwap
 	userTimer    dueTimer // while user-space kills are gathered
 }
 

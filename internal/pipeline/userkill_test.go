@@ -33,14 +33,15 @@ func TestUserspaceKill(t *testing.T) {
 			}
 			return &event.Cgroup{ID: 2, Path: "/system.slice/earlyoom.service"}
 		},
-		CgroupMemory: func(memcg *event.Cgroup) *event.CgroupMemory {
+		CgroupSwap: func(memcg *event.Cgroup) *uint64 {
 			mu.Lock()
 			defer mu.Unlock()
 			read = append(read, memcg.Path)
 			if gone {
 				return nil
 			}
-			return &event.CgroupMemory{UsageBytes: 63 << 20, LimitBytes: &limit, Pressure: &event.Pressure{FullAvg10: 42}}
+			swap := uint64(4096)
+			return &swap
 		},
 	})
 	victim := func(pid uint32) event.Process {
@@ -48,8 +49,10 @@ func TestUserspaceKill(t *testing.T) {
 			Pod: &event.Pod{Namespace: "shop", Name: "cart", UID: "0b1e5c6a-1111-2222-3333-444455556666"}}
 	}
 	signal := func(sender event.Process, target uint32) {
+		// The kernel's figures, as the signal's record has them.
 		p.Signal(event.TaskSignal{Type: event.TypeTaskSignal, Time: event.Time{Time: time.Now()}, Signal: "SIGKILL",
-			Info: event.SiginfoFull, Target: victim(target), Sender: sender})
+			Info: event.SiginfoFull, Target: victim(target), Sender: sender,
+			TargetMemory: &event.CgroupMemory{UsageBytes: 63 << 20, LimitBytes: &limit, Pressure: &event.Pressure{FullAvg10: 42}}})
 	}
 	earlyoom := event.Process{PID: 7, TGID: 7, Comm: "earlyoom"}
 	signal(earlyoom, 100)
@@ -66,7 +69,8 @@ func TestUserspaceKill(t *testing.T) {
 		t.Fatalf("%d kills, want earlyoom's only: %+v", len(kills), kills)
 	}
 	k := kills[0]
-	if k.Killer.Comm != "earlyoom" || k.KnownKiller != "earlyoom" || k.VictimCount != 2 || k.Memory == nil || k.Memory.Pressure == nil || k.Memory.Pressure.FullAvg10 != 42 {
+	if k.Killer.Comm != "earlyoom" || k.KnownKiller != "earlyoom" || k.VictimCount != 2 || k.Memory == nil || k.Memory.Pressure == nil || k.Memory.Pressure.FullAvg10 != 42 ||
+		k.Memory.SwapBytes == nil || *k.Memory.SwapBytes != 4096 {
 		t.Errorf("kill %+v", k)
 	}
 	mu.Lock()

@@ -110,10 +110,10 @@ type Gatherer struct {
 	// killer's, read at its first SIGKILL (a kill -9 exits right after),
 	// for Own.
 	KillerMemcg func(pid uint32) *event.Cgroup
-	// Memory, if set, reads the victims' memory cgroup at the first
-	// SIGKILL (its usage and pressure: what a killer acted on); the
-	// kernel's usage and limit in the signal's record come first.
-	Memory func(memcg *event.Cgroup) *event.CgroupMemory
+	// Swap, if set, reads the victims' memory cgroup's swap use: the
+	// one figure the signal's record (usage, limit, pressure from the
+	// kernel) does not have.
+	Swap func(memcg *event.Cgroup) *uint64
 
 	mu      sync.Mutex
 	pending map[key]*gathering
@@ -152,19 +152,12 @@ func (g *Gatherer) Add(ev event.TaskSignal) time.Time {
 		if g.KillerMemcg != nil && p.kill.Killer.Memcg == nil {
 			p.kill.Killer.Memcg = g.KillerMemcg(ev.Sender.TGID)
 		}
-		if g.Memory != nil {
-			p.kill.Memory = g.Memory(ev.Target.Memcg)
-		}
 		// The kernel's usage, limit and pressure, from before the
-		// victims died; what only the cgroup's files say (swap, and
-		// the pressure where the kernel's record has none) beside them.
+		// victims died, and the swap only the cgroup's files say.
 		if at := ev.TargetMemory; at != nil {
 			m := *at
-			if read := p.kill.Memory; read != nil {
-				m.SwapBytes = read.SwapBytes
-				if m.Pressure == nil {
-					m.Pressure = read.Pressure
-				}
+			if g.Swap != nil {
+				m.SwapBytes = g.Swap(ev.Target.Memcg)
 			}
 			p.kill.Memory = &m
 		}

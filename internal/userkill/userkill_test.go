@@ -136,17 +136,15 @@ func TestKnownKiller(t *testing.T) {
 	}
 }
 
-// The kill's memory is the kernel's usage and limit from the first
-// signal's record (before the victims died and uncharged), with what only
-// the cgroup's files say (swap, pressure) from the read beside it.
+// The kill's memory is the kernel's usage, limit and pressure from the
+// first signal's record (before the victims died and uncharged), with the
+// swap only the cgroup's files say.
 func TestGathererKeepsTheKernelsFigures(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	limit, swap := uint64(64<<20), uint64(4096)
-	g := &Gatherer{Now: func() time.Time { return now }, Memory: func(*event.Cgroup) *event.CgroupMemory {
-		return &event.CgroupMemory{UsageBytes: 12 << 10, SwapBytes: &swap, Pressure: &event.Pressure{FullAvg10: 50}} // read after the deaths
-	}}
+	g := &Gatherer{Now: func() time.Time { return now }, Swap: func(*event.Cgroup) *uint64 { return &swap }}
 	ev := signal("earlyoom", 10, 20, event.SiginfoFull)
-	ev.TargetMemory = &event.CgroupMemory{UsageBytes: 60 << 20, LimitBytes: &limit}
+	ev.TargetMemory = &event.CgroupMemory{UsageBytes: 60 << 20, LimitBytes: &limit, Pressure: &event.Pressure{FullAvg10: 50}}
 	g.Add(ev)
 	now = now.Add(Window)
 	kills, _ := g.Due(false)

@@ -18,6 +18,7 @@ import (
 	"github.com/oomtrace/oomtrace/exporter/kubeevents"
 	"github.com/oomtrace/oomtrace/internal/harness/critest"
 	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
+	"github.com/oomtrace/oomtrace/internal/kernfile"
 )
 
 // testUserspaceKills: the OOM killers that live in user space, as they
@@ -176,11 +177,7 @@ func readUint(t *testing.T, dir string, v1 bool) uint64 {
 	if v1 {
 		name = "memory.usage_in_bytes"
 	}
-	b, err := os.ReadFile(filepath.Join(dir, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	n, err := kernfile.ReadUint(filepath.Join(dir, name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,9 +202,9 @@ func testEarlyoom(t *testing.T, c *Cluster, o *Oomtrace) {
 			t.Fatalf("greedy holds %d bytes, not 500 MiB", readUint(t, dir, false))
 		}
 	}
-	percent := (before["MemAvailable"] - 250*mi) * 100 / before["MemTotal"]
+	percent := (before["MemAvailable"] - uint64(250*mi)) * 100 / before["MemTotal"]
 	t.Logf("MemAvailable %d MiB of %d before the pod, %d MiB with it: earlyoom -m %d",
-		before["MemAvailable"]/mi, before["MemTotal"]/mi, meminfo(t)["MemAvailable"]/mi, percent)
+		before["MemAvailable"]/uint64(mi), before["MemTotal"]/uint64(mi), meminfo(t)["MemAvailable"]/uint64(mi), percent)
 	args := fmt.Sprintf("EARLYOOM_ARGS=\"-m %d -s 100 -r 1 --prefer '^ctrbin$' --avoid '^(kube-apiserver|etcd|kubelet|containerd|oomtrace|systemd|dbus-daemon|clustertest.test)'\"\n", percent)
 	if err := os.WriteFile("/etc/default/earlyoom", []byte(args), 0o644); err != nil {
 		t.Fatal(err)
@@ -315,20 +312,15 @@ func systemctl(t *testing.T, args ...string) {
 }
 
 // meminfo is /proc/meminfo in bytes.
-func meminfo(t *testing.T) map[string]int64 {
+func meminfo(t *testing.T) map[string]uint64 {
 	t.Helper()
 	b, err := os.ReadFile("/proc/meminfo")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := map[string]int64{}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 2 {
-			if n, err := strconv.ParseInt(f[1], 10, 64); err == nil {
-				m[strings.TrimSuffix(f[0], ":")] = n << 10
-			}
-		}
+	m, err := kernfile.ParseMeminfo(b)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return m
 }
