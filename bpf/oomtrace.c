@@ -258,6 +258,7 @@ const enum rss_unit *unused_rss_unit __attribute__((unused));
 const enum stat_index *unused_stat_index __attribute__((unused));
 const struct signal_event *unused_signal_event __attribute__((unused));
 const struct group_fold *unused_group_fold __attribute__((unused));
+const enum forced_by *unused_forced_by __attribute__((unused));
 const enum siginfo_kind *unused_siginfo_kind __attribute__((unused));
 
 static __always_inline void count(__u32 idx)
@@ -307,31 +308,127 @@ static __always_inline bool counter_at_limit(struct page_counter *pc)
 	return (unsigned long)usage >= max - LIMIT_MARGIN_PAGES;
 }
 
+static __always_inline bool on_default_hierarchy(struct cgroup_subsys_state *css)
+{
+	return BPF_CORE_READ(css, cgroup, root, hierarchy_id) == 0;
+}
+
 /*
- * Without oom_control: the memcg whose limit was hit is the trigger's memcg
- * or one of its ancestors (the charge that failed was the trigger's), and it
- * is the nearest one with (almost) no room left.
+ * A memcg at its limit: memory, or on cgroup v1 memory and swap together
+ * (memsw, which OOMs on its own). On v2 the same union member is the swap
+ * counter, which never OOMs: a container at its memory.swap.max is not the
+ * domain of a kill at its pod's or the node's limit.
  */
-static __always_inline struct mem_cgroup *find_domain(struct oom_event *e, struct cgroup_subsys_state *css)
+static __always_inline bool memcg_at_limit(struct cgroup_subsys_state *css)
+{
+	struct mem_cgroup *memcg = (void *)css;
+
+	if (counter_at_limit(&memcg->memory))
+		return true;
+	return !on_default_hierarchy(css) && counter_at_limit(&memcg->memsw);
+}
+
+/* The nearest memcg at its limit from css up, NULL if none; *too_deep
+ * when the walk ended before the root. */
+static __always_inline struct mem_cgroup *nearest_at_limit(struct cgroup_subsys_state *css, bool *too_deep)
 {
 	int i;
 
 	for (i = 0; i < CGROUP_LEVEL_MAX + 1; i++) {
-		struct mem_cgroup *memcg = (void *)css;
 		if (!css)
 			break;
-		if (counter_at_limit(&memcg->memory) || counter_at_limit(&memcg->memsw)) {
-			e->domain_source = DOMAIN_MEMCG_AT_LIMIT;
-			e->domain_usage_pages = BPF_CORE_READ(memcg, memory.usage.counter);
-			e->domain_limit_pages = BPF_CORE_READ(memcg, memory.max);
-			fill_cgroup_path(&e->domain, BPF_CORE_READ(css, cgroup));
-			return memcg;
-		}
+		if (memcg_at_limit(css))
+			return (void *)css;
 		css = BPF_CORE_READ(css, parent);
 	}
-	/* Not up to the root: a tenant's nesting must not read as a global OOM. */
-	e->domain_source = css ? DOMAIN_TOO_DEEP : DOMAIN_NO_MEMCG_AT_LIMIT;
+	*too_deep = css != NULL;
 	return NULL;
+}
+
+static __always_inline void fill_domain(struct oom_event *e, struct mem_cgroup *memcg)
+{
+	e->domain_usage_pages = BPF_CORE_READ(memcg, memory.usage.counter);
+	e->domain_limit_pages = BPF_CORE_READ(memcg, memory.max);
+	fill_cgroup_path(&e->domain, BPF_CORE_READ(memcg, css.cgroup));
+}
+
+/*
+ * Without oom_control: the memcg whose limit was hit is the trigger's memcg
+ * or one of its ancestors (the charge that failed was the trigger's), and it
+ * is the nearest one with (almost) no room left. When none is, and the
+ * victim's memcg or an ancestor is at its limit on cgroup v2, the kill was
+ * forced by a write of memory.max below usage: the kernel runs the OOM
+ * killer in the writer's context (a runtime, the kubelet), outside the
+ * domain. cgroup v1 refuses such a write (EBUSY) instead.
+ */
+static __always_inline struct mem_cgroup *find_domain(struct oom_event *e, struct cgroup_subsys_state *css,
+						      struct cgroup_subsys_state *victim_css)
+{
+	struct mem_cgroup *memcg;
+	bool too_deep = false, ignored = false;
+
+	memcg = nearest_at_limit(css, &too_deep);
+	if (memcg) {
+		e->domain_source = DOMAIN_MEMCG_AT_LIMIT;
+		fill_domain(e, memcg);
+		return memcg;
+	}
+	if (victim_css && on_default_hierarchy(victim_css)) {
+		memcg = nearest_at_limit(victim_css, &ignored);
+		if (memcg) {
+			e->domain_source = DOMAIN_VICTIM_AT_LIMIT;
+			e->forced_by = FORCED_BY_LIMIT_WRITE;
+			fill_domain(e, memcg);
+			return memcg;
+		}
+	}
+	/* Not up to the root: a tenant's nesting must not read as a global OOM. */
+	e->domain_source = too_deep ? DOMAIN_TOO_DEEP : DOMAIN_NO_MEMCG_AT_LIMIT;
+	return NULL;
+}
+
+/*
+ * Whether memcg is css or one of its CGROUP_LEVEL_MAX nearest ancestors.
+ * With oom_control, a domain that is not above the trigger's memcg means
+ * the kernel ran the OOM killer for another cgroup than the one charged:
+ * a memory.max write (a remote charge's OOM would read the same, and is
+ * rare).
+ */
+static __always_inline bool memcg_below(struct cgroup_subsys_state *css, struct mem_cgroup *memcg)
+{
+	int i;
+
+	for (i = 0; i < CGROUP_LEVEL_MAX + 1; i++) {
+		if (!css)
+			return false;
+		if ((void *)css == (void *)memcg)
+			return true;
+		css = BPF_CORE_READ(css, parent);
+	}
+	return true; /* too deep to tell: not claimed */
+}
+
+/* page_counter.high is memory.high since 5.8; before, it is not read. */
+static __always_inline void fill_memcg_counters(struct memcg_counters *mc, struct mem_cgroup *memcg)
+{
+	struct cgroup_subsys_state *css = (void *)memcg;
+
+	if (!memcg)
+		return;
+	mc->usage = BPF_CORE_READ(memcg, memory.usage.counter);
+	mc->max = BPF_CORE_READ(memcg, memory.max);
+	mc->valid = 1;
+	if (!on_default_hierarchy(css))
+		return;
+	mc->v2 = 1;
+	mc->min = BPF_CORE_READ(memcg, memory.min);
+	mc->low = BPF_CORE_READ(memcg, memory.low);
+	if (bpf_core_field_exists(memcg->memory.high)) {
+		mc->high = BPF_CORE_READ(memcg, memory.high);
+		mc->has_high = 1;
+	}
+	mc->swap_usage = BPF_CORE_READ(memcg, swap.usage.counter);
+	mc->swap_max = BPF_CORE_READ(memcg, swap.max);
 }
 
 /*
@@ -755,13 +852,15 @@ static __always_inline void finish_event(struct control *c, struct oom_event *e,
 		domain = (void *)dv->memcg;
 		decision_ns = dv->d.ts_boot_ns;
 		if (domain) {
-			e->domain_usage_pages = BPF_CORE_READ(domain, memory.usage.counter);
-			e->domain_limit_pages = BPF_CORE_READ(domain, memory.max);
-			fill_cgroup_path(&e->domain, BPF_CORE_READ(domain, css.cgroup));
+			fill_domain(e, domain);
+			if (!memcg_below(trigger_css, domain))
+				e->forced_by = FORCED_BY_LIMIT_WRITE;
 		}
 	} else {
-		domain = find_domain(e, trigger_css);
+		domain = find_domain(e, trigger_css, victim_css);
 	}
+	fill_memcg_counters(&e->domain_counters, domain);
+	fill_memcg_counters(&e->victim_counters, (void *)victim_css);
 	if (victim_css) {
 		struct mem_cgroup *group = oom_group_of(victim_css, domain);
 		if (group)

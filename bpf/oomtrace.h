@@ -42,6 +42,32 @@ enum domain_source {
 	DOMAIN_MEMCG_AT_LIMIT = 2,    /* nearest ancestor of the trigger's memcg at its limit */
 	DOMAIN_NO_MEMCG_AT_LIMIT = 3, /* no ancestor at its limit: not a memcg OOM */
 	DOMAIN_TOO_DEEP = 4,          /* none of the CGROUP_LEVEL_MAX + 1 nearest at its limit, the root further up */
+	DOMAIN_VICTIM_AT_LIMIT = 5,   /* none above the trigger; the nearest ancestor of the victim's memcg at its limit */
+};
+
+/* What made the kernel run the OOM killer, when it was not a charge. */
+enum forced_by {
+	FORCED_BY_NONE = 0,        /* a charge (or unknown) */
+	FORCED_BY_LIMIT_WRITE = 1, /* a memory.max write below usage: the trigger is outside the domain */
+};
+
+/*
+ * A memory cgroup's counters at the kill, in pages. On cgroup v1 only
+ * usage and max mean something (high is the kernel's "max", min and low
+ * 0) and swap is not read (memsw is memory and swap together there).
+ */
+struct memcg_counters {
+	__u64 usage;
+	__u64 max;
+	__u64 high;
+	__u64 min;
+	__u64 low;
+	__u64 swap_usage;
+	__u64 swap_max;
+	__u8 valid; /* 0: nothing was read */
+	__u8 v2;    /* the memcg is on the default hierarchy: high, min, low and swap are read */
+	__u8 has_high; /* the kernel has memory.high in its page counter (5.8+) */
+	__u8 _pad[5];
 };
 
 /* Which program watches for the OOM killer's SIGKILL. */
@@ -143,6 +169,10 @@ struct oom_event {
 	 * the same: a pid reused meanwhile is another process.
 	 */
 	__u32 victim_start_ticks;
+	__u8 forced_by; /* enum forced_by */
+	__u8 _pad3[3];
+	struct memcg_counters domain_counters; /* the domain's, when there is one */
+	struct memcg_counters victim_counters; /* the victim's own memcg (its container), where the hook knows it */
 };
 
 /*

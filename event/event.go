@@ -42,6 +42,30 @@ const (
 	// trigger was at its limit and the root is further up (a tenant's
 	// nesting): the domain is not known, and the scope is unknown.
 	SourceMemcgTooDeep = "memcg_too_deep"
+	// SourceVictimMemcgAtLimit: no memory cgroup above the trigger was at
+	// its limit, but the nearest one at or above the victim's was, on
+	// cgroup v2: a write of memory.max below usage forced the kill from
+	// outside the domain (OOM.ForcedBy).
+	SourceVictimMemcgAtLimit = "victim_memcg_at_limit"
+)
+
+// What made the kernel run the OOM killer, when it was not a charge that
+// failed (OOM.ForcedBy).
+const (
+	// ForcedByLimitWrite: a write of memory.max below the cgroup's usage
+	// (an in-place resize, a runtime's update, a hand's echo). The kernel
+	// reclaims, then OOM-kills in the writer's context: the trigger is the
+	// writer (runc, crun, the kubelet), outside the domain.
+	ForcedByLimitWrite = "limit_write"
+)
+
+// Where the limit of a kill's OOM domain came from (Domain.LimitSource).
+const (
+	LimitFromContainer  = "container"   // the container's own limit (spec.containers[].resources)
+	LimitFromContainers = "containers"  // the pod cgroup's limit: the sum of its containers' limits
+	LimitFromPodSpec    = "pod_spec"    // the pod-level limit (spec.resources.limits.memory)
+	LimitFromNode       = "allocatable" // kubepods or a QoS class cgroup: the node's allocatable
+	LimitFromSystem     = "node"        // the machine's memory: no cgroup limit
 )
 
 // Where a memory cgroup's identity came from.
@@ -241,6 +265,9 @@ type ContainerExit struct {
 	ExitCode    *int32 `json:"exit_code"`        // null while it still runs
 	Signal      string `json:"signal,omitempty"` // SIGKILL for 137, SIGTERM for 143
 	Reason      string `json:"reason,omitempty"` // OOMKilled, Error, …
+	// Init says it is an init container (a sidecar among them: an init
+	// container that keeps running); omitted for a regular one.
+	Init bool `json:"init,omitempty"`
 }
 
 // TaskSignal is a SIGTERM or SIGKILL one process sent another (not the
@@ -391,6 +418,14 @@ type Container struct {
 	ID      string `json:"id"`
 	Name    string `json:"name"`
 	Runtime string `json:"runtime"` // containerd, cri-o, docker, podman; empty when unknown
+	// MemoryLimitBytes is the container's memory limit in the pod spec
+	// (spec.containers[].resources.limits.memory), from the cluster view;
+	// absent without it or without a limit. The limit the kernel enforced
+	// is the domain's: they differ while a resize is in progress.
+	MemoryLimitBytes *uint64 `json:"memory_limit_bytes,omitempty"`
+	// StatusMemoryLimitBytes is the limit the kubelet reports applied
+	// (status.containerStatuses[].resources.limits.memory).
+	StatusMemoryLimitBytes *uint64 `json:"status_memory_limit_bytes,omitempty"`
 }
 
 // Pod is the Kubernetes pod a task ran in: the uid and QoS class from its
@@ -410,6 +445,17 @@ type Pod struct {
 	// reference (a ReplicaSet's Deployment where the pod-template-hash
 	// says so); nil without the cluster view, or for a pod of none.
 	Owner *PodOwner `json:"owner,omitempty"`
+	// MemoryLimitBytes is the pod-level memory limit
+	// (spec.resources.limits.memory), from the cluster view; absent
+	// without one.
+	MemoryLimitBytes *uint64 `json:"memory_limit_bytes,omitempty"`
+	// ContainersMemoryLimitBytes is the sum of its containers' memory
+	// limits when every container has one: what the kubelet sets as the
+	// pod cgroup's limit without a pod-level one. Absent otherwise.
+	ContainersMemoryLimitBytes *uint64 `json:"containers_memory_limit_bytes,omitempty"`
+	// ResizeInProgress says the pod had a PodResizeInProgress condition
+	// (an in-place resize being applied) when the event was read.
+	ResizeInProgress bool `json:"resize_in_progress,omitempty"`
 }
 
 // PodOwner is a pod's workload: kind and name, in the pod's namespace.
@@ -446,6 +492,11 @@ type Victim struct {
 	RSS           *RSS    `json:"rss_bytes"`      // null on kernels that do not say
 	TotalVMBytes  *uint64 `json:"total_vm_bytes"` // null on kernels that do not say
 	PgtablesBytes *uint64 `json:"pgtables_bytes"` // null on kernels that do not say
+	// MemcgMemory is the victim's own memory cgroup (its container's) at
+	// the kill: its usage, limit, memory.high, .min, .low and swap, which
+	// say what the container was allowed beside the domain's limit.
+	// Absent where the hook cannot read it (the classic tracepoint).
+	MemcgMemory *MemcgMemory `json:"memcg_memory,omitempty"`
 }
 
 // RSS is resident memory by kind, in bytes.
@@ -471,6 +522,9 @@ type OOM struct {
 	ScopeSource string    `json:"scope_source"`
 	Domain      *Domain   `json:"domain,omitempty"` // the memcg whose limit was hit
 	Decision    *Decision `json:"decision,omitempty"`
+	// ForcedBy says what forced the kill when it was not a charge that
+	// failed: ForcedByLimitWrite. Omitted for a charge.
+	ForcedBy string `json:"forced_by,omitempty"`
 	// Group is the memory.oom.group kill this kill is part of: one OOM
 	// decision that killed every process of a cgroup (the kubelet sets
 	// oom.group on every container on cgroup v2). Absent for a single kill.
@@ -520,6 +574,37 @@ type Domain struct {
 	*Cgroup
 	UsageBytes uint64 `json:"usage_bytes,omitempty"`
 	LimitBytes uint64 `json:"limit_bytes,omitempty"`
+	// LimitSource says whose limit LimitBytes is (LimitFrom* above): on a
+	// pod cgroup the sum of its containers' limits, which a one-container
+	// pod hits before its container does (the sandbox is charged there
+	// too), or a pod-level limit. Empty when it cannot be told (a pod
+	// cgroup without the cluster view's spec, a cgroup of another kind).
+	LimitSource string `json:"limit_source,omitempty"`
+	// The domain's other bounds at the kill, on cgroup v2.
+	MemcgBounds
+}
+
+// MemcgBounds are a cgroup v2 memory cgroup's bounds besides memory.max,
+// and its swap, read in the kernel at the kill. All are absent on cgroup
+// v1 (where memory.high, .min and .low do not exist and swap is counted
+// with memory) and on the classic tracepoint's records that could not
+// read the cgroup.
+type MemcgBounds struct {
+	HighBytes *uint64 `json:"high_bytes,omitempty"` // memory.high; absent: max (or v1)
+	MinBytes  *uint64 `json:"min_bytes,omitempty"`  // memory.min: protected from reclaim
+	LowBytes  *uint64 `json:"low_bytes,omitempty"`  // memory.low: protected best-effort
+	// SwapUsageBytes is memory.swap.current: memory swapped out. With the
+	// kubelet's LimitedSwap a kill at memory.max means the swap limit was
+	// full too, or the node's swap.
+	SwapUsageBytes *uint64 `json:"swap_usage_bytes,omitempty"`
+	SwapLimitBytes *uint64 `json:"swap_limit_bytes,omitempty"` // memory.swap.max; absent: max (or v1)
+}
+
+// MemcgMemory is a memory cgroup's counters at the kill.
+type MemcgMemory struct {
+	UsageBytes uint64  `json:"usage_bytes"`
+	LimitBytes *uint64 `json:"limit_bytes"` // memory.max; null: max
+	MemcgBounds
 }
 
 // Decision is the kernel's struct oom_control at oom_kill_process.
@@ -597,6 +682,10 @@ type NodeMemory struct {
 	// allocatable memory minus the kubepods cgroup's working set; null
 	// without a kubepods cgroup.
 	AllocatableMemoryAvailable *MemorySignal `json:"allocatable_memory_available"`
+	// SwapTotalBytes and SwapFreeBytes are /proc/meminfo's: on a node with
+	// swap (NodeSwap) a kill may come with swap full; absent without swap.
+	SwapTotalBytes *uint64 `json:"swap_total_bytes,omitempty"`
+	SwapFreeBytes  *uint64 `json:"swap_free_bytes,omitempty"`
 }
 
 // AnyBelow reports whether any signal is below its hard threshold: the

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -139,6 +140,13 @@ func (d *Decoder) oomKill(raw *rawOOMEvent) (event.OOMKill, error) {
 		v.NSPID, v.Init = &nsPID, &init
 	}
 	v.ParentMemcgID = raw.VictimParentMemcg
+	if c := &raw.VictimCounters; c.Valid != 0 {
+		v.MemcgMemory = &event.MemcgMemory{
+			UsageBytes:  c.Usage * d.PageSize,
+			LimitBytes:  d.pagesUnlessMax(c.Max),
+			MemcgBounds: d.bounds(c),
+		}
+	}
 	v.Memcg = cgroupFromKernel(raw.VictimMemcg.Id, raw.VictimMemcg.Valid, raw.VictimMemcg.Truncated, raw.VictimMemcg.Len, raw.VictimMemcg.Path[:])
 
 	// Trigger: the task that ran the OOM killer.
@@ -161,6 +169,16 @@ func (d *Decoder) oomKill(raw *rawOOMEvent) (event.OOMKill, error) {
 			UsageBytes: raw.DomainUsagePages * d.PageSize,
 			LimitBytes: raw.DomainLimitPages * d.PageSize,
 		}
+		if c := &raw.DomainCounters; c.Valid != 0 {
+			o.Domain.MemcgBounds = d.bounds(c)
+		}
+	}
+	switch oomtraceForcedBy(raw.ForcedBy) {
+	case oomtraceForcedByFORCED_BY_NONE:
+	case oomtraceForcedByFORCED_BY_LIMIT_WRITE:
+		o.ForcedBy = event.ForcedByLimitWrite
+	default:
+		return event.OOMKill{}, fmt.Errorf("oom event: unknown forced_by %d", raw.ForcedBy)
 	}
 	switch oomtraceDomainSource(raw.DomainSource) {
 	case oomtraceDomainSourceDOMAIN_OOM_CONTROL:
@@ -183,6 +201,9 @@ func (d *Decoder) oomKill(raw *rawOOMEvent) (event.OOMKill, error) {
 		o.Scope = event.ScopeGlobal
 	case oomtraceDomainSourceDOMAIN_TOO_DEEP:
 		o.ScopeSource = event.SourceMemcgTooDeep
+	case oomtraceDomainSourceDOMAIN_VICTIM_AT_LIMIT:
+		o.ScopeSource = event.SourceVictimMemcgAtLimit
+		o.Scope = event.ScopeMemcg
 	default:
 		return event.OOMKill{}, fmt.Errorf("oom event: unknown domain source %d", raw.DomainSource)
 	}
@@ -190,6 +211,29 @@ func (d *Decoder) oomKill(raw *rawOOMEvent) (event.OOMKill, error) {
 		o.Group = groupKill(raw, v.Memcg)
 	}
 	return ev, nil
+}
+
+// pagesUnlessMax is a page counter's value in bytes, nil for the
+// kernel's "max" (PAGE_COUNTER_MAX, LONG_MAX / PAGE_SIZE).
+func (d *Decoder) pagesUnlessMax(pages uint64) *uint64 {
+	if d.PageSize == 0 || pages >= math.MaxInt64/d.PageSize {
+		return nil
+	}
+	b := pages * d.PageSize
+	return &b
+}
+
+// bounds are a memcg's cgroup v2 bounds and swap; none on v1.
+func (d *Decoder) bounds(c *oomtraceMemcgCounters) event.MemcgBounds {
+	if c.V2 == 0 {
+		return event.MemcgBounds{}
+	}
+	minB, lowB, swapB := c.Min*d.PageSize, c.Low*d.PageSize, c.SwapUsage*d.PageSize
+	b := event.MemcgBounds{MinBytes: &minB, LowBytes: &lowB, SwapUsageBytes: &swapB, SwapLimitBytes: d.pagesUnlessMax(c.SwapMax)}
+	if c.HasHigh != 0 {
+		b.HighBytes = d.pagesUnlessMax(c.High)
+	}
+	return b
 }
 
 // groupKill is the record's memory.oom.group kill. The kernel records the

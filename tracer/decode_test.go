@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"reflect"
 	"testing"
@@ -233,6 +234,52 @@ func TestDecodeMemcgTooDeep(t *testing.T) {
 	}
 }
 
+// TestDecodeLimitWrite: a kill no charge explains, whose domain the walk
+// found from the victim, says forced_by limit_write and scope memcg.
+func TestDecodeLimitWrite(t *testing.T) {
+	r := fixture()
+	r.DomainSource = uint8(oomtraceDomainSourceDOMAIN_VICTIM_AT_LIMIT)
+	r.ForcedBy = uint8(oomtraceForcedByFORCED_BY_LIMIT_WRITE)
+	ev, _, err := testDecoder.DecodeOOMKill(encode(t, r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.OOM.Scope != "memcg" || ev.OOM.ScopeSource != "victim_memcg_at_limit" || ev.OOM.ForcedBy != "limit_write" || ev.OOM.Domain == nil {
+		t.Errorf("oom = %+v", ev.OOM)
+	}
+}
+
+// TestDecodeMemcgCounters: a v2 domain's bounds and swap and the victim's
+// cgroup's counters, in pages, become bytes; the kernel's "max"
+// (PAGE_COUNTER_MAX) is absent (null for the victim's limit); v1 has
+// usage and limit alone; nothing read, nothing written.
+func TestDecodeMemcgCounters(t *testing.T) {
+	const pageCounterMax = math.MaxInt64 / 4096
+	r := fixture()
+	r.DomainCounters = oomtraceMemcgCounters{Usage: 16384, Max: 16384, High: 12288, Min: 1024, Low: 2048, SwapUsage: 100, SwapMax: pageCounterMax, Valid: 1, V2: 1, HasHigh: 1}
+	r.VictimCounters = oomtraceMemcgCounters{Usage: 8000, Max: pageCounterMax, High: pageCounterMax, SwapUsage: 2048, SwapMax: 2048, Valid: 1, V2: 1, HasHigh: 1}
+	ev, _, err := testDecoder.DecodeOOMKill(encode(t, r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, m := ev.OOM.Domain, ev.Victim.MemcgMemory
+	if got := jsonOf(d.MemcgBounds); got != `{"high_bytes":50331648,"min_bytes":4194304,"low_bytes":8388608,"swap_usage_bytes":409600}` {
+		t.Errorf("domain bounds %s", got)
+	}
+	if got := jsonOf(m); got != `{"usage_bytes":32768000,"limit_bytes":null,"min_bytes":0,"low_bytes":0,"swap_usage_bytes":8388608,"swap_limit_bytes":8388608}` {
+		t.Errorf("victim's memcg %s", got)
+	}
+	r.DomainCounters = oomtraceMemcgCounters{Usage: 16384, Max: 16384, High: pageCounterMax, Valid: 1}
+	r.VictimCounters = oomtraceMemcgCounters{}
+	ev, _, err = testDecoder.DecodeOOMKill(encode(t, r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.OOM.Domain.MemcgBounds != (event.MemcgBounds{}) || ev.Victim.MemcgMemory != nil {
+		t.Errorf("v1: domain bounds %s, victim's memcg %s; want none", jsonOf(ev.OOM.Domain.MemcgBounds), jsonOf(ev.Victim.MemcgMemory))
+	}
+}
+
 func TestDecodeTruncatedRecord(t *testing.T) {
 	b := encode(t, fixture())
 	for _, n := range []int{0, 1, 8, OOMEventSize / 2, OOMEventSize - 1} {
@@ -260,6 +307,7 @@ func TestDecodeRejectsGarbage(t *testing.T) {
 		"victim hook":   func(r *rawOOMEvent) { r.VictimHook = 0 },
 		"decision hook": func(r *rawOOMEvent) { r.HasDecision = 1; r.Decision.Hook = 0 },
 		"domain source": func(r *rawOOMEvent) { r.DomainSource = 42 },
+		"forced by":     func(r *rawOOMEvent) { r.ForcedBy = 9 },
 	}
 	for name, mutate := range cases {
 		r := fixture()

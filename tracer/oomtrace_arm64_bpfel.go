@@ -59,6 +59,7 @@ const (
 	oomtraceDomainSourceDOMAIN_MEMCG_AT_LIMIT    oomtraceDomainSource = 2
 	oomtraceDomainSourceDOMAIN_NO_MEMCG_AT_LIMIT oomtraceDomainSource = 3
 	oomtraceDomainSourceDOMAIN_TOO_DEEP          oomtraceDomainSource = 4
+	oomtraceDomainSourceDOMAIN_VICTIM_AT_LIMIT   oomtraceDomainSource = 5
 )
 
 type oomtraceEventType uint32
@@ -67,6 +68,13 @@ const (
 	oomtraceEventTypeEVENT_OOM_KILL       oomtraceEventType = 1
 	oomtraceEventTypeEVENT_COMMIT_REFUSAL oomtraceEventType = 2
 	oomtraceEventTypeEVENT_TASK_SIGNAL    oomtraceEventType = 3
+)
+
+type oomtraceForcedBy uint32
+
+const (
+	oomtraceForcedByFORCED_BY_NONE        oomtraceForcedBy = 0
+	oomtraceForcedByFORCED_BY_LIMIT_WRITE oomtraceForcedBy = 1
 )
 
 type oomtraceGroupFold struct {
@@ -90,6 +98,21 @@ type oomtraceKillSignal struct {
 	_        structs.HostLayout
 	Sender   uint64
 	TsBootNs uint64
+}
+
+type oomtraceMemcgCounters struct {
+	_         structs.HostLayout
+	Usage     uint64
+	Max       uint64
+	High      uint64
+	Min       uint64
+	Low       uint64
+	SwapUsage uint64
+	SwapMax   uint64
+	Valid     uint8
+	V2        uint8
+	HasHigh   uint8
+	Pad       [5]uint8
 }
 
 type oomtraceOomEvent struct {
@@ -182,6 +205,11 @@ type oomtraceOomEvent struct {
 	GroupLevel       uint16
 	Pad2             uint16
 	VictimStartTicks uint32
+	ForcedBy         uint8
+	Pad3             [3]uint8
+	_                [4]byte
+	DomainCounters   oomtraceMemcgCounters
+	VictimCounters   oomtraceMemcgCounters
 }
 
 type oomtraceRssUnit uint32
@@ -307,6 +335,7 @@ const (
 	oomtraceVarUnusedDecisionHook        = "unused_decision_hook"
 	oomtraceVarUnusedDomainSource        = "unused_domain_source"
 	oomtraceVarUnusedEventType           = "unused_event_type"
+	oomtraceVarUnusedForcedBy            = "unused_forced_by"
 	oomtraceVarUnusedGroupFold           = "unused_group_fold"
 	oomtraceVarUnusedOomEvent            = "unused_oom_event"
 	oomtraceVarUnusedRssUnit             = "unused_rss_unit"
@@ -395,6 +424,7 @@ type oomtraceVariableSpecs struct {
 	UnusedDecisionHook *ebpf.VariableSpec `ebpf:"unused_decision_hook"`
 	UnusedDomainSource *ebpf.VariableSpec `ebpf:"unused_domain_source"`
 	UnusedEventType    *ebpf.VariableSpec `ebpf:"unused_event_type"`
+	UnusedForcedBy     *ebpf.VariableSpec `ebpf:"unused_forced_by"`
 	UnusedGroupFold    *ebpf.VariableSpec `ebpf:"unused_group_fold"`
 	UnusedOomEvent     *ebpf.VariableSpec `ebpf:"unused_oom_event"`
 	UnusedRssUnit      *ebpf.VariableSpec `ebpf:"unused_rss_unit"`
@@ -465,6 +495,7 @@ type oomtraceVariables struct {
 	UnusedDecisionHook *ebpf.Variable `ebpf:"unused_decision_hook"`
 	UnusedDomainSource *ebpf.Variable `ebpf:"unused_domain_source"`
 	UnusedEventType    *ebpf.Variable `ebpf:"unused_event_type"`
+	UnusedForcedBy     *ebpf.Variable `ebpf:"unused_forced_by"`
 	UnusedGroupFold    *ebpf.Variable `ebpf:"unused_group_fold"`
 	UnusedOomEvent     *ebpf.Variable `ebpf:"unused_oom_event"`
 	UnusedRssUnit      *ebpf.Variable `ebpf:"unused_rss_unit"`

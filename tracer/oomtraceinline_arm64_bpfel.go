@@ -156,6 +156,37 @@ type oomtraceInlineOomEvent struct {
 	GroupLevel       uint16
 	Pad2             uint16
 	VictimStartTicks uint32
+	ForcedBy         uint8
+	Pad3             [3]uint8
+	_                [4]byte
+	DomainCounters   struct {
+		_         structs.HostLayout
+		Usage     uint64
+		Max       uint64
+		High      uint64
+		Min       uint64
+		Low       uint64
+		SwapUsage uint64
+		SwapMax   uint64
+		Valid     uint8
+		V2        uint8
+		HasHigh   uint8
+		Pad       [5]uint8
+	}
+	VictimCounters struct {
+		_         structs.HostLayout
+		Usage     uint64
+		Max       uint64
+		High      uint64
+		Min       uint64
+		Low       uint64
+		SwapUsage uint64
+		SwapMax   uint64
+		Valid     uint8
+		V2        uint8
+		HasHigh   uint8
+		Pad       [5]uint8
+	}
 }
 
 type oomtraceInlineSignalBudget struct {
@@ -193,6 +224,7 @@ const (
 	oomtraceInlineVarUnusedDecisionHook        = "unused_decision_hook"
 	oomtraceInlineVarUnusedDomainSource        = "unused_domain_source"
 	oomtraceInlineVarUnusedEventType           = "unused_event_type"
+	oomtraceInlineVarUnusedForcedBy            = "unused_forced_by"
 	oomtraceInlineVarUnusedGroupFold           = "unused_group_fold"
 	oomtraceInlineVarUnusedOomEvent            = "unused_oom_event"
 	oomtraceInlineVarUnusedRssUnit             = "unused_rss_unit"
@@ -281,6 +313,7 @@ type oomtraceInlineVariableSpecs struct {
 	UnusedDecisionHook *ebpf.VariableSpec `ebpf:"unused_decision_hook"`
 	UnusedDomainSource *ebpf.VariableSpec `ebpf:"unused_domain_source"`
 	UnusedEventType    *ebpf.VariableSpec `ebpf:"unused_event_type"`
+	UnusedForcedBy     *ebpf.VariableSpec `ebpf:"unused_forced_by"`
 	UnusedGroupFold    *ebpf.VariableSpec `ebpf:"unused_group_fold"`
 	UnusedOomEvent     *ebpf.VariableSpec `ebpf:"unused_oom_event"`
 	UnusedRssUnit      *ebpf.VariableSpec `ebpf:"unused_rss_unit"`
@@ -351,6 +384,7 @@ type oomtraceInlineVariables struct {
 	UnusedDecisionHook *ebpf.Variable `ebpf:"unused_decision_hook"`
 	UnusedDomainSource *ebpf.Variable `ebpf:"unused_domain_source"`
 	UnusedEventType    *ebpf.Variable `ebpf:"unused_event_type"`
+	UnusedForcedBy     *ebpf.Variable `ebpf:"unused_forced_by"`
 	UnusedGroupFold    *ebpf.Variable `ebpf:"unused_group_fold"`
 	UnusedOomEvent     *ebpf.Variable `ebpf:"unused_oom_event"`
 	UnusedRssUnit      *ebpf.Variable `ebpf:"unused_rss_unit"`

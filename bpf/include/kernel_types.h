@@ -137,6 +137,9 @@ struct css_set {
 
 struct page_counter {
 	atomic_long_t usage;
+	unsigned long min;  /* memory.min (cgroup v2) */
+	unsigned long low;  /* memory.low (cgroup v2) */
+	unsigned long high; /* memory.high (cgroup v2, 5.8+) */
 	unsigned long max;
 };
 
@@ -148,6 +151,7 @@ struct mem_cgroup {
 	struct cgroup_subsys_state css;
 	struct page_counter memory;
 	struct page_counter memsw;
+	struct page_counter swap; /* the same union member as memsw, by its v2 name */
 	bool oom_group; /* memory.oom.group (cgroup v2, 4.19+) */
 	atomic_long_t memory_events[9]; /* indexed by enum memcg_memory_event */
 };

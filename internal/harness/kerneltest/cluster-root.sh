@@ -29,7 +29,7 @@ cp -r deploy "$root/src/deploy"
 cp README.md "$root/src/"
 mkdir -p "$root/src/docs" && cp docs/events.schema.json "$root/src/docs/"
 cp "$OOMTRACE_HELM" "$root/cluster/helm"
-cp "$modules"/*.ko "$root/lib/modules/"
+cp "$modules"/overlay.ko "$root/lib/modules/"
 
 # Debian's containerd, runc and etcd link libc (runc libseccomp too): each
 # binary at its own path, each library where the loader looks for it.

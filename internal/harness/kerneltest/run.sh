@@ -86,22 +86,27 @@ if [ -z "$pkg" ] || [ "$LINE" != stable ]; then
 fi
 [ -n "$pkg" ] || { echo "cannot resolve $META to a kernel package" >&2; exit 1; }
 kernel="$CACHE/$pkg/vmlinuz"
-# The modules the cluster suite loads (containerd's overlayfs snapshotter),
-# kept beside the kernel, uncompressed for busybox's insmod.
-modules=(kernel/fs/overlayfs/overlay.ko)
-if [ ! -f "$kernel" ] || [ ! -f "$CACHE/$pkg/modules/overlay.ko" ]; then
+# The modules the cluster suite loads (containerd's overlayfs snapshotter)
+# and the kernel suite's swap (zram, its allocator and its compressor),
+# kept beside the kernel, uncompressed for busybox's insmod, in the order
+# they load. One a kernel has built in is not there.
+modules=(kernel/fs/overlayfs/overlay.ko kernel/crypto/lzo-rle.ko kernel/mm/zsmalloc.ko kernel/drivers/block/zram/zram.ko)
+if [ ! -f "$kernel" ] || [ "$(cat "$CACHE/$pkg/modules/.list" 2>/dev/null)" != "${modules[*]}" ]; then
 	dl=$(mktemp -d)
 	(cd "$dl" && apt-get "${apt_opts[@]}" download -qq "$pkg")
 	dpkg-deb -x "$dl"/*.deb "$dl/x"
+	rm -rf "$CACHE/$pkg/modules"
 	mkdir -p "$CACHE/$pkg/modules"
 	for m in "${modules[@]}"; do
-		src=$(ls "$dl"/x/lib/modules/*/"$m"* | head -1)
+		src=$(ls "$dl"/x/lib/modules/*/"$m"* 2>/dev/null | head -1 || true)
+		[ -n "$src" ] || continue
 		case "$src" in
 		*.xz) xz -dc "$src" ;;
 		*.zst) zstd -dcq "$src" ;;
 		*) cat "$src" ;;
 		esac >"$CACHE/$pkg/modules/$(basename "$m")"
 	done
+	echo "${modules[*]}" >"$CACHE/$pkg/modules/.list"
 	cp "$dl"/x/boot/vmlinuz-* "$kernel.tmp" && mv "$kernel.tmp" "$kernel"
 	rm -rf "$dl"
 fi
@@ -136,6 +141,11 @@ kernel)
 	# Static test binaries: the guest has no libc.
 	CGO_ENABLED=0 go test -c -o "$root/tests/tracer.test" ./tracer
 	CGO_ENABLED=0 go test -c -o "$root/tests/oomtrace.test" ./cmd/oomtrace
+	# Swap for the tests that need it (zram), where the kernel has it.
+	mkdir -p "$root/lib/modules"
+	for m in lzo-rle zsmalloc zram; do
+		[ ! -f "$CACHE/$pkg/modules/$m.ko" ] || cp "$CACHE/$pkg/modules/$m.ko" "$root/lib/modules/"
+	done
 	;;
 cluster | systemd)
 	bash internal/harness/kerneltest/cluster-root.sh "$root" "$CACHE/$pkg/modules"
