@@ -40,10 +40,10 @@ type Metrics struct {
 	opts MetricsOptions
 
 	mu         sync.Mutex
-	oomKills   map[[7]string]*series // namespace, pod, container, domain, init, group, owner
+	oomKills   map[[8]string]*series // namespace, pod, container, domain, init, group, owner, limit
 	refusals   map[[5]string]*series
 	userKills  map[[5]string]*series // namespace, pod, container, killer, owner
-	deaths     map[[5]string]*series // namespace, pod, container, cause, owner
+	deaths     map[[6]string]*series // namespace, pod, container, cause, owner, limit
 	pressure   map[[2]string]*series // signal, state
 	conditions map[[2]string]*series // condition, status
 	expired    time.Time             // when expireDue last ran
@@ -71,10 +71,10 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 	}
 	return &Metrics{
 		opts:       opts,
-		oomKills:   map[[7]string]*series{},
+		oomKills:   map[[8]string]*series{},
 		refusals:   map[[5]string]*series{},
 		userKills:  map[[5]string]*series{},
-		deaths:     map[[5]string]*series{},
+		deaths:     map[[6]string]*series{},
 		pressure:   map[[2]string]*series{},
 		conditions: map[[2]string]*series{},
 		refused:    map[string]float64{},
@@ -82,8 +82,8 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 			"Events counted in a metric's overflow series (namespace, pod, container, owner \"_overflow\") because the metric had --metrics.max-series series.",
 			[]string{"metric"}, nil),
 		deathsDesc: prometheus.NewDesc(namespace+"_container_deaths_total",
-			"Deaths of pods' containers (the kernel's kills of their init, the kubelet's evictions) by cause; see the README.",
-			[]string{"namespace", "pod", "container", "cause", "owner"}, nil),
+			"Deaths of pods' containers (the kernel's kills of their init, the kubelet's evictions) by cause and, for a kernel kill, whose limit it hit; see the README.",
+			[]string{"namespace", "pod", "container", "cause", "owner", "limit"}, nil),
 		pressureDesc: prometheus.NewDesc(namespace+"_memory_pressure_transitions_total",
 			"Kubelet memory signals crossing their hard eviction threshold, as oomtrace sampled them; state below or above.",
 			[]string{"signal", "state"}, nil),
@@ -91,8 +91,8 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 			"Transitions of the Node's MemoryPressure condition, by new status.",
 			[]string{"condition", "status"}, nil),
 		oomKillsDesc: prometheus.NewDesc(namespace+"_oom_kills_total",
-			"Tasks killed by the kernel OOM killer, by the victim's pod and container, the limit hit, init or not, and part in a group kill; see the README.",
-			[]string{"namespace", "pod", "container", "domain", "init", "group", "owner"}, nil),
+			"Tasks killed by the kernel OOM killer, by the victim's pod and container, the limit hit and whose it was, init or not, and part in a group kill; see the README.",
+			[]string{"namespace", "pod", "container", "domain", "init", "group", "owner", "limit"}, nil),
 		unnamedDesc: prometheus.NewDesc(namespace+"_oom_kills_unnamed_total",
 			"OOM kills in a container that neither the container runtime nor the API server named: counted with empty namespace, pod or container. Up from 0 means oomtrace lost a source of names (oomtrace_source_up).",
 			nil, nil),
@@ -150,7 +150,8 @@ func (m *Metrics) userspaceKill(ev event.UserspaceKill) {
 func (m *Metrics) oomKill(ev event.OOMKill) {
 	ns, pod, ctr := podLabels(ev.Victim.Process)
 	owner := ownerLabel(ev.Victim.Pod)
-	key := [7]string{ns, pod, ctr, domainKind(ev), initLabel(ev.Victim), groupLabel(ev.OOM.Group), owner}
+	limit := limitSource(ev)
+	key := [8]string{ns, pod, ctr, domainKind(ev), initLabel(ev.Victim), groupLabel(ev.OOM.Group), owner, limit}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.expireDue()
@@ -178,7 +179,7 @@ func (m *Metrics) oomKill(ev event.OOMKill) {
 	// of the container (the init's own kill, in a group kill, is).
 	worker := ev.Victim.Init != nil && !*ev.Victim.Init
 	if ev.Victim.Pod != nil && ev.Cause != "" && !worker {
-		m.addDeath([5]string{ns, pod, ctr, ev.Cause, owner}, now)
+		m.addDeath([6]string{ns, pod, ctr, ev.Cause, owner, limit}, now)
 	}
 }
 
@@ -198,7 +199,7 @@ func groupLabel(g *event.GroupKill) string {
 func (m *Metrics) eviction(ev event.Eviction) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.addDeath([5]string{ev.Pod.Namespace, ev.Pod.Name, offendingContainer(ev), ev.Cause, ownerLabel(&ev.Pod)}, m.expireDue())
+	m.addDeath([6]string{ev.Pod.Namespace, ev.Pod.Name, offendingContainer(ev), ev.Cause, ownerLabel(&ev.Pod), ""}, m.expireDue())
 }
 
 // ownerLabel is the pod's workload, "Deployment/web"; empty when unknown.
@@ -248,7 +249,7 @@ func (m *Metrics) commitRefusal(ev event.CommitRefusal) {
 	addTo(m.refusals, key, float64(ev.Count), m.expireDue())
 }
 
-func (m *Metrics) addDeath(key [5]string, now time.Time) {
+func (m *Metrics) addDeath(key [6]string, now time.Time) {
 	if full(m, m.deaths, key, "oomtrace_container_deaths_total") {
 		key[0], key[1], key[2], key[4] = Overflow, Overflow, Overflow, Overflow
 	}
@@ -352,6 +353,16 @@ func expire[K comparable](s map[K]*series, now time.Time, retention time.Duratio
 			delete(s, k)
 		}
 	}
+}
+
+// limitSource is whose limit the kill's domain's was (event.LimitFrom*),
+// empty when unknown: it splits a container's limit enforced on its pod
+// cgroup from a pod-level limit, which share domain="pod".
+func limitSource(ev event.OOMKill) string {
+	if ev.OOM.Domain == nil {
+		return ""
+	}
+	return ev.OOM.Domain.LimitSource
 }
 
 // domainKind is the OOM kill's domain kind, "unknown" before enrichment.

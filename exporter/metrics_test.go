@@ -174,10 +174,10 @@ func TestMetricsRetention(t *testing.T) {
 	// A series that moves again starts from its new count, not from zero
 	// plus a gap: it was dropped, so it is new.
 	m.Write(oomKill("shop", "cart-7d9f", "redis", event.DomainContainer))
-	want := `# HELP oomtrace_oom_kills_total Tasks killed by the kernel OOM killer, by the victim's pod and container, the limit hit, init or not, and part in a group kill; see the README.
+	want := `# HELP oomtrace_oom_kills_total Tasks killed by the kernel OOM killer, by the victim's pod and container, the limit hit and whose it was, init or not, and part in a group kill; see the README.
 # TYPE oomtrace_oom_kills_total counter
-oomtrace_oom_kills_total{container="redis",domain="allocatable",group="none",init="unknown",namespace="shop",owner="",pod="cart-7d9f"} 1
-oomtrace_oom_kills_total{container="redis",domain="container",group="none",init="unknown",namespace="shop",owner="",pod="cart-7d9f"} 1
+oomtrace_oom_kills_total{container="redis",domain="allocatable",group="none",init="unknown",limit="",namespace="shop",owner="",pod="cart-7d9f"} 1
+oomtrace_oom_kills_total{container="redis",domain="container",group="none",init="unknown",limit="",namespace="shop",owner="",pod="cart-7d9f"} 1
 `
 	if err := testutil.CollectAndCompare(m, strings.NewReader(want), "oomtrace_oom_kills_total"); err != nil {
 		t.Error(err)

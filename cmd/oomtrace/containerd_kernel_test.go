@@ -32,7 +32,7 @@ func TestContainerdEndToEnd(t *testing.T) {
 	rt.WaitExited(t, dropped, 30*time.Second)
 
 	series := func(ns, pod, ctr string) string {
-		return `oomtrace_container_deaths_total{cause="kernel_oom_container",container="` + ctr + `",namespace="` + ns + `",owner="",pod="` + pod + `"}`
+		return `oomtrace_container_deaths_total{cause="kernel_oom_container",container="` + ctr + `",limit="container",namespace="` + ns + `",owner="",pod="` + pod + `"}`
 	}
 	// The metrics see both kills, filter or not.
 	deadline := time.Now().Add(startTimeout)

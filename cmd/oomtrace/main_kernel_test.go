@@ -204,7 +204,7 @@ func testEndToEnd(t *testing.T, output string) {
 	if code, _ := get(t, base+"/readyz"); code != 200 {
 		t.Errorf("/readyz: %d, want 200 once started", code)
 	}
-	killsBefore := scrapeCounter(t, base+"/metrics", `oomtrace_oom_kills_total{container="",domain="other",group="none",init="false",namespace="",owner="",pod=""}`)
+	killsBefore := scrapeCounter(t, base+"/metrics", `oomtrace_oom_kills_total{container="",domain="other",group="none",init="false",limit="",namespace="",owner="",pod=""}`)
 
 	// A commit refusal of this very process, then an OOM kill.
 	if _, err := syscall.Mmap(-1, 0, 1<<45, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON); err != syscall.ENOMEM {
@@ -257,7 +257,7 @@ func testEndToEnd(t *testing.T, output string) {
 		}
 	}
 	t.Logf("%s\n%s", found, refusal)
-	if after := scrapeCounter(t, base+"/metrics", `oomtrace_oom_kills_total{container="",domain="other",group="none",init="false",namespace="",owner="",pod=""}`); after != killsBefore+1 {
+	if after := scrapeCounter(t, base+"/metrics", `oomtrace_oom_kills_total{container="",domain="other",group="none",init="false",limit="",namespace="",owner="",pod=""}`); after != killsBefore+1 {
 		t.Errorf("oomtrace_oom_kills_total moved from %v to %v, want by exactly 1", killsBefore, after)
 	}
 	// Every kill the kernel counted since the start was seen (other

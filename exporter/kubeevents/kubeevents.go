@@ -489,6 +489,18 @@ func Describe(k event.OOMKill) (reason, note string) {
 	fmt.Fprintf(&b, " was OOM-killed in %s at %s", in, limitHit(k))
 	if v.RSS != nil {
 		fmt.Fprintf(&b, "; it held %s (anon %s, file %s, shmem %s)", stream.Bytes(v.RSS.Anon+v.RSS.File+v.RSS.Shmem), stream.Bytes(v.RSS.Anon), stream.Bytes(v.RSS.File), stream.Bytes(v.RSS.Shmem))
+		if v.RSS.Swap != nil && *v.RSS.Swap > 0 {
+			fmt.Fprintf(&b, " and %s swapped out", stream.Bytes(*v.RSS.Swap))
+		}
+	}
+	if d := k.OOM.Domain; d != nil && d.SwapUsageBytes != nil && *d.SwapUsageBytes > 0 {
+		fmt.Fprintf(&b, "; the limit's cgroup had %s in swap", stream.Bytes(*d.SwapUsageBytes))
+		if d.SwapLimitBytes != nil {
+			fmt.Fprintf(&b, " of its %s swap limit", stream.Bytes(*d.SwapLimitBytes))
+		}
+	}
+	if k.OOM.ForcedBy == event.ForcedByLimitWrite {
+		fmt.Fprintf(&b, "; the limit had just been lowered below the usage (%s wrote memory.max)", event.BoundText(k.Trigger.Comm, nameMax))
 	}
 	reason = reasonOf(k)
 	switch reason {
@@ -598,8 +610,33 @@ func limitHit(k event.OOMKill) string {
 	switch d.Kind {
 	case event.DomainContainer:
 		what = "the container's memory limit"
+		if d.LimitSource == event.LimitFromPodSpec {
+			what = "the pod-level memory limit (spec.resources)"
+			if d.LimitBytes > 0 {
+				what += " of " + stream.Bytes(d.LimitBytes)
+			}
+			return what + ", which the container has as its own"
+		}
 	case event.DomainPod:
 		what = "the pod's memory limit"
+		if pod := k.Victim.Pod; pod != nil {
+			switch d.LimitSource {
+			case event.LimitFromPodSpec:
+				what = "the pod-level memory limit (spec.resources)"
+			case event.LimitFromContainers:
+				if c := k.Victim.Container; c != nil && c.Name != "" && c.MemoryLimitBytes != nil && pod.ContainersMemoryLimitBytes != nil && *c.MemoryLimitBytes == *pod.ContainersMemoryLimitBytes {
+					// Its only limit: the container's, which the pod cgroup
+					// (the container and its sandbox) reaches first.
+					what = "container " + event.BoundText(c.Name, nameMax) + "'s memory limit"
+				} else {
+					what = "the sum of its containers' memory limits"
+				}
+				if d.LimitBytes > 0 {
+					what += " of " + stream.Bytes(d.LimitBytes)
+				}
+				return what + ", enforced on the pod cgroup"
+			}
+		}
 	case event.DomainAllocatable:
 		what = "the node's allocatable memory (the kubepods cgroup's limit)"
 	case event.DomainSystem:

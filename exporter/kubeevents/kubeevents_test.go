@@ -74,6 +74,41 @@ func TestDescribe(t *testing.T) {
 	}
 }
 
+// TestDescribeWhoseLimit: a kill at the pod cgroup says whose limit it
+// was; swap and a lowered limit are said too.
+func TestDescribeWhoseLimit(t *testing.T) {
+	yes := true
+	u := func(v uint64) *uint64 { return &v }
+	k := kill(&yes, false)
+	k.OOM.Domain = &event.Domain{Kind: event.DomainPod, LimitBytes: 64 << 20, LimitSource: event.LimitFromContainers}
+	k.Victim.Container.MemoryLimitBytes = u(64 << 20)
+	k.Victim.Pod.ContainersMemoryLimitBytes = u(64 << 20)
+	if _, note := Describe(k); !strings.Contains(note, "at container web's memory limit of 64.0 MiB, enforced on the pod cgroup;") {
+		t.Errorf("one container's limit: %q", note)
+	}
+	k.Victim.Pod.ContainersMemoryLimitBytes = u(96 << 20)
+	k.OOM.Domain.LimitBytes = 96 << 20
+	if _, note := Describe(k); !strings.Contains(note, "at the sum of its containers' memory limits of 96.0 MiB, enforced on the pod cgroup;") {
+		t.Errorf("two containers' limits: %q", note)
+	}
+	k.OOM.Domain.LimitSource = event.LimitFromPodSpec
+	if _, note := Describe(k); !strings.Contains(note, "at the pod-level memory limit (spec.resources) of 96.0 MiB;") {
+		t.Errorf("pod-level limit: %q", note)
+	}
+	k.OOM.Domain = &event.Domain{Kind: event.DomainContainer, LimitBytes: 128 << 20, LimitSource: event.LimitFromContainer,
+		MemcgBounds: event.MemcgBounds{SwapUsageBytes: u(30 << 20), SwapLimitBytes: u(32 << 20)}}
+	k.Victim.RSS.Swap = u(29 << 20)
+	k.OOM.ForcedBy, k.Trigger.Comm = event.ForcedByLimitWrite, "runc"
+	_, note := Describe(k)
+	for _, says := range []string{"and 29.0 MiB swapped out", "the limit's cgroup had 30.0 MiB in swap of its 32.0 MiB swap limit",
+		"the limit had just been lowered below the usage (runc wrote memory.max)"} {
+		if !strings.Contains(note, says) {
+			t.Errorf("%q does not say %q", note, says)
+		}
+	}
+	checkNote(t, note)
+}
+
 // TestHostileNames: a process, container and cgroup named by a tenant
 // with a newline, a terminal escape and invalid UTF-8, and a cgroup path of
 // 4 KiB of multi-byte characters: the note has no control character, is

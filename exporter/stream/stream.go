@@ -111,6 +111,15 @@ func (t *Text) oomKill(ev event.OOMKill) error {
 		if d.Cgroup != nil {
 			fmt.Fprintf(&b, " domain_cgroup=%s limit=%s", strconv.Quote(d.Path), bytesIEC(d.LimitBytes))
 		}
+		if d.LimitSource != "" {
+			fmt.Fprintf(&b, " limit_source=%s", d.LimitSource)
+		}
+		if d.SwapUsageBytes != nil && *d.SwapUsageBytes > 0 {
+			fmt.Fprintf(&b, " swap=%s", bytesIEC(*d.SwapUsageBytes))
+		}
+	}
+	if ev.OOM.ForcedBy != "" {
+		fmt.Fprintf(&b, " forced_by=%s", ev.OOM.ForcedBy)
 	}
 	if g := ev.OOM.Group; g != nil {
 		fmt.Fprintf(&b, " group=%s group_decision=%d", strconv.Quote(g.Cgroup.Path), g.DecisionSeq)

@@ -133,6 +133,22 @@ func TestTextFields(t *testing.T) {
 	}
 }
 
+// TestTextWhoseLimit: whose limit, the domain's swap and a forced kill
+// are on the text line.
+func TestTextWhoseLimit(t *testing.T) {
+	var buf bytes.Buffer
+	ev := sample("redis", "/kubepods/pod1/c1")
+	swap := uint64(8 << 20)
+	ev.OOM.Domain = &event.Domain{Kind: event.DomainPod, LimitSource: event.LimitFromContainers, MemcgBounds: event.MemcgBounds{SwapUsageBytes: &swap}}
+	ev.OOM.ForcedBy = event.ForcedByLimitWrite
+	if err := NewText(&buf).Write(ev); err != nil {
+		t.Fatal(err)
+	}
+	if want := " limit_source=containers swap=8.0MiB forced_by=limit_write "; !strings.Contains(buf.String(), want) {
+		t.Errorf("%q lacks %q", buf.String(), want)
+	}
+}
+
 // TestTextOwner: a pod's workload, when known, follows its process.
 func TestTextOwner(t *testing.T) {
 	var buf bytes.Buffer

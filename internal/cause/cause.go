@@ -21,7 +21,42 @@ func Classify(ev *event.OOMKill) {
 		ev.OOM.Domain = &event.Domain{}
 	}
 	ev.OOM.Domain.Kind = kind
+	ev.OOM.Domain.LimitSource = LimitSource(ev)
 	ev.Cause = Of(ev)
+}
+
+// LimitSource says whose limit the domain's is, from its kind and the
+// victim's pod spec: on a pod cgroup a pod-level limit
+// (spec.resources.limits.memory) or, without one, the sum of the
+// containers' limits, which the kubelet sets there when every container
+// has one. A one-container pod's cgroup holds the container and its
+// sandbox under the container's limit, so it is full first: its kills
+// are the container's limit's, enforced on the pod cgroup. Empty when
+// the spec is not known.
+func LimitSource(ev *event.OOMKill) string {
+	p, c := ev.Victim.Pod, ev.Victim.Container
+	switch ev.OOM.Domain.Kind {
+	case event.DomainContainer:
+		// A container without a limit of its own has the pod-level one
+		// as its memory.max.
+		if c != nil && c.MemoryLimitBytes == nil && p != nil && p.MemoryLimitBytes != nil {
+			return event.LimitFromPodSpec
+		}
+		return event.LimitFromContainer
+	case event.DomainAllocatable:
+		return event.LimitFromNode
+	case event.DomainSystem:
+		return event.LimitFromSystem
+	case event.DomainPod:
+		switch {
+		case p == nil:
+		case p.MemoryLimitBytes != nil:
+			return event.LimitFromPodSpec
+		case p.ContainersMemoryLimitBytes != nil:
+			return event.LimitFromContainers
+		}
+	}
+	return ""
 }
 
 // Domain says which limit an OOM kill hit, from the OOM domain's cgroup

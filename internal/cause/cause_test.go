@@ -146,7 +146,41 @@ func TestClassify(t *testing.T) {
 	}
 	ev = oomKill(podPath+"/"+redisID, "", event.ScopeGlobal)
 	Classify(&ev)
-	if d := ev.OOM.Domain; d == nil || *d != (event.Domain{Kind: event.DomainSystem}) || ev.Cause != event.CauseOOMSystem {
+	if d := ev.OOM.Domain; d == nil || *d != (event.Domain{Kind: event.DomainSystem, LimitSource: event.LimitFromSystem}) || ev.Cause != event.CauseOOMSystem {
 		t.Errorf("global: domain %+v cause %q", d, ev.Cause)
+	}
+}
+
+// TestLimitSource: a pod cgroup's limit is the pod spec's pod-level limit
+// when there is one, else the containers' sum the kubelet set there; not
+// known without the spec. The other kinds name their limit themselves.
+func TestLimitSource(t *testing.T) {
+	u := func(v uint64) *uint64 { return &v }
+	for _, tc := range []struct {
+		name      string
+		domain    string
+		pod       *event.Pod
+		want      string
+		wantCause string
+	}{
+		{"one container's limit", podPath, &event.Pod{ContainersMemoryLimitBytes: u(64 << 20)}, event.LimitFromContainers, event.CauseOOMPod},
+		{"pod-level limit", podPath, &event.Pod{MemoryLimitBytes: u(64 << 20)}, event.LimitFromPodSpec, event.CauseOOMPod},
+		{"both: the pod-level one wins", podPath, &event.Pod{MemoryLimitBytes: u(64 << 20), ContainersMemoryLimitBytes: u(96 << 20)}, event.LimitFromPodSpec, event.CauseOOMPod},
+		{"no spec", podPath, &event.Pod{}, "", event.CauseOOMPod},
+		{"no pod", podPath, nil, "", event.CauseOOMPod},
+		{"container", podPath + "/" + redisID, &event.Pod{}, event.LimitFromContainer, event.CauseOOMContainer},
+		{"container of its own limit", podPath + "/" + redisID, &event.Pod{MemoryLimitBytes: u(64 << 20)}, event.LimitFromContainer, event.CauseOOMContainer},
+		{"container with the pod-level limit", podPath + "/" + redisID, &event.Pod{MemoryLimitBytes: u(64 << 20)}, event.LimitFromPodSpec, event.CauseOOMContainer},
+	} {
+		ev := oomKill(podPath+"/"+redisID, tc.domain, event.ScopeMemcg)
+		ev.Victim.Pod = tc.pod
+		ev.Victim.Container = &event.Container{ID: redisID}
+		if tc.name == "container of its own limit" {
+			ev.Victim.Container.MemoryLimitBytes = u(32 << 20)
+		}
+		Classify(&ev)
+		if ev.OOM.Domain.LimitSource != tc.want || ev.Cause != tc.wantCause {
+			t.Errorf("%s: limit_source %q cause %q, want %q %q", tc.name, ev.OOM.Domain.LimitSource, ev.Cause, tc.want, tc.wantCause)
+		}
 	}
 }

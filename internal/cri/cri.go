@@ -55,6 +55,13 @@ type Container struct {
 	PodLabels map[string]string
 	// PodLabelsTruncated says the pod had more labels than PodLabels.
 	PodLabelsTruncated bool
+	// Memory limits from the pod spec and status (the cluster view only;
+	// nil when unknown or unset): the container's own, the one the
+	// kubelet reports applied, the pod-level one, and the sum of the
+	// containers' when every one has a limit.
+	MemoryLimit, StatusMemoryLimit, PodMemoryLimit, ContainersMemoryLimit *uint64
+	// ResizeInProgress: the pod has a PodResizeInProgress condition.
+	ResizeInProgress bool
 }
 
 // Options configure a Client.

@@ -19,17 +19,46 @@ type Resolver interface {
 	Lookup(ctx context.Context, id string, at time.Time) (cri.Container, bool)
 }
 
+// LimitResolver sets a named container's memory limits from its pod's
+// spec (by c.PodUID and c.Name); false when it does not know the pod.
+// The cluster view is one: it knows a pod from its creation, before the
+// kubelet's status names its containers.
+type LimitResolver interface {
+	MemoryLimits(c *cri.Container) bool
+}
+
 // Resolvers ask each resolver in turn until one names the container: the
 // runtime first (it knows a container from its start, and its sandbox),
 // then the cluster's view of the kubelet's pod statuses.
 type Resolvers []Resolver
 
-// Lookup is the first resolver's answer that names the container.
+// Lookup is the first resolver's answer that names the container, with
+// the pod spec's memory limits from a later one when it has none (the
+// runtime names a container, the cluster view knows its pod's spec).
 func (rs Resolvers) Lookup(ctx context.Context, id string, at time.Time) (cri.Container, bool) {
-	for _, r := range rs {
-		if c, ok := r.Lookup(ctx, id, at); ok {
+	for i, r := range rs {
+		c, ok := r.Lookup(ctx, id, at)
+		if !ok {
+			continue
+		}
+		if c.Sandbox || c.MemoryLimit != nil || c.PodMemoryLimit != nil || c.ContainersMemoryLimit != nil {
 			return c, true
 		}
+		for _, later := range rs[i+1:] {
+			if lr, ok := later.(LimitResolver); ok {
+				if lr.MemoryLimits(&c) {
+					break
+				}
+				continue
+			}
+			if l, ok := later.Lookup(ctx, id, at); ok && l.PodUID == c.PodUID {
+				c.MemoryLimit, c.StatusMemoryLimit = l.MemoryLimit, l.StatusMemoryLimit
+				c.PodMemoryLimit, c.ContainersMemoryLimit = l.PodMemoryLimit, l.ContainersMemoryLimit
+				c.ResizeInProgress = l.ResizeInProgress
+				break
+			}
+		}
+		return c, true
 	}
 	return cri.Container{}, false
 }
@@ -126,6 +155,9 @@ func (e *Enricher) Process(ctx context.Context, p *event.Process, at time.Time) 
 	}
 	p.Pod.Name, p.Pod.Namespace = rc.PodName, rc.PodNamespace
 	p.Pod.Labels, p.Pod.LabelsTruncated = rc.PodLabels, rc.PodLabelsTruncated
+	ctr.MemoryLimitBytes, ctr.StatusMemoryLimitBytes = rc.MemoryLimit, rc.StatusMemoryLimit
+	p.Pod.MemoryLimitBytes, p.Pod.ContainersMemoryLimitBytes = rc.PodMemoryLimit, rc.ContainersMemoryLimit
+	p.Pod.ResizeInProgress = rc.ResizeInProgress
 }
 
 // Container names a container id known to the runtime at time at, or

@@ -177,3 +177,24 @@ func TestResolvers(t *testing.T) {
 		t.Error("no resolver named a container")
 	}
 }
+
+// TestResolversSpecLimits: the runtime names a container, the cluster
+// view adds its pod's memory limits; a view that places the id in
+// another pod adds nothing.
+func TestResolversSpecLimits(t *testing.T) {
+	mib := func(n uint64) *uint64 { n <<= 20; return &n }
+	view := fakeRuntime{redisID: {ID: redisID, Name: "redis", PodUID: uid, MemoryLimit: mib(64), ContainersMemoryLimit: mib(64), ResizeInProgress: true}}
+	e := Enricher{Resolver: Resolvers{runtime, view}}
+	p := proc(1, podPath+"/"+redisID)
+	e.Process(context.Background(), &p, time.Now())
+	if c := p.Container; c == nil || c.Name != "redis" || c.MemoryLimitBytes == nil || *c.MemoryLimitBytes != 64<<20 ||
+		p.Pod == nil || p.Pod.ContainersMemoryLimitBytes == nil || !p.Pod.ResizeInProgress || p.Pod.Name != "cart-7d9f" {
+		t.Errorf("container %s pod %s: want the runtime's names and the view's limits", jsonOf(t, p.Container), jsonOf(t, p.Pod))
+	}
+	view[redisID] = cri.Container{ID: redisID, Name: "redis", PodUID: "another", MemoryLimit: mib(64)}
+	p = proc(1, podPath+"/"+redisID)
+	e.Process(context.Background(), &p, time.Now())
+	if p.Container == nil || p.Container.MemoryLimitBytes != nil {
+		t.Errorf("container %s: limits from a view of another pod", jsonOf(t, p.Container))
+	}
+}

@@ -58,9 +58,12 @@ func Detect(procfs, kubepods string) (Source, error) {
 // Read samples both signals.
 func (s Source) Read(th Thresholds, now time.Time) (event.NodeMemory, error) {
 	nm := event.NodeMemory{Time: event.Time{Time: now}}
-	memTotal, err := readMemTotal(s.Meminfo)
+	memTotal, swapTotal, swapFree, err := readMeminfo(s.Meminfo)
 	if err != nil {
 		return nm, err
+	}
+	if swapTotal > 0 {
+		nm.SwapTotalBytes, nm.SwapFreeBytes = &swapTotal, &swapFree
 	}
 	ws, err := s.workingSet("/", true)
 	if err != nil {
@@ -142,19 +145,20 @@ func (s Source) workingSet(path string, root bool) (uint64, error) {
 	return usage - inactive, nil
 }
 
-// readMemTotal reads MemTotal from meminfo, in bytes.
-func readMemTotal(path string) (uint64, error) {
+// readMeminfo reads MemTotal, SwapTotal and SwapFree from meminfo, in
+// bytes (no swap: 0).
+func readMeminfo(path string) (memTotal, swapTotal, swapFree uint64, err error) {
 	data, err := kernfile.ReadFile(path)
 	if err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
 	mi, err := kernfile.ParseMeminfo(data)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w", path, err)
+		return 0, 0, 0, fmt.Errorf("%s: %w", path, err)
 	}
 	v, ok := mi["MemTotal"]
 	if !ok {
-		return 0, fmt.Errorf("%s: no MemTotal", path)
+		return 0, 0, 0, fmt.Errorf("%s: no MemTotal", path)
 	}
-	return v, nil
+	return v, mi["SwapTotal"], mi["SwapFree"], nil
 }

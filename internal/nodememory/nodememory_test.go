@@ -226,7 +226,7 @@ func TestReadThisHost(t *testing.T) {
 		st, _ := src.Stat("/")
 		return int64(st["anon"]+st["file"]) - int64(st["inactive_file"])
 	}
-	memTotal, err := readMemTotal("/proc/meminfo")
+	memTotal, _, _, err := readMeminfo("/proc/meminfo")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,5 +439,26 @@ func TestSamplerDecidedSoft(t *testing.T) {
 	s.sample(true)
 	if nm, _ := s.Decided(time.Unix(1996, 0), 10*time.Second, time.Second); !nm.Time.Equal(time.Unix(1993, 0)) {
 		t.Errorf("Decided(1996) = %+v, want the sample at 1993, below the hard threshold", nm)
+	}
+}
+
+// TestReadSwap: a node's swap, from meminfo, rides with the signals;
+// none without swap.
+func TestReadSwap(t *testing.T) {
+	src := v1Tree(t, 6*gi, 1*gi, 5*gi, 512*mi, strconv.FormatInt(7*gi, 10))
+	nm, err := src.Read(mustThresholds(t, DefaultEvictionHard), time.Unix(1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nm.SwapTotalBytes != nil || nm.SwapFreeBytes != nil {
+		t.Errorf("no swap: total %v free %v", nm.SwapTotalBytes, nm.SwapFreeBytes)
+	}
+	write(t, filepath.Dir(src.Meminfo), "meminfo", "MemTotal:       8388608 kB\nSwapTotal:       1048576 kB\nSwapFree:         262144 kB\n")
+	nm, err = src.Read(mustThresholds(t, DefaultEvictionHard), time.Unix(1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nm.SwapTotalBytes == nil || *nm.SwapTotalBytes != uint64(gi) || nm.SwapFreeBytes == nil || *nm.SwapFreeBytes != uint64(256*mi) {
+		t.Errorf("swap: total %v free %v, want 1 GiB and 256 MiB", nm.SwapTotalBytes, nm.SwapFreeBytes)
 	}
 }

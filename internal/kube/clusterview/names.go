@@ -4,10 +4,12 @@ package clusterview
 
 import (
 	"context"
+	"math"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/oomtrace/oomtrace/internal/cri"
 )
@@ -83,11 +85,13 @@ func (w *Watcher) Lookup(_ context.Context, id string, _ time.Time) (cri.Contain
 					if runtimeID(full) != id {
 						continue
 					}
-					return cri.Container{
+					c := cri.Container{
 						ID: id, Name: cs.Name, Runtime: runtimeName(full),
 						PodUID: string(p.UID), PodName: p.Name, PodNamespace: p.Namespace,
 						PodLabels: p.Labels, PodLabelsTruncated: p.Annotations[labelsTruncated] != "",
-					}, true
+					}
+					memoryLimits(&c, p, cs)
+					return c, true
 				}
 			}
 		}
@@ -103,4 +107,101 @@ func runtimeName(s string) string {
 		return ""
 	}
 	return name
+}
+
+// MemoryLimits sets the memory limits of container c (by its pod's uid
+// and its name) from the pod's spec and status: known from the pod's
+// creation on, before the kubelet writes the container's status, which
+// Lookup needs. False when the pod is not known. It satisfies
+// enrich.LimitResolver.
+func (w *Watcher) MemoryLimits(c *cri.Container) bool {
+	if c.PodUID == "" {
+		return false
+	}
+	p := w.podByUID(types.UID(c.PodUID))
+	if p == nil {
+		return false
+	}
+	var status corev1.ContainerStatus
+	for _, list := range statuses(p) {
+		for _, cs := range list {
+			if cs.Name == c.Name {
+				status = cs
+			}
+		}
+	}
+	status.Name = c.Name
+	memoryLimits(c, p, status)
+	return true
+}
+
+// memoryLimits sets c's memory limits from its pod's spec and status.
+func memoryLimits(c *cri.Container, p *corev1.Pod, cs corev1.ContainerStatus) {
+	c.PodMemoryLimit = memoryLimit(p.Spec.Resources)
+	if cs.Resources != nil {
+		c.StatusMemoryLimit = memoryLimit(cs.Resources)
+	}
+	// What the kubelet makes the pod cgroup's limit without a pod-level
+	// one (ResourceConfigForPod): the regular and sidecar containers'
+	// sum, or the largest init container's if that is more; none unless
+	// every container has a limit.
+	var sum, initMax uint64
+	all := len(p.Spec.Containers) > 0
+	for _, ctr := range p.Spec.Containers {
+		l := memoryLimit(&ctr.Resources)
+		if ctr.Name == cs.Name {
+			c.MemoryLimit = l
+		}
+		if l == nil {
+			all = false
+			continue
+		}
+		sum = saturatingAdd(sum, *l)
+	}
+	for _, ctr := range p.Spec.InitContainers {
+		l := memoryLimit(&ctr.Resources)
+		if ctr.Name == cs.Name {
+			c.MemoryLimit = l
+		}
+		if l == nil {
+			all = false
+			continue
+		}
+		if ctr.RestartPolicy != nil && *ctr.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			sum = saturatingAdd(sum, *l)
+		} else {
+			initMax = max(initMax, *l)
+		}
+	}
+	if all {
+		total := max(sum, initMax)
+		c.ContainersMemoryLimit = &total
+	}
+	for _, cond := range p.Status.Conditions {
+		if cond.Type == corev1.PodResizeInProgress {
+			c.ResizeInProgress = true
+		}
+	}
+}
+
+// saturatingAdd is a + b, or the largest uint64: a tenant's limits of
+// exbibytes do not wrap around to a small sum.
+func saturatingAdd(a, b uint64) uint64 {
+	if a+b < a {
+		return math.MaxUint64
+	}
+	return a + b
+}
+
+// memoryLimit is a resources stanza's memory limit in bytes, nil if none.
+func memoryLimit(r *corev1.ResourceRequirements) *uint64 {
+	if r == nil {
+		return nil
+	}
+	q, ok := r.Limits[corev1.ResourceMemory]
+	if !ok || q.Sign() <= 0 {
+		return nil
+	}
+	v := uint64(q.Value())
+	return &v
 }

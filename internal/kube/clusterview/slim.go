@@ -34,7 +34,12 @@ func slimPod(obj any) (any, error) {
 	}
 	out := &corev1.Pod{
 		ObjectMeta: meta,
-		Spec:       corev1.PodSpec{NodeName: p.Spec.NodeName, Priority: p.Spec.Priority, TerminationGracePeriodSeconds: p.Spec.TerminationGracePeriodSeconds},
+		Spec: corev1.PodSpec{
+			NodeName: p.Spec.NodeName, Priority: p.Spec.Priority, TerminationGracePeriodSeconds: p.Spec.TerminationGracePeriodSeconds,
+			Resources:      memoryLimitOnly(p.Spec.Resources),
+			Containers:     slimContainers(p.Spec.Containers),
+			InitContainers: slimContainers(p.Spec.InitContainers),
+		},
 		Status: corev1.PodStatus{
 			Phase: p.Status.Phase, Reason: bounded(p.Status.Reason), Message: bounded(p.Status.Message), QOSClass: p.Status.QOSClass,
 		},
@@ -56,11 +61,41 @@ func slimPod(obj any) (any, error) {
 	return out, nil
 }
 
+// memoryLimitOnly keeps a resources stanza's memory limit, the one
+// figure a kill is explained with (whose limit the kernel enforced).
+func memoryLimitOnly(r *corev1.ResourceRequirements) *corev1.ResourceRequirements {
+	if r == nil {
+		return nil
+	}
+	q, ok := r.Limits[corev1.ResourceMemory]
+	if !ok {
+		return nil
+	}
+	return &corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: q}}
+}
+
+// slimContainers keeps each container's name, memory limit and, for an
+// init container, its restart policy (a sidecar's is Always): what the
+// kubelet sums into the pod cgroup's limit. The API server bounds how
+// many containers a pod has.
+func slimContainers(in []corev1.Container) []corev1.Container {
+	var out []corev1.Container
+	for _, c := range in {
+		sc := corev1.Container{Name: bounded(c.Name), RestartPolicy: c.RestartPolicy}
+		if r := memoryLimitOnly(&c.Resources); r != nil {
+			sc.Resources = *r
+		}
+		out = append(out, sc)
+	}
+	return out
+}
+
 func slimStatuses(in []corev1.ContainerStatus) []corev1.ContainerStatus {
 	var out []corev1.ContainerStatus
 	for _, cs := range in {
 		out = append(out, corev1.ContainerStatus{
 			Name: bounded(cs.Name), ContainerID: bounded(cs.ContainerID),
+			Resources:            memoryLimitOnly(cs.Resources),
 			State:                corev1.ContainerState{Terminated: slimTerminated(cs.State.Terminated)},
 			LastTerminationState: corev1.ContainerState{Terminated: slimTerminated(cs.LastTerminationState.Terminated)},
 		})

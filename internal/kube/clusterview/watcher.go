@@ -454,8 +454,12 @@ func (w *Watcher) eviction(pod *corev1.Pod, message string, at time.Time, known 
 	ev.Pod.Owner = ownerOf(pod)
 	ev.Priority = pod.Spec.Priority
 	ev.TerminationGracePeriodSeconds = pod.Spec.TerminationGracePeriodSeconds
-	for _, cs := range pod.Status.ContainerStatuses {
-		ce := event.ContainerExit{Name: cs.Name, ContainerID: runtimeID(cs.ContainerID)}
+	// Init containers first, as the kubelet starts them; a sidecar is one
+	// that keeps running.
+	exits := make([]corev1.ContainerStatus, 0, len(pod.Status.InitContainerStatuses)+len(pod.Status.ContainerStatuses))
+	exits = append(append(exits, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...)
+	for i, cs := range exits {
+		ce := event.ContainerExit{Name: cs.Name, ContainerID: runtimeID(cs.ContainerID), Init: i < len(pod.Status.InitContainerStatuses)}
 		t := cs.State.Terminated
 		if t == nil {
 			t = cs.LastTerminationState.Terminated

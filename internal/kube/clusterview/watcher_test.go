@@ -232,6 +232,27 @@ func checkEviction(t *testing.T, e event.Eviction, pod *corev1.Pod) {
 	}
 }
 
+// TestEvictionInitContainers: an evicted pod's init containers (a
+// completed one, a sidecar the kubelet killed) are among its container
+// exits, first and marked init.
+func TestEvictionInitContainers(t *testing.T) {
+	cs := fake.NewClientset()
+	r := start(t, cs, nil)
+	pod := runningPod("etl", "uid-sidecar", node)
+	cs.CoreV1().Pods("shop").Create(context.Background(), pod, metav1.CreateOptions{})
+	pod.Status.InitContainerStatuses = []corev1.ContainerStatus{
+		{Name: "migrate", ContainerID: "containerd://aa01", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed", ContainerID: "containerd://aa01"}}},
+		{Name: "proxy", ContainerID: "containerd://aa02", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "Error", ContainerID: "containerd://aa02"}}},
+	}
+	evict(t, cs, pod, time.Now())
+	r.wait(t, "eviction", func() bool { return len(r.evictions) == 1 })
+	ce := r.evictionsOf("uid-sidecar")[0].ContainerExits
+	if len(ce) != 3 || ce[0].Name != "migrate" || !ce[0].Init || ce[0].Reason != "Completed" ||
+		ce[1].Name != "proxy" || !ce[1].Init || ce[1].Signal != "SIGKILL" || ce[1].ContainerID != "aa02" || ce[2].Name != "hog" || ce[2].Init {
+		t.Errorf("container exits %+v, want migrate and proxy (init) then hog", ce)
+	}
+}
+
 // TestEviction: the kubelet's status on a pod of this node is an
 // eviction, reported once, after the pod's stop (its container exits).
 func TestEviction(t *testing.T) {
