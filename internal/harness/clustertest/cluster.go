@@ -165,6 +165,14 @@ type KubeletConfig struct {
 	// SingleProcessOOMKill: on cgroup v2 the kubelet sets memory.oom.group
 	// on every container unless this is set (on v1 it is always so).
 	SingleProcessOOMKill bool
+	// SwapBehavior is memorySwap.swapBehavior (LimitedSwap: Burstable
+	// containers get memory.swap.max in proportion to their request);
+	// empty: the kubelet's default, NoSwap.
+	SwapBehavior string
+	// MemoryThrottlingFactor (MemoryQoS, cgroup v2): the kubelet sets a
+	// Burstable container's memory.high between its request and limit;
+	// 0: unset, no memory.high.
+	MemoryThrottlingFactor float64
 }
 
 // Cluster is a running single-node cluster.
@@ -393,6 +401,12 @@ func (c *Cluster) StartKubelet(t *testing.T, cfg KubeletConfig) {
 	}
 	if cfg.SingleProcessOOMKill {
 		kc["singleProcessOOMKill"] = true
+	}
+	if cfg.SwapBehavior != "" {
+		kc["memorySwap"] = map[string]string{"swapBehavior": cfg.SwapBehavior}
+	}
+	if cfg.MemoryThrottlingFactor > 0 {
+		kc["memoryThrottlingFactor"] = cfg.MemoryThrottlingFactor
 	}
 	data, err := yaml.Marshal(kc)
 	if err != nil {

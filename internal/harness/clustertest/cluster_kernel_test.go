@@ -62,6 +62,7 @@ func TestCluster(t *testing.T) {
 	ok := t.Run("deployed", func(t *testing.T) { testDeployed(t, c, o, kubepodsLimit) })
 	ok = ok && t.Run("admission_policy", func(t *testing.T) { testAdmissionPolicy(t, c, o) })
 	ok = ok && t.Run("container_limit", func(t *testing.T) { testContainerLimit(t, c, o) })
+	ok = ok && t.Run("pod_level_limit", func(t *testing.T) { testWhoseLimit(t, c, o) })
 	if c.Runtime.Memcg.V1 {
 		ok = ok && t.Run("worker_process_kill", func(t *testing.T) { testWorkerProcessKill(t, c, o) })
 		ok = ok && t.Run("prometheus_alerts", func(t *testing.T) { testPrometheusAlerts(t, c, m, monitored) })
@@ -69,6 +70,7 @@ func TestCluster(t *testing.T) {
 		// cgroup v2: the kubelet sets memory.oom.group on every container.
 		ok = ok && t.Run("group_kill", func(t *testing.T) { testGroupKill(t, c, o) })
 		ok = ok && t.Run("group_kill_flood", func(t *testing.T) { testGroupKillFlood(t, c, o) })
+		ok = ok && t.Run("limit_lowered", func(t *testing.T) { testLimitLowered(t, c, o) })
 	}
 	ok = ok && t.Run("init_container_limit", func(t *testing.T) { testInitContainerLimit(t, c, o) })
 	userKillsChecked := time.Now()
@@ -121,6 +123,26 @@ func TestCluster(t *testing.T) {
 	}
 	if !ok {
 		return
+	}
+	if testenv.SystemdNode() {
+		// Phase 1b, on the node with swap: the kubelet with LimitedSwap
+		// and MemoryQoS's memoryThrottlingFactor, swap on for this phase
+		// alone (the evictions after measure memory without it).
+		ok = t.Run("swap_and_memory_high", func(t *testing.T) {
+			run(t, "modprobe", "zram")
+			zram := run(t, "zramctl", "--find", "--size", "1G")
+			defer run(t, "zramctl", "--reset", zram)
+			run(t, "mkswap", zram)
+			run(t, "swapon", zram)
+			defer run(t, "swapoff", zram)
+			cfg := c.KubeletConfig
+			cfg.SwapBehavior, cfg.MemoryThrottlingFactor = "LimitedSwap", 0.9
+			c.StartKubelet(t, cfg)
+			testSwapAndMemoryHigh(t, c, o)
+		})
+		if !ok {
+			return
+		}
 	}
 
 	// Phase 2: no allocatable enforcement; memory.available's threshold
@@ -495,6 +517,7 @@ func testContainerLimit(t *testing.T, c *Cluster, o *Oomtrace) {
 		t.Errorf("init %s ns_pid %s container_survived %s, want the init (1), not survived", jsonOf(v.Init), jsonOf(v.NSPID), jsonOf(k.ContainerSurvived))
 	}
 	e := c.waitKubeEvent(t, o, "shop", "cart", kubeevents.ReasonContainer)
+	checkContainersLimit(t, c, p, k, e.Note)
 	if !strings.Contains(e.Note, "the container's init") || !strings.Contains(e.Note, "The kill ended container redis.") || !strings.Contains(e.Note, "(Deployment cart)") {
 		t.Errorf("Event note %q", e.Note)
 	}
