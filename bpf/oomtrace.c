@@ -317,32 +317,14 @@ static __always_inline bool on_default_hierarchy(struct cgroup_subsys_state *css
  * A memcg at its limit: memory, or on cgroup v1 memory and swap together
  * (memsw, which OOMs on its own). On v2 the same union member is the swap
  * counter, which never OOMs: a container at its memory.swap.max is not the
- * domain of a kill at its pod's or the node's limit.
+ * domain of a kill at its pod's or the node's limit. second is the offset
+ * of the second counter checked, memsw's on v1 and memory's again on v2:
+ * chosen once per walk, not branched on at every level (the verifier
+ * would follow both branches of each).
  */
-static __always_inline bool memcg_at_limit(struct cgroup_subsys_state *css)
+static __always_inline bool memcg_at_limit(struct mem_cgroup *memcg, unsigned long second)
 {
-	struct mem_cgroup *memcg = (void *)css;
-
-	if (counter_at_limit(&memcg->memory))
-		return true;
-	return !on_default_hierarchy(css) && counter_at_limit(&memcg->memsw);
-}
-
-/* The nearest memcg at its limit from css up, NULL if none; *too_deep
- * when the walk ended before the root. */
-static __always_inline struct mem_cgroup *nearest_at_limit(struct cgroup_subsys_state *css, bool *too_deep)
-{
-	int i;
-
-	for (i = 0; i < CGROUP_LEVEL_MAX + 1; i++) {
-		if (!css)
-			break;
-		if (memcg_at_limit(css))
-			return (void *)css;
-		css = BPF_CORE_READ(css, parent);
-	}
-	*too_deep = css != NULL;
-	return NULL;
+	return counter_at_limit(&memcg->memory) || counter_at_limit((void *)memcg + second);
 }
 
 static __always_inline void fill_domain(struct oom_event *e, struct mem_cgroup *memcg)
@@ -353,59 +335,75 @@ static __always_inline void fill_domain(struct oom_event *e, struct mem_cgroup *
 }
 
 /*
+ * How far up from the victim's memcg a limit write is looked for: its
+ * container, its pod, a QoS class, kubepods (a Kubernetes node's levels,
+ * with either driver). Each level costs the verifier on every kernel.
+ */
+#define VICTIM_WALK_LEVELS 4
+
+/*
  * Without oom_control: the memcg whose limit was hit is the trigger's memcg
  * or one of its ancestors (the charge that failed was the trigger's), and it
- * is the nearest one with (almost) no room left. When none is, and the
- * victim's memcg or an ancestor is at its limit on cgroup v2, the kill was
- * forced by a write of memory.max below usage: the kernel runs the OOM
- * killer in the writer's context (a runtime, the kubelet), outside the
- * domain. cgroup v1 refuses such a write (EBUSY) instead.
+ * is the nearest one with (almost) no room left.
  */
-static __always_inline struct mem_cgroup *find_domain(struct oom_event *e, struct cgroup_subsys_state *css,
-						      struct cgroup_subsys_state *victim_css)
+static __always_inline struct mem_cgroup *find_domain(struct oom_event *e, struct cgroup_subsys_state *css)
 {
-	struct mem_cgroup *memcg;
-	bool too_deep = false, ignored = false;
+	unsigned long second = css && on_default_hierarchy(css) ? bpf_core_field_offset(struct mem_cgroup, memory)
+								: bpf_core_field_offset(struct mem_cgroup, memsw);
+	int i;
 
-	memcg = nearest_at_limit(css, &too_deep);
-	if (memcg) {
-		e->domain_source = DOMAIN_MEMCG_AT_LIMIT;
-		fill_domain(e, memcg);
-		return memcg;
+	for (i = 0; i < CGROUP_LEVEL_MAX + 1; i++) {
+		struct mem_cgroup *memcg = (void *)css;
+		if (!css)
+			break;
+		if (memcg_at_limit(memcg, second)) {
+			e->domain_source = DOMAIN_MEMCG_AT_LIMIT;
+			fill_domain(e, memcg);
+			return memcg;
+		}
+		css = BPF_CORE_READ(css, parent);
 	}
-	if (victim_css && on_default_hierarchy(victim_css)) {
-		memcg = nearest_at_limit(victim_css, &ignored);
-		if (memcg) {
+	/* Not up to the root: a tenant's nesting must not read as a global OOM. */
+	e->domain_source = css ? DOMAIN_TOO_DEEP : DOMAIN_NO_MEMCG_AT_LIMIT;
+	return NULL;
+}
+
+/*
+ * How far up from the victim's memcg a limit write is looked for: its
+ * container, its pod, a QoS class, kubepods (a Kubernetes node's levels,
+ * with either driver). Each level costs the verifier on every kernel.
+ */
+#define VICTIM_WALK_LEVELS 4
+
+/*
+ * When no memcg above the trigger was at its limit and the victim's memcg
+ * or one of its nearest ancestors is, on cgroup v2, the kill was forced by
+ * a write of memory.max below usage: the kernel runs the OOM killer in the
+ * writer's context (a runtime, the kubelet), outside the domain. cgroup v1
+ * refuses such a write (EBUSY) instead. Walked after the group kill is
+ * marked (up to the root then, as for a global OOM: the kubelet sets
+ * oom.group on containers alone), so that the verifier meets its few
+ * branches once, not before every path of the group's walk.
+ */
+static __always_inline struct mem_cgroup *find_forced_domain(struct oom_event *e, struct cgroup_subsys_state *css)
+{
+	int i;
+
+	if (!css || !on_default_hierarchy(css))
+		return NULL;
+	for (i = 0; i < VICTIM_WALK_LEVELS; i++) {
+		struct mem_cgroup *memcg = (void *)css;
+		if (!css || !BPF_CORE_READ(css, parent)) /* the root has no limit */
+			break;
+		if (counter_at_limit(&memcg->memory)) {
 			e->domain_source = DOMAIN_VICTIM_AT_LIMIT;
 			e->forced_by = FORCED_BY_LIMIT_WRITE;
 			fill_domain(e, memcg);
 			return memcg;
 		}
-	}
-	/* Not up to the root: a tenant's nesting must not read as a global OOM. */
-	e->domain_source = too_deep ? DOMAIN_TOO_DEEP : DOMAIN_NO_MEMCG_AT_LIMIT;
-	return NULL;
-}
-
-/*
- * Whether memcg is css or one of its CGROUP_LEVEL_MAX nearest ancestors.
- * With oom_control, a domain that is not above the trigger's memcg means
- * the kernel ran the OOM killer for another cgroup than the one charged:
- * a memory.max write (a remote charge's OOM would read the same, and is
- * rare).
- */
-static __always_inline bool memcg_below(struct cgroup_subsys_state *css, struct mem_cgroup *memcg)
-{
-	int i;
-
-	for (i = 0; i < CGROUP_LEVEL_MAX + 1; i++) {
-		if (!css)
-			return false;
-		if ((void *)css == (void *)memcg)
-			return true;
 		css = BPF_CORE_READ(css, parent);
 	}
-	return true; /* too deep to tell: not claimed */
+	return NULL;
 }
 
 /* page_counter.high is memory.high since 5.8; before, it is not read. */
@@ -853,19 +851,19 @@ static __always_inline void finish_event(struct control *c, struct oom_event *e,
 		decision_ns = dv->d.ts_boot_ns;
 		if (domain) {
 			fill_domain(e, domain);
-			if (!memcg_below(trigger_css, domain))
-				e->forced_by = FORCED_BY_LIMIT_WRITE;
 		}
 	} else {
-		domain = find_domain(e, trigger_css, victim_css);
+		domain = find_domain(e, trigger_css);
 	}
-	fill_memcg_counters(&e->domain_counters, domain);
-	fill_memcg_counters(&e->victim_counters, (void *)victim_css);
 	if (victim_css) {
 		struct mem_cgroup *group = oom_group_of(victim_css, domain);
 		if (group)
 			mark_group(e, group, decision_ns);
 	}
+	if (!domain && e->domain_source == DOMAIN_NO_MEMCG_AT_LIMIT)
+		domain = find_forced_domain(e, victim_css);
+	fill_memcg_counters(&e->domain_counters, domain);
+	fill_memcg_counters(&e->victim_counters, (void *)victim_css);
 	count(STAT_OOM_SENT);
 	/*
 	 * User space moves the consumer position only once a kill is written

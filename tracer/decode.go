@@ -184,6 +184,9 @@ func (d *Decoder) oomKill(raw *rawOOMEvent) (event.OOMKill, error) {
 	case oomtraceDomainSourceDOMAIN_OOM_CONTROL:
 		o.ScopeSource = event.SourceOOMControl
 		o.Scope = scopeOfConstraint(raw.Decision.Constraint)
+		if o.Domain != nil && outside(t.Memcg, o.Domain.Cgroup) {
+			o.ForcedBy = event.ForcedByLimitWrite
+		}
 		o.Decision = &event.Decision{
 			Constraint:   constraintName(raw.Decision.Constraint),
 			TotalPages:   raw.Decision.Totalpages,
@@ -211,6 +214,19 @@ func (d *Decoder) oomKill(raw *rawOOMEvent) (event.OOMKill, error) {
 		o.Group = groupKill(raw, v.Memcg)
 	}
 	return ev, nil
+}
+
+// outside says the trigger's memory cgroup is neither the domain nor
+// below it: the kernel ran the OOM killer for a cgroup the trigger was
+// not charging, which a memory.max write below usage does (a remote
+// charge's OOM would read the same, and is rare). False when a path is
+// unknown or cut.
+func outside(trigger, domain *event.Cgroup) bool {
+	if trigger == nil || domain == nil || trigger.PathTruncated || domain.PathTruncated || trigger.Path == "" || domain.Path == "" {
+		return false
+	}
+	d := strings.TrimSuffix(domain.Path, "/")
+	return trigger.Path != d && !strings.HasPrefix(trigger.Path, d+"/")
 }
 
 // pagesUnlessMax is a page counter's value in bytes, nil for the

@@ -249,6 +249,40 @@ func TestDecodeLimitWrite(t *testing.T) {
 	}
 }
 
+// TestDecodeDecisionLimitWrite: with oom_control, a trigger outside the
+// domain (a runtime writing memory.max) is a forced kill; one in it or
+// below it, or a path cut short, is not.
+func TestDecodeDecisionLimitWrite(t *testing.T) {
+	for _, tc := range []struct {
+		trigger string
+		cut     bool
+		want    string
+	}{
+		{"/system.slice/containerd.service", false, event.ForcedByLimitWrite},
+		{"/a/b/pod-xy", false, event.ForcedByLimitWrite},
+		{"/a/b/pod-x/ctr", false, ""},
+		{"/a/b/pod-x", false, ""},
+		{"/system.slice", true, ""},
+	} {
+		r := fixture()
+		r.HasDecision = 1
+		r.DomainSource = uint8(oomtraceDomainSourceDOMAIN_OOM_CONTROL)
+		r.Decision.Hook = uint8(oomtraceDecisionHookDECISION_HOOK_FENTRY)
+		r.Decision.Constraint = 3
+		fillPath(&r, "trigger", 99, tc.trigger)
+		if tc.cut {
+			r.TriggerMemcg.Truncated = 1
+		}
+		ev, _, err := testDecoder.DecodeOOMKill(encode(t, r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.OOM.ForcedBy != tc.want {
+			t.Errorf("trigger %s (cut %v), domain /a/b/pod-x: forced_by %q, want %q", tc.trigger, tc.cut, ev.OOM.ForcedBy, tc.want)
+		}
+	}
+}
+
 // TestDecodeMemcgCounters: a v2 domain's bounds and swap and the victim's
 // cgroup's counters, in pages, become bytes; the kernel's "max"
 // (PAGE_COUNTER_MAX) is absent (null for the victim's limit); v1 has
