@@ -195,6 +195,10 @@ check-generate: generate ## Fail if the committed BPF objects are not what gener
 	@git diff --exit-code -- tracer/ || { echo "generated BPF files are stale: run make generate and commit" >&2; exit 1; }
 	@test -z "$$(git status --porcelain --untracked-files=all -- tracer/ | grep bpfel)" || { echo "untracked generated files in tracer/" >&2; exit 1; }
 
+.PHONY: hooks
+hooks: ## Check commit messages in this clone: a subject "pkg: what changed" within 72 characters, a blank line, the body (.githooks/commit-msg).
+	git config core.hooksPath .githooks
+
 .PHONY: vet
 vet: ## go vet, gofmt, no compiled file but the BPF objects in the tree, a license on every source file.
 	$(GO) vet ./...
