@@ -7,10 +7,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/oomtrace/oomtrace/event"
+	"github.com/oomtrace/oomtrace/internal/cgroup"
 	"github.com/oomtrace/oomtrace/internal/harness/memcgtest"
 	"github.com/oomtrace/oomtrace/internal/harness/testenv"
 )
@@ -52,11 +54,7 @@ func TestOOMLimitWrite(t *testing.T) {
 			// is below the new limit.
 			cg.SetLimit(t, lowered)
 			hog.WaitKilled(t)
-			evs := c.waitFor(map[int]bool{hog.PID: true}, 10*time.Second)[hog.PID]
-			if len(evs) != 1 {
-				t.Fatalf("events for victim %d: got %d, want 1", hog.PID, len(evs))
-			}
-			ev := evs[0]
+			ev := c.onlyKill(t, hog.PID)
 			hooks := c.t.Hooks()
 			t.Logf("hooks %+v: oom %+v domain %+v", hooks, ev.OOM, ev.OOM.Domain)
 			if hooks.Decision == "" && hooks.Victim == HookTracepointMarkVictim {
@@ -119,11 +117,7 @@ func TestOOMKillMemcgBounds(t *testing.T) {
 	}
 	hog := cg.Start(t, memcgtest.HogOptions{Bytes: hogBytes})
 	hog.WaitKilled(t)
-	evs := c.waitFor(map[int]bool{hog.PID: true}, 10*time.Second)[hog.PID]
-	if len(evs) != 1 {
-		t.Fatalf("events for victim %d: got %d, want 1", hog.PID, len(evs))
-	}
-	ev := evs[0]
+	ev := c.onlyKill(t, hog.PID)
 	d := ev.OOM.Domain
 	if d == nil {
 		t.Fatal("oom.domain missing")
@@ -157,7 +151,7 @@ func TestOOMKillMemcgBounds(t *testing.T) {
 		{"oom.domain.min_bytes", d.MinBytes, bounds["memory.min"]},
 		{"oom.domain.low_bytes", d.LowBytes, bounds["memory.low"]},
 		{"oom.domain.swap_limit_bytes", d.SwapLimitBytes, bounds["memory.swap.max"]},
-		{"oom.domain.swap_usage_bytes", d.SwapUsageBytes, readUint(t, filepath.Join(parent.Dir, "memory.swap.current"))},
+		{"oom.domain.swap_usage_bytes", d.SwapUsageBytes, swapCurrent(t, parent)},
 		{"victim.memcg_memory.high_bytes", m.HighBytes, 64 << 20},
 		{"victim.memcg_memory.min_bytes", m.MinBytes, 0},
 	} {
@@ -168,7 +162,7 @@ func TestOOMKillMemcgBounds(t *testing.T) {
 	// The test's cgroups have no swap (memory.swap.max 0, where the
 	// kernel has the file): the file says what the kill must.
 	if data, err := os.ReadFile(filepath.Join(cg.Dir, "memory.swap.max")); err == nil {
-		want := string(trimNewline(data))
+		want := strings.TrimSpace(string(data))
 		got := "max"
 		if m.SwapLimitBytes != nil {
 			got = strconv.FormatUint(*m.SwapLimitBytes, 10)
@@ -177,26 +171,6 @@ func TestOOMKillMemcgBounds(t *testing.T) {
 			t.Errorf("victim.memcg_memory.swap_limit_bytes = %s, want memory.swap.max's %s", got, want)
 		}
 	}
-}
-
-func readUint(t *testing.T, path string) uint64 {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := strconv.ParseUint(string(trimNewline(data)), 10, 64)
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	return n
-}
-
-func trimNewline(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 // zramSwap turns on a swap device of size bytes on zram for the test, in
@@ -244,11 +218,7 @@ func TestOOMDomainNotSwapLimit(t *testing.T) {
 			}
 			hog := child.Start(t, memcgtest.HogOptions{Bytes: hogBytes})
 			hog.WaitKilled(t)
-			evs := c.waitFor(map[int]bool{hog.PID: true}, 10*time.Second)[hog.PID]
-			if len(evs) != 1 {
-				t.Fatalf("events for victim %d: got %d, want 1", hog.PID, len(evs))
-			}
-			ev := evs[0]
+			ev := c.onlyKill(t, hog.PID)
 			t.Logf("oom %s victim's memcg %s rss %s", jsonOf(ev.OOM), jsonOf(ev.Victim.MemcgMemory), jsonOf(ev.Victim.RSS))
 			if ev.OOM.Domain == nil {
 				t.Fatal("oom.domain missing")
@@ -267,4 +237,14 @@ func TestOOMDomainNotSwapLimit(t *testing.T) {
 			}
 		})
 	}
+}
+
+// swapCurrent is the cgroup's memory.swap.current.
+func swapCurrent(t *testing.T, cg *memcgtest.Cgroup) uint64 {
+	t.Helper()
+	n, ok := cgroup.Memory{Root: cg.H.Root, V1: cg.H.V1}.Swap(cg.Path)
+	if !ok {
+		t.Fatalf("no memory.swap.current in %s", cg.Dir)
+	}
+	return n
 }

@@ -141,6 +141,17 @@ func (c *collector) waitFor(pids map[int]bool, timeout time.Duration) map[int][]
 
 // waitUntil waits until done says the events so far are enough, or
 // timeout; false on timeout.
+// onlyKill waits for the kill of pid and fails the test unless there is
+// exactly one.
+func (c *collector) onlyKill(t *testing.T, pid int) event.OOMKill {
+	t.Helper()
+	evs := c.waitFor(map[int]bool{pid: true}, 10*time.Second)[pid]
+	if len(evs) != 1 {
+		t.Fatalf("events for victim %d: got %d, want 1", pid, len(evs))
+	}
+	return evs[0]
+}
+
 func (c *collector) waitUntil(done func([]event.OOMKill) bool, timeout time.Duration) bool {
 	deadline := time.After(timeout)
 	for {
@@ -409,11 +420,7 @@ func TestOOMDomainIsParent(t *testing.T) {
 	child := memcgtest.New(t, parent, 0)
 	hog := child.Start(t, memcgtest.HogOptions{Bytes: hogBytes})
 	hog.WaitKilled(t)
-	evs := c.waitFor(map[int]bool{hog.PID: true}, 10*time.Second)[hog.PID]
-	if len(evs) != 1 {
-		t.Fatalf("events for victim %d: got %d, want 1", hog.PID, len(evs))
-	}
-	ev := evs[0]
+	ev := c.onlyKill(t, hog.PID)
 	checkCgroup(t, "victim.memcg", ev.Victim.Memcg, child)
 	if ev.OOM.Domain == nil {
 		t.Fatal("oom.domain missing")
@@ -446,14 +453,10 @@ func TestOOMKillNamespaceInit(t *testing.T) {
 				t.Run(tc.name, func(t *testing.T) {
 					cg := memcgtest.New(t, nil, limit)
 					hog := cg.Start(t, memcgtest.HogOptions{Bytes: hogBytes, PIDNamespace: tc.ns})
-					evs := c.waitFor(map[int]bool{hog.PID: true}, 10*time.Second)[hog.PID]
-					if len(evs) != 1 {
-						t.Fatalf("events for victim %d: got %d, want 1", hog.PID, len(evs))
-					}
 					// The hog is its own trigger: both hooks read its
 					// namespace pid in the kernel (the classic tracepoint
 					// from current), never from /proc after the fact.
-					v := evs[0].Victim
+					v := c.onlyKill(t, hog.PID).Victim
 					want := tc.nsPID
 					switch {
 					case want == 0:
@@ -851,11 +854,7 @@ func TestDeepCgroupKeepsRootMostLevels(t *testing.T) {
 	}
 	hog := leaf.Start(t, memcgtest.HogOptions{Bytes: hogBytes})
 	hog.WaitKilled(t)
-	evs := c.waitFor(map[int]bool{hog.PID: true}, 10*time.Second)[hog.PID]
-	if len(evs) != 1 {
-		t.Fatalf("events for victim %d: got %d, want 1", hog.PID, len(evs))
-	}
-	ev := evs[0]
+	ev := c.onlyKill(t, hog.PID)
 	levels := strings.Split(strings.Trim(leaf.Path, "/"), "/")
 	if len(levels) <= 16 {
 		t.Fatalf("the leaf %s is not deeper than 16 levels", leaf.Path)
@@ -933,11 +932,7 @@ func TestCgroupDeeperThan64Levels(t *testing.T) {
 		domain := memcgtest.NewNamed(t, nest(t, memcgtest.New(t, nil, 0), 70, "d"), "domain", limit)
 		hog := domain.Start(t, memcgtest.HogOptions{Bytes: hogBytes})
 		hog.WaitKilled(t)
-		evs := c.waitFor(map[int]bool{hog.PID: true}, 10*time.Second)[hog.PID]
-		if len(evs) != 1 {
-			t.Fatalf("events for victim %d: got %d, want 1", hog.PID, len(evs))
-		}
-		ev := evs[0]
+		ev := c.onlyKill(t, hog.PID)
 		// Before 6.1 (no cgroup->ancestors) a cgroup deeper than 64
 		// levels is captured with an empty path, truncated.
 		want := ""
@@ -961,11 +956,7 @@ func TestCgroupDeeperThan64Levels(t *testing.T) {
 		leaf := nest(t, domain, 70, "l")
 		hog := leaf.Start(t, memcgtest.HogOptions{Bytes: hogBytes})
 		hog.WaitKilled(t)
-		evs := c.waitFor(map[int]bool{hog.PID: true}, 10*time.Second)[hog.PID]
-		if len(evs) != 1 {
-			t.Fatalf("events for victim %d: got %d, want 1", hog.PID, len(evs))
-		}
-		ev := evs[0]
+		ev := c.onlyKill(t, hog.PID)
 		if ev.OOM.Scope != event.ScopeUnknown || ev.OOM.ScopeSource != event.SourceMemcgTooDeep {
 			t.Errorf("scope %q from %q: want %q from %q, not a global OOM", ev.OOM.Scope, ev.OOM.ScopeSource, event.ScopeUnknown, event.SourceMemcgTooDeep)
 		}

@@ -45,16 +45,7 @@ func (rs Resolvers) Lookup(ctx context.Context, id string, at time.Time) (cri.Co
 			return c, true
 		}
 		for _, later := range rs[i+1:] {
-			if lr, ok := later.(LimitResolver); ok {
-				if lr.MemoryLimits(&c) {
-					break
-				}
-				continue
-			}
-			if l, ok := later.Lookup(ctx, id, at); ok && l.PodUID == c.PodUID {
-				c.MemoryLimit, c.StatusMemoryLimit = l.MemoryLimit, l.StatusMemoryLimit
-				c.PodMemoryLimit, c.ContainersMemoryLimit = l.PodMemoryLimit, l.ContainersMemoryLimit
-				c.ResizeInProgress = l.ResizeInProgress
+			if lr, ok := later.(LimitResolver); ok && lr.MemoryLimits(&c) {
 				break
 			}
 		}

@@ -28,6 +28,21 @@ func (f fakeRuntime) Lookup(_ context.Context, id string, _ time.Time) (cri.Cont
 	return c, ok
 }
 
+// fakeView is a cluster view: it names containers by id and knows the
+// memory limits of its pods' containers by pod uid and name.
+type fakeView struct{ fakeRuntime }
+
+func (v fakeView) MemoryLimits(c *cri.Container) bool {
+	for _, known := range v.fakeRuntime {
+		if known.PodUID == c.PodUID && known.Name == c.Name {
+			c.MemoryLimit, c.PodMemoryLimit, c.ContainersMemoryLimit = known.MemoryLimit, known.PodMemoryLimit, known.ContainersMemoryLimit
+			c.StatusMemoryLimit, c.ResizeInProgress = known.StatusMemoryLimit, known.ResizeInProgress
+			return true
+		}
+	}
+	return false
+}
+
 var runtime = fakeRuntime{
 	redisID: {ID: redisID, Name: "redis", Runtime: "containerd", PodUID: uid, PodName: "cart-7d9f", PodNamespace: "shop", PodLabels: map[string]string{"app": "cart"}},
 	sideID:  {ID: sideID, Name: "sidecar", Runtime: "containerd", PodUID: uid, PodName: "cart-7d9f", PodNamespace: "shop"},
@@ -184,7 +199,7 @@ func TestResolvers(t *testing.T) {
 func TestResolversSpecLimits(t *testing.T) {
 	mib := func(n uint64) *uint64 { n <<= 20; return &n }
 	view := fakeRuntime{redisID: {ID: redisID, Name: "redis", PodUID: uid, MemoryLimit: mib(64), ContainersMemoryLimit: mib(64), ResizeInProgress: true}}
-	e := Enricher{Resolver: Resolvers{runtime, view}}
+	e := Enricher{Resolver: Resolvers{runtime, fakeView{view}}}
 	p := proc(1, podPath+"/"+redisID)
 	e.Process(context.Background(), &p, time.Now())
 	if c := p.Container; c == nil || c.Name != "redis" || c.MemoryLimitBytes == nil || *c.MemoryLimitBytes != 64<<20 ||

@@ -18,17 +18,14 @@ import (
 
 	"github.com/oomtrace/oomtrace/event"
 	"github.com/oomtrace/oomtrace/exporter/kubeevents"
-	"github.com/oomtrace/oomtrace/internal/kernfile"
+	"github.com/oomtrace/oomtrace/internal/cgroup"
 )
 
 // memoryMax is a cgroup's memory limit as its file says (memory.max,
-// memory.limit_in_bytes on v1); 0 for none.
-func memoryMax(t *testing.T, c *Cluster, dir string) uint64 {
-	t.Helper()
-	n, err := limitFile(c, dir)
-	if err != nil {
-		t.Fatalf("the memory limit of %s: %v", dir, err)
-	}
+// memory.limit_in_bytes on v1); 0 for none, or when it cannot be read (a
+// container's cgroup may go as it is read). dir is absolute.
+func memoryMax(c *Cluster, dir string) uint64 {
+	n, _ := cgroup.Memory{V1: c.Runtime.Memcg.V1}.Limit(dir)
 	return n
 }
 
@@ -42,35 +39,11 @@ func childLimits(t *testing.T, c *Cluster, dir string) []uint64 {
 	}
 	var out []uint64
 	for _, e := range entries {
-		// A container's cgroup may go as it is read: skipped.
-		if _, err := os.Stat(filepath.Join(dir, e.Name(), "cgroup.procs")); e.IsDir() && err == nil {
-			if n, err := limitFile(c, filepath.Join(dir, e.Name())); err == nil {
-				out = append(out, n)
-			}
+		if e.IsDir() {
+			out = append(out, memoryMax(c, filepath.Join(dir, e.Name())))
 		}
 	}
 	return out
-}
-
-// limitFile is memoryMax without failing the test.
-func limitFile(c *Cluster, dir string) (uint64, error) {
-	name := "memory.max"
-	if c.Runtime.Memcg.V1 {
-		name = "memory.limit_in_bytes"
-	}
-	data, err := os.ReadFile(filepath.Join(dir, name))
-	if err != nil {
-		return 0, err
-	}
-	s := strings.TrimSpace(string(data))
-	if s == "max" {
-		return 0, nil
-	}
-	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil || n >= 1<<62 {
-		return 0, err
-	}
-	return n, nil
 }
 
 // testWhoseLimit: the kernel's domain of a kill on a pod cgroup is the
@@ -106,7 +79,7 @@ func testWhoseLimit(t *testing.T, c *Cluster, o *Oomtrace) {
 	// The oracle: the pod cgroup's limit is the pod-level one, and every
 	// container has it as its own (the sandbox has none).
 	pod := filepath.Join(c.Runtime.Memcg.Root, c.PodCgroup(strings.ToLower(string(p.Status.QOSClass)), string(p.UID)))
-	podMax, children := memoryMax(t, c, pod), childLimits(t, c, pod)
+	podMax, children := memoryMax(c, pod), childLimits(t, c, pod)
 	t.Logf("cgroup limits: pod %d, children %v", podMax, children)
 	if podMax != uint64(64*mi) {
 		t.Errorf("the pod cgroup's limit is %d, want the pod-level 64 MiB", podMax)
@@ -159,7 +132,7 @@ func checkContainersLimit(t *testing.T, c *Cluster, p *corev1.Pod, k event.OOMKi
 	var podMax, sum uint64
 	var children []uint64
 	for deadline := time.Now().Add(Patience(2 * time.Minute)); sum == 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		podMax, children = memoryMax(t, c, pod), childLimits(t, c, pod)
+		podMax, children = memoryMax(c, pod), childLimits(t, c, pod)
 		for _, l := range children {
 			sum += l
 		}
@@ -253,7 +226,7 @@ func testSwapAndMemoryHigh(t *testing.T, c *Cluster, o *Oomtrace) {
 	go func() {
 		defer close(polled)
 		for {
-			if n, err := kernfile.ReadUint(filepath.Join(pod, "memory.swap.current")); err == nil && n > podSwap.Load() {
+			if n, ok := (cgroup.Memory{}).Swap(pod); ok && n > podSwap.Load() {
 				podSwap.Store(n)
 			}
 			select {

@@ -159,3 +159,7 @@ func TestMemoryLimitsByPod(t *testing.T) {
 		}
 	}
 }
+
+// The enricher asks the cluster view for a runtime-named container's
+// limits through this method (enrich.LimitResolver).
+var _ interface{ MemoryLimits(*cri.Container) bool } = (*Watcher)(nil)
