@@ -87,10 +87,12 @@ fi
 [ -n "$pkg" ] || { echo "cannot resolve $META to a kernel package" >&2; exit 1; }
 kernel="$CACHE/$pkg/vmlinuz"
 # The modules the cluster suite loads (containerd's overlayfs snapshotter)
-# and the kernel suite's swap (zram, its allocator and its compressor),
+# and the kernel suite's swap (zram, its allocator and its compressors:
+# 6.12's zram links lz4's as well),
 # kept beside the kernel, uncompressed for busybox's insmod, in the order
 # they load. One a kernel has built in is not there.
-modules=(kernel/fs/overlayfs/overlay.ko kernel/crypto/lzo-rle.ko kernel/mm/zsmalloc.ko kernel/drivers/block/zram/zram.ko)
+modules=(kernel/fs/overlayfs/overlay.ko kernel/crypto/lzo-rle.ko kernel/lib/lz4/lz4_compress.ko kernel/lib/lz4/lz4hc_compress.ko
+	kernel/mm/zsmalloc.ko kernel/drivers/block/zram/zram.ko)
 if [ ! -f "$kernel" ] || [ "$(cat "$CACHE/$pkg/modules/.list" 2>/dev/null)" != "${modules[*]}" ]; then
 	dl=$(mktemp -d)
 	(cd "$dl" && apt-get "${apt_opts[@]}" download -qq "$pkg")
@@ -143,7 +145,7 @@ kernel)
 	CGO_ENABLED=0 go test -c -o "$root/tests/oomtrace.test" ./cmd/oomtrace
 	# Swap for the tests that need it (zram), where the kernel has it.
 	mkdir -p "$root/lib/modules"
-	for m in lzo-rle zsmalloc zram; do
+	for m in lzo-rle lz4_compress lz4hc_compress zsmalloc zram; do
 		[ ! -f "$CACHE/$pkg/modules/$m.ko" ] || cp "$CACHE/$pkg/modules/$m.ko" "$root/lib/modules/"
 	done
 	;;
