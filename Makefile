@@ -237,7 +237,7 @@ release: ## Static binaries for linux/amd64 and linux/arm64 in bin/release, as t
 	@for arch in $(RELEASE_ARCHS); do \
 		dir=bin/release/oomtrace-$(VERSION)-linux-$$arch; mkdir -p $$dir && \
 		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$dir/oomtrace ./cmd/oomtrace && \
-		cp README.md $$dir/ && tar -C bin/release -czf $$dir.tar.gz $$(basename $$dir) && rm -rf $$dir || exit 1; \
+		cp README.md LICENSE $$dir/ && mkdir -p $$dir/docs && cp docs/*.md $$dir/docs/ && tar -C bin/release -czf $$dir.tar.gz $$(basename $$dir) && rm -rf $$dir || exit 1; \
 	done
 	@cd bin/release && sha256sum *.tar.gz > SHA256SUMS && cat SHA256SUMS
 

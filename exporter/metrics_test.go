@@ -174,7 +174,7 @@ func TestMetricsRetention(t *testing.T) {
 	// A series that moves again starts from its new count, not from zero
 	// plus a gap: it was dropped, so it is new.
 	m.Write(oomKill("shop", "cart-7d9f", "redis", event.DomainContainer))
-	want := `# HELP oomtrace_oom_kills_total Tasks killed by the kernel OOM killer, by the victim's pod and container, the limit hit and whose it was, init or not, and part in a group kill; see the README.
+	want := `# HELP oomtrace_oom_kills_total Tasks killed by the kernel OOM killer, by the victim's pod and container, the limit hit and whose it was, init or not, and part in a group kill; see docs/kubernetes.md.
 # TYPE oomtrace_oom_kills_total counter
 oomtrace_oom_kills_total{container="redis",domain="allocatable",group="none",init="unknown",limit="",namespace="shop",owner="",pod="cart-7d9f"} 1
 oomtrace_oom_kills_total{container="redis",domain="container",group="none",init="unknown",limit="",namespace="shop",owner="",pod="cart-7d9f"} 1
@@ -306,17 +306,17 @@ func TestMetricsExpireUnscraped(t *testing.T) {
 	}
 }
 
-// TestREADMEDocumentsEveryMetric: the README's metrics table has a row for
+// TestDocsDocumentEveryMetric: docs/operating.md's metrics table has a row for
 // each metric oomtrace serves (every Desc its collectors describe), with
 // the labels it has, and no row for one it does not serve.
-func TestREADMEDocumentsEveryMetric(t *testing.T) {
-	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+func TestDocsDocumentEveryMetric(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "docs", "operating.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, table, ok := strings.Cut(string(readme), "\n## Metrics\n")
 	if !ok {
-		t.Fatal("README has no Metrics section")
+		t.Fatal("docs/operating.md has no Metrics section")
 	}
 	table, _, _ = strings.Cut(table, "\n## ")
 	rowRe := regexp.MustCompile("(?m)^\\| `(oomtrace_[a-z_]+)` \\|[^|]+\\|([^|]*)\\|")
@@ -349,18 +349,18 @@ func TestREADMEDocumentsEveryMetric(t *testing.T) {
 	for name, labels := range served {
 		cell, ok := documented[name]
 		if !ok {
-			t.Errorf("README's metrics table has no row for %s", name)
+			t.Errorf("docs/operating.md's metrics table has no row for %s", name)
 			continue
 		}
 		for _, l := range labels {
 			if !strings.Contains(cell, "`"+l+"`") {
-				t.Errorf("README's row for %s does not name its label %s: %q", name, l, cell)
+				t.Errorf("docs/operating.md's row for %s does not name its label %s: %q", name, l, cell)
 			}
 		}
 	}
 	for name := range documented {
 		if _, ok := served[name]; !ok {
-			t.Errorf("README documents %s, which oomtrace does not serve", name)
+			t.Errorf("docs/operating.md documents %s, which oomtrace does not serve", name)
 		}
 	}
 	if len(served) < 15 {

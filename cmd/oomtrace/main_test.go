@@ -189,22 +189,22 @@ func TestLogFormatLogfmt(t *testing.T) {
 }
 
 // TestHelpDocumentsEveryFlag: every flag oomtrace defines is in --help
-// and has a row in the README's flags table, and every row there names a
+// and has a row in the flags table of docs/operating.md, and every row there names a
 // flag that exists, with the default the code has where the row gives one
 // plainly.
 func TestHelpDocumentsEveryFlag(t *testing.T) {
 	var stderr bytes.Buffer
 	run([]string{"--help"}, io.Discard, &stderr)
-	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	readme, err := os.ReadFile(filepath.Join("..", "..", "docs", "operating.md"))
 	if errors.Is(err, os.ErrNotExist) && os.Getenv("OOMTRACE_GUEST") == "1" {
-		t.Skip("the README is the source tree's, not in the qemu guest: the host runs this")
+		t.Skip("the docs are the source tree's, not in the qemu guest: the host runs this")
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, table, ok := strings.Cut(string(readme), "\n## Flags\n")
 	if !ok {
-		t.Fatal("README has no Flags section")
+		t.Fatal("docs/operating.md has no Flags section")
 	}
 	table, _, _ = strings.Cut(table, "\n## ")
 	rowRe := regexp.MustCompile("(?m)^\\| `--([a-z0-9.-]+)` \\|([^|]*)\\|")
@@ -223,7 +223,7 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 		}
 		cell, ok := rows[f.Name]
 		if !ok {
-			t.Errorf("README's flags table has no row for --%s", f.Name)
+			t.Errorf("docs/operating.md's flags table has no row for --%s", f.Name)
 			return
 		}
 		// A plain default ("`1s`") must be the code's; cells that explain
@@ -239,16 +239,16 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 			same = err1 == nil && err2 == nil && readmeD == codeD
 		}
 		if !same {
-			t.Errorf("README: --%s defaults to %q, the code to %q", f.Name, m[1], f.DefValue)
+			t.Errorf("docs/operating.md: --%s defaults to %q, the code to %q", f.Name, m[1], f.DefValue)
 		}
 	})
 	for name := range rows {
 		if fs.Lookup(name) == nil {
-			t.Errorf("README documents --%s, which oomtrace does not define", name)
+			t.Errorf("docs/operating.md documents --%s, which oomtrace does not define", name)
 		}
 	}
 	if n < 40 || len(rows) < n {
-		t.Errorf("%d flags defined, %d rows in the README", n, len(rows))
+		t.Errorf("%d flags defined, %d rows in docs/operating.md", n, len(rows))
 	}
 }
 

@@ -39,10 +39,11 @@ func HelmBinary(t *testing.T, env string) string {
 // README and deploy/ are (the guest's copy keeps the same layout).
 const repoRoot = "../../.."
 
-// ReadmeCommand is the README's first one-line command that starts with
-// prefix, as words.
+// ReadmeCommand is the docs' first one-line command that starts with
+// prefix, as words: the README's (install) or docs/operating.md's
+// (upgrade, uninstall).
 func ReadmeCommand(prefix string) ([]string, error) {
-	return readme.Command(filepath.Join(repoRoot, "README.md"), prefix)
+	return readme.Command(prefix, filepath.Join(repoRoot, "README.md"), filepath.Join(repoRoot, "docs", "operating.md"))
 }
 
 // Helm runs a helm binary against the cluster, in the repository's root

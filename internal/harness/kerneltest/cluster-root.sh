@@ -27,7 +27,7 @@ cp -r deploy "$root/src/deploy"
 # The README's helm install command is what the suite runs, with helm
 # (static, as make helm builds it).
 cp README.md "$root/src/"
-mkdir -p "$root/src/docs" && cp docs/events.schema.json "$root/src/docs/"
+mkdir -p "$root/src/docs" && cp docs/events.schema.json docs/operating.md "$root/src/docs/"
 cp "$OOMTRACE_HELM" "$root/cluster/helm"
 cp "$modules"/overlay.ko "$root/lib/modules/"
 

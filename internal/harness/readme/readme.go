@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 
-// Package readme reads the commands a README gives its users, so that a
-// test runs exactly what a user copies.
+// Package readme reads the commands the README and the docs give their
+// users, so that a test runs exactly what a user copies, and checks that
+// the docs hang together (every page linked, every link leading
+// somewhere).
 package readme
 
 import (
@@ -11,12 +13,24 @@ import (
 	"strings"
 )
 
-// Command is the first one-line command in the Markdown file at path
-// that starts with prefix, split into words as a shell splits them.
-func Command(path, prefix string) ([]string, error) {
+// Command is the first one-line command that starts with prefix in the
+// Markdown files at paths, the first file first, split into words as a
+// shell splits them.
+func Command(prefix string, paths ...string) ([]string, error) {
+	for _, path := range paths {
+		words, found, err := command(path, prefix)
+		if err != nil || found {
+			return words, err
+		}
+	}
+	return nil, fmt.Errorf("%s have no one-line command %q", strings.Join(paths, ", "), prefix+"...")
+}
+
+// command is Command in one file; found is false when it has none.
+func command(path, prefix string) (words []string, found bool, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer f.Close()
 	s := bufio.NewScanner(f)
@@ -25,12 +39,10 @@ func Command(path, prefix string) ([]string, error) {
 		if !strings.HasPrefix(line, prefix) || strings.HasSuffix(strings.TrimSpace(line), `\`) {
 			continue
 		}
-		return shellWords(line)
+		words, err := shellWords(line)
+		return words, true, err
 	}
-	if err := s.Err(); err != nil {
-		return nil, err
-	}
-	return nil, fmt.Errorf("%s has no one-line command %q", path, prefix+"...")
+	return nil, false, s.Err()
 }
 
 // shellWords splits a command line as a POSIX shell does without

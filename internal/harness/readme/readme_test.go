@@ -41,25 +41,26 @@ func TestShellWords(t *testing.T) {
 // to the chart whole (a dotted flag name escaped in quotes).
 func TestReadmeHelmCommands(t *testing.T) {
 	readme := filepath.Join("..", "..", "..", "README.md")
-	install, err := Command(readme, "helm install ")
+	operating := filepath.Join("..", "..", "..", "docs", "operating.md")
+	install, err := Command("helm install ", readme)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Contains(install, "--create-namespace") || !slices.Contains(install, "deploy/helm/oomtrace") {
 		t.Errorf("install %q: want the chart's path and --create-namespace", install)
 	}
-	upgrade, err := Command(readme, "helm upgrade ")
+	upgrade, err := Command("helm upgrade ", readme, operating)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Contains(upgrade, `flags.metrics\.retention=2h`) {
 		t.Errorf("upgrade %q: the flag's name must reach helm escaped", upgrade)
 	}
-	if _, err := Command(readme, "helm uninstall "); err != nil {
+	if _, err := Command("helm uninstall ", readme, operating); err != nil {
 		t.Error(err)
 	}
-	if _, err := Command(readme, "helm nothing "); err == nil {
-		t.Error("a command the README does not have was found")
+	if _, err := Command("helm nothing ", readme, operating); err == nil {
+		t.Error("a command the docs do not have was found")
 	}
 	if _, err := os.Stat(filepath.Join("..", "..", "..", "deploy", "helm", "oomtrace", "Chart.yaml")); err != nil {
 		t.Error(err)
