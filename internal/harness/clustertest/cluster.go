@@ -173,6 +173,10 @@ type KubeletConfig struct {
 	// Burstable container's memory.high between its request and limit;
 	// 0: unset, no memory.high.
 	MemoryThrottlingFactor float64
+	// MemoryReservationPolicy (MemoryQoS, cgroup v2): TieredReservation
+	// sets memory.min to the request of a Guaranteed container and
+	// memory.low to a Burstable one's; empty: the kubelet's None.
+	MemoryReservationPolicy string
 }
 
 // Cluster is a running single-node cluster.
@@ -407,6 +411,9 @@ func (c *Cluster) StartKubelet(t *testing.T, cfg KubeletConfig) {
 	}
 	if cfg.MemoryThrottlingFactor > 0 {
 		kc["memoryThrottlingFactor"] = cfg.MemoryThrottlingFactor
+	}
+	if cfg.MemoryReservationPolicy != "" {
+		kc["memoryReservationPolicy"] = cfg.MemoryReservationPolicy
 	}
 	data, err := yaml.Marshal(kc)
 	if err != nil {

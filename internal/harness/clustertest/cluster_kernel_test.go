@@ -15,6 +15,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/oomtrace/oomtrace/event"
@@ -71,6 +72,7 @@ func TestCluster(t *testing.T) {
 		ok = ok && t.Run("group_kill", func(t *testing.T) { testGroupKill(t, c, o) })
 		ok = ok && t.Run("group_kill_flood", func(t *testing.T) { testGroupKillFlood(t, c, o) })
 		ok = ok && t.Run("limit_lowered", func(t *testing.T) { testLimitLowered(t, c, o) })
+		ok = ok && t.Run("pod_limit_lowered_by_resize", func(t *testing.T) { testPodLimitLoweredByResize(t, c, o) })
 	}
 	ok = ok && t.Run("init_container_limit", func(t *testing.T) { testInitContainerLimit(t, c, o) })
 	userKillsChecked := time.Now()
@@ -126,8 +128,9 @@ func TestCluster(t *testing.T) {
 	}
 	if testenv.SystemdNode() {
 		// Phase 1b, on the node with swap: the kubelet with LimitedSwap
-		// and MemoryQoS's memoryThrottlingFactor, swap on for this phase
-		// alone (the evictions after measure memory without it).
+		// and MemoryQoS's memoryThrottlingFactor and TieredReservation,
+		// swap on for this phase alone (the evictions after measure
+		// memory without it).
 		ok = t.Run("swap_and_memory_high", func(t *testing.T) {
 			run(t, "modprobe", "zram")
 			zram := run(t, "zramctl", "--find", "--size", "1G")
@@ -136,9 +139,12 @@ func TestCluster(t *testing.T) {
 			run(t, "swapon", zram)
 			defer run(t, "swapoff", zram)
 			cfg := c.KubeletConfig
-			cfg.SwapBehavior, cfg.MemoryThrottlingFactor = "LimitedSwap", 0.9
+			cfg.SwapBehavior, cfg.MemoryThrottlingFactor, cfg.MemoryReservationPolicy = "LimitedSwap", 0.9, "TieredReservation"
 			c.StartKubelet(t, cfg)
 			testSwapAndMemoryHigh(t, c, o)
+			if !t.Failed() {
+				testMemoryReservation(t, c, o)
+			}
 		})
 		if !ok {
 			return
@@ -815,6 +821,9 @@ type summary struct {
 			Namespace string `json:"namespace"`
 		} `json:"podRef"`
 		Memory *struct {
+			// Time is when the kubelet's stats provider (cAdvisor,
+			// every 10 to 15 s) last read the pod cgroup.
+			Time            string `json:"time"`
 			WorkingSetBytes *int64 `json:"workingSetBytes"`
 		} `json:"memory"`
 	} `json:"pods"`
@@ -877,7 +886,7 @@ func testMemoryAvailableEviction(t *testing.T, c *Cluster, o *Oomtrace, threshol
 	c.createPod(t, podSpec("shop", "neighbour", corev1.RestartPolicyAlways, 30, container{name: "app", args: []string{"idle", "16"}, request: 48 * mi}))
 	c.waitPod(t, "shop", "neighbour", "running", time.Minute, running)
 	c.waitStats(t, "shop", "neighbour")
-	p, msg := c.evictHog(t, "bulk")
+	p, msg := c.evictHog(t, "bulk", 0)
 	defer c.deletePod(t, "shop", "bulk")
 	if n := c.waitPod(t, "shop", "neighbour", "running", 5*time.Second, func(p *corev1.Pod) bool { return true }); n.Status.Phase != corev1.PodRunning {
 		t.Errorf("the neighbour was not spared: %+v", n.Status)
@@ -948,9 +957,16 @@ func testMemoryAvailableEviction(t *testing.T, c *Cluster, o *Oomtrace, threshol
 // evictHog runs a BestEffort pod in shop whose container "loader" takes
 // 1.5 GiB and exits 0 on SIGTERM, and waits until the kubelet evicted it:
 // the pod and the kubelet's eviction message.
-func (c *Cluster) evictHog(t *testing.T, name string) (*corev1.Pod, string) {
+func (c *Cluster) evictHog(t *testing.T, name string, podRequest int64) (*corev1.Pod, string) {
 	t.Helper()
-	c.createPod(t, podSpec("shop", name, corev1.RestartPolicyAlways, 30, container{name: "loader", args: []string{"hog", "1536"}}))
+	spec := podSpec("shop", name, corev1.RestartPolicyAlways, 30, container{name: "loader", args: []string{"hog", "1536"}})
+	if podRequest > 0 {
+		// A pod-level request (PodLevelResources): the kubelet's
+		// message then has a pod clause.
+		spec.Spec.Resources = &corev1.ResourceRequirements{Requests: corev1.ResourceList{
+			corev1.ResourceMemory: *resource.NewQuantity(podRequest, resource.BinarySI)}}
+	}
+	c.createPod(t, spec)
 	p := c.waitPod(t, "shop", name, "evicted", 3*time.Minute, func(p *corev1.Pod) bool {
 		_, ok := clusterview.EvictedBy(p)
 		return ok && (p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed)
@@ -970,17 +986,26 @@ const softGrace = 10 * time.Second
 // eviction says it is below the soft threshold (not the hard one) and for
 // how long the kubelet waits.
 func testSoftEviction(t *testing.T, c *Cluster, o *Oomtrace, soft int64) {
-	_, msg := c.evictHog(t, "batch")
+	const podRequest = 32 * mi
+	_, msg := c.evictHog(t, "batch", podRequest)
 	defer c.deletePod(t, "shop", "batch")
 	kmsg := evictionmsg.Parse(msg)
 	if kmsg.ThresholdBytes == nil || *kmsg.ThresholdBytes != soft {
 		t.Fatalf("the kubelet's message %q: want the soft threshold %d", msg, soft)
+	}
+	// The pod clause: its usage (over a GiB) against its pod-level request.
+	if kmsg.Pod == nil || kmsg.Pod.Name != "batch" || kmsg.Pod.RequestBytes == nil || *kmsg.Pod.RequestBytes != podRequest ||
+		kmsg.Pod.UsageBytes == nil || *kmsg.Pod.UsageBytes < 1024*mi {
+		t.Errorf("the kubelet's message %q: no pod clause of batch's usage against its request %d", msg, int64(podRequest))
 	}
 	ev := o.WaitEvents(t, "the eviction of batch", time.Minute, func(ev Events) bool { return evictionOf(ev, "batch") != nil })
 	e := evictionOf(ev, "batch")
 	t.Logf("oomtrace: %s", jsonOf(e))
 	if e.ThresholdBytes == nil || *e.ThresholdBytes != soft {
 		t.Errorf("eviction threshold %s, want the soft %d", jsonOf(e.ThresholdBytes), soft)
+	}
+	if kmsg.Pod != nil && (e.OffendingPod == nil || jsonOf(e.OffendingPod) != jsonOf(kmsg.Pod)) {
+		t.Errorf("eviction offending_pod %s, want the kubelet's %s", jsonOf(e.OffendingPod), jsonOf(kmsg.Pod))
 	}
 	nm := e.NodeMemory
 	if nm == nil || nm.MemoryAvailable == nil {
