@@ -3,6 +3,8 @@
 package exporter
 
 import (
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,6 +34,48 @@ type MetricsOptions struct {
 // that count what a capped metric refused a series of its own.
 const Overflow = "_overflow"
 
+// A family is one event metric, declared once as a row of families:
+// its name, help and labels. Metrics.Write says which events count in it,
+// with which label values; nothing else needs to know it exists.
+type family struct {
+	name   string // without the namespace
+	help   string
+	labels []string
+	// perPod: its series are per pod, which tenants make at will: capped
+	// at MaxSeries (a refused series' namespace, pod, container and owner
+	// labels become Overflow) and dropped after Retention. Node-level
+	// series are few and bounded, and kept.
+	perPod bool
+}
+
+// The event metrics.
+var (
+	oomKillsFamily = &family{"oom_kills_total",
+		"Tasks killed by the kernel OOM killer, by the victim's pod and container, the limit hit and whose it was, init or not, and part in a group kill; see docs/kubernetes.md.",
+		[]string{"namespace", "pod", "container", "domain", "init", "group", "owner", "limit"}, true}
+	deathsFamily = &family{"container_deaths_total",
+		"Deaths of pods' containers (the kernel's kills of their init, the kubelet's evictions) by cause and, for a kernel kill, whose limit it hit; see docs/kubernetes.md.",
+		[]string{"namespace", "pod", "container", "cause", "owner", "limit"}, true}
+	refusalsFamily = &family{"commit_refusals_total",
+		"Memory requests the kernel refused at allocation time, by pod, container, syscall and reason.",
+		[]string{"namespace", "pod", "container", "syscall", "reason"}, true}
+	userKillsFamily = &family{"userspace_kills_total",
+		"Processes ended by a SIGKILL from user space that no kernel OOM decision and no container runtime's stop explains (a user-space OOM killer's: systemd-oomd, earlyoom, oomd, nohang; or anyone's kill -9), by the victims' pod and container and the killer.",
+		[]string{"namespace", "pod", "container", "killer", "owner"}, true}
+	pressureFamily = &family{"memory_pressure_transitions_total",
+		"Kubelet memory signals crossing their hard eviction threshold, as oomtrace sampled them; state below or above.",
+		[]string{"signal", "state"}, false}
+	conditionsFamily = &family{"node_condition_transitions_total",
+		"Transitions of the Node's MemoryPressure condition, by new status.",
+		[]string{"condition", "status"}, false}
+
+	families = []*family{oomKillsFamily, deathsFamily, refusalsFamily, userKillsFamily, pressureFamily, conditionsFamily}
+)
+
+// overflowLabels are the labels of a per-pod series that a refused series
+// shares with every other refused one.
+var overflowLabels = map[string]bool{"namespace": true, "pod": true, "container": true, "owner": true}
+
 // Metrics counts events for Prometheus. It is a prometheus.Collector: the
 // counters live here and are emitted at scrape time, so a series outlives
 // its container (the kill is counted even when the cgroup is long gone)
@@ -39,23 +83,21 @@ const Overflow = "_overflow"
 type Metrics struct {
 	opts MetricsOptions
 
-	mu         sync.Mutex
-	oomKills   map[[8]string]*series // namespace, pod, container, domain, init, group, owner, limit
-	refusals   map[[5]string]*series
-	userKills  map[[5]string]*series // namespace, pod, container, killer, owner
-	deaths     map[[6]string]*series // namespace, pod, container, cause, owner, limit
-	pressure   map[[2]string]*series // signal, state
-	conditions map[[2]string]*series // condition, status
-	expired    time.Time             // when expireDue last ran
+	mu      sync.Mutex
+	series  map[*family]map[string]*series // by family, then by label values joined
+	descs   map[*family]*prometheus.Desc
+	expired time.Time // when expireDue last ran
 	// unnamed counts kills in a container that no source named.
 	unnamed float64
-	// refused counts, by metric, the events counted in an overflow series.
-	refused map[string]float64
+	// refused counts, by per-pod family, the events counted in its
+	// overflow series.
+	refused map[*family]float64
 
-	oomKillsDesc, refusalsDesc, deathsDesc, pressureDesc, conditionsDesc, unnamedDesc, refusedDesc, userKillsDesc *prometheus.Desc
+	unnamedDesc, refusedDesc *prometheus.Desc
 }
 
 type series struct {
+	labels  []string
 	value   float64
 	updated time.Time
 	// created is when the series was born, at its first event: exposed as
@@ -69,40 +111,23 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Metrics{
-		opts:       opts,
-		oomKills:   map[[8]string]*series{},
-		refusals:   map[[5]string]*series{},
-		userKills:  map[[5]string]*series{},
-		deaths:     map[[6]string]*series{},
-		pressure:   map[[2]string]*series{},
-		conditions: map[[2]string]*series{},
-		refused:    map[string]float64{},
+	m := &Metrics{
+		opts:    opts,
+		series:  map[*family]map[string]*series{},
+		descs:   map[*family]*prometheus.Desc{},
+		refused: map[*family]float64{},
 		refusedDesc: prometheus.NewDesc(namespace+"_metrics_series_refused_total",
 			"Events counted in a metric's overflow series (namespace, pod, container, owner \"_overflow\") because the metric had --metrics.max-series series.",
 			[]string{"metric"}, nil),
-		deathsDesc: prometheus.NewDesc(namespace+"_container_deaths_total",
-			"Deaths of pods' containers (the kernel's kills of their init, the kubelet's evictions) by cause and, for a kernel kill, whose limit it hit; see docs/kubernetes.md.",
-			[]string{"namespace", "pod", "container", "cause", "owner", "limit"}, nil),
-		pressureDesc: prometheus.NewDesc(namespace+"_memory_pressure_transitions_total",
-			"Kubelet memory signals crossing their hard eviction threshold, as oomtrace sampled them; state below or above.",
-			[]string{"signal", "state"}, nil),
-		conditionsDesc: prometheus.NewDesc(namespace+"_node_condition_transitions_total",
-			"Transitions of the Node's MemoryPressure condition, by new status.",
-			[]string{"condition", "status"}, nil),
-		oomKillsDesc: prometheus.NewDesc(namespace+"_oom_kills_total",
-			"Tasks killed by the kernel OOM killer, by the victim's pod and container, the limit hit and whose it was, init or not, and part in a group kill; see docs/kubernetes.md.",
-			[]string{"namespace", "pod", "container", "domain", "init", "group", "owner", "limit"}, nil),
 		unnamedDesc: prometheus.NewDesc(namespace+"_oom_kills_unnamed_total",
 			"OOM kills in a container that neither the container runtime nor the API server named: counted with empty namespace, pod or container. Up from 0 means oomtrace lost a source of names (oomtrace_source_up).",
 			nil, nil),
-		userKillsDesc: prometheus.NewDesc(namespace+"_userspace_kills_total",
-			"Processes ended by a SIGKILL from user space that no kernel OOM decision and no container runtime's stop explains (a user-space OOM killer's: systemd-oomd, earlyoom, oomd, nohang; or anyone's kill -9), by the victims' pod and container and the killer.",
-			[]string{"namespace", "pod", "container", "killer", "owner"}, nil),
-		refusalsDesc: prometheus.NewDesc(namespace+"_commit_refusals_total",
-			"Memory requests the kernel refused at allocation time, by pod, container, syscall and reason.",
-			[]string{"namespace", "pod", "container", "syscall", "reason"}, nil),
 	}
+	for _, f := range families {
+		m.series[f] = map[string]*series{}
+		m.descs[f] = prometheus.NewDesc(namespace+"_"+f.name, f.help, f.labels, nil)
+	}
+	return m
 }
 
 // Write counts an event: metrics are a sink like the others, fed every
@@ -136,14 +161,9 @@ func (m *Metrics) userspaceKill(ev event.UserspaceKill) {
 	if killer == "" {
 		killer = event.BoundText(ev.Killer.Comm, 16)
 	}
-	key := [5]string{ns, pod, ctr, killer, ownerLabel(ev.Victims[0].Pod)}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := m.expireDue()
-	if full(m, m.userKills, key, "oomtrace_userspace_kills_total") {
-		key[0], key[1], key[2], key[4] = Overflow, Overflow, Overflow, Overflow
-	}
-	addTo(m.userKills, key, float64(ev.VictimCount), now)
+	m.add(userKillsFamily, float64(ev.VictimCount), m.expireDue(), ns, pod, ctr, killer, ownerLabel(ev.Victims[0].Pod))
 }
 
 // oomKill counts one killed task.
@@ -151,26 +171,17 @@ func (m *Metrics) oomKill(ev event.OOMKill) {
 	ns, pod, ctr := podLabels(ev.Victim.Process)
 	owner := ownerLabel(ev.Victim.Pod)
 	limit := limitSource(ev)
-	key := [8]string{ns, pod, ctr, domainKind(ev), initLabel(ev.Victim), groupLabel(ev.OOM.Group), owner, limit}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.expireDue()
-	if full(m, m.oomKills, key, "oomtrace_oom_kills_total") {
-		key[0], key[1], key[2], key[6] = Overflow, Overflow, Overflow, Overflow
-	}
-	addTo(m.oomKills, key, 1, now)
+	m.add(oomKillsFamily, 1, now, ns, pod, ctr, domainKind(ev), initLabel(ev.Victim), groupLabel(ev.OOM.Group), owner, limit)
 	// The kills of the decision that have no event of their own were of
 	// processes in the group's cgroup (the container, on a kubelet's
 	// node): members, under the chosen kill's names.
 	var folded uint64
 	if g := ev.OOM.Group; g != nil && g.Folded > 0 {
 		folded = g.Folded
-		member := key
-		member[5] = groupLabel(&event.GroupKill{})
-		if full(m, m.oomKills, member, "oomtrace_oom_kills_total") {
-			member[0], member[1], member[2], member[6] = Overflow, Overflow, Overflow, Overflow
-		}
-		addTo(m.oomKills, member, float64(folded), now)
+		m.add(oomKillsFamily, float64(folded), now, ns, pod, ctr, domainKind(ev), initLabel(ev.Victim), groupLabel(&event.GroupKill{}), owner, limit)
 	}
 	if c := ev.Victim.Container; c != nil && (c.Name == "" || ev.Victim.Pod == nil || ev.Victim.Pod.Name == "") {
 		m.unnamed += float64(1 + folded)
@@ -179,7 +190,7 @@ func (m *Metrics) oomKill(ev event.OOMKill) {
 	// of the container (the init's own kill, in a group kill, is).
 	worker := ev.Victim.Init != nil && !*ev.Victim.Init
 	if ev.Victim.Pod != nil && ev.Cause != "" && !worker {
-		m.addDeath([6]string{ns, pod, ctr, ev.Cause, owner, limit}, now)
+		m.add(deathsFamily, 1, now, ns, pod, ctr, ev.Cause, owner, limit)
 	}
 }
 
@@ -199,7 +210,7 @@ func groupLabel(g *event.GroupKill) string {
 func (m *Metrics) eviction(ev event.Eviction) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.addDeath([6]string{ev.Pod.Namespace, ev.Pod.Name, offendingContainer(ev), ev.Cause, ownerLabel(&ev.Pod), ""}, m.expireDue())
+	m.add(deathsFamily, 1, m.expireDue(), ev.Pod.Namespace, ev.Pod.Name, offendingContainer(ev), ev.Cause, ownerLabel(&ev.Pod), "")
 }
 
 // ownerLabel is the pod's workload, "Deployment/web"; empty when unknown.
@@ -227,53 +238,43 @@ func (m *Metrics) memoryPressure(ev event.MemoryPressure) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	addTo(m.pressure, [2]string{ev.SignalName, state}, 1, m.opts.Now())
+	m.add(pressureFamily, 1, m.opts.Now(), ev.SignalName, state)
 }
 
 // nodeCondition counts a condition transition.
 func (m *Metrics) nodeCondition(ev event.NodeCondition) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	addTo(m.conditions, [2]string{ev.Condition, ev.Status}, 1, m.opts.Now())
+	m.add(conditionsFamily, 1, m.opts.Now(), ev.Condition, ev.Status)
 }
 
 // commitRefusal counts the refusals one line stands for.
 func (m *Metrics) commitRefusal(ev event.CommitRefusal) {
 	ns, pod, ctr := podLabels(ev.Process)
-	key := [5]string{ns, pod, ctr, ev.Syscall, ev.Reason}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if full(m, m.refusals, key, "oomtrace_commit_refusals_total") {
-		key[0], key[1], key[2] = Overflow, Overflow, Overflow
-	}
-	addTo(m.refusals, key, float64(ev.Count), m.expireDue())
+	m.add(refusalsFamily, float64(ev.Count), m.expireDue(), ns, pod, ctr, ev.Syscall, ev.Reason)
 }
 
-func (m *Metrics) addDeath(key [6]string, now time.Time) {
-	if full(m, m.deaths, key, "oomtrace_container_deaths_total") {
-		key[0], key[1], key[2], key[4] = Overflow, Overflow, Overflow, Overflow
+// add counts n in f's series of the label values (in f.labels' order).
+// A new series of a per-pod family that has MaxSeries already goes to
+// the family's overflow series, counted as refused. Call with mu held.
+func (m *Metrics) add(f *family, n float64, now time.Time, values ...string) {
+	s := m.series[f]
+	key := strings.Join(values, "\xff")
+	if f.perPod && m.opts.MaxSeries > 0 && len(s) >= m.opts.MaxSeries && s[key] == nil {
+		m.refused[f]++
+		values = slices.Clone(values)
+		for i, l := range f.labels {
+			if overflowLabels[l] {
+				values[i] = Overflow
+			}
+		}
+		key = strings.Join(values, "\xff")
 	}
-	addTo(m.deaths, key, 1, now)
-}
-
-// full says key is a new series of s, which has MaxSeries already: the
-// event goes to the metric's overflow series, and is counted as refused.
-// Call with mu held.
-func full[K comparable](m *Metrics, s map[K]*series, key K, metric string) bool {
-	if m.opts.MaxSeries <= 0 || len(s) < m.opts.MaxSeries {
-		return false
-	}
-	if _, ok := s[key]; ok {
-		return false
-	}
-	m.refused[metric]++
-	return true
-}
-
-func addTo[K comparable](s map[K]*series, key K, n float64, now time.Time) {
 	v := s[key]
 	if v == nil {
-		v = &series{created: now}
+		v = &series{labels: slices.Clone(values), created: now}
 		s[key] = v
 	}
 	v.value += n
@@ -282,49 +283,29 @@ func addTo[K comparable](s map[K]*series, key K, n float64, now time.Time) {
 
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.oomKillsDesc, m.refusalsDesc, m.deathsDesc, m.pressureDesc, m.conditionsDesc, m.unnamedDesc, m.refusedDesc, m.userKillsDesc} {
-		ch <- d
+	for _, f := range families {
+		ch <- m.descs[f]
 	}
+	ch <- m.unnamedDesc
+	ch <- m.refusedDesc
 }
 
 // Collect implements prometheus.Collector. It drops expired series first.
 func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	now := m.opts.Now()
-	expire(m.oomKills, now, m.opts.Retention)
-	expire(m.refusals, now, m.opts.Retention)
-	for k, v := range m.oomKills {
-		ch <- counter(m.oomKillsDesc, v, k[:])
-	}
-	for k, v := range m.refusals {
-		ch <- counter(m.refusalsDesc, v, k[:])
-	}
-	expire(m.userKills, now, m.opts.Retention)
-	for k, v := range m.userKills {
-		ch <- counter(m.userKillsDesc, v, k[:])
-	}
-	expire(m.deaths, now, m.opts.Retention)
-	for k, v := range m.deaths {
-		ch <- counter(m.deathsDesc, v, k[:])
-	}
-	// Node-level series are few and bounded: never expired.
-	for k, v := range m.pressure {
-		ch <- counter(m.pressureDesc, v, k[:])
-	}
-	for k, v := range m.conditions {
-		ch <- counter(m.conditionsDesc, v, k[:])
+	for _, f := range families {
+		if f.perPod {
+			expire(m.series[f], now, m.opts.Retention)
+			ch <- prometheus.MustNewConstMetric(m.refusedDesc, prometheus.CounterValue, m.refused[f], namespace+"_"+f.name)
+		}
+		for _, v := range m.series[f] {
+			ch <- prometheus.MustNewConstMetricWithCreatedTimestamp(m.descs[f], prometheus.CounterValue, v.value, v.created, v.labels...)
+		}
 	}
 	// From 0: an alert's increase() sees the first.
 	ch <- prometheus.MustNewConstMetric(m.unnamedDesc, prometheus.CounterValue, m.unnamed)
-	for _, metric := range []string{"oomtrace_oom_kills_total", "oomtrace_container_deaths_total", "oomtrace_commit_refusals_total", "oomtrace_userspace_kills_total"} {
-		ch <- prometheus.MustNewConstMetric(m.refusedDesc, prometheus.CounterValue, m.refused[metric], metric)
-	}
-	m.mu.Unlock()
-}
-
-// counter is a series as a counter with its created timestamp.
-func counter(d *prometheus.Desc, v *series, labels []string) prometheus.Metric {
-	return prometheus.MustNewConstMetricWithCreatedTimestamp(d, prometheus.CounterValue, v.value, v.created, labels...)
 }
 
 // expireDue drops expired series on writes of per-pod series too, at most
@@ -337,14 +318,15 @@ func (m *Metrics) expireDue() time.Time {
 		return now
 	}
 	m.expired = now
-	expire(m.oomKills, now, m.opts.Retention)
-	expire(m.refusals, now, m.opts.Retention)
-	expire(m.userKills, now, m.opts.Retention)
-	expire(m.deaths, now, m.opts.Retention)
+	for _, f := range families {
+		if f.perPod {
+			expire(m.series[f], now, m.opts.Retention)
+		}
+	}
 	return now
 }
 
-func expire[K comparable](s map[K]*series, now time.Time, retention time.Duration) {
+func expire(s map[string]*series, now time.Time, retention time.Duration) {
 	if retention <= 0 {
 		return
 	}

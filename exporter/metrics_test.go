@@ -228,7 +228,7 @@ func TestMetricsRetentionEveryPodFamily(t *testing.T) {
 		now = now.Add(time.Minute)
 	}
 	m.mu.Lock()
-	refusals, deaths := len(m.refusals), len(m.deaths)
+	refusals, deaths := len(m.series[refusalsFamily]), len(m.series[deathsFamily])
 	m.mu.Unlock()
 	if refusals > 62 || deaths > 62 {
 		t.Errorf("%d refusal and %d death series kept without a scrape, want those of the last hour", refusals, deaths)
@@ -298,7 +298,7 @@ func TestMetricsExpireUnscraped(t *testing.T) {
 		now = now.Add(time.Minute)
 	}
 	m.mu.Lock()
-	n := len(m.oomKills)
+	n := len(m.series[oomKillsFamily])
 	m.mu.Unlock()
 	// An hour's retention, a new pod a minute: about 60 series.
 	if n > 62 {

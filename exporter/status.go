@@ -11,19 +11,41 @@ import (
 	"github.com/oomtrace/oomtrace/event"
 )
 
-// PipelineStats are the tracer's and the pipeline's own counters, read at
-// scrape time.
-type PipelineStats struct {
-	OOMKillsLost       uint64 // OOM kill records the kernel could not hand over
-	CommitRefusalsLost uint64 // refusal records the kernel could not hand over
-	TaskSignalsLost    uint64 // task signal records the kernel could not hand over
-	TaskSignalsLimited uint64 // task signals past their target's budget, not recorded
-	DecodeErrors       uint64
-	OutputDropped      uint64 // events not written out: the reader was too slow or gone
-	OOMKillsDropped    uint64 // OOM kills among them: counted, but no line and no Event
-	// OOMKillsUnobserved are kills the kernel counted that no hook saw.
-	OOMKillsUnobserved uint64
+// An OwnCounter is one of oomtrace's own counters, read from the tracer
+// and the pipeline at scrape time: its metric, declared once here. The
+// agent fills PipelineStats from a table of them, one row each.
+type OwnCounter struct {
+	Metric string // without the namespace
+	Help   string
+	// Label and Value are its one label and the label's value (the
+	// counters of one metric differ in it); empty for none.
+	Label, Value string
 }
+
+// The own counters.
+var (
+	OOMKillsLost       = &OwnCounter{"events_lost_total", lostHelp, "kind", event.TypeOOMKill}
+	CommitRefusalsLost = &OwnCounter{"events_lost_total", lostHelp, "kind", event.TypeCommitRefusal}
+	TaskSignalsLost    = &OwnCounter{"events_lost_total", lostHelp, "kind", event.TypeTaskSignal}
+	TaskSignalsLimited = &OwnCounter{"task_signals_limited_total",
+		"SIGTERMs and SIGKILLs not recorded because their target cgroup had used its budget of records.", "", ""}
+	DecodeErrors = &OwnCounter{"decode_errors_total",
+		"Event records that could not be decoded.", "", ""}
+	OutputDropped = &OwnCounter{"output_dropped_total",
+		"Events not written to the output because its reader was too slow or gone; the metrics still count them.", "", ""}
+	OOMKillsDropped = &OwnCounter{"oom_kills_dropped_total",
+		"OOM kills a full queue dropped (--output.queue): counted in oomtrace_oom_kills_total, but written as no line and no Event; alert when it grows.", "", ""}
+	OOMKillsUnobserved = &OwnCounter{"oom_kills_unobserved_total",
+		"OOM kills the kernel counted (oom_kill in /proc/vmstat) that no hook saw since the hooks first attached; alert when it grows.", "", ""}
+
+	ownCounters = []*OwnCounter{OOMKillsLost, CommitRefusalsLost, TaskSignalsLost, TaskSignalsLimited, DecodeErrors, OutputDropped, OOMKillsDropped, OOMKillsUnobserved}
+)
+
+const lostHelp = "Event records the kernel dropped because the ring buffer was full, by event kind (oom_kill, commit_refusal, task_signal)."
+
+// PipelineStats are the own counters' values at one scrape; a counter
+// missing is 0.
+type PipelineStats map[*OwnCounter]uint64
 
 // Hook is one hook in use, for oomtrace_hook_info.
 type Hook struct {
@@ -65,42 +87,42 @@ type Status struct {
 	opts     StatusOptions
 	revision string // the VCS revision built, "unknown" when not recorded
 
-	lostDesc, decodeErrorsDesc, hookDesc, buildDesc, scrapeErrorDesc, droppedDesc, availableDesc, thresholdDesc, unobservedDesc, kubeEventsDesc, limitedDesc, droppedKillsDesc, sourceDesc *prometheus.Desc
+	hookDesc, buildDesc, scrapeErrorDesc, availableDesc, thresholdDesc, kubeEventsDesc, sourceDesc *prometheus.Desc
+
+	ownDescs map[string]*prometheus.Desc // the own counters', by metric
 }
 
 // NewStatus returns the collector of opts.
 func NewStatus(opts StatusOptions) *Status {
+	own := map[string]*prometheus.Desc{}
+	for _, c := range ownCounters {
+		if own[c.Metric] == nil {
+			var labels []string
+			if c.Label != "" {
+				labels = []string{c.Label}
+			}
+			own[c.Metric] = prometheus.NewDesc(namespace+"_"+c.Metric, c.Help, labels, nil)
+		}
+	}
 	return &Status{
+		ownDescs: own,
 		opts:     opts,
 		revision: buildRevision(),
 		sourceDesc: prometheus.NewDesc(namespace+"_source_up",
 			"Whether each source oomtrace is configured to use answers now (1) or not (0): container_runtime (names), apiserver (names, owners, evictions), kubelet_config (read from its file, not the flags), node_signals.",
 			[]string{"source"}, nil),
-		limitedDesc: prometheus.NewDesc(namespace+"_task_signals_limited_total",
-			"SIGTERMs and SIGKILLs not recorded because their target cgroup had used its budget of records.", nil, nil),
 		availableDesc: prometheus.NewDesc(namespace+"_node_memory_available_bytes",
 			"The kubelet's memory signal now: memory.available or allocatableMemory.available, computed the kubelet's way.",
 			[]string{"signal"}, nil),
 		thresholdDesc: prometheus.NewDesc(namespace+"_node_memory_eviction_threshold_bytes",
 			"The hard eviction threshold of each memory signal, in bytes.",
 			[]string{"signal"}, nil),
-		lostDesc: prometheus.NewDesc(namespace+"_events_lost_total",
-			"Event records the kernel dropped because the ring buffer was full, by event kind (oom_kill, commit_refusal, task_signal).",
-			[]string{"kind"}, nil),
-		decodeErrorsDesc: prometheus.NewDesc(namespace+"_decode_errors_total",
-			"Event records that could not be decoded.", nil, nil),
 		hookDesc: prometheus.NewDesc(namespace+"_hook_info",
 			"The kernel hook in use for each kind of observation; the value is always 1.",
 			[]string{"event", "hook"}, nil),
 		buildDesc: prometheus.NewDesc(namespace+"_build_info",
 			"A metric with a constant value of 1 labeled by the version, revision and architecture of oomtrace and the Go version it was built with.",
 			[]string{"version", "revision", "goversion", "goarch"}, nil),
-		droppedDesc: prometheus.NewDesc(namespace+"_output_dropped_total",
-			"Events not written to the output because its reader was too slow or gone; the metrics still count them.", nil, nil),
-		droppedKillsDesc: prometheus.NewDesc(namespace+"_oom_kills_dropped_total",
-			"OOM kills a full queue dropped (--output.queue): counted in oomtrace_oom_kills_total, but written as no line and no Event; alert when it grows.", nil, nil),
-		unobservedDesc: prometheus.NewDesc(namespace+"_oom_kills_unobserved_total",
-			"OOM kills the kernel counted (oom_kill in /proc/vmstat) that no hook saw since the hooks first attached; alert when it grows.", nil, nil),
 		kubeEventsDesc: prometheus.NewDesc(namespace+"_kube_events_total",
 			"Kubernetes Events written on pods for OOM kills (--kube.events), by result: sent or dropped.",
 			[]string{"result"}, nil),
@@ -111,7 +133,10 @@ func NewStatus(opts StatusOptions) *Status {
 
 // Describe implements prometheus.Collector.
 func (s *Status) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{s.lostDesc, s.decodeErrorsDesc, s.hookDesc, s.buildDesc, s.scrapeErrorDesc, s.droppedDesc, s.availableDesc, s.thresholdDesc, s.unobservedDesc, s.kubeEventsDesc, s.limitedDesc, s.droppedKillsDesc, s.sourceDesc} {
+	for _, d := range []*prometheus.Desc{s.hookDesc, s.buildDesc, s.scrapeErrorDesc, s.availableDesc, s.thresholdDesc, s.kubeEventsDesc, s.sourceDesc} {
+		ch <- d
+	}
+	for _, d := range s.ownDescs {
 		ch <- d
 	}
 }
@@ -156,14 +181,13 @@ func (s *Status) Collect(ch chan<- prometheus.Metric) {
 	if err != nil {
 		up = 0
 	} else {
-		ch <- prometheus.MustNewConstMetric(s.lostDesc, prometheus.CounterValue, float64(st.OOMKillsLost), event.TypeOOMKill)
-		ch <- prometheus.MustNewConstMetric(s.lostDesc, prometheus.CounterValue, float64(st.CommitRefusalsLost), event.TypeCommitRefusal)
-		ch <- prometheus.MustNewConstMetric(s.lostDesc, prometheus.CounterValue, float64(st.TaskSignalsLost), event.TypeTaskSignal)
-		ch <- prometheus.MustNewConstMetric(s.limitedDesc, prometheus.CounterValue, float64(st.TaskSignalsLimited))
-		ch <- prometheus.MustNewConstMetric(s.decodeErrorsDesc, prometheus.CounterValue, float64(st.DecodeErrors))
-		ch <- prometheus.MustNewConstMetric(s.droppedDesc, prometheus.CounterValue, float64(st.OutputDropped))
-		ch <- prometheus.MustNewConstMetric(s.droppedKillsDesc, prometheus.CounterValue, float64(st.OOMKillsDropped))
-		ch <- prometheus.MustNewConstMetric(s.unobservedDesc, prometheus.CounterValue, float64(st.OOMKillsUnobserved))
+		for _, c := range ownCounters {
+			var labels []string
+			if c.Label != "" {
+				labels = []string{c.Value}
+			}
+			ch <- prometheus.MustNewConstMetric(s.ownDescs[c.Metric], prometheus.CounterValue, float64(st[c]), labels...)
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(s.scrapeErrorDesc, prometheus.GaugeValue, up)
 }

@@ -58,7 +58,8 @@ func TestBenchBurst(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- tr.Run(ctx, Handlers{OOMKill: func(ev event.OOMKill) {
+		done <- tr.Run(ctx, Handlers{OOMKill: func(ev event.OOMKill, commit func()) {
+			commit()
 			lat := time.Since(ev.Time.Time)
 			mu.Lock()
 			latencies = append(latencies, lat)

@@ -37,7 +37,19 @@ type collector struct {
 	events   []event.OOMKill
 	refusals []event.CommitRefusal
 	signals  []event.TaskSignal
+	commits  map[uint64]func() // the kills' commits, by seq, with deferCommit
 	notify   chan struct{}
+}
+
+// commit lets the kill seq leave the ring buffer (deferCommit).
+func (c *collector) commit(seq uint64) {
+	c.mu.Lock()
+	commit := c.commits[seq]
+	delete(c.commits, seq)
+	c.mu.Unlock()
+	if commit != nil {
+		commit()
+	}
 }
 
 func (c *collector) poke() {
@@ -53,7 +65,7 @@ func startTracer(t *testing.T, cfg Config) *collector {
 }
 
 // startCollector starts a tracer; with deferCommit the test commits kills
-// itself (Tracer.Commit).
+// itself (collector.commit), else each is committed as it arrives.
 func startCollector(t *testing.T, cfg Config, deferCommit bool) *collector {
 	t.Helper()
 	if os.Getenv(VerifierLogEnv) != "" {
@@ -64,13 +76,19 @@ func startCollector(t *testing.T, cfg Config, deferCommit bool) *collector {
 		t.Fatalf("New: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &collector{t: tr, cancel: cancel, done: make(chan error, 1), notify: make(chan struct{}, 1)}
+	c := &collector{t: tr, cancel: cancel, done: make(chan error, 1), notify: make(chan struct{}, 1), commits: map[uint64]func(){}}
 	go func() {
 		c.done <- tr.Run(ctx, Handlers{
-			OOMKill: func(ev event.OOMKill) {
+			OOMKill: func(ev event.OOMKill, commit func()) {
 				c.mu.Lock()
 				c.events = append(c.events, ev)
+				if deferCommit {
+					c.commits[ev.Seq] = commit
+				}
 				c.mu.Unlock()
+				if !deferCommit {
+					commit()
+				}
 				c.poke()
 			},
 			CommitRefusal: func(ev event.CommitRefusal) {
@@ -85,7 +103,6 @@ func startCollector(t *testing.T, cfg Config, deferCommit bool) *collector {
 				c.mu.Unlock()
 				c.poke()
 			},
-			DeferCommit: deferCommit,
 		})
 	}()
 	t.Cleanup(func() {
@@ -773,7 +790,7 @@ func TestRingBufferFullCountsLosses(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // drain what is there, then stop
 	var got []event.OOMKill
-	if err := tr.Run(ctx, Handlers{OOMKill: func(ev event.OOMKill) { got = append(got, ev) }}); err != nil {
+	if err := tr.Run(ctx, Handlers{OOMKill: func(ev event.OOMKill, commit func()) { got = append(got, ev); commit() }}); err != nil {
 		t.Fatal(err)
 	}
 	s, err = tr.Stats()
@@ -816,7 +833,8 @@ func TestCgroupRemovedBeforeRead(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	var got []event.OOMKill
-	if err := tr.Run(ctx, Handlers{OOMKill: func(ev event.OOMKill) {
+	if err := tr.Run(ctx, Handlers{OOMKill: func(ev event.OOMKill, commit func()) {
+		commit()
 		if int(ev.Victim.PID) == hog.PID {
 			got = append(got, ev)
 		}

@@ -226,7 +226,7 @@ func TestUncommittedReadAgain(t *testing.T) {
 	}
 	// The later one is written out, the earlier one not (held, or lost
 	// with a crash).
-	first.t.Commit(got[b][0].Seq)
+	first.commit(got[b][0].Seq)
 	var written []uint64
 	var seq uint64
 	var one uint8
@@ -335,7 +335,7 @@ func TestHeldKillsLeaveTheRingBuffer(t *testing.T) {
 	var written []uint64
 	for pid := range pids {
 		if seq := got[pid][0].Seq; before[seq] && len(written) < 5 {
-			first.t.Commit(seq)
+			first.commit(seq)
 			written = append(written, seq)
 		}
 	}

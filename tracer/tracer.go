@@ -185,16 +185,17 @@ type Stats struct {
 
 // Handlers receive events. They are never called concurrently.
 type Handlers struct {
-	OOMKill       func(event.OOMKill)
+	// OOMKill receives each kill with its commit: the kill's record stays
+	// in the ring buffer until commit is called, so that a successor that
+	// takes over after this process dies reads again what it had not
+	// written out. Call commit once, when the kill is written or dropped
+	// for good (from any goroutine); a handler that keeps nothing calls
+	// it before it returns. A nil OOMKill commits every kill at once.
+	OOMKill       func(ev event.OOMKill, commit func())
 	CommitRefusal func(event.CommitRefusal)
 	// TaskSignal receives SIGTERMs and SIGKILLs to processes other than
 	// the OOM killer's (needs the signal hook).
 	TaskSignal func(event.TaskSignal)
-	// DeferCommit: each kill stays in the ring buffer after OOMKill
-	// returns, until Tracer.Commit(its seq), so that a successor reads
-	// again what this process had not written out when it died. Without
-	// it a kill leaves the ring buffer when OOMKill returns.
-	DeferCommit bool
 }
 
 // Tracer owns the loaded programs, their links and the ring buffer readers.
@@ -500,11 +501,6 @@ func (t *Tracer) PinPath() string {
 // Accounting reads the programs' counts since the control map was made.
 func (t *Tracer) Accounting() Accounting { return t.control.accounting() }
 
-// Commit says the kill seq was written out, or dropped for good: its
-// record may leave the ring buffer. Until then a successor that takes
-// over after this process dies reads it again.
-func (t *Tracer) Commit(seq uint64) { t.oom.commit(seq) }
-
 // flush ends every reader after what is already in its ring buffer.
 func (t *Tracer) flush() {
 	t.oom.kills.Flush()
@@ -582,17 +578,18 @@ func (d *diag) decodeError(kind string, err error) {
 // that cannot be decoded are counted and logged, not fatal.
 func (t *Tracer) Run(ctx context.Context, h Handlers) error {
 	var hmu sync.Mutex
+	// Each kill goes out with the commit of its own record.
+	oomKill := func(ev event.OOMKill) {
+		commit := func() { t.oom.commit(ev.Seq) }
+		if h.OOMKill == nil {
+			commit()
+			return
+		}
+		hmu.Lock()
+		defer hmu.Unlock()
+		h.OOMKill(ev, commit)
+	}
 	serial := Handlers{
-		OOMKill: func(ev event.OOMKill) {
-			if h.OOMKill != nil {
-				hmu.Lock()
-				h.OOMKill(ev)
-				hmu.Unlock()
-			}
-			if !h.DeferCommit {
-				t.Commit(ev.Seq)
-			}
-		},
 		CommitRefusal: func(ev event.CommitRefusal) {
 			if h.CommitRefusal != nil {
 				hmu.Lock()
@@ -622,7 +619,7 @@ func (t *Tracer) Run(ctx context.Context, h Handlers) error {
 
 	go t.watchUnobserved(ctx)
 	errs := make(chan error, 3)
-	go func() { errs <- t.oom.run(serial.OOMKill) }()
+	go func() { errs <- t.oom.run(oomKill) }()
 	go func() { errs <- t.oom.runSignals(serial.TaskSignal) }()
 	n := 2
 	if t.refusal != nil {

@@ -115,9 +115,6 @@ func (d *agent) pipelineOptions(out pipeline.Sink, stop func()) pipeline.Options
 			d.log.Error("cannot write events; stopping", "err", err)
 			stop()
 		},
-		// What a crash or a stop leaves unwritten, the next oomtrace reads
-		// again.
-		Ack: d.tracer.Commit,
 		// A SIGKILL from a pod's own process, or a service's to its
 		// children, is not a user-space kill.
 		KillerMemcg: d.tracer.ProcessMemcg,
@@ -191,8 +188,7 @@ func (d *agent) trace(ctx context.Context, ready *atomic.Bool) error {
 		// Signals to pods' processes are kept for their evictions, and
 		// user-space SIGKILLs made userspace_kill lines. Recording one
 		// never waits.
-		TaskSignal:  d.pipe.Signal,
-		DeferCommit: true,
+		TaskSignal: d.pipe.Signal,
 	})
 	ready.Store(false)
 	d.drain()
@@ -267,8 +263,18 @@ func (d *agent) status() *exporter.Status {
 			return exporter.PipelineStats{}, err
 		}
 		missed, _, err := d.tracer.Unobserved()
-		return exporter.PipelineStats{OOMKillsLost: s.Lost, CommitRefusalsLost: s.RefusalsLost, TaskSignalsLost: s.SignalsLost, TaskSignalsLimited: s.SignalsLimited, DecodeErrors: s.DecodeErrors,
-			OutputDropped: d.pipe.Dropped(), OOMKillsDropped: d.pipe.DroppedKills(), OOMKillsUnobserved: missed}, err
+		// Each own counter and where it comes from: a new one is a row
+		// here and its declaration in the exporter.
+		return exporter.PipelineStats{
+			exporter.OOMKillsLost:       s.Lost,
+			exporter.CommitRefusalsLost: s.RefusalsLost,
+			exporter.TaskSignalsLost:    s.SignalsLost,
+			exporter.TaskSignalsLimited: s.SignalsLimited,
+			exporter.DecodeErrors:       s.DecodeErrors,
+			exporter.OutputDropped:      d.pipe.Dropped(),
+			exporter.OOMKillsDropped:    d.pipe.DroppedKills(),
+			exporter.OOMKillsUnobserved: missed,
+		}, err
 	}
 	return exporter.NewStatus(o)
 }

@@ -32,7 +32,8 @@ func kills(t *testing.T, root string) <-chan event.OOMKill {
 	ch := make(chan event.OOMKill, 1024)
 	done := make(chan error, 1)
 	go func() {
-		done <- tr.Run(ctx, tracer.Handlers{OOMKill: func(ev event.OOMKill) {
+		done <- tr.Run(ctx, tracer.Handlers{OOMKill: func(ev event.OOMKill, commit func()) {
+			commit()
 			// Other processes on this machine may be OOM-killed too.
 			if ev.Victim.Memcg != nil && strings.HasPrefix(ev.Victim.Memcg.Path, root+"/") {
 				ch <- ev

@@ -83,12 +83,6 @@ type Options struct {
 	// kill's victims', beside the usage, limit and pressure the signal's
 	// record has from the kernel); nil when it has none.
 	CgroupSwap func(memcg *event.Cgroup) *uint64
-	// Ack, if set, receives each kill's sequence number once, when the
-	// pipeline is done with the kill for good: written to Out, kept out
-	// by the filter, or dropped from a full queue. A kill Out failed to
-	// write, or that a stop gave up on, is not acknowledged: it stays in
-	// the kernel's record for the next oomtrace.
-	Ack func(seq uint64)
 }
 
 // Pipeline takes events from the sources (the tracer, the node memory
@@ -104,7 +98,7 @@ type Pipeline struct {
 // New starts a pipeline; ctx bounds the container runtime's lookups.
 func New(ctx context.Context, o Options) *Pipeline {
 	s := &stage{ctx: ctx, enricher: o.Enricher, sampler: o.Sampler, sampleEvery: o.SampleEvery,
-		correlator: correlate.New(o.CorrelationWindow), filter: o.Filter, metrics: o.Metrics, ack: o.Ack, owners: o.Owners}
+		correlator: correlate.New(o.CorrelationWindow), filter: o.Filter, metrics: o.Metrics, owners: o.Owners}
 	if s.enricher == nil {
 		s.enricher = &enrich.Enricher{}
 	}
@@ -123,8 +117,16 @@ func New(ctx context.Context, o Options) *Pipeline {
 // drops the event and counts it).
 func (p *Pipeline) Write(ev event.Event) error { return p.inbox.Write(ev) }
 
-// OOMKill queues a kill from the tracer; it never blocks.
-func (p *Pipeline) OOMKill(ev event.OOMKill) { p.inbox.Write(ev) }
+// OOMKill queues a kill from the tracer; it never blocks. commit (nil:
+// none) lets the kernel's record of the kill go: the pipeline calls it
+// once, when it is done with the kill for good (written out, kept out by
+// the filter, or dropped from a full queue). A kill the output failed to
+// write, or that a stop gave up on, is not committed: it stays in the
+// kernel's record for the next oomtrace.
+func (p *Pipeline) OOMKill(ev event.OOMKill, commit func()) {
+	p.stage.commits.hold(ev.Seq, commit)
+	p.inbox.Write(ev)
+}
 
 // CommitRefusal queues a refusal from the tracer; it never blocks.
 func (p *Pipeline) CommitRefusal(ev event.CommitRefusal) { p.inbox.Write(ev) }
@@ -182,7 +184,7 @@ type stage struct {
 	kubeEvents   Sink     // nil: none
 	settler      *settler // nil: kills are not held
 	postmortem   *postmortem.Reader
-	ack          func(seq uint64)                 // nil: none
+	commits      commits
 	owners       func(uid string) *event.PodOwner // nil: none
 	filtered     atomic.Uint64
 	droppedKills atomic.Uint64
@@ -364,8 +366,39 @@ func (s *stage) droppedFromOutbox(ev event.Event) {
 
 // acknowledge tells the kernel's side that a kill is done with.
 func (s *stage) acknowledge(ev event.Event) {
-	if kill, ok := ev.(event.OOMKill); ok && s.ack != nil {
-		s.ack(kill.Seq)
+	if kill, ok := ev.(event.OOMKill); ok {
+		s.commits.release(kill.Seq)
+	}
+}
+
+// commits holds each kill's commit from when the tracer hands the kill
+// over until the stage is done with it: the kill carries the one way to
+// let its kernel record go, and nothing else can.
+type commits struct {
+	mu sync.Mutex
+	m  map[uint64]func()
+}
+
+func (c *commits) hold(seq uint64, commit func()) {
+	if commit == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[uint64]func(){}
+	}
+	c.m[seq] = commit
+}
+
+// release calls the commit of kill seq, once.
+func (c *commits) release(seq uint64) {
+	c.mu.Lock()
+	commit := c.m[seq]
+	delete(c.m, seq)
+	c.mu.Unlock()
+	if commit != nil {
+		commit()
 	}
 }
 

@@ -209,6 +209,12 @@ func (a *acks) ack(seq uint64) {
 	a.seqs[seq]++
 }
 
+// commit is the commit the tracer hands over with kill seq.
+func (a *acks) commit(seq uint64) func() { return func() { a.ack(seq) } }
+
+// kill hands ev to p as the tracer does, with its commit.
+func (a *acks) kill(p *Pipeline, ev event.OOMKill) { p.OOMKill(ev, a.commit(ev.Seq)) }
+
 func (a *acks) count(seq uint64) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -244,13 +250,13 @@ func TestAckOncePerKill(t *testing.T) {
 	g := &gate{open: make(chan struct{})}
 	// Everything goes out (no filter), through a queue of 2 whose writer
 	// is stuck: 1 in the writer, 2 queued, the rest dropped.
-	p := New(context.Background(), Options{Out: g, QueueSize: 2, Ack: a.ack})
-	p.Write(kill(1, ""))
+	p := New(context.Background(), Options{Out: g, QueueSize: 2})
+	a.kill(p, kill(1, ""))
 	waitFor(t, func() bool { return p.outbox.inflight.Load() })
-	p.Write(kill(2, ""))
-	p.Write(kill(3, ""))
+	a.kill(p, kill(2, ""))
+	a.kill(p, kill(3, ""))
 	waitFor(t, func() bool { return p.outbox.pending() == 3 })
-	p.Write(kill(4, ""))
+	a.kill(p, kill(4, ""))
 	// Dropped from the full output queue: acknowledged at once.
 	waitFor(t, func() bool { return a.count(4) == 1 })
 	if p.Dropped() != 1 || p.DroppedKills() != 1 {
@@ -269,13 +275,14 @@ func TestAckOncePerKill(t *testing.T) {
 	failing := &gate{open: make(chan struct{}), err: errors.New("broken pipe")}
 	close(failing.open)
 	failed := make(chan error, 1)
-	p = New(context.Background(), Options{Out: failing, QueueSize: 8, Ack: b.ack, Filter: NewFilter([]string{"shop"}, nil),
+	p = New(context.Background(), Options{Out: failing, QueueSize: 8, Filter: NewFilter([]string{"shop"}, nil),
 		OutFailed: func(err error) { failed <- err }})
-	p.Write(kill(1, "cron"))
+	b.kill(p, kill(1, "cron"))
 	p.Write(event.Eviction{Type: event.TypeEviction, Pod: event.Pod{UID: podUID, Name: "cart", Namespace: "shop"}})
 	<-failed
 	// A kill after the failure: unnamed (no runtime), the filter would
 	// keep it out, so it goes to the stage's output by hand.
+	p.stage.commits.hold(2, b.commit(2))
 	p.stage.out.Write(kill(2, ""))
 	p.Close(5 * time.Second)
 	if b.count(1) != 1 || b.count(2) != 0 || p.OutErr() == nil || p.Filtered() != 1 {
@@ -291,10 +298,10 @@ func TestNoAckForAKillOutFailed(t *testing.T) {
 	failing := &gate{open: make(chan struct{}), err: errors.New("broken pipe")}
 	close(failing.open)
 	failed := make(chan error, 1)
-	p := New(context.Background(), Options{Out: failing, QueueSize: 8, Ack: a.ack, OutFailed: func(err error) { failed <- err }})
+	p := New(context.Background(), Options{Out: failing, QueueSize: 8, OutFailed: func(err error) { failed <- err }})
 	ev := allocatableKill(time.Now())
 	ev.Seq = 7
-	p.Write(ev)
+	a.kill(p, ev)
 	<-failed
 	p.Close(5 * time.Second)
 	if a.count(7) != 0 || p.Dropped() != 1 {
@@ -309,17 +316,17 @@ func TestAckInboxFull(t *testing.T) {
 	var a acks
 	stuck := &firstStuck{gate: gate{open: make(chan struct{})}}
 	metrics := exporter.NewMetrics(exporter.MetricsOptions{})
-	p := New(context.Background(), Options{Metrics: teeSink{stuck, metrics}, Out: &written{}, QueueSize: 2, Ack: a.ack})
+	p := New(context.Background(), Options{Metrics: teeSink{stuck, metrics}, Out: &written{}, QueueSize: 2})
 	kill := func(seq uint64) event.OOMKill {
 		ev := allocatableKill(time.Now())
 		ev.Seq = seq
 		return ev
 	}
-	p.Write(kill(1))
+	a.kill(p, kill(1))
 	waitFor(t, func() bool { return p.inbox.inflight.Load() })
-	p.Write(kill(2))
-	p.Write(kill(3))
-	p.Write(kill(4))
+	a.kill(p, kill(2))
+	a.kill(p, kill(3))
+	a.kill(p, kill(4))
 	waitFor(t, func() bool { return a.count(4) == 1 })
 	if p.inbox.Dropped() != 1 || p.DroppedKills() != 1 {
 		t.Errorf("inbox dropped %d, kills dropped %d; want 1, 1", p.inbox.Dropped(), p.DroppedKills())
