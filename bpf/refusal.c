@@ -456,10 +456,3 @@ SYSCALL_EXIT(fork, SYSCALL_FORK)
 SYSCALL_EXIT(vfork, SYSCALL_VFORK)
 SYSCALL_EXIT(shmget, SYSCALL_SHMGET)
 SYSCALL_EXIT(execve, SYSCALL_EXECVE)
-
-/* An empty program on the same hook: the floor for benchmarks. */
-SEC("tracepoint/syscalls/sys_exit_mmap")
-int sys_exit_mmap_empty(struct trace_event_raw_sys_exit *ctx)
-{
-	return 0;
-}

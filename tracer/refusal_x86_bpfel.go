@@ -161,7 +161,6 @@ const (
 	refusalProgSysExitExecve           = "sys_exit_execve"
 	refusalProgSysExitFork             = "sys_exit_fork"
 	refusalProgSysExitMmap             = "sys_exit_mmap"
-	refusalProgSysExitMmapEmpty        = "sys_exit_mmap_empty"
 	refusalProgSysExitMprotect         = "sys_exit_mprotect"
 	refusalProgSysExitMremap           = "sys_exit_mremap"
 	refusalProgSysExitRefusal          = "sys_exit_refusal"
@@ -231,7 +230,6 @@ type refusalProgramSpecs struct {
 	SysExitExecve           *ebpf.ProgramSpec `ebpf:"sys_exit_execve"`
 	SysExitFork             *ebpf.ProgramSpec `ebpf:"sys_exit_fork"`
 	SysExitMmap             *ebpf.ProgramSpec `ebpf:"sys_exit_mmap"`
-	SysExitMmapEmpty        *ebpf.ProgramSpec `ebpf:"sys_exit_mmap_empty"`
 	SysExitMprotect         *ebpf.ProgramSpec `ebpf:"sys_exit_mprotect"`
 	SysExitMremap           *ebpf.ProgramSpec `ebpf:"sys_exit_mremap"`
 	SysExitRefusal          *ebpf.ProgramSpec `ebpf:"sys_exit_refusal"`
@@ -343,7 +341,6 @@ type refusalPrograms struct {
 	SysExitExecve           *ebpf.Program `ebpf:"sys_exit_execve"`
 	SysExitFork             *ebpf.Program `ebpf:"sys_exit_fork"`
 	SysExitMmap             *ebpf.Program `ebpf:"sys_exit_mmap"`
-	SysExitMmapEmpty        *ebpf.Program `ebpf:"sys_exit_mmap_empty"`
 	SysExitMprotect         *ebpf.Program `ebpf:"sys_exit_mprotect"`
 	SysExitMremap           *ebpf.Program `ebpf:"sys_exit_mremap"`
 	SysExitRefusal          *ebpf.Program `ebpf:"sys_exit_refusal"`
@@ -362,7 +359,6 @@ func (p *refusalPrograms) Close() error {
 		p.SysExitExecve,
 		p.SysExitFork,
 		p.SysExitMmap,
-		p.SysExitMmapEmpty,
 		p.SysExitMprotect,
 		p.SysExitMremap,
 		p.SysExitRefusal,

@@ -76,7 +76,6 @@ const (
 	refusalInlineProgSysExitExecve           = "sys_exit_execve"
 	refusalInlineProgSysExitFork             = "sys_exit_fork"
 	refusalInlineProgSysExitMmap             = "sys_exit_mmap"
-	refusalInlineProgSysExitMmapEmpty        = "sys_exit_mmap_empty"
 	refusalInlineProgSysExitMprotect         = "sys_exit_mprotect"
 	refusalInlineProgSysExitMremap           = "sys_exit_mremap"
 	refusalInlineProgSysExitRefusal          = "sys_exit_refusal"
@@ -146,7 +145,6 @@ type refusalInlineProgramSpecs struct {
 	SysExitExecve           *ebpf.ProgramSpec `ebpf:"sys_exit_execve"`
 	SysExitFork             *ebpf.ProgramSpec `ebpf:"sys_exit_fork"`
 	SysExitMmap             *ebpf.ProgramSpec `ebpf:"sys_exit_mmap"`
-	SysExitMmapEmpty        *ebpf.ProgramSpec `ebpf:"sys_exit_mmap_empty"`
 	SysExitMprotect         *ebpf.ProgramSpec `ebpf:"sys_exit_mprotect"`
 	SysExitMremap           *ebpf.ProgramSpec `ebpf:"sys_exit_mremap"`
 	SysExitRefusal          *ebpf.ProgramSpec `ebpf:"sys_exit_refusal"`
@@ -258,7 +256,6 @@ type refusalInlinePrograms struct {
 	SysExitExecve           *ebpf.Program `ebpf:"sys_exit_execve"`
 	SysExitFork             *ebpf.Program `ebpf:"sys_exit_fork"`
 	SysExitMmap             *ebpf.Program `ebpf:"sys_exit_mmap"`
-	SysExitMmapEmpty        *ebpf.Program `ebpf:"sys_exit_mmap_empty"`
 	SysExitMprotect         *ebpf.Program `ebpf:"sys_exit_mprotect"`
 	SysExitMremap           *ebpf.Program `ebpf:"sys_exit_mremap"`
 	SysExitRefusal          *ebpf.Program `ebpf:"sys_exit_refusal"`
@@ -277,7 +274,6 @@ func (p *refusalInlinePrograms) Close() error {
 		p.SysExitExecve,
 		p.SysExitFork,
 		p.SysExitMmap,
-		p.SysExitMmapEmpty,
 		p.SysExitMprotect,
 		p.SysExitMremap,
 		p.SysExitRefusal,
