@@ -200,14 +200,27 @@ hooks: ## Check commit messages in this clone: a subject "pkg: what changed" wit
 	git config core.hooksPath .githooks
 
 .PHONY: vet
-vet: ## go vet, gofmt, no compiled file but the BPF objects in the tree, a license on every source file.
+vet: lint ## go vet, gofmt, golangci-lint, clang-format, no compiled file but the BPF objects in the tree, a license on every source file.
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || { gofmt -l . >&2; echo "gofmt needed" >&2; exit 1; }
+	@command -v clang-format >/dev/null || { echo "clang-format is missing (apt-get install clang-format)" >&2; exit 1; }
+	@clang-format --style=file:bpf/.clang-format --dry-run --Werror bpf/*.c bpf/*.h bpf/include/*.h || \
+		{ echo "clang-format needed: clang-format --style=file:bpf/.clang-format -i bpf/*.[ch] bpf/include/*.h" >&2; exit 1; }
 	@bad=$$(git ls-files | while read -r f; do [ -f "$$f" ] && [ "$$(head -c4 "$$f" | od -An -c | tr -d ' ')" = '177ELF' ] && \
 		case "$$f" in tracer/*_bpfel.o) ;; *) echo "$$f" ;; esac; done); \
 		test -z "$$bad" || { echo "compiled files in the tree (only tracer/*_bpfel.o belong there):" $$bad >&2; exit 1; }
 	@bad=$$(git ls-files '*.go' '*.c' '*.h' | while read -r f; do grep -q 'Code generated' "$$f" || head -3 "$$f" | grep -q 'SPDX-License-Identifier' || echo "$$f"; done); \
 		test -z "$$bad" || { echo "no SPDX-License-Identifier in the first lines:" $$bad >&2; exit 1; }
+
+.PHONY: lint
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT := bin/golangci-lint-$(GOLANGCI_LINT_VERSION)
+# Built from the Go module proxy once (about 3 minutes), then kept in bin/.
+$(GOLANGCI_LINT):
+	@mkdir -p bin/.golangci && GOBIN=$(CURDIR)/bin/.golangci $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) && \
+		mv bin/.golangci/golangci-lint $@ && rmdir bin/.golangci
+lint: $(GOLANGCI_LINT) ## golangci-lint with .golangci.yml: errcheck, staticcheck, unused, revive's exported rule.
+	$(GOLANGCI_LINT) run ./...
 
 .PHONY: image
 IMAGE ?= localhost/oomtrace:$(VERSION)

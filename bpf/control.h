@@ -15,11 +15,11 @@
 #define OOMTRACE_CONTROL_H
 
 struct control {
-	__u64 active_generation; /* programs of other generations return at once */
-	__u64 next_seq;          /* mark_victim records of every generation so far: the next one's seq */
-	__u64 exiting;           /* of those, tasks found exiting and not killed (the signal hook saw no SIGKILL) */
+	__u64 active_generation;      /* programs of other generations return at once */
+	__u64 next_seq;               /* mark_victim records of every generation so far: the next one's seq */
+	__u64 exiting;                /* of those, tasks found exiting and not killed (the signal hook saw no SIGKILL) */
 	__u64 kernel_kills_at_create; /* /proc/vmstat oom_kill before any hook of this boot attached */
-	__u64 created_unix_ns;   /* when the control map was made */
+	__u64 created_unix_ns;        /* when the control map was made */
 	/*
 	 * Kills the kernel counted (oom_kill) again for a task that is an OOM
 	 * victim already: a group kill's scan meets the task it chose again

@@ -41,7 +41,6 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
  */
 const volatile __u8 signal_hooked = 0;
 
-
 /* Decisions older than this are not joined: they belong to an earlier OOM. */
 #define DECISION_MAX_AGE_NS (5ULL * 1000 * 1000 * 1000)
 /*

@@ -64,8 +64,8 @@ struct memcg_counters {
 	__u64 low;
 	__u64 swap_usage;
 	__u64 swap_max;
-	__u8 valid; /* 0: nothing was read */
-	__u8 v2;    /* the memcg is on the default hierarchy: high, min, low and swap are read */
+	__u8 valid;    /* 0: nothing was read */
+	__u8 v2;       /* the memcg is on the default hierarchy: high, min, low and swap are read */
 	__u8 has_high; /* the kernel has memory.high in its page counter (5.8+) */
 	__u8 _pad[5];
 };
@@ -85,9 +85,9 @@ enum rss_unit {
 
 enum stat_index {
 	STAT_OOM_SENT = 0,
-	STAT_OOM_LOST = 1,    /* ring buffer reserve failed */
-	STAT_SIGNAL_SENT = 2, /* task signal records */
-	STAT_SIGNAL_LOST = 3, /* task signal ring buffer full */
+	STAT_OOM_LOST = 1,       /* ring buffer reserve failed */
+	STAT_SIGNAL_SENT = 2,    /* task signal records */
+	STAT_SIGNAL_LOST = 3,    /* task signal ring buffer full */
 	STAT_SIGNAL_LIMITED = 4, /* task signals past their target's budget */
 	STAT_MAX = 5,
 };
@@ -137,15 +137,15 @@ struct oom_event {
 	__u64 rss_anon;
 	__u64 rss_swap;
 	__u64 rss_shmem;
-	__u64 total_vm;       /* in rss_unit */
+	__u64 total_vm; /* in rss_unit */
 	__u64 pgtables_bytes;
 	__u64 domain_usage_pages;
 	__u64 domain_limit_pages;
-	__u8 victim_fields;  /* VICTIM_HAS_* below */
-	__u8 sigkill_seen;   /* the trigger sent the victim the OOM killer's SIGKILL */
+	__u8 victim_fields;      /* VICTIM_HAS_* below */
+	__u8 sigkill_seen;       /* the trigger sent the victim the OOM killer's SIGKILL */
 	__u8 victim_pidns_level; /* 0: the host's pid namespace */
 	__u8 _pad;
-	__u32 victim_ns_tgid;    /* the victim's process id in its own pid namespace */
+	__u32 victim_ns_tgid;      /* the victim's process id in its own pid namespace */
 	__u64 victim_parent_memcg; /* kernfs id of the memory cgroup of the victim's parent process; 0: unknown */
 	struct oom_decision decision;
 	struct cgroup_path victim_memcg;
@@ -190,7 +190,7 @@ enum siginfo_kind {
 
 struct signal_event {
 	__u64 ts_boot_ns;
-	__u32 type;   /* EVENT_TASK_SIGNAL */
+	__u32 type; /* EVENT_TASK_SIGNAL */
 	__s32 sig;
 	__s32 code;   /* si_code: SI_USER (0) for kill(2), SI_KERNEL (0x80) */
 	__s32 result; /* the kernel's TRACE_SIGNAL_*: 0 delivered, 1 ignored, ... */
@@ -213,8 +213,8 @@ struct signal_event {
 	__u64 target_psi_total_ns[2];
 	__u8 target_psi_valid;
 	__u8 _pad3[7];
-	struct task_info target; /* pid and comm only on the classic tracepoint */
-	struct task_info sender; /* the current task */
+	struct task_info target;         /* pid and comm only on the classic tracepoint */
+	struct task_info sender;         /* the current task */
 	struct cgroup_path target_memcg; /* not on the classic tracepoint */
 };
 
@@ -293,10 +293,10 @@ struct refusal_event {
 	__u8 class;      /* enum refusal_class */
 	__u8 exact_hook; /* enum exact_hook that saw the refusal, 0 if none */
 	struct task_info process;
-	__u64 total;     /* refusal_count.total when this record was sent */
-	__s64 ret;       /* the syscall's return value */
+	__u64 total; /* refusal_count.total when this record was sent */
+	__s64 ret;   /* the syscall's return value */
 	__u64 request_bytes;
-	__u64 args[6];   /* the syscall's arguments, from the saved registers */
+	__u64 args[6]; /* the syscall's arguments, from the saved registers */
 	__u64 total_vm_pages;
 	__u64 data_vm_pages;
 	__u64 stack_vm_pages;

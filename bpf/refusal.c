@@ -145,7 +145,7 @@ SEC("kprobe/__vm_enough_memory")
 int BPF_KPROBE(kprobe_vm_enough_memory, struct mm_struct *mm, long pages, int cap_sys_admin)
 {
 	__u64 key = bpf_get_current_pid_tgid();
-	struct vm_enough_args a = {.pages = pages, .cap_sys_admin = cap_sys_admin};
+	struct vm_enough_args a = { .pages = pages, .cap_sys_admin = cap_sys_admin };
 
 	bpf_map_update_elem(&vm_enough_args, &key, &a, BPF_ANY);
 	return 0;
@@ -439,11 +439,11 @@ int sys_exit_refusal(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-#define SYSCALL_EXIT(name, id)                                               \
-	SEC("tracepoint/syscalls/sys_exit_" #name)                           \
-	int sys_exit_##name(struct trace_event_raw_sys_exit *ctx)            \
-	{                                                                    \
-		return on_exit(ctx, id);                                     \
+#define SYSCALL_EXIT(name, id)                                    \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                \
+	int sys_exit_##name(struct trace_event_raw_sys_exit *ctx) \
+	{                                                         \
+		return on_exit(ctx, id);                          \
 	}
 
 SYSCALL_EXIT(mmap, SYSCALL_MMAP)

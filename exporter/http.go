@@ -30,7 +30,8 @@ func Handler(reg *prometheus.Registry, telemetryPath string, ready *atomic.Bool)
 	if telemetryPath != "/" {
 		mux.HandleFunc("/{$}", func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "text/html; charset=utf-8")
-			w.Write([]byte(`<html><head><title>oomtrace</title></head><body><h1>oomtrace</h1><p><a href="` + html.EscapeString(telemetryPath) + `">Metrics</a></p></body></html>` + "\n"))
+			// A client that went away has nothing more to be told.
+			_, _ = w.Write([]byte(`<html><head><title>oomtrace</title></head><body><h1>oomtrace</h1><p><a href="` + html.EscapeString(telemetryPath) + `">Metrics</a></p></body></html>` + "\n"))
 		})
 	}
 	return mux
@@ -42,14 +43,14 @@ func Handler(reg *prometheus.Registry, telemetryPath string, ready *atomic.Bool)
 func ProbeHandler(ready *atomic.Bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Write([]byte("ok\n"))
+		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if ready == nil || !ready.Load() {
 			http.Error(w, "hooks not attached", http.StatusServiceUnavailable)
 			return
 		}
-		w.Write([]byte("ok\n"))
+		_, _ = w.Write([]byte("ok\n"))
 	})
 	return mux
 }

@@ -79,7 +79,7 @@ func newJournal(m *ebpf.Map) (*journal, error) {
 	ok := false
 	defer func() {
 		if !ok {
-			j.release()
+			_ = j.release() // the error that stopped the open is the one to report
 		}
 	}()
 	var err error

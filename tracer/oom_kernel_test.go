@@ -886,8 +886,8 @@ func TestDeepCgroupKeepsRootMostLevels(t *testing.T) {
 		t.Fatal("oom.domain missing")
 	}
 	checkCgroup(t, "oom.domain", ev.OOM.Domain.Cgroup, domain)
-	if ev.OOM.Domain.Cgroup.PathTruncated {
-		t.Errorf("the domain's path %s is whole, not truncated", ev.OOM.Domain.Cgroup.Path)
+	if ev.OOM.Domain.PathTruncated {
+		t.Errorf("the domain's path %s is whole, not truncated", ev.OOM.Domain.Path)
 	}
 }
 

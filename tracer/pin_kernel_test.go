@@ -88,7 +88,7 @@ func TestPinnedRestart(t *testing.T) {
 	}
 	// Other processes of the machine may be killed meanwhile: the seqs of
 	// ours only grow.
-	if sa, sb, sc := gotA[0].Seq, got[b][0].Seq, got[c][0].Seq; !(sa < sb && sb < sc) {
+	if sa, sb, sc := gotA[0].Seq, got[b][0].Seq, got[c][0].Seq; sa >= sb || sb >= sc {
 		t.Errorf("seqs %d, %d, %d: want increasing", sa, sb, sc)
 	}
 	acc := second.t.Accounting()

@@ -49,8 +49,9 @@ func sizeRingBuffers(spec *ebpf.CollectionSpec) {
 	}
 }
 
-// VerifierLogEnv, set to anything, makes the binary and the tests print
-// the whole verifier log of a program the kernel refuses (Config.VerifierLog).
+// VerifierLogEnv is the variable that, set to anything, makes the binary
+// and the tests print the whole verifier log of a program the kernel
+// refuses (Config.VerifierLog).
 const VerifierLogEnv = "OOMTRACE_VERIFIER_LOG"
 
 // DefaultRefusalWindow is how long repeats of a refusal are folded into one line.

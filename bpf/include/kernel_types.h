@@ -151,8 +151,8 @@ struct mem_cgroup {
 	struct cgroup_subsys_state css;
 	struct page_counter memory;
 	struct page_counter memsw;
-	struct page_counter swap; /* the same union member as memsw, by its v2 name */
-	bool oom_group; /* memory.oom.group (cgroup v2, 4.19+) */
+	struct page_counter swap;       /* the same union member as memsw, by its v2 name */
+	bool oom_group;                 /* memory.oom.group (cgroup v2, 4.19+) */
 	atomic_long_t memory_events[9]; /* indexed by enum memcg_memory_event */
 };
 
@@ -232,7 +232,7 @@ struct task_struct {
 	struct task_struct *group_leader;
 	struct task_struct *real_parent;
 	struct pid *thread_pid;
-	void *stack; /* the kernel stack: its top holds the syscall's pt_regs */
+	void *stack;        /* the kernel stack: its top holds the syscall's pt_regs */
 	u64 start_boottime; /* since 5.5; CLOCK_BOOTTIME ns */
 };
 

@@ -39,10 +39,10 @@ func rssBreakdown(t *testing.T, pid int) (anon, binary, rings int) {
 			}
 		case len(f) == 3 && f[0] == "Rss:":
 			kb, _ := strconv.Atoi(f[1])
-			switch {
-			case name == exe:
+			switch name {
+			case exe:
 				binary += kb
-			case name == "anon_inode:bpf-map":
+			case "anon_inode:bpf-map":
 				rings += kb
 			}
 		case len(f) == 3 && f[0] == "Anonymous:":

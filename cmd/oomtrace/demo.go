@@ -150,8 +150,9 @@ func startDemoDaemon(exe string, stderr io.Writer) (<-chan demoKill, func(), err
 		return nil, nil, demoFail("start oomtrace: %v", err)
 	}
 	stop := func() {
-		daemon.Process.Signal(syscall.SIGINT)
-		daemon.Wait()
+		// Its exit status is the demo's to report, not the stop's.
+		_ = daemon.Process.Signal(syscall.SIGINT)
+		_ = daemon.Wait()
 	}
 	started := make(chan bool, 1)
 	go func() {
@@ -212,7 +213,7 @@ func demoHog(exe string, mem cgroup.Memory, own string) (hog *exec.Cmd, where st
 	}
 	hog = exec.Command(exe)
 	hog.Env = append(os.Environ(), demoHogEnv+"=1", demoHogEnv+"_PROCS="+filepath.Join(mem.Dir(path), "cgroup.procs"))
-	return hog, "the memory cgroup " + path + " (64 MiB, no swap)", func() { mem.Remove(path) }, nil
+	return hog, "the memory cgroup " + path + " (64 MiB, no swap)", func() { _ = mem.Remove(path) }, nil
 }
 
 // runUntilKilled runs the hog until it dies (killed by an interrupt, if
@@ -226,7 +227,7 @@ func runUntilKilled(hog *exec.Cmd, interrupt <-chan os.Signal) (uint32, error) {
 	go func() {
 		select {
 		case <-interrupt:
-			hog.Process.Kill()
+			_ = hog.Process.Kill() // it may have died already
 		case <-done:
 		}
 	}()
@@ -251,7 +252,9 @@ func showKill(stdout io.Writer, kills <-chan demoKill, pid uint32) error {
 				continue
 			}
 			fmt.Fprintf(stdout, "oomtrace reported the kill, as the JSON line it writes:\n%s\nand as text (--output text):\n", k.line)
-			stream.NewText(stdout).Write(k.ev)
+			if err := stream.NewText(stdout).Write(k.ev); err != nil {
+				return demoFail("write the kill as text: %v", err)
+			}
 			fmt.Fprintf(stdout, "\nOn a cgroup v2 host the same by hand: %s (while make run shows the event)\n", demoManual)
 			return nil
 		case <-timeout:

@@ -276,10 +276,11 @@ func (r *Recorder) Shutdown() {
 	r.mu.Unlock()
 }
 
-// Sent and Dropped count the Events created or their series updated, and
-// those given up on (the queue or the pod's allowance full, or the API
-// failing or refusing).
-func (r *Recorder) Sent() uint64    { return r.sent.Load() }
+// Sent counts the Events created or their series updated.
+func (r *Recorder) Sent() uint64 { return r.sent.Load() }
+
+// Dropped counts the Events given up on (the queue or the pod's allowance
+// full, or the API failing or refusing).
 func (r *Recorder) Dropped() uint64 { return r.dropped.Load() }
 
 // Write records an Event for an OOM kill in a named pod; other events and

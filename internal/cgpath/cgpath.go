@@ -28,6 +28,7 @@ const (
 // Level is what the cgroup itself is, as opposed to what it is inside.
 type Level int
 
+// The levels, root-most first.
 const (
 	LevelOther     Level = iota // not a Kubernetes or container cgroup
 	LevelKubepods               // the kubepods cgroup: the node's allocatable

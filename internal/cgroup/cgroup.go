@@ -20,8 +20,8 @@ import (
 	"github.com/oomtrace/oomtrace/internal/kernfile"
 )
 
-// ErrNoMemoryHierarchy: neither a v1 memory hierarchy nor a unified one
-// with the memory controller is mounted.
+// ErrNoMemoryHierarchy means neither a v1 memory hierarchy nor a unified
+// one with the memory controller is mounted.
 var ErrNoMemoryHierarchy = errors.New("no memory cgroup hierarchy mounted")
 
 // unlimited: v1 reports "no limit" as a page-rounded LONG_MAX.

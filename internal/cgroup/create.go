@@ -34,7 +34,7 @@ func (m Memory) Create(path string, limit int64) error {
 	}
 	if limit > 0 {
 		if err := m.SetLimit(path, limit); err != nil {
-			m.Remove(path)
+			_ = m.Remove(path) // the setting's error is the one to report
 			return err
 		}
 	}
@@ -45,7 +45,7 @@ func (m Memory) Create(path string, limit int64) error {
 		knob = "memory.swappiness"
 	}
 	if err := os.WriteFile(filepath.Join(dir, knob), []byte(value), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
-		m.Remove(path)
+		_ = m.Remove(path)
 		return fmt.Errorf("turn swap off in %s: %w", path, err)
 	}
 	return nil
@@ -72,7 +72,7 @@ func (m Memory) Remove(path string) error {
 		data, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
 		for _, p := range strings.Fields(string(data)) {
 			if pid, err := strconv.Atoi(p); err == nil {
-				syscall.Kill(pid, syscall.SIGKILL)
+				_ = syscall.Kill(pid, syscall.SIGKILL) // gone already: fine
 			}
 		}
 		err := os.Remove(dir)

@@ -12,7 +12,8 @@ import (
 	"github.com/oomtrace/oomtrace/internal/cgpath"
 )
 
-// DefaultWindow: a kill and an eviction of one pod this close are one story.
+// DefaultWindow is how close a kill and an eviction of one pod are to be
+// one story.
 const DefaultWindow = 5 * time.Minute
 
 // Correlator remembers recent kills and evictions by pod uid. Whichever of

@@ -169,7 +169,7 @@ const (
 	fileMax    = 1 << 20
 )
 
-// ErrEmptyConfig: the kubelet config file is empty. No kubelet runs with
+// ErrEmptyConfig means the kubelet config file is empty. No kubelet runs with
 // one (its file names its kind); a hostPath FileOrCreate mount makes one
 // where the node keeps its config elsewhere.
 var ErrEmptyConfig = errors.New("the file is empty: it is not the kubelet's (a FileOrCreate mount makes an empty file where the node keeps its config elsewhere)")

@@ -103,7 +103,7 @@ func New(ctx context.Context, o Options) *Pipeline {
 		s.enricher = &enrich.Enricher{}
 	}
 	if o.ContainerCheckDelay > 0 && o.ContainerAlive != nil {
-		s.settler = &settler{delay: o.ContainerCheckDelay, alive: o.ContainerAlive, done: func(ev event.OOMKill) { s.finishKill(ev) }}
+		s.settler = &settler{delay: o.ContainerCheckDelay, alive: o.ContainerAlive, done: func(ev event.OOMKill) { _ = s.finishKill(ev) }}
 	}
 	s.kubeEvents, s.postmortem, s.folder = o.KubeEvents, o.PostMortem, o.RefusalFolder
 	s.signalSwap = &signalSwap{read: o.CgroupSwap, now: time.Now}
@@ -115,7 +115,7 @@ func New(ctx context.Context, o Options) *Pipeline {
 
 // Write queues an event for the stage; it never blocks (a full queue
 // drops the event and counts it).
-func (p *Pipeline) Write(ev event.Event) error { return p.inbox.Write(ev) }
+func (p *Pipeline) Write(ev event.Event) { p.inbox.put(ev) }
 
 // OOMKill queues a kill from the tracer; it never blocks. commit (nil:
 // none) lets the kernel's record of the kill go: the pipeline calls it
@@ -125,11 +125,11 @@ func (p *Pipeline) Write(ev event.Event) error { return p.inbox.Write(ev) }
 // kernel's record for the next oomtrace.
 func (p *Pipeline) OOMKill(ev event.OOMKill, commit func()) {
 	p.stage.commits.hold(ev.Seq, commit)
-	p.inbox.Write(ev)
+	p.inbox.put(ev)
 }
 
 // CommitRefusal queues a refusal from the tracer; it never blocks.
-func (p *Pipeline) CommitRefusal(ev event.CommitRefusal) { p.inbox.Write(ev) }
+func (p *Pipeline) CommitRefusal(ev event.CommitRefusal) { p.inbox.put(ev) }
 
 // Signal remembers a SIGTERM or SIGKILL to a pod's process for the pod's
 // eviction, and queues a SIGKILL that may be a user-space kill for the
@@ -138,7 +138,7 @@ func (p *Pipeline) Signal(ev event.TaskSignal) {
 	p.stage.correlator.Signal(ev)
 	if userkill.Candidate(ev) {
 		p.stage.signalSwap.remember(ev.Target.Memcg)
-		p.inbox.Write(ev)
+		p.inbox.put(ev)
 	}
 }
 

@@ -77,11 +77,17 @@ func (q *queue) OnFull(f func(event.Event)) *queue {
 
 // Write queues ev; it never blocks.
 func (q *queue) Write(ev event.Event) error {
+	q.put(ev)
+	return nil
+}
+
+// put queues ev, or drops and counts it when the queue is full or closed.
+func (q *queue) put(ev event.Event) {
 	q.sending.RLock()
 	defer q.sending.RUnlock()
 	if q.closed {
 		q.dropped.Add(1)
-		return nil
+		return
 	}
 	select {
 	case q.ch <- ev:
@@ -91,7 +97,6 @@ func (q *queue) Write(ev event.Event) error {
 			q.onFull(ev)
 		}
 	}
-	return nil
 }
 
 // Err is the first write error, if any.

@@ -63,9 +63,10 @@ func TestUserspaceKill(t *testing.T) {
 	gone = true
 	mu.Unlock()
 
-	kills := out.wait(t, 1)
+	out.wait(t, 1)
 	time.Sleep(2 * userkill.Window)
-	if kills = out.get(); len(kills) != 1 {
+	kills := out.get()
+	if len(kills) != 1 {
 		t.Fatalf("%d kills, want earlyoom's only: %+v", len(kills), kills)
 	}
 	k := kills[0]

@@ -27,7 +27,7 @@ import (
 	"github.com/oomtrace/oomtrace/internal/cgpath"
 )
 
-// Window: a killer's SIGKILLs to one cgroup this close after its first
+// Window is how close after its first a killer's SIGKILLs to one cgroup
 // are one kill (a cgroup.kill reaches every process within microseconds;
 // a killer that signals each process takes a loop).
 const Window = 100 * time.Millisecond

@@ -240,7 +240,7 @@ func testHostileTenant(t *testing.T, c *Cluster, o *Oomtrace) {
 		time.Sleep(time.Second)
 	}
 	// A scrape during the flood (Metrics fails the test if it cannot).
-	fams := o.Metrics(t)
+	o.Metrics(t)
 
 	// Past the agent's settle time for evictions: nothing forged came out.
 	time.Sleep(Patience(8 * time.Second))
@@ -266,7 +266,7 @@ func testHostileTenant(t *testing.T, c *Cluster, o *Oomtrace) {
 			t.Errorf("a forged eviction was reported: %s", jsonOf(e))
 		}
 	}
-	fams = o.Metrics(t)
+	fams := o.Metrics(t)
 	for _, pod := range []string{"victim", "ghost-1"} {
 		if n, ok := Value(fams, "oomtrace_container_deaths_total", map[string]string{"pod": pod, "cause": event.CauseKubeletEviction}); ok {
 			t.Errorf("container_deaths_total{pod=%s,kubelet_eviction} = %v: forged", pod, n)

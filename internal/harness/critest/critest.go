@@ -309,7 +309,8 @@ func BuildCtrbin(t testing.TB, dir string) string {
 		return prebuilt
 	}
 	bin := filepath.Join(dir, "ctrbin")
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	// The test binary runs on the machine that built it: its Go is there.
+	gobin := filepath.Join(runtime.GOROOT(), "bin", "go") //nolint:staticcheck // SA1019: see above
 	build := exec.Command(gobin, "build", "-trimpath", "-o", bin, "github.com/oomtrace/oomtrace/internal/harness/critest/ctrbin")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
@@ -547,7 +548,7 @@ func (r *Runtime) WaitExited(t *testing.T, id string, timeout time.Duration) *ru
 	}
 }
 
-// RemovePod stops and removes the pod's sandbox and containers, the way
+// Remove stops and removes the pod's sandbox and containers, the way
 // the kubelet removes a deleted pod.
 func (p *Pod) Remove(t *testing.T) {
 	t.Helper()

@@ -284,7 +284,8 @@ func runInit(procs string) {
 		fmt.Fprintf(os.Stderr, "hog's init: start the hog: %v\n", err)
 		os.Exit(3)
 	}
-	cmd.Wait()
+	// However the hog ends, the init stays.
+	_ = cmd.Wait()
 	for { // not select{}: the runtime would call that a deadlock and exit
 		time.Sleep(time.Hour)
 	}
@@ -345,8 +346,8 @@ func (c *Cgroup) Start(t testing.TB, o HogOptions) *Hog {
 		t.Fatalf("start hog: %v", err)
 	}
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
+		_ = cmd.Process.Kill() // killed by the kernel already, mostly
+		_ = cmd.Wait()
 	})
 	line, err := bufio.NewReader(out).ReadString('\n')
 	pid, perr := strconv.Atoi(strings.TrimPrefix(strings.TrimSpace(line), "ready "))

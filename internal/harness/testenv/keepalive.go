@@ -72,7 +72,9 @@ func repeatRequests(dialer *net.Dialer, addr string, period time.Duration, done 
 // through br, and reads the whole answer, within timeout; it returns the
 // answer's status code.
 func Request(c net.Conn, br *bufio.Reader, path string, timeout time.Duration) (int, error) {
-	c.SetDeadline(time.Now().Add(timeout))
+	if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
+		return 0, err
+	}
 	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: oomtrace\r\n\r\n"); err != nil {
 		return 0, err
 	}

@@ -148,7 +148,7 @@ func (c *Client) NamespaceMeta(ctx context.Context, name string) (ObjectMeta, er
 		Metadata ObjectMeta `json:"metadata"`
 	}
 	if err := json.Unmarshal(raw, &obj); err != nil {
-		return ObjectMeta{}, fmt.Errorf("Namespace %s: %w", name, err)
+		return ObjectMeta{}, fmt.Errorf("namespace %s: %w", name, err)
 	}
 	return obj.Metadata, nil
 }

@@ -56,7 +56,7 @@ func reply(w http.ResponseWriter, r *http.Request, status int, obj runtime.Objec
 		w.Header().Set("Content-Type", mediaType+";stream=watch")
 		w.WriteHeader(status)
 		stream := info.StreamSerializer
-		out := restwatch.NewEncoder(streaming.NewEncoder(stream.Framer.NewFrameWriter(w), stream.Serializer), enc)
+		out := restwatch.NewEncoder(streaming.NewEncoder(stream.NewFrameWriter(w), stream.Serializer), enc)
 		if err := out.Encode(&watch.Event{Type: watch.Added, Object: obj}); err != nil {
 			panic(err)
 		}

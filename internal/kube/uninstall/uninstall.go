@@ -35,8 +35,8 @@ type Watch struct {
 	owner          metav1.OwnerReference
 }
 
-// ErrNoDaemonSet: the pod is not a DaemonSet's (oomtrace run by hand in a
-// pod, or by another controller): nothing tells its uninstall.
+// ErrNoDaemonSet means the pod is not a DaemonSet's (oomtrace run by hand
+// in a pod, or by another controller): nothing tells its uninstall.
 var ErrNoDaemonSet = errors.New("the pod is not a DaemonSet's")
 
 // Start reads the pod and its DaemonSet once, at start: the permissions
