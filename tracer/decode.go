@@ -91,22 +91,41 @@ func (d *Decoder) oomKill(raw *rawOOMEvent) (event.OOMKill, error) {
 	if d.BootID != "" {
 		ev.ID = d.BootID + "-" + strconv.FormatUint(raw.Seq, 10)
 	}
+	var err error
+	if ev.Hook, err = hookName(raw); err != nil {
+		return event.OOMKill{}, err
+	}
+	ev.Victim = d.victim(raw)
+	ev.Trigger = trigger(raw)
+	if ev.OOM, err = d.oom(raw, ev.Trigger.Memcg); err != nil {
+		return event.OOMKill{}, err
+	}
+	if raw.GroupId != 0 {
+		ev.OOM.Group = groupKill(raw, ev.Victim.Memcg)
+	}
+	return ev, nil
+}
 
+// hookName names the hooks that recorded the kill: the victim hook, after
+// the decision hook's when there was one.
+func hookName(raw *rawOOMEvent) (string, error) {
 	victimHook, ok := victimHookNames[oomtraceVictimHook(raw.VictimHook)]
 	if !ok {
-		return event.OOMKill{}, fmt.Errorf("oom event: unknown victim hook %d", raw.VictimHook)
+		return "", fmt.Errorf("oom event: unknown victim hook %d", raw.VictimHook)
 	}
-	ev.Hook = victimHook
-	if raw.HasDecision != 0 {
-		decisionHook, ok := decisionHookNames[oomtraceDecisionHook(raw.Decision.Hook)]
-		if !ok || decisionHook == "" {
-			return event.OOMKill{}, fmt.Errorf("oom event: unknown decision hook %d", raw.Decision.Hook)
-		}
-		ev.Hook = decisionHook + "+" + victimHook
+	if raw.HasDecision == 0 {
+		return victimHook, nil
 	}
+	decisionHook, ok := decisionHookNames[oomtraceDecisionHook(raw.Decision.Hook)]
+	if !ok || decisionHook == "" {
+		return "", fmt.Errorf("oom event: unknown decision hook %d", raw.Decision.Hook)
+	}
+	return decisionHook + "+" + victimHook, nil
+}
 
-	// Victim.
-	v := &ev.Victim
+// victim is the killed task, with what its hook could read of it.
+func (d *Decoder) victim(raw *rawOOMEvent) event.Victim {
+	var v event.Victim
 	v.PID = raw.Victim.Pid
 	v.TGID = raw.Victim.Tgid
 	v.Cgroup2ID = raw.Victim.Cgroup2Id
@@ -148,9 +167,12 @@ func (d *Decoder) oomKill(raw *rawOOMEvent) (event.OOMKill, error) {
 		}
 	}
 	v.Memcg = cgroupFromKernel(raw.VictimMemcg.Id, raw.VictimMemcg.Valid, raw.VictimMemcg.Truncated, raw.VictimMemcg.Len, raw.VictimMemcg.Path[:])
+	return v
+}
 
-	// Trigger: the task that ran the OOM killer.
-	t := &ev.Trigger
+// trigger is the task that ran the OOM killer.
+func trigger(raw *rawOOMEvent) event.Process {
+	var t event.Process
 	t.PID = raw.Trigger.Pid
 	t.TGID = raw.Trigger.Tgid
 	t.Comm = cString(raw.Trigger.Comm[:])
@@ -158,12 +180,15 @@ func (d *Decoder) oomKill(raw *rawOOMEvent) (event.OOMKill, error) {
 	t.UID = &uid
 	t.Cgroup2ID = raw.Trigger.Cgroup2Id
 	t.Memcg = cgroupFromKernel(raw.TriggerMemcg.Id, raw.TriggerMemcg.Valid, raw.TriggerMemcg.Truncated, raw.TriggerMemcg.Len, raw.TriggerMemcg.Path[:])
+	return t
+}
 
-	// Scope and domain.
-	o := &ev.OOM
-	o.Scope = event.ScopeUnknown
-	domain := cgroupFromKernel(raw.Domain.Id, raw.Domain.Valid, raw.Domain.Truncated, raw.Domain.Len, raw.Domain.Path[:])
-	if domain != nil {
+// oom is the kill's scope and domain, what forced it, and the kernel's
+// decision where a decision hook saw it; triggerMemcg tells a limit write
+// (a trigger outside the domain) when the decision hook gave the domain.
+func (d *Decoder) oom(raw *rawOOMEvent, triggerMemcg *event.Cgroup) (event.OOM, error) {
+	o := event.OOM{Scope: event.ScopeUnknown}
+	if domain := cgroupFromKernel(raw.Domain.Id, raw.Domain.Valid, raw.Domain.Truncated, raw.Domain.Len, raw.Domain.Path[:]); domain != nil {
 		o.Domain = &event.Domain{
 			Cgroup:     domain,
 			UsageBytes: raw.DomainUsagePages * d.PageSize,
@@ -178,13 +203,13 @@ func (d *Decoder) oomKill(raw *rawOOMEvent) (event.OOMKill, error) {
 	case oomtraceForcedByFORCED_BY_LIMIT_WRITE:
 		o.ForcedBy = event.ForcedByLimitWrite
 	default:
-		return event.OOMKill{}, fmt.Errorf("oom event: unknown forced_by %d", raw.ForcedBy)
+		return event.OOM{}, fmt.Errorf("oom event: unknown forced_by %d", raw.ForcedBy)
 	}
 	switch oomtraceDomainSource(raw.DomainSource) {
 	case oomtraceDomainSourceDOMAIN_OOM_CONTROL:
 		o.ScopeSource = event.SourceOOMControl
 		o.Scope = scopeOfConstraint(raw.Decision.Constraint)
-		if o.Domain != nil && outside(t.Memcg, o.Domain.Cgroup) {
+		if o.Domain != nil && outside(triggerMemcg, o.Domain.Cgroup) {
 			o.ForcedBy = event.ForcedByLimitWrite
 		}
 		o.Decision = &event.Decision{
@@ -208,12 +233,9 @@ func (d *Decoder) oomKill(raw *rawOOMEvent) (event.OOMKill, error) {
 		o.ScopeSource = event.SourceVictimMemcgAtLimit
 		o.Scope = event.ScopeMemcg
 	default:
-		return event.OOMKill{}, fmt.Errorf("oom event: unknown domain source %d", raw.DomainSource)
+		return event.OOM{}, fmt.Errorf("oom event: unknown domain source %d", raw.DomainSource)
 	}
-	if raw.GroupId != 0 {
-		o.Group = groupKill(raw, v.Memcg)
-	}
-	return ev, nil
+	return o, nil
 }
 
 // outside says the trigger's memory cgroup is neither the domain nor
