@@ -170,7 +170,7 @@ BENCH_KILLS ?= 1000,10000
 BENCH_RUN ?= ^TestBench
 bench: ## Hot-path cost vs an empty program and bpftrace; OOM bursts: losses, latency, footprint (root; installs bpftrace).
 	@command -v bpftrace >/dev/null || { apt-get update -qq && apt-get install -y -qq bpftrace >/dev/null; }
-	@$(SUDO) env OOMTRACE_BENCH=1 OOMTRACE_BENCH_KILLS=$(BENCH_KILLS) $(GO) test -count=1 -timeout 3h -p 1 -run '$(BENCH_RUN)' -v ./tracer ./cmd/oomtrace | grep -v -e '^=== RUN' -e 'round [0-9]*:'
+	@$(SUDO) env OOMTRACE_BENCH=1 OOMTRACE_BENCH_KILLS=$(BENCH_KILLS) $(GO) test -count=1 -timeout 3h -p 1 -run '$(BENCH_RUN)' -v ./tracer ./cmd/oomtrace ./internal/memwatch | grep -v -e '^=== RUN' -e 'round [0-9]*:'
 
 .PHONY: bench-scale
 # SCALE_AGENTS: the fleet sizes; SCALE_REST, SCALE_LONG_REST: each size's

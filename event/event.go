@@ -16,6 +16,9 @@ const (
 	TypeNodeCondition  = "node_condition"
 	TypeTaskSignal     = "task_signal"
 	TypeUserspaceKill  = "userspace_kill"
+	// TypeCgroupPressure: a memory cgroup under pressure before any kill
+	// (not the kubelet's node signals, which are TypeMemoryPressure).
+	TypeCgroupPressure = "cgroup_memory_pressure"
 )
 
 // OOM scopes: what constrained the allocation that failed.
@@ -72,6 +75,9 @@ const (
 const (
 	CgroupFromKernel = "kernel" // captured by the BPF program at the event
 	CgroupFromProcfs = "procfs" // read from /proc/<pid>/cgroup afterwards
+	// CgroupFromCgroupfs: found by walking the cgroup filesystem (the
+	// memory pressure watcher's cgroups).
+	CgroupFromCgroupfs = "cgroupfs"
 )
 
 // OOMKill is one task killed by the kernel's OOM killer.
@@ -110,6 +116,11 @@ type OOMKill struct {
 	// PostMortem is what the OOM domain held, read right after the kill;
 	// absent when turned off or unreadable.
 	PostMortem *PostMortem `json:"postmortem,omitempty"`
+	// Pressure is the episode of memory pressure the victim's cgroup (or
+	// the domain's) was in before the kill, as cgroup_memory_pressure
+	// lines reported it: since when, and what it suffered. Absent when
+	// there was none, or the watcher is off.
+	Pressure *PressureEpisode `json:"pressure,omitempty"`
 	// Truncated says the JSON line was cut to fit 16 KiB: labels,
 	// messages, lists and paths may be shortened (each says so where it
 	// can: labels_truncated, path_truncated).
@@ -363,6 +374,89 @@ type Pressure struct {
 	FullAvg10   float64 `json:"full_avg10"`
 	FullAvg60   float64 `json:"full_avg60"`
 	FullTotalUS uint64  `json:"full_total_us"`
+}
+
+// The states of a cgroup_memory_pressure line.
+const (
+	PressureStarted = "started" // the episode began
+	PressureOngoing = "ongoing" // it goes on (a reminder, every few minutes at most)
+	PressureEnded   = "ended"   // it is over: calm again, or the cgroup is gone
+)
+
+// Why a memory cgroup is under pressure (PressureEpisode.Reasons).
+const (
+	// PressureNearLimit: what it cannot reclaim (usage less its page
+	// cache) is within a tenth of its limit, or past four fifths of it and
+	// growing to it within a minute: a charge will soon fail.
+	PressureNearLimit = "near_limit"
+	// PressureAboveHigh: it goes over memory.high again and again with
+	// little to reclaim: the kernel throttles it.
+	PressureAboveHigh = "above_high"
+	// PressureStalling: its tasks stall on memory (PSI some avg10 past
+	// the threshold) while it hits its limit.
+	PressureStalling = "stalling"
+)
+
+// CgroupPressure is a memory cgroup with a limit (a container's, a pod's,
+// a service's) under memory pressure, before the kernel kills in it: one
+// line when the episode starts, a reminder while it lasts, one when it
+// ends.
+type CgroupPressure struct {
+	Type string `json:"type"`
+	Time Time   `json:"time"`
+	Node string `json:"node"`
+	// State is PressureStarted, PressureOngoing or PressureEnded.
+	State string `json:"state"`
+	Memcg Cgroup `json:"memcg"`
+	// Container and Pod name the cgroup's, null when it is none's (a
+	// host's service names its Unit).
+	Container *Container `json:"container"`
+	Pod       *Pod       `json:"pod"`
+	Unit      string     `json:"unit,omitempty"`
+	// Episode is what the cgroup went through since the episode began.
+	Episode PressureEpisode `json:"episode"`
+	// Memory is the cgroup's memory at this line.
+	Memory PressureSample `json:"memory"`
+	// Truncated says the JSON line was cut to fit 16 KiB (see OOMKill).
+	Truncated bool `json:"truncated,omitempty"`
+}
+
+// PressureEpisode is a memory cgroup's episode of pressure: since when,
+// why, and what the kernel counted meanwhile.
+type PressureEpisode struct {
+	Since           Time    `json:"since"`
+	DurationSeconds float64 `json:"duration_seconds"`
+	// Reasons are every Pressure* reason seen during the episode.
+	Reasons []string `json:"reasons"`
+	// MaxEvents counts the charges that hit the limit and had to reclaim
+	// (memory.events max; cgroup v1: memory.failcnt), HighEvents those
+	// over memory.high (cgroup v2), during the episode.
+	MaxEvents  uint64 `json:"max_events"`
+	HighEvents uint64 `json:"high_events"`
+	// StallSeconds is the time some of its tasks stalled on memory during
+	// the episode (memory.pressure some total; cgroup v2 with PSI).
+	StallSeconds   float64 `json:"stall_seconds"`
+	PeakUsageBytes uint64  `json:"peak_usage_bytes"`
+}
+
+// PressureSample is a memory cgroup's memory at a moment: usage against
+// the limits, and how much of it is page cache the kernel can reclaim.
+type PressureSample struct {
+	UsageBytes uint64  `json:"usage_bytes"`
+	LimitBytes *uint64 `json:"limit_bytes"` // memory.max; null: none
+	// HighBytes is memory.high (cgroup v2); null: none.
+	HighBytes *uint64 `json:"high_bytes,omitempty"`
+	// FileBytes is its page cache, InactiveFileBytes the part the kernel
+	// reclaims first; AnonBytes its anonymous memory (memory.stat).
+	FileBytes         uint64 `json:"file_bytes"`
+	InactiveFileBytes uint64 `json:"inactive_file_bytes"`
+	AnonBytes         uint64 `json:"anon_bytes"`
+	// SecondsToLimit is when what it cannot reclaim reaches the limit at
+	// the pace it grew over the last seconds; absent when that is further
+	// than the watcher's horizon (a minute), or it does not grow.
+	SecondsToLimit *float64 `json:"seconds_to_limit,omitempty"`
+	// Pressure is its memory PSI (cgroup v2 with PSI); null otherwise.
+	Pressure *Pressure `json:"pressure,omitempty"`
 }
 
 // SignalRef points from an eviction to a signal its pod's containers got.
@@ -764,6 +858,7 @@ func (MemoryPressure) isEvent() {}
 func (Eviction) isEvent()       {}
 func (NodeCondition) isEvent()  {}
 func (UserspaceKill) isEvent()  {}
+func (CgroupPressure) isEvent() {}
 
 // TaskSignal is an event to the pipeline's stage only (which makes the
 // user-space kills of them); no output writes it.

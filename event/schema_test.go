@@ -32,6 +32,7 @@ var lineTypes = []struct {
 	{TypeEviction, Eviction{}},
 	{TypeNodeCondition, NodeCondition{}},
 	{TypeUserspaceKill, UserspaceKill{}},
+	{TypeCgroupPressure, CgroupPressure{}},
 }
 
 // schemaOf is the JSON Schema of how encoding/json writes values of t: a

@@ -20,6 +20,7 @@ func jsonString(v any) string {
 }
 
 func (v OOMKill) String() string            { return jsonString(v) }
+func (v CgroupPressure) String() string     { return jsonString(v) }
 func (v Eviction) String() string           { return jsonString(v) }
 func (v EvictionRef) String() string        { return jsonString(v) }
 func (v OffendingContainer) String() string { return jsonString(v) }

@@ -62,6 +62,9 @@ var (
 	userKillsFamily = &family{"userspace_kills_total",
 		"Processes ended by a SIGKILL from user space that no kernel OOM decision and no container runtime's stop explains (a user-space OOM killer's: systemd-oomd, earlyoom, oomd, nohang; or anyone's kill -9), by the victims' pod and container and the killer.",
 		[]string{"namespace", "pod", "container", "killer", "owner"}, true}
+	cgroupPressureFamily = &family{"cgroup_memory_pressure_episodes_total",
+		"Episodes of memory pressure before any kill (cgroup_memory_pressure lines that started), by the cgroup's pod, container and workload, and the reason it started for.",
+		[]string{"namespace", "pod", "container", "owner", "reason"}, true}
 	pressureFamily = &family{"memory_pressure_transitions_total",
 		"Kubelet memory signals crossing their hard eviction threshold, as oomtrace sampled them; state below or above.",
 		[]string{"signal", "state"}, false}
@@ -69,7 +72,7 @@ var (
 		"Transitions of the Node's MemoryPressure condition, by new status.",
 		[]string{"condition", "status"}, false}
 
-	families = []*family{oomKillsFamily, deathsFamily, refusalsFamily, userKillsFamily, pressureFamily, conditionsFamily}
+	families = []*family{oomKillsFamily, deathsFamily, refusalsFamily, userKillsFamily, cgroupPressureFamily, pressureFamily, conditionsFamily}
 )
 
 // overflowLabels are the labels of a per-pod series that a refused series
@@ -146,6 +149,17 @@ func (m *Metrics) Write(ev event.Event) error {
 		m.nodeCondition(ev)
 	case event.UserspaceKill:
 		m.userspaceKill(ev)
+	case event.CgroupPressure:
+		if ev.State == event.PressureStarted {
+			ns, pod, ctr := podLabels(event.Process{Pod: ev.Pod, Container: ev.Container})
+			reason := ""
+			if len(ev.Episode.Reasons) > 0 {
+				reason = ev.Episode.Reasons[0]
+			}
+			m.mu.Lock()
+			m.add(cgroupPressureFamily, 1, m.expireDue(), ns, pod, ctr, ownerLabel(ev.Pod), reason)
+			m.mu.Unlock()
+		}
 	}
 	return nil
 }

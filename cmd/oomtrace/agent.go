@@ -27,6 +27,7 @@ import (
 	"github.com/oomtrace/oomtrace/internal/enrich"
 	"github.com/oomtrace/oomtrace/internal/kube/clusterview"
 	"github.com/oomtrace/oomtrace/internal/kube/uninstall"
+	"github.com/oomtrace/oomtrace/internal/memwatch"
 	"github.com/oomtrace/oomtrace/internal/pipeline"
 	"github.com/oomtrace/oomtrace/internal/postmortem"
 	"github.com/oomtrace/oomtrace/internal/refusalfold"
@@ -152,6 +153,10 @@ func (d *agent) pipelineOptions(out pipeline.Sink, stop func()) pipeline.Options
 	if d.opts.containerCheck > 0 {
 		o.ContainerCheckDelay, o.ContainerAlive = d.opts.containerCheck, pm.Memory.Populated
 	}
+	if d.opts.pressureEvery > 0 {
+		d.pressure = memwatch.New(memwatch.Options{Memory: pm.Memory, Interval: d.opts.pressureEvery, Node: d.node})
+		o.PressureEpisode = d.pressure.Episode
+	}
 	return o
 }
 
@@ -160,6 +165,9 @@ func (d *agent) pipelineOptions(out pipeline.Sink, stop func()) pipeline.Options
 func (d *agent) startSources(ctx context.Context) {
 	if d.signals != nil {
 		d.signals.Start(ctx, d.opts.sampleEvery, func(mp event.MemoryPressure) { d.pipe.Write(mp) })
+	}
+	if d.pressure != nil {
+		go d.pressure.Run(ctx, func(ev event.CgroupPressure) { d.pipe.Write(ev) })
 	}
 	if d.kube == nil {
 		d.log.Info("standalone: no API server configured; kernel events and node signals only")

@@ -16,6 +16,7 @@ import (
 
 	"github.com/oomtrace/oomtrace/internal/correlate"
 	"github.com/oomtrace/oomtrace/internal/cri"
+	"github.com/oomtrace/oomtrace/internal/memwatch"
 	"github.com/oomtrace/oomtrace/internal/nodememory"
 	"github.com/oomtrace/oomtrace/internal/postmortem"
 	"github.com/oomtrace/oomtrace/tracer"
@@ -78,6 +79,7 @@ type options struct {
 	kubeEventsEnded bool
 	kubeEvents      bool
 	containerCheck  time.Duration
+	pressureEvery   time.Duration
 	pmMemoryStat    bool
 	pmTopTasks      int
 }
@@ -139,6 +141,7 @@ func defineFlags(fs *flag.FlagSet, o *options) {
 	fs.BoolVar(&o.kubeEvents, "kube.events", false, "write a Warning Event on the pod of every kernel OOM kill")
 	fs.BoolVar(&o.kubeEventsEnded, "kube.events.container-kills", true, "with --kube.events, an Event also for a kill that ended its container (OOMKillContainer); false leaves those to the kubelet (its OOMKilled status, and its own OOM Event once it writes one: kubernetes#136092)")
 	fs.DurationVar(&o.containerCheck, "container.check-delay", 2*time.Second, "hold a container's kill this long, then say whether the container survived it; 0: no check")
+	fs.DurationVar(&o.pressureEvery, "pressure.interval", memwatch.DefaultInterval, "read the usage of every memory cgroup with a limit this often, and write cgroup_memory_pressure lines when one runs short before a kill; 0: off")
 	fs.BoolVar(&o.pmMemoryStat, "postmortem.memory-stat", true, "with every kill, the OOM domain's memory by kind")
 	fs.IntVar(&o.pmTopTasks, "postmortem.top-tasks", postmortem.DefaultTopTasks, "with every kill, this many of the OOM domain's largest processes; 0: none")
 	fs.DurationVar(&o.corrWindow, "correlation.window", correlate.DefaultWindow, "a kernel OOM kill and a kubelet eviction of one pod this close are linked")
@@ -171,6 +174,7 @@ func (o *options) validate() error {
 		{"metrics.retention", notNegative(o.retention)},
 		{"metrics.max-series", notNegativeInt(o.maxSeries)},
 		{"container.check-delay", notNegative(o.containerCheck)},
+		{"pressure.interval", notNegative(o.pressureEvery)},
 		{"postmortem.top-tasks", notNegativeInt(o.pmTopTasks)},
 		{"memory.limit", notNegativeInt64(o.memoryLimit)},
 		{"runtime.gomaxprocs", notNegativeInt(o.maxProcs)},

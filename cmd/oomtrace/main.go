@@ -27,6 +27,7 @@ import (
 	"github.com/oomtrace/oomtrace/internal/kube/clusterview"
 	"github.com/oomtrace/oomtrace/internal/kube/kubeapi"
 	"github.com/oomtrace/oomtrace/internal/kube/uninstall"
+	"github.com/oomtrace/oomtrace/internal/memwatch"
 	"github.com/oomtrace/oomtrace/internal/nodememory"
 	"github.com/oomtrace/oomtrace/internal/pipeline"
 	"github.com/oomtrace/oomtrace/tracer"
@@ -142,6 +143,7 @@ type agent struct {
 	runtime  *cri.Client         // nil: names from cgroup paths only
 	signals  *nodememory.Sampler // nil: the node's signals cannot be read
 	recorder *kubeevents.Recorder
+	pressure *memwatch.Watcher // nil: --pressure.interval=0, or no memory hierarchy
 	metrics  *exporter.Metrics
 	pipe     *pipeline.Pipeline
 	// uninstall tells an uninstall at stop (nil: not told); unpinAtExit:

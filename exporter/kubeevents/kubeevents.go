@@ -45,6 +45,12 @@ const (
 	// SIGKILLed the container's processes (or, a known killer,
 	// terminated them); the kubelet reports 137 Error, no OOM.
 	ReasonUserspace = "UserspaceOOMKill"
+	// ReasonPressure: a container's (or a pod's) memory cgroup runs short
+	// before any kill: the warning (a cgroup_memory_pressure line that
+	// started). Its action is ActionPressure, not "Killed".
+	ReasonPressure = "ContainerMemoryPressure"
+	// ActionPressure is the action of a ReasonPressure Event.
+	ActionPressure = "MemoryPressure"
 )
 
 // Controller is the Events' reporting controller.
@@ -290,6 +296,10 @@ func (r *Recorder) Write(ev event.Event) error {
 		r.userspaceKill(uk)
 		return nil
 	}
+	if cp, ok := ev.(event.CgroupPressure); ok {
+		r.pressure(cp)
+		return nil
+	}
 	kill, ok := ev.(event.OOMKill)
 	if !ok {
 		return nil
@@ -418,6 +428,21 @@ func (r *Recorder) userspaceKill(k event.UserspaceKill) {
 	r.enqueue(op{create: r.newPodEvent(pod, k.Time.Time, ReasonUserspace, DescribeUserspaceKill(k))})
 }
 
+// pressure writes a warning Event on the pod whose cgroup's episode of
+// memory pressure started.
+func (r *Recorder) pressure(p event.CgroupPressure) {
+	if p.State != event.PressureStarted || p.Pod == nil || p.Pod.Name == "" || p.Pod.Namespace == "" {
+		return
+	}
+	if !r.allow(types.UID(p.Pod.UID)) {
+		r.dropped.Add(1)
+		return
+	}
+	ev := r.newPodEvent(p.Pod, p.Time.Time, ReasonPressure, DescribePressure(p))
+	ev.Action = ActionPressure
+	r.enqueue(op{create: ev})
+}
+
 // newEvent is the Event of kill in its pod.
 func (r *Recorder) newEvent(kill event.OOMKill, reason, note string) *eventsv1.Event {
 	return r.newPodEvent(kill.Victim.Pod, kill.Time.Time, reason, note)
@@ -503,6 +528,19 @@ func Describe(k event.OOMKill) (reason, note string) {
 	if k.OOM.ForcedBy == event.ForcedByLimitWrite {
 		fmt.Fprintf(&b, "; the limit had just been lowered below the usage (%s wrote memory.max)", event.BoundText(k.Trigger.Comm, nameMax))
 	}
+	if p := k.Pressure; p != nil {
+		fmt.Fprintf(&b, "; it had been under memory pressure for %.0f s first (%s", p.DurationSeconds, strings.Join(p.Reasons, ", "))
+		if p.MaxEvents > 0 {
+			fmt.Fprintf(&b, ", %d charges at the limit", p.MaxEvents)
+		}
+		if p.HighEvents > 0 {
+			fmt.Fprintf(&b, ", %d over memory.high", p.HighEvents)
+		}
+		if p.StallSeconds > 0 {
+			fmt.Fprintf(&b, ", stalled %.1f s", p.StallSeconds)
+		}
+		b.WriteString(")")
+	}
 	reason = reasonOf(k)
 	switch reason {
 	case ReasonProcess:
@@ -513,6 +551,42 @@ func Describe(k event.OOMKill) (reason, note string) {
 		b.WriteString(".")
 	}
 	return reason, b.String()
+}
+
+// DescribePressure is the note of a cgroup's episode of memory pressure:
+// whose, how full of what, and how soon at the limit.
+func DescribePressure(p event.CgroupPressure) string {
+	var b strings.Builder
+	if p.Container != nil && p.Container.Name != "" {
+		fmt.Fprintf(&b, "Container %s", event.BoundText(p.Container.Name, nameMax))
+	} else {
+		b.WriteString("The pod's memory cgroup")
+	}
+	m := p.Memory
+	b.WriteString(" is running short of memory before any kill: ")
+	working := m.UsageBytes - min(m.FileBytes, m.UsageBytes)
+	fmt.Fprintf(&b, "%s it cannot reclaim", stream.Bytes(working))
+	if m.LimitBytes != nil {
+		fmt.Fprintf(&b, " of its %s limit", stream.Bytes(*m.LimitBytes))
+	}
+	fmt.Fprintf(&b, " (page cache %s)", stream.Bytes(m.FileBytes))
+	if m.SecondsToLimit != nil {
+		fmt.Fprintf(&b, ", at the limit in about %.0f s at its pace", *m.SecondsToLimit)
+	}
+	for _, r := range p.Episode.Reasons {
+		switch r {
+		case event.PressureAboveHigh:
+			if m.HighBytes != nil {
+				fmt.Fprintf(&b, "; over its memory.high of %s %d times (throttled)", stream.Bytes(*m.HighBytes), p.Episode.HighEvents)
+			}
+		case event.PressureStalling:
+			if m.Pressure != nil {
+				fmt.Fprintf(&b, "; its tasks stalled on memory %.0f%% of the last 10 s", m.Pressure.SomeAvg10)
+			}
+		}
+	}
+	b.WriteString(". The kernel OOM-kills in it when a charge finds nothing left to reclaim.")
+	return b.String()
 }
 
 // DescribeUserspaceKill is the note of a user-space kill's Event: the

@@ -155,3 +155,30 @@ func FuzzDescribe(f *testing.F) {
 		checkNote(t, event.BoundText(note, noteMax))
 	})
 }
+
+// TestDescribePressure: the warning says whose memory, how much of it
+// cannot be reclaimed against the limit, the page cache, how soon at the
+// limit and why; the kill that follows says the episode before it.
+func TestDescribePressure(t *testing.T) {
+	u := func(v uint64) *uint64 { return &v }
+	f := func(v float64) *float64 { return &v }
+	p := event.CgroupPressure{Type: event.TypeCgroupPressure, State: event.PressureStarted,
+		Container: &event.Container{Name: "app"}, Pod: &event.Pod{Name: "leaky", Namespace: "shop", UID: "u"},
+		Episode: event.PressureEpisode{Reasons: []string{event.PressureNearLimit, event.PressureAboveHigh}, HighEvents: 12},
+		Memory:  event.PressureSample{UsageBytes: 60 << 20, LimitBytes: u(64 << 20), HighBytes: u(56 << 20), FileBytes: 2 << 20, SecondsToLimit: f(6.4)}}
+	note := DescribePressure(p)
+	for _, says := range []string{"Container app is running short of memory before any kill: 58.0 MiB it cannot reclaim of its 64.0 MiB limit (page cache 2.0 MiB)",
+		"at the limit in about 6 s", "over its memory.high of 56.0 MiB 12 times"} {
+		if !strings.Contains(note, says) {
+			t.Errorf("%q does not say %q", note, says)
+		}
+	}
+	checkNote(t, note)
+
+	yes := true
+	k := kill(&yes, false)
+	k.Pressure = &event.PressureEpisode{DurationSeconds: 40, Reasons: []string{event.PressureNearLimit}, MaxEvents: 7}
+	if _, note := Describe(k); !strings.Contains(note, "it had been under memory pressure for 40 s first (near_limit, 7 charges at the limit)") {
+		t.Errorf("the kill's note %q does not say the episode", note)
+	}
+}

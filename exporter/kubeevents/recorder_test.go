@@ -477,3 +477,33 @@ func TestRecorderWritesUserspaceKills(t *testing.T) {
 		t.Errorf("%d Events, want 1 (none for no pod)", n)
 	}
 }
+
+// TestRecorderWritesTheWarning: a started episode of a pod's cgroup is a
+// ContainerMemoryPressure Event, its action MemoryPressure (the admission
+// policy allows no other with that reason); an ongoing or ended one, or
+// one of no pod, is none.
+func TestRecorderWritesTheWarning(t *testing.T) {
+	api := &fakeAPI{}
+	r := New(api, "node-a")
+	r.Start(context.Background())
+	defer r.Shutdown()
+	at := time.Date(2026, 12, 7, 2, 29, 29, 0, time.UTC)
+	p := event.CgroupPressure{Type: event.TypeCgroupPressure, Time: event.Time{Time: at}, State: event.PressureStarted,
+		Container: &event.Container{Name: "app"}, Pod: &event.Pod{Name: "leaky", Namespace: "shop", UID: "u"}}
+	r.Write(p)
+	for _, state := range []string{event.PressureOngoing, event.PressureEnded} {
+		q := p
+		q.State = state
+		r.Write(q)
+	}
+	q := p
+	q.Pod = nil
+	r.Write(q)
+	waitFor(t, "the Event", func() bool { return len(api.events()) == 1 })
+	time.Sleep(20 * time.Millisecond)
+	e := api.events()[0]
+	if n := len(api.events()); n != 1 || e.Reason != ReasonPressure || e.Action != ActionPressure || e.Note != DescribePressure(p) ||
+		e.Regarding.Name != "leaky" || e.Type != corev1.EventTypeWarning {
+		t.Errorf("%d Events, the first %+v", n, e)
+	}
+}

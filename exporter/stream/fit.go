@@ -92,6 +92,11 @@ func cut(ev event.Event, i int) event.Event {
 			ev.Victims[i] = v
 		}
 		return ev
+	case event.CgroupPressure:
+		ev.Truncated = true
+		ev.Pod = cutPod(ev.Pod, c.labelBytes)
+		ev.Memcg = *cutCgroup(&ev.Memcg, c.pathBytes)
+		return ev
 	}
 	return ev
 }

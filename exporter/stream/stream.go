@@ -77,6 +77,8 @@ func (t *Text) Write(ev event.Event) error {
 		return t.nodeCondition(ev)
 	case event.UserspaceKill:
 		return t.userspaceKill(ev)
+	case event.CgroupPressure:
+		return t.cgroupPressure(ev)
 	}
 	return fmt.Errorf("text: no line for %T", ev)
 }
@@ -177,6 +179,32 @@ func (t *Text) line(kind, s string) error {
 		return fmt.Errorf("write %s: %w", kind, err)
 	}
 	return t.w.Flush()
+}
+
+// cgroupPressure writes ev as one line.
+func (t *Text) cgroupPressure(ev event.CgroupPressure) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s cgroup_memory_pressure %s", ev.Time.UTC().Format(event.Layout), ev.State)
+	switch {
+	case ev.Pod != nil && ev.Container != nil:
+		fmt.Fprintf(&b, " pod=%s container=%s", word(ev.Pod.Namespace+"/"+ev.Pod.Name), word(ev.Container.Name))
+	case ev.Pod != nil:
+		fmt.Fprintf(&b, " pod=%s", word(ev.Pod.Namespace+"/"+ev.Pod.Name))
+	}
+	fmt.Fprintf(&b, " cgroup=%s usage=%s", strconv.Quote(ev.Memcg.Path), bytesIEC(ev.Memory.UsageBytes))
+	if ev.Memory.LimitBytes != nil {
+		fmt.Fprintf(&b, " limit=%s", bytesIEC(*ev.Memory.LimitBytes))
+	}
+	if ev.Memory.HighBytes != nil {
+		fmt.Fprintf(&b, " high=%s", bytesIEC(*ev.Memory.HighBytes))
+	}
+	fmt.Fprintf(&b, " file=%s", bytesIEC(ev.Memory.FileBytes))
+	if s := ev.Memory.SecondsToLimit; s != nil {
+		fmt.Fprintf(&b, " seconds_to_limit=%.0f", *s)
+	}
+	fmt.Fprintf(&b, " reasons=%s for=%.0fs max_events=%d high_events=%d stall=%.1fs\n", word(strings.Join(ev.Episode.Reasons, ",")),
+		ev.Episode.DurationSeconds, ev.Episode.MaxEvents, ev.Episode.HighEvents, ev.Episode.StallSeconds)
+	return t.line(ev.Type, b.String())
 }
 
 // WriteMemoryPressure writes ev as one line.

@@ -83,6 +83,10 @@ type Options struct {
 	// kill's victims', beside the usage, limit and pressure the signal's
 	// record has from the kernel); nil when it has none.
 	CgroupSwap func(memcg *event.Cgroup) *uint64
+	// PressureEpisode, if set, is the episode of memory pressure a
+	// cgroup was in (internal/memwatch), nil for none: a kill carries its
+	// victim's cgroup's, else its domain's.
+	PressureEpisode func(path string) *event.PressureEpisode
 }
 
 // Pipeline takes events from the sources (the tracer, the node memory
@@ -105,7 +109,7 @@ func New(ctx context.Context, o Options) *Pipeline {
 	if o.ContainerCheckDelay > 0 && o.ContainerAlive != nil {
 		s.settler = &settler{delay: o.ContainerCheckDelay, alive: o.ContainerAlive, done: func(ev event.OOMKill) { _ = s.finishKill(ev) }}
 	}
-	s.kubeEvents, s.postmortem, s.folder = o.KubeEvents, o.PostMortem, o.RefusalFolder
+	s.kubeEvents, s.postmortem, s.folder, s.pressureEpisode = o.KubeEvents, o.PostMortem, o.RefusalFolder, o.PressureEpisode
 	s.signalSwap = &signalSwap{read: o.CgroupSwap, now: time.Now}
 	s.userKills.KillerMemcg, s.userKills.Swap = o.KillerMemcg, s.signalSwap.at
 	outbox := newQueue(acking{o.Out, s.acknowledge}, o.QueueSize, o.OutFailed).OnFull(s.droppedFromOutbox)
@@ -173,26 +177,28 @@ func (p *Pipeline) OutErr() error { return p.outbox.Err() }
 // stage attributes, classifies, correlates, counts and filters one event
 // at a time.
 type stage struct {
-	ctx          context.Context
-	enricher     *enrich.Enricher
-	sampler      *nodememory.Sampler // nil when the node's signals cannot be read
-	sampleEvery  time.Duration
-	correlator   *correlate.Correlator
-	filter       Filter
-	metrics      Sink
-	out          Sink
-	kubeEvents   Sink     // nil: none
-	settler      *settler // nil: kills are not held
-	postmortem   *postmortem.Reader
-	commits      commits
-	owners       func(uid string) *event.PodOwner // nil: none
-	filtered     atomic.Uint64
-	droppedKills atomic.Uint64
-	folder       *refusalfold.Folder // nil: every refusal line goes out
-	foldTimer    dueTimer            // while folded lines wait
-	userKills    userkill.Gatherer
-	signalSwap   *signalSwap
-	userTimer    dueTimer // while user-space kills are gathered
+	ctx         context.Context
+	enricher    *enrich.Enricher
+	sampler     *nodememory.Sampler // nil when the node's signals cannot be read
+	sampleEvery time.Duration
+	correlator  *correlate.Correlator
+	filter      Filter
+	metrics     Sink
+	out         Sink
+	kubeEvents  Sink     // nil: none
+	settler     *settler // nil: kills are not held
+	postmortem  *postmortem.Reader
+	commits     commits
+	// pressureEpisode: see Options.PressureEpisode; nil: none.
+	pressureEpisode func(path string) *event.PressureEpisode
+	owners          func(uid string) *event.PodOwner // nil: none
+	filtered        atomic.Uint64
+	droppedKills    atomic.Uint64
+	folder          *refusalfold.Folder // nil: every refusal line goes out
+	foldTimer       dueTimer            // while folded lines wait
+	userKills       userkill.Gatherer
+	signalSwap      *signalSwap
+	userTimer       dueTimer // while user-space kills are gathered
 }
 
 // dueTimer runs a flush once something is due, and only while something
@@ -233,6 +239,7 @@ func (s *stage) Write(ev event.Event) error {
 		s.owner(ev.Victim.Pod)
 		s.owner(ev.Trigger.Pod)
 		ev.NodeMemory = s.nodeMemory()
+		ev.Pressure = s.pressure(ev)
 		cause.Classify(&ev)
 		s.correlator.OOMKill(&ev)
 		if s.settler.hold(ev) {
@@ -252,6 +259,15 @@ func (s *stage) Write(ev event.Event) error {
 	case event.Eviction:
 		s.eviction(&ev)
 		return s.pass(ev, s.filter.Process(event.Process{Pod: &ev.Pod}))
+	case event.CgroupPressure:
+		p := event.Process{Memcg: &ev.Memcg}
+		s.enricher.Process(s.ctx, &p, ev.Time.Time)
+		ev.Container, ev.Pod, ev.Unit = p.Container, p.Pod, p.Unit
+		s.owner(ev.Pod)
+		if s.kubeEvents != nil && ev.Pod != nil && ev.State == event.PressureStarted {
+			_ = s.kubeEvents.Write(ev)
+		}
+		return s.pass(ev, s.filter.Process(p))
 	case event.TaskSignal:
 		if next := s.userKills.Add(ev); !next.IsZero() {
 			s.userTimer.arm(time.Until(next), func() { s.flushUserKills(false) })
@@ -434,6 +450,23 @@ func (s *stage) owner(pod *event.Pod) {
 	if pod != nil && pod.Owner == nil && pod.UID != "" && s.owners != nil {
 		pod.Owner = s.owners(pod.UID)
 	}
+}
+
+// pressure is the episode of memory pressure before the kill: its
+// victim's cgroup's, else its domain's; nil for none.
+func (s *stage) pressure(ev event.OOMKill) *event.PressureEpisode {
+	if s.pressureEpisode == nil {
+		return nil
+	}
+	if m := ev.Victim.Memcg; m != nil && !m.PathTruncated {
+		if ep := s.pressureEpisode(m.Path); ep != nil {
+			return ep
+		}
+	}
+	if d := ev.OOM.Domain; d != nil && d.Cgroup != nil && !d.PathTruncated {
+		return s.pressureEpisode(d.Path)
+	}
+	return nil
 }
 
 func (s *stage) nodeMemory() *event.NodeMemory {

@@ -26,6 +26,7 @@ type written struct {
 	pressure  []event.MemoryPressure
 	nodes     []event.NodeCondition
 	refusals  []event.CommitRefusal
+	warnings  []event.CgroupPressure
 }
 
 func (w *written) Write(ev event.Event) error {
@@ -40,6 +41,8 @@ func (w *written) Write(ev event.Event) error {
 		w.evictions = append(w.evictions, ev)
 	case event.NodeCondition:
 		w.nodes = append(w.nodes, ev)
+	case event.CgroupPressure:
+		w.warnings = append(w.warnings, ev)
 	}
 	return nil
 }
@@ -398,5 +401,38 @@ func TestStageOwners(t *testing.T) {
 	s.Write(allocatableKill(time.Now()))
 	if len(out.kills) != 1 || out.kills[0].Victim.Pod.Owner.String() != "Deployment/cart" || out.kills[0].Trigger.Pod.Owner.String() != "Deployment/cart" {
 		t.Fatalf("kill %+v", out.kills)
+	}
+}
+
+// A warning names its cgroup's pod and container (from the path here, no
+// runtime), and is kept out by the namespace filter like a kill; a kill in
+// a cgroup that was under pressure carries the episode, the victim's
+// cgroup's before the domain's.
+func TestStagePressure(t *testing.T) {
+	out := &written{}
+	st := newStage(out, []string{"shop"})
+	path := "/kubepods/burstable/pod" + podUID + "/" + ctrID
+	st.Write(event.CgroupPressure{Type: event.TypeCgroupPressure, State: event.PressureStarted, Memcg: event.Cgroup{ID: 1, Path: path}})
+	if len(out.warnings) != 0 || st.filtered.Load() != 1 {
+		t.Fatalf("a warning of no pod of namespace shop went out: %+v", out.warnings)
+	}
+	st = newStage(out, nil)
+	st.Write(event.CgroupPressure{Type: event.TypeCgroupPressure, State: event.PressureStarted, Memcg: event.Cgroup{ID: 1, Path: path}})
+	if len(out.warnings) != 1 || out.warnings[0].Pod == nil || out.warnings[0].Pod.UID != podUID || out.warnings[0].Container == nil || out.warnings[0].Container.ID != ctrID {
+		t.Fatalf("warning %+v: want its pod and container from the path", out.warnings)
+	}
+	episodes := map[string]*event.PressureEpisode{
+		path:        {DurationSeconds: 40, Reasons: []string{event.PressureNearLimit}},
+		"/kubepods": {DurationSeconds: 3, Reasons: []string{event.PressureStalling}},
+	}
+	st.pressureEpisode = func(p string) *event.PressureEpisode { return episodes[p] }
+	st.Write(allocatableKill(time.Now()))
+	if k := out.kills[len(out.kills)-1]; k.Pressure == nil || k.Pressure.DurationSeconds != 40 {
+		t.Errorf("the kill's pressure %+v: want its victim's cgroup's episode", k.Pressure)
+	}
+	delete(episodes, path)
+	st.Write(allocatableKill(time.Now()))
+	if k := out.kills[len(out.kills)-1]; k.Pressure == nil || k.Pressure.DurationSeconds != 3 {
+		t.Errorf("the kill's pressure %+v: want its domain's episode", k.Pressure)
 	}
 }

@@ -64,6 +64,10 @@ func TestCluster(t *testing.T) {
 	ok = ok && t.Run("admission_policy", func(t *testing.T) { testAdmissionPolicy(t, c, o) })
 	ok = ok && t.Run("container_limit", func(t *testing.T) { testContainerLimit(t, c, o) })
 	ok = ok && t.Run("pod_level_limit", func(t *testing.T) { testWhoseLimit(t, c, o) })
+	ok = ok && t.Run("leak_warning", func(t *testing.T) { testLeakWarning(t, c, o) })
+	if c.Runtime.Memcg.V1 {
+		ok = ok && t.Run("page_cache_quiet", func(t *testing.T) { testPageCacheQuiet(t, c, o) })
+	}
 	if c.Runtime.Memcg.V1 {
 		ok = ok && t.Run("worker_process_kill", func(t *testing.T) { testWorkerProcessKill(t, c, o) })
 		ok = ok && t.Run("prometheus_alerts", func(t *testing.T) { testPrometheusAlerts(t, c, m, monitored) })
@@ -144,6 +148,9 @@ func TestCluster(t *testing.T) {
 			testSwapAndMemoryHigh(t, c, o)
 			if !t.Failed() {
 				testMemoryReservation(t, c, o)
+			}
+			if !t.Failed() {
+				testHighWarning(t, c, o)
 			}
 		})
 		if !ok {

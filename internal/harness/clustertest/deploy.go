@@ -216,7 +216,9 @@ type Events struct {
 	Pressure  []event.MemoryPressure
 	Nodes     []event.NodeCondition
 	UserKills []event.UserspaceKill
-	Lines     []string // every JSON line, as written
+	// Warnings are the cgroup_memory_pressure lines.
+	Warnings []event.CgroupPressure
+	Lines    []string // every JSON line, as written
 }
 
 // Events parses the JSON lines of the pod's log.
@@ -247,6 +249,8 @@ func (o *Oomtrace) Events(t *testing.T) Events {
 			ev.Nodes, err = appendDecoded(ev.Nodes, line)
 		case event.TypeUserspaceKill:
 			ev.UserKills, err = appendDecoded(ev.UserKills, line)
+		case event.TypeCgroupPressure:
+			ev.Warnings, err = appendDecoded(ev.Warnings, line)
 		}
 		if err != nil {
 			t.Fatalf("line %s: %v", line, err)
@@ -268,6 +272,7 @@ func (ev Events) Since(from time.Time) Events {
 		Pressure:  since(ev.Pressure, from, func(p event.MemoryPressure) event.Time { return p.Time }),
 		Nodes:     since(ev.Nodes, from, func(n event.NodeCondition) event.Time { return n.Time }),
 		UserKills: since(ev.UserKills, from, func(k event.UserspaceKill) event.Time { return k.Time }),
+		Warnings:  since(ev.Warnings, from, func(w event.CgroupPressure) event.Time { return w.Time }),
 		Lines:     ev.Lines,
 	}
 }

@@ -199,6 +199,7 @@ const (
 	hogEnvAdj    = "OOMTRACE_HOG_OOM_SCORE_ADJ"
 	hogEnvIdle   = "OOMTRACE_HOG_IDLE"
 	hogEnvHoldMs = "OOMTRACE_HOG_HOLD_MS"
+	hogEnvRate   = "OOMTRACE_HOG_MIB_PER_S"
 	// hogEnvUnderInit: this process is the init of a new pid namespace
 	// that starts the hog as its child and waits for it.
 	hogEnvUnderInit = "OOMTRACE_HOG_UNDER_INIT"
@@ -254,6 +255,13 @@ func MaybeRunHog() {
 	if ms, _ := strconv.Atoi(os.Getenv(hogEnvHoldMs)); ms > 0 {
 		time.Sleep(time.Duration(ms) * time.Millisecond)
 	}
+	if rate, _ := strconv.Atoi(os.Getenv(hogEnvRate)); rate > 0 {
+		// A leak: 1 MiB at a time, rate a second.
+		for i := 0; i < n>>20; i++ {
+			memhog.Touch(1 << 20)
+			time.Sleep(time.Second / time.Duration(rate))
+		}
+	}
 	keep := memhog.Touch(n)
 	// Still alive: the limit was not reached.
 	fmt.Fprintf(os.Stderr, "hog: allocated %d bytes without being killed (%d)\n", n, keep[0])
@@ -297,6 +305,9 @@ type HogOptions struct {
 	OOMScoreAdj *int  // nil: inherit
 	Idle        bool  // allocate Bytes, then sleep until killed
 	HoldMs      int   // wait this long before allocating
+	// MiBPerSecond, if set, allocates 1 MiB at a time at this rate (a
+	// leak) instead of all at once.
+	MiBPerSecond int
 	// PIDNamespace: HostPIDNamespace, HogIsInit or HogUnderInit.
 	PIDNamespace int
 }
@@ -330,6 +341,9 @@ func (c *Cgroup) Start(t testing.TB, o HogOptions) *Hog {
 	}
 	if o.HoldMs > 0 {
 		cmd.Env = append(cmd.Env, hogEnvHoldMs+"="+strconv.Itoa(o.HoldMs))
+	}
+	if o.MiBPerSecond > 0 {
+		cmd.Env = append(cmd.Env, hogEnvRate+"="+strconv.Itoa(o.MiBPerSecond))
 	}
 	if o.PIDNamespace != HostPIDNamespace {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}

@@ -36,6 +36,15 @@
 //	ctrbin churn MIB    touch MIB MiB, then write to every page of it
 //	                    again and again (a working set that thrashes
 //	                    when it does not fit)
+//	ctrbin leak MIB RATE
+//	                    touch 1 MiB at a time, RATE a second, up to MIB
+//	                    MiB (a leak), then wait
+//	ctrbin wave MIB S   touch MIB MiB, hold it S seconds, free it, then
+//	                    wait
+//	ctrbin pagecache MIB S
+//	                    write a file of MIB MiB, drop it from the page
+//	                    cache, then read it over and over for S seconds
+//	                    (page cache that fills a limit), then wait
 //
 // Outside a container (benchmarks) it first joins the cgroup whose
 // cgroup.procs file CTRBIN_CGROUP_PROCS names. With CTRBIN_COMM set, it
@@ -49,10 +58,13 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"syscall"
 	"time"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 var sink [][]byte
@@ -65,6 +77,58 @@ func init() {
 	if len(os.Args) > 1 && (os.Args[1] == "kill" || os.Args[1] == "cgroupkill") {
 		runtime.LockOSThread()
 	}
+}
+
+func touch1MiB() {
+	b := make([]byte, 1<<20)
+	for j := 0; j < len(b); j += 4096 {
+		b[j] = 1
+	}
+	sink = append(sink, b)
+}
+
+// readOver writes a file of mib MiB (in the container's own file system,
+// on the node's disk), drops its pages from the cache (written back
+// first), then reads it whole again and again for d: each read charges
+// page cache to the container's memory cgroup, which the kernel reclaims
+// at the limit.
+func readOver(mib int, d time.Duration) error {
+	f, err := os.Create("/pagecache")
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	chunk := make([]byte, 1<<20)
+	for i := range mib {
+		if _, err := f.Write(chunk); err != nil {
+			return err
+		}
+		// Dirty pages are written back before they can be reclaimed:
+		// few at a time, or the writes themselves fill the limit.
+		if i%16 == 15 {
+			if err := f.Sync(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		return err
+	}
+	fmt.Printf("pagecache: reading %d MiB over and over\n", mib)
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		if _, err := f.Seek(0, 0); err != nil {
+			return err
+		}
+		for {
+			if _, err := f.Read(chunk); err != nil {
+				break
+			}
+		}
+	}
+	return nil
 }
 
 func touch(mib int) {
@@ -212,6 +276,31 @@ func main() {
 		fmt.Printf("swarm: %d of %d processes sleeping\n", forked, n)
 		touch(mib)
 		fmt.Printf("swarm: holding %d MiB\n", mib)
+	case "leak":
+		mib, _ := strconv.Atoi(os.Args[2])
+		rate, _ := strconv.Atoi(os.Args[3])
+		for i := 0; i < mib; i++ {
+			touch1MiB()
+			time.Sleep(time.Second / time.Duration(max(rate, 1)))
+		}
+		fmt.Printf("leak: holding %d MiB\n", mib)
+	case "wave":
+		mib, _ := strconv.Atoi(os.Args[2])
+		secs, _ := strconv.Atoi(os.Args[3])
+		touch(mib)
+		fmt.Printf("wave: holding %d MiB for %d s\n", mib, secs)
+		time.Sleep(time.Duration(secs) * time.Second)
+		sink = nil
+		debug.FreeOSMemory()
+		fmt.Println("wave: freed")
+	case "pagecache":
+		mib, _ := strconv.Atoi(os.Args[2])
+		secs, _ := strconv.Atoi(os.Args[3])
+		if err := readOver(mib, time.Duration(secs)*time.Second); err != nil {
+			fmt.Fprintf(os.Stderr, "ctrbin: pagecache: %v\n", err)
+			os.Exit(1)
+		}
+		fmt.Println("pagecache: done reading; running on")
 	case "armed":
 		mib, _ := strconv.Atoi(os.Args[2])
 		fire := make(chan os.Signal, 1)
