@@ -134,20 +134,25 @@ func (o *OpenFiles) evictLocked() {
 	}
 }
 
-// preadAll reads fd from offset 0 to its end.
+// preadAll reads fd from offset 0 to its end. A read that returns less
+// than it asked for is the end: a seq_file fills the whole buffer it is
+// given while it has more to print (the files OpenFiles keeps), and a
+// regular file's short read is its end. That saves the second syscall
+// that would only say so: half the cost of a cgroup's usage file.
 func preadAll(fd int, path string) ([]byte, error) {
 	buf := make([]byte, 0, 4096)
 	for {
 		if len(buf) == cap(buf) {
 			buf = slices.Grow(buf, cap(buf))
 		}
+		want := cap(buf) - len(buf)
 		n, err := ignoringEINTR(func() (int, error) { return unix.Pread(fd, buf[len(buf):cap(buf)], int64(len(buf))) })
 		if err != nil {
 			return nil, &os.PathError{Op: "read", Path: path, Err: err}
 		}
-		if n == 0 {
+		buf = buf[:len(buf)+n]
+		if n < want {
 			return buf, nil
 		}
-		buf = buf[:len(buf)+n]
 	}
 }

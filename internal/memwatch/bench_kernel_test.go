@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/oomtrace/oomtrace/internal/cgroup"
 	"github.com/oomtrace/oomtrace/internal/harness/benchinfo"
@@ -50,13 +51,13 @@ func TestBenchWatcherCost(t *testing.T) {
 	for _, cg := range busy {
 		cg.WaitUsage(t, 54<<20)
 	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	w := New(Options{Memory: cgroup.Memory{Root: top.H.Root, V1: top.H.V1}})
 	before := threadCPU(t)
 	w.scan()
 	scanCPU := threadCPU(t) - before
 	watched := w.Watched()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	const rounds = 60
 	var polled, empty time.Duration
 	for i := 0; i < rounds; i++ {
@@ -85,11 +86,12 @@ func TestBenchWatcherCost(t *testing.T) {
 	}
 }
 
-// threadCPU is the calling thread's CPU time, user and system.
+// threadCPU is the calling thread's CPU time, user and system, to the
+// nanosecond (getrusage's is counted in ticks).
 func threadCPU(t *testing.T) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(1 /* RUSAGE_THREAD */, &ru); err != nil {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
 		t.Fatal(err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return time.Duration(ts.Nano())
 }

@@ -35,7 +35,7 @@ import (
 // Defaults of Options.
 const (
 	DefaultInterval    = time.Second
-	DefaultRescan      = 10 * time.Second
+	DefaultRescan      = 30 * time.Second
 	DefaultMaxCgroups  = 2048
 	DefaultMaxDepth    = 8
 	DefaultNearLimit   = 0.9
@@ -52,6 +52,18 @@ const (
 	// startTicks is how many intervals in a row a cgroup must be pressed
 	// before its episode starts: one sample is no trend.
 	startTicks = 2
+	// statAgain is how long a cgroup near its limit whose usage has not
+	// moved by more than a 128th of its bound goes without a new read of
+	// its memory.stat (tens of microseconds, a hundred on cgroup v1): a
+	// container that sits near its limit costs the small files an
+	// interval, most of the time.
+	statAgain = 5 * time.Second
+	// A cgroup far below its limit is read less often: as often as a
+	// growth of fastGrowth of its bound a second could take it to
+	// closeLook, at most every readAtMost: most containers sit well below
+	// their limits, and cost a read every few seconds.
+	fastGrowth = 0.05
+	readAtMost = 10 * time.Second
 )
 
 // Options configure a Watcher; the zero value of each field takes its
@@ -147,7 +159,14 @@ type watchedCgroup struct {
 	// looks (bytes a second, smoothed); valid with last.
 	growth      float64
 	growthKnown bool
-	episode     *episode
+	// stat is memory.stat's figures as last read, at statAt with usage
+	// statUsage.
+	stat      [3]uint64 // file, inactive_file, anon
+	statAt    time.Time
+	statUsage uint64
+	// nextRead is when it is read next (far below its bound: later).
+	nextRead time.Time
+	episode  *episode
 }
 
 // counters are the cumulative counts of a cgroup's files, and its
@@ -288,6 +307,9 @@ func (w *Watcher) Poll() []event.CgroupPressure {
 	var out []event.CgroupPressure
 	reads := map[string]reading{}
 	for p, c := range w.watched {
+		if now.Before(c.nextRead) && c.episode == nil {
+			continue
+		}
 		r, ok := w.read(p, c, now)
 		if !ok {
 			// Gone (its container ended: a kill, most often).
@@ -332,8 +354,10 @@ func (w *Watcher) read(p string, c *watchedCgroup, now time.Time) (reading, bool
 		bound = c.high
 	}
 	r := reading{sample: event.PressureSample{UsageBytes: usage, LimitBytes: nonZero(c.limit), HighBytes: nonZero(c.high)}}
+	c.nextRead = now.Add(w.untilNextRead(usage, bound))
 	if float64(usage) >= closeLook*float64(bound) {
-		r.reasons, r.delta = w.look(p, c, &r.sample, now)
+		fresh := !c.last.valid || now.Sub(c.statAt) >= statAgain || absDiff(usage, c.statUsage) >= bound/128
+		r.reasons, r.delta = w.look(p, c, &r.sample, now, fresh)
 	} else {
 		c.last.valid = false
 	}
@@ -347,6 +371,20 @@ func (w *Watcher) read(p string, c *watchedCgroup, now time.Time) (reading, bool
 		}
 	}
 	return r, true
+}
+
+// untilNextRead is how long a cgroup with usage of bound may go unread:
+// the time a fast growth (fastGrowth of bound a second) takes it to
+// closeLook of bound, rounded down to intervals, at least one, at most
+// readAtMost.
+func (w *Watcher) untilNextRead(usage, bound uint64) time.Duration {
+	gap := closeLook*float64(bound) - float64(usage)
+	if gap <= 0 {
+		return 0
+	}
+	d := time.Duration(gap / (fastGrowth * float64(bound)) * float64(time.Second))
+	d = min(d, readAtMost)
+	return d - d%w.opts.Interval
 }
 
 // advance moves the cgroup's episode on by one interval; a line when one
@@ -403,14 +441,18 @@ func (w *Watcher) pressedBelow(p string) bool {
 // memory.events and memory.pressure (v1: memory.failcnt). It fills sample
 // and returns the reasons the cgroup is pressed for, if any, and how far
 // its counters moved since the last look.
-func (w *Watcher) look(p string, c *watchedCgroup, sample *event.PressureSample, at time.Time) ([]string, counters) {
-	if st, err := w.mem.Stat(p); err == nil {
-		if w.mem.V1 {
-			sample.FileBytes, sample.InactiveFileBytes, sample.AnonBytes = st["total_cache"], st["total_inactive_file"], st["total_rss"]
-		} else {
-			sample.FileBytes, sample.InactiveFileBytes, sample.AnonBytes = st["file"], st["inactive_file"], st["anon"]
+func (w *Watcher) look(p string, c *watchedCgroup, sample *event.PressureSample, at time.Time, fresh bool) ([]string, counters) {
+	if fresh {
+		if st, err := w.mem.Stat(p); err == nil {
+			if w.mem.V1 {
+				c.stat = [3]uint64{st["total_cache"], st["total_inactive_file"], st["total_rss"]}
+			} else {
+				c.stat = [3]uint64{st["file"], st["inactive_file"], st["anon"]}
+			}
+			c.statAt, c.statUsage = at, sample.UsageBytes
 		}
 	}
+	sample.FileBytes, sample.InactiveFileBytes, sample.AnonBytes = c.stat[0], c.stat[1], c.stat[2]
 	// What the kernel cannot reclaim without swap: usage less page cache.
 	working := sub(sample.UsageBytes, sample.FileBytes)
 	now := counters{valid: true, working: working, at: at}
@@ -554,6 +596,13 @@ func nonZero(n uint64) *uint64 {
 		return nil
 	}
 	return &n
+}
+
+func absDiff(a, b uint64) uint64 {
+	if a < b {
+		return b - a
+	}
+	return a - b
 }
 
 func sub(a, b uint64) uint64 {
