@@ -131,11 +131,13 @@ func testHighWarning(t *testing.T, c *Cluster, o *Oomtrace) {
 			ended = &warnings[i]
 		}
 	}
-	if started == nil || !slices.Contains(started.Episode.Reasons, event.PressureAboveHigh) || started.Memory.HighBytes == nil {
-		t.Errorf("start %s: want above_high, with memory.high", jsonOf(started))
+	// The start says what its first intervals showed (126 MiB in 128 is
+	// near the limit too); the episode gathers the high events after.
+	if started == nil || started.Memory.HighBytes == nil {
+		t.Errorf("start %s: want its memory.high", jsonOf(started))
 	}
-	if ended == nil || ended.Episode.HighEvents == 0 || ended.Episode.DurationSeconds < 10 {
-		t.Errorf("end %s: want high events and the episode's duration", jsonOf(ended))
+	if ended == nil || !slices.Contains(ended.Episode.Reasons, event.PressureAboveHigh) || ended.Episode.HighEvents == 0 || ended.Episode.DurationSeconds < 10 {
+		t.Errorf("end %s: want above_high, its high events and the episode's duration", jsonOf(ended))
 	}
 	if k := killsInPod(ev.Since(begin), "throttled"); len(k) > 0 {
 		t.Errorf("the throttled container was killed: %s", jsonOf(k))
