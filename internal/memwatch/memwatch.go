@@ -7,9 +7,10 @@
 // or stalls on memory at its limit; and when the episode ends.
 //
 // It polls, read-only, as a DaemonSet with the host's cgroups mounted
-// read-only can: each interval one read of each cgroup's usage (a file
-// kept open, one pread), and only for a cgroup past 80% of its limit the
-// files that say more (memory.stat, memory.events, memory.pressure).
+// read-only can: one read of a cgroup's usage (a file kept open, one
+// pread) each interval near its limit, less often far below it (at most
+// every 10 s), and only for a cgroup past 80% of its limit the files that
+// say more (memory.stat, memory.events, memory.pressure).
 // PSI triggers would need a write to the cgroup's memory.pressure, which
 // a read-only mount refuses.
 //
