@@ -148,7 +148,7 @@ FUZZ_TARGETS := tracer:FuzzDecodeOOMKill tracer:FuzzDecodeRefusal internal/cgrou
 	tracer:FuzzParseStat tracer:FuzzParseStartTime tracer:FuzzParseNSpid internal/kernfile:FuzzParseMeminfo internal/cgpath:FuzzParse \
 	internal/nodememory:FuzzParseEvictionHard internal/kube/evictionmsg:FuzzParse tracer:FuzzDecodeTaskSignal \
 	internal/nodememory:FuzzParseKubeletConfig exporter/kubeevents:FuzzDescribe internal/cri:FuzzConvert internal/cgpath:FuzzContainerPath \
-	internal/postmortem:FuzzParseStatus internal/kernfile:FuzzAppendDirs
+	internal/postmortem:FuzzParseStatus internal/kernfile:FuzzAppendDirs internal/memwatch:FuzzParsePSI
 # Minimizing new inputs of 3.5 KiB stalls the fuzzer and can outlast -fuzztime
 # (then it reports "context deadline exceeded"): one attempt only.
 fuzz: ## Run every fuzz target for FUZZTIME each.
