@@ -66,9 +66,11 @@ const (
 	// one per nodeEvery: the bound of a node's Event traffic. A write
 	// over it waits (a patch then carries every repeat since) and the
 	// queue behind it fills and drops.
-	nodeBurst = 25
-	nodeEvery = 10 * time.Second
-	attempts  = 3
+	nodeBurst   = 25
+	nodeEvery   = 10 * time.Second
+	attempts    = 3
+	maxWarnings = 16
+	warningTTL  = time.Minute
 	// groupWait: the kills of one group kill follow each other within
 	// milliseconds; its Event waits this long for them.
 	groupWait = time.Second
@@ -124,8 +126,15 @@ type Recorder struct {
 	groups map[uint64]*pendingGroup
 	// series are the Events that repeats of their kill count in.
 	series map[seriesKey]*series
-	stop   context.CancelFunc
-	done   chan struct{}
+	// warnings are the memory pressure warnings waiting, the newest
+	// maxWarnings: written only while no kill's Event or series patch
+	// waits, so that a warning never takes the node's allowance from a
+	// kill (a crash-looping namespace warns at every restart), and
+	// dropped after warningTTL (the kill it warned of has its own Event
+	// by then, saying the pressure before it).
+	warnings []op
+	stop     context.CancelFunc
+	done     chan struct{}
 }
 
 // pendingGroup is the Event of a memory.oom.group kill, held for groupWait
@@ -162,6 +171,13 @@ func (r *Recorder) Start(ctx context.Context) error {
 		defer close(r.done)
 		for {
 			if r.queue.len() == 0 {
+				if w, ok := r.popWarning(); ok {
+					if !r.writeToken(ctx) {
+						return
+					}
+					r.send(ctx, w.create, nil)
+					continue
+				}
 				select {
 				case <-ctx.Done():
 					return
@@ -440,7 +456,32 @@ func (r *Recorder) pressure(p event.CgroupPressure) {
 	}
 	ev := r.newPodEvent(p.Pod, p.Time.Time, ReasonPressure, DescribePressure(p))
 	ev.Action = ActionPressure
-	r.enqueue(op{create: ev})
+	r.mu.Lock()
+	if len(r.warnings) == maxWarnings {
+		r.dropped.Add(1)
+		r.warnings = r.warnings[1:]
+	}
+	r.warnings = append(r.warnings, op{create: ev})
+	r.mu.Unlock()
+	select {
+	case r.queue.ready <- struct{}{}:
+	default:
+	}
+}
+
+// popWarning takes the oldest warning not yet stale.
+func (r *Recorder) popWarning() (op, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for len(r.warnings) > 0 {
+		w := r.warnings[0]
+		r.warnings = r.warnings[1:]
+		if r.now().Sub(w.create.EventTime.Time) <= warningTTL {
+			return w, true
+		}
+		r.dropped.Add(1)
+	}
+	return op{}, false
 }
 
 // newEvent is the Event of kill in its pod.

@@ -487,7 +487,7 @@ func TestRecorderWritesTheWarning(t *testing.T) {
 	r := New(api, "node-a")
 	r.Start(context.Background())
 	defer r.Shutdown()
-	at := time.Date(2026, 12, 7, 2, 29, 29, 0, time.UTC)
+	at := time.Now()
 	p := event.CgroupPressure{Type: event.TypeCgroupPressure, Time: event.Time{Time: at}, State: event.PressureStarted,
 		Container: &event.Container{Name: "app"}, Pod: &event.Pod{Name: "leaky", Namespace: "shop", UID: "u"}}
 	r.Write(p)
@@ -505,5 +505,25 @@ func TestRecorderWritesTheWarning(t *testing.T) {
 	if n := len(api.events()); n != 1 || e.Reason != ReasonPressure || e.Action != ActionPressure || e.Note != DescribePressure(p) ||
 		e.Regarding.Name != "leaky" || e.Type != corev1.EventTypeWarning {
 		t.Errorf("%d Events, the first %+v", n, e)
+	}
+}
+
+// TestWarningsWaitForKills: while the node's allowance is spent, a kill's
+// Event that comes after a warning is written first: a warning never takes
+// a kill's turn (a crash-looping namespace warns at every restart, and
+// another namespace's first kill must not wait for that).
+func TestWarningsWaitForKills(t *testing.T) {
+	api := &fakeAPI{}
+	r := New(api, "node-a")
+	r.writes.Left, r.nodeEvery = 0, 100*time.Millisecond
+	r.Start(context.Background())
+	defer r.Shutdown()
+	at := time.Now()
+	r.Write(event.CgroupPressure{Type: event.TypeCgroupPressure, Time: event.Time{Time: at}, State: event.PressureStarted,
+		Container: &event.Container{Name: "app"}, Pod: &event.Pod{Name: "leaky", Namespace: "crashloop", UID: "u-w"}})
+	r.Write(podKill("uid-1", at))
+	waitFor(t, "both Events", func() bool { return len(api.events()) == 2 })
+	if got := api.events(); got[0].Reason == ReasonPressure || got[1].Reason != ReasonPressure {
+		t.Errorf("written in the order %s, %s: want the kill's first", got[0].Reason, got[1].Reason)
 	}
 }
