@@ -331,13 +331,13 @@ func (m Memory) Stat(path string) (Stat, error) {
 }
 
 // Usage reads the cgroup's memory usage in bytes (memory.usage_in_bytes,
-// memory.current). The v2 root has none.
+// memory.current; through Files). The v2 root has none.
 func (m Memory) Usage(path string) (uint64, error) {
 	name := "memory.current"
 	if m.V1 {
 		name = "memory.usage_in_bytes"
 	}
-	return kernfile.ReadUint(filepath.Join(m.Dir(path), name))
+	return m.ReadUint(path, name)
 }
 
 // Swap reads the cgroup's swap use in bytes (cgroup v2
@@ -358,6 +358,20 @@ func (m Memory) Limit(path string) (uint64, bool) {
 	if m.V1 {
 		name = "memory.limit_in_bytes"
 	}
+	return m.bound(path, name)
+}
+
+// High is the cgroup's memory.high in bytes (cgroup v2), false for
+// "max", on v1, or when it cannot be read.
+func (m Memory) High(path string) (uint64, bool) {
+	if m.V1 {
+		return 0, false
+	}
+	return m.bound(path, "memory.high")
+}
+
+// bound reads a file of a memory bound: bytes, or "max" (false).
+func (m Memory) bound(path, name string) (uint64, bool) {
 	b, err := kernfile.ReadFile(filepath.Join(m.Dir(path), name))
 	if err != nil {
 		return 0, false

@@ -20,10 +20,10 @@
 package memwatch
 
 import (
+	"cmp"
 	"context"
 	"path"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -102,35 +102,17 @@ type Options struct {
 }
 
 func (o *Options) defaults() {
-	if o.Interval <= 0 {
-		o.Interval = DefaultInterval
-	}
-	if o.Rescan <= 0 {
-		o.Rescan = DefaultRescan
-	}
-	if o.MaxCgroups <= 0 {
-		o.MaxCgroups = DefaultMaxCgroups
-	}
-	if o.MaxDepth <= 0 {
-		o.MaxDepth = DefaultMaxDepth
-	}
+	o.Interval = cmp.Or(o.Interval, DefaultInterval)
+	o.Rescan = cmp.Or(o.Rescan, DefaultRescan)
+	o.MaxCgroups = cmp.Or(o.MaxCgroups, DefaultMaxCgroups)
+	o.MaxDepth = cmp.Or(o.MaxDepth, DefaultMaxDepth)
+	o.Horizon = cmp.Or(o.Horizon, DefaultHorizon)
+	o.StallAvg10 = cmp.Or(o.StallAvg10, DefaultStallAvg10)
+	o.EndAfter = cmp.Or(o.EndAfter, DefaultEndAfter)
+	o.RepeatEvery = cmp.Or(o.RepeatEvery, DefaultRepeatEvery)
+	o.KeepEnded = cmp.Or(o.KeepEnded, DefaultKeepEnded)
 	if o.NearLimit <= 0 || o.NearLimit > 1 {
 		o.NearLimit = DefaultNearLimit
-	}
-	if o.Horizon <= 0 {
-		o.Horizon = DefaultHorizon
-	}
-	if o.StallAvg10 <= 0 {
-		o.StallAvg10 = DefaultStallAvg10
-	}
-	if o.EndAfter <= 0 {
-		o.EndAfter = DefaultEndAfter
-	}
-	if o.RepeatEvery <= 0 {
-		o.RepeatEvery = DefaultRepeatEvery
-	}
-	if o.KeepEnded <= 0 {
-		o.KeepEnded = DefaultKeepEnded
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -224,13 +206,6 @@ func (w *Watcher) Run(ctx context.Context, emit func(event.CgroupPressure)) {
 	}
 }
 
-// Watched is how many cgroups are watched.
-func (w *Watcher) Watched() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.watched)
-}
-
 // scan walks the hierarchy breadth first (the root-most cgroups first, at
 // most MaxCgroups of them, MaxDepth levels down) for cgroups with a
 // memory limit, and reads their limits again. Root-most first is what
@@ -272,7 +247,6 @@ func (w *Watcher) scan() {
 			old.limit, old.high = c.limit, c.high
 			continue
 		}
-		c := c
 		w.watched[p] = &c
 	}
 	// A cgroup gone, or out of bounds now, is dropped; Poll ends its
@@ -289,9 +263,7 @@ func (w *Watcher) scan() {
 func (w *Watcher) limits(p string) (watchedCgroup, bool) {
 	var c watchedCgroup
 	c.limit, _ = w.mem.Limit(p)
-	if !w.mem.V1 {
-		c.high = maxOrBytes(w.mem.Read(p, "memory.high"))
-	}
+	c.high, _ = w.mem.High(p)
 	if c.limit == 0 && c.high == 0 {
 		return c, false
 	}
@@ -346,7 +318,7 @@ type reading struct {
 // read reads one cgroup's usage (and, near its limit, more) and counts
 // the intervals in a row it was pressed; false when it is gone.
 func (w *Watcher) read(p string, c *watchedCgroup, now time.Time) (reading, bool) {
-	usage, err := w.mem.ReadUint(p, w.usageFile())
+	usage, err := w.mem.Usage(p)
 	if err != nil {
 		return reading{}, false
 	}
@@ -414,7 +386,7 @@ func (w *Watcher) advance(p string, c *watchedCgroup, r reading, now time.Time) 
 			return event.CgroupPressure{}, false
 		}
 		e.started, e.said = true, now
-		return w.line(p, c, event.PressureStarted, r.sample), true
+		return w.line(p, c, now, event.PressureStarted, r.sample), true
 	}
 	w.account(e, r.reasons, r.delta, usage, now)
 	if len(r.reasons) == 0 && now.Sub(c.calmSince) >= w.opts.EndAfter {
@@ -422,7 +394,7 @@ func (w *Watcher) advance(p string, c *watchedCgroup, r reading, now time.Time) 
 	}
 	if now.Sub(e.said) >= w.opts.RepeatEvery {
 		e.said = now
-		return w.line(p, c, event.PressureOngoing, r.sample), true
+		return w.line(p, c, now, event.PressureOngoing, r.sample), true
 	}
 	return event.CgroupPressure{}, false
 }
@@ -529,19 +501,19 @@ func (w *Watcher) account(e *episode, reasons []string, delta counters, usage ui
 // end ends the cgroup's episode: a line, and the episode kept for the
 // kill that may have ended it.
 func (w *Watcher) end(p string, c *watchedCgroup, now time.Time, sample event.PressureSample) event.CgroupPressure {
-	ev := w.line(p, c, event.PressureEnded, sample)
+	ev := w.line(p, c, now, event.PressureEnded, sample)
 	w.ended[p] = endedEpisode{ev: ev.Episode, ended: now}
 	c.episode = nil
 	c.pressed = 0
 	return ev
 }
 
-func (w *Watcher) line(p string, c *watchedCgroup, state string, sample event.PressureSample) event.CgroupPressure {
+func (w *Watcher) line(p string, c *watchedCgroup, now time.Time, state string, sample event.PressureSample) event.CgroupPressure {
 	ep := c.episode.ev
 	ep.Reasons = slices.Clone(ep.Reasons)
 	return event.CgroupPressure{
 		Type:    event.TypeCgroupPressure,
-		Time:    event.Time{Time: w.opts.Now()},
+		Time:    event.Time{Time: now},
 		Node:    w.opts.Node,
 		State:   state,
 		Memcg:   event.Cgroup{ID: c.id, Path: p, Source: event.CgroupFromCgroupfs},
@@ -571,25 +543,6 @@ func (w *Watcher) Episode(p string) *event.PressureEpisode {
 		return &ep
 	}
 	return nil
-}
-
-func (w *Watcher) usageFile() string {
-	if w.mem.V1 {
-		return "memory.usage_in_bytes"
-	}
-	return "memory.current"
-}
-
-// maxOrBytes is a v2 limit file's value, 0 for "max" or when unreadable.
-func maxOrBytes(data []byte, err error) uint64 {
-	if err != nil {
-		return 0
-	}
-	n, err := strconv.ParseUint(strings.TrimSpace(string(data)), 10, 64)
-	if err != nil {
-		return 0
-	}
-	return n
 }
 
 func nonZero(n uint64) *uint64 {

@@ -255,14 +255,16 @@ func MaybeRunHog() {
 	if ms, _ := strconv.Atoi(os.Getenv(hogEnvHoldMs)); ms > 0 {
 		time.Sleep(time.Duration(ms) * time.Millisecond)
 	}
+	var keep []byte
 	if rate, _ := strconv.Atoi(os.Getenv(hogEnvRate)); rate > 0 {
-		// A leak: 1 MiB at a time, rate a second.
+		// A leak: 1 MiB at a time, rate a second, n bytes in all.
 		for i := 0; i < n>>20; i++ {
-			memhog.Touch(1 << 20)
+			keep = memhog.Touch(1 << 20)
 			time.Sleep(time.Second / time.Duration(rate))
 		}
+	} else {
+		keep = memhog.Touch(n)
 	}
-	keep := memhog.Touch(n)
 	// Still alive: the limit was not reached.
 	fmt.Fprintf(os.Stderr, "hog: allocated %d bytes without being killed (%d)\n", n, keep[0])
 	os.Exit(4)

@@ -79,14 +79,6 @@ func init() {
 	}
 }
 
-func touch1MiB() {
-	b := make([]byte, 1<<20)
-	for j := 0; j < len(b); j += 4096 {
-		b[j] = 1
-	}
-	sink = append(sink, b)
-}
-
 // readOver writes a file of mib MiB (in the container's own file system,
 // on the node's disk), drops its pages from the cache (written back
 // first), then reads it whole again and again for d: each read charges
@@ -131,9 +123,12 @@ func readOver(mib int, d time.Duration) error {
 	return nil
 }
 
-func touch(mib int) {
-	for i := 0; i < mib; i += 4 {
-		b := make([]byte, 4<<20)
+func touch(mib int) { touchChunks(mib, 4) }
+
+// touchChunks touches mib MiB in chunks of chunk MiB, kept in sink.
+func touchChunks(mib, chunk int) {
+	for i := 0; i < mib; i += chunk {
+		b := make([]byte, chunk<<20)
 		for j := 0; j < len(b); j += 4096 {
 			b[j] = 1
 		}
@@ -280,7 +275,7 @@ func main() {
 		mib, _ := strconv.Atoi(os.Args[2])
 		rate, _ := strconv.Atoi(os.Args[3])
 		for i := 0; i < mib; i++ {
-			touch1MiB()
+			touchChunks(1, 1)
 			time.Sleep(time.Second / time.Duration(max(rate, 1)))
 		}
 		fmt.Printf("leak: holding %d MiB\n", mib)
